@@ -1,0 +1,8 @@
+// Package bpf holds the kernel half of the receiver: the eBPF programs that
+// track live allocations, and their bpf2go bindings. The generated object is
+// committed so that building needs no clang; `go generate ./bpf` rebuilds it
+// (clang-19, llvm-19 and libbpf-dev; vmlinux.h comes from
+// `bpftool btf dump file /sys/kernel/btf/vmlinux format c`).
+package bpf
+
+//go:generate go tool bpf2go -cc clang-19 -strip llvm-strip-19 -cflags "-O2 -g -Wall -Werror" -target amd64 -tags linux -type object -type counters -type cache_name Kmemleak kmemleak.bpf.c

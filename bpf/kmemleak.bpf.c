@@ -1,0 +1,270 @@
+//go:build ignore
+
+// SPDX-License-Identifier: GPL-2.0
+//
+// Live-object tracking for the kernel allocators. Every allocation inserts
+// its address into `live`, every free deletes it; user space scans `live` for
+// objects older than a threshold. The same bodies are compiled for three
+// attach modes (tp_btf, raw_tp, classic tracepoint) because which of them a
+// kernel accepts varies; user space loads only the mode it picked.
+
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+enum allocator {
+	ALLOCATOR_SLAB = 0,
+	ALLOCATOR_KMALLOC = 1,
+	ALLOCATOR_COUNT = 2,
+};
+
+// gfp bits that pick the kmalloc cache family (kmalloc-rcl-*, kmalloc-cg-*,
+// dma-kmalloc-*). Their values have been the same from Linux 5.x to 6.18; the
+// bits live in an anonymous enum, which CO-RE cannot name.
+#define GFP_DMA_BIT_MASK 0x01u
+#define GFP_RECLAIMABLE_MASK 0x10u
+#define GFP_ACCOUNT_MASK 0x400000u
+#define KMALLOC_FAMILY_MASK (GFP_DMA_BIT_MASK | GFP_RECLAIMABLE_MASK | GFP_ACCOUNT_MASK)
+
+#define CACHE_NAME_LEN 32
+
+struct object {
+	__u64 alloc_ns;
+	__u64 call_site;
+	// slab: the kmem_cache pointer (tp_btf, raw_tp) or a hash of the cache
+	// name (classic tracepoint, which has no pointer); in both cases a key of
+	// cache_names. kmalloc: the gfp bits that pick the cache family.
+	__u64 cache;
+	__u32 bytes;
+	__u32 allocator;
+};
+
+struct cache_name {
+	char name[CACHE_NAME_LEN];
+};
+
+struct counters {
+	__u64 allocs;
+	__u64 frees;
+	__u64 untracked_frees;
+	__u64 dropped;
+};
+
+// Sized by the loader from max_tracked_objects. Preallocated: inserts never
+// allocate, so they are safe in any context the allocator runs in.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, struct object);
+} live SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct cache_name);
+} cache_names SEC(".maps");
+
+// Per-CPU so the hot path never contends on a cache line; user space sums.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ALLOCATOR_COUNT);
+	__type(key, __u32);
+	__type(value, struct counters);
+} stats SEC(".maps");
+
+// Pin the struct layouts into BTF for bpf2go.
+const struct object *unused_object __attribute__((unused));
+const struct counters *unused_counters __attribute__((unused));
+const struct cache_name *unused_cache_name __attribute__((unused));
+
+// NULL and ZERO_SIZE_PTR (16) are not objects: kfree(NULL) fires the
+// tracepoint, and failed allocations report NULL.
+static __always_inline bool is_object(const void *ptr)
+{
+	return (unsigned long)ptr > 16;
+}
+
+static __always_inline void track_alloc(const void *ptr, __u64 call_site, __u64 cache, __u32 bytes,
+					__u32 allocator)
+{
+	if (!is_object(ptr))
+		return;
+	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+	if (!c)
+		return;
+	c->allocs++;
+
+	__u64 key = (__u64)ptr;
+	struct object obj = {
+		.alloc_ns = bpf_ktime_get_ns(),
+		.call_site = call_site,
+		.cache = cache,
+		.bytes = bytes,
+		.allocator = allocator,
+	};
+	// BPF_ANY: an address that comes back after a free we missed replaces
+	// the stale entry instead of keeping it as a phantom leak.
+	if (bpf_map_update_elem(&live, &key, &obj, BPF_ANY))
+		c->dropped++;
+}
+
+static __always_inline void track_free(const void *ptr, __u32 allocator)
+{
+	if (!is_object(ptr))
+		return;
+	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+	if (!c)
+		return;
+	c->frees++;
+
+	__u64 key = (__u64)ptr;
+	if (bpf_map_delete_elem(&live, &key))
+		c->untracked_frees++;
+}
+
+// Cache names are copied once per cache, not per allocation: the lookup on
+// the 8-byte key is what every slab allocation pays.
+static __always_inline void remember_cache_name(__u64 key, const char *name)
+{
+	if (bpf_map_lookup_elem(&cache_names, &key))
+		return;
+	struct cache_name n = {};
+	bpf_probe_read_kernel_str(n.name, sizeof(n.name), name);
+	bpf_map_update_elem(&cache_names, &key, &n, BPF_NOEXIST);
+}
+
+static __always_inline void slab_alloc(__u64 call_site, const void *ptr, struct kmem_cache *s)
+{
+	if (!is_object(ptr))
+		return;
+	__u64 cache = (__u64)s;
+	remember_cache_name(cache, BPF_CORE_READ(s, name));
+	track_alloc(ptr, call_site, cache, BPF_CORE_READ(s, size), ALLOCATOR_SLAB);
+}
+
+static __always_inline void kmalloc_alloc(__u64 call_site, const void *ptr, size_t bytes_alloc,
+					  gfp_t gfp)
+{
+	track_alloc(ptr, call_site, gfp & KMALLOC_FAMILY_MASK, bytes_alloc, ALLOCATOR_KMALLOC);
+}
+
+// tp_btf: typed arguments straight from the tracepoint call, the cheapest mode.
+
+SEC("tp_btf/kmem_cache_alloc")
+int BPF_PROG(btf_slab_alloc, unsigned long call_site, const void *ptr, struct kmem_cache *s)
+{
+	slab_alloc(call_site, ptr, s);
+	return 0;
+}
+
+SEC("tp_btf/kmem_cache_free")
+int BPF_PROG(btf_slab_free, unsigned long call_site, const void *ptr)
+{
+	track_free(ptr, ALLOCATOR_SLAB);
+	return 0;
+}
+
+SEC("tp_btf/kmalloc")
+int BPF_PROG(btf_kmalloc, unsigned long call_site, const void *ptr, size_t bytes_req,
+	     size_t bytes_alloc, gfp_t gfp)
+{
+	kmalloc_alloc(call_site, ptr, bytes_alloc, gfp);
+	return 0;
+}
+
+SEC("tp_btf/kfree")
+int BPF_PROG(btf_kfree, unsigned long call_site, const void *ptr)
+{
+	track_free(ptr, ALLOCATOR_KMALLOC);
+	return 0;
+}
+
+// raw_tp: the same arguments, untyped; for kernels that refuse tp_btf.
+
+SEC("raw_tp/kmem_cache_alloc")
+int BPF_PROG(raw_slab_alloc, unsigned long call_site, const void *ptr, struct kmem_cache *s)
+{
+	slab_alloc(call_site, ptr, s);
+	return 0;
+}
+
+SEC("raw_tp/kmem_cache_free")
+int BPF_PROG(raw_slab_free, unsigned long call_site, const void *ptr)
+{
+	track_free(ptr, ALLOCATOR_SLAB);
+	return 0;
+}
+
+SEC("raw_tp/kmalloc")
+int BPF_PROG(raw_kmalloc, unsigned long call_site, const void *ptr, size_t bytes_req,
+	     size_t bytes_alloc, gfp_t gfp)
+{
+	kmalloc_alloc(call_site, ptr, bytes_alloc, gfp);
+	return 0;
+}
+
+SEC("raw_tp/kfree")
+int BPF_PROG(raw_kfree, unsigned long call_site, const void *ptr)
+{
+	track_free(ptr, ALLOCATOR_KMALLOC);
+	return 0;
+}
+
+// Classic tracepoints: the record carries the cache name, not the cache
+// pointer, so the name's FNV-1a hash stands in for the pointer.
+
+static __always_inline __u64 fnv1a(const char *s, int len)
+{
+	__u64 h = 0xcbf29ce484222325ULL;
+	for (int i = 0; i < CACHE_NAME_LEN; i++) {
+		if (i >= len || !s[i])
+			break;
+		h ^= (unsigned char)s[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+SEC("tracepoint/kmem/kmem_cache_alloc")
+int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
+{
+	const void *ptr = ctx->ptr;
+	if (!is_object(ptr))
+		return 0;
+
+	struct cache_name n = {};
+	__u32 loc = ctx->__data_loc_name;
+	int len = bpf_probe_read_kernel_str(n.name, sizeof(n.name), (void *)ctx + (loc & 0xffff));
+	__u64 cache = fnv1a(n.name, len);
+	if (!bpf_map_lookup_elem(&cache_names, &cache))
+		bpf_map_update_elem(&cache_names, &cache, &n, BPF_NOEXIST);
+
+	track_alloc(ptr, ctx->call_site, cache, ctx->bytes_alloc, ALLOCATOR_SLAB);
+	return 0;
+}
+
+SEC("tracepoint/kmem/kmem_cache_free")
+int tp_slab_free(struct trace_event_raw_kmem_cache_free *ctx)
+{
+	track_free(ctx->ptr, ALLOCATOR_SLAB);
+	return 0;
+}
+
+SEC("tracepoint/kmem/kmalloc")
+int tp_kmalloc(struct trace_event_raw_kmalloc *ctx)
+{
+	kmalloc_alloc(ctx->call_site, ctx->ptr, ctx->bytes_alloc, ctx->gfp_flags);
+	return 0;
+}
+
+SEC("tracepoint/kmem/kfree")
+int tp_kfree(struct trace_event_raw_kfree *ctx)
+{
+	track_free(ctx->ptr, ALLOCATOR_KMALLOC);
+	return 0;
+}

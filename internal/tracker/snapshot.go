@@ -1,0 +1,76 @@
+package tracker
+
+import "fmt"
+
+// Object is one live allocation as the probes recorded it.
+type Object struct {
+	Address   uint64
+	AllocNs   uint64 // CLOCK_MONOTONIC, the clock of Snapshot.TakenNs
+	CallSite  uint64
+	Cache     uint64 // see CacheName
+	Bytes     uint32
+	Allocator Allocator
+}
+
+// Counters are the probes' totals for one allocator since attach.
+type Counters struct {
+	Allocs         uint64
+	Frees          uint64
+	UntrackedFrees uint64 // frees of objects the map did not hold (allocated before attach, or dropped)
+	Dropped        uint64 // allocations not tracked because the map was full
+}
+
+// Snapshot is one scan of the live-object map.
+type Snapshot struct {
+	TakenNs    uint64 // CLOCK_MONOTONIC when the scan finished
+	Objects    []Object
+	Counters   map[Allocator]Counters
+	CacheNames map[uint64]string // slab cache key -> name, as the probes saw it
+}
+
+// Age is how long obj had been live when the snapshot was taken.
+func (s *Snapshot) Age(obj Object) uint64 {
+	if obj.AllocNs >= s.TakenNs {
+		return 0
+	}
+	return s.TakenNs - obj.AllocNs
+}
+
+// The gfp bits the kmalloc probe keeps (KMALLOC_FAMILY_MASK in the BPF code).
+const (
+	gfpDMA         = 0x01
+	gfpReclaimable = 0x10
+	gfpAccount     = 0x400000
+)
+
+// kmallocMaxCacheSize is KMALLOC_MAX_CACHE_SIZE for SLUB with 4 KiB pages:
+// larger kmalloc requests come straight from the page allocator.
+const kmallocMaxCacheSize = 8192
+
+// CacheName names the slab cache obj came from. For kmalloc it reconstructs
+// the kernel's naming (kmalloc-96, kmalloc-cg-1k, ...) from the size and
+// the gfp family bits, the way kmalloc_type() picks the cache.
+func (s *Snapshot) CacheName(obj Object) string {
+	if obj.Allocator != Kmalloc {
+		if name, ok := s.CacheNames[obj.Cache]; ok {
+			return name
+		}
+		return "unknown"
+	}
+	if obj.Bytes > kmallocMaxCacheSize {
+		return "kmalloc-large"
+	}
+	size := fmt.Sprint(obj.Bytes)
+	if obj.Bytes >= 1024 && obj.Bytes%1024 == 0 {
+		size = fmt.Sprintf("%dk", obj.Bytes/1024)
+	}
+	switch {
+	case obj.Cache&gfpDMA != 0:
+		return "dma-kmalloc-" + size
+	case obj.Cache&gfpReclaimable != 0:
+		return "kmalloc-rcl-" + size
+	case obj.Cache&gfpAccount != 0:
+		return "kmalloc-cg-" + size
+	}
+	return "kmalloc-" + size
+}
