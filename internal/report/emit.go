@@ -1,0 +1,81 @@
+package report
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+)
+
+// Emitter turns reports into pdata through the generated builders, which
+// apply the user's metrics:, events: and resource_attributes: settings.
+type Emitter struct {
+	Metrics          *metadata.MetricsBuilder
+	Logs             *metadata.LogsBuilder
+	Resource         pcommon.Resource
+	IncludeAddresses bool
+}
+
+// EmitMetrics records one scan: the reported groups, the probes' counters
+// and the tracker's health.
+func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommon.Timestamp) pmetric.Metrics {
+	mb := e.Metrics
+	for _, g := range rep.Groups {
+		alloc := allocatorAttribute(g.Allocator)
+		mb.RecordKmemOutstandingObjectsDataPoint(now, g.Objects, alloc, g.Cache, g.CallSiteSym)
+		mb.RecordKmemOutstandingBytesDataPoint(now, g.Bytes, alloc, g.Cache, g.CallSiteSym)
+		mb.RecordKmemOutstandingOldestAgeDataPoint(now, g.OldestAge.Seconds(), alloc, g.Cache, g.CallSiteSym)
+	}
+	for _, a := range tracker.Allocators {
+		c, ok := rep.Counters[a]
+		if !ok {
+			continue
+		}
+		alloc := allocatorAttribute(a)
+		mb.RecordKmemAllocationsDataPoint(now, int64(c.Allocs), alloc)
+		mb.RecordKmemFreesDataPoint(now, int64(c.Frees), alloc)
+		mb.RecordKmemTrackerDroppedDataPoint(now, int64(c.Dropped), alloc)
+		mb.RecordKmemTrackerUntrackedFreesDataPoint(now, int64(c.UntrackedFrees), alloc)
+		mb.RecordKmemTrackerObjectsDataPoint(now, rep.Tracked[a], alloc)
+	}
+	mb.RecordKmemTrackerScanDurationDataPoint(now, scanDuration.Seconds())
+	return mb.Emit(metadata.WithResource(e.Resource))
+}
+
+// EmitLogs records one kmem.leak.suspect event per reported group.
+func (e *Emitter) EmitLogs(ctx context.Context, rep Report, now pcommon.Timestamp) plog.Logs {
+	for _, g := range rep.Groups {
+		var opts []metadata.EventAttributeOption
+		if e.IncludeAddresses {
+			opts = append(opts, metadata.WithKmemCallSiteAddressEventAttribute("0x"+strconv.FormatUint(g.CallSite, 16)))
+		}
+		e.Logs.RecordKmemLeakSuspectEvent(ctx, now, allocatorAttribute(g.Allocator), g.Cache, g.CallSiteSym,
+			g.Objects, g.Bytes, g.OldestAge.Seconds(), opts...)
+	}
+	logs := e.Logs.Emit(metadata.WithLogsResource(e.Resource))
+	setSeverity(logs)
+	return logs
+}
+
+// setSeverity marks the events INFO: the generated builder leaves severity
+// unset, and backends filter on it.
+func setSeverity(logs plog.Logs) {
+	for _, rl := range logs.ResourceLogs().All() {
+		for _, sl := range rl.ScopeLogs().All() {
+			for _, lr := range sl.LogRecords().All() {
+				lr.SetSeverityNumber(plog.SeverityNumberInfo)
+				lr.SetSeverityText("INFO")
+			}
+		}
+	}
+}
+
+func allocatorAttribute(a tracker.Allocator) metadata.AttributeKmemAllocator {
+	return metadata.MapAttributeKmemAllocator[a.String()]
+}

@@ -1,0 +1,113 @@
+// Package report turns a scan of live objects into leak-suspect groups and
+// the receiver's metrics and log events.
+package report
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+)
+
+// Symbolizer names a kernel address, e.g. "alloc_pipe_info+0x2b".
+type Symbolizer interface {
+	Symbolize(addr uint64) string
+}
+
+// Group is the live objects older than min_age that share an allocator,
+// a cache and a call site.
+type Group struct {
+	Allocator   tracker.Allocator
+	Cache       string
+	CallSite    uint64
+	CallSiteSym string
+	Objects     int64
+	Bytes       int64
+	OldestAge   time.Duration
+}
+
+// Report is what one scan found.
+type Report struct {
+	Groups   []Group // the top_n groups by bytes, largest first
+	Suspects int64   // objects older than min_age, in all groups
+	Tracked  map[tracker.Allocator]int64
+	Counters map[tracker.Allocator]tracker.Counters
+}
+
+// groupKey identifies a group before names are resolved. For kmalloc the
+// cache follows from the size, so the size is part of the key; for slab
+// the probes' cache key already names the cache.
+type groupKey struct {
+	allocator tracker.Allocator
+	cache     uint64
+	bytes     uint32
+	callSite  uint64
+}
+
+type tally struct {
+	sample  tracker.Object // any member: names the group's cache
+	objects int64
+	bytes   int64
+	oldest  uint64
+}
+
+// Build groups the snapshot's objects older than minAge and keeps the topN
+// largest groups by bytes. Only the kept groups are symbolized.
+func Build(snap *tracker.Snapshot, minAge time.Duration, topN int, sym Symbolizer) Report {
+	rep := Report{Tracked: map[tracker.Allocator]int64{}, Counters: snap.Counters}
+	for a := range snap.Counters {
+		rep.Tracked[a] = 0
+	}
+	tallies := map[groupKey]*tally{}
+	for _, obj := range snap.Objects {
+		rep.Tracked[obj.Allocator]++
+		age := snap.Age(obj)
+		if age < uint64(minAge) {
+			continue
+		}
+		key := groupKey{allocator: obj.Allocator, cache: obj.Cache, callSite: obj.CallSite}
+		if obj.Allocator == tracker.Kmalloc {
+			key.bytes = obj.Bytes
+		}
+		t := tallies[key]
+		if t == nil {
+			t = &tally{sample: obj}
+			tallies[key] = t
+		}
+		t.objects++
+		t.bytes += int64(obj.Bytes)
+		t.oldest = max(t.oldest, age)
+		rep.Suspects++
+	}
+
+	groups := make([]Group, 0, len(tallies))
+	for key, t := range tallies {
+		groups = append(groups, Group{
+			Allocator: key.allocator,
+			Cache:     snap.CacheName(t.sample),
+			CallSite:  key.callSite,
+			Objects:   t.objects,
+			Bytes:     t.bytes,
+			OldestAge: time.Duration(t.oldest),
+		})
+	}
+	slices.SortFunc(groups, compareGroups)
+	rep.Groups = groups[:min(topN, len(groups))]
+	for i := range rep.Groups {
+		rep.Groups[i].CallSiteSym = sym.Symbolize(rep.Groups[i].CallSite)
+	}
+	return rep
+}
+
+// compareGroups orders by bytes, then objects, descending, and breaks ties
+// by identity so that equal scans give equal reports.
+func compareGroups(a, b Group) int {
+	return cmp.Or(
+		cmp.Compare(b.Bytes, a.Bytes),
+		cmp.Compare(b.Objects, a.Objects),
+		cmp.Compare(a.Allocator, b.Allocator),
+		cmp.Compare(a.Cache, b.Cache),
+		cmp.Compare(a.CallSite, b.CallSite),
+	)
+}

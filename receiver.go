@@ -1,0 +1,223 @@
+//go:build linux
+
+package kmemleakreceiver
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/receiver"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
+	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/report"
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+)
+
+type kmemleakReceiver struct {
+	cfg        *Config
+	set        receiver.Settings
+	metrics    consumer.Metrics // nil unless a metrics pipeline uses the receiver
+	logs       consumer.Logs    // nil unless a logs pipeline uses the receiver
+	onShutdown func()
+
+	mu      sync.Mutex // guards the lifecycle: Start and Shutdown come once per pipeline
+	started bool
+	stopped bool
+	tracker *tracker.Tracker
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	// Owned by the scan loop.
+	namer   callSiteNamer
+	emitter report.Emitter
+	snap    tracker.Snapshot
+}
+
+func newReceiver(cfg *Config, set receiver.Settings, onShutdown func()) (*kmemleakReceiver, error) {
+	return &kmemleakReceiver{cfg: cfg, set: set, onShutdown: onShutdown}, nil
+}
+
+// Start loads and attaches the probes and starts the scan loop. Everything
+// that can be missing (privileges, BTF, tracefs, a tracepoint) fails here,
+// with what is missing and how to fix it.
+func (r *kmemleakReceiver) Start(_ context.Context, _ component.Host) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started {
+		return nil
+	}
+	r.started = true
+
+	mode, err := tracker.ParseMode(r.cfg.Attach)
+	if err != nil {
+		return err
+	}
+	tr, err := tracker.Open(tracker.Options{
+		Allocators: r.cfg.allocators(),
+		Mode:       mode,
+		MaxObjects: uint32(r.cfg.MaxTrackedObjects),
+		Logger:     r.set.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("kmemleak: %w", err)
+	}
+	r.tracker = tr
+
+	r.namer = callSiteNamer{includeAddresses: r.cfg.IncludeAddresses}
+	if sym, err := ksym.New("/proc/kallsyms", "/proc/modules"); err != nil {
+		r.set.Logger.Warn("Kernel symbols are unavailable, call sites will not be named", zap.Error(err))
+	} else {
+		r.namer.sym = sym
+	}
+	r.emitter = report.Emitter{
+		Metrics:          metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set),
+		Logs:             metadata.NewLogsBuilder(r.cfg.logsBuilderConfig(), r.set),
+		IncludeAddresses: r.cfg.IncludeAddresses,
+	}
+	r.emitter.Resource = r.resource(r.emitter.Metrics.NewResourceBuilder())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.done = make(chan struct{})
+	go r.run(ctx)
+	return nil
+}
+
+func (r *kmemleakReceiver) resource(rb *metadata.ResourceBuilder) pcommon.Resource {
+	if host, err := os.Hostname(); err == nil {
+		rb.SetHostName(host)
+	}
+	rb.SetOsType("linux")
+	var uts unix.Utsname
+	if unix.Uname(&uts) == nil {
+		rb.SetOsVersion(unix.ByteSliceToString(uts.Release[:]))
+	}
+	rb.SetKmemAttachMode(attachModes(r.tracker.Modes()))
+	return rb.Emit()
+}
+
+// attachModes is the one mode all allocators use, or allocator=mode pairs.
+func attachModes(modes map[tracker.Allocator]tracker.Mode) string {
+	var pairs []string
+	distinct := map[tracker.Mode]bool{}
+	for _, a := range tracker.Allocators {
+		if m, ok := modes[a]; ok {
+			pairs = append(pairs, a.String()+"="+string(m))
+			distinct[m] = true
+		}
+	}
+	if len(distinct) == 1 {
+		for m := range distinct {
+			return string(m)
+		}
+	}
+	slices.Sort(pairs)
+	return strings.Join(pairs, ",")
+}
+
+func (r *kmemleakReceiver) run(ctx context.Context) {
+	defer close(r.done)
+	wait := time.NewTimer(r.cfg.InitialDelay)
+	defer wait.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-wait.C:
+	}
+	tick := time.NewTicker(r.cfg.CollectionInterval)
+	defer tick.Stop()
+	for {
+		r.scan(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (r *kmemleakReceiver) scan(ctx context.Context) {
+	log := r.set.Logger
+	start := time.Now()
+	if err := r.tracker.Scan(&r.snap); err != nil {
+		log.Error("Scan of live kernel objects failed", zap.Error(err))
+		return
+	}
+	if r.namer.sym != nil {
+		if _, err := r.namer.sym.Refresh(); err != nil {
+			log.Warn("Reloading kernel symbols after a module change failed; using the old table", zap.Error(err))
+		}
+	}
+	rep := report.Build(&r.snap, r.cfg.MinAge, r.cfg.TopN, r.namer)
+	took := time.Since(start)
+	now := pcommon.NewTimestampFromTime(time.Now())
+
+	if r.metrics != nil {
+		if err := r.metrics.ConsumeMetrics(ctx, r.emitter.EmitMetrics(rep, took, now)); err != nil {
+			log.Error("Passing metrics to the next consumer failed", zap.Error(err))
+		}
+	}
+	if r.logs != nil && len(rep.Groups) > 0 {
+		if err := r.logs.ConsumeLogs(ctx, r.emitter.EmitLogs(ctx, rep, now)); err != nil {
+			log.Error("Passing leak-suspect events to the next consumer failed", zap.Error(err))
+		}
+	}
+}
+
+// Shutdown stops the scan loop and releases every program, link and map.
+func (r *kmemleakReceiver) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return nil
+	}
+	r.stopped = true
+	r.onShutdown()
+	if r.cancel == nil {
+		return nil
+	}
+	r.cancel()
+	select {
+	case <-r.done:
+		return r.tracker.Close()
+	case <-ctx.Done():
+		// The loop is stuck in a consumer that ignores cancellation. Closing
+		// the maps under it could hand their fd numbers to other files, so
+		// the probes go when it returns.
+		go func() {
+			<-r.done
+			_ = r.tracker.Close()
+		}()
+		return fmt.Errorf("kmemleak: the scan loop did not stop in time (%w); probes are released when it does", ctx.Err())
+	}
+}
+
+// callSiteNamer names call sites for reports. Without symbols it hides
+// the raw address unless the user opted in: addresses defeat KASLR.
+type callSiteNamer struct {
+	sym              *ksym.Symbolizer
+	includeAddresses bool
+}
+
+func (n callSiteNamer) Symbolize(addr uint64) string {
+	if n.sym != nil {
+		if s, ok := n.sym.Resolve(addr); ok {
+			return s.String()
+		}
+	}
+	if n.includeAddresses {
+		return fmt.Sprintf("0x%x", addr)
+	}
+	return "unknown"
+}
