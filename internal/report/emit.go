@@ -59,18 +59,19 @@ func (e *Emitter) EmitLogs(ctx context.Context, rep Report, now pcommon.Timestam
 			g.Objects, g.Bytes, g.OldestAge.Seconds(), opts...)
 	}
 	logs := e.Logs.Emit(metadata.WithLogsResource(e.Resource))
-	setSeverity(logs)
+	completeRecords(logs, now)
 	return logs
 }
 
-// setSeverity marks the events INFO: the generated builder leaves severity
-// unset, and backends filter on it.
-func setSeverity(logs plog.Logs) {
+// completeRecords sets what the generated builder leaves empty: severity
+// INFO, which backends filter on, and the observed time.
+func completeRecords(logs plog.Logs, now pcommon.Timestamp) {
 	for _, rl := range logs.ResourceLogs().All() {
 		for _, sl := range rl.ScopeLogs().All() {
 			for _, lr := range sl.LogRecords().All() {
 				lr.SetSeverityNumber(plog.SeverityNumberInfo)
 				lr.SetSeverityText("INFO")
+				lr.SetObservedTimestamp(now)
 			}
 		}
 	}

@@ -47,6 +47,26 @@ const (
 // larger kmalloc requests come straight from the page allocator.
 const kmallocMaxCacheSize = 8192
 
+// KmallocClass reduces a kmalloc object to what picks its cache, as
+// kmalloc_type() does: the one gfp family bit that wins (DMA, then
+// reclaimable, then account) and the size. Every size above the largest
+// cache is one class, kmalloc-large, whatever the bits. Objects of equal
+// class have equal CacheName, and objects of different class do not.
+func KmallocClass(obj Object) (family uint64, size uint32) {
+	if obj.Bytes > kmallocMaxCacheSize {
+		return 0, kmallocMaxCacheSize + 1
+	}
+	switch {
+	case obj.Cache&gfpDMA != 0:
+		return gfpDMA, obj.Bytes
+	case obj.Cache&gfpReclaimable != 0:
+		return gfpReclaimable, obj.Bytes
+	case obj.Cache&gfpAccount != 0:
+		return gfpAccount, obj.Bytes
+	}
+	return 0, obj.Bytes
+}
+
 // CacheName names the slab cache obj came from. For kmalloc it reconstructs
 // the kernel's naming (kmalloc-96, kmalloc-cg-1k, ...) from the size and
 // the gfp family bits, the way kmalloc_type() picks the cache.

@@ -1,0 +1,317 @@
+//go:build linux
+
+package kmemleakreceiver
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"golang.org/x/sys/unix"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+)
+
+// heldPipes is how many pipes the leak test keeps open.
+const heldPipes = 2000
+
+// requireBPF skips tests that load probes where they cannot load.
+func requireBPF(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("integration test: needs root (CAP_BPF and CAP_PERFMON) to load eBPF programs")
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		t.Skip("integration test: kernel BTF (/sys/kernel/btf/vmlinux) is missing")
+	}
+}
+
+func testConfig() *Config {
+	cfg := createDefaultConfig()
+	cfg.CollectionInterval = 500 * time.Millisecond
+	cfg.InitialDelay = 0
+	cfg.MinAge = time.Second
+	cfg.TopN = 2000
+	cfg.MaxTrackedObjects = 1 << 20
+	return cfg
+}
+
+type pipeline struct {
+	rcv     receiver.Metrics
+	metrics *consumertest.MetricsSink
+	logs    *consumertest.LogsSink
+}
+
+// startReceiver builds the receiver the way the collector does, with one
+// metrics and one logs pipeline sharing it.
+func startReceiver(t *testing.T, cfg *Config) pipeline {
+	t.Helper()
+	f := NewFactory()
+	set := receivertest.NewNopSettings(metadata.Type)
+	p := pipeline{metrics: new(consumertest.MetricsSink), logs: new(consumertest.LogsSink)}
+	m, err := f.CreateMetrics(context.Background(), set, cfg, p.metrics)
+	require.NoError(t, err)
+	l, err := f.CreateLogs(context.Background(), set, cfg, p.logs)
+	require.NoError(t, err)
+	require.Same(t, m, l, "metrics and logs must share one receiver so the probes load once")
+	p.rcv = m
+	require.NoError(t, m.Start(context.Background(), componenttest.NewNopHost()))
+	require.NoError(t, l.Start(context.Background(), componenttest.NewNopHost()))
+	t.Cleanup(func() {
+		require.NoError(t, m.Shutdown(context.Background()))
+		require.NoError(t, l.Shutdown(context.Background()))
+	})
+	return p
+}
+
+// suspectsByFunction sums kmem.outstanding.objects of the latest scan by the
+// function part of the call site ("alloc_pipe_info+0x2b" -> alloc_pipe_info).
+func suspectsByFunction(md pmetric.Metrics) map[string]int64 {
+	out := map[string]int64{}
+	for _, rm := range md.ResourceMetrics().All() {
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				if m.Name() != "kmem.outstanding.objects" {
+					continue
+				}
+				for _, dp := range m.Gauge().DataPoints().All() {
+					site, _ := dp.Attributes().Get("kmem.call_site")
+					fn, _, _ := strings.Cut(site.Str(), "+")
+					out[fn] += dp.IntValue()
+				}
+			}
+		}
+	}
+	return out
+}
+
+// waitForScan waits for a scan that starts after now and satisfies ok.
+func waitForScan(t *testing.T, sink *consumertest.MetricsSink, what string, ok func(map[string]int64) bool) map[string]int64 {
+	t.Helper()
+	seen := sink.DataPointCount()
+	deadline := time.Now().Add(30 * time.Second)
+	var last map[string]int64
+	for time.Now().Before(deadline) {
+		all := sink.AllMetrics()
+		for _, md := range all[min(seen, len(all)):] {
+			last = suspectsByFunction(md)
+			if ok(last) {
+				return last
+			}
+		}
+		seen = len(all)
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no scan within 30s where %s; last scan: %v", what, last)
+	return nil
+}
+
+// The functions that allocate for pipe2(2) on this kernel (6.18), named from
+// what the receiver reported while the test held pipes: pipe_inode_info and
+// its buffer array (kmalloc), and the two struct files (slab, filp).
+var pipeCallSites = map[string]int64{
+	"alloc_pipe_info":  2 * heldPipes,
+	"alloc_empty_file": 2 * heldPipes,
+}
+
+func TestIntegrationHeldPipesAreReportedAndVanish(t *testing.T) {
+	requireBPF(t)
+	for _, mode := range tracker.AttachModes {
+		t.Run(string(mode), func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Attach = string(mode)
+			p := startReceiver(t, cfg)
+
+			baseline := waitForScan(t, p.metrics, "a first scan", func(map[string]int64) bool { return true })
+			pipes := openPipes(t, heldPipes)
+			held := waitForScan(t, p.metrics, "the held pipes are suspects", func(got map[string]int64) bool {
+				for fn, want := range pipeCallSites {
+					if got[fn]-baseline[fn] < want {
+						return false
+					}
+				}
+				return true
+			})
+			t.Logf("baseline %v, holding %d pipes %v", pick(baseline), heldPipes, pick(held))
+
+			closeAll(pipes)
+			waitForScan(t, p.metrics, "the closed pipes are gone", func(got map[string]int64) bool {
+				for fn := range pipeCallSites {
+					if got[fn] > baseline[fn]+heldPipes/20 {
+						return false
+					}
+				}
+				return true
+			})
+
+			assertSuspectEvents(t, p.logs, mode)
+		})
+	}
+}
+
+func pick(m map[string]int64) map[string]int64 {
+	out := map[string]int64{}
+	for fn := range pipeCallSites {
+		out[fn] = m[fn]
+	}
+	return out
+}
+
+// assertSuspectEvents checks the events that reported the pipes: names,
+// severity, resource, and no raw address by default.
+func assertSuspectEvents(t *testing.T, sink *consumertest.LogsSink, mode tracker.Mode) {
+	t.Helper()
+	var found bool
+	for _, ld := range sink.AllLogs() {
+		for _, rl := range ld.ResourceLogs().All() {
+			res := rl.Resource().Attributes()
+			attachMode, _ := res.Get("kmem.attach_mode")
+			assert.Equal(t, string(mode), attachMode.Str())
+			osType, _ := res.Get("os.type")
+			assert.Equal(t, "linux", osType.Str())
+			for _, sl := range rl.ScopeLogs().All() {
+				for _, lr := range sl.LogRecords().All() {
+					assert.Equal(t, "kmem.leak.suspect", lr.EventName())
+					_, hasAddr := lr.Attributes().Get("kmem.call_site.address")
+					assert.False(t, hasAddr, "raw addresses must stay out unless include_addresses is set")
+					site, _ := lr.Attributes().Get("kmem.call_site")
+					if strings.HasPrefix(site.Str(), "alloc_pipe_info+") {
+						found = true
+					}
+				}
+			}
+		}
+	}
+	assert.True(t, found, "no kmem.leak.suspect event named alloc_pipe_info")
+}
+
+func openPipes(t *testing.T, n int) [][2]int {
+	t.Helper()
+	pipes := make([][2]int, 0, n)
+	t.Cleanup(func() { closeAll(pipes) })
+	for range n {
+		var p [2]int
+		require.NoError(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
+		pipes = append(pipes, p)
+	}
+	return pipes
+}
+
+func closeAll(pipes [][2]int) {
+	for i, p := range pipes {
+		if p[0] >= 0 {
+			unix.Close(p[0])
+			unix.Close(p[1])
+			pipes[i] = [2]int{-1, -1}
+		}
+	}
+}
+
+func TestIntegrationShutdownReleasesEverything(t *testing.T) {
+	requireBPF(t)
+	progsBefore := bpfProgramIDs(t)
+	fdsBefore := openFDs(t)
+
+	f := NewFactory()
+	cfg := testConfig()
+	m, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, new(consumertest.MetricsSink))
+	require.NoError(t, err)
+	require.NoError(t, m.Start(context.Background(), componenttest.NewNopHost()))
+	assert.Greater(t, len(bpfProgramIDs(t)), len(progsBefore), "Start loaded no program")
+	time.Sleep(time.Second) // let a scan run so Shutdown stops a live loop
+	require.NoError(t, m.Shutdown(context.Background()))
+
+	// The kernel frees tracing programs after an RCU grace period, so their
+	// IDs linger for a moment after the last reference is gone.
+	assert.Eventually(t, func() bool { return slices.Equal(progsBefore, bpfProgramIDs(t)) }, 10*time.Second, 50*time.Millisecond,
+		"BPF programs left loaded after Shutdown")
+	assert.Equal(t, fdsBefore, openFDs(t), "file descriptors left open after Shutdown")
+
+	// The configuration is free again: a new receiver loads afresh.
+	m2, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, new(consumertest.MetricsSink))
+	require.NoError(t, err)
+	assert.NotSame(t, m, m2)
+	require.NoError(t, m2.Shutdown(context.Background()))
+}
+
+func bpfProgramIDs(t *testing.T) []ebpf.ProgramID {
+	t.Helper()
+	var ids []ebpf.ProgramID
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return ids
+		}
+		require.NoError(t, err)
+		ids = append(ids, next)
+		id = next
+	}
+}
+
+func openFDs(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	var fds []string
+	for _, e := range entries {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue // the fd ReadDir itself used, closed by now
+		}
+		fds = append(fds, e.Name()+" -> "+target)
+	}
+	return fds
+}
+
+// TestIntegrationStartWithoutPrivilegesNamesTheCapability runs this test
+// binary again as nobody without capabilities and checks that Start fails
+// with the missing capabilities named, instead of a bare EPERM.
+func TestIntegrationStartWithoutPrivilegesNamesTheCapability(t *testing.T) {
+	if os.Getenv("KMEMLEAK_UNPRIVILEGED_CHILD") == "1" {
+		f := NewFactory()
+		m, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), testConfig(), new(consumertest.MetricsSink))
+		require.NoError(t, err)
+		err = m.Start(context.Background(), componenttest.NewNopHost())
+		require.Error(t, err)
+		os.Stdout.WriteString("START ERROR: " + err.Error() + "\n")
+		return
+	}
+	requireBPF(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) is not installed")
+	}
+	// The test binary sits in a directory only root can enter.
+	dir, err := os.MkdirTemp("", "kmemleak-unprivileged")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	bin := filepath.Join(dir, "receiver.test")
+	self, err := os.ReadFile(os.Args[0])
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(bin, self, 0o755))
+
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
+		bin, "-test.run=^TestIntegrationStartWithoutPrivilegesNamesTheCapability$", "-test.v")
+	cmd.Env = append(os.Environ(), "KMEMLEAK_UNPRIVILEGED_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "child failed:\n%s", out)
+	assert.Contains(t, string(out), "START ERROR: kmemleak: missing CAP_BPF and CAP_PERFMON")
+	assert.Contains(t, string(out), "run the collector as root")
+}
