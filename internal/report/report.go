@@ -36,8 +36,10 @@ type Report struct {
 }
 
 // groupKey identifies a group before names are resolved. For kmalloc the
-// cache follows from the size, so the size is part of the key; for slab
-// the probes' cache key already names the cache.
+// cache follows from the size and the gfp bits, so the key holds their
+// tracker.KmallocClass (not the raw values: kmalloc-large takes every size,
+// and several gfp combinations pick the same cache); for slab the probes'
+// cache key already names the cache.
 type groupKey struct {
 	allocator tracker.Allocator
 	cache     uint64
@@ -68,7 +70,7 @@ func Build(snap *tracker.Snapshot, minAge time.Duration, topN int, sym Symbolize
 		}
 		key := groupKey{allocator: obj.Allocator, cache: obj.Cache, callSite: obj.CallSite}
 		if obj.Allocator == tracker.Kmalloc {
-			key.bytes = obj.Bytes
+			key.cache, key.bytes = tracker.KmallocClass(obj)
 		}
 		t := tallies[key]
 		if t == nil {

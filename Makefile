@@ -1,0 +1,51 @@
+# Build the otelcol-kmemleak collector with ocb, run it, test everything.
+# Loading eBPF programs needs root: run `make run` and `make test` as root.
+
+GO       ?= go
+OCB      := $(GO) run go.opentelemetry.io/collector/cmd/builder@v0.165.0
+DIST     := _build/otelcol-kmemleak
+CONFIG   ?= examples/config.yaml
+TRACEFS  := /sys/kernel/tracing
+
+.PHONY: build run test lint unit-test collector-test tracefs generate clean
+
+# ocb regenerates the distribution's sources and rebuilds it when anything
+# the receiver is made of changes.
+$(DIST): builder-config.yaml go.mod go.sum $(shell find . -path ./_build -prune -o -name '*.go' -print -o -name '*.o' -print)
+	$(OCB) --config builder-config.yaml
+
+build: $(DIST)
+
+run: $(DIST)
+	$(DIST) --config $(CONFIG)
+
+test: lint tracefs unit-test collector-test
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+# The classic-tracepoint attach mode, and its test, need tracefs.
+tracefs:
+	@mountpoint -q $(TRACEFS) || mount -t tracefs tracefs $(TRACEFS) || echo "warning: cannot mount tracefs at $(TRACEFS): the tracepoint-mode tests will fail"
+
+unit-test:
+	$(GO) test -count=1 ./...
+
+# The built collector accepts the example and refuses a bad config, naming the fields.
+collector-test: $(DIST)
+	$(DIST) validate --config $(CONFIG)
+	@if $(DIST) validate --config testdata/invalid-config.yaml 2>_build/invalid.err; then \
+		echo "validate accepted testdata/invalid-config.yaml"; exit 1; fi
+	grep -q 'min_age must be positive' _build/invalid.err
+	grep -q 'allocators: unknown allocator "pages"' _build/invalid.err
+	@echo "collector validate: bad config refused with the fields named"
+
+# Regenerate the committed bpf2go and mdatagen outputs (needs clang-19,
+# llvm-19, libbpf-dev and bpftool for the BPF half).
+generate:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
+	$(GO) generate ./...
+
+clean:
+	rm -rf _build

@@ -1,0 +1,291 @@
+package report
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/golden"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/plogtest"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/pmetrictest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+)
+
+// Run `go test ./internal/report -run TestEmit -update` to rewrite the golden
+// files, then review the diff. The golden writers fail the run on purpose so
+// that an -update run never passes; run again without -update.
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+var (
+	startTime = pcommon.NewTimestampFromTime(time.Date(2025, time.March, 4, 10, 0, 0, 0, time.UTC))
+	scanTime  = pcommon.NewTimestampFromTime(time.Date(2025, time.March, 4, 10, 5, 0, 0, time.UTC))
+)
+
+const scanDuration = 12500 * time.Microsecond
+
+func newTestEmitter(mbc metadata.MetricsBuilderConfig, lbc metadata.LogsBuilderConfig, includeAddresses bool) *Emitter {
+	settings := receivertest.NewNopSettings(metadata.Type)
+	mb := metadata.NewMetricsBuilder(mbc, settings, metadata.WithStartTime(startTime))
+	rb := mb.NewResourceBuilder()
+	rb.SetHostName("node-7")
+	rb.SetOsType("linux")
+	rb.SetOsVersion("6.8.0-45-generic")
+	rb.SetKmemAttachMode("tp_btf")
+	return &Emitter{
+		Metrics:          mb,
+		Logs:             metadata.NewLogsBuilder(lbc, settings),
+		Resource:         rb.Emit(),
+		IncludeAddresses: includeAddresses,
+	}
+}
+
+func twoGroupReport() Report {
+	return Report{
+		Groups: []Group{
+			{
+				Allocator:   tracker.Kmalloc,
+				Cache:       "kmalloc-cg-1k",
+				CallSite:    0xffffffff81a2b3c4,
+				CallSiteSym: "alloc_pipe_info+0x2b",
+				Objects:     2000,
+				Bytes:       2048000,
+				OldestAge:   95*time.Second + 500*time.Millisecond,
+			},
+			{
+				Allocator:   tracker.Slab,
+				Cache:       "dentry",
+				CallSite:    0xffffffffc0a01234,
+				CallSiteSym: "d_alloc+0x2e",
+				Objects:     300,
+				Bytes:       57600,
+				OldestAge:   42 * time.Second,
+			},
+		},
+		Suspects: 2300,
+		Tracked:  map[tracker.Allocator]int64{tracker.Slab: 12000, tracker.Kmalloc: 34000},
+		Counters: map[tracker.Allocator]tracker.Counters{
+			tracker.Slab:    {Allocs: 1_000_000, Frees: 988_000, UntrackedFrees: 150},
+			tracker.Kmalloc: {Allocs: 2_500_000, Frees: 2_466_000, UntrackedFrees: 420, Dropped: 7},
+		},
+	}
+}
+
+func assertGoldenMetrics(t *testing.T, file string, actual pmetric.Metrics) {
+	t.Helper()
+	path := filepath.Join("testdata", file)
+	if *update {
+		// Timestamps are fixed by the test: keep them as they are.
+		require.NoError(t, golden.WriteMetrics(t, path, actual, golden.SkipMetricTimestampNormalization()))
+		return
+	}
+	expected, err := golden.ReadMetrics(path)
+	require.NoError(t, err)
+	// The golden writer sorts data points by attributes; the order of data
+	// points within a metric carries no meaning.
+	require.NoError(t, pmetrictest.CompareMetrics(expected, actual, pmetrictest.IgnoreMetricDataPointsOrder()))
+}
+
+func assertGoldenLogs(t *testing.T, file string, actual plog.Logs) {
+	t.Helper()
+	path := filepath.Join("testdata", file)
+	if *update {
+		require.NoError(t, golden.WriteLogs(t, path, actual))
+		return
+	}
+	expected, err := golden.ReadLogs(path)
+	require.NoError(t, err)
+	require.NoError(t, plogtest.CompareLogs(expected, actual))
+}
+
+// metricNames lists the names of the emitted metrics.
+func metricNames(md pmetric.Metrics) []string {
+	var names []string
+	for _, rm := range md.ResourceMetrics().All() {
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				names = append(names, m.Name())
+			}
+		}
+	}
+	return names
+}
+
+// logRecords lists the emitted log records.
+func logRecords(ld plog.Logs) []plog.LogRecord {
+	var out []plog.LogRecord
+	for _, rl := range ld.ResourceLogs().All() {
+		for _, sl := range rl.ScopeLogs().All() {
+			for _, lr := range sl.LogRecords().All() {
+				out = append(out, lr)
+			}
+		}
+	}
+	return out
+}
+
+func TestEmitMetrics(t *testing.T) {
+	withoutOldestAge := metadata.NewDefaultMetricsBuilderConfig()
+	withoutOldestAge.Metrics.KmemOutstandingOldestAge.Enabled = false
+
+	tests := []struct {
+		name        string
+		config      metadata.MetricsBuilderConfig
+		report      Report
+		golden      string
+		wantMetrics []string
+	}{
+		{
+			name:   "two groups",
+			config: metadata.NewDefaultMetricsBuilderConfig(),
+			report: twoGroupReport(),
+			golden: "metrics_two_groups.yaml",
+			wantMetrics: []string{
+				"kmem.allocations", "kmem.frees",
+				"kmem.outstanding.bytes", "kmem.outstanding.objects", "kmem.outstanding.oldest_age",
+				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
+			},
+		},
+		{
+			name:   "metric disabled",
+			config: withoutOldestAge,
+			report: twoGroupReport(),
+			golden: "metrics_oldest_age_disabled.yaml",
+			wantMetrics: []string{
+				"kmem.allocations", "kmem.frees",
+				"kmem.outstanding.bytes", "kmem.outstanding.objects",
+				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
+			},
+		},
+		{
+			// Nothing old enough yet, and only kmalloc tracked: no group
+			// metrics, and the tracker's health for kmalloc alone.
+			name:   "no suspects",
+			config: metadata.NewDefaultMetricsBuilderConfig(),
+			report: Report{
+				Tracked:  map[tracker.Allocator]int64{tracker.Kmalloc: 0},
+				Counters: map[tracker.Allocator]tracker.Counters{tracker.Kmalloc: {Allocs: 10, Frees: 10}},
+			},
+			golden: "metrics_no_suspects.yaml",
+			wantMetrics: []string{
+				"kmem.allocations", "kmem.frees",
+				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEmitter(tt.config, metadata.DefaultLogsBuilderConfig(), false)
+			md := e.EmitMetrics(tt.report, scanDuration, scanTime)
+			assert.ElementsMatch(t, tt.wantMetrics, metricNames(md))
+			assertGoldenMetrics(t, tt.golden, md)
+		})
+	}
+}
+
+func TestEmitLogs(t *testing.T) {
+	tests := []struct {
+		name             string
+		includeAddresses bool
+		golden           string
+		wantAddresses    []string // kmem.call_site.address per record; nil when absent
+	}{
+		{
+			name:   "without addresses",
+			golden: "logs_two_groups.yaml",
+		},
+		{
+			name:             "with addresses",
+			includeAddresses: true,
+			golden:           "logs_two_groups_with_addresses.yaml",
+			wantAddresses:    []string{"0xffffffff81a2b3c4", "0xffffffffc0a01234"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), metadata.DefaultLogsBuilderConfig(), tt.includeAddresses)
+			ld := e.EmitLogs(context.Background(), twoGroupReport(), scanTime)
+
+			// plogtest does not compare event names: check them, with the
+			// severity and the address, here.
+			records := logRecords(ld)
+			require.Len(t, records, 2)
+			for i, lr := range records {
+				assert.Equal(t, "kmem.leak.suspect", lr.EventName())
+				assert.Equal(t, plog.SeverityNumberInfo, lr.SeverityNumber())
+				assert.Equal(t, "INFO", lr.SeverityText())
+				addr, ok := lr.Attributes().Get("kmem.call_site.address")
+				if tt.wantAddresses == nil {
+					assert.False(t, ok, "record %d has kmem.call_site.address", i)
+				} else {
+					require.True(t, ok, "record %d has no kmem.call_site.address", i)
+					assert.Equal(t, tt.wantAddresses[i], addr.Str())
+				}
+			}
+			assertGoldenLogs(t, tt.golden, ld)
+		})
+	}
+}
+
+func TestEmitLogsEventDisabled(t *testing.T) {
+	lbc := metadata.DefaultLogsBuilderConfig()
+	lbc.Events.KmemLeakSuspect.Enabled = false
+	e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), lbc, true)
+
+	ld := e.EmitLogs(context.Background(), twoGroupReport(), scanTime)
+
+	assert.Zero(t, ld.LogRecordCount())
+}
+
+// The builders are reused scan after scan: a second emit must carry only
+// the second scan.
+func TestEmitTwice(t *testing.T) {
+	e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), metadata.DefaultLogsBuilderConfig(), false)
+	first := twoGroupReport()
+	second := twoGroupReport()
+	second.Groups = second.Groups[1:]
+
+	e.EmitMetrics(first, scanDuration, scanTime)
+	e.EmitLogs(context.Background(), first, scanTime)
+	md := e.EmitMetrics(second, scanDuration, scanTime)
+	ld := e.EmitLogs(context.Background(), second, scanTime)
+
+	assert.Equal(t, 1, ld.LogRecordCount())
+	// One point per group in each of the three group metrics, one per
+	// allocator in each of the five tracker metrics, one scan duration.
+	assert.Equal(t, 1*3+2*5+1, md.DataPointCount())
+}
+
+func BenchmarkEmit(b *testing.B) {
+	rep := twoGroupReport()
+	rep.Groups = make([]Group, 50)
+	for i := range rep.Groups {
+		rep.Groups[i] = Group{
+			Allocator:   tracker.Allocators[i%len(tracker.Allocators)],
+			Cache:       fmt.Sprintf("kmalloc-%d", 8<<(i%10)),
+			CallSite:    0xffffffff81000000 + uint64(i)<<8,
+			CallSiteSym: fmt.Sprintf("func_%d+0x%x", i, i*4),
+			Objects:     int64(1000 - i),
+			Bytes:       int64(1000-i) * 64,
+			OldestAge:   time.Duration(i) * time.Second,
+		}
+	}
+	e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), metadata.DefaultLogsBuilderConfig(), true)
+	ctx := context.Background()
+
+	b.ReportAllocs()
+	for b.Loop() {
+		e.EmitMetrics(rep, scanDuration, scanTime)
+		e.EmitLogs(ctx, rep, scanTime)
+	}
+}

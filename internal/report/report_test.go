@@ -1,0 +1,360 @@
+package report
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+)
+
+// fakeSymbolizer names the addresses it knows and records every call.
+type fakeSymbolizer struct {
+	names map[uint64]string
+	calls []uint64
+}
+
+func (f *fakeSymbolizer) Symbolize(addr uint64) string {
+	f.calls = append(f.calls, addr)
+	if name, ok := f.names[addr]; ok {
+		return name
+	}
+	return "unknown"
+}
+
+// Call sites, slab cache keys and gfp bits used across the tests.
+const (
+	siteA = 0xffffffff81a00010
+	siteB = 0xffffffff81b00020
+	siteC = 0xffffffffc0c00030 // in a module
+
+	dentryKey = 0xffff888100a3c000
+	inodeKey  = 0xffff888100a3d000
+
+	gfpDMA         = 0x01
+	gfpReclaimable = 0x10
+	gfpAccount     = 0x400000
+)
+
+var testNames = map[uint64]string{
+	siteA: "alloc_pipe_info+0x2b",
+	siteB: "d_alloc+0x2e",
+	siteC: "nf_conntrack_alloc+0x51 [nf_conntrack]",
+}
+
+// takenNs is when the test snapshots were taken: an hour after boot.
+const takenNs = uint64(time.Hour)
+
+func newSnapshot(objs ...tracker.Object) *tracker.Snapshot {
+	return &tracker.Snapshot{
+		TakenNs: takenNs,
+		Objects: objs,
+		Counters: map[tracker.Allocator]tracker.Counters{
+			tracker.Slab:    {Allocs: 100, Frees: 90},
+			tracker.Kmalloc: {Allocs: 200, Frees: 150},
+		},
+		CacheNames: map[uint64]string{dentryKey: "dentry", inodeKey: "inode_cache"},
+	}
+}
+
+func slabObj(cache, site uint64, bytes uint32, age time.Duration) tracker.Object {
+	return tracker.Object{Allocator: tracker.Slab, Cache: cache, CallSite: site, Bytes: bytes, AllocNs: takenNs - uint64(age)}
+}
+
+func kmallocObj(gfp, site uint64, bytes uint32, age time.Duration) tracker.Object {
+	return tracker.Object{Allocator: tracker.Kmalloc, Cache: gfp, CallSite: site, Bytes: bytes, AllocNs: takenNs - uint64(age)}
+}
+
+func TestBuildMinAge(t *testing.T) {
+	const minAge = 30 * time.Second
+	snap := newSnapshot(
+		slabObj(dentryKey, siteB, 192, minAge-time.Nanosecond), // too young
+		slabObj(dentryKey, siteB, 192, minAge),                 // exactly min_age: a suspect
+		slabObj(dentryKey, siteB, 192, 10*time.Minute),
+		kmallocObj(0, siteA, 64, time.Second), // too young
+		// Recorded after the scan read its clock: age 0, never a suspect.
+		tracker.Object{Allocator: tracker.Kmalloc, CallSite: siteA, Bytes: 64, AllocNs: takenNs + 1},
+	)
+
+	rep := Build(snap, minAge, 10, &fakeSymbolizer{names: testNames})
+
+	assert.Equal(t, []Group{{
+		Allocator:   tracker.Slab,
+		Cache:       "dentry",
+		CallSite:    siteB,
+		CallSiteSym: "d_alloc+0x2e",
+		Objects:     2,
+		Bytes:       384,
+		OldestAge:   10 * time.Minute,
+	}}, rep.Groups)
+	assert.Equal(t, int64(2), rep.Suspects)
+	// Young objects are not suspects but the tracker still holds them.
+	assert.Equal(t, map[tracker.Allocator]int64{tracker.Slab: 3, tracker.Kmalloc: 2}, rep.Tracked)
+}
+
+func TestBuildGrouping(t *testing.T) {
+	tests := []struct {
+		name string
+		objs []tracker.Object
+		want []Group
+	}{
+		{
+			name: "one call site and cache is one group",
+			objs: []tracker.Object{
+				slabObj(dentryKey, siteB, 192, time.Minute),
+				slabObj(dentryKey, siteB, 192, 3*time.Minute),
+				slabObj(dentryKey, siteB, 192, 2*time.Minute),
+			},
+			want: []Group{
+				{Allocator: tracker.Slab, Cache: "dentry", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 3, Bytes: 576, OldestAge: 3 * time.Minute},
+			},
+		},
+		{
+			name: "one call site in two slab caches is two groups",
+			objs: []tracker.Object{
+				slabObj(dentryKey, siteB, 192, time.Minute),
+				slabObj(inodeKey, siteB, 600, 2*time.Minute),
+			},
+			want: []Group{
+				{Allocator: tracker.Slab, Cache: "inode_cache", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 1, Bytes: 600, OldestAge: 2 * time.Minute},
+				{Allocator: tracker.Slab, Cache: "dentry", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 1, Bytes: 192, OldestAge: time.Minute},
+			},
+		},
+		{
+			name: "one cache from two call sites is two groups",
+			objs: []tracker.Object{
+				slabObj(dentryKey, siteB, 192, time.Minute),
+				slabObj(dentryKey, siteC, 192, time.Minute),
+				slabObj(dentryKey, siteC, 192, time.Minute),
+			},
+			want: []Group{
+				{Allocator: tracker.Slab, Cache: "dentry", CallSite: siteC, CallSiteSym: "nf_conntrack_alloc+0x51 [nf_conntrack]", Objects: 2, Bytes: 384, OldestAge: time.Minute},
+				{Allocator: tracker.Slab, Cache: "dentry", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 1, Bytes: 192, OldestAge: time.Minute},
+			},
+		},
+		{
+			name: "kmalloc call site with two sizes is two groups",
+			objs: []tracker.Object{
+				kmallocObj(0, siteA, 64, time.Minute),
+				kmallocObj(0, siteA, 1024, 2*time.Minute),
+				kmallocObj(0, siteA, 64, 5*time.Minute),
+			},
+			want: []Group{
+				{Allocator: tracker.Kmalloc, Cache: "kmalloc-1k", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 1024, OldestAge: 2 * time.Minute},
+				{Allocator: tracker.Kmalloc, Cache: "kmalloc-64", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 2, Bytes: 128, OldestAge: 5 * time.Minute},
+			},
+		},
+		{
+			name: "kmalloc call site in two gfp families is two groups",
+			objs: []tracker.Object{
+				kmallocObj(0, siteA, 256, time.Minute),
+				kmallocObj(gfpAccount, siteA, 256, time.Minute),
+			},
+			want: []Group{
+				{Allocator: tracker.Kmalloc, Cache: "kmalloc-256", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 256, OldestAge: time.Minute},
+				{Allocator: tracker.Kmalloc, Cache: "kmalloc-cg-256", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 256, OldestAge: time.Minute},
+			},
+		},
+		{
+			// Each group must be a distinct (allocator, cache, call site):
+			// two groups with equal attributes would be merged (averaged!)
+			// by the metrics builder and duplicated in the events.
+			name: "kmalloc-large sizes from one call site are one group",
+			objs: []tracker.Object{
+				kmallocObj(0, siteA, 16384, time.Minute),
+				kmallocObj(0, siteA, 32768, 2*time.Minute),
+				kmallocObj(gfpAccount, siteA, 65536, time.Minute),
+			},
+			want: []Group{
+				{Allocator: tracker.Kmalloc, Cache: "kmalloc-large", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 3, Bytes: 114688, OldestAge: 2 * time.Minute},
+			},
+		},
+		{
+			name: "gfp bits that pick the same cache are one group",
+			objs: []tracker.Object{
+				kmallocObj(gfpDMA, siteA, 128, time.Minute),
+				kmallocObj(gfpDMA|gfpAccount, siteA, 128, time.Minute),
+				kmallocObj(gfpDMA|gfpReclaimable, siteA, 128, time.Minute),
+				kmallocObj(gfpReclaimable, siteB, 512, time.Minute),
+				kmallocObj(gfpReclaimable|gfpAccount, siteB, 512, time.Minute),
+			},
+			want: []Group{
+				{Allocator: tracker.Kmalloc, Cache: "kmalloc-rcl-512", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 2, Bytes: 1024, OldestAge: time.Minute},
+				{Allocator: tracker.Kmalloc, Cache: "dma-kmalloc-128", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 3, Bytes: 384, OldestAge: time.Minute},
+			},
+		},
+		{
+			name: "slab and kmalloc from one call site are two groups",
+			objs: []tracker.Object{
+				slabObj(dentryKey, siteA, 192, time.Minute),
+				kmallocObj(0, siteA, 192, time.Minute),
+			},
+			want: []Group{
+				// Equal bytes and objects: slab sorts first.
+				{Allocator: tracker.Slab, Cache: "dentry", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 192, OldestAge: time.Minute},
+				{Allocator: tracker.Kmalloc, Cache: "kmalloc-192", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 192, OldestAge: time.Minute},
+			},
+		},
+		{
+			name: "slab cache the probes did not name",
+			objs: []tracker.Object{slabObj(0xffff8881deadb000, siteB, 64, time.Minute)},
+			want: []Group{
+				{Allocator: tracker.Slab, Cache: "unknown", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 1, Bytes: 64, OldestAge: time.Minute},
+			},
+		},
+		{
+			name: "call site the symbolizer cannot name",
+			objs: []tracker.Object{kmallocObj(0, 0xffffffff8badf00d, 32, time.Minute)},
+			want: []Group{
+				{Allocator: tracker.Kmalloc, Cache: "kmalloc-32", CallSite: 0xffffffff8badf00d, CallSiteSym: "unknown", Objects: 1, Bytes: 32, OldestAge: time.Minute},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rep := Build(newSnapshot(tt.objs...), time.Second, 10, &fakeSymbolizer{names: testNames})
+			assert.Equal(t, tt.want, rep.Groups)
+			assert.Equal(t, int64(len(tt.objs)), rep.Suspects)
+		})
+	}
+}
+
+func TestBuildTopN(t *testing.T) {
+	snap := newSnapshot(
+		slabObj(dentryKey, 0x1000, 128, time.Minute), // 128 B in 1
+		slabObj(dentryKey, 0x2000, 64, time.Minute),  // 128 B in 2
+		slabObj(dentryKey, 0x2000, 64, time.Minute),
+		slabObj(dentryKey, 0x3000, 384, time.Minute), // 384 B in 1
+		slabObj(inodeKey, 0x1000, 128, time.Minute),  // 128 B in 1, inode_cache
+		slabObj(dentryKey, 0x0500, 128, time.Minute), // 128 B in 1, lower call site
+		kmallocObj(0, 0x0100, 128, time.Minute),      // 128 B in 1, kmalloc
+		kmallocObj(0, 0x4000, 8, time.Minute),        // 8 B
+	)
+	// By bytes, then objects, then allocator (slab first), cache and call
+	// site: a total order, so every scan of the same objects agrees.
+	wantAll := []Group{
+		{Allocator: tracker.Slab, Cache: "dentry", CallSite: 0x3000, Objects: 1, Bytes: 384},
+		{Allocator: tracker.Slab, Cache: "dentry", CallSite: 0x2000, Objects: 2, Bytes: 128},
+		{Allocator: tracker.Slab, Cache: "dentry", CallSite: 0x0500, Objects: 1, Bytes: 128},
+		{Allocator: tracker.Slab, Cache: "dentry", CallSite: 0x1000, Objects: 1, Bytes: 128},
+		{Allocator: tracker.Slab, Cache: "inode_cache", CallSite: 0x1000, Objects: 1, Bytes: 128},
+		{Allocator: tracker.Kmalloc, Cache: "kmalloc-128", CallSite: 0x0100, Objects: 1, Bytes: 128},
+		{Allocator: tracker.Kmalloc, Cache: "kmalloc-8", CallSite: 0x4000, Objects: 1, Bytes: 8},
+	}
+	for i := range wantAll {
+		wantAll[i].OldestAge = time.Minute
+		wantAll[i].CallSiteSym = "unknown"
+	}
+
+	for _, topN := range []int{1, 3, 4, 7, 50} {
+		t.Run(fmt.Sprint("top ", topN), func(t *testing.T) {
+			want := wantAll[:min(topN, len(wantAll))]
+			// Build ranges over a map: repeat to shake out any order that
+			// depends on it.
+			for range 20 {
+				rep := Build(snap, time.Second, topN, &fakeSymbolizer{})
+				require.Equal(t, want, rep.Groups)
+				// Suspects counts every group, not only the reported ones.
+				require.Equal(t, int64(8), rep.Suspects)
+			}
+		})
+	}
+}
+
+func TestBuildSymbolizesOnlyKeptGroups(t *testing.T) {
+	snap := newSnapshot(
+		kmallocObj(0, siteA, 4096, time.Minute),
+		kmallocObj(0, siteA, 4096, time.Minute),
+		slabObj(dentryKey, siteB, 192, time.Minute),
+		slabObj(dentryKey, siteC, 64, time.Minute),
+		kmallocObj(0, siteC, 32, time.Second), // too young: never looked at
+	)
+	sym := &fakeSymbolizer{names: testNames}
+
+	rep := Build(snap, 30*time.Second, 2, sym)
+
+	require.Len(t, rep.Groups, 2)
+	assert.Equal(t, "alloc_pipe_info+0x2b", rep.Groups[0].CallSiteSym)
+	assert.Equal(t, "d_alloc+0x2e", rep.Groups[1].CallSiteSym)
+	// One call per kept group, none for the group cut by top_n.
+	assert.Equal(t, []uint64{siteA, siteB}, sym.calls)
+}
+
+func TestBuildTracked(t *testing.T) {
+	snap := newSnapshot(
+		slabObj(dentryKey, siteB, 192, time.Minute),
+		slabObj(dentryKey, siteB, 192, time.Millisecond),
+	)
+
+	rep := Build(snap, 30*time.Second, 10, &fakeSymbolizer{names: testNames})
+
+	// kmalloc has counters but no live objects: its tracker.objects point
+	// must still be there, at zero.
+	assert.Equal(t, map[tracker.Allocator]int64{tracker.Slab: 2, tracker.Kmalloc: 0}, rep.Tracked)
+	assert.Equal(t, snap.Counters, rep.Counters)
+}
+
+func TestBuildEmpty(t *testing.T) {
+	sym := &fakeSymbolizer{}
+	rep := Build(newSnapshot(), 30*time.Second, 10, sym)
+
+	assert.Empty(t, rep.Groups)
+	assert.Zero(t, rep.Suspects)
+	assert.Equal(t, map[tracker.Allocator]int64{tracker.Slab: 0, tracker.Kmalloc: 0}, rep.Tracked)
+	assert.Empty(t, sym.calls)
+}
+
+type constSymbolizer string
+
+func (c constSymbolizer) Symbolize(uint64) string { return string(c) }
+
+// BenchmarkBuild is one scan of a full-sized map: a million live objects
+// from some two thousand call sites, most of them older than min_age.
+func BenchmarkBuild(b *testing.B) {
+	const (
+		objects   = 1_000_000
+		callSites = 2_000
+	)
+	kmallocSizes := []uint32{8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192, 16384}
+	slabCaches := make(map[uint64]string)
+	for i := range 50 {
+		slabCaches[0xffff888100000000+uint64(i)<<12] = fmt.Sprintf("cache-%d", i)
+	}
+	snap := &tracker.Snapshot{
+		TakenNs: uint64(24 * time.Hour),
+		Objects: make([]tracker.Object, objects),
+		Counters: map[tracker.Allocator]tracker.Counters{
+			tracker.Slab:    {Allocs: 1 << 30, Frees: 1 << 29},
+			tracker.Kmalloc: {Allocs: 1 << 30, Frees: 1 << 29},
+		},
+		CacheNames: slabCaches,
+	}
+	for i := range snap.Objects {
+		site := uint64(i % callSites)
+		obj := tracker.Object{
+			Address:  0xffff888200000000 + uint64(i)<<6,
+			AllocNs:  uint64(i) * uint64(time.Millisecond) / 20, // spread over ~14 hours
+			CallSite: 0xffffffff81000000 + site<<4,
+		}
+		if site%2 == 0 {
+			obj.Allocator = tracker.Slab
+			obj.Cache = 0xffff888100000000 + (site%50)<<12
+			obj.Bytes = 192
+		} else {
+			obj.Allocator = tracker.Kmalloc
+			obj.Bytes = kmallocSizes[(site/2)%uint64(len(kmallocSizes))]
+			if site%3 == 0 {
+				obj.Cache = gfpAccount
+			}
+		}
+		snap.Objects[i] = obj
+	}
+
+	b.ReportAllocs()
+	for b.Loop() {
+		Build(snap, 30*time.Second, 50, constSymbolizer("alloc_pipe_info+0x2b"))
+	}
+}
