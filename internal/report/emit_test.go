@@ -216,14 +216,16 @@ func TestEmitLogs(t *testing.T) {
 			e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), metadata.DefaultLogsBuilderConfig(), tt.includeAddresses)
 			ld := e.EmitLogs(context.Background(), twoGroupReport(), scanTime)
 
-			// plogtest does not compare event names: check them, with the
-			// severity and the address, here.
+			// plogtest does not compare event names: check them here, with
+			// what emit.go adds to the generated records.
 			records := logRecords(ld)
 			require.Len(t, records, 2)
 			for i, lr := range records {
 				assert.Equal(t, "kmem.leak.suspect", lr.EventName())
 				assert.Equal(t, plog.SeverityNumberInfo, lr.SeverityNumber())
 				assert.Equal(t, "INFO", lr.SeverityText())
+				assert.Equal(t, scanTime, lr.Timestamp())
+				assert.Equal(t, scanTime, lr.ObservedTimestamp())
 				addr, ok := lr.Attributes().Get("kmem.call_site.address")
 				if tt.wantAddresses == nil {
 					assert.False(t, ok, "record %d has kmem.call_site.address", i)

@@ -55,7 +55,7 @@ type tally struct {
 }
 
 // Build groups the snapshot's objects older than minAge and keeps the topN
-// largest groups by bytes. Only the kept groups are symbolized.
+// largest groups by bytes.
 func Build(snap *tracker.Snapshot, minAge time.Duration, topN int, sym Symbolizer) Report {
 	rep := Report{Tracked: map[tracker.Allocator]int64{}, Counters: snap.Counters}
 	for a := range snap.Counters {
@@ -83,22 +83,32 @@ func Build(snap *tracker.Snapshot, minAge time.Duration, topN int, sym Symbolize
 		rep.Suspects++
 	}
 
-	groups := make([]Group, 0, len(tallies))
+	// Groups are what gets exported, so they are merged by exported name:
+	// two addresses that both come out "unknown" must not become two series
+	// with equal attributes.
+	type exported struct {
+		allocator       tracker.Allocator
+		cache, callSite string
+	}
+	merged := map[exported]*Group{}
 	for key, t := range tallies {
-		groups = append(groups, Group{
-			Allocator: key.allocator,
-			Cache:     snap.CacheName(t.sample),
-			CallSite:  key.callSite,
-			Objects:   t.objects,
-			Bytes:     t.bytes,
-			OldestAge: time.Duration(t.oldest),
-		})
+		name := exported{key.allocator, snap.CacheName(t.sample), sym.Symbolize(key.callSite)}
+		g := merged[name]
+		if g == nil {
+			g = &Group{Allocator: name.allocator, Cache: name.cache, CallSite: key.callSite, CallSiteSym: name.callSite}
+			merged[name] = g
+		}
+		g.CallSite = min(g.CallSite, key.callSite) // deterministic across map orders
+		g.Objects += t.objects
+		g.Bytes += t.bytes
+		g.OldestAge = max(g.OldestAge, time.Duration(t.oldest))
+	}
+	groups := make([]Group, 0, len(merged))
+	for _, g := range merged {
+		groups = append(groups, *g)
 	}
 	slices.SortFunc(groups, compareGroups)
 	rep.Groups = groups[:min(topN, len(groups))]
-	for i := range rep.Groups {
-		rep.Groups[i].CallSiteSym = sym.Symbolize(rep.Groups[i].CallSite)
-	}
 	return rep
 }
 

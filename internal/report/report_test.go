@@ -246,7 +246,7 @@ func TestBuildTopN(t *testing.T) {
 	}
 	for i := range wantAll {
 		wantAll[i].OldestAge = time.Minute
-		wantAll[i].CallSiteSym = "unknown"
+		wantAll[i].CallSiteSym = fmt.Sprintf("fn_%x", wantAll[i].CallSite)
 	}
 
 	for _, topN := range []int{1, 3, 4, 7, 50} {
@@ -255,7 +255,7 @@ func TestBuildTopN(t *testing.T) {
 			// Build ranges over a map: repeat to shake out any order that
 			// depends on it.
 			for range 20 {
-				rep := Build(snap, time.Second, topN, &fakeSymbolizer{})
+				rep := Build(snap, time.Second, topN, hexSymbolizer{})
 				require.Equal(t, want, rep.Groups)
 				// Suspects counts every group, not only the reported ones.
 				require.Equal(t, int64(8), rep.Suspects)
@@ -264,23 +264,28 @@ func TestBuildTopN(t *testing.T) {
 	}
 }
 
-func TestBuildSymbolizesOnlyKeptGroups(t *testing.T) {
+func TestBuildMergesGroupsThatExportAlike(t *testing.T) {
+	// Two call sites the symbolizer cannot name, in one cache: exported as
+	// one "unknown" series, so they must be one group with summed counts,
+	// not two data points with equal attributes.
+	const unnamedA, unnamedB = 0xffffffff81900000, 0xffffffff81900040
 	snap := newSnapshot(
-		kmallocObj(0, siteA, 4096, time.Minute),
-		kmallocObj(0, siteA, 4096, time.Minute),
-		slabObj(dentryKey, siteB, 192, time.Minute),
-		slabObj(dentryKey, siteC, 64, time.Minute),
+		slabObj(dentryKey, unnamedA, 192, time.Minute),
+		slabObj(dentryKey, unnamedB, 192, 2*time.Minute),
+		slabObj(dentryKey, unnamedB, 192, time.Minute),
 		kmallocObj(0, siteC, 32, time.Second), // too young: never looked at
 	)
 	sym := &fakeSymbolizer{names: testNames}
 
-	rep := Build(snap, 30*time.Second, 2, sym)
+	rep := Build(snap, 30*time.Second, 10, sym)
 
-	require.Len(t, rep.Groups, 2)
-	assert.Equal(t, "alloc_pipe_info+0x2b", rep.Groups[0].CallSiteSym)
-	assert.Equal(t, "d_alloc+0x2e", rep.Groups[1].CallSiteSym)
-	// One call per kept group, none for the group cut by top_n.
-	assert.Equal(t, []uint64{siteA, siteB}, sym.calls)
+	require.Len(t, rep.Groups, 1)
+	g := rep.Groups[0]
+	assert.Equal(t, "unknown", g.CallSiteSym)
+	assert.Equal(t, int64(3), g.Objects)
+	assert.Equal(t, int64(3*192), g.Bytes)
+	assert.Equal(t, 2*time.Minute, g.OldestAge)
+	assert.ElementsMatch(t, []uint64{unnamedA, unnamedB}, sym.calls)
 }
 
 func TestBuildTracked(t *testing.T) {
@@ -306,6 +311,11 @@ func TestBuildEmpty(t *testing.T) {
 	assert.Equal(t, map[tracker.Allocator]int64{tracker.Slab: 0, tracker.Kmalloc: 0}, rep.Tracked)
 	assert.Empty(t, sym.calls)
 }
+
+// hexSymbolizer gives every address a name of its own.
+type hexSymbolizer struct{}
+
+func (hexSymbolizer) Symbolize(addr uint64) string { return fmt.Sprintf("fn_%x", addr) }
 
 type constSymbolizer string
 

@@ -1,0 +1,296 @@
+package kmemleakreceiver
+
+import (
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+)
+
+// disableAsUser turns a generated metric, event or resource attribute off
+// the way YAML does: the generated configs also record, unexported, that
+// the user set the toggle, so assigning Enabled = false would not compare
+// equal to a loaded config.
+func disableAsUser(t *testing.T, toggle confmap.Unmarshaler) {
+	t.Helper()
+	require.NoError(t, toggle.Unmarshal(confmap.NewFromStringMap(map[string]any{"enabled": false})))
+}
+
+func TestCreateDefaultConfig(t *testing.T) {
+	cfg, ok := NewFactory().CreateDefaultConfig().(*Config)
+	require.True(t, ok)
+
+	assert.Equal(t, 10*time.Second, cfg.CollectionInterval)
+	assert.Equal(t, time.Second, cfg.InitialDelay)
+	assert.Equal(t, 30*time.Second, cfg.MinAge)
+	assert.Equal(t, []string{"slab", "kmalloc"}, cfg.Allocators)
+	assert.Equal(t, "auto", cfg.Attach)
+	assert.Equal(t, 1_000_000, cfg.MaxTrackedObjects)
+	assert.Equal(t, 50, cfg.TopN)
+	assert.False(t, cfg.IncludeAddresses, "raw kernel addresses defeat KASLR: off unless asked")
+	assert.Equal(t, metadata.NewDefaultMetricsBuilderConfig(), cfg.MetricsBuilderConfig)
+	assert.Equal(t, metadata.DefaultEventsConfig(), cfg.Events)
+	assert.NoError(t, confmap.Validate(cfg))
+}
+
+func TestLoadConfig(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+
+	custom := createDefaultConfig()
+	custom.CollectionInterval = time.Minute
+	custom.InitialDelay = 5 * time.Second
+	custom.MinAge = 5 * time.Minute
+	custom.Allocators = []string{"kmalloc"}
+	custom.Attach = "raw_tp"
+	custom.MaxTrackedObjects = 250_000
+	custom.TopN = 10
+	custom.IncludeAddresses = true
+	disableAsUser(t, &custom.Metrics.KmemTrackerScanDuration)
+	disableAsUser(t, &custom.Events.KmemLeakSuspect)
+	disableAsUser(t, &custom.ResourceAttributes.HostName)
+
+	tests := []struct {
+		id       component.ID
+		expected *Config
+	}{
+		{
+			id:       component.NewID(metadata.Type),
+			expected: createDefaultConfig(),
+		},
+		{
+			id:       component.NewIDWithName(metadata.Type, "custom"),
+			expected: custom,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id.String(), func(t *testing.T) {
+			cfg := NewFactory().CreateDefaultConfig()
+			sub, err := cm.Sub(tt.id.String())
+			require.NoError(t, err)
+			require.NoError(t, sub.Unmarshal(cfg))
+
+			assert.NoError(t, confmap.Validate(cfg))
+			assert.Equal(t, tt.expected, cfg)
+		})
+	}
+}
+
+func TestLoadedConfigReachesTheBuilders(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+	sub, err := cm.Sub(component.NewIDWithName(metadata.Type, "custom").String())
+	require.NoError(t, err)
+	cfg := createDefaultConfig()
+	require.NoError(t, sub.Unmarshal(cfg))
+
+	assert.Equal(t, []tracker.Allocator{tracker.Kmalloc}, cfg.allocators())
+	lbc := cfg.logsBuilderConfig()
+	assert.False(t, lbc.Events.KmemLeakSuspect.Enabled)
+	// resource_attributes: applies to events as well as to metrics.
+	assert.False(t, lbc.ResourceAttributes.HostName.Enabled)
+	assert.True(t, lbc.ResourceAttributes.OsVersion.Enabled)
+}
+
+func TestUnmarshalRejects(t *testing.T) {
+	tests := []struct {
+		name    string
+		raw     map[string]any
+		wantErr string
+	}{
+		{
+			name:    "misspelt field",
+			raw:     map[string]any{"min_agee": "5s"},
+			wantErr: "min_agee",
+		},
+		{
+			name:    "unknown metric",
+			raw:     map[string]any{"metrics": map[string]any{"kmem.leaks": map[string]any{"enabled": false}}},
+			wantErr: "kmem.leaks",
+		},
+		{
+			name:    "unknown event",
+			raw:     map[string]any{"events": map[string]any{"kmem.leak": map[string]any{"enabled": false}}},
+			wantErr: "kmem.leak",
+		},
+		{
+			name:    "unknown resource attribute",
+			raw:     map[string]any{"resource_attributes": map[string]any{"host.id": map[string]any{"enabled": true}}},
+			wantErr: "host.id",
+		},
+		{
+			name:    "duration without unit",
+			raw:     map[string]any{"min_age": "thirty seconds"},
+			wantErr: "min_age",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := createDefaultConfig()
+			err := confmap.NewFromStringMap(tt.raw).Unmarshal(cfg)
+			assert.ErrorContains(t, err, tt.wantErr)
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		modify  func(*Config)
+		wantErr string // empty: valid
+	}{
+		{
+			name:    "collection_interval zero",
+			modify:  func(c *Config) { c.CollectionInterval = 0 },
+			wantErr: "collection_interval must be positive, got 0s",
+		},
+		{
+			name:    "collection_interval negative",
+			modify:  func(c *Config) { c.CollectionInterval = -time.Second },
+			wantErr: "collection_interval must be positive, got -1s",
+		},
+		{
+			name:    "initial_delay negative",
+			modify:  func(c *Config) { c.InitialDelay = -time.Millisecond },
+			wantErr: "initial_delay must not be negative, got -1ms",
+		},
+		{
+			name:   "initial_delay zero",
+			modify: func(c *Config) { c.InitialDelay = 0 },
+		},
+		{
+			name:    "min_age zero",
+			modify:  func(c *Config) { c.MinAge = 0 },
+			wantErr: "min_age must be positive, got 0s",
+		},
+		{
+			name:    "min_age negative",
+			modify:  func(c *Config) { c.MinAge = -5 * time.Second },
+			wantErr: "min_age must be positive, got -5s",
+		},
+		{
+			name:    "allocators empty",
+			modify:  func(c *Config) { c.Allocators = []string{} },
+			wantErr: "allocators must name at least one allocator",
+		},
+		{
+			name:    "allocators unset",
+			modify:  func(c *Config) { c.Allocators = nil },
+			wantErr: "allocators must name at least one allocator",
+		},
+		{
+			name:    "allocators unknown",
+			modify:  func(c *Config) { c.Allocators = []string{"slab", "pages"} },
+			wantErr: `allocators: unknown allocator "pages" (known: slab, kmalloc)`,
+		},
+		{
+			name:    "allocators duplicated",
+			modify:  func(c *Config) { c.Allocators = []string{"kmalloc", "slab", "kmalloc"} },
+			wantErr: `allocators: "kmalloc" is listed twice`,
+		},
+		{
+			name:   "allocators one",
+			modify: func(c *Config) { c.Allocators = []string{"slab"} },
+		},
+		{
+			name:    "attach kprobe, not implemented",
+			modify:  func(c *Config) { c.Attach = "kprobe" },
+			wantErr: `attach: unknown attach mode "kprobe" (known: auto, tp_btf, raw_tp, tracepoint)`,
+		},
+		{
+			name:    "attach empty",
+			modify:  func(c *Config) { c.Attach = "" },
+			wantErr: `attach: unknown attach mode ""`,
+		},
+		{
+			name:   "attach tracepoint",
+			modify: func(c *Config) { c.Attach = "tracepoint" },
+		},
+		{
+			name:    "max_tracked_objects below min",
+			modify:  func(c *Config) { c.MaxTrackedObjects = 1023 },
+			wantErr: "max_tracked_objects must be between 1024 and 16777216, got 1023",
+		},
+		{
+			name:    "max_tracked_objects zero",
+			modify:  func(c *Config) { c.MaxTrackedObjects = 0 },
+			wantErr: "max_tracked_objects must be between 1024 and 16777216, got 0",
+		},
+		{
+			name:    "max_tracked_objects above max",
+			modify:  func(c *Config) { c.MaxTrackedObjects = 16<<20 + 1 },
+			wantErr: "max_tracked_objects must be between 1024 and 16777216, got 16777217",
+		},
+		{
+			name:   "max_tracked_objects at min",
+			modify: func(c *Config) { c.MaxTrackedObjects = 1024 },
+		},
+		{
+			name:   "max_tracked_objects at max",
+			modify: func(c *Config) { c.MaxTrackedObjects = 16 << 20 },
+		},
+		{
+			name:    "top_n zero",
+			modify:  func(c *Config) { c.TopN = 0 },
+			wantErr: "top_n must be at least 1, got 0",
+		},
+		{
+			name:    "top_n negative",
+			modify:  func(c *Config) { c.TopN = -3 },
+			wantErr: "top_n must be at least 1, got -3",
+		},
+		{
+			name:   "top_n one",
+			modify: func(c *Config) { c.TopN = 1 },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := createDefaultConfig()
+			tt.modify(cfg)
+			err := cfg.Validate()
+			if tt.wantErr == "" {
+				assert.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.wantErr)
+			// One mistake, one error: nothing else in the config is blamed.
+			assert.Len(t, unjoin(err), 1, "errors: %v", err)
+		})
+	}
+}
+
+func TestValidateReportsEveryError(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.MinAge = -5 * time.Second
+	cfg.Allocators = []string{"slab", "pages"}
+	cfg.Attach = "kprobe"
+	cfg.TopN = 0
+
+	err := confmap.Validate(cfg)
+
+	require.Error(t, err)
+	for _, field := range []string{"min_age", `allocators: unknown allocator "pages"`, "attach", "top_n"} {
+		assert.ErrorContains(t, err, field)
+	}
+	assert.Len(t, unjoin(cfg.Validate()), 4, "errors: %v", err)
+}
+
+// unjoin lists the errors that errors.Join combined.
+func unjoin(err error) []error {
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		return joined.Unwrap()
+	}
+	return []error{err}
+}
