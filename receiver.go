@@ -21,7 +21,9 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
+	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+	"github.com/kmemleak/kmemleakreceiver/internal/truth"
 )
 
 type kmemleakReceiver struct {
@@ -39,9 +41,11 @@ type kmemleakReceiver struct {
 	done    chan struct{}
 
 	// Owned by the scan loop.
-	namer   callSiteNamer
-	emitter report.Emitter
-	snap    tracker.Snapshot
+	namer            callSiteNamer
+	emitter          report.Emitter
+	snap             tracker.Snapshot
+	truth            *truth.Checker
+	warnedNoSlabinfo bool // the truth check is off, and the user was told
 }
 
 func newReceiver(cfg *Config, set receiver.Settings, onShutdown func()) (*kmemleakReceiver, error) {
@@ -86,6 +90,7 @@ func (r *kmemleakReceiver) Start(_ context.Context, _ component.Host) error {
 		IncludeAddresses: r.cfg.IncludeAddresses,
 	}
 	r.emitter.Resource = r.resource(r.emitter.Metrics.NewResourceBuilder())
+	r.truth = truth.NewChecker()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -150,16 +155,28 @@ func (r *kmemleakReceiver) run(ctx context.Context) {
 func (r *kmemleakReceiver) scan(ctx context.Context) {
 	log := r.set.Logger
 	start := time.Now()
+	// The order matters to the truth check: objects allocated before cutoff
+	// were alive when the kernel counted, which was before the scan.
+	cutoff, err := tracker.MonotonicNow()
+	if err != nil {
+		log.Error("Reading the monotonic clock failed", zap.Error(err))
+		return
+	}
+	kernel := r.kernelCounts()
 	if err := r.tracker.Scan(&r.snap); err != nil {
 		log.Error("Scan of live kernel objects failed", zap.Error(err))
 		return
+	}
+	if kernel != nil {
+		r.untrace(r.truth.Check(&r.snap, cutoff, kernel))
 	}
 	if r.namer.sym != nil {
 		if _, err := r.namer.sym.Refresh(); err != nil {
 			log.Warn("Reloading kernel symbols after a module change failed; using the old table", zap.Error(err))
 		}
 	}
-	rep := report.Build(&r.snap, r.cfg.MinAge, r.cfg.TopN, r.namer)
+	rep := report.Build(&r.snap, report.Options{MinAge: r.cfg.MinAge, TopN: r.cfg.TopN, Kernel: kernel}, r.namer)
+	rep.Untraced = r.truth.Untraced()
 	took := time.Since(start)
 	now := pcommon.NewTimestampFromTime(time.Now())
 
@@ -172,6 +189,36 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 		if err := r.logs.ConsumeLogs(ctx, r.emitter.EmitLogs(ctx, rep, now)); err != nil {
 			log.Error("Passing leak-suspect events to the next consumer failed", zap.Error(err))
 		}
+	}
+}
+
+// kernelCounts reads the kernel's object count per slab cache, or returns
+// nil, with one warning, when it cannot: then caches with untraced frees are
+// neither found nor filtered, and their objects are reported as suspects.
+func (r *kmemleakReceiver) kernelCounts() map[string]int64 {
+	counts, err := slabinfo.Read(slabinfo.Path)
+	if err != nil && !r.warnedNoSlabinfo {
+		r.warnedNoSlabinfo = true
+		r.set.Logger.Warn("Cannot read the kernel's slab counts: caches whose frees bypass the tracepoints will show up as leaks",
+			zap.Error(err))
+	}
+	return counts
+}
+
+// untrace stops tracking the caches the truth check convicted, and deletes
+// the phantoms it found.
+func (r *kmemleakReceiver) untrace(res truth.Result) {
+	log := r.set.Logger
+	for _, v := range res.Verdicts {
+		log.Warn("Slab cache frees bypass the tracepoints; no longer tracking it",
+			zap.String("cache", v.Name), zap.Stringer("allocator", v.ID.Allocator),
+			zap.Int64("tracked_objects_older_than_scan", v.Old), zap.Int64("kernel_active_objects", v.Kernel))
+		if err := r.tracker.Untrace(v.ID, v.Addrs); err != nil {
+			log.Error("Untracking a cache failed", zap.String("cache", v.Name), zap.Error(err))
+		}
+	}
+	if err := r.tracker.Delete(res.Stale); err != nil {
+		log.Error("Deleting entries of untraced caches failed", zap.Error(err))
 	}
 }
 

@@ -36,14 +36,18 @@ struct object {
 	__u64 call_site;
 	// slab: the kmem_cache pointer (tp_btf, raw_tp) or a hash of the cache
 	// name (classic tracepoint, which has no pointer); in both cases a key of
-	// cache_names. kmalloc: the gfp bits that pick the cache family.
+	// caches. kmalloc: the gfp bits that pick the cache family.
 	__u64 cache;
 	__u32 bytes;
 	__u32 allocator;
 };
 
-struct cache_name {
+// One per slab cache the probes have seen. untraced is set by user space
+// for a cache whose frees bypass the tracepoints: its allocations are no
+// longer tracked, at no extra cost, since every allocation reads this entry.
+struct cache_info {
 	char name[CACHE_NAME_LEN];
+	__u32 untraced;
 };
 
 struct counters {
@@ -66,8 +70,29 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
-	__type(value, struct cache_name);
-} cache_names SEC(".maps");
+	__type(value, struct cache_info);
+} caches SEC(".maps");
+
+// The kmalloc caches with untraced frees, indexed by kmalloc_slot(): an
+// array, so the check is one inlined load.
+#define KMALLOC_MAX_CACHE_SIZE 8192
+#define KMALLOC_SLOTS_PER_FAMILY (KMALLOC_MAX_CACHE_SIZE / 8 + 1)
+#define KMALLOC_FAMILIES 4
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KMALLOC_FAMILIES * KMALLOC_SLOTS_PER_FAMILY);
+	__type(key, __u32);
+	__type(value, __u32);
+} kmalloc_untraced SEC(".maps");
+
+// The address the primary free program of each allocator handled last on
+// this CPU; see free_backup().
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ALLOCATOR_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} last_free SEC(".maps");
 
 // Per-CPU so the hot path never contends on a cache line; user space sums.
 struct {
@@ -76,11 +101,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct counters);
 } stats SEC(".maps");
-
-// Pin the struct layouts into BTF for bpf2go.
-const struct object *unused_object __attribute__((unused));
-const struct counters *unused_counters __attribute__((unused));
-const struct cache_name *unused_cache_name __attribute__((unused));
 
 // NULL and ZERO_SIZE_PTR (16) are not objects: kfree(NULL) fires the
 // tracepoint, and failed allocations report NULL.
@@ -128,14 +148,17 @@ static __always_inline void track_free(const void *ptr, __u32 allocator)
 }
 
 // Cache names are copied once per cache, not per allocation: the lookup on
-// the 8-byte key is what every slab allocation pays.
-static __always_inline void remember_cache_name(__u64 key, const char *name)
+// the 8-byte key is what every slab allocation pays, and it also says
+// whether the cache is tracked at all.
+static __always_inline bool cache_untraced(__u64 key, const char *name)
 {
-	if (bpf_map_lookup_elem(&cache_names, &key))
-		return;
-	struct cache_name n = {};
+	struct cache_info *ci = bpf_map_lookup_elem(&caches, &key);
+	if (ci)
+		return ci->untraced;
+	struct cache_info n = {};
 	bpf_probe_read_kernel_str(n.name, sizeof(n.name), name);
-	bpf_map_update_elem(&cache_names, &key, &n, BPF_NOEXIST);
+	bpf_map_update_elem(&caches, &key, &n, BPF_NOEXIST);
+	return false;
 }
 
 static __always_inline void slab_alloc(__u64 call_site, const void *ptr, struct kmem_cache *s)
@@ -143,14 +166,65 @@ static __always_inline void slab_alloc(__u64 call_site, const void *ptr, struct 
 	if (!is_object(ptr))
 		return;
 	__u64 cache = (__u64)s;
-	remember_cache_name(cache, BPF_CORE_READ(s, name));
+	if (cache_untraced(cache, BPF_CORE_READ(s, name)))
+		return;
 	track_alloc(ptr, call_site, cache, BPF_CORE_READ(s, size), ALLOCATOR_SLAB);
+}
+
+// kmalloc_slot mirrors kmalloc_type(): DMA wins over reclaimable over
+// accounted. Mirrored in Go by tracker.KmallocSlot.
+static __always_inline __u32 kmalloc_slot(size_t bytes_alloc, gfp_t gfp)
+{
+	__u32 family = 0;
+	if (gfp & GFP_DMA_BIT_MASK)
+		family = 1;
+	else if (gfp & GFP_RECLAIMABLE_MASK)
+		family = 2;
+	else if (gfp & GFP_ACCOUNT_MASK)
+		family = 3;
+	return family * KMALLOC_SLOTS_PER_FAMILY + bytes_alloc / 8;
 }
 
 static __always_inline void kmalloc_alloc(__u64 call_site, const void *ptr, size_t bytes_alloc,
 					  gfp_t gfp)
 {
+	if (!is_object(ptr))
+		return;
+	// kmalloc-large comes from the page allocator, whose frees are traced.
+	if (bytes_alloc <= KMALLOC_MAX_CACHE_SIZE) {
+		__u32 slot = kmalloc_slot(bytes_alloc, gfp);
+		__u32 *untraced = bpf_map_lookup_elem(&kmalloc_untraced, &slot);
+		if (untraced && *untraced)
+			return;
+	}
 	track_alloc(ptr, call_site, gfp & KMALLOC_FAMILY_MASK, bytes_alloc, ALLOCATOR_KMALLOC);
+}
+
+// The kernel skips a tp_btf or raw_tp program when it is already running on
+// the CPU: a free from an interrupt that lands while the free program runs
+// is lost, and its object stays in `live` as a phantom leak. The guard is
+// per program, so each free tracepoint gets two copies: the primary tracks
+// every free it runs for and records the address; the backup, attached
+// after it, tracks a free only when the primary did not record that
+// address, that is when the primary was skipped.
+static __always_inline void free_primary(const void *ptr, __u32 allocator)
+{
+	track_free(ptr, allocator);
+	__u64 *last = bpf_map_lookup_elem(&last_free, &allocator);
+	if (last)
+		*last = (__u64)ptr;
+}
+
+static __always_inline void free_backup(const void *ptr, __u32 allocator)
+{
+	__u64 *last = bpf_map_lookup_elem(&last_free, &allocator);
+	if (!last)
+		return;
+	if (*last == (__u64)ptr) {
+		*last = 0;
+		return;
+	}
+	track_free(ptr, allocator);
 }
 
 // tp_btf: typed arguments straight from the tracepoint call, the cheapest mode.
@@ -165,7 +239,14 @@ int BPF_PROG(btf_slab_alloc, unsigned long call_site, const void *ptr, struct km
 SEC("tp_btf/kmem_cache_free")
 int BPF_PROG(btf_slab_free, unsigned long call_site, const void *ptr)
 {
-	track_free(ptr, ALLOCATOR_SLAB);
+	free_primary(ptr, ALLOCATOR_SLAB);
+	return 0;
+}
+
+SEC("tp_btf/kmem_cache_free")
+int BPF_PROG(btf_slab_free_bk, unsigned long call_site, const void *ptr)
+{
+	free_backup(ptr, ALLOCATOR_SLAB);
 	return 0;
 }
 
@@ -180,7 +261,14 @@ int BPF_PROG(btf_kmalloc, unsigned long call_site, const void *ptr, size_t bytes
 SEC("tp_btf/kfree")
 int BPF_PROG(btf_kfree, unsigned long call_site, const void *ptr)
 {
-	track_free(ptr, ALLOCATOR_KMALLOC);
+	free_primary(ptr, ALLOCATOR_KMALLOC);
+	return 0;
+}
+
+SEC("tp_btf/kfree")
+int BPF_PROG(btf_kfree_bk, unsigned long call_site, const void *ptr)
+{
+	free_backup(ptr, ALLOCATOR_KMALLOC);
 	return 0;
 }
 
@@ -196,7 +284,14 @@ int BPF_PROG(raw_slab_alloc, unsigned long call_site, const void *ptr, struct km
 SEC("raw_tp/kmem_cache_free")
 int BPF_PROG(raw_slab_free, unsigned long call_site, const void *ptr)
 {
-	track_free(ptr, ALLOCATOR_SLAB);
+	free_primary(ptr, ALLOCATOR_SLAB);
+	return 0;
+}
+
+SEC("raw_tp/kmem_cache_free")
+int BPF_PROG(raw_slab_free_bk, unsigned long call_site, const void *ptr)
+{
+	free_backup(ptr, ALLOCATOR_SLAB);
 	return 0;
 }
 
@@ -211,12 +306,21 @@ int BPF_PROG(raw_kmalloc, unsigned long call_site, const void *ptr, size_t bytes
 SEC("raw_tp/kfree")
 int BPF_PROG(raw_kfree, unsigned long call_site, const void *ptr)
 {
-	track_free(ptr, ALLOCATOR_KMALLOC);
+	free_primary(ptr, ALLOCATOR_KMALLOC);
+	return 0;
+}
+
+SEC("raw_tp/kfree")
+int BPF_PROG(raw_kfree_bk, unsigned long call_site, const void *ptr)
+{
+	free_backup(ptr, ALLOCATOR_KMALLOC);
 	return 0;
 }
 
 // Classic tracepoints: the record carries the cache name, not the cache
-// pointer, so the name's FNV-1a hash stands in for the pointer.
+// pointer, so the name's FNV-1a hash stands in for the pointer. Their
+// recursion guard is one per CPU for all BPF programs, so a backup free
+// program would be skipped along with the primary: none here.
 
 static __always_inline __u64 fnv1a(const char *s, int len)
 {
@@ -237,12 +341,12 @@ int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
 	if (!is_object(ptr))
 		return 0;
 
-	struct cache_name n = {};
+	char name[CACHE_NAME_LEN] = {};
 	__u32 loc = ctx->__data_loc_name;
-	int len = bpf_probe_read_kernel_str(n.name, sizeof(n.name), (void *)ctx + (loc & 0xffff));
-	__u64 cache = fnv1a(n.name, len);
-	if (!bpf_map_lookup_elem(&cache_names, &cache))
-		bpf_map_update_elem(&cache_names, &cache, &n, BPF_NOEXIST);
+	int len = bpf_probe_read_kernel_str(name, sizeof(name), (void *)ctx + (loc & 0xffff));
+	__u64 cache = fnv1a(name, len);
+	if (cache_untraced(cache, name))
+		return 0;
 
 	track_alloc(ptr, ctx->call_site, cache, ctx->bytes_alloc, ALLOCATOR_SLAB);
 	return 0;

@@ -13,9 +13,10 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type KmemleakCacheName struct {
-	_    structs.HostLayout
-	Name [32]int8
+type KmemleakCacheInfo struct {
+	_        structs.HostLayout
+	Name     [32]int8
+	Untraced uint32
 }
 
 type KmemleakCounters struct {
@@ -39,24 +40,27 @@ type KmemleakObject struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	KmemleakMapCacheNames      = "cache_names"
+	KmemleakMapCaches          = "caches"
+	KmemleakMapKmallocUntraced = "kmalloc_untraced"
+	KmemleakMapLastFree        = "last_free"
 	KmemleakMapLive            = "live"
 	KmemleakMapStats           = "stats"
 	KmemleakProgBtfKfree       = "btf_kfree"
+	KmemleakProgBtfKfreeBk     = "btf_kfree_bk"
 	KmemleakProgBtfKmalloc     = "btf_kmalloc"
 	KmemleakProgBtfSlabAlloc   = "btf_slab_alloc"
 	KmemleakProgBtfSlabFree    = "btf_slab_free"
+	KmemleakProgBtfSlabFreeBk  = "btf_slab_free_bk"
 	KmemleakProgRawKfree       = "raw_kfree"
+	KmemleakProgRawKfreeBk     = "raw_kfree_bk"
 	KmemleakProgRawKmalloc     = "raw_kmalloc"
 	KmemleakProgRawSlabAlloc   = "raw_slab_alloc"
 	KmemleakProgRawSlabFree    = "raw_slab_free"
+	KmemleakProgRawSlabFreeBk  = "raw_slab_free_bk"
 	KmemleakProgTpKfree        = "tp_kfree"
 	KmemleakProgTpKmalloc      = "tp_kmalloc"
 	KmemleakProgTpSlabAlloc    = "tp_slab_alloc"
 	KmemleakProgTpSlabFree     = "tp_slab_free"
-	KmemleakVarUnusedCacheName = "unused_cache_name"
-	KmemleakVarUnusedCounters  = "unused_counters"
-	KmemleakVarUnusedObject    = "unused_object"
 )
 
 // LoadKmemleak returns the embedded CollectionSpec for Kmemleak.
@@ -101,36 +105,39 @@ type KmemleakSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type KmemleakProgramSpecs struct {
-	BtfKfree     *ebpf.ProgramSpec `ebpf:"btf_kfree"`
-	BtfKmalloc   *ebpf.ProgramSpec `ebpf:"btf_kmalloc"`
-	BtfSlabAlloc *ebpf.ProgramSpec `ebpf:"btf_slab_alloc"`
-	BtfSlabFree  *ebpf.ProgramSpec `ebpf:"btf_slab_free"`
-	RawKfree     *ebpf.ProgramSpec `ebpf:"raw_kfree"`
-	RawKmalloc   *ebpf.ProgramSpec `ebpf:"raw_kmalloc"`
-	RawSlabAlloc *ebpf.ProgramSpec `ebpf:"raw_slab_alloc"`
-	RawSlabFree  *ebpf.ProgramSpec `ebpf:"raw_slab_free"`
-	TpKfree      *ebpf.ProgramSpec `ebpf:"tp_kfree"`
-	TpKmalloc    *ebpf.ProgramSpec `ebpf:"tp_kmalloc"`
-	TpSlabAlloc  *ebpf.ProgramSpec `ebpf:"tp_slab_alloc"`
-	TpSlabFree   *ebpf.ProgramSpec `ebpf:"tp_slab_free"`
+	BtfKfree      *ebpf.ProgramSpec `ebpf:"btf_kfree"`
+	BtfKfreeBk    *ebpf.ProgramSpec `ebpf:"btf_kfree_bk"`
+	BtfKmalloc    *ebpf.ProgramSpec `ebpf:"btf_kmalloc"`
+	BtfSlabAlloc  *ebpf.ProgramSpec `ebpf:"btf_slab_alloc"`
+	BtfSlabFree   *ebpf.ProgramSpec `ebpf:"btf_slab_free"`
+	BtfSlabFreeBk *ebpf.ProgramSpec `ebpf:"btf_slab_free_bk"`
+	RawKfree      *ebpf.ProgramSpec `ebpf:"raw_kfree"`
+	RawKfreeBk    *ebpf.ProgramSpec `ebpf:"raw_kfree_bk"`
+	RawKmalloc    *ebpf.ProgramSpec `ebpf:"raw_kmalloc"`
+	RawSlabAlloc  *ebpf.ProgramSpec `ebpf:"raw_slab_alloc"`
+	RawSlabFree   *ebpf.ProgramSpec `ebpf:"raw_slab_free"`
+	RawSlabFreeBk *ebpf.ProgramSpec `ebpf:"raw_slab_free_bk"`
+	TpKfree       *ebpf.ProgramSpec `ebpf:"tp_kfree"`
+	TpKmalloc     *ebpf.ProgramSpec `ebpf:"tp_kmalloc"`
+	TpSlabAlloc   *ebpf.ProgramSpec `ebpf:"tp_slab_alloc"`
+	TpSlabFree    *ebpf.ProgramSpec `ebpf:"tp_slab_free"`
 }
 
 // KmemleakMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type KmemleakMapSpecs struct {
-	CacheNames *ebpf.MapSpec `ebpf:"cache_names"`
-	Live       *ebpf.MapSpec `ebpf:"live"`
-	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	Caches          *ebpf.MapSpec `ebpf:"caches"`
+	KmallocUntraced *ebpf.MapSpec `ebpf:"kmalloc_untraced"`
+	LastFree        *ebpf.MapSpec `ebpf:"last_free"`
+	Live            *ebpf.MapSpec `ebpf:"live"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // KmemleakVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type KmemleakVariableSpecs struct {
-	UnusedCacheName *ebpf.VariableSpec `ebpf:"unused_cache_name"`
-	UnusedCounters  *ebpf.VariableSpec `ebpf:"unused_counters"`
-	UnusedObject    *ebpf.VariableSpec `ebpf:"unused_object"`
 }
 
 // KmemleakObjects contains all objects after they have been loaded into the kernel.
@@ -153,14 +160,18 @@ func (o *KmemleakObjects) Close() error {
 //
 // It can be passed to LoadKmemleakObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KmemleakMaps struct {
-	CacheNames *ebpf.Map `ebpf:"cache_names"`
-	Live       *ebpf.Map `ebpf:"live"`
-	Stats      *ebpf.Map `ebpf:"stats"`
+	Caches          *ebpf.Map `ebpf:"caches"`
+	KmallocUntraced *ebpf.Map `ebpf:"kmalloc_untraced"`
+	LastFree        *ebpf.Map `ebpf:"last_free"`
+	Live            *ebpf.Map `ebpf:"live"`
+	Stats           *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *KmemleakMaps) Close() error {
 	return _KmemleakClose(
-		m.CacheNames,
+		m.Caches,
+		m.KmallocUntraced,
+		m.LastFree,
 		m.Live,
 		m.Stats,
 	)
@@ -170,39 +181,44 @@ func (m *KmemleakMaps) Close() error {
 //
 // It can be passed to LoadKmemleakObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KmemleakVariables struct {
-	UnusedCacheName *ebpf.Variable `ebpf:"unused_cache_name"`
-	UnusedCounters  *ebpf.Variable `ebpf:"unused_counters"`
-	UnusedObject    *ebpf.Variable `ebpf:"unused_object"`
 }
 
 // KmemleakPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadKmemleakObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KmemleakPrograms struct {
-	BtfKfree     *ebpf.Program `ebpf:"btf_kfree"`
-	BtfKmalloc   *ebpf.Program `ebpf:"btf_kmalloc"`
-	BtfSlabAlloc *ebpf.Program `ebpf:"btf_slab_alloc"`
-	BtfSlabFree  *ebpf.Program `ebpf:"btf_slab_free"`
-	RawKfree     *ebpf.Program `ebpf:"raw_kfree"`
-	RawKmalloc   *ebpf.Program `ebpf:"raw_kmalloc"`
-	RawSlabAlloc *ebpf.Program `ebpf:"raw_slab_alloc"`
-	RawSlabFree  *ebpf.Program `ebpf:"raw_slab_free"`
-	TpKfree      *ebpf.Program `ebpf:"tp_kfree"`
-	TpKmalloc    *ebpf.Program `ebpf:"tp_kmalloc"`
-	TpSlabAlloc  *ebpf.Program `ebpf:"tp_slab_alloc"`
-	TpSlabFree   *ebpf.Program `ebpf:"tp_slab_free"`
+	BtfKfree      *ebpf.Program `ebpf:"btf_kfree"`
+	BtfKfreeBk    *ebpf.Program `ebpf:"btf_kfree_bk"`
+	BtfKmalloc    *ebpf.Program `ebpf:"btf_kmalloc"`
+	BtfSlabAlloc  *ebpf.Program `ebpf:"btf_slab_alloc"`
+	BtfSlabFree   *ebpf.Program `ebpf:"btf_slab_free"`
+	BtfSlabFreeBk *ebpf.Program `ebpf:"btf_slab_free_bk"`
+	RawKfree      *ebpf.Program `ebpf:"raw_kfree"`
+	RawKfreeBk    *ebpf.Program `ebpf:"raw_kfree_bk"`
+	RawKmalloc    *ebpf.Program `ebpf:"raw_kmalloc"`
+	RawSlabAlloc  *ebpf.Program `ebpf:"raw_slab_alloc"`
+	RawSlabFree   *ebpf.Program `ebpf:"raw_slab_free"`
+	RawSlabFreeBk *ebpf.Program `ebpf:"raw_slab_free_bk"`
+	TpKfree       *ebpf.Program `ebpf:"tp_kfree"`
+	TpKmalloc     *ebpf.Program `ebpf:"tp_kmalloc"`
+	TpSlabAlloc   *ebpf.Program `ebpf:"tp_slab_alloc"`
+	TpSlabFree    *ebpf.Program `ebpf:"tp_slab_free"`
 }
 
 func (p *KmemleakPrograms) Close() error {
 	return _KmemleakClose(
 		p.BtfKfree,
+		p.BtfKfreeBk,
 		p.BtfKmalloc,
 		p.BtfSlabAlloc,
 		p.BtfSlabFree,
+		p.BtfSlabFreeBk,
 		p.RawKfree,
+		p.RawKfreeBk,
 		p.RawKmalloc,
 		p.RawSlabAlloc,
 		p.RawSlabFree,
+		p.RawSlabFreeBk,
 		p.TpKfree,
 		p.TpKmalloc,
 		p.TpSlabAlloc,

@@ -351,6 +351,54 @@ func (ms *KmemTrackerObjectsMetricConfig) Validate() error {
 	return nil
 }
 
+// KmemTrackerRecursionMissesMetricAttributeKey specifies the key of an attribute for the kmem.tracker.recursion_misses metric.
+type KmemTrackerRecursionMissesMetricAttributeKey string
+
+const (
+	KmemTrackerRecursionMissesMetricAttributeKeyKmemAllocator KmemTrackerRecursionMissesMetricAttributeKey = "kmem.allocator"
+)
+
+// KmemTrackerRecursionMissesMetricConfig provides config for the kmem.tracker.recursion_misses metric.
+type KmemTrackerRecursionMissesMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                         `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmemTrackerRecursionMissesMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmemTrackerRecursionMissesMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmemTrackerRecursionMissesMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmemTrackerRecursionMissesMetricAttributeKeyKmemAllocator:
+		default:
+			return fmt.Errorf("metric kmem.tracker.recursion_misses doesn't have an attribute %v, valid attributes: [kmem.allocator]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // KmemTrackerScanDurationMetricConfig provides config for the kmem.tracker.scan.duration metric.
 type KmemTrackerScanDurationMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -368,6 +416,55 @@ func (ms *KmemTrackerScanDurationMetricConfig) Unmarshal(parser *confmap.Conf) e
 	}
 
 	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// KmemTrackerUntracedCachesMetricAttributeKey specifies the key of an attribute for the kmem.tracker.untraced_caches metric.
+type KmemTrackerUntracedCachesMetricAttributeKey string
+
+const (
+	KmemTrackerUntracedCachesMetricAttributeKeyKmemAllocator KmemTrackerUntracedCachesMetricAttributeKey = "kmem.allocator"
+	KmemTrackerUntracedCachesMetricAttributeKeyKmemCache     KmemTrackerUntracedCachesMetricAttributeKey = "kmem.cache"
+)
+
+// KmemTrackerUntracedCachesMetricConfig provides config for the kmem.tracker.untraced_caches metric.
+type KmemTrackerUntracedCachesMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                        `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmemTrackerUntracedCachesMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmemTrackerUntracedCachesMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmemTrackerUntracedCachesMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmemTrackerUntracedCachesMetricAttributeKeyKmemAllocator, KmemTrackerUntracedCachesMetricAttributeKeyKmemCache:
+		default:
+			return fmt.Errorf("metric kmem.tracker.untraced_caches doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
 	return nil
 }
 
@@ -419,17 +516,40 @@ func (ms *KmemTrackerUntrackedFreesMetricConfig) Validate() error {
 	return nil
 }
 
+// KmemTrackerWithheldGroupsMetricConfig provides config for the kmem.tracker.withheld_groups metric.
+type KmemTrackerWithheldGroupsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *KmemTrackerWithheldGroupsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // MetricsConfig provides config for kmemleak metrics.
 type MetricsConfig struct {
-	KmemAllocations           KmemAllocationsMetricConfig           `mapstructure:"kmem.allocations"`
-	KmemFrees                 KmemFreesMetricConfig                 `mapstructure:"kmem.frees"`
-	KmemOutstandingBytes      KmemOutstandingBytesMetricConfig      `mapstructure:"kmem.outstanding.bytes"`
-	KmemOutstandingObjects    KmemOutstandingObjectsMetricConfig    `mapstructure:"kmem.outstanding.objects"`
-	KmemOutstandingOldestAge  KmemOutstandingOldestAgeMetricConfig  `mapstructure:"kmem.outstanding.oldest_age"`
-	KmemTrackerDropped        KmemTrackerDroppedMetricConfig        `mapstructure:"kmem.tracker.dropped"`
-	KmemTrackerObjects        KmemTrackerObjectsMetricConfig        `mapstructure:"kmem.tracker.objects"`
-	KmemTrackerScanDuration   KmemTrackerScanDurationMetricConfig   `mapstructure:"kmem.tracker.scan.duration"`
-	KmemTrackerUntrackedFrees KmemTrackerUntrackedFreesMetricConfig `mapstructure:"kmem.tracker.untracked_frees"`
+	KmemAllocations            KmemAllocationsMetricConfig            `mapstructure:"kmem.allocations"`
+	KmemFrees                  KmemFreesMetricConfig                  `mapstructure:"kmem.frees"`
+	KmemOutstandingBytes       KmemOutstandingBytesMetricConfig       `mapstructure:"kmem.outstanding.bytes"`
+	KmemOutstandingObjects     KmemOutstandingObjectsMetricConfig     `mapstructure:"kmem.outstanding.objects"`
+	KmemOutstandingOldestAge   KmemOutstandingOldestAgeMetricConfig   `mapstructure:"kmem.outstanding.oldest_age"`
+	KmemTrackerDropped         KmemTrackerDroppedMetricConfig         `mapstructure:"kmem.tracker.dropped"`
+	KmemTrackerObjects         KmemTrackerObjectsMetricConfig         `mapstructure:"kmem.tracker.objects"`
+	KmemTrackerRecursionMisses KmemTrackerRecursionMissesMetricConfig `mapstructure:"kmem.tracker.recursion_misses"`
+	KmemTrackerScanDuration    KmemTrackerScanDurationMetricConfig    `mapstructure:"kmem.tracker.scan.duration"`
+	KmemTrackerUntracedCaches  KmemTrackerUntracedCachesMetricConfig  `mapstructure:"kmem.tracker.untraced_caches"`
+	KmemTrackerUntrackedFrees  KmemTrackerUntrackedFreesMetricConfig  `mapstructure:"kmem.tracker.untracked_frees"`
+	KmemTrackerWithheldGroups  KmemTrackerWithheldGroupsMetricConfig  `mapstructure:"kmem.tracker.withheld_groups"`
 }
 
 func DefaultMetricsConfig() MetricsConfig {
@@ -469,13 +589,26 @@ func DefaultMetricsConfig() MetricsConfig {
 			AggregationStrategy: AggregationStrategyAvg,
 			EnabledAttributes:   []KmemTrackerObjectsMetricAttributeKey{KmemTrackerObjectsMetricAttributeKeyKmemAllocator},
 		},
+		KmemTrackerRecursionMisses: KmemTrackerRecursionMissesMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmemTrackerRecursionMissesMetricAttributeKey{KmemTrackerRecursionMissesMetricAttributeKeyKmemAllocator},
+		},
 		KmemTrackerScanDuration: KmemTrackerScanDurationMetricConfig{
 			Enabled: true,
+		},
+		KmemTrackerUntracedCaches: KmemTrackerUntracedCachesMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []KmemTrackerUntracedCachesMetricAttributeKey{KmemTrackerUntracedCachesMetricAttributeKeyKmemAllocator, KmemTrackerUntracedCachesMetricAttributeKeyKmemCache},
 		},
 		KmemTrackerUntrackedFrees: KmemTrackerUntrackedFreesMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []KmemTrackerUntrackedFreesMetricAttributeKey{KmemTrackerUntrackedFreesMetricAttributeKeyKmemAllocator},
+		},
+		KmemTrackerWithheldGroups: KmemTrackerWithheldGroupsMetricConfig{
+			Enabled: true,
 		},
 	}
 }

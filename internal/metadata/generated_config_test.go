@@ -61,13 +61,26 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategyAvg,
 						EnabledAttributes:   []KmemTrackerObjectsMetricAttributeKey{KmemTrackerObjectsMetricAttributeKeyKmemAllocator},
 					},
+					KmemTrackerRecursionMisses: KmemTrackerRecursionMissesMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []KmemTrackerRecursionMissesMetricAttributeKey{KmemTrackerRecursionMissesMetricAttributeKeyKmemAllocator},
+					},
 					KmemTrackerScanDuration: KmemTrackerScanDurationMetricConfig{
 						Enabled: true,
+					},
+					KmemTrackerUntracedCaches: KmemTrackerUntracedCachesMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []KmemTrackerUntracedCachesMetricAttributeKey{KmemTrackerUntracedCachesMetricAttributeKeyKmemAllocator, KmemTrackerUntracedCachesMetricAttributeKeyKmemCache},
 					},
 					KmemTrackerUntrackedFrees: KmemTrackerUntrackedFreesMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []KmemTrackerUntrackedFreesMetricAttributeKey{KmemTrackerUntrackedFreesMetricAttributeKeyKmemAllocator},
+					},
+					KmemTrackerWithheldGroups: KmemTrackerWithheldGroupsMetricConfig{
+						Enabled: true,
 					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
@@ -117,13 +130,26 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategyAvg,
 						EnabledAttributes:   []KmemTrackerObjectsMetricAttributeKey{KmemTrackerObjectsMetricAttributeKeyKmemAllocator},
 					},
+					KmemTrackerRecursionMisses: KmemTrackerRecursionMissesMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []KmemTrackerRecursionMissesMetricAttributeKey{KmemTrackerRecursionMissesMetricAttributeKeyKmemAllocator},
+					},
 					KmemTrackerScanDuration: KmemTrackerScanDurationMetricConfig{
 						Enabled: false,
+					},
+					KmemTrackerUntracedCaches: KmemTrackerUntracedCachesMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []KmemTrackerUntracedCachesMetricAttributeKey{KmemTrackerUntracedCachesMetricAttributeKeyKmemAllocator, KmemTrackerUntracedCachesMetricAttributeKeyKmemCache},
 					},
 					KmemTrackerUntrackedFrees: KmemTrackerUntrackedFreesMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []KmemTrackerUntrackedFreesMetricAttributeKey{KmemTrackerUntrackedFreesMetricAttributeKeyKmemAllocator},
+					},
+					KmemTrackerWithheldGroups: KmemTrackerWithheldGroupsMetricConfig{
+						Enabled: false,
 					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
@@ -138,7 +164,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KmemAllocationsMetricConfig{}, KmemFreesMetricConfig{}, KmemOutstandingBytesMetricConfig{}, KmemOutstandingObjectsMetricConfig{}, KmemOutstandingOldestAgeMetricConfig{}, KmemTrackerDroppedMetricConfig{}, KmemTrackerObjectsMetricConfig{}, KmemTrackerScanDurationMetricConfig{}, KmemTrackerUntrackedFreesMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KmemAllocationsMetricConfig{}, KmemFreesMetricConfig{}, KmemOutstandingBytesMetricConfig{}, KmemOutstandingObjectsMetricConfig{}, KmemOutstandingOldestAgeMetricConfig{}, KmemTrackerDroppedMetricConfig{}, KmemTrackerObjectsMetricConfig{}, KmemTrackerRecursionMissesMetricConfig{}, KmemTrackerScanDurationMetricConfig{}, KmemTrackerUntracedCachesMetricConfig{}, KmemTrackerUntrackedFreesMetricConfig{}, KmemTrackerWithheldGroupsMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -223,6 +249,30 @@ func TestKmemTrackerObjectsMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric kmem.tracker.objects doesn't have an attribute invalid, valid attributes: [kmem.allocator]")
 
 	cfg = DefaultMetricsConfig().KmemTrackerObjects
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestKmemTrackerRecursionMissesMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().KmemTrackerRecursionMisses
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []KmemTrackerRecursionMissesMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.tracker.recursion_misses doesn't have an attribute invalid, valid attributes: [kmem.allocator]")
+
+	cfg = DefaultMetricsConfig().KmemTrackerRecursionMisses
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestKmemTrackerUntracedCachesMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().KmemTrackerUntracedCaches
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []KmemTrackerUntracedCachesMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.tracker.untraced_caches doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache]")
+
+	cfg = DefaultMetricsConfig().KmemTrackerUntracedCaches
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }

@@ -74,25 +74,39 @@ var MetricsInfo = metricsInfo{
 		Name:       "kmem.tracker.objects",
 		Attributes: []string{"kmem.allocator"},
 	},
+	KmemTrackerRecursionMisses: metricInfo{
+		Name:       "kmem.tracker.recursion_misses",
+		Attributes: []string{"kmem.allocator"},
+	},
 	KmemTrackerScanDuration: metricInfo{
 		Name: "kmem.tracker.scan.duration",
+	},
+	KmemTrackerUntracedCaches: metricInfo{
+		Name:       "kmem.tracker.untraced_caches",
+		Attributes: []string{"kmem.allocator", "kmem.cache"},
 	},
 	KmemTrackerUntrackedFrees: metricInfo{
 		Name:       "kmem.tracker.untracked_frees",
 		Attributes: []string{"kmem.allocator"},
 	},
+	KmemTrackerWithheldGroups: metricInfo{
+		Name: "kmem.tracker.withheld_groups",
+	},
 }
 
 type metricsInfo struct {
-	KmemAllocations           metricInfo
-	KmemFrees                 metricInfo
-	KmemOutstandingBytes      metricInfo
-	KmemOutstandingObjects    metricInfo
-	KmemOutstandingOldestAge  metricInfo
-	KmemTrackerDropped        metricInfo
-	KmemTrackerObjects        metricInfo
-	KmemTrackerScanDuration   metricInfo
-	KmemTrackerUntrackedFrees metricInfo
+	KmemAllocations            metricInfo
+	KmemFrees                  metricInfo
+	KmemOutstandingBytes       metricInfo
+	KmemOutstandingObjects     metricInfo
+	KmemOutstandingOldestAge   metricInfo
+	KmemTrackerDropped         metricInfo
+	KmemTrackerObjects         metricInfo
+	KmemTrackerRecursionMisses metricInfo
+	KmemTrackerScanDuration    metricInfo
+	KmemTrackerUntracedCaches  metricInfo
+	KmemTrackerUntrackedFrees  metricInfo
+	KmemTrackerWithheldGroups  metricInfo
 }
 
 type metricInfo struct {
@@ -747,6 +761,97 @@ func newMetricKmemTrackerObjects(cfg KmemTrackerObjectsMetricConfig) metricKmemT
 	return m
 }
 
+type metricKmemTrackerRecursionMisses struct {
+	data          pmetric.Metric                         // data buffer for generated metric.
+	config        KmemTrackerRecursionMissesMetricConfig // metric config provided by user.
+	capacity      int                                    // max observed number of data points added to the metric.
+	aggDataPoints []int64                                // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmem.tracker.recursion_misses metric with initial data.
+func (m *metricKmemTrackerRecursionMisses) init() {
+	m.data.SetName("kmem.tracker.recursion_misses")
+	m.data.SetDescription("Allocator events the kernel did not run a probe for because the probe was already running on that CPU (an interrupt inside it). Missed frees are mostly caught by a second copy of the free probe (tp_btf, raw_tp).")
+	m.data.SetUnit("{event}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmemTrackerRecursionMisses) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmemTrackerRecursionMissesMetricAttributeKeyKmemAllocator) {
+		dp.Attributes().PutStr("kmem.allocator", kmemAllocatorAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmemTrackerRecursionMisses) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmemTrackerRecursionMisses) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmemTrackerRecursionMisses(cfg KmemTrackerRecursionMissesMetricConfig) metricKmemTrackerRecursionMisses {
+	m := metricKmemTrackerRecursionMisses{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricKmemTrackerScanDuration struct {
 	data     pmetric.Metric                      // data buffer for generated metric.
 	config   KmemTrackerScanDurationMetricConfig // metric config provided by user.
@@ -789,6 +894,98 @@ func (m *metricKmemTrackerScanDuration) emit(metrics pmetric.MetricSlice) {
 
 func newMetricKmemTrackerScanDuration(cfg KmemTrackerScanDurationMetricConfig) metricKmemTrackerScanDuration {
 	m := metricKmemTrackerScanDuration{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmemTrackerUntracedCaches struct {
+	data          pmetric.Metric                        // data buffer for generated metric.
+	config        KmemTrackerUntracedCachesMetricConfig // metric config provided by user.
+	capacity      int                                   // max observed number of data points added to the metric.
+	aggDataPoints []int64                               // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmem.tracker.untraced_caches metric with initial data.
+func (m *metricKmemTrackerUntracedCaches) init() {
+	m.data.SetName("kmem.tracker.untraced_caches")
+	m.data.SetDescription("Slab caches whose frees bypass the tracepoints (slab sheaves, kfree_rcu batching, bulk frees), found by checking the tracker against /proc/slabinfo; value 1 per cache. They are no longer tracked, so leaks in them go unseen.")
+	m.data.SetUnit("{cache}")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmemTrackerUntracedCaches) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmemTrackerUntracedCachesMetricAttributeKeyKmemAllocator) {
+		dp.Attributes().PutStr("kmem.allocator", kmemAllocatorAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemTrackerUntracedCachesMetricAttributeKeyKmemCache) {
+		dp.Attributes().PutStr("kmem.cache", kmemCacheAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmemTrackerUntracedCaches) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmemTrackerUntracedCaches) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetIntValue(m.data.Gauge().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmemTrackerUntracedCaches(cfg KmemTrackerUntracedCachesMetricConfig) metricKmemTrackerUntracedCaches {
+	m := metricKmemTrackerUntracedCaches{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -888,25 +1085,78 @@ func newMetricKmemTrackerUntrackedFrees(cfg KmemTrackerUntrackedFreesMetricConfi
 	return m
 }
 
+type metricKmemTrackerWithheldGroups struct {
+	data     pmetric.Metric                        // data buffer for generated metric.
+	config   KmemTrackerWithheldGroupsMetricConfig // metric config provided by user.
+	capacity int                                   // max observed number of data points added to the metric.
+}
+
+// init fills kmem.tracker.withheld_groups metric with initial data.
+func (m *metricKmemTrackerWithheldGroups) init() {
+	m.data.SetName("kmem.tracker.withheld_groups")
+	m.data.SetDescription("Suspect groups of the last scan not reported because they held more objects than the kernel says their cache has allocated (phantoms from missed frees).")
+	m.data.SetUnit("{group}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricKmemTrackerWithheldGroups) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmemTrackerWithheldGroups) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmemTrackerWithheldGroups) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmemTrackerWithheldGroups(cfg KmemTrackerWithheldGroupsMetricConfig) metricKmemTrackerWithheldGroups {
+	m := metricKmemTrackerWithheldGroups{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 // MetricsBuilder provides an interface for scrapers to report metrics while taking care of all the transformations
 // required to produce metric representation defined in metadata and user config.
 type MetricsBuilder struct {
-	config                          MetricsBuilderConfig // config of the metrics builder.
-	startTime                       pcommon.Timestamp    // start time that will be applied to all recorded data points.
-	metricsCapacity                 int                  // maximum observed number of metrics per resource.
-	metricsBuffer                   pmetric.Metrics      // accumulates metrics data before emitting.
-	buildInfo                       component.BuildInfo  // contains version information.
-	resourceAttributeIncludeFilter  map[string]filter.Filter
-	resourceAttributeExcludeFilter  map[string]filter.Filter
-	metricKmemAllocations           metricKmemAllocations
-	metricKmemFrees                 metricKmemFrees
-	metricKmemOutstandingBytes      metricKmemOutstandingBytes
-	metricKmemOutstandingObjects    metricKmemOutstandingObjects
-	metricKmemOutstandingOldestAge  metricKmemOutstandingOldestAge
-	metricKmemTrackerDropped        metricKmemTrackerDropped
-	metricKmemTrackerObjects        metricKmemTrackerObjects
-	metricKmemTrackerScanDuration   metricKmemTrackerScanDuration
-	metricKmemTrackerUntrackedFrees metricKmemTrackerUntrackedFrees
+	config                           MetricsBuilderConfig // config of the metrics builder.
+	startTime                        pcommon.Timestamp    // start time that will be applied to all recorded data points.
+	metricsCapacity                  int                  // maximum observed number of metrics per resource.
+	metricsBuffer                    pmetric.Metrics      // accumulates metrics data before emitting.
+	buildInfo                        component.BuildInfo  // contains version information.
+	resourceAttributeIncludeFilter   map[string]filter.Filter
+	resourceAttributeExcludeFilter   map[string]filter.Filter
+	metricKmemAllocations            metricKmemAllocations
+	metricKmemFrees                  metricKmemFrees
+	metricKmemOutstandingBytes       metricKmemOutstandingBytes
+	metricKmemOutstandingObjects     metricKmemOutstandingObjects
+	metricKmemOutstandingOldestAge   metricKmemOutstandingOldestAge
+	metricKmemTrackerDropped         metricKmemTrackerDropped
+	metricKmemTrackerObjects         metricKmemTrackerObjects
+	metricKmemTrackerRecursionMisses metricKmemTrackerRecursionMisses
+	metricKmemTrackerScanDuration    metricKmemTrackerScanDuration
+	metricKmemTrackerUntracedCaches  metricKmemTrackerUntracedCaches
+	metricKmemTrackerUntrackedFrees  metricKmemTrackerUntrackedFrees
+	metricKmemTrackerWithheldGroups  metricKmemTrackerWithheldGroups
 }
 
 // MetricBuilderOption applies changes to default metrics builder.
@@ -928,21 +1178,24 @@ func WithStartTime(startTime pcommon.Timestamp) MetricBuilderOption {
 }
 func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, options ...MetricBuilderOption) *MetricsBuilder {
 	mb := &MetricsBuilder{
-		config:                          mbc,
-		startTime:                       pcommon.NewTimestampFromTime(time.Now()),
-		metricsBuffer:                   pmetric.NewMetrics(),
-		buildInfo:                       settings.BuildInfo,
-		metricKmemAllocations:           newMetricKmemAllocations(mbc.Metrics.KmemAllocations),
-		metricKmemFrees:                 newMetricKmemFrees(mbc.Metrics.KmemFrees),
-		metricKmemOutstandingBytes:      newMetricKmemOutstandingBytes(mbc.Metrics.KmemOutstandingBytes),
-		metricKmemOutstandingObjects:    newMetricKmemOutstandingObjects(mbc.Metrics.KmemOutstandingObjects),
-		metricKmemOutstandingOldestAge:  newMetricKmemOutstandingOldestAge(mbc.Metrics.KmemOutstandingOldestAge),
-		metricKmemTrackerDropped:        newMetricKmemTrackerDropped(mbc.Metrics.KmemTrackerDropped),
-		metricKmemTrackerObjects:        newMetricKmemTrackerObjects(mbc.Metrics.KmemTrackerObjects),
-		metricKmemTrackerScanDuration:   newMetricKmemTrackerScanDuration(mbc.Metrics.KmemTrackerScanDuration),
-		metricKmemTrackerUntrackedFrees: newMetricKmemTrackerUntrackedFrees(mbc.Metrics.KmemTrackerUntrackedFrees),
-		resourceAttributeIncludeFilter:  make(map[string]filter.Filter),
-		resourceAttributeExcludeFilter:  make(map[string]filter.Filter),
+		config:                           mbc,
+		startTime:                        pcommon.NewTimestampFromTime(time.Now()),
+		metricsBuffer:                    pmetric.NewMetrics(),
+		buildInfo:                        settings.BuildInfo,
+		metricKmemAllocations:            newMetricKmemAllocations(mbc.Metrics.KmemAllocations),
+		metricKmemFrees:                  newMetricKmemFrees(mbc.Metrics.KmemFrees),
+		metricKmemOutstandingBytes:       newMetricKmemOutstandingBytes(mbc.Metrics.KmemOutstandingBytes),
+		metricKmemOutstandingObjects:     newMetricKmemOutstandingObjects(mbc.Metrics.KmemOutstandingObjects),
+		metricKmemOutstandingOldestAge:   newMetricKmemOutstandingOldestAge(mbc.Metrics.KmemOutstandingOldestAge),
+		metricKmemTrackerDropped:         newMetricKmemTrackerDropped(mbc.Metrics.KmemTrackerDropped),
+		metricKmemTrackerObjects:         newMetricKmemTrackerObjects(mbc.Metrics.KmemTrackerObjects),
+		metricKmemTrackerRecursionMisses: newMetricKmemTrackerRecursionMisses(mbc.Metrics.KmemTrackerRecursionMisses),
+		metricKmemTrackerScanDuration:    newMetricKmemTrackerScanDuration(mbc.Metrics.KmemTrackerScanDuration),
+		metricKmemTrackerUntracedCaches:  newMetricKmemTrackerUntracedCaches(mbc.Metrics.KmemTrackerUntracedCaches),
+		metricKmemTrackerUntrackedFrees:  newMetricKmemTrackerUntrackedFrees(mbc.Metrics.KmemTrackerUntrackedFrees),
+		metricKmemTrackerWithheldGroups:  newMetricKmemTrackerWithheldGroups(mbc.Metrics.KmemTrackerWithheldGroups),
+		resourceAttributeIncludeFilter:   make(map[string]filter.Filter),
+		resourceAttributeExcludeFilter:   make(map[string]filter.Filter),
 	}
 	if mbc.ResourceAttributes.HostName.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["host.name"] = filter.CreateFilter(mbc.ResourceAttributes.HostName.MetricsInclude)
@@ -1044,8 +1297,11 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricKmemOutstandingOldestAge.emit(ils.Metrics())
 	mb.metricKmemTrackerDropped.emit(ils.Metrics())
 	mb.metricKmemTrackerObjects.emit(ils.Metrics())
+	mb.metricKmemTrackerRecursionMisses.emit(ils.Metrics())
 	mb.metricKmemTrackerScanDuration.emit(ils.Metrics())
+	mb.metricKmemTrackerUntracedCaches.emit(ils.Metrics())
 	mb.metricKmemTrackerUntrackedFrees.emit(ils.Metrics())
+	mb.metricKmemTrackerWithheldGroups.emit(ils.Metrics())
 
 	for _, op := range options {
 		op.apply(rm)
@@ -1112,14 +1368,29 @@ func (mb *MetricsBuilder) RecordKmemTrackerObjectsDataPoint(ts pcommon.Timestamp
 	mb.metricKmemTrackerObjects.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String())
 }
 
+// RecordKmemTrackerRecursionMissesDataPoint adds a data point to kmem.tracker.recursion_misses metric.
+func (mb *MetricsBuilder) RecordKmemTrackerRecursionMissesDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator) {
+	mb.metricKmemTrackerRecursionMisses.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String())
+}
+
 // RecordKmemTrackerScanDurationDataPoint adds a data point to kmem.tracker.scan.duration metric.
 func (mb *MetricsBuilder) RecordKmemTrackerScanDurationDataPoint(ts pcommon.Timestamp, val float64) {
 	mb.metricKmemTrackerScanDuration.recordDataPoint(mb.startTime, ts, val)
 }
 
+// RecordKmemTrackerUntracedCachesDataPoint adds a data point to kmem.tracker.untraced_caches metric.
+func (mb *MetricsBuilder) RecordKmemTrackerUntracedCachesDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string) {
+	mb.metricKmemTrackerUntracedCaches.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue)
+}
+
 // RecordKmemTrackerUntrackedFreesDataPoint adds a data point to kmem.tracker.untracked_frees metric.
 func (mb *MetricsBuilder) RecordKmemTrackerUntrackedFreesDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator) {
 	mb.metricKmemTrackerUntrackedFrees.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String())
+}
+
+// RecordKmemTrackerWithheldGroupsDataPoint adds a data point to kmem.tracker.withheld_groups metric.
+func (mb *MetricsBuilder) RecordKmemTrackerWithheldGroupsDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricKmemTrackerWithheldGroups.recordDataPoint(mb.startTime, ts, val)
 }
 
 // Reset resets metrics builder to its initial state. It should be used when external metrics source is restarted,

@@ -74,6 +74,8 @@ func TestMetricsBuilder(t *testing.T) {
 			aggMap["kmem.outstanding.oldest_age"] = mb.metricKmemOutstandingOldestAge.config.AggregationStrategy
 			aggMap["kmem.tracker.dropped"] = mb.metricKmemTrackerDropped.config.AggregationStrategy
 			aggMap["kmem.tracker.objects"] = mb.metricKmemTrackerObjects.config.AggregationStrategy
+			aggMap["kmem.tracker.recursion_misses"] = mb.metricKmemTrackerRecursionMisses.config.AggregationStrategy
+			aggMap["kmem.tracker.untraced_caches"] = mb.metricKmemTrackerUntracedCaches.config.AggregationStrategy
 			aggMap["kmem.tracker.untracked_frees"] = mb.metricKmemTrackerUntrackedFrees.config.AggregationStrategy
 
 			expectedWarnings := 0
@@ -127,13 +129,28 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordKmemTrackerRecursionMissesDataPoint(ts, 1, AttributeKmemAllocatorSlab)
+			if tt.name == "reaggregate_set" {
+				mb.RecordKmemTrackerRecursionMissesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordKmemTrackerScanDurationDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordKmemTrackerUntracedCachesDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val")
+			if tt.name == "reaggregate_set" {
+				mb.RecordKmemTrackerUntracedCachesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2")
+			}
 			defaultMetricsCount++
 			allMetricsCount++
 			mb.RecordKmemTrackerUntrackedFreesDataPoint(ts, 1, AttributeKmemAllocatorSlab)
 			if tt.name == "reaggregate_set" {
 				mb.RecordKmemTrackerUntrackedFreesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc)
 			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordKmemTrackerWithheldGroupsDataPoint(ts, 1)
 
 			rb := mb.NewResourceBuilder()
 			rb.SetHostName("host.name-val")
@@ -150,6 +167,8 @@ func TestMetricsBuilder(t *testing.T) {
 				assert.Empty(t, mb.metricKmemOutstandingOldestAge.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerDropped.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerObjects.aggDataPoints)
+				assert.Empty(t, mb.metricKmemTrackerRecursionMisses.aggDataPoints)
+				assert.Empty(t, mb.metricKmemTrackerUntracedCaches.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerUntrackedFrees.aggDataPoints)
 			}
 
@@ -500,6 +519,50 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok := dp.Attributes().Get("kmem.allocator")
 						assert.False(t, ok)
 					}
+				case "kmem.tracker.recursion_misses":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["kmem.tracker.recursion_misses"], "Found a duplicate in the metrics slice: kmem.tracker.recursion_misses")
+						validatedMetrics["kmem.tracker.recursion_misses"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Allocator events the kernel did not run a probe for because the probe was already running on that CPU (an interrupt inside it). Missed frees are mostly caught by a second copy of the free probe (tp_btf, raw_tp).", mi.Description())
+						assert.Equal(t, "{event}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						kmemAllocatorAttrVal, ok := dp.Attributes().Get("kmem.allocator")
+						assert.True(t, ok)
+						assert.Equal(t, "slab", kmemAllocatorAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["kmem.tracker.recursion_misses"], "Found a duplicate in the metrics slice: kmem.tracker.recursion_misses")
+						validatedMetrics["kmem.tracker.recursion_misses"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Allocator events the kernel did not run a probe for because the probe was already running on that CPU (an interrupt inside it). Missed frees are mostly caught by a second copy of the free probe (tp_btf, raw_tp).", mi.Description())
+						assert.Equal(t, "{event}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["kmem.tracker.recursion_misses"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("kmem.allocator")
+						assert.False(t, ok)
+					}
 				case "kmem.tracker.scan.duration":
 					assert.False(t, validatedMetrics["kmem.tracker.scan.duration"], "Found a duplicate in the metrics slice: kmem.tracker.scan.duration")
 					validatedMetrics["kmem.tracker.scan.duration"] = true
@@ -512,6 +575,51 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
 					assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+				case "kmem.tracker.untraced_caches":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["kmem.tracker.untraced_caches"], "Found a duplicate in the metrics slice: kmem.tracker.untraced_caches")
+						validatedMetrics["kmem.tracker.untraced_caches"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "Slab caches whose frees bypass the tracepoints (slab sheaves, kfree_rcu batching, bulk frees), found by checking the tracker against /proc/slabinfo; value 1 per cache. They are no longer tracked, so leaks in them go unseen.", mi.Description())
+						assert.Equal(t, "{cache}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						kmemAllocatorAttrVal, ok := dp.Attributes().Get("kmem.allocator")
+						assert.True(t, ok)
+						assert.Equal(t, "slab", kmemAllocatorAttrVal.Str())
+						kmemCacheAttrVal, ok := dp.Attributes().Get("kmem.cache")
+						assert.True(t, ok)
+						assert.Equal(t, "kmem.cache-val", kmemCacheAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["kmem.tracker.untraced_caches"], "Found a duplicate in the metrics slice: kmem.tracker.untraced_caches")
+						validatedMetrics["kmem.tracker.untraced_caches"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "Slab caches whose frees bypass the tracepoints (slab sheaves, kfree_rcu batching, bulk frees), found by checking the tracker against /proc/slabinfo; value 1 per cache. They are no longer tracked, so leaks in them go unseen.", mi.Description())
+						assert.Equal(t, "{cache}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["kmem.tracker.untraced_caches"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("kmem.allocator")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.cache")
+						assert.False(t, ok)
+					}
 				case "kmem.tracker.untracked_frees":
 					if tt.name != "reaggregate_set" {
 						assert.False(t, validatedMetrics["kmem.tracker.untracked_frees"], "Found a duplicate in the metrics slice: kmem.tracker.untracked_frees")
@@ -556,6 +664,18 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok := dp.Attributes().Get("kmem.allocator")
 						assert.False(t, ok)
 					}
+				case "kmem.tracker.withheld_groups":
+					assert.False(t, validatedMetrics["kmem.tracker.withheld_groups"], "Found a duplicate in the metrics slice: kmem.tracker.withheld_groups")
+					validatedMetrics["kmem.tracker.withheld_groups"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Suspect groups of the last scan not reported because they held more objects than the kernel says their cache has allocated (phantoms from missed frees).", mi.Description())
+					assert.Equal(t, "{group}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				}
 			}
 		})

@@ -1,7 +1,10 @@
 package report
 
 import (
+	"cmp"
 	"context"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -43,7 +46,12 @@ func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommo
 		mb.RecordKmemTrackerDroppedDataPoint(now, int64(c.Dropped), alloc)
 		mb.RecordKmemTrackerUntrackedFreesDataPoint(now, int64(c.UntrackedFrees), alloc)
 		mb.RecordKmemTrackerObjectsDataPoint(now, rep.Tracked[a], alloc)
+		mb.RecordKmemTrackerRecursionMissesDataPoint(now, int64(c.RecursionMisses), alloc)
 	}
+	for _, id := range slices.SortedFunc(maps.Keys(rep.Untraced), compareCacheIDs) {
+		mb.RecordKmemTrackerUntracedCachesDataPoint(now, 1, allocatorAttribute(id.Allocator), rep.Untraced[id])
+	}
+	mb.RecordKmemTrackerWithheldGroupsDataPoint(now, rep.Withheld)
 	mb.RecordKmemTrackerScanDurationDataPoint(now, scanDuration.Seconds())
 	return mb.Emit(metadata.WithResource(e.Resource))
 }
@@ -75,6 +83,10 @@ func completeRecords(logs plog.Logs, now pcommon.Timestamp) {
 			}
 		}
 	}
+}
+
+func compareCacheIDs(a, b tracker.CacheID) int {
+	return cmp.Or(cmp.Compare(a.Allocator, b.Allocator), cmp.Compare(a.Key, b.Key))
 }
 
 func allocatorAttribute(a tracker.Allocator) metadata.AttributeKmemAllocator {

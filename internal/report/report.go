@@ -27,24 +27,33 @@ type Group struct {
 	OldestAge   time.Duration
 }
 
+// Options say what Build reports.
+type Options struct {
+	MinAge time.Duration
+	TopN   int
+	// Kernel is the kernel's count of allocated objects per slab cache,
+	// read before the scan. nil skips the check it allows.
+	Kernel map[string]int64
+}
+
 // Report is what one scan found.
 type Report struct {
 	Groups   []Group // the top_n groups by bytes, largest first
 	Suspects int64   // objects older than min_age, in all groups
+	// Withheld counts the groups not reported because they held more
+	// objects than the kernel says their cache has: phantoms, not leaks.
+	Withheld int64
 	Tracked  map[tracker.Allocator]int64
 	Counters map[tracker.Allocator]tracker.Counters
+	// Untraced are the caches no longer tracked because their frees bypass
+	// the tracepoints, by name; the caller fills it in.
+	Untraced map[tracker.CacheID]string
 }
 
-// groupKey identifies a group before names are resolved. For kmalloc the
-// cache follows from the size and the gfp bits, so the key holds their
-// tracker.KmallocClass (not the raw values: kmalloc-large takes every size,
-// and several gfp combinations pick the same cache); for slab the probes'
-// cache key already names the cache.
+// groupKey identifies a group before names are resolved.
 type groupKey struct {
-	allocator tracker.Allocator
-	cache     uint64
-	bytes     uint32
-	callSite  uint64
+	cache    tracker.CacheID
+	callSite uint64
 }
 
 type tally struct {
@@ -54,9 +63,9 @@ type tally struct {
 	oldest  uint64
 }
 
-// Build groups the snapshot's objects older than minAge and keeps the topN
+// Build groups the snapshot's objects older than MinAge and keeps the TopN
 // largest groups by bytes.
-func Build(snap *tracker.Snapshot, minAge time.Duration, topN int, sym Symbolizer) Report {
+func Build(snap *tracker.Snapshot, opts Options, sym Symbolizer) Report {
 	rep := Report{Tracked: map[tracker.Allocator]int64{}, Counters: snap.Counters}
 	for a := range snap.Counters {
 		rep.Tracked[a] = 0
@@ -65,13 +74,10 @@ func Build(snap *tracker.Snapshot, minAge time.Duration, topN int, sym Symbolize
 	for _, obj := range snap.Objects {
 		rep.Tracked[obj.Allocator]++
 		age := snap.Age(obj)
-		if age < uint64(minAge) {
+		if age < uint64(opts.MinAge) {
 			continue
 		}
-		key := groupKey{allocator: obj.Allocator, cache: obj.Cache, callSite: obj.CallSite}
-		if obj.Allocator == tracker.Kmalloc {
-			key.cache, key.bytes = tracker.KmallocClass(obj)
-		}
+		key := groupKey{cache: tracker.CacheOf(obj), callSite: obj.CallSite}
 		t := tallies[key]
 		if t == nil {
 			t = &tally{sample: obj}
@@ -92,7 +98,7 @@ func Build(snap *tracker.Snapshot, minAge time.Duration, topN int, sym Symbolize
 	}
 	merged := map[exported]*Group{}
 	for key, t := range tallies {
-		name := exported{key.allocator, snap.CacheName(t.sample), sym.Symbolize(key.callSite)}
+		name := exported{key.cache.Allocator, snap.CacheName(t.sample), sym.Symbolize(key.callSite)}
 		g := merged[name]
 		if g == nil {
 			g = &Group{Allocator: name.allocator, Cache: name.cache, CallSite: key.callSite, CallSiteSym: name.callSite}
@@ -105,10 +111,16 @@ func Build(snap *tracker.Snapshot, minAge time.Duration, topN int, sym Symbolize
 	}
 	groups := make([]Group, 0, len(merged))
 	for _, g := range merged {
+		// Aged objects were alive when the kernel was asked, so a true group
+		// never has more of them than its cache has allocated.
+		if kernel, known := opts.Kernel[g.Cache]; known && g.Objects > kernel {
+			rep.Withheld++
+			continue
+		}
 		groups = append(groups, *g)
 	}
 	slices.SortFunc(groups, compareGroups)
-	rep.Groups = groups[:min(topN, len(groups))]
+	rep.Groups = groups[:min(opts.TopN, len(groups))]
 	return rep
 }
 

@@ -79,7 +79,7 @@ func TestBuildMinAge(t *testing.T) {
 		tracker.Object{Allocator: tracker.Kmalloc, CallSite: siteA, Bytes: 64, AllocNs: takenNs + 1},
 	)
 
-	rep := Build(snap, minAge, 10, &fakeSymbolizer{names: testNames})
+	rep := Build(snap, Options{MinAge: minAge, TopN: 10}, &fakeSymbolizer{names: testNames})
 
 	assert.Equal(t, []Group{{
 		Allocator:   tracker.Slab,
@@ -215,7 +215,7 @@ func TestBuildGrouping(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rep := Build(newSnapshot(tt.objs...), time.Second, 10, &fakeSymbolizer{names: testNames})
+			rep := Build(newSnapshot(tt.objs...), Options{MinAge: time.Second, TopN: 10}, &fakeSymbolizer{names: testNames})
 			assert.Equal(t, tt.want, rep.Groups)
 			assert.Equal(t, int64(len(tt.objs)), rep.Suspects)
 		})
@@ -255,7 +255,7 @@ func TestBuildTopN(t *testing.T) {
 			// Build ranges over a map: repeat to shake out any order that
 			// depends on it.
 			for range 20 {
-				rep := Build(snap, time.Second, topN, hexSymbolizer{})
+				rep := Build(snap, Options{MinAge: time.Second, TopN: topN}, hexSymbolizer{})
 				require.Equal(t, want, rep.Groups)
 				// Suspects counts every group, not only the reported ones.
 				require.Equal(t, int64(8), rep.Suspects)
@@ -277,7 +277,7 @@ func TestBuildMergesGroupsThatExportAlike(t *testing.T) {
 	)
 	sym := &fakeSymbolizer{names: testNames}
 
-	rep := Build(snap, 30*time.Second, 10, sym)
+	rep := Build(snap, Options{MinAge: 30 * time.Second, TopN: 10}, sym)
 
 	require.Len(t, rep.Groups, 1)
 	g := rep.Groups[0]
@@ -294,7 +294,7 @@ func TestBuildTracked(t *testing.T) {
 		slabObj(dentryKey, siteB, 192, time.Millisecond),
 	)
 
-	rep := Build(snap, 30*time.Second, 10, &fakeSymbolizer{names: testNames})
+	rep := Build(snap, Options{MinAge: 30 * time.Second, TopN: 10}, &fakeSymbolizer{names: testNames})
 
 	// kmalloc has counters but no live objects: its tracker.objects point
 	// must still be there, at zero.
@@ -304,7 +304,7 @@ func TestBuildTracked(t *testing.T) {
 
 func TestBuildEmpty(t *testing.T) {
 	sym := &fakeSymbolizer{}
-	rep := Build(newSnapshot(), 30*time.Second, 10, sym)
+	rep := Build(newSnapshot(), Options{MinAge: 30 * time.Second, TopN: 10}, sym)
 
 	assert.Empty(t, rep.Groups)
 	assert.Zero(t, rep.Suspects)
@@ -365,6 +365,6 @@ func BenchmarkBuild(b *testing.B) {
 
 	b.ReportAllocs()
 	for b.Loop() {
-		Build(snap, 30*time.Second, 50, constSymbolizer("alloc_pipe_info+0x2b"))
+		Build(snap, Options{MinAge: 30 * time.Second, TopN: 50}, constSymbolizer("alloc_pipe_info+0x2b"))
 	}
 }

@@ -18,6 +18,10 @@ type Counters struct {
 	Frees          uint64
 	UntrackedFrees uint64 // frees of objects the map did not hold (allocated before attach, or dropped)
 	Dropped        uint64 // allocations not tracked because the map was full
+	// RecursionMisses are events the kernel did not run a program for
+	// because it was already running on the CPU (an interrupt inside it).
+	// The backup free program catches most of the frees among them.
+	RecursionMisses uint64
 }
 
 // Snapshot is one scan of the live-object map.
@@ -47,24 +51,42 @@ const (
 // larger kmalloc requests come straight from the page allocator.
 const kmallocMaxCacheSize = 8192
 
-// KmallocClass reduces a kmalloc object to what picks its cache, as
-// kmalloc_type() does: the one gfp family bit that wins (DMA, then
-// reclaimable, then account) and the size. Every size above the largest
-// cache is one class, kmalloc-large, whatever the bits. Objects of equal
-// class have equal CacheName, and objects of different class do not.
-func KmallocClass(obj Object) (family uint64, size uint32) {
-	if obj.Bytes > kmallocMaxCacheSize {
-		return 0, kmallocMaxCacheSize + 1
+// CacheID identifies a cache the way the probes do. For slab, Key is the
+// probes' cache key. For kmalloc, Key is the slot of the cache in the BPF
+// kmalloc_untraced array (kmalloc_slot() there): the gfp family that wins,
+// as kmalloc_type() picks it (DMA, then reclaimable, then accounted), and the
+// size; every size above the largest cache is one key, kmalloc-large.
+type CacheID struct {
+	Allocator Allocator
+	Key       uint64
+}
+
+// kmallocSlotsPerFamily is KMALLOC_SLOTS_PER_FAMILY in the BPF code.
+const kmallocSlotsPerFamily = kmallocMaxCacheSize/8 + 1
+
+// KmallocLargeKey is the CacheID.Key of kmalloc-large, which is no slab
+// cache and has no slot.
+const KmallocLargeKey = 1 << 32
+
+// CacheOf returns the cache obj came from. Objects of equal CacheID have
+// equal CacheName, and objects of different CacheID do not.
+func CacheOf(obj Object) CacheID {
+	if obj.Allocator != Kmalloc {
+		return CacheID{obj.Allocator, obj.Cache}
 	}
+	if obj.Bytes > kmallocMaxCacheSize {
+		return CacheID{Kmalloc, KmallocLargeKey}
+	}
+	var family uint64
 	switch {
 	case obj.Cache&gfpDMA != 0:
-		return gfpDMA, obj.Bytes
+		family = 1
 	case obj.Cache&gfpReclaimable != 0:
-		return gfpReclaimable, obj.Bytes
+		family = 2
 	case obj.Cache&gfpAccount != 0:
-		return gfpAccount, obj.Bytes
+		family = 3
 	}
-	return 0, obj.Bytes
+	return CacheID{Kmalloc, family*kmallocSlotsPerFamily + uint64(obj.Bytes)/8}
 }
 
 // CacheName names the slab cache obj came from. For kmalloc it reconstructs

@@ -69,10 +69,11 @@ func TestSnapshotCacheNameWithoutNames(t *testing.T) {
 	assert.Equal(t, "kmalloc-64", snap.CacheName(Object{Allocator: Kmalloc, Bytes: 64}))
 }
 
-// Objects of one kmalloc class must share a cache name and objects of
-// different classes must not: report.Build groups kmalloc objects by class
-// and names each group after one of its members.
-func TestKmallocClassMatchesCacheName(t *testing.T) {
+// Objects of one kmalloc CacheID must share a cache name and objects of
+// different IDs must not: report.Build groups kmalloc objects by CacheID
+// and names each group after one of its members, and the BPF exclusion of a
+// kmalloc cache uses the ID as its slot.
+func TestCacheOfMatchesCacheName(t *testing.T) {
 	sizes := []uint32{8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 1 << 20}
 	var bits []uint64
 	for _, dma := range []uint64{0, gfpDMABit} {
@@ -93,9 +94,7 @@ func TestKmallocClassMatchesCacheName(t *testing.T) {
 	mismatches := 0
 	for i, a := range objs {
 		for _, b := range objs[i+1:] {
-			fa, sa := KmallocClass(a)
-			fb, sb := KmallocClass(b)
-			sameClass := fa == fb && sa == sb
+			sameClass := CacheOf(a) == CacheOf(b)
 			sameName := snap.CacheName(a) == snap.CacheName(b)
 			if sameClass != sameName {
 				t.Errorf("%s and %s: same class = %t, same cache name = %t",

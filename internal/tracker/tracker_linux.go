@@ -31,12 +31,11 @@ type Options struct {
 
 // Tracker owns everything Open put into the kernel; Close releases it.
 type Tracker struct {
-	live       *ebpf.Map
-	cacheNames *ebpf.Map
-	stats      *ebpf.Map
-	programs   []*ebpf.Program
-	links      []link.Link
-	modes      map[Allocator]Mode
+	maps     map[string]*ebpf.Map // every map of the BPF object, by name
+	live     *ebpf.Map
+	programs map[Allocator][]*ebpf.Program
+	links    []link.Link
+	modes    map[Allocator]Mode
 
 	// Reused across scans so a scan of a million objects does not allocate.
 	keys []uint64
@@ -48,24 +47,24 @@ type Tracker struct {
 // the buffers stay in the hundreds of KiB.
 const scanBatch = 8192
 
-// hook names the two programs and tracepoints that follow one allocator.
-type hook struct {
-	allocProg, freeProg   map[Mode]string
-	allocEvent, freeEvent string // kmem:<event>
+// attachment is one program on one kmem tracepoint.
+type attachment struct {
+	program, event string
 }
 
-var hooks = map[Allocator]hook{
+// programs lists, per allocator and mode, what to attach, in order: on a
+// tracepoint, programs run in the order they were attached, and the backup
+// free program (free_backup in the BPF code) must run after the primary.
+var programs = map[Allocator]map[Mode][]attachment{
 	Slab: {
-		allocProg:  map[Mode]string{ModeTPBTF: "btf_slab_alloc", ModeRawTP: "raw_slab_alloc", ModeTracepoint: "tp_slab_alloc"},
-		freeProg:   map[Mode]string{ModeTPBTF: "btf_slab_free", ModeRawTP: "raw_slab_free", ModeTracepoint: "tp_slab_free"},
-		allocEvent: "kmem_cache_alloc",
-		freeEvent:  "kmem_cache_free",
+		ModeTPBTF:      {{"btf_slab_alloc", "kmem_cache_alloc"}, {"btf_slab_free", "kmem_cache_free"}, {"btf_slab_free_bk", "kmem_cache_free"}},
+		ModeRawTP:      {{"raw_slab_alloc", "kmem_cache_alloc"}, {"raw_slab_free", "kmem_cache_free"}, {"raw_slab_free_bk", "kmem_cache_free"}},
+		ModeTracepoint: {{"tp_slab_alloc", "kmem_cache_alloc"}, {"tp_slab_free", "kmem_cache_free"}},
 	},
 	Kmalloc: {
-		allocProg:  map[Mode]string{ModeTPBTF: "btf_kmalloc", ModeRawTP: "raw_kmalloc", ModeTracepoint: "tp_kmalloc"},
-		freeProg:   map[Mode]string{ModeTPBTF: "btf_kfree", ModeRawTP: "raw_kfree", ModeTracepoint: "tp_kfree"},
-		allocEvent: "kmalloc",
-		freeEvent:  "kfree",
+		ModeTPBTF:      {{"btf_kmalloc", "kmalloc"}, {"btf_kfree", "kfree"}, {"btf_kfree_bk", "kfree"}},
+		ModeRawTP:      {{"raw_kmalloc", "kmalloc"}, {"raw_kfree", "kfree"}, {"raw_kfree_bk", "kfree"}},
+		ModeTracepoint: {{"tp_kmalloc", "kmalloc"}, {"tp_kfree", "kfree"}},
 	},
 }
 
@@ -89,7 +88,7 @@ func Open(opts Options) (*Tracker, error) {
 	}
 	spec.Maps["live"].MaxEntries = opts.MaxObjects
 
-	t := &Tracker{modes: map[Allocator]Mode{}}
+	t := &Tracker{maps: map[string]*ebpf.Map{}, programs: map[Allocator][]*ebpf.Program{}, modes: map[Allocator]Mode{}}
 	if err := t.createMaps(spec); err != nil {
 		t.Close()
 		return nil, err
@@ -107,13 +106,14 @@ func Open(opts Options) (*Tracker, error) {
 }
 
 func (t *Tracker) createMaps(spec *ebpf.CollectionSpec) error {
-	for name, dst := range map[string]**ebpf.Map{"live": &t.live, "cache_names": &t.cacheNames, "stats": &t.stats} {
-		m, err := ebpf.NewMap(spec.Maps[name])
+	for name, ms := range spec.Maps {
+		m, err := ebpf.NewMap(ms)
 		if err != nil {
 			return fmt.Errorf("creating BPF map %s: %w", name, explainPermission(err))
 		}
-		*dst = m
+		t.maps[name] = m
 	}
+	t.live = t.maps["live"]
 	return nil
 }
 
@@ -138,20 +138,16 @@ func (t *Tracker) attach(spec *ebpf.CollectionSpec, cache *btf.Cache, a Allocato
 }
 
 func (t *Tracker) attachMode(spec *ebpf.CollectionSpec, cache *btf.Cache, a Allocator, m Mode) error {
-	h := hooks[a]
-	for _, event := range []string{h.allocEvent, h.freeEvent} {
-		if err := checkTracepoint(m, event); err != nil {
+	todo := programs[a][m]
+	s := spec.Copy()
+	s.Programs = map[string]*ebpf.ProgramSpec{}
+	for _, at := range todo {
+		if err := checkTracepoint(m, at.event); err != nil {
 			return err
 		}
+		s.Programs[at.program] = spec.Programs[at.program]
 	}
-
-	s := spec.Copy()
-	names := []string{h.allocProg[m], h.freeProg[m]}
-	s.Programs = map[string]*ebpf.ProgramSpec{names[0]: s.Programs[names[0]], names[1]: s.Programs[names[1]]}
-	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{
-		MapReplacements: map[string]*ebpf.Map{"live": t.live, "cache_names": t.cacheNames, "stats": t.stats},
-		Cache:           cache,
-	})
+	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: t.maps, Cache: cache})
 	if err != nil {
 		return fmt.Errorf("loading: %w", explainPermission(err))
 	}
@@ -159,17 +155,17 @@ func (t *Tracker) attachMode(spec *ebpf.CollectionSpec, cache *btf.Cache, a Allo
 
 	var progs []*ebpf.Program
 	var links []link.Link
-	for i, event := range []string{h.allocEvent, h.freeEvent} {
-		prog := coll.DetachProgram(names[i])
+	for _, at := range todo {
+		prog := coll.DetachProgram(at.program)
 		progs = append(progs, prog)
-		l, err := attachProgram(prog, m, event)
+		l, err := attachProgram(prog, m, at.event)
 		if err != nil {
 			closeAll(links, progs)
-			return fmt.Errorf("attaching to kmem:%s: %w", event, explainPermission(err))
+			return fmt.Errorf("attaching to kmem:%s: %w", at.event, explainPermission(err))
 		}
 		links = append(links, l)
 	}
-	t.programs = append(t.programs, progs...)
+	t.programs[a] = progs
 	t.links = append(t.links, links...)
 	return nil
 }
@@ -263,19 +259,24 @@ func (t *Tracker) Scan(snap *Snapshot) error {
 	if snap.CacheNames, err = t.readCacheNames(snap.CacheNames); err != nil {
 		return err
 	}
+	snap.TakenNs, err = MonotonicNow()
+	return err
+}
+
+// MonotonicNow reads the clock of Object.AllocNs (bpf_ktime_get_ns).
+func MonotonicNow() (uint64, error) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
+		return 0, fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
 	}
-	snap.TakenNs = uint64(ts.Nano())
-	return nil
+	return uint64(ts.Nano()), nil
 }
 
 func (t *Tracker) counters() (map[Allocator]Counters, error) {
 	out := make(map[Allocator]Counters, len(t.modes))
 	for a := range t.modes {
 		var perCPU []bpf.KmemleakCounters
-		if err := t.stats.Lookup(uint32(a), &perCPU); err != nil {
+		if err := t.maps["stats"].Lookup(uint32(a), &perCPU); err != nil {
 			return nil, fmt.Errorf("reading %s counters: %w", a, err)
 		}
 		var sum Counters
@@ -284,6 +285,13 @@ func (t *Tracker) counters() (map[Allocator]Counters, error) {
 			sum.Frees += c.Frees
 			sum.UntrackedFrees += c.UntrackedFrees
 			sum.Dropped += c.Dropped
+		}
+		for _, p := range t.programs[a] {
+			stats, err := p.Stats()
+			if err != nil {
+				return nil, fmt.Errorf("reading %s program statistics: %w", a, err)
+			}
+			sum.RecursionMisses += stats.RecursionMisses
 		}
 		out[a] = sum
 	}
@@ -297,20 +305,12 @@ func (t *Tracker) readCacheNames(known map[uint64]string) (map[uint64]string, er
 		known = map[uint64]string{}
 	}
 	var key uint64
-	var val bpf.KmemleakCacheName
-	it := t.cacheNames.Iterate()
+	var val bpf.KmemleakCacheInfo
+	it := t.maps["caches"].Iterate()
 	for it.Next(&key, &val) {
-		if _, ok := known[key]; ok {
-			continue
+		if _, ok := known[key]; !ok {
+			known[key] = cString(val.Name[:])
 		}
-		name := make([]byte, 0, len(val.Name))
-		for _, c := range val.Name {
-			if c == 0 {
-				break
-			}
-			name = append(name, byte(c))
-		}
-		known[key] = string(name)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading cache names: %w", err)
@@ -318,17 +318,78 @@ func (t *Tracker) readCacheNames(known map[uint64]string) (map[uint64]string, er
 	return known, nil
 }
 
-// Close detaches and unloads everything; safe to call more than once.
-func (t *Tracker) Close() error {
-	closeAll(t.links, t.programs)
-	t.links, t.programs = nil, nil
-	var errs []error
-	for _, m := range []**ebpf.Map{&t.live, &t.cacheNames, &t.stats} {
-		if *m != nil {
-			errs = append(errs, (*m).Close())
-			*m = nil
+func cString(b []int8) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}
+
+// Untrace stops tracking a cache whose frees the tracepoints do not see, and
+// deletes the given entries of it (its live objects in the last snapshot)
+// from the live map: they are phantoms or soon would be.
+func (t *Tracker) Untrace(id CacheID, addrs []uint64) error {
+	switch id.Allocator {
+	case Slab:
+		m := t.maps["caches"]
+		var info bpf.KmemleakCacheInfo
+		if err := m.Lookup(id.Key, &info); err != nil {
+			return fmt.Errorf("looking up slab cache %#x: %w", id.Key, err)
+		}
+		info.Untraced = 1
+		if err := m.Update(id.Key, &info, ebpf.UpdateExist); err != nil {
+			return fmt.Errorf("marking slab cache %#x untraced: %w", id.Key, err)
+		}
+	case Kmalloc:
+		if id.Key == KmallocLargeKey {
+			return errors.New("kmalloc-large is no slab cache and cannot be untraced")
+		}
+		if err := t.maps["kmalloc_untraced"].Update(uint32(id.Key), uint32(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("marking kmalloc slot %d untraced: %w", id.Key, err)
+		}
+	default:
+		return fmt.Errorf("cannot untrace a cache of %s", id.Allocator)
+	}
+	return t.Delete(addrs)
+}
+
+// Delete removes entries from the live map. The kernel stops a batch at the
+// first missing key, an entry freed meanwhile: it is skipped.
+func (t *Tracker) Delete(addrs []uint64) error {
+	for len(addrs) > 0 {
+		n, err := t.live.BatchDelete(addrs, nil)
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			addrs = addrs[n+1:]
+		case err != nil:
+			return fmt.Errorf("deleting %d live-map entries: %w", len(addrs), err)
+		default:
+			addrs = nil
 		}
 	}
+	return nil
+}
+
+// Close detaches and unloads everything; safe to call more than once.
+func (t *Tracker) Close() error {
+	for _, l := range t.links {
+		l.Close()
+	}
+	for _, progs := range t.programs {
+		for _, p := range progs {
+			p.Close()
+		}
+	}
+	t.links, t.programs = nil, nil
+	var errs []error
+	for _, m := range t.maps {
+		errs = append(errs, m.Close())
+	}
+	t.maps, t.live = nil, nil
 	return errors.Join(errs...)
 }
 
