@@ -73,10 +73,15 @@ func twoGroupReport() Report {
 			},
 		},
 		Suspects: 2300,
+		Withheld: 1,
 		Tracked:  map[tracker.Allocator]int64{tracker.Slab: 12000, tracker.Kmalloc: 34000},
 		Counters: map[tracker.Allocator]tracker.Counters{
-			tracker.Slab:    {Allocs: 1_000_000, Frees: 988_000, UntrackedFrees: 150},
-			tracker.Kmalloc: {Allocs: 2_500_000, Frees: 2_466_000, UntrackedFrees: 420, Dropped: 7},
+			tracker.Slab:    {Allocs: 1_000_000, Frees: 988_000, UntrackedFrees: 150, RecursionMisses: 12},
+			tracker.Kmalloc: {Allocs: 2_500_000, Frees: 2_466_000, UntrackedFrees: 420, Dropped: 7, RecursionMisses: 3},
+		},
+		Untraced: map[tracker.CacheID]string{
+			{Allocator: tracker.Slab, Key: 0xffff888100a00000}: "maple_node",
+			{Allocator: tracker.Kmalloc, Key: 3*1025 + 512/8}:  "kmalloc-cg-512",
 		},
 	}
 }
@@ -154,6 +159,7 @@ func TestEmitMetrics(t *testing.T) {
 				"kmem.allocations", "kmem.frees",
 				"kmem.outstanding.bytes", "kmem.outstanding.objects", "kmem.outstanding.oldest_age",
 				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
+				"kmem.tracker.recursion_misses", "kmem.tracker.untraced_caches", "kmem.tracker.withheld_groups",
 			},
 		},
 		{
@@ -165,6 +171,7 @@ func TestEmitMetrics(t *testing.T) {
 				"kmem.allocations", "kmem.frees",
 				"kmem.outstanding.bytes", "kmem.outstanding.objects",
 				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
+				"kmem.tracker.recursion_misses", "kmem.tracker.untraced_caches", "kmem.tracker.withheld_groups",
 			},
 		},
 		{
@@ -180,6 +187,7 @@ func TestEmitMetrics(t *testing.T) {
 			wantMetrics: []string{
 				"kmem.allocations", "kmem.frees",
 				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
+				"kmem.tracker.recursion_misses", "kmem.tracker.withheld_groups",
 			},
 		},
 	}
@@ -264,8 +272,9 @@ func TestEmitTwice(t *testing.T) {
 
 	assert.Equal(t, 1, ld.LogRecordCount())
 	// One point per group in each of the three group metrics, one per
-	// allocator in each of the five tracker metrics, one scan duration.
-	assert.Equal(t, 1*3+2*5+1, md.DataPointCount())
+	// allocator in each of the six tracker metrics, one per untraced cache,
+	// one withheld count, one scan duration.
+	assert.Equal(t, 1*3+2*6+2+1+1, md.DataPointCount())
 }
 
 func BenchmarkEmit(b *testing.B) {
