@@ -67,6 +67,9 @@ func (r *kmemleakReceiver) Start(_ context.Context, _ component.Host) error {
 	if err != nil {
 		return err
 	}
+	// Before attaching: the truth check needs the counts without any object
+	// the probes will track.
+	r.truth = truth.NewChecker(r.kernelCounts())
 	tr, err := tracker.Open(tracker.Options{
 		Allocators: r.cfg.allocators(),
 		Mode:       mode,
@@ -90,7 +93,6 @@ func (r *kmemleakReceiver) Start(_ context.Context, _ component.Host) error {
 		IncludeAddresses: r.cfg.IncludeAddresses,
 	}
 	r.emitter.Resource = r.resource(r.emitter.Metrics.NewResourceBuilder())
-	r.truth = truth.NewChecker()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -167,15 +169,18 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 		log.Error("Scan of live kernel objects failed", zap.Error(err))
 		return
 	}
+	var bounds map[string]int64
 	if kernel != nil {
-		r.untrace(r.truth.Check(&r.snap, cutoff, kernel))
+		res := r.truth.Check(&r.snap, cutoff, kernel)
+		r.untrace(res)
+		bounds = res.Bounds
 	}
 	if r.namer.sym != nil {
 		if _, err := r.namer.sym.Refresh(); err != nil {
 			log.Warn("Reloading kernel symbols after a module change failed; using the old table", zap.Error(err))
 		}
 	}
-	rep := report.Build(&r.snap, report.Options{MinAge: r.cfg.MinAge, TopN: r.cfg.TopN, Kernel: kernel}, r.namer)
+	rep := report.Build(&r.snap, report.Options{MinAge: r.cfg.MinAge, TopN: r.cfg.TopN, Bounds: bounds}, r.namer)
 	rep.Untraced = r.truth.Untraced()
 	took := time.Since(start)
 	now := pcommon.NewTimestampFromTime(time.Now())
@@ -211,8 +216,9 @@ func (r *kmemleakReceiver) untrace(res truth.Result) {
 	log := r.set.Logger
 	for _, v := range res.Verdicts {
 		log.Warn("Slab cache frees bypass the tracepoints; no longer tracking it",
-			zap.String("cache", v.Name), zap.Stringer("allocator", v.ID.Allocator),
-			zap.Int64("tracked_objects_older_than_scan", v.Old), zap.Int64("kernel_active_objects", v.Kernel))
+			zap.String("cache", v.Name), zap.Stringer("allocator", v.ID.Allocator), zap.String("reason", v.Reason),
+			zap.Int64("tracked_objects_older_than_scan", v.Old), zap.Int64("most_it_can_hold", v.Bound),
+			zap.Int64("kernel_active_objects", v.Kernel))
 		if err := r.tracker.Untrace(v.ID, v.Addrs); err != nil {
 			log.Error("Untracking a cache failed", zap.String("cache", v.Name), zap.Error(err))
 		}

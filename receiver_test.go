@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
@@ -63,6 +64,9 @@ func startReceiver(t *testing.T, cfg *Config) pipeline {
 	t.Helper()
 	f := NewFactory()
 	set := receivertest.NewNopSettings(metadata.Type)
+	if os.Getenv("KMEMLEAK_TEST_LOG") != "" {
+		set.Logger = zaptest.NewLogger(t)
+	}
 	p := pipeline{metrics: new(consumertest.MetricsSink), logs: new(consumertest.LogsSink)}
 	m, err := f.CreateMetrics(context.Background(), set, cfg, p.metrics)
 	require.NoError(t, err)

@@ -45,9 +45,13 @@ struct object {
 // One per slab cache the probes have seen. untraced is set by user space
 // for a cache whose frees bypass the tracepoints: its allocations are no
 // longer tracked, at no extra cost, since every allocation reads this entry.
+// freed is set by the first kmem_cache_free event of the cache: a cache
+// that allocates and never shows a free is one whose frees go unseen, or
+// one whose every object is still in use, which the kernel's count tells.
 struct cache_info {
 	char name[CACHE_NAME_LEN];
 	__u32 untraced;
+	__u32 freed;
 };
 
 struct counters {
@@ -207,6 +211,15 @@ static __always_inline void kmalloc_alloc(__u64 call_site, const void *ptr, size
 // every free it runs for and records the address; the backup, attached
 // after it, tracks a free only when the primary did not record that
 // address, that is when the primary was skipped.
+// note_cache_free marks the cache of a slab free. Written once, then only
+// read, so the cache line is not bounced between CPUs.
+static __always_inline void note_cache_free(__u64 cache)
+{
+	struct cache_info *ci = bpf_map_lookup_elem(&caches, &cache);
+	if (ci && !ci->freed)
+		ci->freed = 1;
+}
+
 static __always_inline void free_primary(const void *ptr, __u32 allocator)
 {
 	track_free(ptr, allocator);
@@ -237,9 +250,10 @@ int BPF_PROG(btf_slab_alloc, unsigned long call_site, const void *ptr, struct km
 }
 
 SEC("tp_btf/kmem_cache_free")
-int BPF_PROG(btf_slab_free, unsigned long call_site, const void *ptr)
+int BPF_PROG(btf_slab_free, unsigned long call_site, const void *ptr, struct kmem_cache *s)
 {
 	free_primary(ptr, ALLOCATOR_SLAB);
+	note_cache_free((__u64)s);
 	return 0;
 }
 
@@ -282,9 +296,10 @@ int BPF_PROG(raw_slab_alloc, unsigned long call_site, const void *ptr, struct km
 }
 
 SEC("raw_tp/kmem_cache_free")
-int BPF_PROG(raw_slab_free, unsigned long call_site, const void *ptr)
+int BPF_PROG(raw_slab_free, unsigned long call_site, const void *ptr, struct kmem_cache *s)
 {
 	free_primary(ptr, ALLOCATOR_SLAB);
+	note_cache_free((__u64)s);
 	return 0;
 }
 
@@ -356,6 +371,11 @@ SEC("tracepoint/kmem/kmem_cache_free")
 int tp_slab_free(struct trace_event_raw_kmem_cache_free *ctx)
 {
 	track_free(ctx->ptr, ALLOCATOR_SLAB);
+
+	char name[CACHE_NAME_LEN] = {};
+	__u32 loc = ctx->__data_loc_name;
+	int len = bpf_probe_read_kernel_str(name, sizeof(name), (void *)ctx + (loc & 0xffff));
+	note_cache_free(fnv1a(name, len));
 	return 0;
 }
 

@@ -17,6 +17,7 @@ type KmemleakCacheInfo struct {
 	_        structs.HostLayout
 	Name     [32]int8
 	Untraced uint32
+	Freed    uint32
 }
 
 type KmemleakCounters struct {

@@ -31,9 +31,9 @@ type Group struct {
 type Options struct {
 	MinAge time.Duration
 	TopN   int
-	// Kernel is the kernel's count of allocated objects per slab cache,
-	// read before the scan. nil skips the check it allows.
-	Kernel map[string]int64
+	// Bounds is, per cache name, the most aged objects the cache can truly
+	// hold (truth.Result.Bounds); nil skips the check.
+	Bounds map[string]int64
 }
 
 // Report is what one scan found.
@@ -41,7 +41,7 @@ type Report struct {
 	Groups   []Group // the top_n groups by bytes, largest first
 	Suspects int64   // objects older than min_age, in all groups
 	// Withheld counts the groups not reported because they held more
-	// objects than the kernel says their cache has: phantoms, not leaks.
+	// objects than their cache can truly hold: phantoms, not leaks.
 	Withheld int64
 	Tracked  map[tracker.Allocator]int64
 	Counters map[tracker.Allocator]tracker.Counters
@@ -111,9 +111,7 @@ func Build(snap *tracker.Snapshot, opts Options, sym Symbolizer) Report {
 	}
 	groups := make([]Group, 0, len(merged))
 	for _, g := range merged {
-		// Aged objects were alive when the kernel was asked, so a true group
-		// never has more of them than its cache has allocated.
-		if kernel, known := opts.Kernel[g.Cache]; known && g.Objects > kernel {
+		if bound, known := opts.Bounds[g.Cache]; known && g.Objects > bound {
 			rep.Withheld++
 			continue
 		}

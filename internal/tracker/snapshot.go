@@ -30,6 +30,9 @@ type Snapshot struct {
 	Objects    []Object
 	Counters   map[Allocator]Counters
 	CacheNames map[uint64]string // slab cache key -> name, as the probes saw it
+	// Freed holds the slab cache keys that have shown a kmem_cache_free
+	// event since the probes attached.
+	Freed map[uint64]bool
 }
 
 // Age is how long obj had been live when the snapshot was taken.

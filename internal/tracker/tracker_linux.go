@@ -256,7 +256,7 @@ func (t *Tracker) Scan(snap *Snapshot) error {
 	if snap.Counters, err = t.counters(); err != nil {
 		return err
 	}
-	if snap.CacheNames, err = t.readCacheNames(snap.CacheNames); err != nil {
+	if err := t.readCaches(snap); err != nil {
 		return err
 	}
 	snap.TakenNs, err = MonotonicNow()
@@ -298,24 +298,28 @@ func (t *Tracker) counters() (map[Allocator]Counters, error) {
 	return out, nil
 }
 
-// readCacheNames adds the caches the probes saw since the last scan; names
-// never change for a key, so known ones are not read again.
-func (t *Tracker) readCacheNames(known map[uint64]string) (map[uint64]string, error) {
-	if known == nil {
-		known = map[uint64]string{}
+// readCaches reads the slab caches the probes have seen: a few hundred
+// entries. Names never change for a key, so known ones are not copied again.
+func (t *Tracker) readCaches(snap *Snapshot) error {
+	if snap.CacheNames == nil {
+		snap.CacheNames = map[uint64]string{}
+		snap.Freed = map[uint64]bool{}
 	}
 	var key uint64
 	var val bpf.KmemleakCacheInfo
 	it := t.maps["caches"].Iterate()
 	for it.Next(&key, &val) {
-		if _, ok := known[key]; !ok {
-			known[key] = cString(val.Name[:])
+		if _, ok := snap.CacheNames[key]; !ok {
+			snap.CacheNames[key] = cString(val.Name[:])
+		}
+		if val.Freed != 0 {
+			snap.Freed[key] = true
 		}
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading cache names: %w", err)
+		return fmt.Errorf("reading slab caches: %w", err)
 	}
-	return known, nil
+	return nil
 }
 
 func cString(b []int8) string {

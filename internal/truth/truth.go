@@ -18,19 +18,23 @@ type Verdict struct {
 	ID     tracker.CacheID
 	Name   string
 	Old    int64    // tracked objects allocated before the kernel was asked
+	Bound  int64    // the count above which the cache is untracked (see bound)
+	Reason string
 	Kernel int64    // the kernel's count of allocated objects
 	Addrs  []uint64 // its live entries in the snapshot, to delete
 }
 
 // Checker remembers, across scans, which caches failed the check.
 type Checker struct {
+	baseline map[string]int64 // the kernel's counts before the probes attached
 	strikes  map[tracker.CacheID]int
 	untraced map[tracker.CacheID]string
 }
 
-// NewChecker returns a Checker that has found nothing yet.
-func NewChecker() *Checker {
-	return &Checker{strikes: map[tracker.CacheID]int{}, untraced: map[tracker.CacheID]string{}}
+// NewChecker returns a Checker that has found nothing yet. baseline is the
+// kernel's count per cache read before the probes attached.
+func NewChecker(baseline map[string]int64) *Checker {
+	return &Checker{baseline: baseline, strikes: map[tracker.CacheID]int{}, untraced: map[tracker.CacheID]string{}}
 }
 
 // Result is what one check found.
@@ -39,15 +43,16 @@ type Result struct {
 	// Stale are the entries of caches untraced earlier, allocated before
 	// the probes learned of it: they are phantoms too, to delete.
 	Stale []uint64
+	// Bounds is, per cache name, the most objects allocated before the
+	// cutoff that the cache can truly hold (see bound): a suspect group
+	// larger than that is made of phantoms.
+	Bounds map[string]int64
 }
 
-// Check compares, per cache, the tracked objects allocated before cutoff
-// with kernel, the kernel's counts read after cutoff and before the scan.
-// Each such object was alive when it was read, so alive all along from
-// cutoff, so counted by the kernel: a cache with more of them than the
-// kernel has allocated holds phantoms, objects freed without a trace event.
-// Check drops the objects of every untraced cache from snap, and returns
-// the caches that just crossed the line.
+// Check bounds, per cache, the tracked objects allocated before cutoff by
+// what kernel, the kernel's counts read after cutoff and before the scan,
+// allows (see bound), and drops the objects of every untraced cache from
+// snap. It returns the caches that just crossed their bound.
 func (c *Checker) Check(snap *tracker.Snapshot, cutoff uint64, kernel map[string]int64) Result {
 	var res Result
 	old := map[tracker.CacheID]int64{}
@@ -70,13 +75,20 @@ func (c *Checker) Check(snap *tracker.Snapshot, cutoff uint64, kernel map[string
 	}
 	snap.Objects = kept
 
+	res.Bounds = map[string]int64{}
 	for id, n := range old {
 		if id.Key == tracker.KmallocLargeKey {
 			continue
 		}
 		name := snap.CacheName(sample[id])
-		k, known := kernel[name]
-		if !known || n <= k {
+		report, limit, known := c.bound(snap, id, name, kernel)
+		if !known {
+			continue
+		}
+		if b, seen := res.Bounds[name]; !seen || report < b {
+			res.Bounds[name] = report
+		}
+		if n <= limit {
 			delete(c.strikes, id)
 			continue
 		}
@@ -85,12 +97,49 @@ func (c *Checker) Check(snap *tracker.Snapshot, cutoff uint64, kernel map[string
 		}
 		delete(c.strikes, id)
 		c.untraced[id] = name
-		res.Verdicts = append(res.Verdicts, Verdict{ID: id, Name: name, Old: n, Kernel: k})
+		reason := "more tracked objects than the kernel has allocated"
+		if limit < kernel[name] {
+			reason = "no traced free since attach, and more tracked objects than the kernel's count grew by"
+		}
+		res.Verdicts = append(res.Verdicts, Verdict{ID: id, Name: name, Old: n, Bound: limit, Kernel: kernel[name], Reason: reason})
 	}
 	if len(res.Verdicts) > 0 {
 		c.dropObjects(snap, res.Verdicts)
 	}
 	return res
+}
+
+// Evidence the check asks of a cache that has shown no traced free before
+// it untracks it: the kernel's "active" count is exact as an upper bound,
+// but moves by whole per-CPU batches as objects migrate between per-CPU and
+// node free lists, so its growth is only a rough measure.
+const (
+	unconfirmedMinObjects = 64
+	unconfirmedMinSlack   = 32
+	unconfirmedSlackShare = 10 // percent of the kernel's count
+)
+
+// bound returns how many of the tracked objects allocated before the
+// cutoff a cache can truly hold (report) and the count above which it is
+// untracked (untrace). Each of those objects was alive when it was read,
+// so alive all along from the cutoff, so counted by the kernel: never more
+// than the kernel's count. And if the cache has not shown one traced free
+// since the probes attached, then, unless its frees go unseen, none of its
+// objects was freed and the tracked ones are all new: never more than the
+// kernel's count grew by. known is false when the kernel has no count under
+// that name.
+func (c *Checker) bound(snap *tracker.Snapshot, id tracker.CacheID, name string, kernel map[string]int64) (report, untrace int64, known bool) {
+	now, known := kernel[name]
+	if !known {
+		return 0, 0, false
+	}
+	before, hasBaseline := c.baseline[name]
+	if id.Allocator != tracker.Slab || snap.Freed[id.Key] || !hasBaseline {
+		return now, now, true
+	}
+	growth := max(0, now-before)
+	slack := max(unconfirmedMinSlack, now*unconfirmedSlackShare/100)
+	return growth, max(unconfirmedMinObjects-1, growth+slack), true
 }
 
 // dropObjects moves the objects of the verdicts' caches out of snap and
