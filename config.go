@@ -3,6 +3,8 @@ package kmemleakreceiver
 import (
 	"errors"
 	"fmt"
+	"math"
+	"path"
 	"time"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
@@ -37,6 +39,28 @@ type Config struct {
 	// IncludeAddresses adds raw kernel addresses to events. Off by default:
 	// they defeat KASLR.
 	IncludeAddresses bool `mapstructure:"include_addresses"`
+	// StackTraces says which allocations get a kernel stack: adaptive (those
+	// from call sites a scan found suspect, plus a 1 in StackSampleRate
+	// sample), always, or off. A stack costs ten times the tracking itself.
+	StackTraces string `mapstructure:"stack_traces"`
+	// StackDepth is the number of frames kept per stack.
+	StackDepth int `mapstructure:"stack_depth"`
+	// StackSampleRate, in adaptive mode, also takes the stack of 1 in N
+	// allocations; 0 takes none.
+	StackSampleRate int `mapstructure:"stack_sample_rate"`
+	// MinSize and MaxSize bound the sizes of the allocations tracked, in
+	// bytes, in the probes; MaxSize 0 means no bound.
+	MinSize int `mapstructure:"min_size"`
+	MaxSize int `mapstructure:"max_size"`
+	// Caches filters the slab caches tracked by name (glob patterns).
+	Caches CacheFilter `mapstructure:"caches"`
+	// TrendWindow is the number of scans a group's count must rise through
+	// to be growing.
+	TrendWindow int `mapstructure:"trend_window"`
+	// ReportInterval is how often a suspect group that stays is logged
+	// again; it is also logged when it first appears and when it turns
+	// growing.
+	ReportInterval time.Duration `mapstructure:"report_interval"`
 
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
 	Events                        metadata.EventsConfig `mapstructure:"events"`
@@ -54,6 +78,10 @@ func createDefaultConfig() *Config {
 		Attach:               string(tracker.ModeAuto),
 		MaxTrackedObjects:    1_000_000,
 		TopN:                 50,
+		StackTraces:          tracker.StacksAdaptive.String(),
+		StackDepth:           32,
+		TrendWindow:          6,
+		ReportInterval:       10 * time.Minute,
 		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
 		Events:               metadata.DefaultEventsConfig(),
 	}
@@ -93,7 +121,68 @@ func (cfg *Config) Validate() error {
 	if cfg.TopN < 1 {
 		errs = append(errs, fmt.Errorf("top_n must be at least 1, got %d", cfg.TopN))
 	}
+	if _, err := tracker.ParseStackMode(cfg.StackTraces); err != nil {
+		errs = append(errs, fmt.Errorf("stack_traces: %w", err))
+	}
+	if cfg.StackDepth < 1 || cfg.StackDepth > tracker.MaxStackDepth {
+		errs = append(errs, fmt.Errorf("stack_depth must be between 1 and %d, got %d", tracker.MaxStackDepth, cfg.StackDepth))
+	}
+	if cfg.StackSampleRate < 0 {
+		errs = append(errs, fmt.Errorf("stack_sample_rate must not be negative (0 samples none), got %d", cfg.StackSampleRate))
+	}
+	if cfg.MinSize < 0 || cfg.MinSize > math.MaxUint32 {
+		errs = append(errs, fmt.Errorf("min_size must be between 0 and %d bytes, got %d", uint32(math.MaxUint32), cfg.MinSize))
+	}
+	if cfg.MaxSize < 0 || cfg.MaxSize > math.MaxUint32 || (cfg.MaxSize > 0 && cfg.MaxSize < cfg.MinSize) {
+		errs = append(errs, fmt.Errorf("max_size must be 0 (no bound) or between min_size (%d) and %d bytes, got %d", cfg.MinSize, uint32(math.MaxUint32), cfg.MaxSize))
+	}
+	if err := cfg.Caches.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.TrendWindow < 2 || cfg.TrendWindow > 1000 {
+		errs = append(errs, fmt.Errorf("trend_window must be between 2 and 1000 scans, got %d", cfg.TrendWindow))
+	}
+	if cfg.ReportInterval <= 0 {
+		errs = append(errs, fmt.Errorf("report_interval must be positive, got %v", cfg.ReportInterval))
+	}
 	return errors.Join(errs...)
+}
+
+// CacheFilter picks slab caches by name with glob patterns (path.Match):
+// a cache is tracked if it matches an include pattern, or there are none,
+// and matches no exclude pattern.
+type CacheFilter struct {
+	Include []string `mapstructure:"include"`
+	Exclude []string `mapstructure:"exclude"`
+}
+
+func (f CacheFilter) validate() error {
+	var errs []error
+	for field, patterns := range map[string][]string{"caches.include": f.Include, "caches.exclude": f.Exclude} {
+		for _, p := range patterns {
+			if _, err := path.Match(p, ""); err != nil {
+				errs = append(errs, fmt.Errorf("%s: bad pattern %q: %w", field, p, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// IsZero reports whether the filter tracks every cache.
+func (f CacheFilter) IsZero() bool { return len(f.Include) == 0 && len(f.Exclude) == 0 }
+
+// Tracks reports whether the cache named name is tracked.
+func (f CacheFilter) Tracks(name string) bool {
+	return (len(f.Include) == 0 || matchesAny(f.Include, name)) && !matchesAny(f.Exclude, name)
+}
+
+func matchesAny(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // allocators returns the configured allocators; call only after Validate.
@@ -104,6 +193,24 @@ func (cfg *Config) allocators() []tracker.Allocator {
 		out = append(out, a)
 	}
 	return out
+}
+
+// trackerOptions returns what the probes need; call only after Validate.
+func (cfg *Config) trackerOptions() tracker.Options {
+	mode, _ := tracker.ParseMode(cfg.Attach)
+	stacks, _ := tracker.ParseStackMode(cfg.StackTraces)
+	maxSize := uint32(math.MaxUint32)
+	if cfg.MaxSize > 0 {
+		maxSize = uint32(cfg.MaxSize)
+	}
+	return tracker.Options{
+		Allocators: cfg.allocators(),
+		Mode:       mode,
+		MaxObjects: uint32(cfg.MaxTrackedObjects),
+		Stacks:     tracker.StackOptions{Mode: stacks, Depth: cfg.StackDepth, SampleRate: uint32(cfg.StackSampleRate)},
+		MinSize:    uint32(cfg.MinSize),
+		MaxSize:    maxSize,
+	}
 }
 
 func (cfg *Config) logsBuilderConfig() metadata.LogsBuilderConfig {

@@ -23,6 +23,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+	"github.com/kmemleak/kmemleakreceiver/internal/trend"
 	"github.com/kmemleak/kmemleakreceiver/internal/truth"
 )
 
@@ -46,6 +47,8 @@ type kmemleakReceiver struct {
 	snap             tracker.Snapshot
 	truth            *truth.Checker
 	warnedNoSlabinfo bool // the truth check is off, and the user was told
+	trend            *trend.History
+	filtered         map[tracker.CacheID]bool // slab caches met so far: true if caches: leaves them out
 }
 
 func newReceiver(cfg *Config, set receiver.Settings, onShutdown func()) (*kmemleakReceiver, error) {
@@ -63,23 +66,22 @@ func (r *kmemleakReceiver) Start(_ context.Context, _ component.Host) error {
 	}
 	r.started = true
 
-	mode, err := tracker.ParseMode(r.cfg.Attach)
-	if err != nil {
-		return err
-	}
 	// Before attaching: the truth check needs the counts without any object
 	// the probes will track.
 	r.truth = truth.NewChecker(r.kernelCounts())
-	tr, err := tracker.Open(tracker.Options{
-		Allocators: r.cfg.allocators(),
-		Mode:       mode,
-		MaxObjects: uint32(r.cfg.MaxTrackedObjects),
-		Logger:     r.set.Logger,
-	})
+	opts := r.cfg.trackerOptions()
+	opts.Logger = r.set.Logger
+	tr, err := tracker.Open(opts)
 	if err != nil {
 		return fmt.Errorf("kmemleak: %w", err)
 	}
 	r.tracker = tr
+	if err := r.skipFilteredKmalloc(); err != nil {
+		_ = tr.Close()
+		return fmt.Errorf("kmemleak: %w", err)
+	}
+	r.trend = trend.New(r.cfg.TrendWindow, r.cfg.ReportInterval)
+	r.filtered = map[tracker.CacheID]bool{}
 
 	r.namer = callSiteNamer{includeAddresses: r.cfg.IncludeAddresses}
 	if sym, err := ksym.New("/proc/kallsyms", "/proc/modules"); err != nil {
@@ -91,6 +93,7 @@ func (r *kmemleakReceiver) Start(_ context.Context, _ component.Host) error {
 		Metrics:          metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set),
 		Logs:             metadata.NewLogsBuilder(r.cfg.logsBuilderConfig(), r.set),
 		IncludeAddresses: r.cfg.IncludeAddresses,
+		StacksOn:         opts.Stacks.Mode != tracker.StacksOff,
 	}
 	r.emitter.Resource = r.resource(r.emitter.Metrics.NewResourceBuilder())
 
@@ -169,6 +172,7 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 		log.Error("Scan of live kernel objects failed", zap.Error(err))
 		return
 	}
+	r.filterSlabCaches()
 	var bounds map[string]int64
 	if kernel != nil {
 		res := r.truth.Check(&r.snap, cutoff, kernel)
@@ -180,8 +184,18 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 			log.Warn("Reloading kernel symbols after a module change failed; using the old table", zap.Error(err))
 		}
 	}
-	rep := report.Build(&r.snap, report.Options{MinAge: r.cfg.MinAge, TopN: r.cfg.TopN, Bounds: bounds}, r.namer)
+	opts := report.Options{MinAge: r.cfg.MinAge, TopN: r.cfg.TopN, Bounds: bounds}
+	if r.emitter.StacksOn {
+		opts.Stacks = r.tracker
+	}
+	rep := report.Build(&r.snap, opts, r.namer)
 	rep.Untraced = r.truth.Untraced()
+	toLog := r.follow(rep.Groups)
+	if r.cfg.StackTraces == tracker.StacksAdaptive.String() {
+		if err := r.tracker.SetStackSites(callSites(rep.Groups)); err != nil {
+			log.Error("Asking for the stacks of suspect call sites failed", zap.Error(err))
+		}
+	}
 	took := time.Since(start)
 	now := pcommon.NewTimestampFromTime(time.Now())
 
@@ -190,9 +204,97 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 			log.Error("Passing metrics to the next consumer failed", zap.Error(err))
 		}
 	}
-	if r.logs != nil && len(rep.Groups) > 0 {
-		if err := r.logs.ConsumeLogs(ctx, r.emitter.EmitLogs(ctx, rep, now)); err != nil {
+	if r.logs != nil && len(toLog) > 0 {
+		if err := r.logs.ConsumeLogs(ctx, r.emitter.EmitLogs(ctx, toLog, now)); err != nil {
 			log.Error("Passing leak-suspect events to the next consumer failed", zap.Error(err))
+		}
+	}
+}
+
+// follow updates each group's trend and returns the groups that deserve an
+// event this scan.
+func (r *kmemleakReceiver) follow(groups []report.Group) []report.Group {
+	counts := make(map[string]int64, len(groups))
+	for _, g := range groups {
+		counts[groupKey(g)] = g.Objects
+	}
+	verdicts := r.trend.Observe(time.Now(), counts)
+	var toLog []report.Group
+	for i := range groups {
+		v := verdicts[groupKey(groups[i])]
+		groups[i].Growing, groups[i].GrowthPerMinute = v.Growing, v.PerMinute
+		if v.Report {
+			toLog = append(toLog, groups[i])
+		}
+	}
+	return toLog
+}
+
+func groupKey(g report.Group) string {
+	return strings.Join([]string{g.Allocator.String(), g.Cache, g.CallSiteSym, g.Stack}, "\x00")
+}
+
+// callSites are the probes' call sites of the groups, for adaptive stacks.
+func callSites(groups []report.Group) []uint64 {
+	sites := make([]uint64, 0, len(groups))
+	for _, g := range groups {
+		sites = append(sites, g.CallSite)
+	}
+	return sites
+}
+
+// skipFilteredKmalloc tells the probes which kmalloc caches the caches:
+// filter leaves out: all their names are known up front.
+func (r *kmemleakReceiver) skipFilteredKmalloc() error {
+	if r.cfg.Caches.IsZero() {
+		return nil
+	}
+	for id, name := range tracker.KmallocCaches() {
+		if !r.cfg.Caches.Tracks(name) {
+			if err := r.tracker.Skip(id, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// filterSlabCaches applies the caches: filter to the slab caches the probes
+// met since the last scan, and drops the objects of filtered caches from
+// the snapshot and the map (those allocated before the probes were told).
+func (r *kmemleakReceiver) filterSlabCaches() {
+	if r.cfg.Caches.IsZero() {
+		return
+	}
+	fresh := map[tracker.CacheID]bool{}
+	for key, name := range r.snap.CacheNames {
+		id := tracker.CacheID{Allocator: tracker.Slab, Key: key}
+		if _, seen := r.filtered[id]; !seen {
+			r.filtered[id] = !r.cfg.Caches.Tracks(name)
+			fresh[id] = r.filtered[id]
+		}
+	}
+	addrs := map[tracker.CacheID][]uint64{}
+	kept := r.snap.Objects[:0]
+	for _, obj := range r.snap.Objects {
+		if id := tracker.CacheOf(obj); r.filtered[id] {
+			addrs[id] = append(addrs[id], obj.Address)
+			continue
+		}
+		kept = append(kept, obj)
+	}
+	r.snap.Objects = kept
+	for id, skip := range fresh {
+		if skip {
+			if err := r.tracker.Skip(id, addrs[id]); err != nil {
+				r.set.Logger.Error("Leaving out a filtered cache failed", zap.String("cache", r.snap.CacheNames[id.Key]), zap.Error(err))
+			}
+			delete(addrs, id)
+		}
+	}
+	for _, stale := range addrs {
+		if err := r.tracker.Delete(stale); err != nil {
+			r.set.Logger.Error("Deleting objects of filtered caches failed", zap.Error(err))
 		}
 	}
 }
@@ -219,7 +321,7 @@ func (r *kmemleakReceiver) untrace(res truth.Result) {
 			zap.String("cache", v.Name), zap.Stringer("allocator", v.ID.Allocator), zap.String("reason", v.Reason),
 			zap.Int64("tracked_objects_older_than_scan", v.Old), zap.Int64("most_it_can_hold", v.Bound),
 			zap.Int64("kernel_active_objects", v.Kernel))
-		if err := r.tracker.Untrace(v.ID, v.Addrs); err != nil {
+		if err := r.tracker.Skip(v.ID, v.Addrs); err != nil {
 			log.Error("Untracking a cache failed", zap.String("cache", v.Name), zap.Error(err))
 		}
 	}

@@ -31,6 +31,19 @@ enum allocator {
 
 #define CACHE_NAME_LEN 32
 
+enum stack_mode {
+	STACKS_OFF = 0,
+	STACKS_ADAPTIVE = 1, // for call sites in stack_sites, and 1 in stack_sample_rate
+	STACKS_ALWAYS = 2,
+};
+
+// Set by the loader. Read-only, so the verifier drops the branches they turn
+// off: stacks off costs nothing.
+const volatile __u32 stack_mode = STACKS_OFF;
+const volatile __u32 stack_sample_rate = 0; // 0: no sampling
+const volatile __u32 min_size = 0;
+const volatile __u32 max_size = 0xffffffff;
+
 struct object {
 	__u64 alloc_ns;
 	__u64 call_site;
@@ -39,18 +52,20 @@ struct object {
 	// caches. kmalloc: the gfp bits that pick the cache family.
 	__u64 cache;
 	__u32 bytes;
+	__s32 stack_id; // in stacks, or -1
 	__u32 allocator;
 };
 
-// One per slab cache the probes have seen. untraced is set by user space
-// for a cache whose frees bypass the tracepoints: its allocations are no
-// longer tracked, at no extra cost, since every allocation reads this entry.
+// One per slab cache the probes have seen. skip is set by user space for a
+// cache whose frees bypass the tracepoints, or that the configuration
+// filters out: its allocations are not tracked, at no extra cost, since
+// every allocation reads this entry anyway.
 // freed is set by the first kmem_cache_free event of the cache: a cache
 // that allocates and never shows a free is one whose frees go unseen, or
 // one whose every object is still in use, which the kernel's count tells.
 struct cache_info {
 	char name[CACHE_NAME_LEN];
-	__u32 untraced;
+	__u32 skip;
 	__u32 freed;
 };
 
@@ -59,6 +74,7 @@ struct counters {
 	__u64 frees;
 	__u64 untracked_frees;
 	__u64 dropped;
+	__u64 stack_errors;
 };
 
 // Sized by the loader from max_tracked_objects. Preallocated: inserts never
@@ -77,8 +93,28 @@ struct {
 	__type(value, struct cache_info);
 } caches SEC(".maps");
 
-// The kmalloc caches with untraced frees, indexed by kmalloc_slot(): an
-// array, so the check is one inlined load.
+// Kernel stacks of allocations, sized by the loader (entries from
+// max_tracked_objects, depth from stack_depth). Without BPF_F_REUSE_STACKID:
+// a hash collision fails the capture (counted) instead of handing out the id
+// of a stack that live objects still point to.
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__uint(value_size, 32 * sizeof(__u64));
+} stacks SEC(".maps");
+
+// The call sites user space found suspect: in adaptive mode, allocations
+// from them get a stack.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} stack_sites SEC(".maps");
+
+// The kmalloc caches not to track (as skip in cache_info), indexed by
+// kmalloc_slot(): an array, so the check is one inlined load.
 #define KMALLOC_MAX_CACHE_SIZE 8192
 #define KMALLOC_SLOTS_PER_FAMILY (KMALLOC_MAX_CACHE_SIZE / 8 + 1)
 #define KMALLOC_FAMILIES 4
@@ -87,7 +123,7 @@ struct {
 	__uint(max_entries, KMALLOC_FAMILIES * KMALLOC_SLOTS_PER_FAMILY);
 	__type(key, __u32);
 	__type(value, __u32);
-} kmalloc_untraced SEC(".maps");
+} kmalloc_skip SEC(".maps");
 
 // The address the primary free program of each allocator handled last on
 // this CPU; see free_backup().
@@ -113,8 +149,25 @@ static __always_inline bool is_object(const void *ptr)
 	return (unsigned long)ptr > 16;
 }
 
-static __always_inline void track_alloc(const void *ptr, __u64 call_site, __u64 cache, __u32 bytes,
-					__u32 allocator)
+// bpf_get_stackid costs ten times the map update, so by default only
+// allocations from suspect call sites, and a sample, pay for it.
+static __always_inline __s32 capture_stack(void *ctx, __u64 call_site, struct counters *c)
+{
+	if (stack_mode == STACKS_OFF)
+		return -1;
+	if (stack_mode == STACKS_ADAPTIVE && !bpf_map_lookup_elem(&stack_sites, &call_site) &&
+	    !(stack_sample_rate && bpf_get_prandom_u32() % stack_sample_rate == 0))
+		return -1;
+	long id = bpf_get_stackid(ctx, &stacks, 0);
+	if (id < 0) {
+		c->stack_errors++;
+		return -1;
+	}
+	return id;
+}
+
+static __always_inline void track_alloc(void *ctx, const void *ptr, __u64 call_site, __u64 cache,
+					__u32 bytes, __u32 allocator)
 {
 	if (!is_object(ptr))
 		return;
@@ -122,6 +175,8 @@ static __always_inline void track_alloc(const void *ptr, __u64 call_site, __u64 
 	if (!c)
 		return;
 	c->allocs++;
+	if (bytes < min_size || bytes > max_size)
+		return;
 
 	__u64 key = (__u64)ptr;
 	struct object obj = {
@@ -129,6 +184,7 @@ static __always_inline void track_alloc(const void *ptr, __u64 call_site, __u64 
 		.call_site = call_site,
 		.cache = cache,
 		.bytes = bytes,
+		.stack_id = capture_stack(ctx, call_site, c),
 		.allocator = allocator,
 	};
 	// BPF_ANY: an address that comes back after a free we missed replaces
@@ -154,25 +210,25 @@ static __always_inline void track_free(const void *ptr, __u32 allocator)
 // Cache names are copied once per cache, not per allocation: the lookup on
 // the 8-byte key is what every slab allocation pays, and it also says
 // whether the cache is tracked at all.
-static __always_inline bool cache_untraced(__u64 key, const char *name)
+static __always_inline bool cache_skipped(__u64 key, const char *name)
 {
 	struct cache_info *ci = bpf_map_lookup_elem(&caches, &key);
 	if (ci)
-		return ci->untraced;
+		return ci->skip;
 	struct cache_info n = {};
 	bpf_probe_read_kernel_str(n.name, sizeof(n.name), name);
 	bpf_map_update_elem(&caches, &key, &n, BPF_NOEXIST);
 	return false;
 }
 
-static __always_inline void slab_alloc(__u64 call_site, const void *ptr, struct kmem_cache *s)
+static __always_inline void slab_alloc(void *ctx, __u64 call_site, const void *ptr, struct kmem_cache *s)
 {
 	if (!is_object(ptr))
 		return;
 	__u64 cache = (__u64)s;
-	if (cache_untraced(cache, BPF_CORE_READ(s, name)))
+	if (cache_skipped(cache, BPF_CORE_READ(s, name)))
 		return;
-	track_alloc(ptr, call_site, cache, BPF_CORE_READ(s, size), ALLOCATOR_SLAB);
+	track_alloc(ctx, ptr, call_site, cache, BPF_CORE_READ(s, size), ALLOCATOR_SLAB);
 }
 
 // kmalloc_slot mirrors kmalloc_type(): DMA wins over reclaimable over
@@ -189,19 +245,19 @@ static __always_inline __u32 kmalloc_slot(size_t bytes_alloc, gfp_t gfp)
 	return family * KMALLOC_SLOTS_PER_FAMILY + bytes_alloc / 8;
 }
 
-static __always_inline void kmalloc_alloc(__u64 call_site, const void *ptr, size_t bytes_alloc,
-					  gfp_t gfp)
+static __always_inline void kmalloc_alloc(void *ctx, __u64 call_site, const void *ptr,
+					  size_t bytes_alloc, gfp_t gfp)
 {
 	if (!is_object(ptr))
 		return;
 	// kmalloc-large comes from the page allocator, whose frees are traced.
 	if (bytes_alloc <= KMALLOC_MAX_CACHE_SIZE) {
 		__u32 slot = kmalloc_slot(bytes_alloc, gfp);
-		__u32 *untraced = bpf_map_lookup_elem(&kmalloc_untraced, &slot);
-		if (untraced && *untraced)
+		__u32 *skip = bpf_map_lookup_elem(&kmalloc_skip, &slot);
+		if (skip && *skip)
 			return;
 	}
-	track_alloc(ptr, call_site, gfp & KMALLOC_FAMILY_MASK, bytes_alloc, ALLOCATOR_KMALLOC);
+	track_alloc(ctx, ptr, call_site, gfp & KMALLOC_FAMILY_MASK, bytes_alloc, ALLOCATOR_KMALLOC);
 }
 
 // The kernel skips a tp_btf or raw_tp program when it is already running on
@@ -245,7 +301,7 @@ static __always_inline void free_backup(const void *ptr, __u32 allocator)
 SEC("tp_btf/kmem_cache_alloc")
 int BPF_PROG(btf_slab_alloc, unsigned long call_site, const void *ptr, struct kmem_cache *s)
 {
-	slab_alloc(call_site, ptr, s);
+	slab_alloc(ctx, call_site, ptr, s);
 	return 0;
 }
 
@@ -268,7 +324,7 @@ SEC("tp_btf/kmalloc")
 int BPF_PROG(btf_kmalloc, unsigned long call_site, const void *ptr, size_t bytes_req,
 	     size_t bytes_alloc, gfp_t gfp)
 {
-	kmalloc_alloc(call_site, ptr, bytes_alloc, gfp);
+	kmalloc_alloc(ctx, call_site, ptr, bytes_alloc, gfp);
 	return 0;
 }
 
@@ -291,7 +347,7 @@ int BPF_PROG(btf_kfree_bk, unsigned long call_site, const void *ptr)
 SEC("raw_tp/kmem_cache_alloc")
 int BPF_PROG(raw_slab_alloc, unsigned long call_site, const void *ptr, struct kmem_cache *s)
 {
-	slab_alloc(call_site, ptr, s);
+	slab_alloc(ctx, call_site, ptr, s);
 	return 0;
 }
 
@@ -314,7 +370,7 @@ SEC("raw_tp/kmalloc")
 int BPF_PROG(raw_kmalloc, unsigned long call_site, const void *ptr, size_t bytes_req,
 	     size_t bytes_alloc, gfp_t gfp)
 {
-	kmalloc_alloc(call_site, ptr, bytes_alloc, gfp);
+	kmalloc_alloc(ctx, call_site, ptr, bytes_alloc, gfp);
 	return 0;
 }
 
@@ -360,10 +416,10 @@ int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
 	__u32 loc = ctx->__data_loc_name;
 	int len = bpf_probe_read_kernel_str(name, sizeof(name), (void *)ctx + (loc & 0xffff));
 	__u64 cache = fnv1a(name, len);
-	if (cache_untraced(cache, name))
+	if (cache_skipped(cache, name))
 		return 0;
 
-	track_alloc(ptr, ctx->call_site, cache, ctx->bytes_alloc, ALLOCATOR_SLAB);
+	track_alloc(ctx, ptr, ctx->call_site, cache, ctx->bytes_alloc, ALLOCATOR_SLAB);
 	return 0;
 }
 
@@ -382,7 +438,7 @@ int tp_slab_free(struct trace_event_raw_kmem_cache_free *ctx)
 SEC("tracepoint/kmem/kmalloc")
 int tp_kmalloc(struct trace_event_raw_kmalloc *ctx)
 {
-	kmalloc_alloc(ctx->call_site, ctx->ptr, ctx->bytes_alloc, ctx->gfp_flags);
+	kmalloc_alloc(ctx, ctx->call_site, ctx->ptr, ctx->bytes_alloc, ctx->gfp_flags);
 	return 0;
 }
 

@@ -14,10 +14,10 @@ import (
 )
 
 type KmemleakCacheInfo struct {
-	_        structs.HostLayout
-	Name     [32]int8
-	Untraced uint32
-	Freed    uint32
+	_     structs.HostLayout
+	Name  [32]int8
+	Skip  uint32
+	Freed uint32
 }
 
 type KmemleakCounters struct {
@@ -26,6 +26,7 @@ type KmemleakCounters struct {
 	Frees          uint64
 	UntrackedFrees uint64
 	Dropped        uint64
+	StackErrors    uint64
 }
 
 type KmemleakObject struct {
@@ -34,7 +35,9 @@ type KmemleakObject struct {
 	CallSite  uint64
 	Cache     uint64
 	Bytes     uint32
+	StackId   int32
 	Allocator uint32
+	_         [4]byte
 }
 
 // Names of all BPF objects in the ELF.
@@ -42,9 +45,11 @@ type KmemleakObject struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	KmemleakMapCaches          = "caches"
-	KmemleakMapKmallocUntraced = "kmalloc_untraced"
+	KmemleakMapKmallocSkip     = "kmalloc_skip"
 	KmemleakMapLastFree        = "last_free"
 	KmemleakMapLive            = "live"
+	KmemleakMapStackSites      = "stack_sites"
+	KmemleakMapStacks          = "stacks"
 	KmemleakMapStats           = "stats"
 	KmemleakProgBtfKfree       = "btf_kfree"
 	KmemleakProgBtfKfreeBk     = "btf_kfree_bk"
@@ -62,6 +67,10 @@ const (
 	KmemleakProgTpKmalloc      = "tp_kmalloc"
 	KmemleakProgTpSlabAlloc    = "tp_slab_alloc"
 	KmemleakProgTpSlabFree     = "tp_slab_free"
+	KmemleakVarMaxSize         = "max_size"
+	KmemleakVarMinSize         = "min_size"
+	KmemleakVarStackMode       = "stack_mode"
+	KmemleakVarStackSampleRate = "stack_sample_rate"
 )
 
 // LoadKmemleak returns the embedded CollectionSpec for Kmemleak.
@@ -128,17 +137,23 @@ type KmemleakProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type KmemleakMapSpecs struct {
-	Caches          *ebpf.MapSpec `ebpf:"caches"`
-	KmallocUntraced *ebpf.MapSpec `ebpf:"kmalloc_untraced"`
-	LastFree        *ebpf.MapSpec `ebpf:"last_free"`
-	Live            *ebpf.MapSpec `ebpf:"live"`
-	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	Caches      *ebpf.MapSpec `ebpf:"caches"`
+	KmallocSkip *ebpf.MapSpec `ebpf:"kmalloc_skip"`
+	LastFree    *ebpf.MapSpec `ebpf:"last_free"`
+	Live        *ebpf.MapSpec `ebpf:"live"`
+	StackSites  *ebpf.MapSpec `ebpf:"stack_sites"`
+	Stacks      *ebpf.MapSpec `ebpf:"stacks"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // KmemleakVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type KmemleakVariableSpecs struct {
+	MaxSize         *ebpf.VariableSpec `ebpf:"max_size"`
+	MinSize         *ebpf.VariableSpec `ebpf:"min_size"`
+	StackMode       *ebpf.VariableSpec `ebpf:"stack_mode"`
+	StackSampleRate *ebpf.VariableSpec `ebpf:"stack_sample_rate"`
 }
 
 // KmemleakObjects contains all objects after they have been loaded into the kernel.
@@ -161,19 +176,23 @@ func (o *KmemleakObjects) Close() error {
 //
 // It can be passed to LoadKmemleakObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KmemleakMaps struct {
-	Caches          *ebpf.Map `ebpf:"caches"`
-	KmallocUntraced *ebpf.Map `ebpf:"kmalloc_untraced"`
-	LastFree        *ebpf.Map `ebpf:"last_free"`
-	Live            *ebpf.Map `ebpf:"live"`
-	Stats           *ebpf.Map `ebpf:"stats"`
+	Caches      *ebpf.Map `ebpf:"caches"`
+	KmallocSkip *ebpf.Map `ebpf:"kmalloc_skip"`
+	LastFree    *ebpf.Map `ebpf:"last_free"`
+	Live        *ebpf.Map `ebpf:"live"`
+	StackSites  *ebpf.Map `ebpf:"stack_sites"`
+	Stacks      *ebpf.Map `ebpf:"stacks"`
+	Stats       *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *KmemleakMaps) Close() error {
 	return _KmemleakClose(
 		m.Caches,
-		m.KmallocUntraced,
+		m.KmallocSkip,
 		m.LastFree,
 		m.Live,
+		m.StackSites,
+		m.Stacks,
 		m.Stats,
 	)
 }
@@ -182,6 +201,10 @@ func (m *KmemleakMaps) Close() error {
 //
 // It can be passed to LoadKmemleakObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KmemleakVariables struct {
+	MaxSize         *ebpf.Variable `ebpf:"max_size"`
+	MinSize         *ebpf.Variable `ebpf:"min_size"`
+	StackMode       *ebpf.Variable `ebpf:"stack_mode"`
+	StackSampleRate *ebpf.Variable `ebpf:"stack_sample_rate"`
 }
 
 // KmemleakPrograms contains all programs after they have been loaded into the kernel.

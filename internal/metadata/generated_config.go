@@ -155,6 +155,56 @@ func (ms *KmemOutstandingBytesMetricConfig) Validate() error {
 	return nil
 }
 
+// KmemOutstandingGrowthMetricAttributeKey specifies the key of an attribute for the kmem.outstanding.growth metric.
+type KmemOutstandingGrowthMetricAttributeKey string
+
+const (
+	KmemOutstandingGrowthMetricAttributeKeyKmemAllocator KmemOutstandingGrowthMetricAttributeKey = "kmem.allocator"
+	KmemOutstandingGrowthMetricAttributeKeyKmemCache     KmemOutstandingGrowthMetricAttributeKey = "kmem.cache"
+	KmemOutstandingGrowthMetricAttributeKeyKmemCallSite  KmemOutstandingGrowthMetricAttributeKey = "kmem.call_site"
+)
+
+// KmemOutstandingGrowthMetricConfig provides config for the kmem.outstanding.growth metric.
+type KmemOutstandingGrowthMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                    `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmemOutstandingGrowthMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmemOutstandingGrowthMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmemOutstandingGrowthMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite:
+		default:
+			return fmt.Errorf("metric kmem.outstanding.growth doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // KmemOutstandingObjectsMetricAttributeKey specifies the key of an attribute for the kmem.outstanding.objects metric.
 type KmemOutstandingObjectsMetricAttributeKey string
 
@@ -419,6 +469,74 @@ func (ms *KmemTrackerScanDurationMetricConfig) Unmarshal(parser *confmap.Conf) e
 	return nil
 }
 
+// KmemTrackerStackErrorsMetricAttributeKey specifies the key of an attribute for the kmem.tracker.stack_errors metric.
+type KmemTrackerStackErrorsMetricAttributeKey string
+
+const (
+	KmemTrackerStackErrorsMetricAttributeKeyKmemAllocator KmemTrackerStackErrorsMetricAttributeKey = "kmem.allocator"
+)
+
+// KmemTrackerStackErrorsMetricConfig provides config for the kmem.tracker.stack_errors metric.
+type KmemTrackerStackErrorsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                     `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmemTrackerStackErrorsMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmemTrackerStackErrorsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmemTrackerStackErrorsMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmemTrackerStackErrorsMetricAttributeKeyKmemAllocator:
+		default:
+			return fmt.Errorf("metric kmem.tracker.stack_errors doesn't have an attribute %v, valid attributes: [kmem.allocator]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmemTrackerStacksMetricConfig provides config for the kmem.tracker.stacks metric.
+type KmemTrackerStacksMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *KmemTrackerStacksMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // KmemTrackerUntracedCachesMetricAttributeKey specifies the key of an attribute for the kmem.tracker.untraced_caches metric.
 type KmemTrackerUntracedCachesMetricAttributeKey string
 
@@ -541,12 +659,15 @@ type MetricsConfig struct {
 	KmemAllocations            KmemAllocationsMetricConfig            `mapstructure:"kmem.allocations"`
 	KmemFrees                  KmemFreesMetricConfig                  `mapstructure:"kmem.frees"`
 	KmemOutstandingBytes       KmemOutstandingBytesMetricConfig       `mapstructure:"kmem.outstanding.bytes"`
+	KmemOutstandingGrowth      KmemOutstandingGrowthMetricConfig      `mapstructure:"kmem.outstanding.growth"`
 	KmemOutstandingObjects     KmemOutstandingObjectsMetricConfig     `mapstructure:"kmem.outstanding.objects"`
 	KmemOutstandingOldestAge   KmemOutstandingOldestAgeMetricConfig   `mapstructure:"kmem.outstanding.oldest_age"`
 	KmemTrackerDropped         KmemTrackerDroppedMetricConfig         `mapstructure:"kmem.tracker.dropped"`
 	KmemTrackerObjects         KmemTrackerObjectsMetricConfig         `mapstructure:"kmem.tracker.objects"`
 	KmemTrackerRecursionMisses KmemTrackerRecursionMissesMetricConfig `mapstructure:"kmem.tracker.recursion_misses"`
 	KmemTrackerScanDuration    KmemTrackerScanDurationMetricConfig    `mapstructure:"kmem.tracker.scan.duration"`
+	KmemTrackerStackErrors     KmemTrackerStackErrorsMetricConfig     `mapstructure:"kmem.tracker.stack_errors"`
+	KmemTrackerStacks          KmemTrackerStacksMetricConfig          `mapstructure:"kmem.tracker.stacks"`
 	KmemTrackerUntracedCaches  KmemTrackerUntracedCachesMetricConfig  `mapstructure:"kmem.tracker.untraced_caches"`
 	KmemTrackerUntrackedFrees  KmemTrackerUntrackedFreesMetricConfig  `mapstructure:"kmem.tracker.untracked_frees"`
 	KmemTrackerWithheldGroups  KmemTrackerWithheldGroupsMetricConfig  `mapstructure:"kmem.tracker.withheld_groups"`
@@ -568,6 +689,11 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
 			EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite},
+		},
+		KmemOutstandingGrowth: KmemOutstandingGrowthMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite},
 		},
 		KmemOutstandingObjects: KmemOutstandingObjectsMetricConfig{
 			Enabled:             true,
@@ -595,6 +721,14 @@ func DefaultMetricsConfig() MetricsConfig {
 			EnabledAttributes:   []KmemTrackerRecursionMissesMetricAttributeKey{KmemTrackerRecursionMissesMetricAttributeKeyKmemAllocator},
 		},
 		KmemTrackerScanDuration: KmemTrackerScanDurationMetricConfig{
+			Enabled: true,
+		},
+		KmemTrackerStackErrors: KmemTrackerStackErrorsMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmemTrackerStackErrorsMetricAttributeKey{KmemTrackerStackErrorsMetricAttributeKeyKmemAllocator},
+		},
+		KmemTrackerStacks: KmemTrackerStacksMetricConfig{
 			Enabled: true,
 		},
 		KmemTrackerUntracedCaches: KmemTrackerUntracedCachesMetricConfig{

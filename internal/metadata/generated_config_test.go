@@ -41,6 +41,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategyAvg,
 						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite},
 					},
+					KmemOutstandingGrowth: KmemOutstandingGrowthMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite},
+					},
 					KmemOutstandingObjects: KmemOutstandingObjectsMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
@@ -67,6 +72,14 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						EnabledAttributes:   []KmemTrackerRecursionMissesMetricAttributeKey{KmemTrackerRecursionMissesMetricAttributeKeyKmemAllocator},
 					},
 					KmemTrackerScanDuration: KmemTrackerScanDurationMetricConfig{
+						Enabled: true,
+					},
+					KmemTrackerStackErrors: KmemTrackerStackErrorsMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []KmemTrackerStackErrorsMetricAttributeKey{KmemTrackerStackErrorsMetricAttributeKeyKmemAllocator},
+					},
+					KmemTrackerStacks: KmemTrackerStacksMetricConfig{
 						Enabled: true,
 					},
 					KmemTrackerUntracedCaches: KmemTrackerUntracedCachesMetricConfig{
@@ -110,6 +123,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategyAvg,
 						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite},
 					},
+					KmemOutstandingGrowth: KmemOutstandingGrowthMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite},
+					},
 					KmemOutstandingObjects: KmemOutstandingObjectsMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
@@ -138,6 +156,14 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					KmemTrackerScanDuration: KmemTrackerScanDurationMetricConfig{
 						Enabled: false,
 					},
+					KmemTrackerStackErrors: KmemTrackerStackErrorsMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []KmemTrackerStackErrorsMetricAttributeKey{KmemTrackerStackErrorsMetricAttributeKeyKmemAllocator},
+					},
+					KmemTrackerStacks: KmemTrackerStacksMetricConfig{
+						Enabled: false,
+					},
 					KmemTrackerUntracedCaches: KmemTrackerUntracedCachesMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
@@ -164,7 +190,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KmemAllocationsMetricConfig{}, KmemFreesMetricConfig{}, KmemOutstandingBytesMetricConfig{}, KmemOutstandingObjectsMetricConfig{}, KmemOutstandingOldestAgeMetricConfig{}, KmemTrackerDroppedMetricConfig{}, KmemTrackerObjectsMetricConfig{}, KmemTrackerRecursionMissesMetricConfig{}, KmemTrackerScanDurationMetricConfig{}, KmemTrackerUntracedCachesMetricConfig{}, KmemTrackerUntrackedFreesMetricConfig{}, KmemTrackerWithheldGroupsMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KmemAllocationsMetricConfig{}, KmemFreesMetricConfig{}, KmemOutstandingBytesMetricConfig{}, KmemOutstandingGrowthMetricConfig{}, KmemOutstandingObjectsMetricConfig{}, KmemOutstandingOldestAgeMetricConfig{}, KmemTrackerDroppedMetricConfig{}, KmemTrackerObjectsMetricConfig{}, KmemTrackerRecursionMissesMetricConfig{}, KmemTrackerScanDurationMetricConfig{}, KmemTrackerStackErrorsMetricConfig{}, KmemTrackerStacksMetricConfig{}, KmemTrackerUntracedCachesMetricConfig{}, KmemTrackerUntrackedFreesMetricConfig{}, KmemTrackerWithheldGroupsMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -201,6 +227,18 @@ func TestKmemOutstandingBytesMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.bytes doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site]")
 
 	cfg = DefaultMetricsConfig().KmemOutstandingBytes
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestKmemOutstandingGrowthMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().KmemOutstandingGrowth
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []KmemOutstandingGrowthMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.growth doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site]")
+
+	cfg = DefaultMetricsConfig().KmemOutstandingGrowth
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }
@@ -261,6 +299,18 @@ func TestKmemTrackerRecursionMissesMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric kmem.tracker.recursion_misses doesn't have an attribute invalid, valid attributes: [kmem.allocator]")
 
 	cfg = DefaultMetricsConfig().KmemTrackerRecursionMisses
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestKmemTrackerStackErrorsMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().KmemTrackerStackErrors
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []KmemTrackerStackErrorsMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.tracker.stack_errors doesn't have an attribute invalid, valid attributes: [kmem.allocator]")
+
+	cfg = DefaultMetricsConfig().KmemTrackerStackErrors
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }

@@ -22,6 +22,12 @@ func (eaof eventAttributeOptionFunc) apply(lr plog.LogRecord) {
 	eaof(lr)
 }
 
+func WithCodeStacktraceEventAttribute(codeStacktraceAttributeValue string) EventAttributeOption {
+	return eventAttributeOptionFunc(func(dp plog.LogRecord) {
+		dp.Attributes().PutStr("code.stacktrace", codeStacktraceAttributeValue)
+	})
+}
+
 func WithKmemCallSiteAddressEventAttribute(kmemCallSiteAddressAttributeValue string) EventAttributeOption {
 	return eventAttributeOptionFunc(func(dp plog.LogRecord) {
 		dp.Attributes().PutStr("kmem.call_site.address", kmemCallSiteAddressAttributeValue)
@@ -33,7 +39,7 @@ type eventKmemLeakSuspect struct {
 	config EventConfig         // event config provided by user.
 }
 
-func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, options ...EventAttributeOption) {
+func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowingAttributeValue bool, options ...EventAttributeOption) {
 	if !e.config.Enabled {
 		return
 	}
@@ -51,6 +57,7 @@ func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommo
 	dp.Attributes().PutInt("kmem.objects", kmemObjectsAttributeValue)
 	dp.Attributes().PutInt("kmem.bytes", kmemBytesAttributeValue)
 	dp.Attributes().PutDouble("kmem.oldest_age", kmemOldestAgeAttributeValue)
+	dp.Attributes().PutBool("kmem.growing", kmemGrowingAttributeValue)
 
 	for _, op := range options {
 		op.apply(dp)
@@ -204,6 +211,6 @@ func (lb *LogsBuilder) Emit(options ...ResourceLogsOption) plog.Logs {
 }
 
 // RecordKmemLeakSuspectEvent adds a log record of kmem.leak.suspect event.
-func (lb *LogsBuilder) RecordKmemLeakSuspectEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, options ...EventAttributeOption) {
-	lb.eventKmemLeakSuspect.recordEvent(ctx, timestamp, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemObjectsAttributeValue, kmemBytesAttributeValue, kmemOldestAgeAttributeValue, options...)
+func (lb *LogsBuilder) RecordKmemLeakSuspectEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowingAttributeValue bool, options ...EventAttributeOption) {
+	lb.eventKmemLeakSuspect.recordEvent(ctx, timestamp, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemObjectsAttributeValue, kmemBytesAttributeValue, kmemOldestAgeAttributeValue, kmemGrowingAttributeValue, options...)
 }

@@ -131,7 +131,7 @@ func TestLogsBuilder(t *testing.T) {
 			allEventsCount := 0
 			defaultEventsCount++
 			allEventsCount++
-			lb.RecordKmemLeakSuspectEvent(ctx, timestamp, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", 12, 10, 15.100000, WithKmemCallSiteAddressEventAttribute("kmem.call_site.address-val"))
+			lb.RecordKmemLeakSuspectEvent(ctx, timestamp, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", 12, 10, 15.100000, true, WithCodeStacktraceEventAttribute("code.stacktrace-val"), WithKmemCallSiteAddressEventAttribute("kmem.call_site.address-val"))
 
 			rb := lb.NewResourceBuilder()
 			rb.SetHostName("host.name-val")
@@ -185,6 +185,12 @@ func TestLogsBuilder(t *testing.T) {
 					attrVal, ok = lr.Attributes().Get("kmem.oldest_age")
 					assert.True(t, ok)
 					assert.Equal(t, 15.100000, attrVal.Double())
+					attrVal, ok = lr.Attributes().Get("kmem.growing")
+					assert.True(t, ok)
+					assert.True(t, attrVal.Bool())
+					attrVal, ok = lr.Attributes().Get("code.stacktrace")
+					assert.True(t, ok)
+					assert.Equal(t, "code.stacktrace-val", attrVal.Str())
 					attrVal, ok = lr.Attributes().Get("kmem.call_site.address")
 					assert.True(t, ok)
 					assert.Equal(t, "kmem.call_site.address-val", attrVal.Str())

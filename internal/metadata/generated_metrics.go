@@ -58,6 +58,10 @@ var MetricsInfo = metricsInfo{
 		Name:       "kmem.outstanding.bytes",
 		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site"},
 	},
+	KmemOutstandingGrowth: metricInfo{
+		Name:       "kmem.outstanding.growth",
+		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site"},
+	},
 	KmemOutstandingObjects: metricInfo{
 		Name:       "kmem.outstanding.objects",
 		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site"},
@@ -81,6 +85,13 @@ var MetricsInfo = metricsInfo{
 	KmemTrackerScanDuration: metricInfo{
 		Name: "kmem.tracker.scan.duration",
 	},
+	KmemTrackerStackErrors: metricInfo{
+		Name:       "kmem.tracker.stack_errors",
+		Attributes: []string{"kmem.allocator"},
+	},
+	KmemTrackerStacks: metricInfo{
+		Name: "kmem.tracker.stacks",
+	},
 	KmemTrackerUntracedCaches: metricInfo{
 		Name:       "kmem.tracker.untraced_caches",
 		Attributes: []string{"kmem.allocator", "kmem.cache"},
@@ -98,12 +109,15 @@ type metricsInfo struct {
 	KmemAllocations            metricInfo
 	KmemFrees                  metricInfo
 	KmemOutstandingBytes       metricInfo
+	KmemOutstandingGrowth      metricInfo
 	KmemOutstandingObjects     metricInfo
 	KmemOutstandingOldestAge   metricInfo
 	KmemTrackerDropped         metricInfo
 	KmemTrackerObjects         metricInfo
 	KmemTrackerRecursionMisses metricInfo
 	KmemTrackerScanDuration    metricInfo
+	KmemTrackerStackErrors     metricInfo
+	KmemTrackerStacks          metricInfo
 	KmemTrackerUntracedCaches  metricInfo
 	KmemTrackerUntrackedFrees  metricInfo
 	KmemTrackerWithheldGroups  metricInfo
@@ -383,6 +397,101 @@ func (m *metricKmemOutstandingBytes) emit(metrics pmetric.MetricSlice) {
 
 func newMetricKmemOutstandingBytes(cfg KmemOutstandingBytesMetricConfig) metricKmemOutstandingBytes {
 	m := metricKmemOutstandingBytes{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmemOutstandingGrowth struct {
+	data          pmetric.Metric                    // data buffer for generated metric.
+	config        KmemOutstandingGrowthMetricConfig // metric config provided by user.
+	capacity      int                               // max observed number of data points added to the metric.
+	aggDataPoints []float64                         // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmem.outstanding.growth metric with initial data.
+func (m *metricKmemOutstandingGrowth) init() {
+	m.data.SetName("kmem.outstanding.growth")
+	m.data.SetDescription("Change per minute of the aged live objects per allocator, cache and call site, over the last trend_window scans.")
+	m.data.SetUnit("{object}/min")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmemOutstandingGrowth) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingGrowthMetricAttributeKeyKmemAllocator) {
+		dp.Attributes().PutStr("kmem.allocator", kmemAllocatorAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingGrowthMetricAttributeKeyKmemCache) {
+		dp.Attributes().PutStr("kmem.cache", kmemCacheAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite) {
+		dp.Attributes().PutStr("kmem.call_site", kmemCallSiteAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetDoubleValue(dpi.DoubleValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.DoubleValue() > val {
+					dpi.SetDoubleValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.DoubleValue() < val {
+					dpi.SetDoubleValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetDoubleValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmemOutstandingGrowth) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmemOutstandingGrowth) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetDoubleValue(m.data.Gauge().DataPoints().At(i).DoubleValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmemOutstandingGrowth(cfg KmemOutstandingGrowthMetricConfig) metricKmemOutstandingGrowth {
+	m := metricKmemOutstandingGrowth{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -902,6 +1011,147 @@ func newMetricKmemTrackerScanDuration(cfg KmemTrackerScanDurationMetricConfig) m
 	return m
 }
 
+type metricKmemTrackerStackErrors struct {
+	data          pmetric.Metric                     // data buffer for generated metric.
+	config        KmemTrackerStackErrorsMetricConfig // metric config provided by user.
+	capacity      int                                // max observed number of data points added to the metric.
+	aggDataPoints []int64                            // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmem.tracker.stack_errors metric with initial data.
+func (m *metricKmemTrackerStackErrors) init() {
+	m.data.SetName("kmem.tracker.stack_errors")
+	m.data.SetDescription("Kernel stacks the probes failed to capture (stack map full, or a hash collision, which never overwrites a stack in use).")
+	m.data.SetUnit("{error}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmemTrackerStackErrors) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmemTrackerStackErrorsMetricAttributeKeyKmemAllocator) {
+		dp.Attributes().PutStr("kmem.allocator", kmemAllocatorAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmemTrackerStackErrors) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmemTrackerStackErrors) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmemTrackerStackErrors(cfg KmemTrackerStackErrorsMetricConfig) metricKmemTrackerStackErrors {
+	m := metricKmemTrackerStackErrors{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmemTrackerStacks struct {
+	data     pmetric.Metric                // data buffer for generated metric.
+	config   KmemTrackerStacksMetricConfig // metric config provided by user.
+	capacity int                           // max observed number of data points added to the metric.
+}
+
+// init fills kmem.tracker.stacks metric with initial data.
+func (m *metricKmemTrackerStacks) init() {
+	m.data.SetName("kmem.tracker.stacks")
+	m.data.SetDescription("Kernel stacks kept in the stack map after the last scan pruned those no live object uses.")
+	m.data.SetUnit("{stack}")
+	m.data.SetEmptyGauge()
+}
+
+func (m *metricKmemTrackerStacks) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Gauge().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmemTrackerStacks) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmemTrackerStacks) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmemTrackerStacks(cfg KmemTrackerStacksMetricConfig) metricKmemTrackerStacks {
+	m := metricKmemTrackerStacks{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricKmemTrackerUntracedCaches struct {
 	data          pmetric.Metric                        // data buffer for generated metric.
 	config        KmemTrackerUntracedCachesMetricConfig // metric config provided by user.
@@ -1148,12 +1398,15 @@ type MetricsBuilder struct {
 	metricKmemAllocations            metricKmemAllocations
 	metricKmemFrees                  metricKmemFrees
 	metricKmemOutstandingBytes       metricKmemOutstandingBytes
+	metricKmemOutstandingGrowth      metricKmemOutstandingGrowth
 	metricKmemOutstandingObjects     metricKmemOutstandingObjects
 	metricKmemOutstandingOldestAge   metricKmemOutstandingOldestAge
 	metricKmemTrackerDropped         metricKmemTrackerDropped
 	metricKmemTrackerObjects         metricKmemTrackerObjects
 	metricKmemTrackerRecursionMisses metricKmemTrackerRecursionMisses
 	metricKmemTrackerScanDuration    metricKmemTrackerScanDuration
+	metricKmemTrackerStackErrors     metricKmemTrackerStackErrors
+	metricKmemTrackerStacks          metricKmemTrackerStacks
 	metricKmemTrackerUntracedCaches  metricKmemTrackerUntracedCaches
 	metricKmemTrackerUntrackedFrees  metricKmemTrackerUntrackedFrees
 	metricKmemTrackerWithheldGroups  metricKmemTrackerWithheldGroups
@@ -1185,12 +1438,15 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricKmemAllocations:            newMetricKmemAllocations(mbc.Metrics.KmemAllocations),
 		metricKmemFrees:                  newMetricKmemFrees(mbc.Metrics.KmemFrees),
 		metricKmemOutstandingBytes:       newMetricKmemOutstandingBytes(mbc.Metrics.KmemOutstandingBytes),
+		metricKmemOutstandingGrowth:      newMetricKmemOutstandingGrowth(mbc.Metrics.KmemOutstandingGrowth),
 		metricKmemOutstandingObjects:     newMetricKmemOutstandingObjects(mbc.Metrics.KmemOutstandingObjects),
 		metricKmemOutstandingOldestAge:   newMetricKmemOutstandingOldestAge(mbc.Metrics.KmemOutstandingOldestAge),
 		metricKmemTrackerDropped:         newMetricKmemTrackerDropped(mbc.Metrics.KmemTrackerDropped),
 		metricKmemTrackerObjects:         newMetricKmemTrackerObjects(mbc.Metrics.KmemTrackerObjects),
 		metricKmemTrackerRecursionMisses: newMetricKmemTrackerRecursionMisses(mbc.Metrics.KmemTrackerRecursionMisses),
 		metricKmemTrackerScanDuration:    newMetricKmemTrackerScanDuration(mbc.Metrics.KmemTrackerScanDuration),
+		metricKmemTrackerStackErrors:     newMetricKmemTrackerStackErrors(mbc.Metrics.KmemTrackerStackErrors),
+		metricKmemTrackerStacks:          newMetricKmemTrackerStacks(mbc.Metrics.KmemTrackerStacks),
 		metricKmemTrackerUntracedCaches:  newMetricKmemTrackerUntracedCaches(mbc.Metrics.KmemTrackerUntracedCaches),
 		metricKmemTrackerUntrackedFrees:  newMetricKmemTrackerUntrackedFrees(mbc.Metrics.KmemTrackerUntrackedFrees),
 		metricKmemTrackerWithheldGroups:  newMetricKmemTrackerWithheldGroups(mbc.Metrics.KmemTrackerWithheldGroups),
@@ -1293,12 +1549,15 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricKmemAllocations.emit(ils.Metrics())
 	mb.metricKmemFrees.emit(ils.Metrics())
 	mb.metricKmemOutstandingBytes.emit(ils.Metrics())
+	mb.metricKmemOutstandingGrowth.emit(ils.Metrics())
 	mb.metricKmemOutstandingObjects.emit(ils.Metrics())
 	mb.metricKmemOutstandingOldestAge.emit(ils.Metrics())
 	mb.metricKmemTrackerDropped.emit(ils.Metrics())
 	mb.metricKmemTrackerObjects.emit(ils.Metrics())
 	mb.metricKmemTrackerRecursionMisses.emit(ils.Metrics())
 	mb.metricKmemTrackerScanDuration.emit(ils.Metrics())
+	mb.metricKmemTrackerStackErrors.emit(ils.Metrics())
+	mb.metricKmemTrackerStacks.emit(ils.Metrics())
 	mb.metricKmemTrackerUntracedCaches.emit(ils.Metrics())
 	mb.metricKmemTrackerUntrackedFrees.emit(ils.Metrics())
 	mb.metricKmemTrackerWithheldGroups.emit(ils.Metrics())
@@ -1348,6 +1607,11 @@ func (mb *MetricsBuilder) RecordKmemOutstandingBytesDataPoint(ts pcommon.Timesta
 	mb.metricKmemOutstandingBytes.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue)
 }
 
+// RecordKmemOutstandingGrowthDataPoint adds a data point to kmem.outstanding.growth metric.
+func (mb *MetricsBuilder) RecordKmemOutstandingGrowthDataPoint(ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string) {
+	mb.metricKmemOutstandingGrowth.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue)
+}
+
 // RecordKmemOutstandingObjectsDataPoint adds a data point to kmem.outstanding.objects metric.
 func (mb *MetricsBuilder) RecordKmemOutstandingObjectsDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string) {
 	mb.metricKmemOutstandingObjects.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue)
@@ -1376,6 +1640,16 @@ func (mb *MetricsBuilder) RecordKmemTrackerRecursionMissesDataPoint(ts pcommon.T
 // RecordKmemTrackerScanDurationDataPoint adds a data point to kmem.tracker.scan.duration metric.
 func (mb *MetricsBuilder) RecordKmemTrackerScanDurationDataPoint(ts pcommon.Timestamp, val float64) {
 	mb.metricKmemTrackerScanDuration.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordKmemTrackerStackErrorsDataPoint adds a data point to kmem.tracker.stack_errors metric.
+func (mb *MetricsBuilder) RecordKmemTrackerStackErrorsDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator) {
+	mb.metricKmemTrackerStackErrors.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String())
+}
+
+// RecordKmemTrackerStacksDataPoint adds a data point to kmem.tracker.stacks metric.
+func (mb *MetricsBuilder) RecordKmemTrackerStacksDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricKmemTrackerStacks.recordDataPoint(mb.startTime, ts, val)
 }
 
 // RecordKmemTrackerUntracedCachesDataPoint adds a data point to kmem.tracker.untraced_caches metric.

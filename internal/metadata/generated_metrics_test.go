@@ -70,11 +70,13 @@ func TestMetricsBuilder(t *testing.T) {
 			aggMap["kmem.allocations"] = mb.metricKmemAllocations.config.AggregationStrategy
 			aggMap["kmem.frees"] = mb.metricKmemFrees.config.AggregationStrategy
 			aggMap["kmem.outstanding.bytes"] = mb.metricKmemOutstandingBytes.config.AggregationStrategy
+			aggMap["kmem.outstanding.growth"] = mb.metricKmemOutstandingGrowth.config.AggregationStrategy
 			aggMap["kmem.outstanding.objects"] = mb.metricKmemOutstandingObjects.config.AggregationStrategy
 			aggMap["kmem.outstanding.oldest_age"] = mb.metricKmemOutstandingOldestAge.config.AggregationStrategy
 			aggMap["kmem.tracker.dropped"] = mb.metricKmemTrackerDropped.config.AggregationStrategy
 			aggMap["kmem.tracker.objects"] = mb.metricKmemTrackerObjects.config.AggregationStrategy
 			aggMap["kmem.tracker.recursion_misses"] = mb.metricKmemTrackerRecursionMisses.config.AggregationStrategy
+			aggMap["kmem.tracker.stack_errors"] = mb.metricKmemTrackerStackErrors.config.AggregationStrategy
 			aggMap["kmem.tracker.untraced_caches"] = mb.metricKmemTrackerUntracedCaches.config.AggregationStrategy
 			aggMap["kmem.tracker.untracked_frees"] = mb.metricKmemTrackerUntrackedFrees.config.AggregationStrategy
 
@@ -102,6 +104,12 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordKmemOutstandingBytesDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val")
 			if tt.name == "reaggregate_set" {
 				mb.RecordKmemOutstandingBytesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2")
+			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordKmemOutstandingGrowthDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val")
+			if tt.name == "reaggregate_set" {
+				mb.RecordKmemOutstandingGrowthDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -138,6 +146,15 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordKmemTrackerScanDurationDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordKmemTrackerStackErrorsDataPoint(ts, 1, AttributeKmemAllocatorSlab)
+			if tt.name == "reaggregate_set" {
+				mb.RecordKmemTrackerStackErrorsDataPoint(ts, 3, AttributeKmemAllocatorKmalloc)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordKmemTrackerStacksDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordKmemTrackerUntracedCachesDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val")
 			if tt.name == "reaggregate_set" {
 				mb.RecordKmemTrackerUntracedCachesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2")
@@ -163,11 +180,13 @@ func TestMetricsBuilder(t *testing.T) {
 				assert.Empty(t, mb.metricKmemAllocations.aggDataPoints)
 				assert.Empty(t, mb.metricKmemFrees.aggDataPoints)
 				assert.Empty(t, mb.metricKmemOutstandingBytes.aggDataPoints)
+				assert.Empty(t, mb.metricKmemOutstandingGrowth.aggDataPoints)
 				assert.Empty(t, mb.metricKmemOutstandingObjects.aggDataPoints)
 				assert.Empty(t, mb.metricKmemOutstandingOldestAge.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerDropped.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerObjects.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerRecursionMisses.aggDataPoints)
+				assert.Empty(t, mb.metricKmemTrackerStackErrors.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerUntracedCaches.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerUntrackedFrees.aggDataPoints)
 			}
@@ -327,6 +346,56 @@ func TestMetricsBuilder(t *testing.T) {
 							assert.Equal(t, int64(1), dp.IntValue())
 						case "max":
 							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("kmem.allocator")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.cache")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.call_site")
+						assert.False(t, ok)
+					}
+				case "kmem.outstanding.growth":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["kmem.outstanding.growth"], "Found a duplicate in the metrics slice: kmem.outstanding.growth")
+						validatedMetrics["kmem.outstanding.growth"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "Change per minute of the aged live objects per allocator, cache and call site, over the last trend_window scans.", mi.Description())
+						assert.Equal(t, "{object}/min", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+						assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+						kmemAllocatorAttrVal, ok := dp.Attributes().Get("kmem.allocator")
+						assert.True(t, ok)
+						assert.Equal(t, "slab", kmemAllocatorAttrVal.Str())
+						kmemCacheAttrVal, ok := dp.Attributes().Get("kmem.cache")
+						assert.True(t, ok)
+						assert.Equal(t, "kmem.cache-val", kmemCacheAttrVal.Str())
+						kmemCallSiteAttrVal, ok := dp.Attributes().Get("kmem.call_site")
+						assert.True(t, ok)
+						assert.Equal(t, "kmem.call_site-val", kmemCallSiteAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["kmem.outstanding.growth"], "Found a duplicate in the metrics slice: kmem.outstanding.growth")
+						validatedMetrics["kmem.outstanding.growth"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "Change per minute of the aged live objects per allocator, cache and call site, over the last trend_window scans.", mi.Description())
+						assert.Equal(t, "{object}/min", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
+						switch aggMap["kmem.outstanding.growth"] {
+						case "sum":
+							assert.InDelta(t, float64(4), dp.DoubleValue(), 0.01)
+						case "avg":
+							assert.InDelta(t, float64(2), dp.DoubleValue(), 0.01)
+						case "min":
+							assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+						case "max":
+							assert.InDelta(t, float64(3), dp.DoubleValue(), 0.01)
 						}
 						_, ok := dp.Attributes().Get("kmem.allocator")
 						assert.False(t, ok)
@@ -575,6 +644,62 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeDouble, dp.ValueType())
 					assert.InDelta(t, float64(1), dp.DoubleValue(), 0.01)
+				case "kmem.tracker.stack_errors":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["kmem.tracker.stack_errors"], "Found a duplicate in the metrics slice: kmem.tracker.stack_errors")
+						validatedMetrics["kmem.tracker.stack_errors"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Kernel stacks the probes failed to capture (stack map full, or a hash collision, which never overwrites a stack in use).", mi.Description())
+						assert.Equal(t, "{error}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						kmemAllocatorAttrVal, ok := dp.Attributes().Get("kmem.allocator")
+						assert.True(t, ok)
+						assert.Equal(t, "slab", kmemAllocatorAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["kmem.tracker.stack_errors"], "Found a duplicate in the metrics slice: kmem.tracker.stack_errors")
+						validatedMetrics["kmem.tracker.stack_errors"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Kernel stacks the probes failed to capture (stack map full, or a hash collision, which never overwrites a stack in use).", mi.Description())
+						assert.Equal(t, "{error}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["kmem.tracker.stack_errors"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("kmem.allocator")
+						assert.False(t, ok)
+					}
+				case "kmem.tracker.stacks":
+					assert.False(t, validatedMetrics["kmem.tracker.stacks"], "Found a duplicate in the metrics slice: kmem.tracker.stacks")
+					validatedMetrics["kmem.tracker.stacks"] = true
+					assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+					assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+					assert.Equal(t, "Kernel stacks kept in the stack map after the last scan pruned those no live object uses.", mi.Description())
+					assert.Equal(t, "{stack}", mi.Unit())
+					dp := mi.Gauge().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
 				case "kmem.tracker.untraced_caches":
 					if tt.name != "reaggregate_set" {
 						assert.False(t, validatedMetrics["kmem.tracker.untraced_caches"], "Found a duplicate in the metrics slice: kmem.tracker.untraced_caches")

@@ -23,17 +23,19 @@ type Emitter struct {
 	Logs             *metadata.LogsBuilder
 	Resource         pcommon.Resource
 	IncludeAddresses bool
+	StacksOn         bool // report the stack map's fill
 }
 
 // EmitMetrics records one scan: the reported groups, the probes' counters
 // and the tracker's health.
 func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommon.Timestamp) pmetric.Metrics {
 	mb := e.Metrics
-	for _, g := range rep.Groups {
+	for _, g := range byCallSite(rep.Groups) {
 		alloc := allocatorAttribute(g.Allocator)
 		mb.RecordKmemOutstandingObjectsDataPoint(now, g.Objects, alloc, g.Cache, g.CallSiteSym)
 		mb.RecordKmemOutstandingBytesDataPoint(now, g.Bytes, alloc, g.Cache, g.CallSiteSym)
 		mb.RecordKmemOutstandingOldestAgeDataPoint(now, g.OldestAge.Seconds(), alloc, g.Cache, g.CallSiteSym)
+		mb.RecordKmemOutstandingGrowthDataPoint(now, g.GrowthPerMinute, alloc, g.Cache, g.CallSiteSym)
 	}
 	for _, a := range tracker.Allocators {
 		c, ok := rep.Counters[a]
@@ -47,6 +49,10 @@ func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommo
 		mb.RecordKmemTrackerUntrackedFreesDataPoint(now, int64(c.UntrackedFrees), alloc)
 		mb.RecordKmemTrackerObjectsDataPoint(now, rep.Tracked[a], alloc)
 		mb.RecordKmemTrackerRecursionMissesDataPoint(now, int64(c.RecursionMisses), alloc)
+		mb.RecordKmemTrackerStackErrorsDataPoint(now, int64(c.StackErrors), alloc)
+	}
+	if e.StacksOn {
+		mb.RecordKmemTrackerStacksDataPoint(now, int64(rep.Stacks))
 	}
 	for _, id := range slices.SortedFunc(maps.Keys(rep.Untraced), compareCacheIDs) {
 		mb.RecordKmemTrackerUntracedCachesDataPoint(now, 1, allocatorAttribute(id.Allocator), rep.Untraced[id])
@@ -56,29 +62,65 @@ func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommo
 	return mb.Emit(metadata.WithResource(e.Resource))
 }
 
-// EmitLogs records one kmem.leak.suspect event per reported group.
-func (e *Emitter) EmitLogs(ctx context.Context, rep Report, now pcommon.Timestamp) plog.Logs {
-	for _, g := range rep.Groups {
+// EmitLogs records one kmem.leak.suspect event per group given: the
+// caller picks which of a report's groups deserve one (package trend).
+func (e *Emitter) EmitLogs(ctx context.Context, groups []Group, now pcommon.Timestamp) plog.Logs {
+	for _, g := range groups {
 		var opts []metadata.EventAttributeOption
+		if g.Stack != "" {
+			opts = append(opts, metadata.WithCodeStacktraceEventAttribute(g.Stack))
+		}
 		if e.IncludeAddresses {
 			opts = append(opts, metadata.WithKmemCallSiteAddressEventAttribute("0x"+strconv.FormatUint(g.CallSite, 16)))
 		}
 		e.Logs.RecordKmemLeakSuspectEvent(ctx, now, allocatorAttribute(g.Allocator), g.Cache, g.CallSiteSym,
-			g.Objects, g.Bytes, g.OldestAge.Seconds(), opts...)
+			g.Objects, g.Bytes, g.OldestAge.Seconds(), g.Growing, opts...)
 	}
 	logs := e.Logs.Emit(metadata.WithLogsResource(e.Resource))
 	completeRecords(logs, now)
 	return logs
 }
 
-// completeRecords sets what the generated builder leaves empty: severity
-// INFO, which backends filter on, and the observed time.
+// byCallSite sums the groups of one call site with different stacks: the
+// metrics are per call site, and two points with equal attributes would be
+// averaged, not added, by the builder.
+func byCallSite(groups []Group) []Group {
+	type site struct {
+		allocator       tracker.Allocator
+		cache, callSite string
+	}
+	index := map[site]int{}
+	var out []Group
+	for _, g := range groups {
+		k := site{g.Allocator, g.Cache, g.CallSiteSym}
+		i, ok := index[k]
+		if !ok {
+			index[k] = len(out)
+			g.Stack = ""
+			out = append(out, g)
+			continue
+		}
+		out[i].Objects += g.Objects
+		out[i].Bytes += g.Bytes
+		out[i].OldestAge = max(out[i].OldestAge, g.OldestAge)
+		out[i].GrowthPerMinute += g.GrowthPerMinute
+	}
+	return out
+}
+
+// completeRecords sets what the generated builder leaves empty: the
+// severity, which backends filter on (WARN for a growing group, the mark
+// of a leak, INFO otherwise), and the observed time.
 func completeRecords(logs plog.Logs, now pcommon.Timestamp) {
 	for _, rl := range logs.ResourceLogs().All() {
 		for _, sl := range rl.ScopeLogs().All() {
 			for _, lr := range sl.LogRecords().All() {
 				lr.SetSeverityNumber(plog.SeverityNumberInfo)
 				lr.SetSeverityText("INFO")
+				if growing, ok := lr.Attributes().Get("kmem.growing"); ok && growing.Bool() {
+					lr.SetSeverityNumber(plog.SeverityNumberWarn)
+					lr.SetSeverityText("WARN")
+				}
 				lr.SetObservedTimestamp(now)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,9 +59,13 @@ func twoGroupReport() Report {
 				Cache:       "kmalloc-cg-1k",
 				CallSite:    0xffffffff81a2b3c4,
 				CallSiteSym: "alloc_pipe_info+0x2b",
-				Objects:     2000,
-				Bytes:       2048000,
-				OldestAge:   95*time.Second + 500*time.Millisecond,
+				Stack: "alloc_pipe_info+0x2b\ncreate_pipe_files+0x45\n__do_pipe_flags+0x3a\ndo_pipe2+0x4f\n" +
+					"__x64_sys_pipe2+0x18\ndo_syscall_64+0x9e\nentry_SYSCALL_64_after_hwframe+0x76",
+				Objects:         2000,
+				Bytes:           2048000,
+				OldestAge:       95*time.Second + 500*time.Millisecond,
+				Growing:         true,
+				GrowthPerMinute: 400,
 			},
 			{
 				Allocator:   tracker.Slab,
@@ -160,6 +165,7 @@ func TestEmitMetrics(t *testing.T) {
 				"kmem.outstanding.bytes", "kmem.outstanding.objects", "kmem.outstanding.oldest_age",
 				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
 				"kmem.tracker.recursion_misses", "kmem.tracker.untraced_caches", "kmem.tracker.withheld_groups",
+				"kmem.tracker.stack_errors", "kmem.outstanding.growth",
 			},
 		},
 		{
@@ -172,6 +178,7 @@ func TestEmitMetrics(t *testing.T) {
 				"kmem.outstanding.bytes", "kmem.outstanding.objects",
 				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
 				"kmem.tracker.recursion_misses", "kmem.tracker.untraced_caches", "kmem.tracker.withheld_groups",
+				"kmem.tracker.stack_errors", "kmem.outstanding.growth",
 			},
 		},
 		{
@@ -187,7 +194,7 @@ func TestEmitMetrics(t *testing.T) {
 			wantMetrics: []string{
 				"kmem.allocations", "kmem.frees",
 				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
-				"kmem.tracker.recursion_misses", "kmem.tracker.withheld_groups",
+				"kmem.tracker.recursion_misses", "kmem.tracker.withheld_groups", "kmem.tracker.stack_errors",
 			},
 		},
 	}
@@ -222,16 +229,20 @@ func TestEmitLogs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), metadata.DefaultLogsBuilderConfig(), tt.includeAddresses)
-			ld := e.EmitLogs(context.Background(), twoGroupReport(), scanTime)
+			ld := e.EmitLogs(context.Background(), twoGroupReport().Groups, scanTime)
 
 			// plogtest does not compare event names: check them here, with
 			// what emit.go adds to the generated records.
 			records := logRecords(ld)
 			require.Len(t, records, 2)
+			// The first group grows and has a stack; the second does neither.
+			wantSeverity := []plog.SeverityNumber{plog.SeverityNumberWarn, plog.SeverityNumberInfo}
 			for i, lr := range records {
 				assert.Equal(t, "kmem.leak.suspect", lr.EventName())
-				assert.Equal(t, plog.SeverityNumberInfo, lr.SeverityNumber())
-				assert.Equal(t, "INFO", lr.SeverityText())
+				assert.Equal(t, wantSeverity[i], lr.SeverityNumber())
+				assert.Equal(t, strings.ToUpper(wantSeverity[i].String()), lr.SeverityText())
+				_, hasStack := lr.Attributes().Get("code.stacktrace")
+				assert.Equal(t, i == 0, hasStack, "record %d code.stacktrace", i)
 				assert.Equal(t, scanTime, lr.Timestamp())
 				assert.Equal(t, scanTime, lr.ObservedTimestamp())
 				addr, ok := lr.Attributes().Get("kmem.call_site.address")
@@ -252,7 +263,7 @@ func TestEmitLogsEventDisabled(t *testing.T) {
 	lbc.Events.KmemLeakSuspect.Enabled = false
 	e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), lbc, true)
 
-	ld := e.EmitLogs(context.Background(), twoGroupReport(), scanTime)
+	ld := e.EmitLogs(context.Background(), twoGroupReport().Groups, scanTime)
 
 	assert.Zero(t, ld.LogRecordCount())
 }
@@ -266,15 +277,15 @@ func TestEmitTwice(t *testing.T) {
 	second.Groups = second.Groups[1:]
 
 	e.EmitMetrics(first, scanDuration, scanTime)
-	e.EmitLogs(context.Background(), first, scanTime)
+	e.EmitLogs(context.Background(), first.Groups, scanTime)
 	md := e.EmitMetrics(second, scanDuration, scanTime)
-	ld := e.EmitLogs(context.Background(), second, scanTime)
+	ld := e.EmitLogs(context.Background(), second.Groups, scanTime)
 
 	assert.Equal(t, 1, ld.LogRecordCount())
-	// One point per group in each of the three group metrics, one per
-	// allocator in each of the six tracker metrics, one per untraced cache,
-	// one withheld count, one scan duration.
-	assert.Equal(t, 1*3+2*6+2+1+1, md.DataPointCount())
+	// One point per group in each of the four group metrics, one per
+	// allocator in each of the seven tracker metrics, one per untraced
+	// cache, one withheld count, one scan duration.
+	assert.Equal(t, 1*4+2*7+2+1+1, md.DataPointCount())
 }
 
 func BenchmarkEmit(b *testing.B) {
@@ -297,6 +308,6 @@ func BenchmarkEmit(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		e.EmitMetrics(rep, scanDuration, scanTime)
-		e.EmitLogs(ctx, rep, scanTime)
+		e.EmitLogs(ctx, rep.Groups, scanTime)
 	}
 }

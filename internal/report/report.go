@@ -20,11 +20,15 @@ type Symbolizer interface {
 type Group struct {
 	Allocator   tracker.Allocator
 	Cache       string
-	CallSite    uint64
-	CallSiteSym string
+	CallSite    uint64 // the probes' call site (raw), lowest of a merged group
+	CallSiteSym string // the code that asked for memory, function+0xoff [module]
+	Stack       string // the symbolized kernel stack from CallSiteSym outwards, or ""
 	Objects     int64
 	Bytes       int64
 	OldestAge   time.Duration
+	// Set by the caller from the group's history (package trend).
+	Growing         bool
+	GrowthPerMinute float64
 }
 
 // Options say what Build reports.
@@ -34,6 +38,8 @@ type Options struct {
 	// Bounds is, per cache name, the most aged objects the cache can truly
 	// hold (truth.Result.Bounds); nil skips the check.
 	Bounds map[string]int64
+	// Stacks reads the stacks objects carry; nil when stacks are off.
+	Stacks StackSource
 }
 
 // Report is what one scan found.
@@ -48,12 +54,14 @@ type Report struct {
 	// Untraced are the caches no longer tracked because their frees bypass
 	// the tracepoints, by name; the caller fills it in.
 	Untraced map[tracker.CacheID]string
+	Stacks   int // stacks kept in the stack map (tracker.Snapshot.Stacks)
 }
 
 // groupKey identifies a group before names are resolved.
 type groupKey struct {
 	cache    tracker.CacheID
 	callSite uint64
+	stackID  int32
 }
 
 type tally struct {
@@ -66,7 +74,7 @@ type tally struct {
 // Build groups the snapshot's objects older than MinAge and keeps the TopN
 // largest groups by bytes.
 func Build(snap *tracker.Snapshot, opts Options, sym Symbolizer) Report {
-	rep := Report{Tracked: map[tracker.Allocator]int64{}, Counters: snap.Counters}
+	rep := Report{Tracked: map[tracker.Allocator]int64{}, Counters: snap.Counters, Stacks: snap.Stacks}
 	for a := range snap.Counters {
 		rep.Tracked[a] = 0
 	}
@@ -77,7 +85,10 @@ func Build(snap *tracker.Snapshot, opts Options, sym Symbolizer) Report {
 		if age < uint64(opts.MinAge) {
 			continue
 		}
-		key := groupKey{cache: tracker.CacheOf(obj), callSite: obj.CallSite}
+		key := groupKey{cache: tracker.CacheOf(obj), callSite: obj.CallSite, stackID: -1}
+		if opts.Stacks != nil {
+			key.stackID = obj.StackID
+		}
 		t := tallies[key]
 		if t == nil {
 			t = &tally{sample: obj}
@@ -91,17 +102,23 @@ func Build(snap *tracker.Snapshot, opts Options, sym Symbolizer) Report {
 
 	// Groups are what gets exported, so they are merged by exported name:
 	// two addresses that both come out "unknown" must not become two series
-	// with equal attributes.
+	// with equal attributes, and two stacks that differ only in the
+	// allocator's frames are one.
 	type exported struct {
-		allocator       tracker.Allocator
-		cache, callSite string
+		allocator              tracker.Allocator
+		cache, callSite, stack string
 	}
+	stacks := stackNames{source: opts.Stacks, sym: sym, byID: map[int32][2]string{}}
 	merged := map[exported]*Group{}
 	for key, t := range tallies {
-		name := exported{key.cache.Allocator, snap.CacheName(t.sample), sym.Symbolize(key.callSite)}
+		name := exported{allocator: key.cache.Allocator, cache: snap.CacheName(t.sample)}
+		name.callSite, name.stack = stacks.describe(key.stackID)
+		if name.callSite == "" {
+			name.callSite = sym.Symbolize(key.callSite)
+		}
 		g := merged[name]
 		if g == nil {
-			g = &Group{Allocator: name.allocator, Cache: name.cache, CallSite: key.callSite, CallSiteSym: name.callSite}
+			g = &Group{Allocator: name.allocator, Cache: name.cache, CallSite: key.callSite, CallSiteSym: name.callSite, Stack: name.stack}
 			merged[name] = g
 		}
 		g.CallSite = min(g.CallSite, key.callSite) // deterministic across map orders
@@ -131,5 +148,31 @@ func compareGroups(a, b Group) int {
 		cmp.Compare(a.Allocator, b.Allocator),
 		cmp.Compare(a.Cache, b.Cache),
 		cmp.Compare(a.CallSite, b.CallSite),
+		cmp.Compare(a.Stack, b.Stack),
 	)
+}
+
+// stackNames describes each stack id once per report.
+type stackNames struct {
+	source StackSource
+	sym    Symbolizer
+	byID   map[int32][2]string
+}
+
+// describe returns the call site and stack text of a stack id, or empty
+// strings when there is no stack (id -1, stacks off, or a stack the map no
+// longer has).
+func (s stackNames) describe(id int32) (callSite, text string) {
+	if id < 0 || s.source == nil {
+		return "", ""
+	}
+	if d, ok := s.byID[id]; ok {
+		return d[0], d[1]
+	}
+	var d [2]string
+	if frames, err := s.source.Stack(id); err == nil {
+		d[0], d[1] = describeStack(frames, s.sym)
+	}
+	s.byID[id] = d
+	return d[0], d[1]
 }

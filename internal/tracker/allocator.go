@@ -5,6 +5,8 @@ package tracker
 import (
 	"fmt"
 	"strings"
+
+	"go.uber.org/zap"
 )
 
 // Allocator is a kernel allocator the probes can follow. The values are the
@@ -72,4 +74,49 @@ func joinNames[T any](items []T) string {
 		names[i] = fmt.Sprint(it)
 	}
 	return strings.Join(names, ", ")
+}
+
+// StackMode says which allocations get a kernel stack (enum stack_mode in
+// the BPF code).
+type StackMode uint32
+
+const (
+	StacksOff      StackMode = 0
+	StacksAdaptive StackMode = 1 // allocations from suspect call sites, and a sample
+	StacksAlways   StackMode = 2
+)
+
+var stackModeNames = map[StackMode]string{StacksOff: "off", StacksAdaptive: "adaptive", StacksAlways: "always"}
+
+func (m StackMode) String() string { return stackModeNames[m] }
+
+// ParseStackMode maps a configured stack_traces value to its StackMode.
+func ParseStackMode(name string) (StackMode, error) {
+	for m, n := range stackModeNames {
+		if n == name {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown stack_traces %q (known: adaptive, always, off)", name)
+}
+
+// MaxStackDepth is the deepest kernel stack BPF can capture.
+const MaxStackDepth = 127
+
+// StackOptions say which allocations get a stack and how deep.
+type StackOptions struct {
+	Mode       StackMode
+	Depth      int
+	SampleRate uint32 // adaptive mode: also 1 in SampleRate allocations; 0: none
+}
+
+// Options configure Open.
+type Options struct {
+	Allocators []Allocator
+	Mode       Mode
+	MaxObjects uint32
+	Stacks     StackOptions
+	// Allocations outside [MinSize, MaxSize] bytes are not tracked.
+	MinSize, MaxSize uint32
+	Logger           *zap.Logger
 }

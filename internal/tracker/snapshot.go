@@ -9,6 +9,7 @@ type Object struct {
 	CallSite  uint64
 	Cache     uint64 // see CacheName
 	Bytes     uint32
+	StackID   int32 // -1 when the probes took no stack
 	Allocator Allocator
 }
 
@@ -22,6 +23,7 @@ type Counters struct {
 	// because it was already running on the CPU (an interrupt inside it).
 	// The backup free program catches most of the frees among them.
 	RecursionMisses uint64
+	StackErrors     uint64 // stacks the probes failed to capture
 }
 
 // Snapshot is one scan of the live-object map.
@@ -33,6 +35,8 @@ type Snapshot struct {
 	// Freed holds the slab cache keys that have shown a kmem_cache_free
 	// event since the probes attached.
 	Freed map[uint64]bool
+	// Stacks is the number of kernel stacks kept, when stacks are on.
+	Stacks int
 }
 
 // Age is how long obj had been live when the snapshot was taken.
@@ -118,4 +122,20 @@ func (s *Snapshot) CacheName(obj Object) string {
 		return "kmalloc-cg-" + size
 	}
 	return "kmalloc-" + size
+}
+
+// kmallocSizes are the kmalloc cache sizes of SLUB with 4 KiB pages.
+var kmallocSizes = []uint32{8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192}
+
+// KmallocCaches lists every kmalloc cache the probes can name, by ID.
+func KmallocCaches() map[CacheID]string {
+	var snap Snapshot
+	out := map[CacheID]string{}
+	for _, size := range kmallocSizes {
+		for _, family := range []uint64{0, gfpDMA, gfpReclaimable, gfpAccount} {
+			obj := Object{Allocator: Kmalloc, Bytes: size, Cache: family}
+			out[CacheOf(obj)] = snap.CacheName(obj)
+		}
+	}
+	return out
 }

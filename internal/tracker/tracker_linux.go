@@ -21,14 +21,6 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 )
 
-// Options configure Open.
-type Options struct {
-	Allocators []Allocator
-	Mode       Mode
-	MaxObjects uint32
-	Logger     *zap.Logger
-}
-
 // Tracker owns everything Open put into the kernel; Close releases it.
 type Tracker struct {
 	maps     map[string]*ebpf.Map // every map of the BPF object, by name
@@ -40,6 +32,12 @@ type Tracker struct {
 	// Reused across scans so a scan of a million objects does not allocate.
 	keys []uint64
 	vals []bpf.KmemleakObject
+
+	stacksOn     bool
+	stackDepth   int
+	unreferenced map[int32]bool  // stack ids no live object used at the last scan
+	stackSites   map[uint64]bool // the contents of the stack_sites map
+	kmallocSkips map[uint32]bool // slots set in kmalloc_skip
 }
 
 // scanBatch is the number of entries one BPF_MAP_LOOKUP_BATCH call copies:
@@ -87,8 +85,19 @@ func Open(opts Options) (*Tracker, error) {
 		return nil, fmt.Errorf("parsing the embedded BPF object: %w", err)
 	}
 	spec.Maps["live"].MaxEntries = opts.MaxObjects
+	if err := configure(spec, opts); err != nil {
+		return nil, err
+	}
 
-	t := &Tracker{maps: map[string]*ebpf.Map{}, programs: map[Allocator][]*ebpf.Program{}, modes: map[Allocator]Mode{}}
+	t := &Tracker{
+		maps:         map[string]*ebpf.Map{},
+		programs:     map[Allocator][]*ebpf.Program{},
+		modes:        map[Allocator]Mode{},
+		stacksOn:     opts.Stacks.Mode != StacksOff,
+		stackDepth:   opts.Stacks.Depth,
+		stackSites:   map[uint64]bool{},
+		kmallocSkips: map[uint32]bool{},
+	}
 	if err := t.createMaps(spec); err != nil {
 		t.Close()
 		return nil, err
@@ -105,8 +114,44 @@ func Open(opts Options) (*Tracker, error) {
 	return t, nil
 }
 
+// configure writes the options into the object's constants and sizes the
+// stack map.
+func configure(spec *ebpf.CollectionSpec, opts Options) error {
+	consts := map[string]uint32{
+		"stack_mode":        uint32(opts.Stacks.Mode),
+		"stack_sample_rate": opts.Stacks.SampleRate,
+		"min_size":          opts.MinSize,
+		"max_size":          opts.MaxSize,
+	}
+	for name, v := range consts {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return fmt.Errorf("setting %s: %w", name, err)
+		}
+	}
+	stacks := spec.Maps["stacks"]
+	stacks.ValueSize = uint32(8 * opts.Stacks.Depth)
+	stacks.MaxEntries = stackMapEntries(opts)
+	return nil
+}
+
+// stackMapEntries sizes the stack map: far fewer distinct stacks than live
+// objects exist, and the kernel allocates the whole map up front (depth x 8
+// bytes each), so one entry per 8 tracked objects. With stacks off the map
+// is still created, at its smallest.
+func stackMapEntries(opts Options) uint32 {
+	if opts.Stacks.Mode == StacksOff {
+		return 1
+	}
+	return min(max(opts.MaxObjects/8, 1024), 1<<17)
+}
+
 func (t *Tracker) createMaps(spec *ebpf.CollectionSpec) error {
 	for name, ms := range spec.Maps {
+		// .rodata holds the load-time constants: each program load makes its
+		// own copy, and nothing is shared through it.
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
 		m, err := ebpf.NewMap(ms)
 		if err != nil {
 			return fmt.Errorf("creating BPF map %s: %w", name, explainPermission(err))
@@ -242,6 +287,7 @@ func (t *Tracker) Scan(snap *Snapshot) error {
 				CallSite:  v.CallSite,
 				Cache:     v.Cache,
 				Bytes:     v.Bytes,
+				StackID:   v.StackId,
 				Allocator: Allocator(v.Allocator),
 			})
 		}
@@ -258,6 +304,11 @@ func (t *Tracker) Scan(snap *Snapshot) error {
 	}
 	if err := t.readCaches(snap); err != nil {
 		return err
+	}
+	if t.stacksOn {
+		if snap.Stacks, err = t.pruneStacks(snap.Objects); err != nil {
+			return err
+		}
 	}
 	snap.TakenNs, err = MonotonicNow()
 	return err
@@ -285,6 +336,7 @@ func (t *Tracker) counters() (map[Allocator]Counters, error) {
 			sum.Frees += c.Frees
 			sum.UntrackedFrees += c.UntrackedFrees
 			sum.Dropped += c.Dropped
+			sum.StackErrors += c.StackErrors
 		}
 		for _, p := range t.programs[a] {
 			stats, err := p.Stats()
@@ -333,10 +385,10 @@ func cString(b []int8) string {
 	return string(out)
 }
 
-// Untrace stops tracking a cache whose frees the tracepoints do not see, and
-// deletes the given entries of it (its live objects in the last snapshot)
-// from the live map: they are phantoms or soon would be.
-func (t *Tracker) Untrace(id CacheID, addrs []uint64) error {
+// Skip stops tracking a cache (its frees go unseen, or the configuration
+// filters it out) and deletes the given entries of it, its live objects in
+// the last snapshot, from the live map.
+func (t *Tracker) Skip(id CacheID, addrs []uint64) error {
 	switch id.Allocator {
 	case Slab:
 		m := t.maps["caches"]
@@ -344,19 +396,19 @@ func (t *Tracker) Untrace(id CacheID, addrs []uint64) error {
 		if err := m.Lookup(id.Key, &info); err != nil {
 			return fmt.Errorf("looking up slab cache %#x: %w", id.Key, err)
 		}
-		info.Untraced = 1
+		info.Skip = 1
 		if err := m.Update(id.Key, &info, ebpf.UpdateExist); err != nil {
-			return fmt.Errorf("marking slab cache %#x untraced: %w", id.Key, err)
+			return fmt.Errorf("marking slab cache %#x skipped: %w", id.Key, err)
 		}
 	case Kmalloc:
 		if id.Key == KmallocLargeKey {
-			return errors.New("kmalloc-large is no slab cache and cannot be untraced")
+			return errors.New("kmalloc-large is no slab cache and cannot be skipped")
 		}
-		if err := t.maps["kmalloc_untraced"].Update(uint32(id.Key), uint32(1), ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("marking kmalloc slot %d untraced: %w", id.Key, err)
+		if err := t.maps["kmalloc_skip"].Update(uint32(id.Key), uint32(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("marking kmalloc slot %d skipped: %w", id.Key, err)
 		}
 	default:
-		return fmt.Errorf("cannot untrace a cache of %s", id.Allocator)
+		return fmt.Errorf("cannot skip a cache of %s", id.Allocator)
 	}
 	return t.Delete(addrs)
 }
@@ -375,6 +427,89 @@ func (t *Tracker) Delete(addrs []uint64) error {
 			addrs = nil
 		}
 	}
+	return nil
+}
+
+// pruneStacks deletes the stacks no live object has used for two scans in a
+// row, so the stack map cannot fill up over days, and returns how many
+// stacks are left. Two scans, not one: an object allocated while this scan
+// read the map may use a stack this scan did not see referenced.
+func (t *Tracker) pruneStacks(objects []Object) (int, error) {
+	referenced := map[int32]bool{}
+	for _, o := range objects {
+		if o.StackID >= 0 {
+			referenced[o.StackID] = true
+		}
+	}
+	m := t.maps["stacks"]
+	var ids, doomed []int32
+	var key any // nil: the first key
+	for {
+		var next int32
+		err := m.NextKey(key, &next)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("listing stacks: %w", err)
+		}
+		ids = append(ids, next)
+		key = next
+	}
+	unreferenced := map[int32]bool{}
+	for _, id := range ids {
+		switch {
+		case referenced[id]:
+		case t.unreferenced[id]:
+			doomed = append(doomed, id)
+		default:
+			unreferenced[id] = true
+		}
+	}
+	t.unreferenced = unreferenced
+	for _, id := range doomed {
+		if err := m.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, fmt.Errorf("deleting stack %d: %w", id, err)
+		}
+	}
+	return len(ids) - len(doomed), nil
+}
+
+// Stack returns the kernel stack with the given id, innermost frame first.
+func (t *Tracker) Stack(id int32) ([]uint64, error) {
+	frames := make([]uint64, t.stackDepth)
+	if err := t.maps["stacks"].Lookup(id, frames); err != nil {
+		return nil, fmt.Errorf("reading stack %d: %w", id, err)
+	}
+	for i, f := range frames {
+		if f == 0 {
+			return frames[:i], nil
+		}
+	}
+	return frames, nil
+}
+
+// SetStackSites makes sites the call sites whose allocations get a stack in
+// adaptive mode.
+func (t *Tracker) SetStackSites(sites []uint64) error {
+	m := t.maps["stack_sites"]
+	want := make(map[uint64]bool, len(sites))
+	for _, site := range sites {
+		want[site] = true
+		if !t.stackSites[site] {
+			if err := m.Update(site, uint8(1), ebpf.UpdateAny); err != nil {
+				return fmt.Errorf("adding stack call site: %w", err)
+			}
+		}
+	}
+	for site := range t.stackSites {
+		if !want[site] {
+			if err := m.Delete(site); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("removing stack call site: %w", err)
+			}
+		}
+	}
+	t.stackSites = want
 	return nil
 }
 

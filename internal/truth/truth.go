@@ -17,8 +17,8 @@ const strikesToUntrace = 2
 type Verdict struct {
 	ID     tracker.CacheID
 	Name   string
-	Old    int64    // tracked objects allocated before the kernel was asked
-	Bound  int64    // the count above which the cache is untracked (see bound)
+	Old    int64 // tracked objects allocated before the kernel was asked
+	Bound  int64 // the count above which the cache is untracked (see bound)
 	Reason string
 	Kernel int64    // the kernel's count of allocated objects
 	Addrs  []uint64 // its live entries in the snapshot, to delete
@@ -44,8 +44,9 @@ type Result struct {
 	// the probes learned of it: they are phantoms too, to delete.
 	Stale []uint64
 	// Bounds is, per cache name, the most objects allocated before the
-	// cutoff that the cache can truly hold (see bound): a suspect group
-	// larger than that is made of phantoms.
+	// cutoff that the cache can truly hold (see bound), or 0 when it holds
+	// more than that: a suspect group larger than its bound is, or may be,
+	// made of phantoms.
 	Bounds map[string]int64
 }
 
@@ -85,6 +86,11 @@ func (c *Checker) Check(snap *tracker.Snapshot, cutoff uint64, kernel map[string
 		if !known {
 			continue
 		}
+		// A cache over its bound holds phantoms, and which of its objects
+		// they are is unknown: none of its groups is believable.
+		if n > report {
+			report = 0
+		}
 		if b, seen := res.Bounds[name]; !seen || report < b {
 			res.Bounds[name] = report
 		}
@@ -116,7 +122,7 @@ func (c *Checker) Check(snap *tracker.Snapshot, cutoff uint64, kernel map[string
 const (
 	unconfirmedMinObjects = 64
 	unconfirmedMinSlack   = 32
-	unconfirmedSlackShare = 10 // percent of the kernel's count
+	unconfirmedSlackShare = 3 // percent of the kernel's count
 )
 
 // bound returns how many of the tracked objects allocated before the

@@ -1,0 +1,54 @@
+package report
+
+import "strings"
+
+// StackSource reads the kernel stacks the probes took, innermost frame
+// first.
+type StackSource interface {
+	Stack(id int32) ([]uint64, error)
+}
+
+// allocatorFramePrefixes and allocatorFrameSuffixes name the frames at the
+// top of an allocation's stack that belong to the allocator or to the
+// tracing that took the stack, not to the code that asked for memory.
+var (
+	allocatorFramePrefixes = []string{
+		"kmem_cache_alloc", "__kmem_cache_alloc", "__kmalloc", "kmalloc", "__do_kmalloc", "slab_alloc",
+		"__traceiter_", "__bpf_trace_", "bpf_trace_run", "bpf_prog_", "bpf_trampoline_",
+	}
+	allocatorFrameSuffixes = []string{"_noprof"}
+)
+
+func isAllocatorFrame(frame string) bool {
+	fn, _, _ := strings.Cut(frame, "+")
+	for _, p := range allocatorFramePrefixes {
+		if strings.HasPrefix(fn, p) {
+			return true
+		}
+	}
+	for _, s := range allocatorFrameSuffixes {
+		if strings.HasSuffix(fn, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// describeStack symbolizes a stack and drops the allocator's frames from
+// its top. The first frame left is the code that asked for memory: the
+// call site the group is named after. The stack text has one frame a line,
+// from that frame outwards.
+func describeStack(frames []uint64, sym Symbolizer) (callSite, text string) {
+	names := make([]string, len(frames))
+	for i, f := range frames {
+		names[i] = sym.Symbolize(f)
+	}
+	first := 0
+	for first < len(names)-1 && isAllocatorFrame(names[first]) {
+		first++
+	}
+	if len(names) == 0 {
+		return "", ""
+	}
+	return names[first], strings.Join(names[first:], "\n")
+}

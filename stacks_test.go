@@ -1,0 +1,120 @@
+//go:build linux
+
+package kmemleakreceiver
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"golang.org/x/sys/unix"
+)
+
+// suspectEvent is what the test reads of one kmem.leak.suspect record.
+type suspectEvent struct {
+	callSite, stack string
+	objects         int64
+	growing         bool
+	at              time.Time
+}
+
+func suspectEvents(sink *consumertest.LogsSink) []suspectEvent {
+	var out []suspectEvent
+	for _, ld := range sink.AllLogs() {
+		for _, rl := range ld.ResourceLogs().All() {
+			for _, sl := range rl.ScopeLogs().All() {
+				for _, lr := range sl.LogRecords().All() {
+					attrs := lr.Attributes()
+					site, _ := attrs.Get("kmem.call_site")
+					stack, _ := attrs.Get("code.stacktrace")
+					objects, _ := attrs.Get("kmem.objects")
+					growing, _ := attrs.Get("kmem.growing")
+					out = append(out, suspectEvent{site.Str(), stack.Str(), objects.Int(), growing.Bool(), lr.Timestamp().AsTime()})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// The test holds objects from two user-visible paths, pipes and unix
+// socket pairs, adding more every scan, and expects: each path its own
+// group, with a stack that names the syscall that made it (stacks are
+// adaptive: taken once a scan has found the call site suspect), growing
+// while the test adds, and no longer growing once it stops.
+func TestIntegrationStacksNameTheSyscallPathAndTrendsFollow(t *testing.T) {
+	requireBPF(t)
+	cfg := testConfig()
+	cfg.TrendWindow = 3
+	cfg.ReportInterval = time.Nanosecond // an event every scan, to watch growing turn off
+	p := startReceiver(t, cfg)
+
+	var fds []int
+	t.Cleanup(func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	})
+	hold := func() {
+		for range 100 {
+			var pipe [2]int
+			require.NoError(t, unix.Pipe2(pipe[:], unix.O_CLOEXEC))
+			pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			require.NoError(t, err)
+			fds = append(fds, pipe[0], pipe[1], pair[0], pair[1])
+		}
+	}
+	for range 12 {
+		hold()
+		time.Sleep(cfg.CollectionInterval)
+	}
+	stoppedAt := time.Now()
+	time.Sleep(cfg.MinAge + time.Duration(cfg.TrendWindow+2)*cfg.CollectionInterval)
+
+	// Per path, the group with the most objects: pipe2 and socketpair also
+	// allocate dentries, inodes, files and slab metadata on the way.
+	var pipeGroup, pairGroup *suspectEvent
+	growingWhileAdding := map[string]bool{}
+	stillGrowingAfter := map[string]bool{}
+	settled := stoppedAt.Add(cfg.MinAge + time.Duration(cfg.TrendWindow)*cfg.CollectionInterval)
+	for _, e := range suspectEvents(p.logs) {
+		var largest **suspectEvent
+		switch {
+		case strings.Contains(e.stack, "do_pipe2"):
+			largest = &pipeGroup
+		case strings.Contains(e.stack, "__sys_socketpair"):
+			largest = &pairGroup
+		default:
+			continue
+		}
+		if *largest == nil || e.objects > (*largest).objects {
+			*largest = &e
+		}
+		key := e.callSite + e.stack
+		if e.at.Before(stoppedAt) {
+			growingWhileAdding[key] = growingWhileAdding[key] || e.growing
+		} else if e.at.After(settled) {
+			stillGrowingAfter[key] = e.growing
+		}
+	}
+	require.NotNil(t, pipeGroup, "no suspect group with a stack through do_pipe2")
+	require.NotNil(t, pairGroup, "no suspect group with a stack through __sys_socketpair")
+	t.Logf("pipe group %s:\n%s", pipeGroup.callSite, pipeGroup.stack)
+	t.Logf("socketpair group %s:\n%s", pairGroup.callSite, pairGroup.stack)
+	assert.NotEqual(t, pipeGroup.callSite, pairGroup.callSite)
+	for _, g := range []*suspectEvent{pipeGroup, pairGroup} {
+		assert.Contains(t, g.stack, "entry_SYSCALL_64", "stack of %s does not reach the syscall entry", g.callSite)
+		assert.False(t, isAllocatorFrameName(g.callSite), "group named after an allocator frame: %s", g.callSite)
+		key := g.callSite + g.stack
+		assert.True(t, growingWhileAdding[key], "%s never growing while the test added to it", g.callSite)
+		assert.False(t, stillGrowingAfter[key], "%s still growing after the test stopped", g.callSite)
+	}
+}
+
+func isAllocatorFrameName(frame string) bool {
+	fn, _, _ := strings.Cut(frame, "+")
+	return strings.HasPrefix(fn, "kmem_cache_alloc") || strings.HasPrefix(fn, "__kmalloc") || strings.HasSuffix(fn, "_noprof")
+}
