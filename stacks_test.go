@@ -10,15 +10,26 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/plog"
 	"golang.org/x/sys/unix"
 )
 
-// suspectEvent is what the test reads of one kmem.leak.suspect record.
+// suspectEvent is what the tests read of one kmem.leak.suspect record.
 type suspectEvent struct {
-	callSite, stack string
-	objects         int64
-	growing         bool
-	at              time.Time
+	cache, callSite, stack string
+	objects                int64
+	growing                bool
+	at                     time.Time
+}
+
+func eventOf(lr plog.LogRecord) suspectEvent {
+	attrs := lr.Attributes()
+	cache, _ := attrs.Get("kmem.cache")
+	site, _ := attrs.Get("kmem.call_site")
+	stack, _ := attrs.Get("code.stacktrace")
+	objects, _ := attrs.Get("kmem.objects")
+	growing, _ := attrs.Get("kmem.growing")
+	return suspectEvent{cache.Str(), site.Str(), stack.Str(), objects.Int(), growing.Bool(), lr.Timestamp().AsTime()}
 }
 
 func suspectEvents(sink *consumertest.LogsSink) []suspectEvent {
@@ -27,12 +38,7 @@ func suspectEvents(sink *consumertest.LogsSink) []suspectEvent {
 		for _, rl := range ld.ResourceLogs().All() {
 			for _, sl := range rl.ScopeLogs().All() {
 				for _, lr := range sl.LogRecords().All() {
-					attrs := lr.Attributes()
-					site, _ := attrs.Get("kmem.call_site")
-					stack, _ := attrs.Get("code.stacktrace")
-					objects, _ := attrs.Get("kmem.objects")
-					growing, _ := attrs.Get("kmem.growing")
-					out = append(out, suspectEvent{site.Str(), stack.Str(), objects.Int(), growing.Bool(), lr.Timestamp().AsTime()})
+					out = append(out, eventOf(lr))
 				}
 			}
 		}

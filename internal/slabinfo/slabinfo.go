@@ -60,7 +60,11 @@ func Parse(r io.Reader) (map[string]int64, error) {
 		}
 		active[foldRandomKmalloc(string(fields[0]))] += n
 	}
-	return active, sc.Err()
+	// A partial table would undercount folded caches: all or nothing.
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return active, nil
 }
 
 // foldRandomKmalloc maps kmalloc-rnd-07-64 to kmalloc-64.

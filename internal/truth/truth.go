@@ -5,6 +5,9 @@
 package truth
 
 import (
+	"math"
+	"time"
+
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
@@ -26,15 +29,21 @@ type Verdict struct {
 
 // Checker remembers, across scans, which caches failed the check.
 type Checker struct {
-	baseline map[string]int64 // the kernel's counts before the probes attached
-	strikes  map[tracker.CacheID]int
-	untraced map[tracker.CacheID]string
+	baseline  map[string]int64 // the kernel's counts before the probes attached
+	firstSeen map[tracker.CacheID]uint64
+	strikes   map[tracker.CacheID]int
+	untraced  map[tracker.CacheID]string
 }
 
 // NewChecker returns a Checker that has found nothing yet. baseline is the
 // kernel's count per cache read before the probes attached.
 func NewChecker(baseline map[string]int64) *Checker {
-	return &Checker{baseline: baseline, strikes: map[tracker.CacheID]int{}, untraced: map[tracker.CacheID]string{}}
+	return &Checker{
+		baseline:  baseline,
+		firstSeen: map[tracker.CacheID]uint64{},
+		strikes:   map[tracker.CacheID]int{},
+		untraced:  map[tracker.CacheID]string{},
+	}
 }
 
 // Result is what one check found.
@@ -71,44 +80,50 @@ func (c *Checker) Check(snap *tracker.Snapshot, cutoff uint64, kernel map[string
 		}
 		if old[id] == 0 {
 			sample[id] = obj
+			if _, ok := c.firstSeen[id]; !ok {
+				c.firstSeen[id] = snap.TakenNs
+			}
 		}
 		old[id]++
 	}
 	snap.Objects = kept
 
 	res.Bounds = map[string]int64{}
+	// Strikes must come in consecutive scans: only this scan's carry over.
+	strikes := map[tracker.CacheID]int{}
 	for id, n := range old {
 		if id.Key == tracker.KmallocLargeKey {
 			continue
 		}
 		name := snap.CacheName(sample[id])
-		report, limit, known := c.bound(snap, id, name, kernel)
+		b, known := c.bound(snap, id, name, kernel)
 		if !known {
 			continue
 		}
 		// A cache over its bound holds phantoms, and which of its objects
 		// they are is unknown: none of its groups is believable.
-		if n > report {
+		report := b.report
+		if n > b.withhold {
 			report = 0
 		}
-		if b, seen := res.Bounds[name]; !seen || report < b {
+		if prev, seen := res.Bounds[name]; !seen || report < prev {
 			res.Bounds[name] = report
 		}
-		if n <= limit {
-			delete(c.strikes, id)
+		if n <= b.untrace {
 			continue
 		}
-		if c.strikes[id]++; c.strikes[id] < strikesToUntrace {
+		if strikes[id] = c.strikes[id] + 1; strikes[id] < strikesToUntrace {
 			continue
 		}
-		delete(c.strikes, id)
+		delete(strikes, id)
 		c.untraced[id] = name
 		reason := "more tracked objects than the kernel has allocated"
-		if limit < kernel[name] {
+		if b.unconfirmed {
 			reason = "no traced free since attach, and more tracked objects than the kernel's count grew by"
 		}
-		res.Verdicts = append(res.Verdicts, Verdict{ID: id, Name: name, Old: n, Bound: limit, Kernel: kernel[name], Reason: reason})
+		res.Verdicts = append(res.Verdicts, Verdict{ID: id, Name: name, Old: n, Bound: b.untrace, Kernel: kernel[name], Reason: reason})
 	}
+	c.strikes = strikes
 	if len(res.Verdicts) > 0 {
 		c.dropObjects(snap, res.Verdicts)
 	}
@@ -119,33 +134,49 @@ func (c *Checker) Check(snap *tracker.Snapshot, cutoff uint64, kernel map[string
 // it untracks it: the kernel's "active" count is exact as an upper bound,
 // but moves by whole per-CPU batches as objects migrate between per-CPU and
 // node free lists, so its growth is only a rough measure.
+// A cache that merely has not freed anything yet (DAMON splits regions for
+// seconds before it merges any) is not convicted: it must have gone
+// unconfirmedMinAge without a traced free.
 const (
 	unconfirmedMinObjects = 64
 	unconfirmedMinSlack   = 32
 	unconfirmedSlackShare = 3 // percent of the kernel's count
+	unconfirmedMinAge     = 30 * time.Second
 )
 
-// bound returns how many of the tracked objects allocated before the
-// cutoff a cache can truly hold (report) and the count above which it is
-// untracked (untrace). Each of those objects was alive when it was read,
-// so alive all along from the cutoff, so counted by the kernel: never more
-// than the kernel's count. And if the cache has not shown one traced free
-// since the probes attached, then, unless its frees go unseen, none of its
-// objects was freed and the tracked ones are all new: never more than the
-// kernel's count grew by. known is false when the kernel has no count under
-// that name.
-func (c *Checker) bound(snap *tracker.Snapshot, id tracker.CacheID, name string, kernel map[string]int64) (report, untrace int64, known bool) {
+// bounds limit what a cache can truly hold of the tracked objects allocated
+// before the cutoff.
+type bounds struct {
+	report      int64 // no reported group holds more
+	withhold    int64 // above it, the cache holds phantoms: withhold all its groups
+	untrace     int64 // above it, in consecutive scans, the cache is untracked
+	unconfirmed bool  // the cache has shown no traced free
+}
+
+// bound computes a cache's bounds. Each of its tracked objects allocated
+// before the cutoff was alive when it was read, so alive all along from the
+// cutoff, so counted by the kernel: never more than the kernel's count. And
+// if the cache has not shown one traced free since the probes attached,
+// then, unless its frees go unseen, none of its objects was freed and the
+// tracked ones are all new: never more than the kernel's count grew by,
+// give or take the batches in which that count moves. known is false when
+// the kernel has no count under that name.
+func (c *Checker) bound(snap *tracker.Snapshot, id tracker.CacheID, name string, kernel map[string]int64) (b bounds, known bool) {
 	now, known := kernel[name]
 	if !known {
-		return 0, 0, false
+		return b, false
 	}
 	before, hasBaseline := c.baseline[name]
 	if id.Allocator != tracker.Slab || snap.Freed[id.Key] || !hasBaseline {
-		return now, now, true
+		return bounds{report: now, withhold: now, untrace: now}, true
 	}
 	growth := max(0, now-before)
 	slack := max(unconfirmedMinSlack, now*unconfirmedSlackShare/100)
-	return growth, max(unconfirmedMinObjects-1, growth+slack), true
+	b = bounds{report: growth, withhold: growth + slack, untrace: math.MaxInt64, unconfirmed: true}
+	if first := c.firstSeen[id]; snap.TakenNs-first >= uint64(unconfirmedMinAge) {
+		b.untrace = max(unconfirmedMinObjects-1, growth+slack)
+	}
+	return b, true
 }
 
 // dropObjects moves the objects of the verdicts' caches out of snap and
