@@ -37,6 +37,14 @@ func TestCreateDefaultConfig(t *testing.T) {
 	assert.Equal(t, 1_000_000, cfg.MaxTrackedObjects)
 	assert.Equal(t, 50, cfg.TopN)
 	assert.False(t, cfg.IncludeAddresses, "raw kernel addresses defeat KASLR: off unless asked")
+	assert.Equal(t, "adaptive", cfg.StackTraces, "stacks on every allocation cost ten times the tracking")
+	assert.Equal(t, 32, cfg.StackDepth)
+	assert.Zero(t, cfg.StackSampleRate)
+	assert.Zero(t, cfg.MinSize)
+	assert.Zero(t, cfg.MaxSize)
+	assert.True(t, cfg.Caches.IsZero())
+	assert.Equal(t, 6, cfg.TrendWindow)
+	assert.Equal(t, 10*time.Minute, cfg.ReportInterval)
 	assert.Equal(t, metadata.NewDefaultMetricsBuilderConfig(), cfg.MetricsBuilderConfig)
 	assert.Equal(t, metadata.DefaultEventsConfig(), cfg.Events)
 	assert.NoError(t, confmap.Validate(cfg))
@@ -55,6 +63,14 @@ func TestLoadConfig(t *testing.T) {
 	custom.MaxTrackedObjects = 250_000
 	custom.TopN = 10
 	custom.IncludeAddresses = true
+	custom.StackTraces = "always"
+	custom.StackDepth = 64
+	custom.StackSampleRate = 100
+	custom.MinSize = 64
+	custom.MaxSize = 4096
+	custom.Caches = CacheFilter{Include: []string{"kmalloc-*", "dentry"}, Exclude: []string{"kmalloc-rcl-*"}}
+	custom.TrendWindow = 10
+	custom.ReportInterval = time.Hour
 	disableAsUser(t, &custom.Metrics.KmemTrackerScanDuration)
 	disableAsUser(t, &custom.Events.KmemLeakSuspect)
 	disableAsUser(t, &custom.ResourceAttributes.HostName)
@@ -252,6 +268,73 @@ func TestValidate(t *testing.T) {
 			name:   "top_n one",
 			modify: func(c *Config) { c.TopN = 1 },
 		},
+		{
+			name:    "stack_traces unknown",
+			modify:  func(c *Config) { c.StackTraces = "sometimes" },
+			wantErr: `stack_traces: unknown stack_traces "sometimes"`,
+		},
+		{
+			name:   "stack_traces off",
+			modify: func(c *Config) { c.StackTraces = "off" },
+		},
+		{
+			name:    "stack_depth zero",
+			modify:  func(c *Config) { c.StackDepth = 0 },
+			wantErr: "stack_depth must be between 1 and 127, got 0",
+		},
+		{
+			name:    "stack_depth above the BPF limit",
+			modify:  func(c *Config) { c.StackDepth = 128 },
+			wantErr: "stack_depth must be between 1 and 127, got 128",
+		},
+		{
+			name:   "stack_depth at the BPF limit",
+			modify: func(c *Config) { c.StackDepth = 127 },
+		},
+		{
+			name:    "stack_sample_rate negative",
+			modify:  func(c *Config) { c.StackSampleRate = -1 },
+			wantErr: "stack_sample_rate must not be negative",
+		},
+		{
+			name:    "min_size negative",
+			modify:  func(c *Config) { c.MinSize = -1 },
+			wantErr: "min_size must be between 0 and",
+		},
+		{
+			name:    "max_size below min_size",
+			modify:  func(c *Config) { c.MinSize, c.MaxSize = 256, 128 },
+			wantErr: "max_size must be 0 (no bound) or between min_size (256)",
+		},
+		{
+			name:    "max_size negative",
+			modify:  func(c *Config) { c.MaxSize = -5 },
+			wantErr: "max_size must be 0",
+		},
+		{
+			name:   "max_size equal to min_size",
+			modify: func(c *Config) { c.MinSize, c.MaxSize = 192, 192 },
+		},
+		{
+			name:    "caches.include bad pattern",
+			modify:  func(c *Config) { c.Caches.Include = []string{"kmalloc-["} },
+			wantErr: `caches.include: bad pattern "kmalloc-["`,
+		},
+		{
+			name:    "caches.exclude bad pattern",
+			modify:  func(c *Config) { c.Caches.Exclude = []string{"[a-"} },
+			wantErr: `caches.exclude: bad pattern "[a-"`,
+		},
+		{
+			name:    "trend_window one",
+			modify:  func(c *Config) { c.TrendWindow = 1 },
+			wantErr: "trend_window must be between 2 and 1000 scans, got 1",
+		},
+		{
+			name:    "report_interval zero",
+			modify:  func(c *Config) { c.ReportInterval = 0 },
+			wantErr: "report_interval must be positive, got 0s",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -293,4 +376,39 @@ func unjoin(err error) []error {
 		return joined.Unwrap()
 	}
 	return []error{err}
+}
+
+func TestCacheFilter(t *testing.T) {
+	tests := []struct {
+		name   string
+		filter CacheFilter
+		tracks map[string]bool
+	}{
+		{
+			name:   "empty tracks everything",
+			tracks: map[string]bool{"dentry": true, "kmalloc-64": true},
+		},
+		{
+			name:   "include only",
+			filter: CacheFilter{Include: []string{"kmalloc-*"}},
+			tracks: map[string]bool{"kmalloc-64": true, "kmalloc-cg-1k": true, "dentry": false},
+		},
+		{
+			name:   "exclude only",
+			filter: CacheFilter{Exclude: []string{"maple_node", "kmalloc-rcl-*"}},
+			tracks: map[string]bool{"maple_node": false, "kmalloc-rcl-64": false, "kmalloc-64": true},
+		},
+		{
+			name:   "exclude wins over include",
+			filter: CacheFilter{Include: []string{"kmalloc-*"}, Exclude: []string{"kmalloc-cg-*"}},
+			tracks: map[string]bool{"kmalloc-64": true, "kmalloc-cg-64": false, "filp": false},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for name, want := range tt.tracks {
+				assert.Equal(t, want, tt.filter.Tracks(name), name)
+			}
+		})
+	}
 }

@@ -124,3 +124,32 @@ func isAllocatorFrameName(frame string) bool {
 	fn, _, _ := strings.Cut(frame, "+")
 	return strings.HasPrefix(fn, "kmem_cache_alloc") || strings.HasPrefix(fn, "__kmalloc") || strings.HasSuffix(fn, "_noprof")
 }
+
+// Size and cache filters act in the probes: what they leave out is never
+// tracked, so never reported.
+func TestIntegrationFiltersLeaveObjectsOut(t *testing.T) {
+	requireBPF(t)
+	cfg := testConfig()
+	cfg.MinSize = 512                     // drops pipe_inode_info (kmalloc-cg-192), keeps its buffer array (kmalloc-cg-1k)
+	cfg.Caches.Exclude = []string{"filp"} // drops the pipes' struct files
+	p := startReceiver(t, cfg)
+
+	waitForScan(t, p.metrics, "a first scan", func(map[string]int64) bool { return true })
+	openPipes(t, heldPipes)
+	time.Sleep(cfg.MinAge + 3*cfg.CollectionInterval)
+
+	caches := map[string]int64{}
+	v := viewOf(lastMetrics(t, p.metrics))
+	for g, n := range v.groups {
+		if strings.HasPrefix(g[1], "alloc_pipe_info+") || strings.HasPrefix(g[1], "alloc_empty_file+") {
+			caches[g[0]] += n
+		}
+	}
+	t.Logf("pipe objects by cache: %v", caches)
+	assert.GreaterOrEqual(t, caches["kmalloc-cg-1k"], int64(heldPipes), "the pipe buffer arrays (1 KiB) are not reported")
+	assert.Zero(t, caches["kmalloc-cg-192"], "objects under min_size reported")
+	assert.Zero(t, caches["filp"], "an excluded cache reported")
+	for g := range v.groups {
+		assert.NotEqual(t, "filp", g[0], "an excluded cache reported")
+	}
+}
