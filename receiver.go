@@ -376,3 +376,9 @@ func (n callSiteNamer) Symbolize(addr uint64) string {
 	}
 	return "unknown"
 }
+
+// StackMapEntries is the size of the stack map the receiver creates for
+// cfg, for tools that report how full it gets.
+func StackMapEntries(cfg *Config) uint32 {
+	return tracker.StackMapEntries(cfg.trackerOptions())
+}

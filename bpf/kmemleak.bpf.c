@@ -53,7 +53,10 @@ struct object {
 	__u64 cache;
 	__u32 bytes;
 	__s32 stack_id; // in stacks, or -1
-	__u32 allocator;
+	__u16 allocator;
+	// The stack was taken without its innermost frame (see capture_stack):
+	// that frame is call_site.
+	__u16 stack_skipped;
 };
 
 // One per slab cache the probes have seen. skip is set by user space for a
@@ -149,21 +152,32 @@ static __always_inline bool is_object(const void *ptr)
 	return (unsigned long)ptr > 16;
 }
 
+#define EEXIST 17
+
 // bpf_get_stackid costs ten times the map update, so by default only
-// allocations from suspect call sites, and a sample, pay for it.
-static __always_inline __s32 capture_stack(void *ctx, __u64 call_site, struct counters *c)
+// allocations from suspect call sites, and a sample, pay for it. A stack
+// whose hash bucket holds another stack fails with EEXIST every time it is
+// taken (no BPF_F_REUSE_STACKID: that would repoint ids that live objects
+// hold); taken again without its innermost frame, it hashes elsewhere. The
+// frame it loses is the allocator's caller, which is call_site.
+static __always_inline void capture_stack(void *ctx, struct object *obj, struct counters *c)
 {
+	obj->stack_id = -1;
 	if (stack_mode == STACKS_OFF)
-		return -1;
-	if (stack_mode == STACKS_ADAPTIVE && !bpf_map_lookup_elem(&stack_sites, &call_site) &&
+		return;
+	if (stack_mode == STACKS_ADAPTIVE && !bpf_map_lookup_elem(&stack_sites, &obj->call_site) &&
 	    !(stack_sample_rate && bpf_get_prandom_u32() % stack_sample_rate == 0))
-		return -1;
+		return;
 	long id = bpf_get_stackid(ctx, &stacks, 0);
+	if (id == -EEXIST) {
+		id = bpf_get_stackid(ctx, &stacks, 1);
+		obj->stack_skipped = 1;
+	}
 	if (id < 0) {
 		c->stack_errors++;
-		return -1;
+		return;
 	}
-	return id;
+	obj->stack_id = id;
 }
 
 static __always_inline void track_alloc(void *ctx, const void *ptr, __u64 call_site, __u64 cache,
@@ -184,9 +198,9 @@ static __always_inline void track_alloc(void *ctx, const void *ptr, __u64 call_s
 		.call_site = call_site,
 		.cache = cache,
 		.bytes = bytes,
-		.stack_id = capture_stack(ctx, call_site, c),
 		.allocator = allocator,
 	};
+	capture_stack(ctx, &obj, c);
 	// BPF_ANY: an address that comes back after a free we missed replaces
 	// the stale entry instead of keeping it as a phantom leak.
 	if (bpf_map_update_elem(&live, &key, &obj, BPF_ANY))

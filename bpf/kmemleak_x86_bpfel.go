@@ -30,14 +30,15 @@ type KmemleakCounters struct {
 }
 
 type KmemleakObject struct {
-	_         structs.HostLayout
-	AllocNs   uint64
-	CallSite  uint64
-	Cache     uint64
-	Bytes     uint32
-	StackId   int32
-	Allocator uint32
-	_         [4]byte
+	_            structs.HostLayout
+	AllocNs      uint64
+	CallSite     uint64
+	Cache        uint64
+	Bytes        uint32
+	StackId      int32
+	Allocator    uint16
+	StackSkipped uint16
+	_            [4]byte
 }
 
 // Names of all BPF objects in the ELF.

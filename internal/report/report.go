@@ -59,9 +59,10 @@ type Report struct {
 
 // groupKey identifies a group before names are resolved.
 type groupKey struct {
-	cache    tracker.CacheID
-	callSite uint64
-	stackID  int32
+	cache        tracker.CacheID
+	callSite     uint64
+	stackID      int32
+	stackSkipped bool
 }
 
 type tally struct {
@@ -87,7 +88,7 @@ func Build(snap *tracker.Snapshot, opts Options, sym Symbolizer) Report {
 		}
 		key := groupKey{cache: tracker.CacheOf(obj), callSite: obj.CallSite, stackID: -1}
 		if opts.Stacks != nil {
-			key.stackID = obj.StackID
+			key.stackID, key.stackSkipped = obj.StackID, obj.StackSkipped
 		}
 		t := tallies[key]
 		if t == nil {
@@ -108,11 +109,11 @@ func Build(snap *tracker.Snapshot, opts Options, sym Symbolizer) Report {
 		allocator              tracker.Allocator
 		cache, callSite, stack string
 	}
-	stacks := stackNames{source: opts.Stacks, sym: sym, byID: map[int32][2]string{}}
+	stacks := stackNames{source: opts.Stacks, sym: sym, byID: map[groupKey][2]string{}}
 	merged := map[exported]*Group{}
 	for key, t := range tallies {
 		name := exported{allocator: key.cache.Allocator, cache: snap.CacheName(t.sample)}
-		name.callSite, name.stack = stacks.describe(key.stackID)
+		name.callSite, name.stack = stacks.describe(key)
 		if name.callSite == "" {
 			name.callSite = sym.Symbolize(key.callSite)
 		}
@@ -152,25 +153,34 @@ func compareGroups(a, b Group) int {
 	)
 }
 
-// stackNames describes each stack id once per report.
+// stackNames describes each stack once per report.
 type stackNames struct {
 	source StackSource
 	sym    Symbolizer
-	byID   map[int32][2]string
+	byID   map[groupKey][2]string
 }
 
-// describe returns the call site and stack text of a stack id, or empty
-// strings when there is no stack (id -1, stacks off, or a stack the map no
-// longer has).
-func (s stackNames) describe(id int32) (callSite, text string) {
-	if id < 0 || s.source == nil {
+// describe returns the call site and stack text of a group's stack, or
+// empty strings when there is none (id -1, stacks off, or a stack the map
+// no longer has).
+func (s stackNames) describe(key groupKey) (callSite, text string) {
+	if key.stackID < 0 || s.source == nil {
 		return "", ""
+	}
+	// A skipped stack lacks its innermost frame, the call site: the same id
+	// reads differently for each call site.
+	id := groupKey{stackID: key.stackID}
+	if key.stackSkipped {
+		id.stackSkipped, id.callSite = true, key.callSite
 	}
 	if d, ok := s.byID[id]; ok {
 		return d[0], d[1]
 	}
 	var d [2]string
-	if frames, err := s.source.Stack(id); err == nil {
+	if frames, err := s.source.Stack(key.stackID); err == nil {
+		if key.stackSkipped && (len(frames) == 0 || frames[0] != key.callSite) {
+			frames = append([]uint64{key.callSite}, frames...)
+		}
 		d[0], d[1] = describeStack(frames, s.sym)
 	}
 	s.byID[id] = d

@@ -1,9 +1,13 @@
 package report
 
 import (
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
 type mapSymbolizer map[uint64]string
@@ -64,4 +68,59 @@ func TestIsAllocatorFrame(t *testing.T) {
 	} {
 		assert.Equal(t, want, isAllocatorFrame(frame), frame)
 	}
+}
+
+type fakeStacks map[int32][]uint64
+
+func (f fakeStacks) Stack(id int32) ([]uint64, error) {
+	frames, ok := f[id]
+	if !ok {
+		return nil, errors.New("no such stack")
+	}
+	return frames, nil
+}
+
+func withStack(obj tracker.Object, id int32, skipped bool) tracker.Object {
+	obj.StackID, obj.StackSkipped = id, skipped
+	return obj
+}
+
+func TestBuildGroupsByStack(t *testing.T) {
+	sym := mapSymbolizer{
+		10: "kmem_cache_alloc_lru_noprof+0x38e",
+		11: "__d_alloc+0x2d",
+		12: "d_alloc_pseudo+0xa",
+		13: "do_pipe2+0x4d",
+		14: "__sys_socketpair+0x147",
+		15: "__kmalloc_cache_noprof+0x10",
+	}
+	stacks := fakeStacks{
+		1: {10, 11, 12, 13}, // pipe2, through the allocator's own frame
+		2: {10, 11, 12, 14}, // socketpair
+		3: {15, 11, 12, 13}, // pipe2 through another allocator frame: same group as 1
+		4: {12, 13},         // taken without its innermost frame, the call site
+	}
+	const site = 11
+	snap := newSnapshot(
+		withStack(slabObj(dentryKey, site, 192, time.Minute), 1, false),
+		withStack(slabObj(dentryKey, site, 192, time.Minute), 1, false),
+		withStack(slabObj(dentryKey, site, 192, time.Minute), 2, false),
+		withStack(slabObj(dentryKey, site, 192, time.Minute), 3, false),
+		withStack(slabObj(dentryKey, site, 192, time.Minute), 4, true),
+		withStack(slabObj(dentryKey, site, 192, time.Minute), -1, false), // no stack
+		withStack(slabObj(dentryKey, site, 192, time.Minute), 99, false), // pruned meanwhile
+	)
+
+	rep := Build(snap, Options{MinAge: time.Second, TopN: 10, Stacks: stacks}, sym)
+
+	byStack := map[string]int64{}
+	for _, g := range rep.Groups {
+		assert.Equal(t, "__d_alloc+0x2d", g.CallSiteSym)
+		byStack[g.Stack] += g.Objects
+	}
+	assert.Equal(t, map[string]int64{
+		"__d_alloc+0x2d\nd_alloc_pseudo+0xa\ndo_pipe2+0x4d":          4, // stacks 1, 3 and the skipped 4
+		"__d_alloc+0x2d\nd_alloc_pseudo+0xa\n__sys_socketpair+0x147": 1,
+		"": 2, // no stack, or one the map lost: grouped by call site
+	}, byStack)
 }

@@ -4,13 +4,15 @@ import "fmt"
 
 // Object is one live allocation as the probes recorded it.
 type Object struct {
-	Address   uint64
-	AllocNs   uint64 // CLOCK_MONOTONIC, the clock of Snapshot.TakenNs
-	CallSite  uint64
-	Cache     uint64 // see CacheName
-	Bytes     uint32
-	StackID   int32 // -1 when the probes took no stack
-	Allocator Allocator
+	Address  uint64
+	AllocNs  uint64 // CLOCK_MONOTONIC, the clock of Snapshot.TakenNs
+	CallSite uint64
+	Cache    uint64 // see CacheName
+	Bytes    uint32
+	StackID  int32 // -1 when the probes took no stack
+	// StackSkipped: the stack lacks its innermost frame, which is CallSite.
+	StackSkipped bool
+	Allocator    Allocator
 }
 
 // Counters are the probes' totals for one allocator since attach.

@@ -130,15 +130,15 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	}
 	stacks := spec.Maps["stacks"]
 	stacks.ValueSize = uint32(8 * opts.Stacks.Depth)
-	stacks.MaxEntries = stackMapEntries(opts)
+	stacks.MaxEntries = StackMapEntries(opts)
 	return nil
 }
 
-// stackMapEntries sizes the stack map: far fewer distinct stacks than live
+// StackMapEntries sizes the stack map: far fewer distinct stacks than live
 // objects exist, and the kernel allocates the whole map up front (depth x 8
 // bytes each), so one entry per 8 tracked objects. With stacks off the map
 // is still created, at its smallest.
-func stackMapEntries(opts Options) uint32 {
+func StackMapEntries(opts Options) uint32 {
 	if opts.Stacks.Mode == StacksOff {
 		return 1
 	}
@@ -282,13 +282,14 @@ func (t *Tracker) Scan(snap *Snapshot) error {
 		for i := range n {
 			v := &t.vals[i]
 			snap.Objects = append(snap.Objects, Object{
-				Address:   t.keys[i],
-				AllocNs:   v.AllocNs,
-				CallSite:  v.CallSite,
-				Cache:     v.Cache,
-				Bytes:     v.Bytes,
-				StackID:   v.StackId,
-				Allocator: Allocator(v.Allocator),
+				Address:      t.keys[i],
+				AllocNs:      v.AllocNs,
+				CallSite:     v.CallSite,
+				Cache:        v.Cache,
+				Bytes:        v.Bytes,
+				StackID:      v.StackId,
+				StackSkipped: v.StackSkipped != 0,
+				Allocator:    Allocator(v.Allocator),
 			})
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {

@@ -1,0 +1,234 @@
+//go:build linux
+
+// Command kmemleak-soak runs the kmemleak receiver in-process for a while,
+// optionally under a mixed allocation load, and reports what a long run
+// must not show: a growing RSS, leaked file descriptors or goroutines,
+// dropped objects, a filling stack map, scan errors.
+//
+//	sudo go run ./cmd/kmemleak-soak -duration 30m -stacks always
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap"
+
+	"github.com/kmemleak/kmemleakreceiver"
+	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+)
+
+func main() {
+	duration := flag.Duration("duration", 10*time.Minute, "how long to run")
+	every := flag.Duration("every", time.Minute, "how often to print a line")
+	stacks := flag.String("stacks", "adaptive", "stack_traces: adaptive, always or off")
+	load := flag.Bool("load", false, "run a fork/exec, file and loopback-TCP churn meanwhile")
+	maxObjects := flag.Int("max-tracked-objects", 1_000_000, "max_tracked_objects")
+	flag.Parse()
+	if err := run(*duration, *every, *stacks, *load, *maxObjects); err != nil {
+		fmt.Fprintln(os.Stderr, "kmemleak-soak:", err)
+		os.Exit(1)
+	}
+}
+
+// latest keeps the newest value of each metric, summed over data points.
+type latest struct {
+	mu     sync.Mutex
+	values map[string]float64
+	scans  atomic.Int64
+	events atomic.Int64
+}
+
+func (l *latest) consumeMetrics(_ context.Context, md pmetric.Metrics) error {
+	values := map[string]float64{}
+	for _, rm := range md.ResourceMetrics().All() {
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				var points pmetric.NumberDataPointSlice
+				switch m.Type() {
+				case pmetric.MetricTypeGauge:
+					points = m.Gauge().DataPoints()
+				case pmetric.MetricTypeSum:
+					points = m.Sum().DataPoints()
+				default:
+					continue
+				}
+				for _, dp := range points.All() {
+					values[m.Name()] += dp.DoubleValue() + float64(dp.IntValue())
+				}
+			}
+		}
+	}
+	l.mu.Lock()
+	l.values = values
+	l.mu.Unlock()
+	l.scans.Add(1)
+	return nil
+}
+
+func (l *latest) consumeLogs(_ context.Context, ld plog.Logs) error {
+	l.events.Add(int64(ld.LogRecordCount()))
+	return nil
+}
+
+func (l *latest) get(name string) float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.values[name]
+}
+
+func run(duration, every time.Duration, stacks string, load bool, maxObjects int) error {
+	f := kmemleakreceiver.NewFactory()
+	cfg := f.CreateDefaultConfig().(*kmemleakreceiver.Config)
+	cfg.StackTraces = stacks
+	cfg.MaxTrackedObjects = maxObjects
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	set := receivertest.NewNopSettings(metadata.Type)
+	logger, err := zap.NewProduction()
+	if err != nil {
+		return err
+	}
+	set.Logger = logger
+	l := &latest{}
+	nextMetrics, _ := consumer.NewMetrics(l.consumeMetrics)
+	nextLogs, _ := consumer.NewLogs(l.consumeLogs)
+	ctx := context.Background()
+	rm, err := f.CreateMetrics(ctx, set, cfg, nextMetrics)
+	if err != nil {
+		return err
+	}
+	rl, err := f.CreateLogs(ctx, set, cfg, nextLogs)
+	if err != nil {
+		return err
+	}
+
+	fdsBefore, goroutinesBefore := openFDs(), runtime.NumGoroutine()
+	if err := rm.Start(ctx, componenttest.NewNopHost()); err != nil {
+		return err
+	}
+	if err := rl.Start(ctx, componenttest.NewNopHost()); err != nil {
+		return err
+	}
+	stop := make(chan struct{})
+	var churned atomic.Int64
+	var wg sync.WaitGroup
+	if load {
+		wg.Go(func() { churn(stop, &churned) })
+	}
+
+	capacity := stackCapacity(cfg)
+	rssStart := rssKiB()
+	maxStacks := 0.0
+	fmt.Printf("kmemleak-soak: %v, stack_traces %s (stack map %d entries), load %t, RSS %d KiB at start\n",
+		duration, stacks, capacity, load, rssStart)
+	fmt.Println("elapsed  scans  events  tracked  stacks(fill)    dropped  stack_err  untraced  rss_kib  fds  goroutines")
+	start := time.Now()
+	tick := time.NewTicker(every)
+	for elapsed := time.Duration(0); elapsed < duration; {
+		<-tick.C
+		elapsed = time.Since(start).Round(time.Second)
+		s := l.get("kmem.tracker.stacks")
+		maxStacks = max(maxStacks, s)
+		fmt.Printf("%7v  %5d  %6d  %7.0f  %6.0f(%4.1f%%)  %7.0f  %9.0f  %8.0f  %7d  %3d  %10d\n",
+			elapsed, l.scans.Load(), l.events.Load(), l.get("kmem.tracker.objects"), s, 100*s/float64(capacity),
+			l.get("kmem.tracker.dropped"), l.get("kmem.tracker.stack_errors"), l.get("kmem.tracker.untraced_caches"),
+			rssKiB(), openFDs(), runtime.NumGoroutine())
+	}
+	tick.Stop()
+	close(stop)
+	wg.Wait()
+	rssEnd := rssKiB()
+	shutdownStart := time.Now()
+	if err := rm.Shutdown(ctx); err != nil {
+		return err
+	}
+	if err := rl.Shutdown(ctx); err != nil {
+		return err
+	}
+	time.Sleep(100 * time.Millisecond) // let the scan loop's goroutine exit
+	fmt.Printf("summary: %d scans, %d events, churn iterations %d; RSS %d -> %d KiB; stack map at most %.0f of %d (%.1f%%); "+
+		"dropped %.0f, stack errors %.0f; shutdown %v; fds %d -> %d, goroutines %d -> %d\n",
+		l.scans.Load(), l.events.Load(), churned.Load(), rssStart, rssEnd, maxStacks, capacity, 100*maxStacks/float64(capacity),
+		l.get("kmem.tracker.dropped"), l.get("kmem.tracker.stack_errors"), time.Since(shutdownStart).Round(time.Millisecond),
+		fdsBefore, openFDs(), goroutinesBefore, runtime.NumGoroutine())
+	return nil
+}
+
+func stackCapacity(cfg *kmemleakreceiver.Config) uint32 {
+	return kmemleakreceiver.StackMapEntries(cfg)
+}
+
+func rssKiB() int64 {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+func openFDs() int {
+	entries, _ := os.ReadDir("/proc/self/fd")
+	return len(entries)
+}
+
+// churn forks, writes files and opens loopback TCP connections until stop.
+func churn(stop <-chan struct{}, iterations *atomic.Int64) {
+	dir, err := os.MkdirTemp("", "kmemleak-soak")
+	if err != nil {
+		return
+	}
+	defer os.RemoveAll(dir)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	path := filepath.Join(dir, "churn")
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		_ = exec.Command("/bin/true").Run()
+		_ = os.WriteFile(path, []byte("churn"), 0o600)
+		_ = os.Remove(path)
+		if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
+			c.Close()
+		}
+		iterations.Add(1)
+	}
+}
