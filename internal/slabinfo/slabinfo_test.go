@@ -222,20 +222,42 @@ func TestFoldRandomKmalloc(t *testing.T) {
 
 func TestParseReaderError(t *testing.T) {
 	boom := errors.New("boom")
-	_, err := Parse(iotest.ErrReader(boom))
-	assert.ErrorIs(t, err, boom)
+	tests := []struct {
+		name string
+		r    io.Reader
+	}{
+		{name: "at once", r: iotest.ErrReader(boom)},
+		{name: "after the header", r: io.MultiReader(strings.NewReader(header), iotest.ErrReader(boom))},
+		// A partial table would undercount the caches not read yet, and a
+		// kmalloc-N whose kmalloc-rnd copies come later: all or nothing.
+		{name: "after some lines", r: io.MultiReader(strings.NewReader(header+line("dentry", "5")+line("kmalloc-64", "100")), iotest.ErrReader(boom))},
+		{name: "mid-line", r: io.MultiReader(strings.NewReader(header+line("dentry", "5")+"filp 6"), iotest.ErrReader(boom))},
+		// The error comes with the data of the last read.
+		{name: "with the last lines", r: iotest.DataErrReader(io.MultiReader(strings.NewReader(header+line("dentry", "5")), iotest.ErrReader(boom)))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse(tt.r)
+			require.ErrorIs(t, err, boom)
+			assert.Nil(t, got, "no partial table")
+		})
+	}
+}
 
-	// An error after the header and some lines is returned too.
-	_, err = Parse(io.MultiReader(strings.NewReader(header+line("dentry", "5")), iotest.ErrReader(boom)))
-	assert.ErrorIs(t, err, boom)
+func TestReadUnreadableFile(t *testing.T) {
+	// A directory opens but fails on read: Read returns the error, no map.
+	got, err := Read(t.TempDir())
+	require.Error(t, err)
+	assert.Nil(t, got)
 }
 
 func TestParseLineTooLong(t *testing.T) {
 	// bufio.Scanner gives up on a line over 64 KiB: an error, not a
 	// silently truncated count.
 	input := header + line("dentry", "5") + "x" + strings.Repeat(" ", 70<<10) + "1\n"
-	_, err := Parse(strings.NewReader(input))
+	got, err := Parse(strings.NewReader(input))
 	require.Error(t, err)
+	assert.Nil(t, got, "no partial table")
 }
 
 func FuzzParse(f *testing.F) {
@@ -255,6 +277,7 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		got, err := Parse(bytes.NewReader(data))
 		if err != nil {
+			require.Nil(t, got, "a table with an error")
 			return
 		}
 		require.True(t, bytes.HasPrefix(data, []byte("slabinfo - version: 2.")), "accepted without a 2.x header")
