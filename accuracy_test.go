@@ -4,13 +4,10 @@ package kmemleakreceiver
 
 import (
 	"maps"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,54 +16,17 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/kmemleak/kmemleakreceiver/internal/churn"
 	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
 )
 
-// churn runs an allocation-heavy mix until stop is closed: processes (fork,
-// exec, exit: VMAs and maple-tree nodes), files (create, write, unlink), and
-// loopback TCP connections. It leaves nothing behind on purpose: one file
-// name (one negative dentry), and connections reset instead of closed (no
-// TIME_WAIT sockets), so that what stays allocated afterwards is phantoms.
-func churn(t *testing.T, stop <-chan struct{}) *sync.WaitGroup {
-	t.Helper()
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
+// startChurn runs churn.Run until stop is closed, failing the test if it fails.
+func startChurn(t *testing.T, stop <-chan struct{}) *sync.WaitGroup {
 	var wg sync.WaitGroup
+	var rounds atomic.Int64
 	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.(*net.TCPConn).SetLinger(0)
-			c.Close()
-		}
-	})
-	wg.Go(func() {
-		defer l.Close()
-		path := filepath.Join(dir, "churn")
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if err := exec.Command("/bin/true").Run(); err != nil {
-				t.Errorf("churn: %v", err)
-				return
-			}
-			if err := os.WriteFile(path, []byte("churn"), 0o600); err != nil {
-				t.Errorf("churn: %v", err)
-				return
-			}
-			os.Remove(path)
-			// The server resets connections as soon as it accepts them, so a
-			// dial may see the reset before it returns: that is fine.
-			if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
-				c.(*net.TCPConn).SetLinger(0)
-				c.Close()
-			}
+		if err := churn.Run(stop, &rounds); err != nil {
+			t.Errorf("churn: %v", err)
 		}
 	})
 	return &wg
@@ -159,7 +119,7 @@ func TestIntegrationNoPhantomLeaksFromUntracedFrees(t *testing.T) {
 	require.NoError(t, err)
 
 	stop := make(chan struct{})
-	load := churn(t, stop)
+	load := startChurn(t, stop)
 	pipes := openPipes(t, heldPipes)
 	// Long enough that the churn, not the machine's own background work
 	// (DAMON regions, slab metadata), dominates what is allocated.

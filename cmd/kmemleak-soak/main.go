@@ -12,10 +12,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -31,6 +28,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kmemleak/kmemleakreceiver"
+	"github.com/kmemleak/kmemleakreceiver/internal/churn"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 )
 
@@ -131,7 +129,11 @@ func run(duration, every time.Duration, stacks string, load bool, maxObjects int
 	var churned atomic.Int64
 	var wg sync.WaitGroup
 	if load {
-		wg.Go(func() { churn(stop, &churned) })
+		wg.Go(func() {
+			if err := churn.Run(stop, &churned); err != nil {
+				fmt.Fprintln(os.Stderr, "kmemleak-soak: the load stopped:", err)
+			}
+		})
 	}
 
 	capacity := stackCapacity(cfg)
@@ -193,42 +195,4 @@ func rssKiB() int64 {
 func openFDs() int {
 	entries, _ := os.ReadDir("/proc/self/fd")
 	return len(entries)
-}
-
-// churn forks, writes files and opens loopback TCP connections until stop.
-func churn(stop <-chan struct{}, iterations *atomic.Int64) {
-	dir, err := os.MkdirTemp("", "kmemleak-soak")
-	if err != nil {
-		return
-	}
-	defer os.RemoveAll(dir)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	path := filepath.Join(dir, "churn")
-	for {
-		select {
-		case <-stop:
-			return
-		default:
-		}
-		_ = exec.Command("/bin/true").Run()
-		_ = os.WriteFile(path, []byte("churn"), 0o600)
-		_ = os.Remove(path)
-		if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
-			c.Close()
-		}
-		iterations.Add(1)
-	}
 }
