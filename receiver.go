@@ -234,7 +234,8 @@ func groupKey(g report.Group) string {
 	return strings.Join([]string{g.Allocator.String(), g.Cache, g.CallSiteSym, g.Stack}, "\x00")
 }
 
-// callSites are the probes' call sites of the groups, for adaptive stacks.
+// callSites are the probes' call sites of the groups, largest first, for
+// adaptive stacks.
 func callSites(groups []report.Group) []uint64 {
 	sites := make([]uint64, 0, len(groups))
 	for _, g := range groups {

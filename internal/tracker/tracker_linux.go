@@ -37,7 +37,6 @@ type Tracker struct {
 	stackDepth   int
 	unreferenced map[int32]bool  // stack ids no live object used at the last scan
 	stackSites   map[uint64]bool // the contents of the stack_sites map
-	kmallocSkips map[uint32]bool // slots set in kmalloc_skip
 }
 
 // scanBatch is the number of entries one BPF_MAP_LOOKUP_BATCH call copies:
@@ -90,13 +89,12 @@ func Open(opts Options) (*Tracker, error) {
 	}
 
 	t := &Tracker{
-		maps:         map[string]*ebpf.Map{},
-		programs:     map[Allocator][]*ebpf.Program{},
-		modes:        map[Allocator]Mode{},
-		stacksOn:     opts.Stacks.Mode != StacksOff,
-		stackDepth:   opts.Stacks.Depth,
-		stackSites:   map[uint64]bool{},
-		kmallocSkips: map[uint32]bool{},
+		maps:       map[string]*ebpf.Map{},
+		programs:   map[Allocator][]*ebpf.Program{},
+		modes:      map[Allocator]Mode{},
+		stacksOn:   opts.Stacks.Mode != StacksOff,
+		stackDepth: opts.Stacks.Depth,
+		stackSites: map[uint64]bool{},
 	}
 	if err := t.createMaps(spec); err != nil {
 		t.Close()
@@ -491,9 +489,11 @@ func (t *Tracker) Stack(id int32) ([]uint64, error) {
 }
 
 // SetStackSites makes sites the call sites whose allocations get a stack in
-// adaptive mode.
+// adaptive mode. The map holds the first MaxEntries of them: callers pass
+// the most important first.
 func (t *Tracker) SetStackSites(sites []uint64) error {
 	m := t.maps["stack_sites"]
+	sites = sites[:min(len(sites), int(m.MaxEntries()))]
 	want := make(map[uint64]bool, len(sites))
 	for _, site := range sites {
 		want[site] = true
