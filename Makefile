@@ -1,6 +1,7 @@
 # Build the otelcol-kmemleak collector with ocb, run it, test everything.
 # Loading eBPF programs needs root: run `make run` and `make test` as root.
 
+SHELL    := /bin/bash
 GO       ?= go
 OCB      := $(GO) run go.opentelemetry.io/collector/cmd/builder@v0.165.0
 DIST     := _build/otelcol-kmemleak
@@ -32,7 +33,7 @@ tracefs:
 # -p 1: one package at a time, so that no compiler or linker writes files
 # while the accuracy test counts what outlives its own load.
 unit-test:
-	$(GO) test -p 1 -count=1 ./...
+	$(GO) test -p 1 -count=1 -v ./... 2>&1 | grep -v "^=== \(RUN\|PAUSE\|CONT\)"; exit $${PIPESTATUS[0]}
 
 # The built collector accepts the example and refuses a bad config, naming the fields.
 collector-test: $(DIST)
