@@ -48,6 +48,8 @@ type kmemleakReceiver struct {
 	truth            *truth.Checker
 	warnedNoSlabinfo bool // the truth check is off, and the user was told
 	trend            *trend.History
+	dropped          uint64 // allocations dropped for a full map, as of the last scan
+	errors           errorLimiter
 	filtered         map[tracker.CacheID]bool // slab caches met so far: true if caches: leaves them out
 }
 
@@ -66,6 +68,18 @@ func (r *kmemleakReceiver) Start(_ context.Context, _ component.Host) error {
 	}
 	r.started = true
 
+	if err := probes.acquire(r.set.ID); err != nil {
+		return err
+	}
+	if err := r.start(); err != nil {
+		probes.release(r.set.ID)
+		return err
+	}
+	return nil
+}
+
+// start loads the probes and starts the scan loop.
+func (r *kmemleakReceiver) start() error {
 	// Before attaching: the truth check needs the counts without any object
 	// the probes will track.
 	r.truth = truth.NewChecker(r.kernelCounts())
@@ -169,9 +183,10 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 	}
 	kernel := r.kernelCounts()
 	if err := r.tracker.Scan(&r.snap); err != nil {
-		log.Error("Scan of live kernel objects failed", zap.Error(err))
+		r.errors.log(log, "Scan of live kernel objects failed", err)
 		return
 	}
+	r.warnIfFull()
 	r.filterSlabCaches()
 	var bounds map[string]int64
 	if kernel != nil {
@@ -201,14 +216,50 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 
 	if r.metrics != nil {
 		if err := r.metrics.ConsumeMetrics(ctx, r.emitter.EmitMetrics(rep, took, now)); err != nil {
-			log.Error("Passing metrics to the next consumer failed", zap.Error(err))
+			r.errors.log(log, "Passing metrics to the next consumer failed", err)
 		}
 	}
 	if r.logs != nil && len(toLog) > 0 {
-		if err := r.logs.ConsumeLogs(ctx, r.emitter.EmitLogs(ctx, toLog, now)); err != nil {
-			log.Error("Passing leak-suspect events to the next consumer failed", zap.Error(err))
+		if err := r.logs.ConsumeLogs(ctx, r.emitter.EmitLogs(ctx, toLog, rep.Incomplete(), now)); err != nil {
+			r.errors.log(log, "Passing leak-suspect events to the next consumer failed", err)
 		}
 	}
+}
+
+// warnIfFull says, once per scan at most, that the map was full: the
+// probes dropped allocations, so every count is a lower bound.
+func (r *kmemleakReceiver) warnIfFull() {
+	var dropped uint64
+	for _, c := range r.snap.Counters {
+		dropped += c.Dropped
+	}
+	if dropped > r.dropped {
+		r.set.Logger.Warn("The live-object map is full: allocations went untracked, counts are lower bounds; raise max_tracked_objects",
+			zap.Uint64("dropped_since_last_scan", dropped-r.dropped), zap.Int("max_tracked_objects", r.cfg.MaxTrackedObjects))
+	}
+	r.dropped = dropped
+}
+
+// errorLimiter logs the first error of each kind, then at most one a
+// minute with the number held back: an exporter that is down fails every
+// scan, and its errors must not flood the collector's log.
+type errorLimiter struct {
+	last map[string]time.Time
+	held map[string]int
+}
+
+const errorLogEvery = time.Minute
+
+func (l *errorLimiter) log(logger *zap.Logger, msg string, err error) {
+	if l.last == nil {
+		l.last, l.held = map[string]time.Time{}, map[string]int{}
+	}
+	if time.Since(l.last[msg]) < errorLogEvery {
+		l.held[msg]++
+		return
+	}
+	logger.Error(msg, zap.Error(err), zap.Int("errors_not_logged_since_last", l.held[msg]))
+	l.last[msg], l.held[msg] = time.Now(), 0
 }
 
 // follow updates each group's trend and returns the groups that deserve an
@@ -346,6 +397,7 @@ func (r *kmemleakReceiver) Shutdown(ctx context.Context) error {
 	r.cancel()
 	select {
 	case <-r.done:
+		defer probes.release(r.set.ID)
 		return r.tracker.Close()
 	case <-ctx.Done():
 		// The loop is stuck in a consumer that ignores cancellation. Closing
@@ -354,8 +406,39 @@ func (r *kmemleakReceiver) Shutdown(ctx context.Context) error {
 		go func() {
 			<-r.done
 			_ = r.tracker.Close()
+			probes.release(r.set.ID)
 		}()
 		return fmt.Errorf("kmemleak: the scan loop did not stop in time (%w); probes are released when it does", ctx.Err())
+	}
+}
+
+// probes makes sure one receiver at a time loads the probes in a process:
+// two would attach every program twice, doubling the cost on every kernel
+// allocation and each reporting the same leaks. One receiver can serve any
+// number of pipelines.
+var probes probeOwner
+
+type probeOwner struct {
+	mu    sync.Mutex
+	owner *component.ID
+}
+
+func (p *probeOwner) acquire(id component.ID) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.owner != nil {
+		return fmt.Errorf("kmemleak: receiver %q already tracks the kernel allocators in this collector; "+
+			"a second one (%q) would attach every probe twice: list %q in every pipeline that needs it instead", *p.owner, id, *p.owner)
+	}
+	p.owner = &id
+	return nil
+}
+
+func (p *probeOwner) release(id component.ID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.owner != nil && *p.owner == id {
+		p.owner = nil
 	}
 }
 

@@ -39,7 +39,7 @@ type eventKmemLeakSuspect struct {
 	config EventConfig         // event config provided by user.
 }
 
-func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowingAttributeValue bool, options ...EventAttributeOption) {
+func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowingAttributeValue bool, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
 	if !e.config.Enabled {
 		return
 	}
@@ -58,6 +58,7 @@ func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommo
 	dp.Attributes().PutInt("kmem.bytes", kmemBytesAttributeValue)
 	dp.Attributes().PutDouble("kmem.oldest_age", kmemOldestAgeAttributeValue)
 	dp.Attributes().PutBool("kmem.growing", kmemGrowingAttributeValue)
+	dp.Attributes().PutBool("kmem.incomplete", kmemIncompleteAttributeValue)
 
 	for _, op := range options {
 		op.apply(dp)
@@ -211,6 +212,6 @@ func (lb *LogsBuilder) Emit(options ...ResourceLogsOption) plog.Logs {
 }
 
 // RecordKmemLeakSuspectEvent adds a log record of kmem.leak.suspect event.
-func (lb *LogsBuilder) RecordKmemLeakSuspectEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowingAttributeValue bool, options ...EventAttributeOption) {
-	lb.eventKmemLeakSuspect.recordEvent(ctx, timestamp, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemObjectsAttributeValue, kmemBytesAttributeValue, kmemOldestAgeAttributeValue, kmemGrowingAttributeValue, options...)
+func (lb *LogsBuilder) RecordKmemLeakSuspectEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowingAttributeValue bool, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
+	lb.eventKmemLeakSuspect.recordEvent(ctx, timestamp, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemObjectsAttributeValue, kmemBytesAttributeValue, kmemOldestAgeAttributeValue, kmemGrowingAttributeValue, kmemIncompleteAttributeValue, options...)
 }

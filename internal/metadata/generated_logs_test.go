@@ -131,7 +131,7 @@ func TestLogsBuilder(t *testing.T) {
 			allEventsCount := 0
 			defaultEventsCount++
 			allEventsCount++
-			lb.RecordKmemLeakSuspectEvent(ctx, timestamp, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", 12, 10, 15.100000, true, WithCodeStacktraceEventAttribute("code.stacktrace-val"), WithKmemCallSiteAddressEventAttribute("kmem.call_site.address-val"))
+			lb.RecordKmemLeakSuspectEvent(ctx, timestamp, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", 12, 10, 15.100000, true, false, WithCodeStacktraceEventAttribute("code.stacktrace-val"), WithKmemCallSiteAddressEventAttribute("kmem.call_site.address-val"))
 
 			rb := lb.NewResourceBuilder()
 			rb.SetHostName("host.name-val")
@@ -188,6 +188,9 @@ func TestLogsBuilder(t *testing.T) {
 					attrVal, ok = lr.Attributes().Get("kmem.growing")
 					assert.True(t, ok)
 					assert.True(t, attrVal.Bool())
+					attrVal, ok = lr.Attributes().Get("kmem.incomplete")
+					assert.True(t, ok)
+					assert.False(t, attrVal.Bool())
 					attrVal, ok = lr.Attributes().Get("code.stacktrace")
 					assert.True(t, ok)
 					assert.Equal(t, "code.stacktrace-val", attrVal.Str())

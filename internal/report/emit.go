@@ -64,7 +64,8 @@ func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommo
 
 // EmitLogs records one kmem.leak.suspect event per group given: the
 // caller picks which of a report's groups deserve one (package trend).
-func (e *Emitter) EmitLogs(ctx context.Context, groups []Group, now pcommon.Timestamp) plog.Logs {
+// incomplete marks them all as lower bounds (the tracker dropped objects).
+func (e *Emitter) EmitLogs(ctx context.Context, groups []Group, incomplete bool, now pcommon.Timestamp) plog.Logs {
 	for _, g := range groups {
 		var opts []metadata.EventAttributeOption
 		if g.Stack != "" {
@@ -74,7 +75,7 @@ func (e *Emitter) EmitLogs(ctx context.Context, groups []Group, now pcommon.Time
 			opts = append(opts, metadata.WithKmemCallSiteAddressEventAttribute("0x"+strconv.FormatUint(g.CallSite, 16)))
 		}
 		e.Logs.RecordKmemLeakSuspectEvent(ctx, now, allocatorAttribute(g.Allocator), g.Cache, g.CallSiteSym,
-			g.Objects, g.Bytes, g.OldestAge.Seconds(), g.Growing, opts...)
+			g.Objects, g.Bytes, g.OldestAge.Seconds(), g.Growing, incomplete, opts...)
 	}
 	logs := e.Logs.Emit(metadata.WithLogsResource(e.Resource))
 	completeRecords(logs, now)

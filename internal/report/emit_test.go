@@ -229,7 +229,7 @@ func TestEmitLogs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), metadata.DefaultLogsBuilderConfig(), tt.includeAddresses)
-			ld := e.EmitLogs(context.Background(), twoGroupReport().Groups, scanTime)
+			ld := e.EmitLogs(context.Background(), twoGroupReport().Groups, false, scanTime)
 
 			// plogtest does not compare event names: check them here, with
 			// what emit.go adds to the generated records.
@@ -263,7 +263,7 @@ func TestEmitLogsEventDisabled(t *testing.T) {
 	lbc.Events.KmemLeakSuspect.Enabled = false
 	e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), lbc, true)
 
-	ld := e.EmitLogs(context.Background(), twoGroupReport().Groups, scanTime)
+	ld := e.EmitLogs(context.Background(), twoGroupReport().Groups, false, scanTime)
 
 	assert.Zero(t, ld.LogRecordCount())
 }
@@ -277,9 +277,9 @@ func TestEmitTwice(t *testing.T) {
 	second.Groups = second.Groups[1:]
 
 	e.EmitMetrics(first, scanDuration, scanTime)
-	e.EmitLogs(context.Background(), first.Groups, scanTime)
+	e.EmitLogs(context.Background(), first.Groups, false, scanTime)
 	md := e.EmitMetrics(second, scanDuration, scanTime)
-	ld := e.EmitLogs(context.Background(), second.Groups, scanTime)
+	ld := e.EmitLogs(context.Background(), second.Groups, false, scanTime)
 
 	assert.Equal(t, 1, ld.LogRecordCount())
 	// One point per group in each of the four group metrics, one per
@@ -308,6 +308,6 @@ func BenchmarkEmit(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		e.EmitMetrics(rep, scanDuration, scanTime)
-		e.EmitLogs(ctx, rep.Groups, scanTime)
+		e.EmitLogs(ctx, rep.Groups, false, scanTime)
 	}
 }

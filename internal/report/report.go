@@ -57,6 +57,17 @@ type Report struct {
 	Stacks   int // stacks kept in the stack map (tracker.Snapshot.Stacks)
 }
 
+// Incomplete reports whether the tracker has dropped allocations for lack
+// of room: then every count is a lower bound, and a leak may be missing.
+func (r Report) Incomplete() bool {
+	for _, c := range r.Counters {
+		if c.Dropped > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // groupKey identifies a group before names are resolved.
 type groupKey struct {
 	cache        tracker.CacheID
