@@ -80,6 +80,10 @@ func (r *kmemleakReceiver) Start(_ context.Context, _ component.Host) error {
 
 // start loads the probes and starts the scan loop.
 func (r *kmemleakReceiver) start() error {
+	// First, so that a user without them hears of nothing else.
+	if err := tracker.CheckPrivileges(); err != nil {
+		return fmt.Errorf("kmemleak: %w", err)
+	}
 	// Before attaching: the truth check needs the counts without any object
 	// the probes will track.
 	r.truth = truth.NewChecker(r.kernelCounts())

@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -282,17 +283,14 @@ func openFDs(t *testing.T) []string {
 	return fds
 }
 
-// TestIntegrationStartWithoutPrivilegesNamesTheCapability runs this test
-// binary again as nobody without capabilities and checks that Start fails
-// with the missing capabilities named, instead of a bare EPERM.
-func TestIntegrationStartWithoutPrivilegesNamesTheCapability(t *testing.T) {
+// TestIntegrationLeastPrivilege runs this test binary again as nobody with
+// chosen capabilities: with CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH
+// (for /proc/slabinfo, root's only) the receiver scans, the truth check
+// included; with CAP_BPF or CAP_PERFMON missing, Start names it instead of
+// failing with a bare EPERM.
+func TestIntegrationLeastPrivilege(t *testing.T) {
 	if os.Getenv("KMEMLEAK_UNPRIVILEGED_CHILD") == "1" {
-		f := NewFactory()
-		m, err := f.CreateMetrics(context.Background(), receivertest.NewNopSettings(metadata.Type), testConfig(), new(consumertest.MetricsSink))
-		require.NoError(t, err)
-		err = m.Start(context.Background(), componenttest.NewNopHost())
-		require.Error(t, err)
-		os.Stdout.WriteString("START ERROR: " + err.Error() + "\n")
+		runUnprivilegedChild(t)
 		return
 	}
 	requireBPF(t)
@@ -310,11 +308,51 @@ func TestIntegrationStartWithoutPrivilegesNamesTheCapability(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(bin, self, 0o755))
 
-	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
-		bin, "-test.run=^TestIntegrationStartWithoutPrivilegesNamesTheCapability$", "-test.v")
-	cmd.Env = append(os.Environ(), "KMEMLEAK_UNPRIVILEGED_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "child failed:\n%s", out)
-	assert.Contains(t, string(out), "START ERROR: kmemleak: missing CAP_BPF and CAP_PERFMON")
-	assert.Contains(t, string(out), "run the collector as root")
+	tests := []struct {
+		caps string
+		want []string
+	}{
+		{"+bpf,+perfmon,+dac_read_search", []string{"START OK", "truth check on"}},
+		{"+bpf,+perfmon", []string{"START OK", "truth check off"}},
+		{"+bpf", []string{"START ERROR: kmemleak: missing CAP_PERFMON:", "run the collector as root or grant them"}},
+		{"+perfmon", []string{"START ERROR: kmemleak: missing CAP_BPF:"}},
+		{"", []string{"START ERROR: kmemleak: missing CAP_BPF and CAP_PERFMON"}},
+	}
+	for _, tt := range tests {
+		t.Run("caps "+tt.caps, func(t *testing.T) {
+			caps := "-all"
+			if tt.caps != "" {
+				caps += "," + tt.caps
+			}
+			cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+				"--inh-caps="+caps, "--ambient-caps="+caps, "--bounding-set="+caps,
+				bin, "-test.run=^TestIntegrationLeastPrivilege$", "-test.v")
+			cmd.Env = append(os.Environ(), "KMEMLEAK_UNPRIVILEGED_CHILD=1")
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "child failed:\n%s", out)
+			for _, want := range tt.want {
+				assert.Contains(t, string(out), want)
+			}
+		})
+	}
+}
+
+// runUnprivilegedChild starts a receiver and says how it went: the parent
+// reads stdout.
+func runUnprivilegedChild(t *testing.T) {
+	set, logs := settingsWithLogs(component.NewID(metadata.Type))
+	sink := new(consumertest.MetricsSink)
+	m, err := NewFactory().CreateMetrics(context.Background(), set, testConfig(), sink)
+	require.NoError(t, err)
+	if err := m.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		os.Stdout.WriteString("START ERROR: " + err.Error() + "\n")
+		return
+	}
+	defer func() { require.NoError(t, m.Shutdown(context.Background())) }()
+	require.Eventually(t, func() bool { return sink.DataPointCount() > 0 }, 10*time.Second, 50*time.Millisecond, "no scan")
+	truth := "truth check on"
+	if logs.FilterMessageSnippet("Cannot read the kernel's slab counts").Len() > 0 {
+		truth = "truth check off"
+	}
+	os.Stdout.WriteString("START OK, " + truth + "\n")
 }

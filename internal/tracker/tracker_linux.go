@@ -68,7 +68,7 @@ var programs = map[Allocator]map[Mode][]attachment{
 // Open checks what the kernel and the process allow, loads the maps, and
 // attaches each allocator's programs in the first mode that works.
 func Open(opts Options) (*Tracker, error) {
-	if err := checkPrivileges(); err != nil {
+	if err := CheckPrivileges(); err != nil {
 		return nil, err
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
@@ -540,9 +540,9 @@ const (
 	capBPF      = 39
 )
 
-// checkPrivileges names the missing capability up front; the kernel's EPERM
+// CheckPrivileges names the missing capability up front; the kernel's EPERM
 // from bpf(2) does not say which one it wanted.
-func checkPrivileges() error {
+func CheckPrivileges() error {
 	eff, err := effectiveCaps()
 	if err != nil {
 		return fmt.Errorf("reading the process capabilities: %w", err)
