@@ -8,7 +8,7 @@ DIST     := _build/otelcol-kmemleak
 CONFIG   ?= examples/config.yaml
 TRACEFS  := /sys/kernel/tracing
 
-.PHONY: build run test lint unit-test collector-test tracefs generate clean
+.PHONY: build run test lint unit-test fuzz collector-test tracefs generate clean
 
 # ocb regenerates the distribution's sources and rebuilds it when anything
 # the receiver is made of changes.
@@ -20,7 +20,7 @@ build: $(DIST)
 run: $(DIST)
 	$(DIST) --config $(CONFIG)
 
-test: lint tracefs unit-test collector-test
+test: lint tracefs unit-test fuzz collector-test
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
@@ -34,6 +34,13 @@ tracefs:
 # while the accuracy test counts what outlives its own load.
 unit-test:
 	$(GO) test -p 1 -count=1 -v ./... 2>&1 | grep -v "^=== \(RUN\|PAUSE\|CONT\)"; exit $${PIPESTATUS[0]}
+
+# Each fuzz target for a bounded time; the seeds are in the tests.
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/ksym
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/slabinfo
+	$(GO) test -run '^$$' -fuzz '^FuzzConfigUnmarshal$$' -fuzztime $(FUZZTIME) .
 
 # The built collector accepts the example and refuses a bad config, naming the fields.
 collector-test: $(DIST)

@@ -2,6 +2,7 @@ package kmemleakreceiver
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
@@ -411,4 +413,41 @@ func TestCacheFilter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzConfigUnmarshal feeds the receiver's config arbitrary YAML: decoding
+// and validating must fail cleanly, never panic, and a config that
+// validates must be one the receiver can turn into probe options.
+func FuzzConfigUnmarshal(f *testing.F) {
+	for _, seed := range []string{
+		"min_age: 5s\ntop_n: 3\n",
+		"allocators: [slab, kmalloc, pages]\nattach: kprobe\n",
+		"caches:\n  include: ['kmalloc-[']\n",
+		"stack_traces: always\nstack_depth: 127\nmax_size: 4096\nmin_size: 8192\n",
+		"max_tracked_objects: -1\nreport_interval: 0s\n",
+		"metrics:\n  kmem.outstanding.bytes:\n    enabled: false\n",
+		"collection_interval: 1ns\ntrend_window: 1000\n",
+	} {
+		f.Add(seed)
+	}
+	if fixture, err := os.ReadFile(filepath.Join("testdata", "config.yaml")); err == nil {
+		f.Add(string(fixture))
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		var raw map[string]any
+		if err := yaml.Unmarshal([]byte(text), &raw); err != nil {
+			return
+		}
+		cfg := createDefaultConfig()
+		if err := confmap.NewFromStringMap(raw).Unmarshal(cfg); err != nil {
+			return
+		}
+		if cfg.Validate() != nil {
+			return
+		}
+		opts := cfg.trackerOptions()
+		if opts.MaxObjects < minTrackedObjects || opts.Stacks.Depth < 1 || opts.MinSize > opts.MaxSize {
+			t.Fatalf("a config that validates gives bad probe options: %+v", opts)
+		}
+	})
 }

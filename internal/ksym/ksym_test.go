@@ -340,3 +340,34 @@ func BenchmarkResolve(b *testing.B) {
 		i++
 	}
 }
+
+// FuzzParse feeds Parse arbitrary kallsyms text: it must never panic, and
+// whatever table it returns must resolve any address without panicking and
+// only to symbols at or below it.
+func FuzzParse(f *testing.F) {
+	for _, seed := range []string{
+		"ffffffff81000000 T _stext\nffffffff81000100 t helper\n",
+		"ffffffffc0a01000 t nf_tables_init_net\t[nf_tables]\n",
+		"0000000000000000 T restricted\n",
+		"not a line\nffffffff81000000 T\nffffffff81000000\n",
+		"ffffffff81000000 D data\nffffffff81000000 W weak\n",
+		"",
+	} {
+		f.Add(seed, uint64(0xffffffff81000042))
+	}
+	if fixture, err := os.ReadFile("testdata/kallsyms"); err == nil {
+		f.Add(string(fixture), uint64(0xffffffff81000042))
+	}
+	f.Fuzz(func(t *testing.T, text string, addr uint64) {
+		table, err := Parse(strings.NewReader(text))
+		if err != nil {
+			return
+		}
+		if table.Len() == 0 {
+			t.Fatal("Parse returned an empty table without an error")
+		}
+		if sym, ok := table.Resolve(addr); ok && sym.Offset > addr {
+			t.Fatalf("Resolve(%#x) = %+v: offset past the address", addr, sym)
+		}
+	})
+}
