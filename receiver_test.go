@@ -253,18 +253,23 @@ func TestIntegrationShutdownReleasesEverything(t *testing.T) {
 	require.NoError(t, m2.Shutdown(context.Background()))
 }
 
-func bpfProgramIDs(t *testing.T) []ebpf.ProgramID {
+func bpfProgramIDs(t *testing.T) []ebpf.ProgramID { return kernelIDs(t, ebpf.ProgramGetNextID) }
+
+func bpfMapIDs(t *testing.T) []ebpf.MapID { return kernelIDs(t, ebpf.MapGetNextID) }
+
+// kernelIDs lists the IDs of every BPF object of a kind in the kernel.
+func kernelIDs[ID ~uint32](t *testing.T, next func(ID) (ID, error)) []ID {
 	t.Helper()
-	var ids []ebpf.ProgramID
-	var id ebpf.ProgramID
+	var ids []ID
+	var id ID
 	for {
-		next, err := ebpf.ProgramGetNextID(id)
+		n, err := next(id)
 		if errors.Is(err, os.ErrNotExist) {
 			return ids
 		}
 		require.NoError(t, err)
-		ids = append(ids, next)
-		id = next
+		ids = append(ids, n)
+		id = n
 	}
 }
 

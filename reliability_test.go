@@ -5,14 +5,12 @@ package kmemleakreceiver
 import (
 	"context"
 	"errors"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
@@ -100,21 +98,6 @@ func added[T comparable](before, after []T) []T {
 		}
 	}
 	return out
-}
-
-func bpfMapIDs(t *testing.T) []ebpf.MapID {
-	t.Helper()
-	var ids []ebpf.MapID
-	var id ebpf.MapID
-	for {
-		next, err := ebpf.MapGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			return ids
-		}
-		require.NoError(t, err)
-		ids = append(ids, next)
-		id = next
-	}
 }
 
 // A map too small for the machine: the kernel goes on, drops are counted,
