@@ -192,3 +192,53 @@ func lastMetrics(t *testing.T, sink *consumertest.MetricsSink) pmetric.Metrics {
 	all := sink.AllMetrics()
 	return all[len(all)-1]
 }
+
+// A free from an interrupt that lands while the free program runs on the
+// same CPU is skipped by the kernel; the backup free program must handle
+// it, or its object stays as a phantom. The frees lost are at most those
+// the primary missed and the backup did not recover.
+func TestIntegrationFreesLostToRecursionAreRecovered(t *testing.T) {
+	requireBPF(t)
+	for _, mode := range []string{"tp_btf", "raw_tp"} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Attach = mode
+			cfg.StackTraces = "off"
+			p := startReceiver(t, cfg)
+			stop := make(chan struct{})
+			load := startChurn(t, stop)
+			time.Sleep(10 * time.Second)
+			close(stop)
+			load.Wait()
+			time.Sleep(2 * cfg.CollectionInterval)
+
+			var frees, missed, recovered int64
+			for _, rm := range lastMetrics(t, p.metrics).ResourceMetrics().All() {
+				for _, sm := range rm.ScopeMetrics().All() {
+					for _, m := range sm.Metrics().All() {
+						switch m.Name() {
+						case "kmem.frees":
+							frees += sumOf(m)
+						case "kmem.tracker.free_recursion_misses":
+							missed += sumOf(m)
+						case "kmem.tracker.recovered_frees":
+							recovered += sumOf(m)
+						}
+					}
+				}
+			}
+			lost := max(0, missed-recovered)
+			t.Logf("%d frees; the primary free program was skipped for %d, the backup handled %d: at most %d lost (%.5f%%)",
+				frees, missed, recovered, lost, 100*float64(lost)/float64(frees))
+			assert.Positive(t, frees)
+			assert.LessOrEqual(t, float64(lost), 0.0001*float64(frees), "frees lost to recursion above 0.01%% of frees")
+		})
+	}
+}
+
+func sumOf(m pmetric.Metric) (n int64) {
+	for _, dp := range m.Sum().DataPoints().All() {
+		n += dp.IntValue()
+	}
+	return n
+}

@@ -78,6 +78,7 @@ struct counters {
 	__u64 untracked_frees;
 	__u64 dropped;
 	__u64 stack_errors;
+	__u64 recovered_frees; // frees the backup free program handled for the primary
 };
 
 // Sized by the loader from max_tracked_objects. Preallocated: inserts never
@@ -308,6 +309,9 @@ static __always_inline void free_backup(const void *ptr, __u32 allocator)
 		return;
 	}
 	track_free(ptr, allocator);
+	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+	if (c)
+		c->recovered_frees++;
 }
 
 // tp_btf: typed arguments straight from the tracepoint call, the cheapest mode.

@@ -27,6 +27,7 @@ type KmemleakCounters struct {
 	UntrackedFrees uint64
 	Dropped        uint64
 	StackErrors    uint64
+	RecoveredFrees uint64
 }
 
 type KmemleakObject struct {

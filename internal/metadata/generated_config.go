@@ -353,6 +353,54 @@ func (ms *KmemTrackerDroppedMetricConfig) Validate() error {
 	return nil
 }
 
+// KmemTrackerFreeRecursionMissesMetricAttributeKey specifies the key of an attribute for the kmem.tracker.free_recursion_misses metric.
+type KmemTrackerFreeRecursionMissesMetricAttributeKey string
+
+const (
+	KmemTrackerFreeRecursionMissesMetricAttributeKeyKmemAllocator KmemTrackerFreeRecursionMissesMetricAttributeKey = "kmem.allocator"
+)
+
+// KmemTrackerFreeRecursionMissesMetricConfig provides config for the kmem.tracker.free_recursion_misses metric.
+type KmemTrackerFreeRecursionMissesMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                             `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmemTrackerFreeRecursionMissesMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmemTrackerFreeRecursionMissesMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmemTrackerFreeRecursionMissesMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmemTrackerFreeRecursionMissesMetricAttributeKeyKmemAllocator:
+		default:
+			return fmt.Errorf("metric kmem.tracker.free_recursion_misses doesn't have an attribute %v, valid attributes: [kmem.allocator]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // KmemTrackerObjectsMetricAttributeKey specifies the key of an attribute for the kmem.tracker.objects metric.
 type KmemTrackerObjectsMetricAttributeKey string
 
@@ -389,6 +437,54 @@ func (ms *KmemTrackerObjectsMetricConfig) Validate() error {
 		case KmemTrackerObjectsMetricAttributeKeyKmemAllocator:
 		default:
 			return fmt.Errorf("metric kmem.tracker.objects doesn't have an attribute %v, valid attributes: [kmem.allocator]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// KmemTrackerRecoveredFreesMetricAttributeKey specifies the key of an attribute for the kmem.tracker.recovered_frees metric.
+type KmemTrackerRecoveredFreesMetricAttributeKey string
+
+const (
+	KmemTrackerRecoveredFreesMetricAttributeKeyKmemAllocator KmemTrackerRecoveredFreesMetricAttributeKey = "kmem.allocator"
+)
+
+// KmemTrackerRecoveredFreesMetricConfig provides config for the kmem.tracker.recovered_frees metric.
+type KmemTrackerRecoveredFreesMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                        `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmemTrackerRecoveredFreesMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmemTrackerRecoveredFreesMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmemTrackerRecoveredFreesMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmemTrackerRecoveredFreesMetricAttributeKeyKmemAllocator:
+		default:
+			return fmt.Errorf("metric kmem.tracker.recovered_frees doesn't have an attribute %v, valid attributes: [kmem.allocator]", val)
 		}
 	}
 
@@ -656,21 +752,23 @@ func (ms *KmemTrackerWithheldGroupsMetricConfig) Unmarshal(parser *confmap.Conf)
 
 // MetricsConfig provides config for kmemleak metrics.
 type MetricsConfig struct {
-	KmemAllocations            KmemAllocationsMetricConfig            `mapstructure:"kmem.allocations"`
-	KmemFrees                  KmemFreesMetricConfig                  `mapstructure:"kmem.frees"`
-	KmemOutstandingBytes       KmemOutstandingBytesMetricConfig       `mapstructure:"kmem.outstanding.bytes"`
-	KmemOutstandingGrowth      KmemOutstandingGrowthMetricConfig      `mapstructure:"kmem.outstanding.growth"`
-	KmemOutstandingObjects     KmemOutstandingObjectsMetricConfig     `mapstructure:"kmem.outstanding.objects"`
-	KmemOutstandingOldestAge   KmemOutstandingOldestAgeMetricConfig   `mapstructure:"kmem.outstanding.oldest_age"`
-	KmemTrackerDropped         KmemTrackerDroppedMetricConfig         `mapstructure:"kmem.tracker.dropped"`
-	KmemTrackerObjects         KmemTrackerObjectsMetricConfig         `mapstructure:"kmem.tracker.objects"`
-	KmemTrackerRecursionMisses KmemTrackerRecursionMissesMetricConfig `mapstructure:"kmem.tracker.recursion_misses"`
-	KmemTrackerScanDuration    KmemTrackerScanDurationMetricConfig    `mapstructure:"kmem.tracker.scan.duration"`
-	KmemTrackerStackErrors     KmemTrackerStackErrorsMetricConfig     `mapstructure:"kmem.tracker.stack_errors"`
-	KmemTrackerStacks          KmemTrackerStacksMetricConfig          `mapstructure:"kmem.tracker.stacks"`
-	KmemTrackerUntracedCaches  KmemTrackerUntracedCachesMetricConfig  `mapstructure:"kmem.tracker.untraced_caches"`
-	KmemTrackerUntrackedFrees  KmemTrackerUntrackedFreesMetricConfig  `mapstructure:"kmem.tracker.untracked_frees"`
-	KmemTrackerWithheldGroups  KmemTrackerWithheldGroupsMetricConfig  `mapstructure:"kmem.tracker.withheld_groups"`
+	KmemAllocations                KmemAllocationsMetricConfig                `mapstructure:"kmem.allocations"`
+	KmemFrees                      KmemFreesMetricConfig                      `mapstructure:"kmem.frees"`
+	KmemOutstandingBytes           KmemOutstandingBytesMetricConfig           `mapstructure:"kmem.outstanding.bytes"`
+	KmemOutstandingGrowth          KmemOutstandingGrowthMetricConfig          `mapstructure:"kmem.outstanding.growth"`
+	KmemOutstandingObjects         KmemOutstandingObjectsMetricConfig         `mapstructure:"kmem.outstanding.objects"`
+	KmemOutstandingOldestAge       KmemOutstandingOldestAgeMetricConfig       `mapstructure:"kmem.outstanding.oldest_age"`
+	KmemTrackerDropped             KmemTrackerDroppedMetricConfig             `mapstructure:"kmem.tracker.dropped"`
+	KmemTrackerFreeRecursionMisses KmemTrackerFreeRecursionMissesMetricConfig `mapstructure:"kmem.tracker.free_recursion_misses"`
+	KmemTrackerObjects             KmemTrackerObjectsMetricConfig             `mapstructure:"kmem.tracker.objects"`
+	KmemTrackerRecoveredFrees      KmemTrackerRecoveredFreesMetricConfig      `mapstructure:"kmem.tracker.recovered_frees"`
+	KmemTrackerRecursionMisses     KmemTrackerRecursionMissesMetricConfig     `mapstructure:"kmem.tracker.recursion_misses"`
+	KmemTrackerScanDuration        KmemTrackerScanDurationMetricConfig        `mapstructure:"kmem.tracker.scan.duration"`
+	KmemTrackerStackErrors         KmemTrackerStackErrorsMetricConfig         `mapstructure:"kmem.tracker.stack_errors"`
+	KmemTrackerStacks              KmemTrackerStacksMetricConfig              `mapstructure:"kmem.tracker.stacks"`
+	KmemTrackerUntracedCaches      KmemTrackerUntracedCachesMetricConfig      `mapstructure:"kmem.tracker.untraced_caches"`
+	KmemTrackerUntrackedFrees      KmemTrackerUntrackedFreesMetricConfig      `mapstructure:"kmem.tracker.untracked_frees"`
+	KmemTrackerWithheldGroups      KmemTrackerWithheldGroupsMetricConfig      `mapstructure:"kmem.tracker.withheld_groups"`
 }
 
 func DefaultMetricsConfig() MetricsConfig {
@@ -710,10 +808,20 @@ func DefaultMetricsConfig() MetricsConfig {
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []KmemTrackerDroppedMetricAttributeKey{KmemTrackerDroppedMetricAttributeKeyKmemAllocator},
 		},
+		KmemTrackerFreeRecursionMisses: KmemTrackerFreeRecursionMissesMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmemTrackerFreeRecursionMissesMetricAttributeKey{KmemTrackerFreeRecursionMissesMetricAttributeKeyKmemAllocator},
+		},
 		KmemTrackerObjects: KmemTrackerObjectsMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
 			EnabledAttributes:   []KmemTrackerObjectsMetricAttributeKey{KmemTrackerObjectsMetricAttributeKeyKmemAllocator},
+		},
+		KmemTrackerRecoveredFrees: KmemTrackerRecoveredFreesMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmemTrackerRecoveredFreesMetricAttributeKey{KmemTrackerRecoveredFreesMetricAttributeKeyKmemAllocator},
 		},
 		KmemTrackerRecursionMisses: KmemTrackerRecursionMissesMetricConfig{
 			Enabled:             true,

@@ -61,10 +61,20 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []KmemTrackerDroppedMetricAttributeKey{KmemTrackerDroppedMetricAttributeKeyKmemAllocator},
 					},
+					KmemTrackerFreeRecursionMisses: KmemTrackerFreeRecursionMissesMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []KmemTrackerFreeRecursionMissesMetricAttributeKey{KmemTrackerFreeRecursionMissesMetricAttributeKeyKmemAllocator},
+					},
 					KmemTrackerObjects: KmemTrackerObjectsMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
 						EnabledAttributes:   []KmemTrackerObjectsMetricAttributeKey{KmemTrackerObjectsMetricAttributeKeyKmemAllocator},
+					},
+					KmemTrackerRecoveredFrees: KmemTrackerRecoveredFreesMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []KmemTrackerRecoveredFreesMetricAttributeKey{KmemTrackerRecoveredFreesMetricAttributeKeyKmemAllocator},
 					},
 					KmemTrackerRecursionMisses: KmemTrackerRecursionMissesMetricConfig{
 						Enabled:             true,
@@ -143,10 +153,20 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []KmemTrackerDroppedMetricAttributeKey{KmemTrackerDroppedMetricAttributeKeyKmemAllocator},
 					},
+					KmemTrackerFreeRecursionMisses: KmemTrackerFreeRecursionMissesMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []KmemTrackerFreeRecursionMissesMetricAttributeKey{KmemTrackerFreeRecursionMissesMetricAttributeKeyKmemAllocator},
+					},
 					KmemTrackerObjects: KmemTrackerObjectsMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
 						EnabledAttributes:   []KmemTrackerObjectsMetricAttributeKey{KmemTrackerObjectsMetricAttributeKeyKmemAllocator},
+					},
+					KmemTrackerRecoveredFrees: KmemTrackerRecoveredFreesMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []KmemTrackerRecoveredFreesMetricAttributeKey{KmemTrackerRecoveredFreesMetricAttributeKeyKmemAllocator},
 					},
 					KmemTrackerRecursionMisses: KmemTrackerRecursionMissesMetricConfig{
 						Enabled:             false,
@@ -190,7 +210,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KmemAllocationsMetricConfig{}, KmemFreesMetricConfig{}, KmemOutstandingBytesMetricConfig{}, KmemOutstandingGrowthMetricConfig{}, KmemOutstandingObjectsMetricConfig{}, KmemOutstandingOldestAgeMetricConfig{}, KmemTrackerDroppedMetricConfig{}, KmemTrackerObjectsMetricConfig{}, KmemTrackerRecursionMissesMetricConfig{}, KmemTrackerScanDurationMetricConfig{}, KmemTrackerStackErrorsMetricConfig{}, KmemTrackerStacksMetricConfig{}, KmemTrackerUntracedCachesMetricConfig{}, KmemTrackerUntrackedFreesMetricConfig{}, KmemTrackerWithheldGroupsMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KmemAllocationsMetricConfig{}, KmemFreesMetricConfig{}, KmemOutstandingBytesMetricConfig{}, KmemOutstandingGrowthMetricConfig{}, KmemOutstandingObjectsMetricConfig{}, KmemOutstandingOldestAgeMetricConfig{}, KmemTrackerDroppedMetricConfig{}, KmemTrackerFreeRecursionMissesMetricConfig{}, KmemTrackerObjectsMetricConfig{}, KmemTrackerRecoveredFreesMetricConfig{}, KmemTrackerRecursionMissesMetricConfig{}, KmemTrackerScanDurationMetricConfig{}, KmemTrackerStackErrorsMetricConfig{}, KmemTrackerStacksMetricConfig{}, KmemTrackerUntracedCachesMetricConfig{}, KmemTrackerUntrackedFreesMetricConfig{}, KmemTrackerWithheldGroupsMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -279,6 +299,18 @@ func TestKmemTrackerDroppedMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }
 
+func TestKmemTrackerFreeRecursionMissesMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().KmemTrackerFreeRecursionMisses
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []KmemTrackerFreeRecursionMissesMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.tracker.free_recursion_misses doesn't have an attribute invalid, valid attributes: [kmem.allocator]")
+
+	cfg = DefaultMetricsConfig().KmemTrackerFreeRecursionMisses
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
 func TestKmemTrackerObjectsMetricsConfig_Validate(t *testing.T) {
 	cfg := DefaultMetricsConfig().KmemTrackerObjects
 	require.NoError(t, cfg.Validate())
@@ -287,6 +319,18 @@ func TestKmemTrackerObjectsMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric kmem.tracker.objects doesn't have an attribute invalid, valid attributes: [kmem.allocator]")
 
 	cfg = DefaultMetricsConfig().KmemTrackerObjects
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestKmemTrackerRecoveredFreesMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().KmemTrackerRecoveredFrees
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []KmemTrackerRecoveredFreesMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.tracker.recovered_frees doesn't have an attribute invalid, valid attributes: [kmem.allocator]")
+
+	cfg = DefaultMetricsConfig().KmemTrackerRecoveredFrees
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }

@@ -74,8 +74,16 @@ var MetricsInfo = metricsInfo{
 		Name:       "kmem.tracker.dropped",
 		Attributes: []string{"kmem.allocator"},
 	},
+	KmemTrackerFreeRecursionMisses: metricInfo{
+		Name:       "kmem.tracker.free_recursion_misses",
+		Attributes: []string{"kmem.allocator"},
+	},
 	KmemTrackerObjects: metricInfo{
 		Name:       "kmem.tracker.objects",
+		Attributes: []string{"kmem.allocator"},
+	},
+	KmemTrackerRecoveredFrees: metricInfo{
+		Name:       "kmem.tracker.recovered_frees",
 		Attributes: []string{"kmem.allocator"},
 	},
 	KmemTrackerRecursionMisses: metricInfo{
@@ -106,21 +114,23 @@ var MetricsInfo = metricsInfo{
 }
 
 type metricsInfo struct {
-	KmemAllocations            metricInfo
-	KmemFrees                  metricInfo
-	KmemOutstandingBytes       metricInfo
-	KmemOutstandingGrowth      metricInfo
-	KmemOutstandingObjects     metricInfo
-	KmemOutstandingOldestAge   metricInfo
-	KmemTrackerDropped         metricInfo
-	KmemTrackerObjects         metricInfo
-	KmemTrackerRecursionMisses metricInfo
-	KmemTrackerScanDuration    metricInfo
-	KmemTrackerStackErrors     metricInfo
-	KmemTrackerStacks          metricInfo
-	KmemTrackerUntracedCaches  metricInfo
-	KmemTrackerUntrackedFrees  metricInfo
-	KmemTrackerWithheldGroups  metricInfo
+	KmemAllocations                metricInfo
+	KmemFrees                      metricInfo
+	KmemOutstandingBytes           metricInfo
+	KmemOutstandingGrowth          metricInfo
+	KmemOutstandingObjects         metricInfo
+	KmemOutstandingOldestAge       metricInfo
+	KmemTrackerDropped             metricInfo
+	KmemTrackerFreeRecursionMisses metricInfo
+	KmemTrackerObjects             metricInfo
+	KmemTrackerRecoveredFrees      metricInfo
+	KmemTrackerRecursionMisses     metricInfo
+	KmemTrackerScanDuration        metricInfo
+	KmemTrackerStackErrors         metricInfo
+	KmemTrackerStacks              metricInfo
+	KmemTrackerUntracedCaches      metricInfo
+	KmemTrackerUntrackedFrees      metricInfo
+	KmemTrackerWithheldGroups      metricInfo
 }
 
 type metricInfo struct {
@@ -781,6 +791,97 @@ func newMetricKmemTrackerDropped(cfg KmemTrackerDroppedMetricConfig) metricKmemT
 	return m
 }
 
+type metricKmemTrackerFreeRecursionMisses struct {
+	data          pmetric.Metric                             // data buffer for generated metric.
+	config        KmemTrackerFreeRecursionMissesMetricConfig // metric config provided by user.
+	capacity      int                                        // max observed number of data points added to the metric.
+	aggDataPoints []int64                                    // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmem.tracker.free_recursion_misses metric with initial data.
+func (m *metricKmemTrackerFreeRecursionMisses) init() {
+	m.data.SetName("kmem.tracker.free_recursion_misses")
+	m.data.SetDescription("Frees the primary free probe was skipped for because it was already running on that CPU (an interrupt inside it); the backup free probe handles them (kmem.tracker.recovered_frees).")
+	m.data.SetUnit("{free}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmemTrackerFreeRecursionMisses) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmemTrackerFreeRecursionMissesMetricAttributeKeyKmemAllocator) {
+		dp.Attributes().PutStr("kmem.allocator", kmemAllocatorAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmemTrackerFreeRecursionMisses) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmemTrackerFreeRecursionMisses) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmemTrackerFreeRecursionMisses(cfg KmemTrackerFreeRecursionMissesMetricConfig) metricKmemTrackerFreeRecursionMisses {
+	m := metricKmemTrackerFreeRecursionMisses{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricKmemTrackerObjects struct {
 	data          pmetric.Metric                 // data buffer for generated metric.
 	config        KmemTrackerObjectsMetricConfig // metric config provided by user.
@@ -862,6 +963,97 @@ func (m *metricKmemTrackerObjects) emit(metrics pmetric.MetricSlice) {
 
 func newMetricKmemTrackerObjects(cfg KmemTrackerObjectsMetricConfig) metricKmemTrackerObjects {
 	m := metricKmemTrackerObjects{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricKmemTrackerRecoveredFrees struct {
+	data          pmetric.Metric                        // data buffer for generated metric.
+	config        KmemTrackerRecoveredFreesMetricConfig // metric config provided by user.
+	capacity      int                                   // max observed number of data points added to the metric.
+	aggDataPoints []int64                               // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmem.tracker.recovered_frees metric with initial data.
+func (m *metricKmemTrackerRecoveredFrees) init() {
+	m.data.SetName("kmem.tracker.recovered_frees")
+	m.data.SetDescription("Frees the backup free probe handled because the primary was skipped; free_recursion_misses minus this bounds the frees lost to recursion.")
+	m.data.SetUnit("{free}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmemTrackerRecoveredFrees) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmemTrackerRecoveredFreesMetricAttributeKeyKmemAllocator) {
+		dp.Attributes().PutStr("kmem.allocator", kmemAllocatorAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmemTrackerRecoveredFrees) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmemTrackerRecoveredFrees) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmemTrackerRecoveredFrees(cfg KmemTrackerRecoveredFreesMetricConfig) metricKmemTrackerRecoveredFrees {
+	m := metricKmemTrackerRecoveredFrees{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -1388,28 +1580,30 @@ func newMetricKmemTrackerWithheldGroups(cfg KmemTrackerWithheldGroupsMetricConfi
 // MetricsBuilder provides an interface for scrapers to report metrics while taking care of all the transformations
 // required to produce metric representation defined in metadata and user config.
 type MetricsBuilder struct {
-	config                           MetricsBuilderConfig // config of the metrics builder.
-	startTime                        pcommon.Timestamp    // start time that will be applied to all recorded data points.
-	metricsCapacity                  int                  // maximum observed number of metrics per resource.
-	metricsBuffer                    pmetric.Metrics      // accumulates metrics data before emitting.
-	buildInfo                        component.BuildInfo  // contains version information.
-	resourceAttributeIncludeFilter   map[string]filter.Filter
-	resourceAttributeExcludeFilter   map[string]filter.Filter
-	metricKmemAllocations            metricKmemAllocations
-	metricKmemFrees                  metricKmemFrees
-	metricKmemOutstandingBytes       metricKmemOutstandingBytes
-	metricKmemOutstandingGrowth      metricKmemOutstandingGrowth
-	metricKmemOutstandingObjects     metricKmemOutstandingObjects
-	metricKmemOutstandingOldestAge   metricKmemOutstandingOldestAge
-	metricKmemTrackerDropped         metricKmemTrackerDropped
-	metricKmemTrackerObjects         metricKmemTrackerObjects
-	metricKmemTrackerRecursionMisses metricKmemTrackerRecursionMisses
-	metricKmemTrackerScanDuration    metricKmemTrackerScanDuration
-	metricKmemTrackerStackErrors     metricKmemTrackerStackErrors
-	metricKmemTrackerStacks          metricKmemTrackerStacks
-	metricKmemTrackerUntracedCaches  metricKmemTrackerUntracedCaches
-	metricKmemTrackerUntrackedFrees  metricKmemTrackerUntrackedFrees
-	metricKmemTrackerWithheldGroups  metricKmemTrackerWithheldGroups
+	config                               MetricsBuilderConfig // config of the metrics builder.
+	startTime                            pcommon.Timestamp    // start time that will be applied to all recorded data points.
+	metricsCapacity                      int                  // maximum observed number of metrics per resource.
+	metricsBuffer                        pmetric.Metrics      // accumulates metrics data before emitting.
+	buildInfo                            component.BuildInfo  // contains version information.
+	resourceAttributeIncludeFilter       map[string]filter.Filter
+	resourceAttributeExcludeFilter       map[string]filter.Filter
+	metricKmemAllocations                metricKmemAllocations
+	metricKmemFrees                      metricKmemFrees
+	metricKmemOutstandingBytes           metricKmemOutstandingBytes
+	metricKmemOutstandingGrowth          metricKmemOutstandingGrowth
+	metricKmemOutstandingObjects         metricKmemOutstandingObjects
+	metricKmemOutstandingOldestAge       metricKmemOutstandingOldestAge
+	metricKmemTrackerDropped             metricKmemTrackerDropped
+	metricKmemTrackerFreeRecursionMisses metricKmemTrackerFreeRecursionMisses
+	metricKmemTrackerObjects             metricKmemTrackerObjects
+	metricKmemTrackerRecoveredFrees      metricKmemTrackerRecoveredFrees
+	metricKmemTrackerRecursionMisses     metricKmemTrackerRecursionMisses
+	metricKmemTrackerScanDuration        metricKmemTrackerScanDuration
+	metricKmemTrackerStackErrors         metricKmemTrackerStackErrors
+	metricKmemTrackerStacks              metricKmemTrackerStacks
+	metricKmemTrackerUntracedCaches      metricKmemTrackerUntracedCaches
+	metricKmemTrackerUntrackedFrees      metricKmemTrackerUntrackedFrees
+	metricKmemTrackerWithheldGroups      metricKmemTrackerWithheldGroups
 }
 
 // MetricBuilderOption applies changes to default metrics builder.
@@ -1431,27 +1625,29 @@ func WithStartTime(startTime pcommon.Timestamp) MetricBuilderOption {
 }
 func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, options ...MetricBuilderOption) *MetricsBuilder {
 	mb := &MetricsBuilder{
-		config:                           mbc,
-		startTime:                        pcommon.NewTimestampFromTime(time.Now()),
-		metricsBuffer:                    pmetric.NewMetrics(),
-		buildInfo:                        settings.BuildInfo,
-		metricKmemAllocations:            newMetricKmemAllocations(mbc.Metrics.KmemAllocations),
-		metricKmemFrees:                  newMetricKmemFrees(mbc.Metrics.KmemFrees),
-		metricKmemOutstandingBytes:       newMetricKmemOutstandingBytes(mbc.Metrics.KmemOutstandingBytes),
-		metricKmemOutstandingGrowth:      newMetricKmemOutstandingGrowth(mbc.Metrics.KmemOutstandingGrowth),
-		metricKmemOutstandingObjects:     newMetricKmemOutstandingObjects(mbc.Metrics.KmemOutstandingObjects),
-		metricKmemOutstandingOldestAge:   newMetricKmemOutstandingOldestAge(mbc.Metrics.KmemOutstandingOldestAge),
-		metricKmemTrackerDropped:         newMetricKmemTrackerDropped(mbc.Metrics.KmemTrackerDropped),
-		metricKmemTrackerObjects:         newMetricKmemTrackerObjects(mbc.Metrics.KmemTrackerObjects),
-		metricKmemTrackerRecursionMisses: newMetricKmemTrackerRecursionMisses(mbc.Metrics.KmemTrackerRecursionMisses),
-		metricKmemTrackerScanDuration:    newMetricKmemTrackerScanDuration(mbc.Metrics.KmemTrackerScanDuration),
-		metricKmemTrackerStackErrors:     newMetricKmemTrackerStackErrors(mbc.Metrics.KmemTrackerStackErrors),
-		metricKmemTrackerStacks:          newMetricKmemTrackerStacks(mbc.Metrics.KmemTrackerStacks),
-		metricKmemTrackerUntracedCaches:  newMetricKmemTrackerUntracedCaches(mbc.Metrics.KmemTrackerUntracedCaches),
-		metricKmemTrackerUntrackedFrees:  newMetricKmemTrackerUntrackedFrees(mbc.Metrics.KmemTrackerUntrackedFrees),
-		metricKmemTrackerWithheldGroups:  newMetricKmemTrackerWithheldGroups(mbc.Metrics.KmemTrackerWithheldGroups),
-		resourceAttributeIncludeFilter:   make(map[string]filter.Filter),
-		resourceAttributeExcludeFilter:   make(map[string]filter.Filter),
+		config:                               mbc,
+		startTime:                            pcommon.NewTimestampFromTime(time.Now()),
+		metricsBuffer:                        pmetric.NewMetrics(),
+		buildInfo:                            settings.BuildInfo,
+		metricKmemAllocations:                newMetricKmemAllocations(mbc.Metrics.KmemAllocations),
+		metricKmemFrees:                      newMetricKmemFrees(mbc.Metrics.KmemFrees),
+		metricKmemOutstandingBytes:           newMetricKmemOutstandingBytes(mbc.Metrics.KmemOutstandingBytes),
+		metricKmemOutstandingGrowth:          newMetricKmemOutstandingGrowth(mbc.Metrics.KmemOutstandingGrowth),
+		metricKmemOutstandingObjects:         newMetricKmemOutstandingObjects(mbc.Metrics.KmemOutstandingObjects),
+		metricKmemOutstandingOldestAge:       newMetricKmemOutstandingOldestAge(mbc.Metrics.KmemOutstandingOldestAge),
+		metricKmemTrackerDropped:             newMetricKmemTrackerDropped(mbc.Metrics.KmemTrackerDropped),
+		metricKmemTrackerFreeRecursionMisses: newMetricKmemTrackerFreeRecursionMisses(mbc.Metrics.KmemTrackerFreeRecursionMisses),
+		metricKmemTrackerObjects:             newMetricKmemTrackerObjects(mbc.Metrics.KmemTrackerObjects),
+		metricKmemTrackerRecoveredFrees:      newMetricKmemTrackerRecoveredFrees(mbc.Metrics.KmemTrackerRecoveredFrees),
+		metricKmemTrackerRecursionMisses:     newMetricKmemTrackerRecursionMisses(mbc.Metrics.KmemTrackerRecursionMisses),
+		metricKmemTrackerScanDuration:        newMetricKmemTrackerScanDuration(mbc.Metrics.KmemTrackerScanDuration),
+		metricKmemTrackerStackErrors:         newMetricKmemTrackerStackErrors(mbc.Metrics.KmemTrackerStackErrors),
+		metricKmemTrackerStacks:              newMetricKmemTrackerStacks(mbc.Metrics.KmemTrackerStacks),
+		metricKmemTrackerUntracedCaches:      newMetricKmemTrackerUntracedCaches(mbc.Metrics.KmemTrackerUntracedCaches),
+		metricKmemTrackerUntrackedFrees:      newMetricKmemTrackerUntrackedFrees(mbc.Metrics.KmemTrackerUntrackedFrees),
+		metricKmemTrackerWithheldGroups:      newMetricKmemTrackerWithheldGroups(mbc.Metrics.KmemTrackerWithheldGroups),
+		resourceAttributeIncludeFilter:       make(map[string]filter.Filter),
+		resourceAttributeExcludeFilter:       make(map[string]filter.Filter),
 	}
 	if mbc.ResourceAttributes.HostName.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["host.name"] = filter.CreateFilter(mbc.ResourceAttributes.HostName.MetricsInclude)
@@ -1553,7 +1749,9 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricKmemOutstandingObjects.emit(ils.Metrics())
 	mb.metricKmemOutstandingOldestAge.emit(ils.Metrics())
 	mb.metricKmemTrackerDropped.emit(ils.Metrics())
+	mb.metricKmemTrackerFreeRecursionMisses.emit(ils.Metrics())
 	mb.metricKmemTrackerObjects.emit(ils.Metrics())
+	mb.metricKmemTrackerRecoveredFrees.emit(ils.Metrics())
 	mb.metricKmemTrackerRecursionMisses.emit(ils.Metrics())
 	mb.metricKmemTrackerScanDuration.emit(ils.Metrics())
 	mb.metricKmemTrackerStackErrors.emit(ils.Metrics())
@@ -1627,9 +1825,19 @@ func (mb *MetricsBuilder) RecordKmemTrackerDroppedDataPoint(ts pcommon.Timestamp
 	mb.metricKmemTrackerDropped.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String())
 }
 
+// RecordKmemTrackerFreeRecursionMissesDataPoint adds a data point to kmem.tracker.free_recursion_misses metric.
+func (mb *MetricsBuilder) RecordKmemTrackerFreeRecursionMissesDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator) {
+	mb.metricKmemTrackerFreeRecursionMisses.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String())
+}
+
 // RecordKmemTrackerObjectsDataPoint adds a data point to kmem.tracker.objects metric.
 func (mb *MetricsBuilder) RecordKmemTrackerObjectsDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator) {
 	mb.metricKmemTrackerObjects.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String())
+}
+
+// RecordKmemTrackerRecoveredFreesDataPoint adds a data point to kmem.tracker.recovered_frees metric.
+func (mb *MetricsBuilder) RecordKmemTrackerRecoveredFreesDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator) {
+	mb.metricKmemTrackerRecoveredFrees.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String())
 }
 
 // RecordKmemTrackerRecursionMissesDataPoint adds a data point to kmem.tracker.recursion_misses metric.

@@ -74,7 +74,9 @@ func TestMetricsBuilder(t *testing.T) {
 			aggMap["kmem.outstanding.objects"] = mb.metricKmemOutstandingObjects.config.AggregationStrategy
 			aggMap["kmem.outstanding.oldest_age"] = mb.metricKmemOutstandingOldestAge.config.AggregationStrategy
 			aggMap["kmem.tracker.dropped"] = mb.metricKmemTrackerDropped.config.AggregationStrategy
+			aggMap["kmem.tracker.free_recursion_misses"] = mb.metricKmemTrackerFreeRecursionMisses.config.AggregationStrategy
 			aggMap["kmem.tracker.objects"] = mb.metricKmemTrackerObjects.config.AggregationStrategy
+			aggMap["kmem.tracker.recovered_frees"] = mb.metricKmemTrackerRecoveredFrees.config.AggregationStrategy
 			aggMap["kmem.tracker.recursion_misses"] = mb.metricKmemTrackerRecursionMisses.config.AggregationStrategy
 			aggMap["kmem.tracker.stack_errors"] = mb.metricKmemTrackerStackErrors.config.AggregationStrategy
 			aggMap["kmem.tracker.untraced_caches"] = mb.metricKmemTrackerUntracedCaches.config.AggregationStrategy
@@ -131,9 +133,21 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordKmemTrackerFreeRecursionMissesDataPoint(ts, 1, AttributeKmemAllocatorSlab)
+			if tt.name == "reaggregate_set" {
+				mb.RecordKmemTrackerFreeRecursionMissesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordKmemTrackerObjectsDataPoint(ts, 1, AttributeKmemAllocatorSlab)
 			if tt.name == "reaggregate_set" {
 				mb.RecordKmemTrackerObjectsDataPoint(ts, 3, AttributeKmemAllocatorKmalloc)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordKmemTrackerRecoveredFreesDataPoint(ts, 1, AttributeKmemAllocatorSlab)
+			if tt.name == "reaggregate_set" {
+				mb.RecordKmemTrackerRecoveredFreesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -184,7 +198,9 @@ func TestMetricsBuilder(t *testing.T) {
 				assert.Empty(t, mb.metricKmemOutstandingObjects.aggDataPoints)
 				assert.Empty(t, mb.metricKmemOutstandingOldestAge.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerDropped.aggDataPoints)
+				assert.Empty(t, mb.metricKmemTrackerFreeRecursionMisses.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerObjects.aggDataPoints)
+				assert.Empty(t, mb.metricKmemTrackerRecoveredFrees.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerRecursionMisses.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerStackErrors.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerUntracedCaches.aggDataPoints)
@@ -548,6 +564,50 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok := dp.Attributes().Get("kmem.allocator")
 						assert.False(t, ok)
 					}
+				case "kmem.tracker.free_recursion_misses":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["kmem.tracker.free_recursion_misses"], "Found a duplicate in the metrics slice: kmem.tracker.free_recursion_misses")
+						validatedMetrics["kmem.tracker.free_recursion_misses"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Frees the primary free probe was skipped for because it was already running on that CPU (an interrupt inside it); the backup free probe handles them (kmem.tracker.recovered_frees).", mi.Description())
+						assert.Equal(t, "{free}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						kmemAllocatorAttrVal, ok := dp.Attributes().Get("kmem.allocator")
+						assert.True(t, ok)
+						assert.Equal(t, "slab", kmemAllocatorAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["kmem.tracker.free_recursion_misses"], "Found a duplicate in the metrics slice: kmem.tracker.free_recursion_misses")
+						validatedMetrics["kmem.tracker.free_recursion_misses"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Frees the primary free probe was skipped for because it was already running on that CPU (an interrupt inside it); the backup free probe handles them (kmem.tracker.recovered_frees).", mi.Description())
+						assert.Equal(t, "{free}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["kmem.tracker.free_recursion_misses"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("kmem.allocator")
+						assert.False(t, ok)
+					}
 				case "kmem.tracker.objects":
 					if tt.name != "reaggregate_set" {
 						assert.False(t, validatedMetrics["kmem.tracker.objects"], "Found a duplicate in the metrics slice: kmem.tracker.objects")
@@ -576,6 +636,50 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.Equal(t, ts, dp.Timestamp())
 						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
 						switch aggMap["kmem.tracker.objects"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("kmem.allocator")
+						assert.False(t, ok)
+					}
+				case "kmem.tracker.recovered_frees":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["kmem.tracker.recovered_frees"], "Found a duplicate in the metrics slice: kmem.tracker.recovered_frees")
+						validatedMetrics["kmem.tracker.recovered_frees"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Frees the backup free probe handled because the primary was skipped; free_recursion_misses minus this bounds the frees lost to recursion.", mi.Description())
+						assert.Equal(t, "{free}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						kmemAllocatorAttrVal, ok := dp.Attributes().Get("kmem.allocator")
+						assert.True(t, ok)
+						assert.Equal(t, "slab", kmemAllocatorAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["kmem.tracker.recovered_frees"], "Found a duplicate in the metrics slice: kmem.tracker.recovered_frees")
+						validatedMetrics["kmem.tracker.recovered_frees"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Frees the backup free probe handled because the primary was skipped; free_recursion_misses minus this bounds the frees lost to recursion.", mi.Description())
+						assert.Equal(t, "{free}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["kmem.tracker.recovered_frees"] {
 						case "sum":
 							assert.Equal(t, int64(4), dp.IntValue())
 						case "avg":

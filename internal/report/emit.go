@@ -49,6 +49,8 @@ func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommo
 		mb.RecordKmemTrackerUntrackedFreesDataPoint(now, int64(c.UntrackedFrees), alloc)
 		mb.RecordKmemTrackerObjectsDataPoint(now, rep.Tracked[a], alloc)
 		mb.RecordKmemTrackerRecursionMissesDataPoint(now, int64(c.RecursionMisses), alloc)
+		mb.RecordKmemTrackerFreeRecursionMissesDataPoint(now, int64(c.FreeMisses), alloc)
+		mb.RecordKmemTrackerRecoveredFreesDataPoint(now, int64(c.RecoveredFrees), alloc)
 		mb.RecordKmemTrackerStackErrorsDataPoint(now, int64(c.StackErrors), alloc)
 	}
 	if e.StacksOn {

@@ -166,6 +166,7 @@ func TestEmitMetrics(t *testing.T) {
 				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
 				"kmem.tracker.recursion_misses", "kmem.tracker.untraced_caches", "kmem.tracker.withheld_groups",
 				"kmem.tracker.stack_errors", "kmem.outstanding.growth",
+				"kmem.tracker.free_recursion_misses", "kmem.tracker.recovered_frees",
 			},
 		},
 		{
@@ -179,6 +180,7 @@ func TestEmitMetrics(t *testing.T) {
 				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
 				"kmem.tracker.recursion_misses", "kmem.tracker.untraced_caches", "kmem.tracker.withheld_groups",
 				"kmem.tracker.stack_errors", "kmem.outstanding.growth",
+				"kmem.tracker.free_recursion_misses", "kmem.tracker.recovered_frees",
 			},
 		},
 		{
@@ -195,6 +197,7 @@ func TestEmitMetrics(t *testing.T) {
 				"kmem.allocations", "kmem.frees",
 				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
 				"kmem.tracker.recursion_misses", "kmem.tracker.withheld_groups", "kmem.tracker.stack_errors",
+				"kmem.tracker.free_recursion_misses", "kmem.tracker.recovered_frees",
 			},
 		},
 	}
@@ -283,9 +286,9 @@ func TestEmitTwice(t *testing.T) {
 
 	assert.Equal(t, 1, ld.LogRecordCount())
 	// One point per group in each of the four group metrics, one per
-	// allocator in each of the seven tracker metrics, one per untraced
+	// allocator in each of the nine tracker metrics, one per untraced
 	// cache, one withheld count, one scan duration.
-	assert.Equal(t, 1*4+2*7+2+1+1, md.DataPointCount())
+	assert.Equal(t, 1*4+2*9+2+1+1, md.DataPointCount())
 }
 
 func BenchmarkEmit(b *testing.B) {

@@ -25,7 +25,12 @@ type Counters struct {
 	// because it was already running on the CPU (an interrupt inside it).
 	// The backup free program catches most of the frees among them.
 	RecursionMisses uint64
-	StackErrors     uint64 // stacks the probes failed to capture
+	// FreeMisses are the recursion misses of the primary free program, and
+	// RecoveredFrees the frees the backup free program handled for it: the
+	// frees lost to recursion are about FreeMisses - RecoveredFrees.
+	FreeMisses     uint64
+	RecoveredFrees uint64
+	StackErrors    uint64 // stacks the probes failed to capture
 }
 
 // Snapshot is one scan of the live-object map.

@@ -49,6 +49,9 @@ type attachment struct {
 	program, event string
 }
 
+// primaryFree is the index of the primary free program in programs.
+const primaryFree = 1
+
 // programs lists, per allocator and mode, what to attach, in order: on a
 // tracepoint, programs run in the order they were attached, and the backup
 // free program (free_backup in the BPF code) must run after the primary.
@@ -336,13 +339,17 @@ func (t *Tracker) counters() (map[Allocator]Counters, error) {
 			sum.UntrackedFrees += c.UntrackedFrees
 			sum.Dropped += c.Dropped
 			sum.StackErrors += c.StackErrors
+			sum.RecoveredFrees += c.RecoveredFrees
 		}
-		for _, p := range t.programs[a] {
+		for i, p := range t.programs[a] {
 			stats, err := p.Stats()
 			if err != nil {
 				return nil, fmt.Errorf("reading %s program statistics: %w", a, err)
 			}
 			sum.RecursionMisses += stats.RecursionMisses
+			if i == primaryFree {
+				sum.FreeMisses = stats.RecursionMisses
+			}
 		}
 		out[a] = sum
 	}
