@@ -102,7 +102,7 @@ func (r *kmemleakReceiver) start() error {
 	r.filtered = map[tracker.CacheID]bool{}
 
 	r.namer = callSiteNamer{includeAddresses: r.cfg.IncludeAddresses}
-	if sym, err := ksym.New("/proc/kallsyms", "/proc/modules"); err != nil {
+	if sym, err := ksym.New(kallsymsPath, "/proc/modules"); err != nil {
 		r.set.Logger.Warn("Kernel symbols are unavailable, call sites will not be named", zap.Error(err))
 	} else {
 		r.namer.sym = sym
@@ -445,6 +445,9 @@ func (p *probeOwner) release(id component.ID) {
 		p.owner = nil
 	}
 }
+
+// kallsymsPath is where kernel symbols are read; a variable for tests.
+var kallsymsPath = "/proc/kallsyms"
 
 // callSiteNamer names call sites for reports. Without symbols it hides
 // the raw address unless the user opted in: addresses defeat KASLR.

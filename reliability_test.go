@@ -5,7 +5,11 @@ package kmemleakreceiver
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -284,4 +288,46 @@ func untrackedFrees(md pmetric.Metrics) (n int64) {
 		}
 	}
 	return n
+}
+
+// Without usable kernel symbols the receiver goes on: one warning, call
+// sites named "unknown", and raw addresses only when the user asked.
+func TestIntegrationUnusableKallsymsDegrades(t *testing.T) {
+	requireBPF(t)
+	for name, content := range map[string]string{
+		"kptr_restrict zeros": "0000000000000000 T _stext\n0000000000000000 t alloc_pipe_info\n",
+		"truncated":           "ffffffff8100",
+		"corrupt":             "\x00\x01garbage\nnot kallsyms at all\n",
+	} {
+		for _, includeAddresses := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, include_addresses %t", name, includeAddresses), func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "kallsyms")
+				require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+				saved := kallsymsPath
+				kallsymsPath = path
+				t.Cleanup(func() { kallsymsPath = saved })
+
+				cfg := testConfig()
+				cfg.IncludeAddresses = includeAddresses
+				set, logs := settingsWithLogs(component.NewID(metadata.Type))
+				sink := new(consumertest.MetricsSink)
+				m, err := NewFactory().CreateMetrics(context.Background(), set, cfg, sink)
+				require.NoError(t, err)
+				require.NoError(t, m.Start(context.Background(), componenttest.NewNopHost()))
+				t.Cleanup(func() { require.NoError(t, m.Shutdown(context.Background())) })
+				openPipes(t, 100)
+				require.Eventually(t, func() bool { return len(suspectsByFunction(lastMetrics(t, sink))) > 0 }, 10*time.Second, 50*time.Millisecond)
+				time.Sleep(2 * cfg.CollectionInterval)
+
+				assert.Equal(t, 1, logs.FilterMessageSnippet("Kernel symbols are unavailable").Len(), "one warning")
+				for site := range suspectsByFunction(lastMetrics(t, sink)) {
+					if includeAddresses {
+						assert.True(t, strings.HasPrefix(site, "0x"), "call site %q is not a raw address", site)
+					} else {
+						assert.Equal(t, "unknown", site, "a raw address left the receiver without include_addresses")
+					}
+				}
+			})
+		}
+	}
 }
