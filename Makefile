@@ -8,7 +8,7 @@ DIST     := _build/otelcol-kmemleak
 CONFIG   ?= examples/config.yaml
 TRACEFS  := /sys/kernel/tracing
 
-.PHONY: build run test lint unit-test fuzz collector-test tracefs generate clean
+.PHONY: build run test lint unit-test fuzz collector-test e2e tracefs generate clean
 
 # ocb regenerates the distribution's sources and rebuilds it when anything
 # the receiver is made of changes.
@@ -20,11 +20,12 @@ build: $(DIST)
 run: $(DIST)
 	$(DIST) --config $(CONFIG)
 
-test: lint tracefs unit-test fuzz collector-test
+test: lint tracefs unit-test fuzz collector-test e2e
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e
 
 # The classic-tracepoint attach mode, and its test, need tracefs.
 tracefs:
@@ -50,6 +51,11 @@ collector-test: $(DIST)
 	grep -q 'min_age must be positive' _build/invalid.err
 	grep -q 'allocators: unknown allocator "pages"' _build/invalid.err
 	@echo "collector validate: bad config refused with the fields named"
+
+# The built collector, exporting over OTLP/gRPC and OTLP/HTTP to a server in
+# the test; also its components and validate subcommands.
+e2e: $(DIST)
+	KMEMLEAK_COLLECTOR=$(CURDIR)/$(DIST) $(GO) test -tags e2e -count=1 -v ./e2e
 
 # Regenerate the committed bpf2go and mdatagen outputs (needs clang-19,
 # llvm-19, libbpf-dev and bpftool for the BPF half).
