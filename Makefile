@@ -8,7 +8,7 @@ DIST     := _build/otelcol-kmemleak
 CONFIG   ?= examples/config.yaml
 TRACEFS  := /sys/kernel/tracing
 
-.PHONY: build run test lint unit-test fuzz collector-test e2e tracefs generate clean
+.PHONY: build run test lint unit-test fuzz collector-test examples-test e2e tracefs generate clean
 
 # ocb regenerates the distribution's sources and rebuilds it when anything
 # the receiver is made of changes.
@@ -20,12 +20,13 @@ build: $(DIST)
 run: $(DIST)
 	$(DIST) --config $(CONFIG)
 
-test: lint tracefs unit-test fuzz collector-test e2e
+test: lint tracefs unit-test fuzz collector-test examples-test e2e
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e
+	cd examples/kubernetes/validate && $(GO) vet ./...
 
 # The classic-tracepoint attach mode, and its test, need tracefs.
 tracefs:
@@ -51,6 +52,12 @@ collector-test: $(DIST)
 	grep -q 'min_age must be positive' _build/invalid.err
 	grep -q 'allocators: unknown allocator "pages"' _build/invalid.err
 	@echo "collector validate: bad config refused with the fields named"
+
+# Every example config passes the built collector's validate; the Kubernetes
+# manifests and Helm values decode strictly into the Kubernetes API types.
+examples-test: $(DIST)
+	OTLP_ENDPOINT=backend.example:4317 OTLP_API_KEY=example $(DIST) validate --config examples/otlp-backend.yaml
+	cd examples/kubernetes/validate && KMEMLEAK_COLLECTOR=$(CURDIR)/$(DIST) $(GO) test -count=1 -v ./...
 
 # The built collector, exporting over OTLP/gRPC and OTLP/HTTP to a server in
 # the test; also its components and validate subcommands.
