@@ -41,6 +41,8 @@ type kmemleakReceiver struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 
+	telemetry *metadata.TelemetryBuilder // the receiver's own metrics, in the collector's telemetry
+
 	// Owned by the scan loop.
 	namer            callSiteNamer
 	emitter          report.Emitter
@@ -97,6 +99,10 @@ func (r *kmemleakReceiver) start() error {
 	if err := r.skipFilteredKmalloc(); err != nil {
 		_ = tr.Close()
 		return fmt.Errorf("kmemleak: %w", err)
+	}
+	if r.telemetry, err = metadata.NewTelemetryBuilder(r.set.TelemetrySettings); err != nil {
+		_ = tr.Close()
+		return fmt.Errorf("kmemleak: creating the receiver's own metrics: %w", err)
 	}
 	r.trend = trend.New(r.cfg.TrendWindow, r.cfg.ReportInterval)
 	r.filtered = map[tracker.CacheID]bool{}
@@ -190,7 +196,8 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 		r.errors.log(log, "Scan of live kernel objects failed", err)
 		return
 	}
-	r.warnIfFull()
+	r.telemetry.KmemleakObjectsScanned.Add(ctx, int64(len(r.snap.Objects)))
+	r.warnIfFull(ctx)
 	r.filterSlabCaches()
 	var bounds map[string]int64
 	if kernel != nil {
@@ -216,6 +223,7 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 		}
 	}
 	took := time.Since(start)
+	r.telemetry.KmemleakScanDuration.Record(ctx, took.Seconds())
 	now := pcommon.NewTimestampFromTime(time.Now())
 
 	if r.metrics != nil {
@@ -226,18 +234,21 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 	if r.logs != nil && len(toLog) > 0 {
 		if err := r.logs.ConsumeLogs(ctx, r.emitter.EmitLogs(ctx, toLog, rep.Incomplete(), now)); err != nil {
 			r.errors.log(log, "Passing leak-suspect events to the next consumer failed", err)
+		} else {
+			r.telemetry.KmemleakEventsEmitted.Add(ctx, int64(len(toLog)))
 		}
 	}
 }
 
 // warnIfFull says, once per scan at most, that the map was full: the
 // probes dropped allocations, so every count is a lower bound.
-func (r *kmemleakReceiver) warnIfFull() {
+func (r *kmemleakReceiver) warnIfFull(ctx context.Context) {
 	var dropped uint64
 	for _, c := range r.snap.Counters {
 		dropped += c.Dropped
 	}
 	if dropped > r.dropped {
+		r.telemetry.KmemleakObjectsDropped.Add(ctx, int64(dropped-r.dropped))
 		r.set.Logger.Warn("The live-object map is full: allocations went untracked, counts are lower bounds; raise max_tracked_objects",
 			zap.Uint64("dropped_since_last_scan", dropped-r.dropped), zap.Int("max_tracked_objects", r.cfg.MaxTrackedObjects))
 	}
@@ -402,6 +413,7 @@ func (r *kmemleakReceiver) Shutdown(ctx context.Context) error {
 	select {
 	case <-r.done:
 		defer probes.release(r.set.ID)
+		r.telemetry.Shutdown()
 		return r.tracker.Close()
 	case <-ctx.Done():
 		// The loop is stuck in a consumer that ignores cancellation. Closing
@@ -409,6 +421,7 @@ func (r *kmemleakReceiver) Shutdown(ctx context.Context) error {
 		// the probes go when it returns.
 		go func() {
 			<-r.done
+			r.telemetry.Shutdown()
 			_ = r.tracker.Close()
 			probes.release(r.set.ID)
 		}()

@@ -24,11 +24,13 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/metadatatest"
 )
 
 func settingsWithLogs(id component.ID) (receiver.Settings, *observer.ObservedLogs) {
@@ -330,4 +332,45 @@ func TestIntegrationUnusableKallsymsDegrades(t *testing.T) {
 			})
 		}
 	}
+}
+
+// The receiver's own metrics reach the collector's telemetry: scans, their
+// duration, events and drops.
+func TestIntegrationSelfTelemetry(t *testing.T) {
+	requireBPF(t)
+	tt := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
+	set := metadatatest.NewSettings(tt)
+	cfg := testConfig()
+	cfg.MaxTrackedObjects = minTrackedObjects // so that drops happen
+	f := NewFactory()
+	sinkL := new(consumertest.LogsSink)
+	m, err := f.CreateMetrics(context.Background(), set, cfg, consumertest.NewNop())
+	require.NoError(t, err)
+	l, err := f.CreateLogs(context.Background(), set, cfg, sinkL)
+	require.NoError(t, err)
+	require.NoError(t, m.Start(context.Background(), componenttest.NewNopHost()))
+	t.Cleanup(func() {
+		require.NoError(t, m.Shutdown(context.Background()))
+		require.NoError(t, l.Shutdown(context.Background()))
+	})
+	openPipes(t, heldPipes)
+	require.Eventually(t, func() bool { return sinkL.LogRecordCount() > 0 }, 15*time.Second, 100*time.Millisecond)
+	time.Sleep(cfg.CollectionInterval)
+
+	sum := func(name string) int64 {
+		got, err := tt.GetMetric(name)
+		require.NoError(t, err, name)
+		var n int64
+		for _, dp := range got.Data.(metricdata.Sum[int64]).DataPoints {
+			n += dp.Value
+		}
+		return n
+	}
+	assert.Positive(t, sum("otelcol_kmemleak_objects_scanned"))
+	assert.Positive(t, sum("otelcol_kmemleak_objects_dropped"))
+	assert.GreaterOrEqual(t, sum("otelcol_kmemleak_events_emitted"), int64(sinkL.LogRecordCount()))
+	duration, err := tt.GetMetric("otelcol_kmemleak_scan_duration")
+	require.NoError(t, err)
+	assert.Positive(t, duration.Data.(metricdata.Histogram[float64]).DataPoints[0].Count)
 }
