@@ -62,11 +62,17 @@ type pipeline struct {
 // metrics and one logs pipeline sharing it.
 func startReceiver(t *testing.T, cfg *Config) pipeline {
 	t.Helper()
-	f := NewFactory()
 	set := receivertest.NewNopSettings(metadata.Type)
 	if os.Getenv("KMEMLEAK_TEST_LOG") != "" {
 		set.Logger = zaptest.NewLogger(t)
 	}
+	return startReceiverWith(t, set, cfg)
+}
+
+// startReceiverWith is startReceiver with the given settings.
+func startReceiverWith(t *testing.T, set receiver.Settings, cfg *Config) pipeline {
+	t.Helper()
+	f := NewFactory()
 	p := pipeline{metrics: new(consumertest.MetricsSink), logs: new(consumertest.LogsSink)}
 	m, err := f.CreateMetrics(context.Background(), set, cfg, p.metrics)
 	require.NoError(t, err)

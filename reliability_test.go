@@ -113,17 +113,8 @@ func TestIntegrationFullMapIsReportedNotHidden(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxTrackedObjects = minTrackedObjects
 	set, logs := settingsWithLogs(component.NewID(metadata.Type))
-	sinkM, sinkL := new(consumertest.MetricsSink), new(consumertest.LogsSink)
-	f := NewFactory()
-	m, err := f.CreateMetrics(context.Background(), set, cfg, sinkM)
-	require.NoError(t, err)
-	l, err := f.CreateLogs(context.Background(), set, cfg, sinkL)
-	require.NoError(t, err)
-	require.NoError(t, m.Start(context.Background(), componenttest.NewNopHost()))
-	t.Cleanup(func() {
-		require.NoError(t, m.Shutdown(context.Background()))
-		require.NoError(t, l.Shutdown(context.Background()))
-	})
+	p := startReceiverWith(t, set, cfg)
+	sinkM, sinkL := p.metrics, p.logs
 
 	openPipes(t, heldPipes) // 8,000 objects or more for a map of 1,024
 	require.Eventually(t, func() bool { return sinkL.LogRecordCount() > 0 }, 15*time.Second, 100*time.Millisecond)
@@ -340,20 +331,9 @@ func TestIntegrationSelfTelemetry(t *testing.T) {
 	requireBPF(t)
 	tt := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
-	set := metadatatest.NewSettings(tt)
 	cfg := testConfig()
 	cfg.MaxTrackedObjects = minTrackedObjects // so that drops happen
-	f := NewFactory()
-	sinkL := new(consumertest.LogsSink)
-	m, err := f.CreateMetrics(context.Background(), set, cfg, consumertest.NewNop())
-	require.NoError(t, err)
-	l, err := f.CreateLogs(context.Background(), set, cfg, sinkL)
-	require.NoError(t, err)
-	require.NoError(t, m.Start(context.Background(), componenttest.NewNopHost()))
-	t.Cleanup(func() {
-		require.NoError(t, m.Shutdown(context.Background()))
-		require.NoError(t, l.Shutdown(context.Background()))
-	})
+	sinkL := startReceiverWith(t, metadatatest.NewSettings(tt), cfg).logs
 	openPipes(t, heldPipes)
 	require.Eventually(t, func() bool { return sinkL.LogRecordCount() > 0 }, 15*time.Second, 100*time.Millisecond)
 	time.Sleep(cfg.CollectionInterval)
