@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Boots another kernel under qemu (software emulation: with KVM the guest
+# hangs at boot on these machines) and runs the receiver's privileged tests
+# in it: the test binary, statically built, is the initramfs's only program
+# besides busybox, and the results come back over the serial console.
+#
+#   kernels/vm.sh [kernel package] [go test -run pattern]
+#
+# The kernel comes from Debian's packages (linux-image-6.1.0-56-amd64, the
+# linux-image-amd64 of Debian 12, by default). Needs qemu-system-x86,
+# busybox-static and cpio.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkg=${1:-linux-image-6.1.0-56-amd64}
+tests=${2:-Integration(HeldPipes|ShutdownReleases|SecondReceiver)}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+(cd "$work" && apt-get download "$pkg" >/dev/null 2>&1 && dpkg-deb -x ./*.deb kernel)
+vmlinuz=$(ls "$work"/kernel/boot/vmlinuz-*)
+
+root="$work/initramfs"
+mkdir -p "$root"/{bin,proc,sys,dev,tmp}
+cp /bin/busybox "$root/bin/busybox"
+for cmd in sh mount poweroff cat echo true; do ln -s busybox "$root/bin/$cmd"; done
+CGO_ENABLED=0 go test -c -o "$root/receiver.test" .
+cat > "$root/init" <<INIT
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t tmpfs tmp /tmp
+ulimit -n 65536
+echo "kernel: \$(cat /proc/sys/kernel/osrelease)"
+TMPDIR=/tmp /receiver.test -test.run '$tests' -test.v -test.count=1
+echo "vm-test-exit: \$?"
+poweroff -f
+INIT
+chmod +x "$root/init"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 > "$work/initrd.gz")
+
+timeout 1800 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 \
+	-kernel "$vmlinuz" -initrd "$work/initrd.gz" \
+	-append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot | tee "$work/console.log" |
+	grep -vE '^=== (RUN|PAUSE|CONT)'
+grep -q '^vm-test-exit: 0' "$work/console.log"
