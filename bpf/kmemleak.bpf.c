@@ -431,8 +431,16 @@ int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
 		return 0;
 
 	char name[CACHE_NAME_LEN] = {};
-	__u32 loc = ctx->__data_loc_name;
-	int len = bpf_probe_read_kernel_str(name, sizeof(name), (void *)ctx + (loc & 0xffff));
+	int len;
+	if (bpf_core_field_exists(ctx->__data_loc_name)) {
+		__u32 loc = ctx->__data_loc_name;
+		len = bpf_probe_read_kernel_str(name, sizeof(name), (void *)ctx + (loc & 0xffff));
+	} else {
+		// Before Linux 6.2 the record names no cache: the object size
+		// stands in, as slab-<bytes>, which no real cache is called.
+		__u64 size = ctx->bytes_alloc;
+		len = BPF_SNPRINTF(name, sizeof(name), "slab-%llu", size);
+	}
 	__u64 cache = fnv1a(name, len);
 	if (cache_skipped(cache, name))
 		return 0;
