@@ -53,6 +53,7 @@ type kmemleakReceiver struct {
 	dropped          uint64 // allocations dropped for a full map, as of the last scan
 	errors           errorLimiter
 	filtered         map[tracker.CacheID]bool // slab caches met so far: true if caches: leaves them out
+	filteredOut      int                      // how many of them it leaves out
 }
 
 func newReceiver(cfg *Config, set receiver.Settings, onShutdown func()) (*kmemleakReceiver, error) {
@@ -339,7 +340,15 @@ func (r *kmemleakReceiver) filterSlabCaches() {
 		if _, seen := r.filtered[id]; !seen {
 			r.filtered[id] = !r.cfg.Caches.Tracks(name)
 			fresh[id] = r.filtered[id]
+			if r.filtered[id] {
+				r.filteredOut++
+			}
 		}
+	}
+	// Filters that leave no slab cache out (an include list that matches
+	// them all) cost no pass over the objects.
+	if r.filteredOut == 0 {
+		return
 	}
 	addrs := map[tracker.CacheID][]uint64{}
 	kept := r.snap.Objects[:0]

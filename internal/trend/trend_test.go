@@ -64,6 +64,8 @@ func TestGroupsAreTrackedApartAndForgottenWhenGone(t *testing.T) {
 	assert.False(t, v["b"].Report)
 	// Gone for longer than the interval: new again.
 	v = h.Observe(t0.Add(90*time.Second), map[string]int64{"a": 4})
+	assert.NotContains(t, v, "b")
+	assert.True(t, v["a"].Report, "a minute and more since a's last event")
 	v = h.Observe(t0.Add(100*time.Second), map[string]int64{"b": 5})
 	assert.True(t, v["b"].Report)
 	assert.False(t, v["b"].Growing, "its history started over")
