@@ -113,7 +113,8 @@ func TestLoadedConfigReachesTheBuilders(t *testing.T) {
 	cfg := createDefaultConfig()
 	require.NoError(t, sub.Unmarshal(cfg))
 
-	assert.Equal(t, []tracker.Allocator{tracker.Kmalloc}, cfg.allocators())
+	assert.Equal(t, []tracker.Allocator{tracker.Kmalloc, tracker.Page, tracker.Percpu}, cfg.allocators())
+	assert.Equal(t, uint32(16), cfg.trackerOptions().SampleRate)
 	lbc := cfg.logsBuilderConfig()
 	assert.False(t, lbc.Events.KmemLeakSuspect.Enabled)
 	// resource_attributes: applies to events as well as to metrics.
