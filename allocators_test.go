@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
@@ -129,4 +130,31 @@ func topFunctions(byFunction map[string]int64, n int) string {
 		parts = append(parts, fmt.Sprintf("%s=%d", fn, byFunction[fn]))
 	}
 	return strings.Join(parts, " ")
+}
+
+// With 1-in-8 sampling, the held pipes are still reported, at about their
+// real count, while the map holds an eighth of the objects.
+func TestIntegrationSampledTrackingEstimatesTheHeldLeak(t *testing.T) {
+	requireBPF(t)
+	const rate = 8
+	cfg := testConfig()
+	cfg.SampleRate = rate
+	p := startReceiver(t, cfg)
+
+	baseline := pipeObjects(waitForScan(t, p.metrics, "a first scan", func(map[string]int64) bool { return true }))
+	openPipes(t, heldPipes)
+	want := int64(2 * heldPipes) // two objects of each kind per pipe
+	held := waitForScan(t, p.metrics, "the held pipes are estimated", func(got map[string]int64) bool {
+		for site, n := range pipeObjects(got) {
+			if n-baseline[site] < want*3/4 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("baseline %v, holding %d pipes at 1 in %d: %v", baseline, heldPipes, rate, pipeObjects(held))
+	for site, n := range pipeObjects(held) {
+		assert.InDelta(t, want, n-baseline[site], float64(want)/4, "%s: estimate off by more than 25%%", site)
+		assert.Zero(t, n%rate, "%s: %d is no multiple of the sample rate", site, n)
+	}
 }
