@@ -614,6 +614,25 @@ static __always_inline __u64 fnv1a(const char *s, int len)
 	return h;
 }
 
+// Before Linux 6.2 the kmem_cache_alloc record names no cache: the object
+// size stands in, as slab-<bytes>, which no real cache is called. Keyed by
+// the size, so the name is formatted once per size, not per allocation: a
+// long program is a wide window for the interrupts whose frees it makes the
+// kernel skip.
+#define SIZED_CACHE_KEY 0x736c61622d000000ULL // "slab-", and the size below
+
+static __always_inline bool sized_cache_skipped(__u64 size, __u64 *key)
+{
+	*key = SIZED_CACHE_KEY | (size & 0xffffffff);
+	struct cache_info *ci = bpf_map_lookup_elem(&caches, key);
+	if (ci)
+		return ci->skip;
+	struct cache_info n = {};
+	BPF_SNPRINTF(n.name, sizeof(n.name), "slab-%llu", size);
+	bpf_map_update_elem(&caches, key, &n, BPF_NOEXIST);
+	return false;
+}
+
 SEC("tracepoint/kmem/kmem_cache_alloc")
 int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
 {
@@ -621,34 +640,32 @@ int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
 	if (!is_object(ptr))
 		return 0;
 
-	char name[CACHE_NAME_LEN] = {};
-	int len;
+	__u64 cache;
 	if (bpf_core_field_exists(ctx->__data_loc_name)) {
+		char name[CACHE_NAME_LEN] = {};
 		__u32 loc = ctx->__data_loc_name;
-		len = bpf_probe_read_kernel_str(name, sizeof(name), (void *)ctx + (loc & 0xffff));
-	} else {
-		// Before Linux 6.2 the record names no cache: the object size
-		// stands in, as slab-<bytes>, which no real cache is called.
-		__u64 size = ctx->bytes_alloc;
-		len = BPF_SNPRINTF(name, sizeof(name), "slab-%llu", size);
-	}
-	__u64 cache = fnv1a(name, len);
-	if (cache_skipped(cache, name))
+		int len = bpf_probe_read_kernel_str(name, sizeof(name), (void *)ctx + (loc & 0xffff));
+		cache = fnv1a(name, len);
+		if (cache_skipped(cache, name))
+			return 0;
+	} else if (sized_cache_skipped(ctx->bytes_alloc, &cache)) {
 		return 0;
+	}
 
 	track_alloc(ctx, (__u64)ptr, ctx->call_site, cache, ctx->bytes_alloc, ALLOCATOR_SLAB);
 	return 0;
 }
 
+// The object's own entry names its cache: cheaper than hashing the name in
+// the record, and right where the alloc record named none (before 6.2).
 SEC("tracepoint/kmem/kmem_cache_free")
 int tp_slab_free(struct trace_event_raw_kmem_cache_free *ctx)
 {
-	free_event((__u64)ctx->ptr, ALLOCATOR_SLAB);
-
-	char name[CACHE_NAME_LEN] = {};
-	__u32 loc = ctx->__data_loc_name;
-	int len = bpf_probe_read_kernel_str(name, sizeof(name), (void *)ctx + (loc & 0xffff));
-	note_cache_free(fnv1a(name, len));
+	__u64 key = (__u64)ctx->ptr;
+	struct object *obj = bpf_map_lookup_elem(&live, &key);
+	if (obj && obj->allocator == ALLOCATOR_SLAB)
+		note_cache_free(obj->cache);
+	free_event(key, ALLOCATOR_SLAB);
 	return 0;
 }
 
@@ -725,19 +742,11 @@ struct {
 
 static __always_inline __u64 kprobe_arg(struct pt_regs *ctx, __u32 n)
 {
-	switch (n) {
-	case 1:
-		return PT_REGS_PARM1(ctx);
-	case 2:
-		return PT_REGS_PARM2(ctx);
-	case 3:
-		return PT_REGS_PARM3(ctx);
-	case 4:
-		return PT_REGS_PARM4(ctx);
-	case 5:
-		return PT_REGS_PARM5(ctx);
-	}
-	return 0;
+	// Loaded at fixed offsets first: the verifier refuses a load from the
+	// context at an offset computed at run time.
+	__u64 args[8] = {0, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx), PT_REGS_PARM4(ctx),
+			 PT_REGS_PARM5(ctx)};
+	return args[n & 7];
 }
 
 // kmalloc_size is the size of the kmalloc cache a request of size bytes
@@ -754,7 +763,7 @@ static __always_inline __u32 kmalloc_size(__u64 size)
 	__u32 bytes = 16;
 	for (int i = 0; i < 24 && bytes < size; i++)
 		bytes <<= 1;
-	return bytes < PAGE_SIZE || size <= KMALLOC_MAX_CACHE_SIZE ? bytes : (bytes + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+	return bytes;
 }
 
 SEC("kprobe")

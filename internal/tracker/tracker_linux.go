@@ -367,7 +367,7 @@ func (t *Tracker) load(spec *ebpf.CollectionSpec, cache *btf.Cache, m Mode, todo
 	}
 	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: t.maps, Cache: cache})
 	if err != nil {
-		return nil, nil, fmt.Errorf("loading: %w", explainPermission(err))
+		return nil, nil, fmt.Errorf("loading: %w", explainLoad(m, err))
 	}
 	defer coll.Close()
 
@@ -769,6 +769,19 @@ func effectiveCaps() (uint64, error) {
 		}
 	}
 	return 0, errors.New("no CapEff line in /proc/self/status")
+}
+
+// VoidArgRefused is how Start explains that the kernel refuses tp_btf
+// programs that read a tracepoint's void * argument, such as the object of
+// kmem_cache_alloc.
+const VoidArgRefused = "this kernel's verifier refuses tp_btf programs that read a void * tracepoint argument (Linux 6.1 does, 6.18 does not); raw_tp runs the same programs with untyped arguments"
+
+// explainLoad says what a verifier refusal means for the user.
+func explainLoad(m Mode, err error) error {
+	if m == ModeTPBTF && strings.Contains(err.Error(), "type UNKNOWN is not a struct") {
+		return fmt.Errorf("%s: %w", VoidArgRefused, err)
+	}
+	return explainPermission(err)
 }
 
 func explainPermission(err error) error {
