@@ -236,7 +236,7 @@ func TestIntegrationHeldPipesAreReportedAndVanish(t *testing.T) {
 			}()
 			// Classic tracepoint and kprobe programs share one guard per
 			// CPU: a softirq that lands while one of them runs has all its
-			// frees skipped, a whole batch of RCU callbacks at once (4-10%%
+			// frees skipped, a whole batch of RCU callbacks at once (4-10%
 			// of the pipes' file frees on Linux 6.1 under qemu). tp_btf and
 			// raw_tp have a guard per program, and a backup free program.
 			slack := int64(heldPipes / 20)

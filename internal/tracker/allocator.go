@@ -134,7 +134,10 @@ type Options struct {
 	Stacks     StackOptions
 	// Allocations outside [MinSize, MaxSize] bytes are not tracked.
 	MinSize, MaxSize uint32
-	Logger           *zap.Logger
+	// IgnoreBulkFrees leaves kmem_cache_free_bulk unhooked even where the
+	// kernel has kprobes: only to measure what the hook buys.
+	IgnoreBulkFrees bool
+	Logger          *zap.Logger
 }
 
 // TakesStacks reports whether any allocation takes a stack: page

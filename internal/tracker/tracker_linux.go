@@ -140,7 +140,9 @@ func Open(opts Options) (*Tracker, error) {
 			return nil, err
 		}
 	}
-	t.hookBulkFrees(spec, cache, opts.Logger)
+	if !opts.IgnoreBulkFrees {
+		t.hookBulkFrees(spec, cache, opts.Logger)
+	}
 	t.scanned = t.scannedMaps()
 	t.keys = make([]uint64, scanBatch)
 	t.vals = make([]bpf.KmemleakObject, scanBatch)
