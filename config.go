@@ -17,6 +17,8 @@ import (
 const (
 	minTrackedObjects = 1024
 	maxTrackedObjects = 16 << 20
+	// Beyond it, a leak of thousands of objects leaves a handful in the map.
+	maxSampleRate = 1 << 16
 )
 
 // Config is the receiver's YAML under `receivers: kmemleak:`.
@@ -27,13 +29,17 @@ type Config struct {
 	InitialDelay time.Duration `mapstructure:"initial_delay"`
 	// MinAge is how old a live object must be to count as a leak suspect.
 	MinAge time.Duration `mapstructure:"min_age"`
-	// Allocators are the kernel allocators to track: slab, kmalloc.
+	// Allocators are the kernel allocators to track: slab, kmalloc, page,
+	// percpu.
 	Allocators []string `mapstructure:"allocators"`
 	// Attach is how the probes attach: auto, tp_btf, raw_tp or tracepoint.
 	Attach string `mapstructure:"attach"`
 	// MaxTrackedObjects sizes the kernel's live-object map; allocations
 	// beyond it are counted as dropped, never block the kernel.
 	MaxTrackedObjects int `mapstructure:"max_tracked_objects"`
+	// SampleRate tracks 1 in SampleRate objects, picked by a hash of the
+	// address in the probes; counts and bytes are scaled back up by it.
+	SampleRate int `mapstructure:"sample_rate"`
 	// TopN is how many suspect groups (by bytes) each scan reports.
 	TopN int `mapstructure:"top_n"`
 	// IncludeAddresses adds raw kernel addresses to events. Off by default:
@@ -77,6 +83,7 @@ func createDefaultConfig() *Config {
 		Allocators:           []string{tracker.Slab.String(), tracker.Kmalloc.String()},
 		Attach:               string(tracker.ModeAuto),
 		MaxTrackedObjects:    1_000_000,
+		SampleRate:           1,
 		TopN:                 50,
 		StackTraces:          tracker.StacksAdaptive.String(),
 		StackDepth:           32,
@@ -117,6 +124,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.MaxTrackedObjects < minTrackedObjects || cfg.MaxTrackedObjects > maxTrackedObjects {
 		errs = append(errs, fmt.Errorf("max_tracked_objects must be between %d and %d, got %d", minTrackedObjects, maxTrackedObjects, cfg.MaxTrackedObjects))
+	}
+	if cfg.SampleRate < 1 || cfg.SampleRate > maxSampleRate {
+		errs = append(errs, fmt.Errorf("sample_rate must be between 1 (every object) and %d, got %d", maxSampleRate, cfg.SampleRate))
 	}
 	if cfg.TopN < 1 {
 		errs = append(errs, fmt.Errorf("top_n must be at least 1, got %d", cfg.TopN))
@@ -207,6 +217,7 @@ func (cfg *Config) trackerOptions() tracker.Options {
 		Allocators: cfg.allocators(),
 		Mode:       mode,
 		MaxObjects: uint32(cfg.MaxTrackedObjects),
+		SampleRate: uint32(cfg.SampleRate),
 		Stacks:     tracker.StackOptions{Mode: stacks, Depth: cfg.StackDepth, SampleRate: uint32(cfg.StackSampleRate)},
 		MinSize:    uint32(cfg.MinSize),
 		MaxSize:    maxSize,

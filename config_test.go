@@ -37,6 +37,7 @@ func TestCreateDefaultConfig(t *testing.T) {
 	assert.Equal(t, []string{"slab", "kmalloc"}, cfg.Allocators)
 	assert.Equal(t, "auto", cfg.Attach)
 	assert.Equal(t, 1_000_000, cfg.MaxTrackedObjects)
+	assert.Equal(t, 1, cfg.SampleRate, "every object tracked unless asked")
 	assert.Equal(t, 50, cfg.TopN)
 	assert.False(t, cfg.IncludeAddresses, "raw kernel addresses defeat KASLR: off unless asked")
 	assert.Equal(t, "adaptive", cfg.StackTraces, "stacks on every allocation cost ten times the tracking")
@@ -60,9 +61,10 @@ func TestLoadConfig(t *testing.T) {
 	custom.CollectionInterval = time.Minute
 	custom.InitialDelay = 5 * time.Second
 	custom.MinAge = 5 * time.Minute
-	custom.Allocators = []string{"kmalloc"}
+	custom.Allocators = []string{"kmalloc", "page", "percpu"}
 	custom.Attach = "raw_tp"
 	custom.MaxTrackedObjects = 250_000
+	custom.SampleRate = 16
 	custom.TopN = 10
 	custom.IncludeAddresses = true
 	custom.StackTraces = "always"
@@ -111,7 +113,8 @@ func TestLoadedConfigReachesTheBuilders(t *testing.T) {
 	cfg := createDefaultConfig()
 	require.NoError(t, sub.Unmarshal(cfg))
 
-	assert.Equal(t, []tracker.Allocator{tracker.Kmalloc}, cfg.allocators())
+	assert.Equal(t, []tracker.Allocator{tracker.Kmalloc, tracker.Page, tracker.Percpu}, cfg.allocators())
+	assert.Equal(t, uint32(16), cfg.trackerOptions().SampleRate)
 	lbc := cfg.logsBuilderConfig()
 	assert.False(t, lbc.Events.KmemLeakSuspect.Enabled)
 	// resource_attributes: applies to events as well as to metrics.
@@ -208,7 +211,7 @@ func TestValidate(t *testing.T) {
 		{
 			name:    "allocators unknown",
 			modify:  func(c *Config) { c.Allocators = []string{"slab", "pages"} },
-			wantErr: `allocators: unknown allocator "pages" (known: slab, kmalloc)`,
+			wantErr: `allocators: unknown allocator "pages" (known: slab, kmalloc, page, percpu)`,
 		},
 		{
 			name:    "allocators duplicated",
@@ -255,6 +258,20 @@ func TestValidate(t *testing.T) {
 		{
 			name:   "max_tracked_objects at max",
 			modify: func(c *Config) { c.MaxTrackedObjects = 16 << 20 },
+		},
+		{
+			name:    "sample_rate zero",
+			modify:  func(c *Config) { c.SampleRate = 0 },
+			wantErr: "sample_rate must be between 1 (every object) and 65536, got 0",
+		},
+		{
+			name:    "sample_rate above max",
+			modify:  func(c *Config) { c.SampleRate = 1<<16 + 1 },
+			wantErr: "sample_rate must be between 1 (every object) and 65536, got 65537",
+		},
+		{
+			name:   "sample_rate at max",
+			modify: func(c *Config) { c.SampleRate = 1 << 16 },
 		},
 		{
 			name:    "top_n zero",

@@ -118,7 +118,7 @@ func (r *kmemleakReceiver) start() error {
 		Metrics:          metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set),
 		Logs:             metadata.NewLogsBuilder(r.cfg.logsBuilderConfig(), r.set),
 		IncludeAddresses: r.cfg.IncludeAddresses,
-		StacksOn:         opts.Stacks.Mode != tracker.StacksOff,
+		StacksOn:         opts.TakesStacks(),
 	}
 	r.emitter.Resource = r.resource(r.emitter.Metrics.NewResourceBuilder())
 
@@ -211,7 +211,7 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 			log.Warn("Reloading kernel symbols after a module change failed; using the old table", zap.Error(err))
 		}
 	}
-	opts := report.Options{MinAge: r.cfg.MinAge, TopN: r.cfg.TopN, Bounds: bounds}
+	opts := report.Options{MinAge: r.cfg.MinAge, TopN: r.cfg.TopN, Bounds: bounds, SampleRate: r.cfg.SampleRate}
 	if r.emitter.StacksOn {
 		opts.Stacks = r.tracker
 	}
@@ -302,11 +302,14 @@ func groupKey(g report.Group) string {
 }
 
 // callSites are the probes' call sites of the groups, largest first, for
-// adaptive stacks.
+// adaptive stacks. Page groups have none: their allocations always take a
+// stack.
 func callSites(groups []report.Group) []uint64 {
 	sites := make([]uint64, 0, len(groups))
 	for _, g := range groups {
-		sites = append(sites, g.CallSite)
+		if g.Allocator != tracker.Page {
+			sites = append(sites, g.CallSite)
+		}
 	}
 	return sites
 }

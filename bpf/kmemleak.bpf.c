@@ -3,10 +3,10 @@
 // SPDX-License-Identifier: GPL-2.0
 //
 // Live-object tracking for the kernel allocators. Every allocation inserts
-// its address into `live`, every free deletes it; user space scans `live` for
-// objects older than a threshold. The same bodies are compiled for three
-// attach modes (tp_btf, raw_tp, classic tracepoint) because which of them a
-// kernel accepts varies; user space loads only the mode it picked.
+// its address into a live map, every free deletes it; user space scans the
+// live maps for objects older than a threshold. The same bodies are compiled
+// for several attach modes (tp_btf, raw_tp, classic tracepoint) because which
+// of them a kernel accepts varies; user space loads only the mode it picked.
 
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -18,8 +18,13 @@ char LICENSE[] SEC("license") = "GPL";
 enum allocator {
 	ALLOCATOR_SLAB = 0,
 	ALLOCATOR_KMALLOC = 1,
-	ALLOCATOR_COUNT = 2,
+	ALLOCATOR_PAGE = 2,
+	ALLOCATOR_PERCPU = 3,
+	ALLOCATOR_COUNT = 4,
 };
+
+// x86-64, the one architecture the object is built for.
+#define PAGE_SIZE 4096
 
 // gfp bits that pick the kmalloc cache family (kmalloc-rcl-*, kmalloc-cg-*,
 // dma-kmalloc-*). Their values have been the same from Linux 5.x to 6.18; the
@@ -43,13 +48,18 @@ const volatile __u32 stack_mode = STACKS_OFF;
 const volatile __u32 stack_sample_rate = 0; // 0: no sampling
 const volatile __u32 min_size = 0;
 const volatile __u32 max_size = 0xffffffff;
+// Track 1 in sample_rate objects, picked by a hash of the address, so the
+// allocation and the free of one object agree without a lookup: an
+// unsampled free costs no map operation at all.
+const volatile __u32 sample_rate = 1;
 
 struct object {
 	__u64 alloc_ns;
 	__u64 call_site;
 	// slab: the kmem_cache pointer (tp_btf, raw_tp) or a hash of the cache
 	// name (classic tracepoint, which has no pointer); in both cases a key of
-	// caches. kmalloc: the gfp bits that pick the cache family.
+	// caches. kmalloc: the gfp bits that pick the cache family. page: the
+	// order. percpu: 0.
 	__u64 cache;
 	__u32 bytes;
 	__s32 stack_id; // in stacks, or -1
@@ -81,14 +91,23 @@ struct counters {
 	__u64 recovered_frees; // frees the backup free program handled for the primary
 };
 
-// Sized by the loader from max_tracked_objects. Preallocated: inserts never
-// allocate, so they are safe in any context the allocator runs in.
-struct {
+// One key space per kind of address, each sized by the loader: live holds
+// slab and kmalloc objects by address (kfree frees slab objects too, and
+// kmem_cache_free kmalloc ones); live_pages holds pages by their struct
+// page (tp_btf, raw_tp) or PFN (classic tracepoint); live_percpu holds
+// percpu objects by their __percpu pointer, which is an offset that can equal
+// a PFN. A page-cache-heavy workload that fills live_pages leaves slab
+// tracking untouched. Preallocated: inserts never allocate, so they are safe
+// in any context the allocator runs in.
+struct live_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__type(key, __u64);
 	__type(value, struct object);
-} live SEC(".maps");
+};
+struct live_map live SEC(".maps");
+struct live_map live_pages SEC(".maps");
+struct live_map live_percpu SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -161,14 +180,18 @@ static __always_inline bool is_object(const void *ptr)
 // taken (no BPF_F_REUSE_STACKID: that would repoint ids that live objects
 // hold); taken again without its innermost frame, it hashes elsewhere. The
 // frame it loses is the allocator's caller, which is call_site.
+// Page allocations always take one: the tracepoint has no call site, so
+// the stack is the only way to say who allocated.
 static __always_inline void capture_stack(void *ctx, struct object *obj, struct counters *c)
 {
 	obj->stack_id = -1;
-	if (stack_mode == STACKS_OFF)
-		return;
-	if (stack_mode == STACKS_ADAPTIVE && !bpf_map_lookup_elem(&stack_sites, &obj->call_site) &&
-	    !(stack_sample_rate && bpf_get_prandom_u32() % stack_sample_rate == 0))
-		return;
+	if (obj->allocator != ALLOCATOR_PAGE) {
+		if (stack_mode == STACKS_OFF)
+			return;
+		if (stack_mode == STACKS_ADAPTIVE && !bpf_map_lookup_elem(&stack_sites, &obj->call_site) &&
+		    !(stack_sample_rate && bpf_get_prandom_u32() % stack_sample_rate == 0))
+			return;
+	}
 	long id = bpf_get_stackid(ctx, &stacks, 0);
 	if (id == -EEXIST) {
 		id = bpf_get_stackid(ctx, &stacks, 1);
@@ -181,19 +204,35 @@ static __always_inline void capture_stack(void *ctx, struct object *obj, struct 
 	obj->stack_id = id;
 }
 
-static __always_inline void track_alloc(void *ctx, const void *ptr, __u64 call_site, __u64 cache,
-					__u32 bytes, __u32 allocator)
+// sampled reports whether the object at key is one of the 1 in
+// sample_rate tracked: a multiplicative hash, since addresses are aligned
+// and their low bits carry no entropy.
+static __always_inline bool sampled(__u64 key)
 {
-	if (!is_object(ptr))
-		return;
+	if (sample_rate <= 1)
+		return true;
+	return ((key * 0x9e3779b97f4a7c15ULL) >> 32) % sample_rate == 0;
+}
+
+static __always_inline void *live_map_of(__u32 allocator)
+{
+	if (allocator == ALLOCATOR_PAGE)
+		return &live_pages;
+	if (allocator == ALLOCATOR_PERCPU)
+		return &live_percpu;
+	return &live;
+}
+
+static __always_inline void track_alloc(void *ctx, __u64 key, __u64 call_site, __u64 cache, __u32 bytes,
+					__u32 allocator)
+{
 	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
 	if (!c)
 		return;
 	c->allocs++;
-	if (bytes < min_size || bytes > max_size)
+	if (bytes < min_size || bytes > max_size || !sampled(key))
 		return;
 
-	__u64 key = (__u64)ptr;
 	struct object obj = {
 		.alloc_ns = bpf_ktime_get_ns(),
 		.call_site = call_site,
@@ -204,21 +243,19 @@ static __always_inline void track_alloc(void *ctx, const void *ptr, __u64 call_s
 	capture_stack(ctx, &obj, c);
 	// BPF_ANY: an address that comes back after a free we missed replaces
 	// the stale entry instead of keeping it as a phantom leak.
-	if (bpf_map_update_elem(&live, &key, &obj, BPF_ANY))
+	if (bpf_map_update_elem(live_map_of(allocator), &key, &obj, BPF_ANY))
 		c->dropped++;
 }
 
-static __always_inline void track_free(const void *ptr, __u32 allocator)
+static __always_inline void track_free(__u64 key, __u32 allocator)
 {
-	if (!is_object(ptr))
-		return;
 	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
 	if (!c)
 		return;
 	c->frees++;
-
-	__u64 key = (__u64)ptr;
-	if (bpf_map_delete_elem(&live, &key))
+	if (!sampled(key))
+		return;
+	if (bpf_map_delete_elem(live_map_of(allocator), &key))
 		c->untracked_frees++;
 }
 
@@ -243,7 +280,7 @@ static __always_inline void slab_alloc(void *ctx, __u64 call_site, const void *p
 	__u64 cache = (__u64)s;
 	if (cache_skipped(cache, BPF_CORE_READ(s, name)))
 		return;
-	track_alloc(ctx, ptr, call_site, cache, BPF_CORE_READ(s, size), ALLOCATOR_SLAB);
+	track_alloc(ctx, (__u64)ptr, call_site, cache, BPF_CORE_READ(s, size), ALLOCATOR_SLAB);
 }
 
 // kmalloc_slot mirrors kmalloc_type(): DMA wins over reclaimable over
@@ -272,7 +309,26 @@ static __always_inline void kmalloc_alloc(void *ctx, __u64 call_site, const void
 		if (skip && *skip)
 			return;
 	}
-	track_alloc(ctx, ptr, call_site, gfp & KMALLOC_FAMILY_MASK, bytes_alloc, ALLOCATOR_KMALLOC);
+	track_alloc(ctx, (__u64)ptr, call_site, gfp & KMALLOC_FAMILY_MASK, bytes_alloc, ALLOCATOR_KMALLOC);
+}
+
+// A page is a NULL pointer or, in the classic tracepoint's PFN, -1 when the
+// allocation failed.
+static __always_inline bool is_page(__u64 key)
+{
+	return key && key != (__u64)-1;
+}
+
+static __always_inline void page_alloc(void *ctx, __u64 key, unsigned int order)
+{
+	if (is_page(key))
+		track_alloc(ctx, key, 0, order, PAGE_SIZE << order, ALLOCATOR_PAGE);
+}
+
+static __always_inline void percpu_alloc(void *ctx, __u64 call_site, const void *ptr, __u64 bytes_alloc)
+{
+	if (is_object(ptr))
+		track_alloc(ctx, (__u64)ptr, call_site, 0, bytes_alloc, ALLOCATOR_PERCPU);
 }
 
 // The kernel skips a tp_btf or raw_tp program when it is already running on
@@ -291,24 +347,45 @@ static __always_inline void note_cache_free(__u64 cache)
 		ci->freed = 1;
 }
 
-static __always_inline void free_primary(const void *ptr, __u32 allocator)
+// Freeing NULL (kfree(NULL) fires the tracepoint) and ZERO_SIZE_PTR is not
+// freeing an object; nor is a failed allocation's page.
+static __always_inline bool is_freed(__u64 key, __u32 allocator)
 {
-	track_free(ptr, allocator);
-	__u64 *last = bpf_map_lookup_elem(&last_free, &allocator);
-	if (last)
-		*last = (__u64)ptr;
+	if (allocator == ALLOCATOR_PAGE)
+		return is_page(key);
+	return is_object((const void *)key);
 }
 
-static __always_inline void free_backup(const void *ptr, __u32 allocator)
+// free_event tracks a free, and says whether it freed an object at all.
+static __always_inline bool free_event(__u64 key, __u32 allocator)
 {
+	if (!is_freed(key, allocator))
+		return false;
+	track_free(key, allocator);
+	return true;
+}
+
+static __always_inline void free_primary(__u64 key, __u32 allocator)
+{
+	if (!free_event(key, allocator))
+		return;
+	__u64 *last = bpf_map_lookup_elem(&last_free, &allocator);
+	if (last)
+		*last = key;
+}
+
+static __always_inline void free_backup(__u64 key, __u32 allocator)
+{
+	if (!is_freed(key, allocator))
+		return;
 	__u64 *last = bpf_map_lookup_elem(&last_free, &allocator);
 	if (!last)
 		return;
-	if (*last == (__u64)ptr) {
+	if (*last == key) {
 		*last = 0;
 		return;
 	}
-	track_free(ptr, allocator);
+	track_free(key, allocator);
 	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
 	if (c)
 		c->recovered_frees++;
@@ -326,7 +403,7 @@ int BPF_PROG(btf_slab_alloc, unsigned long call_site, const void *ptr, struct km
 SEC("tp_btf/kmem_cache_free")
 int BPF_PROG(btf_slab_free, unsigned long call_site, const void *ptr, struct kmem_cache *s)
 {
-	free_primary(ptr, ALLOCATOR_SLAB);
+	free_primary((__u64)ptr, ALLOCATOR_SLAB);
 	note_cache_free((__u64)s);
 	return 0;
 }
@@ -334,12 +411,12 @@ int BPF_PROG(btf_slab_free, unsigned long call_site, const void *ptr, struct kme
 SEC("tp_btf/kmem_cache_free")
 int BPF_PROG(btf_slab_free_bk, unsigned long call_site, const void *ptr)
 {
-	free_backup(ptr, ALLOCATOR_SLAB);
+	free_backup((__u64)ptr, ALLOCATOR_SLAB);
 	return 0;
 }
 
 SEC("tp_btf/kmalloc")
-int BPF_PROG(btf_kmalloc, unsigned long call_site, const void *ptr, size_t bytes_req,
+int BPF_PROG(btf_kmalloc_alloc, unsigned long call_site, const void *ptr, size_t bytes_req,
 	     size_t bytes_alloc, gfp_t gfp)
 {
 	kmalloc_alloc(ctx, call_site, ptr, bytes_alloc, gfp);
@@ -347,16 +424,72 @@ int BPF_PROG(btf_kmalloc, unsigned long call_site, const void *ptr, size_t bytes
 }
 
 SEC("tp_btf/kfree")
-int BPF_PROG(btf_kfree, unsigned long call_site, const void *ptr)
+int BPF_PROG(btf_kmalloc_free, unsigned long call_site, const void *ptr)
 {
-	free_primary(ptr, ALLOCATOR_KMALLOC);
+	free_primary((__u64)ptr, ALLOCATOR_KMALLOC);
 	return 0;
 }
 
 SEC("tp_btf/kfree")
-int BPF_PROG(btf_kfree_bk, unsigned long call_site, const void *ptr)
+int BPF_PROG(btf_kmalloc_free_bk, unsigned long call_site, const void *ptr)
 {
-	free_backup(ptr, ALLOCATOR_KMALLOC);
+	free_backup((__u64)ptr, ALLOCATOR_KMALLOC);
+	return 0;
+}
+
+// tp_btf types the struct page argument as a kernel pointer, which the
+// verifier lets a program compare but not hash (see sampled()): it is read
+// as the number it is instead.
+static __always_inline __u64 page_key(unsigned long long *ctx)
+{
+	__u64 key = 0;
+	bpf_probe_read_kernel(&key, sizeof(key), &ctx[0]);
+	return key;
+}
+
+SEC("tp_btf/mm_page_alloc")
+int BPF_PROG(btf_page_alloc, struct page *page, unsigned int order)
+{
+	page_alloc(ctx, page_key(ctx), order);
+	return 0;
+}
+
+SEC("tp_btf/mm_page_free")
+int BPF_PROG(btf_page_free)
+{
+	free_primary(page_key(ctx), ALLOCATOR_PAGE);
+	return 0;
+}
+
+SEC("tp_btf/mm_page_free")
+int BPF_PROG(btf_page_free_bk)
+{
+	free_backup(page_key(ctx), ALLOCATOR_PAGE);
+	return 0;
+}
+
+// Before Linux 5.19 the event had no call site, and a different argument
+// list: the programs fail to load there, and auto moves on to the classic
+// tracepoint, which reads its fields by name.
+SEC("tp_btf/percpu_alloc_percpu")
+int BPF_PROG(btf_percpu_alloc, unsigned long call_site, bool reserved, bool is_atomic, size_t size,
+	     size_t align, void *base_addr, int off, void *ptr, size_t bytes_alloc)
+{
+	percpu_alloc(ctx, call_site, ptr, bytes_alloc);
+	return 0;
+}
+
+SEC("tp_btf/percpu_free_percpu")
+int BPF_PROG(btf_percpu_free, void *base_addr, int off, void *ptr)
+{
+	free_primary((__u64)ptr, ALLOCATOR_PERCPU);
+	return 0;
+}
+
+SEC("tp_btf/percpu_free_percpu")
+int BPF_PROG(btf_percpu_free_bk, void *base_addr, int off, void *ptr)
+{
+	free_backup((__u64)ptr, ALLOCATOR_PERCPU);
 	return 0;
 }
 
@@ -372,7 +505,7 @@ int BPF_PROG(raw_slab_alloc, unsigned long call_site, const void *ptr, struct km
 SEC("raw_tp/kmem_cache_free")
 int BPF_PROG(raw_slab_free, unsigned long call_site, const void *ptr, struct kmem_cache *s)
 {
-	free_primary(ptr, ALLOCATOR_SLAB);
+	free_primary((__u64)ptr, ALLOCATOR_SLAB);
 	note_cache_free((__u64)s);
 	return 0;
 }
@@ -380,12 +513,12 @@ int BPF_PROG(raw_slab_free, unsigned long call_site, const void *ptr, struct kme
 SEC("raw_tp/kmem_cache_free")
 int BPF_PROG(raw_slab_free_bk, unsigned long call_site, const void *ptr)
 {
-	free_backup(ptr, ALLOCATOR_SLAB);
+	free_backup((__u64)ptr, ALLOCATOR_SLAB);
 	return 0;
 }
 
 SEC("raw_tp/kmalloc")
-int BPF_PROG(raw_kmalloc, unsigned long call_site, const void *ptr, size_t bytes_req,
+int BPF_PROG(raw_kmalloc_alloc, unsigned long call_site, const void *ptr, size_t bytes_req,
 	     size_t bytes_alloc, gfp_t gfp)
 {
 	kmalloc_alloc(ctx, call_site, ptr, bytes_alloc, gfp);
@@ -393,16 +526,61 @@ int BPF_PROG(raw_kmalloc, unsigned long call_site, const void *ptr, size_t bytes
 }
 
 SEC("raw_tp/kfree")
-int BPF_PROG(raw_kfree, unsigned long call_site, const void *ptr)
+int BPF_PROG(raw_kmalloc_free, unsigned long call_site, const void *ptr)
 {
-	free_primary(ptr, ALLOCATOR_KMALLOC);
+	free_primary((__u64)ptr, ALLOCATOR_KMALLOC);
 	return 0;
 }
 
 SEC("raw_tp/kfree")
-int BPF_PROG(raw_kfree_bk, unsigned long call_site, const void *ptr)
+int BPF_PROG(raw_kmalloc_free_bk, unsigned long call_site, const void *ptr)
 {
-	free_backup(ptr, ALLOCATOR_KMALLOC);
+	free_backup((__u64)ptr, ALLOCATOR_KMALLOC);
+	return 0;
+}
+
+SEC("raw_tp/mm_page_alloc")
+int BPF_PROG(raw_page_alloc, __u64 page, unsigned int order)
+{
+	page_alloc(ctx, page, order);
+	return 0;
+}
+
+SEC("raw_tp/mm_page_free")
+int BPF_PROG(raw_page_free, __u64 page)
+{
+	free_primary(page, ALLOCATOR_PAGE);
+	return 0;
+}
+
+SEC("raw_tp/mm_page_free")
+int BPF_PROG(raw_page_free_bk, __u64 page)
+{
+	free_backup(page, ALLOCATOR_PAGE);
+	return 0;
+}
+
+// Before Linux 5.19 the event had fewer arguments: attaching fails there
+// (the program reads past them), and auto moves on.
+SEC("raw_tp/percpu_alloc_percpu")
+int BPF_PROG(raw_percpu_alloc, unsigned long call_site, bool reserved, bool is_atomic, size_t size,
+	     size_t align, void *base_addr, int off, void *ptr, size_t bytes_alloc)
+{
+	percpu_alloc(ctx, call_site, ptr, bytes_alloc);
+	return 0;
+}
+
+SEC("raw_tp/percpu_free_percpu")
+int BPF_PROG(raw_percpu_free, void *base_addr, int off, void *ptr)
+{
+	free_primary((__u64)ptr, ALLOCATOR_PERCPU);
+	return 0;
+}
+
+SEC("raw_tp/percpu_free_percpu")
+int BPF_PROG(raw_percpu_free_bk, void *base_addr, int off, void *ptr)
+{
+	free_backup((__u64)ptr, ALLOCATOR_PERCPU);
 	return 0;
 }
 
@@ -445,14 +623,14 @@ int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
 	if (cache_skipped(cache, name))
 		return 0;
 
-	track_alloc(ctx, ptr, ctx->call_site, cache, ctx->bytes_alloc, ALLOCATOR_SLAB);
+	track_alloc(ctx, (__u64)ptr, ctx->call_site, cache, ctx->bytes_alloc, ALLOCATOR_SLAB);
 	return 0;
 }
 
 SEC("tracepoint/kmem/kmem_cache_free")
 int tp_slab_free(struct trace_event_raw_kmem_cache_free *ctx)
 {
-	track_free(ctx->ptr, ALLOCATOR_SLAB);
+	free_event((__u64)ctx->ptr, ALLOCATOR_SLAB);
 
 	char name[CACHE_NAME_LEN] = {};
 	__u32 loc = ctx->__data_loc_name;
@@ -462,15 +640,49 @@ int tp_slab_free(struct trace_event_raw_kmem_cache_free *ctx)
 }
 
 SEC("tracepoint/kmem/kmalloc")
-int tp_kmalloc(struct trace_event_raw_kmalloc *ctx)
+int tp_kmalloc_alloc(struct trace_event_raw_kmalloc *ctx)
 {
 	kmalloc_alloc(ctx, ctx->call_site, ctx->ptr, ctx->bytes_alloc, ctx->gfp_flags);
 	return 0;
 }
 
 SEC("tracepoint/kmem/kfree")
-int tp_kfree(struct trace_event_raw_kfree *ctx)
+int tp_kmalloc_free(struct trace_event_raw_kfree *ctx)
 {
-	track_free(ctx->ptr, ALLOCATOR_KMALLOC);
+	free_event((__u64)ctx->ptr, ALLOCATOR_KMALLOC);
+	return 0;
+}
+
+SEC("tracepoint/kmem/mm_page_alloc")
+int tp_page_alloc(struct trace_event_raw_mm_page_alloc *ctx)
+{
+	page_alloc(ctx, ctx->pfn, ctx->order);
+	return 0;
+}
+
+SEC("tracepoint/kmem/mm_page_free")
+int tp_page_free(struct trace_event_raw_mm_page_free *ctx)
+{
+	free_event(ctx->pfn, ALLOCATOR_PAGE);
+	return 0;
+}
+
+SEC("tracepoint/percpu/percpu_alloc_percpu")
+int tp_percpu_alloc(struct trace_event_raw_percpu_alloc_percpu *ctx)
+{
+	// Before Linux 5.19 the record had no call site and no bytes_alloc.
+	__u64 call_site = 0, bytes = ctx->size;
+	if (bpf_core_field_exists(ctx->call_site)) {
+		call_site = BPF_CORE_READ(ctx, call_site);
+		bytes = BPF_CORE_READ(ctx, bytes_alloc);
+	}
+	percpu_alloc(ctx, call_site, ctx->ptr, bytes);
+	return 0;
+}
+
+SEC("tracepoint/percpu/percpu_free_percpu")
+int tp_percpu_free(struct trace_event_raw_percpu_free_percpu *ctx)
+{
+	free_event((__u64)ctx->ptr, ALLOCATOR_PERCPU);
 	return 0;
 }

@@ -46,33 +46,52 @@ type KmemleakObject struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	KmemleakMapCaches          = "caches"
-	KmemleakMapKmallocSkip     = "kmalloc_skip"
-	KmemleakMapLastFree        = "last_free"
-	KmemleakMapLive            = "live"
-	KmemleakMapStackSites      = "stack_sites"
-	KmemleakMapStacks          = "stacks"
-	KmemleakMapStats           = "stats"
-	KmemleakProgBtfKfree       = "btf_kfree"
-	KmemleakProgBtfKfreeBk     = "btf_kfree_bk"
-	KmemleakProgBtfKmalloc     = "btf_kmalloc"
-	KmemleakProgBtfSlabAlloc   = "btf_slab_alloc"
-	KmemleakProgBtfSlabFree    = "btf_slab_free"
-	KmemleakProgBtfSlabFreeBk  = "btf_slab_free_bk"
-	KmemleakProgRawKfree       = "raw_kfree"
-	KmemleakProgRawKfreeBk     = "raw_kfree_bk"
-	KmemleakProgRawKmalloc     = "raw_kmalloc"
-	KmemleakProgRawSlabAlloc   = "raw_slab_alloc"
-	KmemleakProgRawSlabFree    = "raw_slab_free"
-	KmemleakProgRawSlabFreeBk  = "raw_slab_free_bk"
-	KmemleakProgTpKfree        = "tp_kfree"
-	KmemleakProgTpKmalloc      = "tp_kmalloc"
-	KmemleakProgTpSlabAlloc    = "tp_slab_alloc"
-	KmemleakProgTpSlabFree     = "tp_slab_free"
-	KmemleakVarMaxSize         = "max_size"
-	KmemleakVarMinSize         = "min_size"
-	KmemleakVarStackMode       = "stack_mode"
-	KmemleakVarStackSampleRate = "stack_sample_rate"
+	KmemleakMapCaches            = "caches"
+	KmemleakMapKmallocSkip       = "kmalloc_skip"
+	KmemleakMapLastFree          = "last_free"
+	KmemleakMapLive              = "live"
+	KmemleakMapLivePages         = "live_pages"
+	KmemleakMapLivePercpu        = "live_percpu"
+	KmemleakMapStackSites        = "stack_sites"
+	KmemleakMapStacks            = "stacks"
+	KmemleakMapStats             = "stats"
+	KmemleakProgBtfKmallocAlloc  = "btf_kmalloc_alloc"
+	KmemleakProgBtfKmallocFree   = "btf_kmalloc_free"
+	KmemleakProgBtfKmallocFreeBk = "btf_kmalloc_free_bk"
+	KmemleakProgBtfPageAlloc     = "btf_page_alloc"
+	KmemleakProgBtfPageFree      = "btf_page_free"
+	KmemleakProgBtfPageFreeBk    = "btf_page_free_bk"
+	KmemleakProgBtfPercpuAlloc   = "btf_percpu_alloc"
+	KmemleakProgBtfPercpuFree    = "btf_percpu_free"
+	KmemleakProgBtfPercpuFreeBk  = "btf_percpu_free_bk"
+	KmemleakProgBtfSlabAlloc     = "btf_slab_alloc"
+	KmemleakProgBtfSlabFree      = "btf_slab_free"
+	KmemleakProgBtfSlabFreeBk    = "btf_slab_free_bk"
+	KmemleakProgRawKmallocAlloc  = "raw_kmalloc_alloc"
+	KmemleakProgRawKmallocFree   = "raw_kmalloc_free"
+	KmemleakProgRawKmallocFreeBk = "raw_kmalloc_free_bk"
+	KmemleakProgRawPageAlloc     = "raw_page_alloc"
+	KmemleakProgRawPageFree      = "raw_page_free"
+	KmemleakProgRawPageFreeBk    = "raw_page_free_bk"
+	KmemleakProgRawPercpuAlloc   = "raw_percpu_alloc"
+	KmemleakProgRawPercpuFree    = "raw_percpu_free"
+	KmemleakProgRawPercpuFreeBk  = "raw_percpu_free_bk"
+	KmemleakProgRawSlabAlloc     = "raw_slab_alloc"
+	KmemleakProgRawSlabFree      = "raw_slab_free"
+	KmemleakProgRawSlabFreeBk    = "raw_slab_free_bk"
+	KmemleakProgTpKmallocAlloc   = "tp_kmalloc_alloc"
+	KmemleakProgTpKmallocFree    = "tp_kmalloc_free"
+	KmemleakProgTpPageAlloc      = "tp_page_alloc"
+	KmemleakProgTpPageFree       = "tp_page_free"
+	KmemleakProgTpPercpuAlloc    = "tp_percpu_alloc"
+	KmemleakProgTpPercpuFree     = "tp_percpu_free"
+	KmemleakProgTpSlabAlloc      = "tp_slab_alloc"
+	KmemleakProgTpSlabFree       = "tp_slab_free"
+	KmemleakVarMaxSize           = "max_size"
+	KmemleakVarMinSize           = "min_size"
+	KmemleakVarSampleRate        = "sample_rate"
+	KmemleakVarStackMode         = "stack_mode"
+	KmemleakVarStackSampleRate   = "stack_sample_rate"
 )
 
 // LoadKmemleak returns the embedded CollectionSpec for Kmemleak.
@@ -117,22 +136,38 @@ type KmemleakSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type KmemleakProgramSpecs struct {
-	BtfKfree      *ebpf.ProgramSpec `ebpf:"btf_kfree"`
-	BtfKfreeBk    *ebpf.ProgramSpec `ebpf:"btf_kfree_bk"`
-	BtfKmalloc    *ebpf.ProgramSpec `ebpf:"btf_kmalloc"`
-	BtfSlabAlloc  *ebpf.ProgramSpec `ebpf:"btf_slab_alloc"`
-	BtfSlabFree   *ebpf.ProgramSpec `ebpf:"btf_slab_free"`
-	BtfSlabFreeBk *ebpf.ProgramSpec `ebpf:"btf_slab_free_bk"`
-	RawKfree      *ebpf.ProgramSpec `ebpf:"raw_kfree"`
-	RawKfreeBk    *ebpf.ProgramSpec `ebpf:"raw_kfree_bk"`
-	RawKmalloc    *ebpf.ProgramSpec `ebpf:"raw_kmalloc"`
-	RawSlabAlloc  *ebpf.ProgramSpec `ebpf:"raw_slab_alloc"`
-	RawSlabFree   *ebpf.ProgramSpec `ebpf:"raw_slab_free"`
-	RawSlabFreeBk *ebpf.ProgramSpec `ebpf:"raw_slab_free_bk"`
-	TpKfree       *ebpf.ProgramSpec `ebpf:"tp_kfree"`
-	TpKmalloc     *ebpf.ProgramSpec `ebpf:"tp_kmalloc"`
-	TpSlabAlloc   *ebpf.ProgramSpec `ebpf:"tp_slab_alloc"`
-	TpSlabFree    *ebpf.ProgramSpec `ebpf:"tp_slab_free"`
+	BtfKmallocAlloc  *ebpf.ProgramSpec `ebpf:"btf_kmalloc_alloc"`
+	BtfKmallocFree   *ebpf.ProgramSpec `ebpf:"btf_kmalloc_free"`
+	BtfKmallocFreeBk *ebpf.ProgramSpec `ebpf:"btf_kmalloc_free_bk"`
+	BtfPageAlloc     *ebpf.ProgramSpec `ebpf:"btf_page_alloc"`
+	BtfPageFree      *ebpf.ProgramSpec `ebpf:"btf_page_free"`
+	BtfPageFreeBk    *ebpf.ProgramSpec `ebpf:"btf_page_free_bk"`
+	BtfPercpuAlloc   *ebpf.ProgramSpec `ebpf:"btf_percpu_alloc"`
+	BtfPercpuFree    *ebpf.ProgramSpec `ebpf:"btf_percpu_free"`
+	BtfPercpuFreeBk  *ebpf.ProgramSpec `ebpf:"btf_percpu_free_bk"`
+	BtfSlabAlloc     *ebpf.ProgramSpec `ebpf:"btf_slab_alloc"`
+	BtfSlabFree      *ebpf.ProgramSpec `ebpf:"btf_slab_free"`
+	BtfSlabFreeBk    *ebpf.ProgramSpec `ebpf:"btf_slab_free_bk"`
+	RawKmallocAlloc  *ebpf.ProgramSpec `ebpf:"raw_kmalloc_alloc"`
+	RawKmallocFree   *ebpf.ProgramSpec `ebpf:"raw_kmalloc_free"`
+	RawKmallocFreeBk *ebpf.ProgramSpec `ebpf:"raw_kmalloc_free_bk"`
+	RawPageAlloc     *ebpf.ProgramSpec `ebpf:"raw_page_alloc"`
+	RawPageFree      *ebpf.ProgramSpec `ebpf:"raw_page_free"`
+	RawPageFreeBk    *ebpf.ProgramSpec `ebpf:"raw_page_free_bk"`
+	RawPercpuAlloc   *ebpf.ProgramSpec `ebpf:"raw_percpu_alloc"`
+	RawPercpuFree    *ebpf.ProgramSpec `ebpf:"raw_percpu_free"`
+	RawPercpuFreeBk  *ebpf.ProgramSpec `ebpf:"raw_percpu_free_bk"`
+	RawSlabAlloc     *ebpf.ProgramSpec `ebpf:"raw_slab_alloc"`
+	RawSlabFree      *ebpf.ProgramSpec `ebpf:"raw_slab_free"`
+	RawSlabFreeBk    *ebpf.ProgramSpec `ebpf:"raw_slab_free_bk"`
+	TpKmallocAlloc   *ebpf.ProgramSpec `ebpf:"tp_kmalloc_alloc"`
+	TpKmallocFree    *ebpf.ProgramSpec `ebpf:"tp_kmalloc_free"`
+	TpPageAlloc      *ebpf.ProgramSpec `ebpf:"tp_page_alloc"`
+	TpPageFree       *ebpf.ProgramSpec `ebpf:"tp_page_free"`
+	TpPercpuAlloc    *ebpf.ProgramSpec `ebpf:"tp_percpu_alloc"`
+	TpPercpuFree     *ebpf.ProgramSpec `ebpf:"tp_percpu_free"`
+	TpSlabAlloc      *ebpf.ProgramSpec `ebpf:"tp_slab_alloc"`
+	TpSlabFree       *ebpf.ProgramSpec `ebpf:"tp_slab_free"`
 }
 
 // KmemleakMapSpecs contains maps before they are loaded into the kernel.
@@ -143,6 +178,8 @@ type KmemleakMapSpecs struct {
 	KmallocSkip *ebpf.MapSpec `ebpf:"kmalloc_skip"`
 	LastFree    *ebpf.MapSpec `ebpf:"last_free"`
 	Live        *ebpf.MapSpec `ebpf:"live"`
+	LivePages   *ebpf.MapSpec `ebpf:"live_pages"`
+	LivePercpu  *ebpf.MapSpec `ebpf:"live_percpu"`
 	StackSites  *ebpf.MapSpec `ebpf:"stack_sites"`
 	Stacks      *ebpf.MapSpec `ebpf:"stacks"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
@@ -154,6 +191,7 @@ type KmemleakMapSpecs struct {
 type KmemleakVariableSpecs struct {
 	MaxSize         *ebpf.VariableSpec `ebpf:"max_size"`
 	MinSize         *ebpf.VariableSpec `ebpf:"min_size"`
+	SampleRate      *ebpf.VariableSpec `ebpf:"sample_rate"`
 	StackMode       *ebpf.VariableSpec `ebpf:"stack_mode"`
 	StackSampleRate *ebpf.VariableSpec `ebpf:"stack_sample_rate"`
 }
@@ -182,6 +220,8 @@ type KmemleakMaps struct {
 	KmallocSkip *ebpf.Map `ebpf:"kmalloc_skip"`
 	LastFree    *ebpf.Map `ebpf:"last_free"`
 	Live        *ebpf.Map `ebpf:"live"`
+	LivePages   *ebpf.Map `ebpf:"live_pages"`
+	LivePercpu  *ebpf.Map `ebpf:"live_percpu"`
 	StackSites  *ebpf.Map `ebpf:"stack_sites"`
 	Stacks      *ebpf.Map `ebpf:"stacks"`
 	Stats       *ebpf.Map `ebpf:"stats"`
@@ -193,6 +233,8 @@ func (m *KmemleakMaps) Close() error {
 		m.KmallocSkip,
 		m.LastFree,
 		m.Live,
+		m.LivePages,
+		m.LivePercpu,
 		m.StackSites,
 		m.Stacks,
 		m.Stats,
@@ -205,6 +247,7 @@ func (m *KmemleakMaps) Close() error {
 type KmemleakVariables struct {
 	MaxSize         *ebpf.Variable `ebpf:"max_size"`
 	MinSize         *ebpf.Variable `ebpf:"min_size"`
+	SampleRate      *ebpf.Variable `ebpf:"sample_rate"`
 	StackMode       *ebpf.Variable `ebpf:"stack_mode"`
 	StackSampleRate *ebpf.Variable `ebpf:"stack_sample_rate"`
 }
@@ -213,40 +256,72 @@ type KmemleakVariables struct {
 //
 // It can be passed to LoadKmemleakObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KmemleakPrograms struct {
-	BtfKfree      *ebpf.Program `ebpf:"btf_kfree"`
-	BtfKfreeBk    *ebpf.Program `ebpf:"btf_kfree_bk"`
-	BtfKmalloc    *ebpf.Program `ebpf:"btf_kmalloc"`
-	BtfSlabAlloc  *ebpf.Program `ebpf:"btf_slab_alloc"`
-	BtfSlabFree   *ebpf.Program `ebpf:"btf_slab_free"`
-	BtfSlabFreeBk *ebpf.Program `ebpf:"btf_slab_free_bk"`
-	RawKfree      *ebpf.Program `ebpf:"raw_kfree"`
-	RawKfreeBk    *ebpf.Program `ebpf:"raw_kfree_bk"`
-	RawKmalloc    *ebpf.Program `ebpf:"raw_kmalloc"`
-	RawSlabAlloc  *ebpf.Program `ebpf:"raw_slab_alloc"`
-	RawSlabFree   *ebpf.Program `ebpf:"raw_slab_free"`
-	RawSlabFreeBk *ebpf.Program `ebpf:"raw_slab_free_bk"`
-	TpKfree       *ebpf.Program `ebpf:"tp_kfree"`
-	TpKmalloc     *ebpf.Program `ebpf:"tp_kmalloc"`
-	TpSlabAlloc   *ebpf.Program `ebpf:"tp_slab_alloc"`
-	TpSlabFree    *ebpf.Program `ebpf:"tp_slab_free"`
+	BtfKmallocAlloc  *ebpf.Program `ebpf:"btf_kmalloc_alloc"`
+	BtfKmallocFree   *ebpf.Program `ebpf:"btf_kmalloc_free"`
+	BtfKmallocFreeBk *ebpf.Program `ebpf:"btf_kmalloc_free_bk"`
+	BtfPageAlloc     *ebpf.Program `ebpf:"btf_page_alloc"`
+	BtfPageFree      *ebpf.Program `ebpf:"btf_page_free"`
+	BtfPageFreeBk    *ebpf.Program `ebpf:"btf_page_free_bk"`
+	BtfPercpuAlloc   *ebpf.Program `ebpf:"btf_percpu_alloc"`
+	BtfPercpuFree    *ebpf.Program `ebpf:"btf_percpu_free"`
+	BtfPercpuFreeBk  *ebpf.Program `ebpf:"btf_percpu_free_bk"`
+	BtfSlabAlloc     *ebpf.Program `ebpf:"btf_slab_alloc"`
+	BtfSlabFree      *ebpf.Program `ebpf:"btf_slab_free"`
+	BtfSlabFreeBk    *ebpf.Program `ebpf:"btf_slab_free_bk"`
+	RawKmallocAlloc  *ebpf.Program `ebpf:"raw_kmalloc_alloc"`
+	RawKmallocFree   *ebpf.Program `ebpf:"raw_kmalloc_free"`
+	RawKmallocFreeBk *ebpf.Program `ebpf:"raw_kmalloc_free_bk"`
+	RawPageAlloc     *ebpf.Program `ebpf:"raw_page_alloc"`
+	RawPageFree      *ebpf.Program `ebpf:"raw_page_free"`
+	RawPageFreeBk    *ebpf.Program `ebpf:"raw_page_free_bk"`
+	RawPercpuAlloc   *ebpf.Program `ebpf:"raw_percpu_alloc"`
+	RawPercpuFree    *ebpf.Program `ebpf:"raw_percpu_free"`
+	RawPercpuFreeBk  *ebpf.Program `ebpf:"raw_percpu_free_bk"`
+	RawSlabAlloc     *ebpf.Program `ebpf:"raw_slab_alloc"`
+	RawSlabFree      *ebpf.Program `ebpf:"raw_slab_free"`
+	RawSlabFreeBk    *ebpf.Program `ebpf:"raw_slab_free_bk"`
+	TpKmallocAlloc   *ebpf.Program `ebpf:"tp_kmalloc_alloc"`
+	TpKmallocFree    *ebpf.Program `ebpf:"tp_kmalloc_free"`
+	TpPageAlloc      *ebpf.Program `ebpf:"tp_page_alloc"`
+	TpPageFree       *ebpf.Program `ebpf:"tp_page_free"`
+	TpPercpuAlloc    *ebpf.Program `ebpf:"tp_percpu_alloc"`
+	TpPercpuFree     *ebpf.Program `ebpf:"tp_percpu_free"`
+	TpSlabAlloc      *ebpf.Program `ebpf:"tp_slab_alloc"`
+	TpSlabFree       *ebpf.Program `ebpf:"tp_slab_free"`
 }
 
 func (p *KmemleakPrograms) Close() error {
 	return _KmemleakClose(
-		p.BtfKfree,
-		p.BtfKfreeBk,
-		p.BtfKmalloc,
+		p.BtfKmallocAlloc,
+		p.BtfKmallocFree,
+		p.BtfKmallocFreeBk,
+		p.BtfPageAlloc,
+		p.BtfPageFree,
+		p.BtfPageFreeBk,
+		p.BtfPercpuAlloc,
+		p.BtfPercpuFree,
+		p.BtfPercpuFreeBk,
 		p.BtfSlabAlloc,
 		p.BtfSlabFree,
 		p.BtfSlabFreeBk,
-		p.RawKfree,
-		p.RawKfreeBk,
-		p.RawKmalloc,
+		p.RawKmallocAlloc,
+		p.RawKmallocFree,
+		p.RawKmallocFreeBk,
+		p.RawPageAlloc,
+		p.RawPageFree,
+		p.RawPageFreeBk,
+		p.RawPercpuAlloc,
+		p.RawPercpuFree,
+		p.RawPercpuFreeBk,
 		p.RawSlabAlloc,
 		p.RawSlabFree,
 		p.RawSlabFreeBk,
-		p.TpKfree,
-		p.TpKmalloc,
+		p.TpKmallocAlloc,
+		p.TpKmallocFree,
+		p.TpPageAlloc,
+		p.TpPageFree,
+		p.TpPercpuAlloc,
+		p.TpPercpuFree,
 		p.TpSlabAlloc,
 		p.TpSlabFree,
 	)

@@ -26,6 +26,8 @@ const (
 	_ AttributeKmemAllocator = iota
 	AttributeKmemAllocatorSlab
 	AttributeKmemAllocatorKmalloc
+	AttributeKmemAllocatorPage
+	AttributeKmemAllocatorPercpu
 )
 
 // String returns the string representation of the AttributeKmemAllocator.
@@ -35,6 +37,10 @@ func (av AttributeKmemAllocator) String() string {
 		return "slab"
 	case AttributeKmemAllocatorKmalloc:
 		return "kmalloc"
+	case AttributeKmemAllocatorPage:
+		return "page"
+	case AttributeKmemAllocatorPercpu:
+		return "percpu"
 	}
 	return ""
 }
@@ -43,6 +49,8 @@ func (av AttributeKmemAllocator) String() string {
 var MapAttributeKmemAllocator = map[string]AttributeKmemAllocator{
 	"slab":    AttributeKmemAllocatorSlab,
 	"kmalloc": AttributeKmemAllocatorKmalloc,
+	"page":    AttributeKmemAllocatorPage,
+	"percpu":  AttributeKmemAllocatorPercpu,
 }
 
 var MetricsInfo = metricsInfo{

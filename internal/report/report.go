@@ -40,6 +40,9 @@ type Options struct {
 	Bounds map[string]int64
 	// Stacks reads the stacks objects carry; nil when stacks are off.
 	Stacks StackSource
+	// SampleRate is the probes' 1-in-N object sampling: reported counts
+	// and bytes are scaled up by it. 0 and 1 mean every object.
+	SampleRate int
 }
 
 // Report is what one scan found.
@@ -138,12 +141,18 @@ func Build(snap *tracker.Snapshot, opts Options, sym Symbolizer) Report {
 		g.Bytes += t.bytes
 		g.OldestAge = max(g.OldestAge, time.Duration(t.oldest))
 	}
+	scale := int64(max(opts.SampleRate, 1))
+	rep.Suspects *= scale
 	groups := make([]Group, 0, len(merged))
 	for _, g := range merged {
+		// Sampled objects are real ones: unscaled, the count must still
+		// fit the kernel's.
 		if bound, known := opts.Bounds[g.Cache]; known && g.Objects > bound {
 			rep.Withheld++
 			continue
 		}
+		g.Objects *= scale
+		g.Bytes *= scale
 		groups = append(groups, *g)
 	}
 	slices.SortFunc(groups, compareGroups)

@@ -302,6 +302,44 @@ func TestBuildTracked(t *testing.T) {
 	assert.Equal(t, snap.Counters, rep.Counters)
 }
 
+// With 1-in-N sampling, counts and bytes are scaled up by N; the kernel's
+// bound still applies to the objects actually tracked.
+func TestBuildScalesSampledCounts(t *testing.T) {
+	snap := newSnapshot(
+		slabObj(dentryKey, siteB, 192, time.Minute),
+		slabObj(dentryKey, siteB, 192, time.Minute),
+		slabObj(inodeKey, siteA, 600, time.Minute),
+	)
+	opts := Options{MinAge: 30 * time.Second, TopN: 10, SampleRate: 16, Bounds: map[string]int64{"dentry": 2}}
+
+	rep := Build(snap, opts, &fakeSymbolizer{names: testNames})
+
+	require.Len(t, rep.Groups, 2)
+	inode, dentry := rep.Groups[0], rep.Groups[1]
+	assert.Equal(t, int64(16*600), inode.Bytes)
+	assert.Equal(t, int64(2*16), dentry.Objects)
+	assert.Equal(t, int64(2*16*192), dentry.Bytes)
+	assert.Equal(t, int64(3*16), rep.Suspects)
+	assert.Equal(t, int64(3), rep.Tracked[tracker.Slab], "the map's own count stays unscaled")
+	assert.Zero(t, rep.Withheld)
+}
+
+// Pages are named by order, percpu objects all "percpu".
+func TestBuildNamesPagesAndPercpu(t *testing.T) {
+	snap := newSnapshot(
+		tracker.Object{Allocator: tracker.Page, Cache: 2, Bytes: 4 << 12, CallSite: siteA, StackID: -1, AllocNs: takenNs - uint64(time.Minute)},
+		tracker.Object{Allocator: tracker.Percpu, Bytes: 64, CallSite: siteB, StackID: -1, AllocNs: takenNs - uint64(time.Minute)},
+	)
+
+	rep := Build(snap, Options{MinAge: 30 * time.Second, TopN: 10}, &fakeSymbolizer{names: testNames})
+
+	require.Len(t, rep.Groups, 2)
+	assert.Equal(t, "order-2", rep.Groups[0].Cache)
+	assert.Equal(t, tracker.Page, rep.Groups[0].Allocator)
+	assert.Equal(t, "percpu", rep.Groups[1].Cache)
+	assert.Equal(t, "d_alloc+0x2e", rep.Groups[1].CallSiteSym)
+}
+
 func TestBuildEmpty(t *testing.T) {
 	sym := &fakeSymbolizer{}
 	rep := Build(newSnapshot(), Options{MinAge: 30 * time.Second, TopN: 10}, sym)

@@ -14,6 +14,9 @@ type StackSource interface {
 var (
 	allocatorFramePrefixes = []string{
 		"kmem_cache_alloc", "__kmem_cache_alloc", "__kmalloc", "kmalloc", "__do_kmalloc", "slab_alloc",
+		// the page allocator's, Linux 5.x to 6.18
+		"__alloc_pages", "alloc_pages", "__alloc_frozen_pages", "alloc_frozen_pages", "__folio_alloc",
+		"folio_alloc", "vma_alloc_folio", "get_page_from_freelist", "__get_free_pages", "get_zeroed_page",
 		"__traceiter_", "__bpf_trace_", "bpf_trace_run", "bpf_prog_", "bpf_trampoline_",
 	}
 	allocatorFrameSuffixes = []string{"_noprof"}

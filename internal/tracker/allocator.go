@@ -4,6 +4,7 @@ package tracker
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap"
@@ -16,20 +17,25 @@ type Allocator uint32
 const (
 	Slab    Allocator = 0 // kmem_cache_alloc / kmem_cache_free
 	Kmalloc Allocator = 1 // kmalloc / kfree
+	Page    Allocator = 2 // mm_page_alloc / mm_page_free
+	Percpu  Allocator = 3 // percpu_alloc_percpu / percpu_free_percpu
 )
 
 // Allocators lists every allocator, in the order they are attached.
-var Allocators = []Allocator{Slab, Kmalloc}
+var Allocators = []Allocator{Slab, Kmalloc, Page, Percpu}
+
+var allocatorNames = []string{Slab: "slab", Kmalloc: "kmalloc", Page: "page", Percpu: "percpu"}
 
 func (a Allocator) String() string {
-	switch a {
-	case Slab:
-		return "slab"
-	case Kmalloc:
-		return "kmalloc"
+	if int(a) < len(allocatorNames) {
+		return allocatorNames[a]
 	}
 	return fmt.Sprintf("allocator(%d)", uint32(a))
 }
+
+// Slabs reports whether a allocates from slab caches, whose objects share
+// one key space and which the kernel counts in /proc/slabinfo.
+func (a Allocator) Slabs() bool { return a == Slab || a == Kmalloc }
 
 // ParseAllocator maps a configured name to its Allocator.
 func ParseAllocator(name string) (Allocator, error) {
@@ -115,8 +121,17 @@ type Options struct {
 	Allocators []Allocator
 	Mode       Mode
 	MaxObjects uint32
+	// SampleRate tracks 1 in SampleRate objects, picked by address; 0 and
+	// 1 track every one.
+	SampleRate uint32
 	Stacks     StackOptions
 	// Allocations outside [MinSize, MaxSize] bytes are not tracked.
 	MinSize, MaxSize uint32
 	Logger           *zap.Logger
+}
+
+// TakesStacks reports whether any allocation takes a stack: page
+// allocations always do, since their tracepoint names no call site.
+func (o Options) TakesStacks() bool {
+	return o.Stacks.Mode != StacksOff || slices.Contains(o.Allocators, Page)
 }

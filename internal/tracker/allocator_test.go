@@ -15,11 +15,14 @@ func TestParseAllocator(t *testing.T) {
 	}{
 		{name: "slab", want: Slab},
 		{name: "kmalloc", want: Kmalloc},
-		{name: "", wantErr: `unknown allocator "" (known: slab, kmalloc)`},
-		{name: "Slab", wantErr: `unknown allocator "Slab" (known: slab, kmalloc)`},
-		{name: "slub", wantErr: `unknown allocator "slub" (known: slab, kmalloc)`},
-		{name: "vmalloc", wantErr: `unknown allocator "vmalloc" (known: slab, kmalloc)`},
-		{name: " kmalloc", wantErr: `unknown allocator " kmalloc" (known: slab, kmalloc)`},
+		{name: "page", want: Page},
+		{name: "percpu", want: Percpu},
+		{name: "", wantErr: `unknown allocator "" (known: slab, kmalloc, page, percpu)`},
+		{name: "Slab", wantErr: `unknown allocator "Slab" (known: slab, kmalloc, page, percpu)`},
+		{name: "slub", wantErr: `unknown allocator "slub" (known: slab, kmalloc, page, percpu)`},
+		{name: "pages", wantErr: `unknown allocator "pages" (known: slab, kmalloc, page, percpu)`},
+		{name: "vmalloc", wantErr: `unknown allocator "vmalloc" (known: slab, kmalloc, page, percpu)`},
+		{name: " kmalloc", wantErr: `unknown allocator " kmalloc" (known: slab, kmalloc, page, percpu)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -106,8 +106,15 @@ func CacheOf(obj Object) CacheID {
 // CacheName names the slab cache obj came from. For kmalloc it reconstructs
 // the kernel's naming (kmalloc-96, kmalloc-cg-1k, ...) from the size and
 // the gfp family bits, the way kmalloc_type() picks the cache.
+// Pages are named by their order (order-0 is one page), percpu objects
+// all "percpu": neither comes from a cache.
 func (s *Snapshot) CacheName(obj Object) string {
-	if obj.Allocator != Kmalloc {
+	switch obj.Allocator {
+	case Page:
+		return fmt.Sprintf("order-%d", obj.Cache)
+	case Percpu:
+		return "percpu"
+	case Slab:
 		if name, ok := s.CacheNames[obj.Cache]; ok {
 			return name
 		}

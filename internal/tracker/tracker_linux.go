@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,7 +25,8 @@ import (
 // Tracker owns everything Open put into the kernel; Close releases it.
 type Tracker struct {
 	maps     map[string]*ebpf.Map // every map of the BPF object, by name
-	live     *ebpf.Map
+	live     *ebpf.Map            // slab and kmalloc objects
+	scanned  []*ebpf.Map          // the live maps of the allocators attached
 	programs map[Allocator][]*ebpf.Program
 	links    []link.Link
 	modes    map[Allocator]Mode
@@ -44,9 +46,9 @@ type Tracker struct {
 // the buffers stay in the hundreds of KiB.
 const scanBatch = 8192
 
-// attachment is one program on one kmem tracepoint.
+// attachment is one program on one tracepoint, of group (kmem, percpu).
 type attachment struct {
-	program, event string
+	program, group, event string
 }
 
 // primaryFree is the index of the primary free program in programs.
@@ -56,16 +58,21 @@ const primaryFree = 1
 // tracepoint, programs run in the order they were attached, and the backup
 // free program (free_backup in the BPF code) must run after the primary.
 var programs = map[Allocator]map[Mode][]attachment{
-	Slab: {
-		ModeTPBTF:      {{"btf_slab_alloc", "kmem_cache_alloc"}, {"btf_slab_free", "kmem_cache_free"}, {"btf_slab_free_bk", "kmem_cache_free"}},
-		ModeRawTP:      {{"raw_slab_alloc", "kmem_cache_alloc"}, {"raw_slab_free", "kmem_cache_free"}, {"raw_slab_free_bk", "kmem_cache_free"}},
-		ModeTracepoint: {{"tp_slab_alloc", "kmem_cache_alloc"}, {"tp_slab_free", "kmem_cache_free"}},
-	},
-	Kmalloc: {
-		ModeTPBTF:      {{"btf_kmalloc", "kmalloc"}, {"btf_kfree", "kfree"}, {"btf_kfree_bk", "kfree"}},
-		ModeRawTP:      {{"raw_kmalloc", "kmalloc"}, {"raw_kfree", "kfree"}, {"raw_kfree_bk", "kfree"}},
-		ModeTracepoint: {{"tp_kmalloc", "kmalloc"}, {"tp_kfree", "kfree"}},
-	},
+	Slab:    tracepointPrograms("slab", "kmem", "kmem_cache_alloc", "kmem_cache_free"),
+	Kmalloc: tracepointPrograms("kmalloc", "kmem", "kmalloc", "kfree"),
+	Page:    tracepointPrograms("page", "kmem", "mm_page_alloc", "mm_page_free"),
+	Percpu:  tracepointPrograms("percpu", "percpu", "percpu_alloc_percpu", "percpu_free_percpu"),
+}
+
+// tracepointPrograms lists an allocator's programs in each tracepoint mode,
+// named <mode>_<allocator>_{alloc,free,free_bk} in the BPF code. Classic
+// tracepoints get no backup free program (see the BPF code).
+func tracepointPrograms(name, group, alloc, free string) map[Mode][]attachment {
+	list := func(prefix string) []attachment {
+		p := prefix + "_" + name
+		return []attachment{{p + "_alloc", group, alloc}, {p + "_free", group, free}, {p + "_free_bk", group, free}}
+	}
+	return map[Mode][]attachment{ModeTPBTF: list("btf"), ModeRawTP: list("raw"), ModeTracepoint: list("tp")[:2]}
 }
 
 // Open checks what the kernel and the process allow, loads the maps, and
@@ -86,7 +93,6 @@ func Open(opts Options) (*Tracker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing the embedded BPF object: %w", err)
 	}
-	spec.Maps["live"].MaxEntries = opts.MaxObjects
 	if err := configure(spec, opts); err != nil {
 		return nil, err
 	}
@@ -95,7 +101,7 @@ func Open(opts Options) (*Tracker, error) {
 		maps:       map[string]*ebpf.Map{},
 		programs:   map[Allocator][]*ebpf.Program{},
 		modes:      map[Allocator]Mode{},
-		stacksOn:   opts.Stacks.Mode != StacksOff,
+		stacksOn:   opts.TakesStacks(),
 		stackDepth: opts.Stacks.Depth,
 		stackSites: map[uint64]bool{},
 	}
@@ -110,6 +116,7 @@ func Open(opts Options) (*Tracker, error) {
 			return nil, err
 		}
 	}
+	t.scanned = t.scannedMaps()
 	t.keys = make([]uint64, scanBatch)
 	t.vals = make([]bpf.KmemleakObject, scanBatch)
 	return t, nil
@@ -123,6 +130,7 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		"stack_sample_rate": opts.Stacks.SampleRate,
 		"min_size":          opts.MinSize,
 		"max_size":          opts.MaxSize,
+		"sample_rate":       max(opts.SampleRate, 1),
 	}
 	for name, v := range consts {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -132,15 +140,41 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	stacks := spec.Maps["stacks"]
 	stacks.ValueSize = uint32(8 * opts.Stacks.Depth)
 	stacks.MaxEntries = StackMapEntries(opts)
+	for name, size := range liveMapEntries(opts) {
+		spec.Maps[name].MaxEntries = size
+	}
 	return nil
 }
 
+// maxPercpuObjects bounds the percpu map: percpu memory is a few MiB in
+// all, so a kernel holds tens of thousands of percpu objects, not millions.
+const maxPercpuObjects = 1 << 16
+
+// liveMapEntries sizes the live maps, max_tracked_objects each (percpu's
+// at most maxPercpuObjects); a map no allocator uses is created at its
+// smallest.
+func liveMapEntries(opts Options) map[string]uint32 {
+	out := map[string]uint32{"live": 1, "live_pages": 1, "live_percpu": 1}
+	for _, a := range opts.Allocators {
+		size := opts.MaxObjects
+		if a == Percpu {
+			size = min(size, maxPercpuObjects)
+		}
+		out[liveMapOf[a]] = size
+	}
+	return out
+}
+
+// liveMapOf names the live map each allocator's objects go to
+// (live_map_of() in the BPF code).
+var liveMapOf = map[Allocator]string{Slab: "live", Kmalloc: "live", Page: "live_pages", Percpu: "live_percpu"}
+
 // StackMapEntries sizes the stack map: far fewer distinct stacks than live
 // objects exist, and the kernel allocates the whole map up front (depth x 8
-// bytes each), so one entry per 8 tracked objects. With stacks off the map
-// is still created, at its smallest.
+// bytes each), so one entry per 8 tracked objects. With no stacks taken
+// the map is still created, at its smallest.
 func StackMapEntries(opts Options) uint32 {
-	if opts.Stacks.Mode == StacksOff {
+	if !opts.TakesStacks() {
 		return 1
 	}
 	return min(max(opts.MaxObjects/8, 1024), 1<<17)
@@ -161,6 +195,17 @@ func (t *Tracker) createMaps(spec *ebpf.CollectionSpec) error {
 	}
 	t.live = t.maps["live"]
 	return nil
+}
+
+// scannedMaps returns the live maps of the allocators attached, each once.
+func (t *Tracker) scannedMaps() []*ebpf.Map {
+	var out []*ebpf.Map
+	for _, a := range Allocators {
+		if _, on := t.modes[a]; on && !slices.Contains(out, t.maps[liveMapOf[a]]) {
+			out = append(out, t.maps[liveMapOf[a]])
+		}
+	}
+	return out
 }
 
 // attach tries the requested mode, or every mode in order for auto, and
@@ -188,7 +233,7 @@ func (t *Tracker) attachMode(spec *ebpf.CollectionSpec, cache *btf.Cache, a Allo
 	s := spec.Copy()
 	s.Programs = map[string]*ebpf.ProgramSpec{}
 	for _, at := range todo {
-		if err := checkTracepoint(m, at.event); err != nil {
+		if err := checkTracepoint(m, at.group, at.event); err != nil {
 			return err
 		}
 		s.Programs[at.program] = spec.Programs[at.program]
@@ -204,10 +249,10 @@ func (t *Tracker) attachMode(spec *ebpf.CollectionSpec, cache *btf.Cache, a Allo
 	for _, at := range todo {
 		prog := coll.DetachProgram(at.program)
 		progs = append(progs, prog)
-		l, err := attachProgram(prog, m, at.event)
+		l, err := attachProgram(prog, m, at.group, at.event)
 		if err != nil {
 			closeAll(links, progs)
-			return fmt.Errorf("attaching to kmem:%s: %w", at.event, explainPermission(err))
+			return fmt.Errorf("attaching to %s:%s: %w", at.group, at.event, explainPermission(err))
 		}
 		links = append(links, l)
 	}
@@ -216,27 +261,27 @@ func (t *Tracker) attachMode(spec *ebpf.CollectionSpec, cache *btf.Cache, a Allo
 	return nil
 }
 
-func attachProgram(prog *ebpf.Program, m Mode, event string) (link.Link, error) {
+func attachProgram(prog *ebpf.Program, m Mode, group, event string) (link.Link, error) {
 	switch m {
 	case ModeTPBTF:
 		return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
 	case ModeRawTP:
 		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: event, Program: prog})
 	case ModeTracepoint:
-		return link.Tracepoint("kmem", event, prog, nil)
+		return link.Tracepoint(group, event, prog, nil)
 	}
 	return nil, fmt.Errorf("no attach mode %q", m)
 }
 
 // checkTracepoint turns the kernel's terse errors for a missing tracepoint
 // or an unmounted tracefs into a message that says what to do.
-func checkTracepoint(m Mode, event string) error {
+func checkTracepoint(m Mode, group, event string) error {
 	if m == ModeTracepoint {
 		if tracefsEvents() == "" {
 			return errors.New("tracefs is not mounted (mount it with: mount -t tracefs tracefs /sys/kernel/tracing)")
 		}
-		if _, err := os.Stat(tracefsEvents() + "/kmem/" + event); err != nil {
-			return fmt.Errorf("the kernel has no tracepoint kmem:%s", event)
+		if _, err := os.Stat(tracefsEvents() + "/" + group + "/" + event); err != nil {
+			return fmt.Errorf("the kernel has no tracepoint %s:%s", group, event)
 		}
 		return nil
 	}
@@ -246,7 +291,7 @@ func checkTracepoint(m Mode, event string) error {
 	}
 	var fn *btf.Typedef
 	if err := spec.TypeByName("btf_trace_"+event, &fn); err != nil {
-		return fmt.Errorf("the kernel has no tracepoint kmem:%s (no btf_trace_%s in its BTF)", event, event)
+		return fmt.Errorf("the kernel has no tracepoint %s:%s (no btf_trace_%s in its BTF)", group, event, event)
 	}
 	return nil
 }
@@ -277,27 +322,9 @@ func (t *Tracker) Modes() map[Allocator]Mode { return t.modes }
 // object freed during the scan may still appear and a new one may not.
 func (t *Tracker) Scan(snap *Snapshot) error {
 	snap.Objects = snap.Objects[:0]
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := t.live.BatchLookup(&cursor, t.keys, t.vals, nil)
-		for i := range n {
-			v := &t.vals[i]
-			snap.Objects = append(snap.Objects, Object{
-				Address:      t.keys[i],
-				AllocNs:      v.AllocNs,
-				CallSite:     v.CallSite,
-				Cache:        v.Cache,
-				Bytes:        v.Bytes,
-				StackID:      v.StackId,
-				StackSkipped: v.StackSkipped != 0,
-				Allocator:    Allocator(v.Allocator),
-			})
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("scanning live objects: %w", err)
+	for _, m := range t.scanned {
+		if err := t.scanMap(m, snap); err != nil {
+			return err
 		}
 	}
 	var err error
@@ -314,6 +341,32 @@ func (t *Tracker) Scan(snap *Snapshot) error {
 	}
 	snap.TakenNs, err = MonotonicNow()
 	return err
+}
+
+func (t *Tracker) scanMap(m *ebpf.Map, snap *Snapshot) error {
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, t.keys, t.vals, nil)
+		for i := range n {
+			v := &t.vals[i]
+			snap.Objects = append(snap.Objects, Object{
+				Address:      t.keys[i],
+				AllocNs:      v.AllocNs,
+				CallSite:     v.CallSite,
+				Cache:        v.Cache,
+				Bytes:        v.Bytes,
+				StackID:      v.StackId,
+				StackSkipped: v.StackSkipped != 0,
+				Allocator:    Allocator(v.Allocator),
+			})
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("scanning live objects (map %s): %w", m, err)
+		}
+	}
 }
 
 // MonotonicNow reads the clock of Object.AllocNs (bpf_ktime_get_ns).
@@ -419,8 +472,9 @@ func (t *Tracker) Skip(id CacheID, addrs []uint64) error {
 	return t.Delete(addrs)
 }
 
-// Delete removes entries from the live map. The kernel stops a batch at the
-// first missing key, an entry freed meanwhile: it is skipped.
+// Delete removes slab and kmalloc objects from the live map. The kernel
+// stops a batch at the first missing key, an entry freed meanwhile: it is
+// skipped.
 func (t *Tracker) Delete(addrs []uint64) error {
 	for len(addrs) > 0 {
 		n, err := t.live.BatchDelete(addrs, nil)
@@ -536,7 +590,7 @@ func (t *Tracker) Close() error {
 	for _, m := range t.maps {
 		errs = append(errs, m.Close())
 	}
-	t.maps, t.live = nil, nil
+	t.maps, t.live, t.scanned = nil, nil, nil
 	return errors.Join(errs...)
 }
 
