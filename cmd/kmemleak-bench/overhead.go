@@ -25,14 +25,19 @@ type overheadRow struct {
 }
 
 // ours loads the receiver's probes as a receiver with these settings would.
-func ours(mode tracker.Mode, stacks tracker.StackMode) overheadRow {
+func ours(mode tracker.Mode, stacks tracker.StackMode, sampleRate int) overheadRow {
+	name := "ours, stack_traces " + stacks.String()
+	if sampleRate != 1 {
+		name += fmt.Sprintf(", sample_rate %d", sampleRate)
+	}
 	return overheadRow{
-		name:  "ours, stack_traces " + stacks.String(),
+		name:  name,
 		hooks: string(mode),
 		attach: func() (io.Closer, error) {
 			cfg := kmemleakreceiver.NewFactory().CreateDefaultConfig().(*kmemleakreceiver.Config)
 			cfg.Attach = string(mode)
 			cfg.StackTraces = stacks.String()
+			cfg.SampleRate = sampleRate
 			if err := cfg.Validate(); err != nil {
 				return nil, err
 			}
@@ -76,15 +81,17 @@ const (
 // overheadRows lists what is measured, the reference row first after the
 // baseline: the others take its event counts.
 func overheadRows(maxObjects int) (rows []overheadRow, skipped []string) {
-	reference := ours(tracker.ModeTPBTF, tracker.StacksOff)
+	reference := ours(tracker.ModeTPBTF, tracker.StacksOff, 1)
 	reference.reference = true
 	rows = []overheadRow{
 		{name: rowNone, hooks: "-"},
 		reference,
-		ours(tracker.ModeRawTP, tracker.StacksOff),
-		ours(tracker.ModeTracepoint, tracker.StacksOff),
-		ours(tracker.ModeTPBTF, tracker.StacksAdaptive),
-		ours(tracker.ModeTPBTF, tracker.StacksAlways),
+		ours(tracker.ModeRawTP, tracker.StacksOff, 1),
+		ours(tracker.ModeTracepoint, tracker.StacksOff, 1),
+		ours(tracker.ModeTPBTF, tracker.StacksAdaptive, 1),
+		ours(tracker.ModeTPBTF, tracker.StacksAlways, 1),
+		ours(tracker.ModeTPBTF, tracker.StacksOff, 100),
+		ours(tracker.ModeTPBTF, tracker.StacksAdaptive, 100),
 	}
 	if why := bpftraceMissing(); why != "" {
 		skipped = append(skipped, "bpftrace rows: "+why)

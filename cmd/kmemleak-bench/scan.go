@@ -67,7 +67,7 @@ func runScan(c config) error {
 // method runs times, in turn: took[method][run] in milliseconds.
 func measureScans(methods []scanMethod, n, runs int) (took [][]float64, entries []int, err error) {
 	tr, err := tracker.Open(tracker.Options{
-		Allocators: tracker.Allocators, Mode: tracker.ModeAuto, MaxObjects: uint32(n) + 1<<18,
+		Allocators: []tracker.Allocator{tracker.Slab, tracker.Kmalloc}, Mode: tracker.ModeAuto, MaxObjects: uint32(n) + 1<<18,
 		Stacks: tracker.StackOptions{Depth: 32}, MaxSize: ^uint32(0), Logger: zap.NewNop(),
 	})
 	if err != nil {

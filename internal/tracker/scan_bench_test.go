@@ -17,7 +17,7 @@ func filledTracker(b *testing.B, n int) *Tracker {
 		b.Skip("needs root to load the probes")
 	}
 	tr, err := Open(Options{
-		Allocators: Allocators, Mode: ModeAuto, MaxObjects: uint32(n) + 1<<18,
+		Allocators: []Allocator{Slab, Kmalloc}, Mode: ModeAuto, MaxObjects: uint32(n) + 1<<18,
 		Stacks: StackOptions{Depth: 32}, MaxSize: ^uint32(0), Logger: zap.NewNop(),
 	})
 	if err != nil {
