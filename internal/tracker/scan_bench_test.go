@@ -62,3 +62,29 @@ func BenchmarkScanBatch100k(b *testing.B)  { benchmarkScan(b, 100_000) }
 func BenchmarkScanBatch1M(b *testing.B)    { benchmarkScan(b, 1_000_000) }
 func BenchmarkScanPerKey100k(b *testing.B) { benchmarkPerKey(b, 100_000) }
 func BenchmarkScanPerKey1M(b *testing.B)   { benchmarkPerKey(b, 1_000_000) }
+
+// benchmarkAggregate sums the map per group in the kernel instead.
+func benchmarkAggregate(b *testing.B, n int) {
+	tr := filledTracker(b, n)
+	agg, err := tr.NewAggregator()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer agg.Close()
+	var groups []Group
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if groups, err = agg.Aggregate(2, 2, groups[:0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var entries uint64
+	for _, g := range groups {
+		entries += g.Objects
+	}
+	b.ReportMetric(float64(entries)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+}
+
+func BenchmarkScanAggregate100k(b *testing.B) { benchmarkAggregate(b, 100_000) }
+func BenchmarkScanAggregate1M(b *testing.B)   { benchmarkAggregate(b, 1_000_000) }
