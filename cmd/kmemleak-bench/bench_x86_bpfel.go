@@ -42,6 +42,8 @@ const (
 	benchProgFloorSlabFree     = "floor_slab_free"
 	benchProgTracex4Alloc      = "tracex4_alloc"
 	benchProgTracex4Free       = "tracex4_free"
+	benchProgWalk              = "walk"
+	benchVarWalked             = "walked"
 )
 
 // loadBench returns the embedded CollectionSpec for bench.
@@ -98,6 +100,7 @@ type benchProgramSpecs struct {
 	FloorSlabFree     *ebpf.ProgramSpec `ebpf:"floor_slab_free"`
 	Tracex4Alloc      *ebpf.ProgramSpec `ebpf:"tracex4_alloc"`
 	Tracex4Free       *ebpf.ProgramSpec `ebpf:"tracex4_free"`
+	Walk              *ebpf.ProgramSpec `ebpf:"walk"`
 }
 
 // benchMapSpecs contains maps before they are loaded into the kernel.
@@ -112,6 +115,7 @@ type benchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchVariableSpecs struct {
+	Walked *ebpf.VariableSpec `ebpf:"walked"`
 }
 
 // benchObjects contains all objects after they have been loaded into the kernel.
@@ -149,6 +153,7 @@ func (m *benchMaps) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchVariables struct {
+	Walked *ebpf.Variable `ebpf:"walked"`
 }
 
 // benchPrograms contains all programs after they have been loaded into the kernel.
@@ -167,6 +172,7 @@ type benchPrograms struct {
 	FloorSlabFree     *ebpf.Program `ebpf:"floor_slab_free"`
 	Tracex4Alloc      *ebpf.Program `ebpf:"tracex4_alloc"`
 	Tracex4Free       *ebpf.Program `ebpf:"tracex4_free"`
+	Walk              *ebpf.Program `ebpf:"walk"`
 }
 
 func (p *benchPrograms) Close() error {
@@ -183,6 +189,7 @@ func (p *benchPrograms) Close() error {
 		p.FloorSlabFree,
 		p.Tracex4Alloc,
 		p.Tracex4Free,
+		p.Walk,
 	)
 }
 

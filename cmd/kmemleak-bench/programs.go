@@ -57,22 +57,13 @@ type attachedSet struct {
 }
 
 func (s progSet) attach() (*attachedSet, error) {
-	spec, err := loadBench()
-	if err != nil {
-		return nil, fmt.Errorf("parsing the bench BPF object: %w", err)
-	}
-	keep := spec.Copy()
-	keep.Programs = map[string]*ebpf.ProgramSpec{}
-	keep.Maps = map[string]*ebpf.MapSpec{}
+	var names []string
 	for _, p := range s.progs {
-		keep.Programs[p.program] = spec.Programs[p.program]
+		names = append(names, p.program)
 	}
-	for _, m := range s.maps {
-		keep.Maps[m] = spec.Maps[m]
-	}
-	coll, err := ebpf.NewCollection(keep)
+	coll, err := loadOnly(names, s.maps)
 	if err != nil {
-		return nil, fmt.Errorf("loading %s: %w", s.progs[0].program, err)
+		return nil, err
 	}
 	a := &attachedSet{coll: coll}
 	for _, p := range s.progs {
@@ -84,6 +75,28 @@ func (s progSet) attach() (*attachedSet, error) {
 		a.links = append(a.links, l)
 	}
 	return a, nil
+}
+
+// loadOnly loads the named programs and maps of bench.bpf.c, and no other.
+func loadOnly(programs, maps []string) (*ebpf.Collection, error) {
+	spec, err := loadBench()
+	if err != nil {
+		return nil, fmt.Errorf("parsing the bench BPF object: %w", err)
+	}
+	keep := spec.Copy()
+	keep.Programs = map[string]*ebpf.ProgramSpec{}
+	keep.Maps = map[string]*ebpf.MapSpec{}
+	for _, p := range programs {
+		keep.Programs[p] = spec.Programs[p]
+	}
+	for _, m := range maps {
+		keep.Maps[m] = spec.Maps[m]
+	}
+	coll, err := ebpf.NewCollection(keep)
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", programs[0], err)
+	}
+	return coll, nil
 }
 
 func (a *attachedSet) Close() error {
