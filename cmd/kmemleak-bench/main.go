@@ -12,6 +12,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -145,7 +146,7 @@ func printTargets(ts []target) {
 	for _, t := range ts {
 		verdict, bound := "met", "at most"
 		switch {
-		case t.value == 0:
+		case math.IsNaN(t.value):
 			verdict = "not measured"
 		case !t.met():
 			verdict = "MISSED"

@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"slices"
 
@@ -182,7 +183,7 @@ func (res *overheadResults) added(i int) []float64 {
 // b's: pair by pair, so that it holds when the machine's speed drifts.
 func (res *overheadResults) ratio(a, b int) float64 {
 	if a < 0 || b < 0 {
-		return 0
+		return math.NaN() // a row skipped
 	}
 	x, y := res.added(a), res.added(b)
 	r := make([]float64, len(x))

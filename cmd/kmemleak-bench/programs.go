@@ -77,7 +77,8 @@ func (s progSet) attach() (*attachedSet, error) {
 	return a, nil
 }
 
-// loadOnly loads the named programs and maps of bench.bpf.c, and no other.
+// loadOnly loads the named programs and maps of bench.bpf.c, and no other
+// large map.
 func loadOnly(programs, maps []string) (*ebpf.Collection, error) {
 	spec, err := loadBench()
 	if err != nil {
@@ -92,6 +93,8 @@ func loadOnly(programs, maps []string) (*ebpf.Collection, error) {
 	for _, m := range maps {
 		keep.Maps[m] = spec.Maps[m]
 	}
+	// The global variables' map: small, and every program's variables need it.
+	keep.Maps[".bss"] = spec.Maps[".bss"]
 	coll, err := ebpf.NewCollection(keep)
 	if err != nil {
 		return nil, fmt.Errorf("loading %s: %w", programs[0], err)

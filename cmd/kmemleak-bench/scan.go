@@ -140,7 +140,7 @@ func attachWalker(maxEntries uint32) (*walker, error) {
 		return nil, err
 	}
 	defer live.Close()
-	coll, err := loadOnly([]string{"walk"}, []string{".bss"})
+	coll, err := loadOnly([]string{"walk"}, nil)
 	if err != nil {
 		return nil, err
 	}
