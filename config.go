@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"path"
+	"slices"
 	"time"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
@@ -32,7 +33,8 @@ type Config struct {
 	// Allocators are the kernel allocators to track: slab, kmalloc, page,
 	// percpu.
 	Allocators []string `mapstructure:"allocators"`
-	// Attach is how the probes attach: auto, tp_btf, raw_tp or tracepoint.
+	// Attach is how the probes attach: auto, tp_btf, raw_tp, tracepoint or
+	// kprobe (slab and kmalloc only).
 	Attach string `mapstructure:"attach"`
 	// MaxTrackedObjects sizes the kernel's live-object map; allocations
 	// beyond it are counted as dropped, never block the kernel.
@@ -119,8 +121,14 @@ func (cfg *Config) Validate() error {
 		}
 		seen[name] = true
 	}
-	if _, err := tracker.ParseMode(cfg.Attach); err != nil {
+	if mode, err := tracker.ParseMode(cfg.Attach); err != nil {
 		errs = append(errs, fmt.Errorf("attach: %w", err))
+	} else if mode == tracker.ModeKprobe {
+		for _, name := range cfg.Allocators {
+			if a, err := tracker.ParseAllocator(name); err == nil && !slices.Contains(tracker.KprobeAllocators, a) {
+				errs = append(errs, fmt.Errorf("attach: kprobe hooks only the slab and kmalloc allocators, and allocators lists %q: use attach: auto, or a tracepoint mode", name))
+			}
+		}
 	}
 	if cfg.MaxTrackedObjects < minTrackedObjects || cfg.MaxTrackedObjects > maxTrackedObjects {
 		errs = append(errs, fmt.Errorf("max_tracked_objects must be between %d and %d, got %d", minTrackedObjects, maxTrackedObjects, cfg.MaxTrackedObjects))

@@ -223,6 +223,20 @@ static __always_inline void *live_map_of(__u32 allocator)
 	return &live;
 }
 
+static __always_inline void insert_object(void *live_map, __u64 key, struct object *obj, struct counters *c)
+{
+	obj->alloc_ns = bpf_ktime_get_ns();
+	// BPF_ANY: an address that comes back after a free we missed replaces
+	// the stale entry instead of keeping it as a phantom leak.
+	if (bpf_map_update_elem(live_map, &key, obj, BPF_ANY))
+		c->dropped++;
+}
+
+static __always_inline bool size_tracked(__u32 bytes)
+{
+	return bytes >= min_size && bytes <= max_size;
+}
+
 static __always_inline void track_alloc(void *ctx, __u64 key, __u64 call_site, __u64 cache, __u32 bytes,
 					__u32 allocator)
 {
@@ -230,21 +244,17 @@ static __always_inline void track_alloc(void *ctx, __u64 key, __u64 call_site, _
 	if (!c)
 		return;
 	c->allocs++;
-	if (bytes < min_size || bytes > max_size || !sampled(key))
+	if (!size_tracked(bytes) || !sampled(key))
 		return;
 
 	struct object obj = {
-		.alloc_ns = bpf_ktime_get_ns(),
 		.call_site = call_site,
 		.cache = cache,
 		.bytes = bytes,
 		.allocator = allocator,
 	};
 	capture_stack(ctx, &obj, c);
-	// BPF_ANY: an address that comes back after a free we missed replaces
-	// the stale entry instead of keeping it as a phantom leak.
-	if (bpf_map_update_elem(live_map_of(allocator), &key, &obj, BPF_ANY))
-		c->dropped++;
+	insert_object(live_map_of(allocator), key, &obj, c);
 }
 
 static __always_inline void track_free(__u64 key, __u32 allocator)
@@ -297,18 +307,21 @@ static __always_inline __u32 kmalloc_slot(size_t bytes_alloc, gfp_t gfp)
 	return family * KMALLOC_SLOTS_PER_FAMILY + bytes_alloc / 8;
 }
 
+static __always_inline bool kmalloc_skipped(size_t bytes_alloc, gfp_t gfp)
+{
+	// kmalloc-large comes from the page allocator, whose frees are traced.
+	if (bytes_alloc > KMALLOC_MAX_CACHE_SIZE)
+		return false;
+	__u32 slot = kmalloc_slot(bytes_alloc, gfp);
+	__u32 *skip = bpf_map_lookup_elem(&kmalloc_skip, &slot);
+	return skip && *skip;
+}
+
 static __always_inline void kmalloc_alloc(void *ctx, __u64 call_site, const void *ptr,
 					  size_t bytes_alloc, gfp_t gfp)
 {
-	if (!is_object(ptr))
+	if (!is_object(ptr) || kmalloc_skipped(bytes_alloc, gfp))
 		return;
-	// kmalloc-large comes from the page allocator, whose frees are traced.
-	if (bytes_alloc <= KMALLOC_MAX_CACHE_SIZE) {
-		__u32 slot = kmalloc_slot(bytes_alloc, gfp);
-		__u32 *skip = bpf_map_lookup_elem(&kmalloc_skip, &slot);
-		if (skip && *skip)
-			return;
-	}
 	track_alloc(ctx, (__u64)ptr, call_site, gfp & KMALLOC_FAMILY_MASK, bytes_alloc, ALLOCATOR_KMALLOC);
 }
 
@@ -601,6 +614,25 @@ static __always_inline __u64 fnv1a(const char *s, int len)
 	return h;
 }
 
+// Before Linux 6.2 the kmem_cache_alloc record names no cache: the object
+// size stands in, as slab-<bytes>, which no real cache is called. Keyed by
+// the size, so the name is formatted once per size, not per allocation: a
+// long program is a wide window for the interrupts whose frees it makes the
+// kernel skip.
+#define SIZED_CACHE_KEY 0x736c61622d000000ULL // "slab-", and the size below
+
+static __always_inline bool sized_cache_skipped(__u64 size, __u64 *key)
+{
+	*key = SIZED_CACHE_KEY | (size & 0xffffffff);
+	struct cache_info *ci = bpf_map_lookup_elem(&caches, key);
+	if (ci)
+		return ci->skip;
+	struct cache_info n = {};
+	BPF_SNPRINTF(n.name, sizeof(n.name), "slab-%llu", size);
+	bpf_map_update_elem(&caches, key, &n, BPF_NOEXIST);
+	return false;
+}
+
 SEC("tracepoint/kmem/kmem_cache_alloc")
 int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
 {
@@ -608,34 +640,32 @@ int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
 	if (!is_object(ptr))
 		return 0;
 
-	char name[CACHE_NAME_LEN] = {};
-	int len;
+	__u64 cache;
 	if (bpf_core_field_exists(ctx->__data_loc_name)) {
+		char name[CACHE_NAME_LEN] = {};
 		__u32 loc = ctx->__data_loc_name;
-		len = bpf_probe_read_kernel_str(name, sizeof(name), (void *)ctx + (loc & 0xffff));
-	} else {
-		// Before Linux 6.2 the record names no cache: the object size
-		// stands in, as slab-<bytes>, which no real cache is called.
-		__u64 size = ctx->bytes_alloc;
-		len = BPF_SNPRINTF(name, sizeof(name), "slab-%llu", size);
-	}
-	__u64 cache = fnv1a(name, len);
-	if (cache_skipped(cache, name))
+		int len = bpf_probe_read_kernel_str(name, sizeof(name), (void *)ctx + (loc & 0xffff));
+		cache = fnv1a(name, len);
+		if (cache_skipped(cache, name))
+			return 0;
+	} else if (sized_cache_skipped(ctx->bytes_alloc, &cache)) {
 		return 0;
+	}
 
 	track_alloc(ctx, (__u64)ptr, ctx->call_site, cache, ctx->bytes_alloc, ALLOCATOR_SLAB);
 	return 0;
 }
 
+// The object's own entry names its cache: cheaper than hashing the name in
+// the record, and right where the alloc record named none (before 6.2).
 SEC("tracepoint/kmem/kmem_cache_free")
 int tp_slab_free(struct trace_event_raw_kmem_cache_free *ctx)
 {
-	free_event((__u64)ctx->ptr, ALLOCATOR_SLAB);
-
-	char name[CACHE_NAME_LEN] = {};
-	__u32 loc = ctx->__data_loc_name;
-	int len = bpf_probe_read_kernel_str(name, sizeof(name), (void *)ctx + (loc & 0xffff));
-	note_cache_free(fnv1a(name, len));
+	__u64 key = (__u64)ctx->ptr;
+	struct object *obj = bpf_map_lookup_elem(&live, &key);
+	if (obj && obj->allocator == ALLOCATOR_SLAB)
+		note_cache_free(obj->cache);
+	free_event(key, ALLOCATOR_SLAB);
 	return 0;
 }
 
@@ -684,5 +714,151 @@ SEC("tracepoint/percpu/percpu_free_percpu")
 int tp_percpu_free(struct trace_event_raw_percpu_free_percpu *ctx)
 {
 	free_event((__u64)ctx->ptr, ALLOCATOR_PERCPU);
+	return 0;
+}
+
+// kprobes, the way samples/bpf/tracex4 tracked slab objects, for kernels
+// whose tracepoints cannot be used. An allocation function is hooked twice:
+// at entry, where its arguments and caller are, and at return, where the
+// object is. The entry stores what it learned under its stack pointer; the
+// return finds it 8 bytes below its own, the return address the function
+// popped. A nested allocation (an interrupt) runs deeper in the stack, or on
+// another, so it never takes its caller's entry.
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH); // a return the kernel missed leaves an entry behind
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct object);
+} pending SEC(".maps");
+
+// The attach cookie says, per hooked function, where its arguments are (see
+// tracker.kprobeCookie): 1-based positions of the kmem_cache, the size and
+// the gfp flags, 0 for none, in 4-bit fields, and the allocator above them.
+#define COOKIE_CACHE(c) ((c) & 0xf)
+#define COOKIE_SIZE(c) (((c) >> 4) & 0xf)
+#define COOKIE_GFP(c) (((c) >> 8) & 0xf)
+#define COOKIE_ALLOCATOR(c) (((c) >> 12) & 0xf)
+
+static __always_inline __u64 kprobe_arg(struct pt_regs *ctx, __u32 n)
+{
+	// Loaded at fixed offsets first: the verifier refuses a load from the
+	// context at an offset computed at run time.
+	__u64 args[8] = {0, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx), PT_REGS_PARM4(ctx),
+			 PT_REGS_PARM5(ctx)};
+	return args[n & 7];
+}
+
+// kmalloc_size is the size of the kmalloc cache a request of size bytes
+// comes from (SLUB, 4 KiB pages), or the pages of a larger one: what the
+// kmalloc tracepoint reports as bytes_alloc.
+static __always_inline __u32 kmalloc_size(__u64 size)
+{
+	if (size <= 8)
+		return 8;
+	if (size > 64 && size <= 96)
+		return 96;
+	if (size > 128 && size <= 192)
+		return 192;
+	__u32 bytes = 16;
+	for (int i = 0; i < 24 && bytes < size; i++)
+		bytes <<= 1;
+	return bytes;
+}
+
+SEC("kprobe")
+int kp_alloc_entry(struct pt_regs *ctx)
+{
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	struct kmem_cache *s = (void *)kprobe_arg(ctx, COOKIE_CACHE(cookie));
+	struct object obj = {.allocator = COOKIE_ALLOCATOR(cookie), .stack_id = -1};
+	if (obj.allocator == ALLOCATOR_SLAB) {
+		if (!s || cache_skipped((__u64)s, BPF_CORE_READ(s, name)))
+			return 0;
+		obj.cache = (__u64)s;
+		obj.bytes = BPF_CORE_READ(s, size);
+	} else {
+		gfp_t gfp = kprobe_arg(ctx, COOKIE_GFP(cookie));
+		obj.bytes = s ? BPF_CORE_READ(s, size) : kmalloc_size(kprobe_arg(ctx, COOKIE_SIZE(cookie)));
+		if (kmalloc_skipped(obj.bytes, gfp))
+			return 0;
+		obj.cache = gfp & KMALLOC_FAMILY_MASK;
+	}
+	__u64 sp = PT_REGS_SP(ctx);
+	// The return address, where the function was called from.
+	bpf_probe_read_kernel(&obj.call_site, sizeof(obj.call_site), (void *)sp);
+	if (size_tracked(obj.bytes)) {
+		__u32 allocator = obj.allocator;
+		struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+		if (c)
+			capture_stack(ctx, &obj, c);
+	}
+	bpf_map_update_elem(&pending, &sp, &obj, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe")
+int kp_alloc_return(struct pt_regs *ctx)
+{
+	__u64 sp = PT_REGS_SP(ctx) - sizeof(__u64);
+	struct object *p = bpf_map_lookup_elem(&pending, &sp);
+	if (!p)
+		return 0;
+	struct object obj = *p;
+	bpf_map_delete_elem(&pending, &sp);
+	__u64 key = PT_REGS_RC(ctx);
+	__u32 allocator = obj.allocator;
+	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+	if (!c || !is_object((void *)key))
+		return 0;
+	c->allocs++;
+	if (size_tracked(obj.bytes) && sampled(key))
+		insert_object(&live, key, &obj, c);
+	return 0;
+}
+
+SEC("kprobe")
+int BPF_KPROBE(kp_slab_free, struct kmem_cache *s, void *x)
+{
+	free_event((__u64)x, ALLOCATOR_SLAB);
+	note_cache_free((__u64)s);
+	return 0;
+}
+
+SEC("kprobe")
+int BPF_KPROBE(kp_kmalloc_free, void *x)
+{
+	free_event((__u64)x, ALLOCATOR_KMALLOC);
+	return 0;
+}
+
+// Bulk frees (kmem_cache_free_bulk, and kfree_bulk, which kfree_rcu batches
+// end in, as kmem_cache_free_bulk(NULL, ...)) fire no free tracepoint:
+// without this hook, every object freed that way stays a phantom until the
+// truth check gives up on its cache. Attached in every mode, where the
+// kernel has kprobes.
+struct bulk_free {
+	void **objects;
+	__u32 allocator;
+};
+
+static long free_one(__u64 i, struct bulk_free *b)
+{
+	__u64 key = 0;
+	bpf_probe_read_kernel(&key, sizeof(key), &b->objects[i]);
+	free_event(key, b->allocator);
+	return 0;
+}
+
+// The kernel frees at most a page of pointers at a time.
+#define MAX_BULK_FREE 1024
+
+SEC("kprobe")
+int BPF_KPROBE(kp_free_bulk, struct kmem_cache *s, size_t size, void **p)
+{
+	struct bulk_free b = {.objects = p, .allocator = s ? ALLOCATOR_SLAB : ALLOCATOR_KMALLOC};
+	bpf_loop(size < MAX_BULK_FREE ? size : MAX_BULK_FREE, free_one, &b, 0);
+	if (s)
+		note_cache_free((__u64)s);
 	return 0;
 }

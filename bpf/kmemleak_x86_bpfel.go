@@ -52,6 +52,7 @@ const (
 	KmemleakMapLive              = "live"
 	KmemleakMapLivePages         = "live_pages"
 	KmemleakMapLivePercpu        = "live_percpu"
+	KmemleakMapPending           = "pending"
 	KmemleakMapStackSites        = "stack_sites"
 	KmemleakMapStacks            = "stacks"
 	KmemleakMapStats             = "stats"
@@ -67,6 +68,11 @@ const (
 	KmemleakProgBtfSlabAlloc     = "btf_slab_alloc"
 	KmemleakProgBtfSlabFree      = "btf_slab_free"
 	KmemleakProgBtfSlabFreeBk    = "btf_slab_free_bk"
+	KmemleakProgKpAllocEntry     = "kp_alloc_entry"
+	KmemleakProgKpAllocReturn    = "kp_alloc_return"
+	KmemleakProgKpFreeBulk       = "kp_free_bulk"
+	KmemleakProgKpKmallocFree    = "kp_kmalloc_free"
+	KmemleakProgKpSlabFree       = "kp_slab_free"
 	KmemleakProgRawKmallocAlloc  = "raw_kmalloc_alloc"
 	KmemleakProgRawKmallocFree   = "raw_kmalloc_free"
 	KmemleakProgRawKmallocFreeBk = "raw_kmalloc_free_bk"
@@ -148,6 +154,11 @@ type KmemleakProgramSpecs struct {
 	BtfSlabAlloc     *ebpf.ProgramSpec `ebpf:"btf_slab_alloc"`
 	BtfSlabFree      *ebpf.ProgramSpec `ebpf:"btf_slab_free"`
 	BtfSlabFreeBk    *ebpf.ProgramSpec `ebpf:"btf_slab_free_bk"`
+	KpAllocEntry     *ebpf.ProgramSpec `ebpf:"kp_alloc_entry"`
+	KpAllocReturn    *ebpf.ProgramSpec `ebpf:"kp_alloc_return"`
+	KpFreeBulk       *ebpf.ProgramSpec `ebpf:"kp_free_bulk"`
+	KpKmallocFree    *ebpf.ProgramSpec `ebpf:"kp_kmalloc_free"`
+	KpSlabFree       *ebpf.ProgramSpec `ebpf:"kp_slab_free"`
 	RawKmallocAlloc  *ebpf.ProgramSpec `ebpf:"raw_kmalloc_alloc"`
 	RawKmallocFree   *ebpf.ProgramSpec `ebpf:"raw_kmalloc_free"`
 	RawKmallocFreeBk *ebpf.ProgramSpec `ebpf:"raw_kmalloc_free_bk"`
@@ -180,6 +191,7 @@ type KmemleakMapSpecs struct {
 	Live        *ebpf.MapSpec `ebpf:"live"`
 	LivePages   *ebpf.MapSpec `ebpf:"live_pages"`
 	LivePercpu  *ebpf.MapSpec `ebpf:"live_percpu"`
+	Pending     *ebpf.MapSpec `ebpf:"pending"`
 	StackSites  *ebpf.MapSpec `ebpf:"stack_sites"`
 	Stacks      *ebpf.MapSpec `ebpf:"stacks"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
@@ -222,6 +234,7 @@ type KmemleakMaps struct {
 	Live        *ebpf.Map `ebpf:"live"`
 	LivePages   *ebpf.Map `ebpf:"live_pages"`
 	LivePercpu  *ebpf.Map `ebpf:"live_percpu"`
+	Pending     *ebpf.Map `ebpf:"pending"`
 	StackSites  *ebpf.Map `ebpf:"stack_sites"`
 	Stacks      *ebpf.Map `ebpf:"stacks"`
 	Stats       *ebpf.Map `ebpf:"stats"`
@@ -235,6 +248,7 @@ func (m *KmemleakMaps) Close() error {
 		m.Live,
 		m.LivePages,
 		m.LivePercpu,
+		m.Pending,
 		m.StackSites,
 		m.Stacks,
 		m.Stats,
@@ -268,6 +282,11 @@ type KmemleakPrograms struct {
 	BtfSlabAlloc     *ebpf.Program `ebpf:"btf_slab_alloc"`
 	BtfSlabFree      *ebpf.Program `ebpf:"btf_slab_free"`
 	BtfSlabFreeBk    *ebpf.Program `ebpf:"btf_slab_free_bk"`
+	KpAllocEntry     *ebpf.Program `ebpf:"kp_alloc_entry"`
+	KpAllocReturn    *ebpf.Program `ebpf:"kp_alloc_return"`
+	KpFreeBulk       *ebpf.Program `ebpf:"kp_free_bulk"`
+	KpKmallocFree    *ebpf.Program `ebpf:"kp_kmalloc_free"`
+	KpSlabFree       *ebpf.Program `ebpf:"kp_slab_free"`
 	RawKmallocAlloc  *ebpf.Program `ebpf:"raw_kmalloc_alloc"`
 	RawKmallocFree   *ebpf.Program `ebpf:"raw_kmalloc_free"`
 	RawKmallocFreeBk *ebpf.Program `ebpf:"raw_kmalloc_free_bk"`
@@ -304,6 +323,11 @@ func (p *KmemleakPrograms) Close() error {
 		p.BtfSlabAlloc,
 		p.BtfSlabFree,
 		p.BtfSlabFreeBk,
+		p.KpAllocEntry,
+		p.KpAllocReturn,
+		p.KpFreeBulk,
+		p.KpKmallocFree,
+		p.KpSlabFree,
 		p.RawKmallocAlloc,
 		p.RawKmallocFree,
 		p.RawKmallocFreeBk,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Boots another kernel under qemu (software emulation: with KVM the guest
-# hangs at boot on these machines) and runs the receiver's privileged tests
-# in it: the test binary, statically built, is the initramfs's only program
-# besides busybox, and the results come back over the serial console.
+# hangs at boot on these machines) and runs the privileged tests in it: the
+# test binaries of the receiver and of internal/tracker, statically built,
+# are the initramfs's only programs besides busybox, and the results come
+# back over the serial console.
 #
 #   kernels/vm.sh [kernel package] [go test -run pattern]
 #
@@ -23,8 +24,9 @@ vmlinuz=$(ls "$work"/kernel/boot/vmlinuz-*)
 root="$work/initramfs"
 mkdir -p "$root"/{bin,proc,sys,dev,tmp}
 cp /bin/busybox "$root/bin/busybox"
-for cmd in sh mount poweroff cat echo true; do ln -s busybox "$root/bin/$cmd"; done
+for cmd in sh mount poweroff cat echo true ip; do ln -s busybox "$root/bin/$cmd"; done
 CGO_ENABLED=0 go test -c -o "$root/receiver.test" .
+CGO_ENABLED=0 go test -c -o "$root/tracker.test" ./internal/tracker
 cat > "$root/init" <<INIT
 #!/bin/sh
 mount -t proc proc /proc
@@ -32,10 +34,14 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t tmpfs tmp /tmp
+ip link set lo up
 ulimit -n 65536
 echo "kernel: \$(cat /proc/sys/kernel/osrelease)"
-TMPDIR=/tmp /receiver.test -test.run '$tests' -test.v -test.count=1
-echo "vm-test-exit: \$?"
+status=0
+for t in /receiver.test /tracker.test; do
+	TMPDIR=/tmp \$t -test.run '$tests' -test.v -test.count=1 || status=1
+done
+echo "vm-test-exit: \$status"
 poweroff -f
 INIT
 chmod +x "$root/init"

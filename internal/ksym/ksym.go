@@ -238,3 +238,26 @@ func (t *Table) Resolve(addr uint64) (Symbol, bool) {
 func (t *Table) Len() int {
 	return len(t.syms)
 }
+
+// FindFunctions reports which of names are functions of the core kernel in
+// kallsyms-format text: text symbols outside any module. Addresses do not
+// matter, so it works where kernel.kptr_restrict hides them.
+func FindFunctions(r io.Reader, names []string) (map[string]bool, error) {
+	wanted := make(map[string]bool, len(names))
+	for _, n := range names {
+		wanted[n] = true
+	}
+	found := map[string]bool{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 256<<10), 256<<10)
+	for sc.Scan() {
+		_, typ, name, module, ok := parseLine(sc.Bytes())
+		if ok && module == nil && isText(typ) && wanted[string(name)] {
+			found[string(name)] = true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("ksym: reading kallsyms: %w", err)
+	}
+	return found, nil
+}

@@ -54,11 +54,18 @@ const (
 	ModeAuto       Mode = "auto"       // the cheapest mode the kernel accepts
 	ModeTPBTF      Mode = "tp_btf"     // BTF-typed tracepoint: cheapest, needs kernel BTF (5.5+)
 	ModeRawTP      Mode = "raw_tp"     // raw tracepoint: untyped arguments (4.17+)
-	ModeTracepoint Mode = "tracepoint" // classic perf tracepoint: needs tracefs, the slowest
+	ModeTracepoint Mode = "tracepoint" // classic perf tracepoint: needs tracefs
+	// ModeKprobe hooks the allocator functions, found by name in kallsyms,
+	// as samples/bpf/tracex4 did: for kernels whose tracepoints cannot be
+	// used. Needs CONFIG_KPROBES; slab and kmalloc only.
+	ModeKprobe Mode = "kprobe"
 )
 
 // AttachModes are the concrete modes in the order `auto` tries them.
-var AttachModes = []Mode{ModeTPBTF, ModeRawTP, ModeTracepoint}
+var AttachModes = []Mode{ModeTPBTF, ModeRawTP, ModeTracepoint, ModeKprobe}
+
+// KprobeAllocators are the allocators the kprobe mode can follow.
+var KprobeAllocators = []Allocator{Slab, Kmalloc}
 
 // ParseMode validates a configured attach mode.
 func ParseMode(name string) (Mode, error) {
@@ -127,7 +134,10 @@ type Options struct {
 	Stacks     StackOptions
 	// Allocations outside [MinSize, MaxSize] bytes are not tracked.
 	MinSize, MaxSize uint32
-	Logger           *zap.Logger
+	// IgnoreBulkFrees leaves kmem_cache_free_bulk unhooked even where the
+	// kernel has kprobes: only to measure what the hook buys.
+	IgnoreBulkFrees bool
+	Logger          *zap.Logger
 }
 
 // TakesStacks reports whether any allocation takes a stack: page

@@ -57,10 +57,11 @@ func TestParseMode(t *testing.T) {
 		{name: "tp_btf", want: ModeTPBTF},
 		{name: "raw_tp", want: ModeRawTP},
 		{name: "tracepoint", want: ModeTracepoint},
-		{name: "", wantErr: `unknown attach mode "" (known: auto, tp_btf, raw_tp, tracepoint)`},
-		{name: "kprobe", wantErr: `unknown attach mode "kprobe" (known: auto, tp_btf, raw_tp, tracepoint)`},
-		{name: "fentry", wantErr: `unknown attach mode "fentry" (known: auto, tp_btf, raw_tp, tracepoint)`},
-		{name: "AUTO", wantErr: `unknown attach mode "AUTO" (known: auto, tp_btf, raw_tp, tracepoint)`},
+		{name: "", wantErr: `unknown attach mode "" (known: auto, tp_btf, raw_tp, tracepoint, kprobe)`},
+		{name: "kprobe", want: ModeKprobe},
+		{name: "kretprobe", wantErr: `unknown attach mode "kretprobe" (known: auto, tp_btf, raw_tp, tracepoint, kprobe)`},
+		{name: "fentry", wantErr: `unknown attach mode "fentry" (known: auto, tp_btf, raw_tp, tracepoint, kprobe)`},
+		{name: "AUTO", wantErr: `unknown attach mode "AUTO" (known: auto, tp_btf, raw_tp, tracepoint, kprobe)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

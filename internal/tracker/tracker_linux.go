@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -28,8 +29,11 @@ type Tracker struct {
 	live     *ebpf.Map            // slab and kmalloc objects
 	scanned  []*ebpf.Map          // the live maps of the allocators attached
 	programs map[Allocator][]*ebpf.Program
-	links    []link.Link
-	modes    map[Allocator]Mode
+	// The program of each allocator whose recursion misses are lost frees.
+	primaryFree map[Allocator]*ebpf.Program
+	bulkFree    *ebpf.Program // on kmem_cache_free_bulk, where the kernel has kprobes
+	links       []link.Link
+	modes       map[Allocator]Mode
 
 	// Reused across scans so a scan of a million objects does not allocate.
 	keys []uint64
@@ -46,13 +50,28 @@ type Tracker struct {
 // the buffers stay in the hundreds of KiB.
 const scanBatch = 8192
 
-// attachment is one program on one tracepoint, of group (kmem, percpu).
+// attachment is one program on one tracepoint (group:event, e.g.
+// kmem:kfree), or on one kernel function (symbol) in kprobe mode.
 type attachment struct {
-	program, group, event string
+	program      string
+	group, event string
+	symbol       string
+	ret          bool   // a kretprobe
+	cookie       uint64 // for bpf_get_attach_cookie
+	// primaryFree marks the program whose recursion misses are lost frees
+	// (Counters.FreeMisses).
+	primaryFree bool
 }
 
-// primaryFree is the index of the primary free program in programs.
-const primaryFree = 1
+func (at attachment) String() string {
+	switch {
+	case at.ret:
+		return "kretprobe " + at.symbol
+	case at.symbol != "":
+		return "kprobe " + at.symbol
+	}
+	return at.group + ":" + at.event
+}
 
 // programs lists, per allocator and mode, what to attach, in order: on a
 // tracepoint, programs run in the order they were attached, and the backup
@@ -70,7 +89,11 @@ var programs = map[Allocator]map[Mode][]attachment{
 func tracepointPrograms(name, group, alloc, free string) map[Mode][]attachment {
 	list := func(prefix string) []attachment {
 		p := prefix + "_" + name
-		return []attachment{{p + "_alloc", group, alloc}, {p + "_free", group, free}, {p + "_free_bk", group, free}}
+		return []attachment{
+			{program: p + "_alloc", group: group, event: alloc},
+			{program: p + "_free", group: group, event: free, primaryFree: true},
+			{program: p + "_free_bk", group: group, event: free},
+		}
 	}
 	return map[Mode][]attachment{ModeTPBTF: list("btf"), ModeRawTP: list("raw"), ModeTracepoint: list("tp")[:2]}
 }
@@ -98,12 +121,13 @@ func Open(opts Options) (*Tracker, error) {
 	}
 
 	t := &Tracker{
-		maps:       map[string]*ebpf.Map{},
-		programs:   map[Allocator][]*ebpf.Program{},
-		modes:      map[Allocator]Mode{},
-		stacksOn:   opts.TakesStacks(),
-		stackDepth: opts.Stacks.Depth,
-		stackSites: map[uint64]bool{},
+		maps:        map[string]*ebpf.Map{},
+		programs:    map[Allocator][]*ebpf.Program{},
+		primaryFree: map[Allocator]*ebpf.Program{},
+		modes:       map[Allocator]Mode{},
+		stacksOn:    opts.TakesStacks(),
+		stackDepth:  opts.Stacks.Depth,
+		stackSites:  map[uint64]bool{},
 	}
 	if err := t.createMaps(spec); err != nil {
 		t.Close()
@@ -115,6 +139,9 @@ func Open(opts Options) (*Tracker, error) {
 			t.Close()
 			return nil, err
 		}
+	}
+	if !opts.IgnoreBulkFrees {
+		t.hookBulkFrees(spec, cache, opts.Logger)
 	}
 	t.scanned = t.scannedMaps()
 	t.keys = make([]uint64, scanBatch)
@@ -229,48 +256,152 @@ func (t *Tracker) attach(spec *ebpf.CollectionSpec, cache *btf.Cache, a Allocato
 }
 
 func (t *Tracker) attachMode(spec *ebpf.CollectionSpec, cache *btf.Cache, a Allocator, m Mode) error {
-	todo := programs[a][m]
-	s := spec.Copy()
-	s.Programs = map[string]*ebpf.ProgramSpec{}
-	for _, at := range todo {
-		if err := checkTracepoint(m, at.group, at.event); err != nil {
-			return err
-		}
-		s.Programs[at.program] = spec.Programs[at.program]
-	}
-	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: t.maps, Cache: cache})
+	todo, err := attachments(a, m)
 	if err != nil {
-		return fmt.Errorf("loading: %w", explainPermission(err))
+		return err
 	}
-	defer coll.Close()
-
-	var progs []*ebpf.Program
-	var links []link.Link
+	progs, links, err := t.load(spec, cache, m, todo)
+	if err != nil {
+		return err
+	}
 	for _, at := range todo {
-		prog := coll.DetachProgram(at.program)
-		progs = append(progs, prog)
-		l, err := attachProgram(prog, m, at.group, at.event)
-		if err != nil {
-			closeAll(links, progs)
-			return fmt.Errorf("attaching to %s:%s: %w", at.group, at.event, explainPermission(err))
+		if !slices.Contains(t.programs[a], progs[at.program]) {
+			t.programs[a] = append(t.programs[a], progs[at.program])
 		}
-		links = append(links, l)
+		if at.primaryFree {
+			t.primaryFree[a] = progs[at.program]
+		}
 	}
-	t.programs[a] = progs
 	t.links = append(t.links, links...)
 	return nil
 }
 
-func attachProgram(prog *ebpf.Program, m Mode, group, event string) (link.Link, error) {
-	switch m {
-	case ModeTPBTF:
-		return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
-	case ModeRawTP:
-		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: event, Program: prog})
-	case ModeTracepoint:
-		return link.Tracepoint(group, event, prog, nil)
+// hookBulkFrees follows the frees no tracepoint shows, where the kernel has
+// kprobes. Without it, nothing is lost but coverage: the truth check finds
+// the caches freed in bulk and stops tracking them.
+func (t *Tracker) hookBulkFrees(spec *ebpf.CollectionSpec, cache *btf.Cache, log *zap.Logger) {
+	if _, ok := t.modes[Slab]; !ok {
+		if _, ok := t.modes[Kmalloc]; !ok {
+			return
+		}
 	}
-	return nil, fmt.Errorf("no attach mode %q", m)
+	err := checkKprobes()
+	if err == nil {
+		var progs map[string]*ebpf.Program
+		var links []link.Link
+		if progs, links, err = t.load(spec, cache, ModeKprobe, []attachment{bulkFree}); err == nil {
+			t.bulkFree = progs[bulkFree.program]
+			t.links = append(t.links, links...)
+			log.Info("Following bulk frees, which no tracepoint shows", zap.String("function", bulkFree.symbol))
+			return
+		}
+	}
+	log.Info("Not following bulk frees: caches freed in bulk will be found by the truth check and untracked",
+		zap.String("function", bulkFree.symbol), zap.Error(err))
+}
+
+// FollowsBulkFrees reports whether the frees of kmem_cache_free_bulk are
+// tracked.
+func (t *Tracker) FollowsBulkFrees() bool { return t.bulkFree != nil }
+
+// attachments lists what allocator a attaches in mode m on this kernel, or
+// why it cannot.
+func attachments(a Allocator, m Mode) ([]attachment, error) {
+	if m != ModeKprobe {
+		todo := programs[a][m]
+		for _, at := range todo {
+			if err := checkTracepoint(m, at.group, at.event); err != nil {
+				return nil, err
+			}
+		}
+		return todo, nil
+	}
+	if err := checkKprobes(); err != nil {
+		return nil, err
+	}
+	kallsyms, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return nil, fmt.Errorf("reading kernel symbols to find the functions to hook: %w", err)
+	}
+	defer kallsyms.Close()
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("reading kernel BTF: %w", err)
+	}
+	return kprobeAttachments(a, kallsyms, func(name string) ([]string, error) { return paramNames(kernel, name) })
+}
+
+// paramNames lists a kernel function's parameter names from its BTF.
+func paramNames(kernel *btf.Spec, name string) ([]string, error) {
+	var fn *btf.Func
+	if err := kernel.TypeByName(name, &fn); err != nil {
+		return nil, fmt.Errorf("no BTF for the function: %w", err)
+	}
+	proto, ok := fn.Type.(*btf.FuncProto)
+	if !ok {
+		return nil, fmt.Errorf("BTF type of the function is %T", fn.Type)
+	}
+	names := make([]string, len(proto.Params))
+	for i, p := range proto.Params {
+		names[i] = p.Name
+	}
+	return names, nil
+}
+
+// checkKprobes names the missing kernel option: without it, attaching a
+// kprobe fails with a bare "file does not exist".
+func checkKprobes() error {
+	for _, path := range []string{"/sys/bus/event_source/devices/kprobe", "/sys/kernel/tracing/kprobe_events", "/sys/kernel/debug/tracing/kprobe_events"} {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+	}
+	return errors.New("the kernel has no kprobes (built without CONFIG_KPROBES: no /sys/bus/event_source/devices/kprobe, no kprobe_events in tracefs); use a tracepoint mode (attach: auto)")
+}
+
+// load loads the programs todo names, once each, and attaches them in
+// order; it returns the programs by name.
+func (t *Tracker) load(spec *ebpf.CollectionSpec, cache *btf.Cache, m Mode, todo []attachment) (map[string]*ebpf.Program, []link.Link, error) {
+	s := spec.Copy()
+	s.Programs = map[string]*ebpf.ProgramSpec{}
+	for _, at := range todo {
+		s.Programs[at.program] = spec.Programs[at.program]
+	}
+	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: t.maps, Cache: cache})
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading: %w", explainLoad(m, err))
+	}
+	defer coll.Close()
+
+	progs := map[string]*ebpf.Program{}
+	var links []link.Link
+	for _, at := range todo {
+		if progs[at.program] == nil {
+			progs[at.program] = coll.DetachProgram(at.program)
+		}
+		l, err := attachProgram(progs[at.program], m, at)
+		if err != nil {
+			closeAll(links, slices.Collect(maps.Values(progs)))
+			return nil, nil, fmt.Errorf("attaching to %s: %w", at, explainPermission(err))
+		}
+		links = append(links, l)
+	}
+	return progs, links, nil
+}
+
+func attachProgram(prog *ebpf.Program, m Mode, at attachment) (link.Link, error) {
+	switch {
+	case m == ModeTPBTF:
+		return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	case m == ModeRawTP:
+		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: at.event, Program: prog})
+	case m == ModeTracepoint:
+		return link.Tracepoint(at.group, at.event, prog, nil)
+	case at.ret:
+		return link.Kretprobe(at.symbol, prog, nil)
+	default:
+		return link.Kprobe(at.symbol, prog, &link.KprobeOptions{Cookie: at.cookie})
+	}
 }
 
 // checkTracepoint turns the kernel's terse errors for a missing tracepoint
@@ -394,13 +525,13 @@ func (t *Tracker) counters() (map[Allocator]Counters, error) {
 			sum.StackErrors += c.StackErrors
 			sum.RecoveredFrees += c.RecoveredFrees
 		}
-		for i, p := range t.programs[a] {
+		for _, p := range t.programs[a] {
 			stats, err := p.Stats()
 			if err != nil {
 				return nil, fmt.Errorf("reading %s program statistics: %w", a, err)
 			}
 			sum.RecursionMisses += stats.RecursionMisses
-			if i == primaryFree {
+			if p == t.primaryFree[a] {
 				sum.FreeMisses = stats.RecursionMisses
 			}
 		}
@@ -585,7 +716,10 @@ func (t *Tracker) Close() error {
 			p.Close()
 		}
 	}
-	t.links, t.programs = nil, nil
+	if t.bulkFree != nil {
+		t.bulkFree.Close()
+	}
+	t.links, t.programs, t.primaryFree, t.bulkFree = nil, nil, nil, nil
 	var errs []error
 	for _, m := range t.maps {
 		errs = append(errs, m.Close())
@@ -637,6 +771,19 @@ func effectiveCaps() (uint64, error) {
 		}
 	}
 	return 0, errors.New("no CapEff line in /proc/self/status")
+}
+
+// VoidArgRefused is how Start explains that the kernel refuses tp_btf
+// programs that read a tracepoint's void * argument, such as the object of
+// kmem_cache_alloc.
+const VoidArgRefused = "this kernel's verifier refuses tp_btf programs that read a void * tracepoint argument (Linux 6.1 does, 6.18 does not); raw_tp runs the same programs with untyped arguments"
+
+// explainLoad says what a verifier refusal means for the user.
+func explainLoad(m Mode, err error) error {
+	if m == ModeTPBTF && strings.Contains(err.Error(), "type UNKNOWN is not a struct") {
+		return fmt.Errorf("%s: %w", VoidArgRefused, err)
+	}
+	return explainPermission(err)
 }
 
 func explainPermission(err error) error {
