@@ -8,7 +8,7 @@ DIST     := _build/otelcol-kmemleak
 CONFIG   ?= examples/config.yaml
 TRACEFS  := /sys/kernel/tracing
 
-.PHONY: build run test lint unit-test fuzz collector-test examples-test e2e test-kernels tracefs generate clean
+.PHONY: build run test lint unit-test fuzz collector-test examples-test e2e test-kernels bench tracefs generate clean
 
 # ocb regenerates the distribution's sources and rebuilds it when anything
 # the receiver is made of changes.
@@ -73,6 +73,14 @@ test-kernels:
 	@command -v qemu-system-x86_64 >/dev/null && command -v busybox >/dev/null && command -v cpio >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq qemu-system-x86 busybox-static cpio; }
 	kernels/vm.sh $(KERNEL) '$(KERNEL_TESTS)'
+
+# The measurements of BENCHMARKS.md, as root; bpftrace, which some rows
+# compare against, is installed if missing. Flags go in BENCH_FLAGS, e.g.
+# BENCH_FLAGS='-sections scan -runs 7'.
+BENCH_FLAGS ?=
+bench: tracefs
+	command -v bpftrace >/dev/null || apt-get install -y bpftrace || echo "warning: cannot install bpftrace: the bench skips its rows"
+	$(GO) run ./cmd/kmemleak-bench $(BENCH_FLAGS)
 
 # Regenerate the committed bpf2go and mdatagen outputs (needs clang-19,
 # llvm-19, libbpf-dev and bpftool for the BPF half).

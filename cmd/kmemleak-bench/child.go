@@ -1,0 +1,131 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.uber.org/zap"
+
+	"github.com/kmemleak/kmemleakreceiver"
+	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+)
+
+// childArg makes the command run a receiver, the collector whose memory
+// and CPU time the parent measures from outside, in a process of its own so
+// that nothing of the bench is counted.
+const childArg = "receiver-child"
+
+// The child's protocol on stdout: "ready" once the probes are attached and
+// the map filled, then "scan <seconds>" for every scan's duration as the
+// receiver measured it. It runs until its stdin closes.
+const (
+	childReady = "ready"
+	childScan  = "scan"
+)
+
+func runChild(args []string) error {
+	fs := flag.NewFlagSet(childArg, flag.ContinueOnError)
+	maxObjects := fs.Int("max-tracked-objects", 1_000_000, "max_tracked_objects")
+	interval := fs.Duration("interval", 10*time.Second, "collection_interval")
+	fill := fs.Int("fill", 0, "synthetic objects to insert into the live map before the first scan")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	signal.Ignore(syscall.SIGINT) // the parent ends the child, by closing stdin
+
+	f := kmemleakreceiver.NewFactory()
+	cfg := f.CreateDefaultConfig().(*kmemleakreceiver.Config)
+	cfg.MaxTrackedObjects = *maxObjects
+	cfg.CollectionInterval = *interval
+	// Time to fill the map before the first scan.
+	cfg.InitialDelay = 2 * time.Second
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	set := receivertest.NewNopSettings(metadata.Type)
+	set.Logger = zap.NewNop()
+	next, err := consumer.NewMetrics(reportScan)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	rcv, err := f.CreateMetrics(ctx, set, cfg, next)
+	if err != nil {
+		return err
+	}
+	if err := rcv.Start(ctx, componenttest.NewNopHost()); err != nil {
+		return err
+	}
+	defer rcv.Shutdown(ctx)
+	if *fill > 0 {
+		live, err := liveMap(uint32(*maxObjects))
+		if err != nil {
+			return err
+		}
+		err = tracker.FillSynthetic(live, *fill)
+		live.Close()
+		if err != nil {
+			return err
+		}
+	}
+	fmt.Println(childReady)
+	_, err = io.Copy(io.Discard, os.Stdin)
+	return err
+}
+
+// reportScan prints the duration of the scan that made md.
+func reportScan(_ context.Context, md pmetric.Metrics) error {
+	for _, rm := range md.ResourceMetrics().All() {
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				if m.Name() == "kmem.tracker.scan.duration" {
+					fmt.Println(childScan, m.Gauge().DataPoints().At(0).DoubleValue())
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// liveMap opens the receiver's live-object map: the newest map named live
+// of that size.
+func liveMap(maxEntries uint32) (*ebpf.Map, error) {
+	var found *ebpf.Map
+	for id := ebpf.MapID(0); ; {
+		var err error
+		if id, err = ebpf.MapGetNextID(id); err != nil {
+			break
+		}
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if info, err := m.Info(); err == nil && info.Name == "live" && m.MaxEntries() == maxEntries {
+			if found != nil {
+				found.Close()
+			}
+			found = m
+			continue
+		}
+		m.Close()
+	}
+	if found == nil {
+		return nil, errors.New("the receiver's live map was not found")
+	}
+	return found, nil
+}

@@ -1,0 +1,168 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// collector is the receiver running in a child process.
+type collector struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines chan string
+}
+
+// startCollector runs the child and waits until it is ready.
+func startCollector(args ...string) (*collector, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, append([]string{childArg}, args...)...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the receiver: %w", err)
+	}
+	c := &collector{cmd: cmd, stdin: stdin, lines: make(chan string, 1024)}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+		close(c.lines)
+	}()
+	if line, err := c.next(time.Minute); err != nil || line != childReady {
+		c.Close()
+		return nil, fmt.Errorf("the receiver did not start: %q %v", line, err)
+	}
+	return c, nil
+}
+
+// next returns the child's next line.
+func (c *collector) next(timeout time.Duration) (string, error) {
+	select {
+	case line, ok := <-c.lines:
+		if !ok {
+			return "", errors.New("the receiver exited")
+		}
+		return line, nil
+	case <-time.After(timeout):
+		return "", fmt.Errorf("no word from the receiver in %v", timeout)
+	}
+}
+
+// nextScan waits for the next scan and returns its duration in seconds.
+func (c *collector) nextScan(timeout time.Duration) (float64, error) {
+	line, err := c.next(timeout)
+	if err != nil {
+		return 0, err
+	}
+	v, ok := strings.CutPrefix(line, childScan+" ")
+	if !ok {
+		return 0, fmt.Errorf("unexpected line from the receiver: %q", line)
+	}
+	return strconv.ParseFloat(v, 64)
+}
+
+func (c *collector) Close() error {
+	c.stdin.Close()
+	return c.cmd.Wait()
+}
+
+func (c *collector) pid() int { return c.cmd.Process.Pid }
+
+// rssMiB is the process's resident set.
+func rssMiB(pid int) (float64, error) {
+	v := procField(fmt.Sprintf("/proc/%d/status", pid), "VmRSS")
+	kib, err := strconv.ParseFloat(strings.TrimSuffix(v, " kB"), 64)
+	if err != nil {
+		return 0, fmt.Errorf("reading VmRSS of %d: %q", pid, v)
+	}
+	return kib / 1024, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
+// architecture Linux exposes to user space.
+const clockTicks = 100
+
+// cpuSeconds is the user plus system time of every thread of the process.
+func cpuSeconds(pid int) (float64, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in parentheses, may hold spaces: fields count
+	// from after it; utime and stime are fields 14 and 15 of the line.
+	_, rest, _ := strings.Cut(string(stat), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseFloat(f[11], 64)
+	stime, err2 := strconv.ParseFloat(f[12], 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return (utime + stime) / clockTicks, nil
+}
+
+// bpfMap is a BPF map a process holds and the memory the kernel charges
+// for it.
+type bpfMap struct {
+	name       string
+	maxEntries uint32
+	memlockMiB float64
+}
+
+// bpfMaps lists the maps the process holds open, from its fdinfo.
+func bpfMaps(pid int) ([]bpfMap, error) {
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var maps []bpfMap
+	for _, e := range entries {
+		path := dir + "/" + e.Name()
+		id := procField(path, "map_id")
+		if id == "unknown" || seen[id] {
+			continue
+		}
+		seen[id] = true
+		memlock, err := strconv.ParseFloat(procField(path, "memlock"), 64)
+		if err != nil {
+			continue // closed meanwhile
+		}
+		m := bpfMap{name: "map " + id, memlockMiB: memlock / (1 << 20)}
+		if n, err := strconv.ParseUint(id, 10, 32); err == nil {
+			if em, err := ebpf.NewMapFromID(ebpf.MapID(n)); err == nil {
+				if info, err := em.Info(); err == nil {
+					m.name, m.maxEntries = info.Name, info.MaxEntries
+				}
+				em.Close()
+			}
+		}
+		maps = append(maps, m)
+	}
+	return maps, nil
+}

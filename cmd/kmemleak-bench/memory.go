@@ -1,0 +1,149 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+)
+
+const (
+	synthetic = 1_000_000
+	// Room for the synthetic objects and what the kernel holds meanwhile.
+	memoryMaxObjects = 1_250_000
+)
+
+func runMemory(c config) error {
+	return c.locked(func() error {
+		col, err := startCollector("-max-tracked-objects", strconv.Itoa(memoryMaxObjects),
+			"-interval", "100ms", "-fill", strconv.Itoa(synthetic))
+		if err != nil {
+			return err
+		}
+		defer col.Close()
+		var rss, took []float64
+		for range c.scans {
+			d, err := col.nextScan(time.Minute)
+			if err != nil {
+				return err
+			}
+			r, err := rssMiB(col.pid())
+			if err != nil {
+				return err
+			}
+			took, rss = append(took, d), append(rss, r)
+		}
+		maps, err := bpfMaps(col.pid())
+		if err != nil {
+			return err
+		}
+		printMemory(c, rss, took, maps)
+		return nil
+	})
+}
+
+func printMemory(c config, rss, took []float64, maps []bpfMap) {
+	fmt.Printf("memory: the receiver in a process of its own, max_tracked_objects %d, %d synthetic objects tracked (plus the kernel's), %d scans back to back\n",
+		memoryMaxObjects, synthetic, c.scans)
+	settled := min(9, len(rss)-1) // after the heap has grown to its working size
+	table(os.Stdout, "RSS MiB after scan\t1\t"+strconv.Itoa(settled+1)+"\t"+strconv.Itoa(len(rss))+"\tmax", [][]string{
+		{"", num(rss[0]), num(rss[settled]), num(rss[len(rss)-1]), num(slices.Max(rss))},
+	})
+	var total float64
+	var rows [][]string
+	slices.SortFunc(maps, func(a, b bpfMap) int { return int(b.memlockMiB*1000) - int(a.memlockMiB*1000) })
+	for _, m := range maps {
+		total += m.memlockMiB
+		if m.memlockMiB >= 0.1 {
+			rows = append(rows, []string{m.name, fmt.Sprint(m.maxEntries), num(m.memlockMiB)})
+		}
+	}
+	rows = append(rows, []string{"all maps", "", num(total)})
+	table(os.Stdout, "BPF map\tmax entries\tmemlock MiB", rows)
+	fmt.Printf("scan to report of %d+ objects (kmem.tracker.scan.duration): median %s s, max %s s\n",
+		synthetic, num(median(took)), num(slices.Max(took)))
+	growth := rss[len(rss)-1] - rss[settled]
+	printTargets([]target{
+		{what: "RSS MiB with 10^6 tracked objects (max)", value: slices.Max(rss), limit: 200 * 1e6 / (1 << 20)},
+		{what: fmt.Sprintf("RSS growth MiB, scan %d to %d", settled+1, len(rss)), value: max(growth, 0), limit: 0.02 * rss[settled]},
+		{what: "scan to report of 10^6 objects, s", value: median(took), limit: 1},
+	})
+}
+
+func runCPU(c config) error {
+	return c.locked(func() error {
+		col, err := startCollector()
+		if err != nil {
+			return err
+		}
+		defer col.Close()
+		if _, err := col.nextScan(time.Minute); err != nil {
+			return err
+		}
+		window := c.cpuWindow / time.Duration(c.runs)
+		idle, err := cpuPerMinute(col.pid(), c.runs, window, func(d time.Duration) error {
+			time.Sleep(d)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		var iterations int
+		busy, err := cpuPerMinute(col.pid(), c.runs, window, func(d time.Duration) error {
+			n, err := loopFor(d, c.cpu)
+			iterations += n
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("cpu: the receiver with the default configuration (collection_interval 10s, stack_traces adaptive), in a process of its own; CPU seconds per minute, median of %d windows of %v\n",
+			c.runs, window)
+		table(os.Stdout, "state\tCPU s/min", [][]string{
+			{"idle", num(idle)},
+			{fmt.Sprintf("pipe/close loop on CPU %d (%s pipes/s)", c.cpu, num(float64(iterations)/(c.cpuWindow.Seconds()))), num(busy)},
+		})
+		return nil
+	})
+}
+
+// cpuPerMinute runs during for each of runs windows and returns the median
+// rate of the process's CPU time, in seconds per minute.
+func cpuPerMinute(pid, runs int, window time.Duration, during func(time.Duration) error) (float64, error) {
+	var rates []float64
+	for range runs {
+		before, err := cpuSeconds(pid)
+		if err != nil {
+			return 0, err
+		}
+		start := time.Now()
+		if err := during(window); err != nil {
+			return 0, err
+		}
+		after, err := cpuSeconds(pid)
+		if err != nil {
+			return 0, err
+		}
+		rates = append(rates, (after-before)/time.Since(start).Minutes())
+	}
+	return median(rates), nil
+}
+
+// loopFor runs the pipe/close loop pinned to cpu for about d and returns
+// how many iterations it made.
+func loopFor(d time.Duration, cpu int) (int, error) {
+	const chunk = 10_000
+	n := 0
+	_, err := pinned(cpu, func() error {
+		for deadline := time.Now().Add(d); time.Now().Before(deadline); n += chunk {
+			if err := pipeLoop(chunk); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return n, err
+}

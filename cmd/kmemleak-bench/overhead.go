@@ -1,0 +1,232 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"slices"
+
+	"go.uber.org/zap"
+
+	"github.com/kmemleak/kmemleakreceiver"
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+)
+
+// An overheadRow is one thing attached while the loop runs.
+type overheadRow struct {
+	name     string
+	hooks    string // the attach mode of its programs
+	slabOnly bool   // only on kmem_cache_alloc/free
+	attach   func() (io.Closer, error)
+	// reference: its counters count the events of every row.
+	reference bool
+}
+
+// ours loads the receiver's probes as a receiver with these settings would.
+func ours(mode tracker.Mode, stacks tracker.StackMode, sampleRate int) overheadRow {
+	name := "ours, stack_traces " + stacks.String()
+	if sampleRate != 1 {
+		name += fmt.Sprintf(", sample_rate %d", sampleRate)
+	}
+	return overheadRow{
+		name:  name,
+		hooks: string(mode),
+		attach: func() (io.Closer, error) {
+			cfg := kmemleakreceiver.NewFactory().CreateDefaultConfig().(*kmemleakreceiver.Config)
+			cfg.Attach = string(mode)
+			cfg.StackTraces = stacks.String()
+			cfg.SampleRate = sampleRate
+			if err := cfg.Validate(); err != nil {
+				return nil, err
+			}
+			opts := kmemleakreceiver.TrackerOptions(cfg)
+			opts.Logger = zap.NewNop()
+			return tracker.Open(opts)
+		},
+	}
+}
+
+func programRow(name string, s progSet) overheadRow {
+	return overheadRow{
+		name: name, hooks: string(s.mode), slabOnly: len(s.progs) == len(slabEvents),
+		attach: func() (io.Closer, error) { return s.attach() },
+	}
+}
+
+func bpftraceRow(kstack bool, maxObjects int) overheadRow {
+	name := "bpftrace"
+	if kstack {
+		name = "bpftrace, kstack"
+	}
+	return overheadRow{
+		name: name, hooks: string(tracker.ModeTracepoint),
+		attach: func() (io.Closer, error) { return startBpftrace(kstack, maxObjects) },
+	}
+}
+
+// The row names the ratios refer to.
+const (
+	rowNone     = "nothing attached"
+	rowOff      = "ours, stack_traces off"
+	rowAdaptive = "ours, stack_traces adaptive"
+	rowAlways   = "ours, stack_traces always"
+	rowBpftrace = "bpftrace"
+	rowKstack   = "bpftrace, kstack"
+	rowFloor    = "map insert/delete only"
+	rowEmpty    = "empty program"
+)
+
+// overheadRows lists what is measured, the reference row first after the
+// baseline: the others take its event counts.
+func overheadRows(maxObjects int) (rows []overheadRow, skipped []string) {
+	reference := ours(tracker.ModeTPBTF, tracker.StacksOff, 1)
+	reference.reference = true
+	rows = []overheadRow{
+		{name: rowNone, hooks: "-"},
+		reference,
+		ours(tracker.ModeRawTP, tracker.StacksOff, 1),
+		ours(tracker.ModeTracepoint, tracker.StacksOff, 1),
+		ours(tracker.ModeTPBTF, tracker.StacksAdaptive, 1),
+		ours(tracker.ModeTPBTF, tracker.StacksAlways, 1),
+		ours(tracker.ModeTPBTF, tracker.StacksOff, 100),
+		ours(tracker.ModeTPBTF, tracker.StacksAdaptive, 100),
+	}
+	if why := bpftraceMissing(); why != "" {
+		skipped = append(skipped, "bpftrace rows: "+why)
+	} else {
+		rows = append(rows, bpftraceRow(false, maxObjects), bpftraceRow(true, maxObjects))
+	}
+	return append(rows,
+		programRow("tracex4", tracex4),
+		programRow(rowFloor, floorBTF),
+		programRow(rowEmpty, emptyBTF),
+		programRow(rowEmpty, emptyRaw),
+		programRow(rowEmpty, emptyTP),
+	), skipped
+}
+
+// overheadResults are the rounds' measurements.
+type overheadResults struct {
+	rows   []overheadRow
+	ns     [][]float64 // [row][round] ns per iteration
+	events [][]float64 // [row][round] events per iteration, as the reference row counted them
+}
+
+// measureRound runs the loop once per row, every row in turn.
+func (res *overheadResults) measureRound(w workload, iterations, cpu int) error {
+	var allEvents, slabEvents float64
+	for i, row := range res.rows {
+		ns, counters, err := measureRow(row, w, iterations, cpu)
+		if err != nil {
+			return fmt.Errorf("%s on %s: %w", row.name, row.hooks, err)
+		}
+		if counters != nil {
+			slab, kmalloc := counters[tracker.Slab], counters[tracker.Kmalloc]
+			slabEvents = float64(slab.Allocs+slab.Frees) / float64(iterations)
+			allEvents = slabEvents + float64(kmalloc.Allocs+kmalloc.Frees)/float64(iterations)
+		}
+		events := allEvents
+		if row.slabOnly {
+			events = slabEvents
+		}
+		res.ns[i] = append(res.ns[i], ns)
+		res.events[i] = append(res.events[i], events)
+	}
+	return nil
+}
+
+// measureRow attaches the row, times the loop and detaches; the reference
+// row's counters come back too.
+func measureRow(row overheadRow, w workload, iterations, cpu int) (float64, map[tracker.Allocator]tracker.Counters, error) {
+	var probe io.Closer
+	if row.attach != nil {
+		var err error
+		if probe, err = row.attach(); err != nil {
+			return 0, nil, err
+		}
+		defer probe.Close()
+	}
+	// The loop allocates nothing in Go: a collection now keeps the
+	// collector's work out of it.
+	runtime.GC()
+	took, err := pinned(cpu, func() error { return w(iterations) })
+	if err != nil {
+		return 0, nil, err
+	}
+	ns := float64(took.Nanoseconds()) / float64(iterations)
+	if !row.reference {
+		return ns, nil, nil
+	}
+	counters, err := probe.(*tracker.Tracker).Counters()
+	return ns, counters, err
+}
+
+func (res *overheadResults) index(name, hooks string) int {
+	return slices.IndexFunc(res.rows, func(r overheadRow) bool {
+		return r.name == name && (hooks == "" || r.hooks == hooks)
+	})
+}
+
+// added is, per round, row i's cost over the baseline, per event.
+func (res *overheadResults) added(i int) []float64 {
+	out := make([]float64, len(res.ns[i]))
+	for r := range out {
+		out[r] = (res.ns[i][r] - res.ns[0][r]) / res.events[i][r]
+	}
+	return out
+}
+
+// ratio is the median over rounds of row a's added cost per event over row
+// b's: pair by pair, so that it holds when the machine's speed drifts.
+func (res *overheadResults) ratio(a, b int) float64 {
+	if a < 0 || b < 0 {
+		return math.NaN() // a row skipped
+	}
+	x, y := res.added(a), res.added(b)
+	r := make([]float64, len(x))
+	for i := range r {
+		r[i] = x[i] / y[i]
+	}
+	return median(r)
+}
+
+func (res *overheadResults) print(w io.Writer) {
+	bpftrace := res.index(rowBpftrace, "")
+	var rows [][]string
+	for i, row := range res.rows {
+		cells := []string{row.name, row.hooks, num(median(res.ns[i]))}
+		if i == 0 {
+			rows = append(rows, append(cells, "-", "-", "-", "-", "-"))
+			continue
+		}
+		added := make([]float64, len(res.ns[i]))
+		for r := range added {
+			added[r] = res.ns[i][r] - res.ns[0][r]
+		}
+		cells = append(cells, num(median(res.events[i])), num(median(added)), num(median(res.added(i))))
+		for _, other := range []int{res.index(rowEmpty, row.hooks), bpftrace} {
+			if other == i || other < 0 {
+				cells = append(cells, "-")
+			} else {
+				cells = append(cells, num(res.ratio(i, other)))
+			}
+		}
+		rows = append(rows, cells)
+	}
+	table(w, "row\thooks\tns/iter\tevents/iter\tadded ns/iter\tadded ns/event\tx empty\tx bpftrace", rows)
+}
+
+// overheadTargets are issue #5's targets on added cost per event.
+func (res *overheadResults) targets() []target {
+	tp := string(tracker.ModeTPBTF)
+	off := res.index(rowOff, tp)
+	return []target{
+		{what: "ours (stacks off, tp_btf) / bpftrace", value: res.ratio(off, res.index(rowBpftrace, "")), limit: 0.6},
+		{what: "ours (stacks off, tp_btf) / map insert+delete", value: res.ratio(off, res.index(rowFloor, tp)), limit: 1.5},
+		{what: "ours adaptive / ours stacks off (tp_btf)", value: res.ratio(res.index(rowAdaptive, tp), off), limit: 1.2},
+		{what: "ours always (tp_btf) / bpftrace kstack", value: res.ratio(res.index(rowAlways, tp), res.index(rowKstack, "")), limit: 1.0},
+	}
+}
