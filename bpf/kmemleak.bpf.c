@@ -89,6 +89,9 @@ struct counters {
 	__u64 dropped;
 	__u64 stack_errors;
 	__u64 recovered_frees; // frees the backup free program handled for the primary
+	// Not a counter: the address the primary free program handled last on
+	// this CPU (see free_backup()), here to save the free path a lookup.
+	__u64 last_free;
 };
 
 // One key space per kind of address, each sized by the loader: live holds
@@ -147,15 +150,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } kmalloc_skip SEC(".maps");
-
-// The address the primary free program of each allocator handled last on
-// this CPU; see free_backup().
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ALLOCATOR_COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} last_free SEC(".maps");
 
 // Per-CPU so the hot path never contends on a cache line; user space sums.
 struct {
@@ -257,11 +251,8 @@ static __always_inline void track_alloc(void *ctx, __u64 key, __u64 call_site, _
 	insert_object(live_map_of(allocator), key, &obj, c);
 }
 
-static __always_inline void track_free(__u64 key, __u32 allocator)
+static __always_inline void track_free(__u64 key, __u32 allocator, struct counters *c)
 {
-	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
-	if (!c)
-		return;
 	c->frees++;
 	if (!sampled(key))
 		return;
@@ -374,34 +365,37 @@ static __always_inline bool free_event(__u64 key, __u32 allocator)
 {
 	if (!is_freed(key, allocator))
 		return false;
-	track_free(key, allocator);
+	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+	if (!c)
+		return false;
+	track_free(key, allocator, c);
 	return true;
 }
 
 static __always_inline void free_primary(__u64 key, __u32 allocator)
 {
-	if (!free_event(key, allocator))
+	if (!is_freed(key, allocator))
 		return;
-	__u64 *last = bpf_map_lookup_elem(&last_free, &allocator);
-	if (last)
-		*last = key;
+	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+	if (!c)
+		return;
+	track_free(key, allocator, c);
+	c->last_free = key;
 }
 
 static __always_inline void free_backup(__u64 key, __u32 allocator)
 {
 	if (!is_freed(key, allocator))
 		return;
-	__u64 *last = bpf_map_lookup_elem(&last_free, &allocator);
-	if (!last)
+	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+	if (!c)
 		return;
-	if (*last == key) {
-		*last = 0;
+	if (c->last_free == key) {
+		c->last_free = 0;
 		return;
 	}
-	track_free(key, allocator);
-	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
-	if (c)
-		c->recovered_frees++;
+	track_free(key, allocator, c);
+	c->recovered_frees++;
 }
 
 // tp_btf: typed arguments straight from the tracepoint call, the cheapest mode.

@@ -28,6 +28,7 @@ type KmemleakCounters struct {
 	Dropped        uint64
 	StackErrors    uint64
 	RecoveredFrees uint64
+	LastFree       uint64
 }
 
 type KmemleakObject struct {
@@ -48,7 +49,6 @@ type KmemleakObject struct {
 const (
 	KmemleakMapCaches            = "caches"
 	KmemleakMapKmallocSkip       = "kmalloc_skip"
-	KmemleakMapLastFree          = "last_free"
 	KmemleakMapLive              = "live"
 	KmemleakMapLivePages         = "live_pages"
 	KmemleakMapLivePercpu        = "live_percpu"
@@ -187,7 +187,6 @@ type KmemleakProgramSpecs struct {
 type KmemleakMapSpecs struct {
 	Caches      *ebpf.MapSpec `ebpf:"caches"`
 	KmallocSkip *ebpf.MapSpec `ebpf:"kmalloc_skip"`
-	LastFree    *ebpf.MapSpec `ebpf:"last_free"`
 	Live        *ebpf.MapSpec `ebpf:"live"`
 	LivePages   *ebpf.MapSpec `ebpf:"live_pages"`
 	LivePercpu  *ebpf.MapSpec `ebpf:"live_percpu"`
@@ -230,7 +229,6 @@ func (o *KmemleakObjects) Close() error {
 type KmemleakMaps struct {
 	Caches      *ebpf.Map `ebpf:"caches"`
 	KmallocSkip *ebpf.Map `ebpf:"kmalloc_skip"`
-	LastFree    *ebpf.Map `ebpf:"last_free"`
 	Live        *ebpf.Map `ebpf:"live"`
 	LivePages   *ebpf.Map `ebpf:"live_pages"`
 	LivePercpu  *ebpf.Map `ebpf:"live_percpu"`
@@ -244,7 +242,6 @@ func (m *KmemleakMaps) Close() error {
 	return _KmemleakClose(
 		m.Caches,
 		m.KmallocSkip,
-		m.LastFree,
 		m.Live,
 		m.LivePages,
 		m.LivePercpu,
