@@ -424,7 +424,31 @@ func checkTracepoint(m Mode, group, event string) error {
 	if err := spec.TypeByName("btf_trace_"+event, &fn); err != nil {
 		return fmt.Errorf("the kernel has no tracepoint %s:%s (no btf_trace_%s in its BTF)", group, event, event)
 	}
+	if event == "kmem_cache_alloc" && !hasCacheArg(fn) {
+		// The program would take bytes_req for the cache, and load.
+		return errors.New("kmem:kmem_cache_alloc passes no kmem_cache before Linux 6.1")
+	}
 	return nil
+}
+
+// hasCacheArg reports whether a kmem_cache_alloc tracepoint's third
+// argument (after the context) is a struct kmem_cache pointer: Linux 6.1
+// added it where bytes_req was.
+func hasCacheArg(trace *btf.Typedef) bool {
+	ptr, ok := trace.Type.(*btf.Pointer)
+	if !ok {
+		return false
+	}
+	proto, ok := ptr.Target.(*btf.FuncProto)
+	if !ok || len(proto.Params) < 4 {
+		return false
+	}
+	arg, ok := btf.UnderlyingType(proto.Params[3].Type).(*btf.Pointer)
+	if !ok {
+		return false
+	}
+	s, ok := btf.UnderlyingType(arg.Target).(*btf.Struct)
+	return ok && s.Name == "kmem_cache"
 }
 
 func tracefsEvents() string {
