@@ -18,7 +18,8 @@ tests=${2:-Integration(HeldPipes|ShutdownReleases|SecondReceiver)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-(cd "$work" && apt-get download "$pkg" >/dev/null 2>&1 && dpkg-deb -x ./*.deb kernel)
+# A fresh machine may have no package lists yet.
+(cd "$work" && { apt-get download "$pkg" >/dev/null 2>&1 || { apt-get update -qq && apt-get download "$pkg"; }; } && dpkg-deb -x ./*.deb kernel)
 vmlinuz=$(ls "$work"/kernel/boot/vmlinuz-*)
 
 root="$work/initramfs"
