@@ -778,9 +778,12 @@ int kp_alloc_entry(struct pt_regs *ctx)
 			return 0;
 		obj.cache = gfp & KMALLOC_FAMILY_MASK;
 	}
+	// The caller, from the unwinder rather than from the return address on
+	// the stack: when the function's return probe ran first, that address
+	// is already the kretprobe trampoline, which the unwinder sees through.
+	if (bpf_get_stack(ctx, &obj.call_site, sizeof(obj.call_site), 1) < (long)sizeof(obj.call_site))
+		obj.call_site = 0;
 	__u64 sp = PT_REGS_SP(ctx);
-	// The return address, where the function was called from.
-	bpf_probe_read_kernel(&obj.call_site, sizeof(obj.call_site), (void *)sp);
 	if (size_tracked(obj.bytes)) {
 		__u32 allocator = obj.allocator;
 		struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
