@@ -68,7 +68,7 @@ e2e: $(DIST)
 # allocator names, older tracepoint layouts), under qemu: every allocator in
 # every attach mode, and the kmem_cache_free_bulk hook.
 KERNEL ?= linux-image-6.1.0-56-amd64
-KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver)
+KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver)
 test-kernels:
 	@command -v qemu-system-x86_64 >/dev/null && command -v busybox >/dev/null && command -v cpio >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq qemu-system-x86 busybox-static cpio; }

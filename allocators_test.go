@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
 	"golang.org/x/sys/unix"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
@@ -160,4 +161,25 @@ func TestIntegrationSampledTrackingEstimatesTheHeldLeak(t *testing.T) {
 		assert.InDelta(t, want, n-baseline[site], float64(want)/4, "%s: estimate off by more than 25%%", site)
 		assert.Zero(t, n%rate, "%s: %d is no multiple of the sample rate", site, n)
 	}
+}
+
+// An allocator the kernel cannot follow in the mode asked for is left out
+// with a warning while the others are tracked: on Linux 6.1, tp_btf refuses
+// the slab probes but takes the page ones.
+func TestIntegrationAllocatorTheKernelRefusesIsLeftOut(t *testing.T) {
+	requireBPF(t)
+	cfg := testConfig()
+	cfg.Allocators = []string{"slab", "page"}
+	cfg.Attach = string(tracker.ModeTPBTF)
+	set, logs := settingsWithLogs(component.MustNewID("kmemleak"))
+	startReceiverWith(t, set, cfg)
+	warnings := logs.FilterMessage("Not tracking an allocator the kernel offers no way to follow").All()
+	if len(warnings) == 0 {
+		t.Skip("this kernel follows both slab and page in tp_btf mode: nothing to leave out")
+	}
+	require.Len(t, warnings, 1)
+	assert.Contains(t, fmt.Sprint(warnings[0].ContextMap()["error"]), "attaching slab allocator probes failed")
+	attached := logs.FilterMessage("Attached allocator probes").All()
+	require.Len(t, attached, 1)
+	assert.Equal(t, "page", attached[0].ContextMap()["allocator"])
 }

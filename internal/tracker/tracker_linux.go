@@ -134,11 +134,20 @@ func Open(opts Options) (*Tracker, error) {
 		return nil, err
 	}
 	cache := btf.NewCache()
+	// An allocator the kernel gives no way to follow is left out with a
+	// warning, as long as another one is followed.
+	var errs []error
 	for _, a := range opts.Allocators {
 		if err := t.attach(spec, cache, a, opts.Mode, opts.Logger); err != nil {
-			t.Close()
-			return nil, err
+			errs = append(errs, err)
 		}
+	}
+	if len(t.modes) == 0 {
+		t.Close()
+		return nil, errors.Join(errs...)
+	}
+	for _, err := range errs {
+		opts.Logger.Warn("Not tracking an allocator the kernel offers no way to follow", zap.Error(err))
 	}
 	if !opts.IgnoreBulkFrees {
 		t.hookBulkFrees(spec, cache, opts.Logger)
