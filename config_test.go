@@ -223,9 +223,18 @@ func TestValidate(t *testing.T) {
 			modify: func(c *Config) { c.Allocators = []string{"slab"} },
 		},
 		{
-			name:    "attach kprobe, not implemented",
-			modify:  func(c *Config) { c.Attach = "kprobe" },
-			wantErr: `attach: unknown attach mode "kprobe" (known: auto, tp_btf, raw_tp, tracepoint)`,
+			name:   "attach kprobe",
+			modify: func(c *Config) { c.Attach = "kprobe" },
+		},
+		{
+			name:    "attach kprobe with the page allocator",
+			modify:  func(c *Config) { c.Attach = "kprobe"; c.Allocators = []string{"slab", "page"} },
+			wantErr: `attach: kprobe hooks only the slab and kmalloc allocators, and allocators lists "page": use attach: auto, or a tracepoint mode`,
+		},
+		{
+			name:    "attach fentry",
+			modify:  func(c *Config) { c.Attach = "fentry" },
+			wantErr: `attach: unknown attach mode "fentry" (known: auto, tp_btf, raw_tp, tracepoint, kprobe)`,
 		},
 		{
 			name:    "attach empty",
@@ -376,7 +385,7 @@ func TestValidateReportsEveryError(t *testing.T) {
 	cfg := createDefaultConfig()
 	cfg.MinAge = -5 * time.Second
 	cfg.Allocators = []string{"slab", "pages"}
-	cfg.Attach = "kprobe"
+	cfg.Attach = "fentry"
 	cfg.TopN = 0
 
 	err := confmap.Validate(cfg)
@@ -439,6 +448,7 @@ func FuzzConfigUnmarshal(f *testing.F) {
 	for _, seed := range []string{
 		"min_age: 5s\ntop_n: 3\n",
 		"allocators: [slab, kmalloc, pages]\nattach: kprobe\n",
+		"allocators: [percpu, page]\nattach: kprobe\nsample_rate: 0\n",
 		"caches:\n  include: ['kmalloc-[']\n",
 		"stack_traces: always\nstack_depth: 127\nmax_size: 4096\nmin_size: 8192\n",
 		"max_tracked_objects: -1\nreport_interval: 0s\n",
