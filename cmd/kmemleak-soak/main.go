@@ -38,8 +38,9 @@ func main() {
 	stacks := flag.String("stacks", "adaptive", "stack_traces: adaptive, always or off")
 	load := flag.Bool("load", false, "run a fork/exec, file and loopback-TCP churn meanwhile")
 	maxObjects := flag.Int("max-tracked-objects", 1_000_000, "max_tracked_objects")
+	allocators := flag.String("allocators", "slab,kmalloc", "allocators, comma-separated: slab, kmalloc, page, percpu")
 	flag.Parse()
-	if err := run(*duration, *every, *stacks, *load, *maxObjects); err != nil {
+	if err := run(*duration, *every, *stacks, *load, *maxObjects, strings.Split(*allocators, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "kmemleak-soak:", err)
 		os.Exit(1)
 	}
@@ -91,11 +92,12 @@ func (l *latest) get(name string) float64 {
 	return l.values[name]
 }
 
-func run(duration, every time.Duration, stacks string, load bool, maxObjects int) error {
+func run(duration, every time.Duration, stacks string, load bool, maxObjects int, allocators []string) error {
 	f := kmemleakreceiver.NewFactory()
 	cfg := f.CreateDefaultConfig().(*kmemleakreceiver.Config)
 	cfg.StackTraces = stacks
 	cfg.MaxTrackedObjects = maxObjects
+	cfg.Allocators = allocators
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
