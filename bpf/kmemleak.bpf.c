@@ -517,6 +517,20 @@ int BPF_PROG(raw_slab_free, unsigned long call_site, const void *ptr, struct kme
 	return 0;
 }
 
+// The kprobe mode's slab free, for kernels whose kmem_cache_free event has
+// no cache argument (before 5.12) or a name where 6.1 has the cache (5.12 -
+// 6.0): the object's own entry names its cache.
+SEC("raw_tp/kmem_cache_free")
+int BPF_PROG(raw_slab_free_any, unsigned long call_site, const void *ptr)
+{
+	__u64 key = (__u64)ptr;
+	struct object *obj = bpf_map_lookup_elem(&live, &key);
+	if (obj && obj->allocator == ALLOCATOR_SLAB)
+		note_cache_free(obj->cache);
+	free_primary(key, ALLOCATOR_SLAB);
+	return 0;
+}
+
 SEC("raw_tp/kmem_cache_free")
 int BPF_PROG(raw_slab_free_bk, unsigned long call_site, const void *ptr)
 {

@@ -84,6 +84,7 @@ const (
 	KmemleakProgRawPercpuFreeBk  = "raw_percpu_free_bk"
 	KmemleakProgRawSlabAlloc     = "raw_slab_alloc"
 	KmemleakProgRawSlabFree      = "raw_slab_free"
+	KmemleakProgRawSlabFreeAny   = "raw_slab_free_any"
 	KmemleakProgRawSlabFreeBk    = "raw_slab_free_bk"
 	KmemleakProgTpKmallocAlloc   = "tp_kmalloc_alloc"
 	KmemleakProgTpKmallocFree    = "tp_kmalloc_free"
@@ -170,6 +171,7 @@ type KmemleakProgramSpecs struct {
 	RawPercpuFreeBk  *ebpf.ProgramSpec `ebpf:"raw_percpu_free_bk"`
 	RawSlabAlloc     *ebpf.ProgramSpec `ebpf:"raw_slab_alloc"`
 	RawSlabFree      *ebpf.ProgramSpec `ebpf:"raw_slab_free"`
+	RawSlabFreeAny   *ebpf.ProgramSpec `ebpf:"raw_slab_free_any"`
 	RawSlabFreeBk    *ebpf.ProgramSpec `ebpf:"raw_slab_free_bk"`
 	TpKmallocAlloc   *ebpf.ProgramSpec `ebpf:"tp_kmalloc_alloc"`
 	TpKmallocFree    *ebpf.ProgramSpec `ebpf:"tp_kmalloc_free"`
@@ -295,6 +297,7 @@ type KmemleakPrograms struct {
 	RawPercpuFreeBk  *ebpf.Program `ebpf:"raw_percpu_free_bk"`
 	RawSlabAlloc     *ebpf.Program `ebpf:"raw_slab_alloc"`
 	RawSlabFree      *ebpf.Program `ebpf:"raw_slab_free"`
+	RawSlabFreeAny   *ebpf.Program `ebpf:"raw_slab_free_any"`
 	RawSlabFreeBk    *ebpf.Program `ebpf:"raw_slab_free_bk"`
 	TpKmallocAlloc   *ebpf.Program `ebpf:"tp_kmalloc_alloc"`
 	TpKmallocFree    *ebpf.Program `ebpf:"tp_kmalloc_free"`
@@ -336,6 +339,7 @@ func (p *KmemleakPrograms) Close() error {
 		p.RawPercpuFreeBk,
 		p.RawSlabAlloc,
 		p.RawSlabFree,
+		p.RawSlabFreeAny,
 		p.RawSlabFreeBk,
 		p.TpKmallocAlloc,
 		p.TpKmallocFree,

@@ -67,5 +67,5 @@ func (t *Tracker) ScanPerKey() (int, error) {
 // AttachProgram attaches prog to kmem:event in mode m, as the tracker
 // attaches its own programs, for the programs the bench compares with ours.
 func AttachProgram(prog *ebpf.Program, m Mode, event string) (link.Link, error) {
-	return attachProgram(prog, m, attachment{group: "kmem", event: event})
+	return attachProgram(prog, attachment{mode: m, group: "kmem", event: event})
 }

@@ -36,14 +36,14 @@ var kprobeAllocFunctions = map[Allocator][][]string{
 // kprobeFreeFunctions free one object of each allocator: the functions the
 // free tracepoints are in, with the BPF program for each.
 var kprobeFreeFunctions = map[Allocator]attachment{
-	Slab:    {program: "kp_slab_free", symbol: "kmem_cache_free", primaryFree: true},
-	Kmalloc: {program: "kp_kmalloc_free", symbol: "kfree", primaryFree: true},
+	Slab:    {program: "kp_slab_free", mode: ModeKprobe, symbol: "kmem_cache_free", primaryFree: true},
+	Kmalloc: {program: "kp_kmalloc_free", mode: ModeKprobe, symbol: "kfree", primaryFree: true},
 }
 
 // bulkFree frees arrays of objects without a free tracepoint, in every
 // kernel version; kfree_bulk, which kfree_rcu batches end in, is an inline
 // call of it.
-var bulkFree = attachment{program: "kp_free_bulk", symbol: "kmem_cache_free_bulk"}
+var bulkFree = attachment{program: "kp_free_bulk", mode: ModeKprobe, symbol: "kmem_cache_free_bulk"}
 
 // Parameter names of the allocation functions, as the kernel's BTF has them.
 var (
@@ -110,8 +110,8 @@ func kprobeAttachments(a Allocator, kallsyms io.Reader, params func(fn string) (
 			var cookie uint64
 			if cookie, err = kprobeCookie(a, p); err == nil {
 				out = append(out,
-					attachment{program: "kp_alloc_entry", symbol: fn, cookie: cookie},
-					attachment{program: "kp_alloc_return", symbol: fn, ret: true})
+					attachment{program: "kp_alloc_entry", mode: ModeKprobe, symbol: fn, cookie: cookie},
+					attachment{program: "kp_alloc_return", mode: ModeKprobe, symbol: fn, ret: true})
 				continue
 			}
 		}

@@ -54,6 +54,7 @@ const scanBatch = 8192
 // kmem:kfree), or on one kernel function (symbol) in kprobe mode.
 type attachment struct {
 	program      string
+	mode         Mode // how it attaches: a tracepoint mode, or kprobe
 	group, event string
 	symbol       string
 	ret          bool   // a kretprobe
@@ -89,10 +90,11 @@ var programs = map[Allocator]map[Mode][]attachment{
 func tracepointPrograms(name, group, alloc, free string) map[Mode][]attachment {
 	list := func(prefix string) []attachment {
 		p := prefix + "_" + name
+		m := map[string]Mode{"btf": ModeTPBTF, "raw": ModeRawTP, "tp": ModeTracepoint}[prefix]
 		return []attachment{
-			{program: p + "_alloc", group: group, event: alloc},
-			{program: p + "_free", group: group, event: free, primaryFree: true},
-			{program: p + "_free_bk", group: group, event: free},
+			{program: p + "_alloc", mode: m, group: group, event: alloc},
+			{program: p + "_free", mode: m, group: group, event: free, primaryFree: true},
+			{program: p + "_free_bk", mode: m, group: group, event: free},
 		}
 	}
 	return map[Mode][]attachment{ModeTPBTF: list("btf"), ModeRawTP: list("raw"), ModeTracepoint: list("tp")[:2]}
@@ -265,14 +267,25 @@ func (t *Tracker) attach(spec *ebpf.CollectionSpec, cache *btf.Cache, a Allocato
 }
 
 func (t *Tracker) attachMode(spec *ebpf.CollectionSpec, cache *btf.Cache, a Allocator, m Mode) error {
-	todo, err := attachments(a, m)
+	choices, err := attachments(a, m)
 	if err != nil {
 		return err
 	}
-	progs, links, err := t.load(spec, cache, m, todo)
-	if err != nil {
-		return err
+	var errs []error
+	for _, todo := range choices {
+		progs, links, err := t.load(spec, cache, todo)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		t.keep(a, todo, progs, links)
+		return nil
 	}
+	return errors.Join(errs...)
+}
+
+// keep records what an allocator attached, for counters and Close.
+func (t *Tracker) keep(a Allocator, todo []attachment, progs map[string]*ebpf.Program, links []link.Link) {
 	for _, at := range todo {
 		if !slices.Contains(t.programs[a], progs[at.program]) {
 			t.programs[a] = append(t.programs[a], progs[at.program])
@@ -282,7 +295,6 @@ func (t *Tracker) attachMode(spec *ebpf.CollectionSpec, cache *btf.Cache, a Allo
 		}
 	}
 	t.links = append(t.links, links...)
-	return nil
 }
 
 // hookBulkFrees follows the frees no tracepoint shows, where the kernel has
@@ -298,7 +310,7 @@ func (t *Tracker) hookBulkFrees(spec *ebpf.CollectionSpec, cache *btf.Cache, log
 	if err == nil {
 		var progs map[string]*ebpf.Program
 		var links []link.Link
-		if progs, links, err = t.load(spec, cache, ModeKprobe, []attachment{bulkFree}); err == nil {
+		if progs, links, err = t.load(spec, cache, []attachment{bulkFree}); err == nil {
 			t.bulkFree = progs[bulkFree.program]
 			t.links = append(t.links, links...)
 			log.Info("Following bulk frees, which no tracepoint shows", zap.String("function", bulkFree.symbol))
@@ -313,9 +325,9 @@ func (t *Tracker) hookBulkFrees(spec *ebpf.CollectionSpec, cache *btf.Cache, log
 // tracked.
 func (t *Tracker) FollowsBulkFrees() bool { return t.bulkFree != nil }
 
-// attachments lists what allocator a attaches in mode m on this kernel, or
-// why it cannot.
-func attachments(a Allocator, m Mode) ([]attachment, error) {
+// attachments lists what allocator a can attach in mode m on this kernel,
+// best first, or why it cannot.
+func attachments(a Allocator, m Mode) ([][]attachment, error) {
 	if m != ModeKprobe {
 		todo := programs[a][m]
 		for _, at := range todo {
@@ -323,7 +335,7 @@ func attachments(a Allocator, m Mode) ([]attachment, error) {
 				return nil, err
 			}
 		}
-		return todo, nil
+		return [][]attachment{todo}, nil
 	}
 	if err := checkKprobes(); err != nil {
 		return nil, err
@@ -337,7 +349,35 @@ func attachments(a Allocator, m Mode) ([]attachment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading kernel BTF: %w", err)
 	}
-	return kprobeAttachments(a, kallsyms, func(name string) ([]string, error) { return paramNames(kernel, name) })
+	todo, err := kprobeAttachments(a, kallsyms, func(name string) ([]string, error) { return paramNames(kernel, name) })
+	if err != nil {
+		return nil, err
+	}
+	return [][]attachment{withRawFrees(a, todo), todo}, nil
+}
+
+// rawFrees follow the frees of the kprobe mode's allocators on raw
+// tracepoints where the kernel has them (the free tracepoints' object
+// argument is the second in every version). Their recursion guard is per
+// program and a backup program catches what the first misses, where
+// kprobes share one guard per CPU: a softirq that lands while any of our
+// kprobes runs has all its frees skipped, and lost frees are phantom leaks.
+// A lost allocation is only an object not tracked.
+var rawFrees = map[Allocator][]attachment{
+	Slab: {
+		{program: "raw_slab_free_any", mode: ModeRawTP, event: "kmem_cache_free", primaryFree: true},
+		{program: "raw_slab_free_bk", mode: ModeRawTP, event: "kmem_cache_free"},
+	},
+	Kmalloc: {
+		{program: "raw_kmalloc_free", mode: ModeRawTP, event: "kfree", primaryFree: true},
+		{program: "raw_kmalloc_free_bk", mode: ModeRawTP, event: "kfree"},
+	},
+}
+
+// withRawFrees replaces the kprobe on the free function by rawFrees.
+func withRawFrees(a Allocator, todo []attachment) []attachment {
+	out := slices.DeleteFunc(slices.Clone(todo), func(at attachment) bool { return at.primaryFree })
+	return append(out, rawFrees[a]...)
 }
 
 // paramNames lists a kernel function's parameter names from its BTF.
@@ -370,7 +410,7 @@ func checkKprobes() error {
 
 // load loads the programs todo names, once each, and attaches them in
 // order; it returns the programs by name.
-func (t *Tracker) load(spec *ebpf.CollectionSpec, cache *btf.Cache, m Mode, todo []attachment) (map[string]*ebpf.Program, []link.Link, error) {
+func (t *Tracker) load(spec *ebpf.CollectionSpec, cache *btf.Cache, todo []attachment) (map[string]*ebpf.Program, []link.Link, error) {
 	s := spec.Copy()
 	s.Programs = map[string]*ebpf.ProgramSpec{}
 	for _, at := range todo {
@@ -378,7 +418,7 @@ func (t *Tracker) load(spec *ebpf.CollectionSpec, cache *btf.Cache, m Mode, todo
 	}
 	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: t.maps, Cache: cache})
 	if err != nil {
-		return nil, nil, fmt.Errorf("loading: %w", explainLoad(m, err))
+		return nil, nil, fmt.Errorf("loading: %w", explainLoad(todo[0].mode, err))
 	}
 	defer coll.Close()
 
@@ -388,7 +428,7 @@ func (t *Tracker) load(spec *ebpf.CollectionSpec, cache *btf.Cache, m Mode, todo
 		if progs[at.program] == nil {
 			progs[at.program] = coll.DetachProgram(at.program)
 		}
-		l, err := attachProgram(progs[at.program], m, at)
+		l, err := attachProgram(progs[at.program], at)
 		if err != nil {
 			closeAll(links, slices.Collect(maps.Values(progs)))
 			return nil, nil, fmt.Errorf("attaching to %s: %w", at, explainPermission(err))
@@ -398,13 +438,13 @@ func (t *Tracker) load(spec *ebpf.CollectionSpec, cache *btf.Cache, m Mode, todo
 	return progs, links, nil
 }
 
-func attachProgram(prog *ebpf.Program, m Mode, at attachment) (link.Link, error) {
+func attachProgram(prog *ebpf.Program, at attachment) (link.Link, error) {
 	switch {
-	case m == ModeTPBTF:
+	case at.mode == ModeTPBTF:
 		return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
-	case m == ModeRawTP:
+	case at.mode == ModeRawTP:
 		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: at.event, Program: prog})
-	case m == ModeTracepoint:
+	case at.mode == ModeTracepoint:
 		return link.Tracepoint(at.group, at.event, prog, nil)
 	case at.ret:
 		return link.Kretprobe(at.symbol, prog, nil)
