@@ -64,23 +64,16 @@ examples-test: $(DIST)
 e2e: $(DIST)
 	KMEMLEAK_COLLECTOR=$(CURDIR)/$(DIST) $(GO) test -tags e2e -count=1 -v ./e2e
 
-# The leak tests on another kernel, Debian's Linux 6.1 (kprobes, pre-6.10
-# allocator names, older tracepoint layouts), under qemu: every allocator in
-# every attach mode, and the kmem_cache_free_bulk hook.
-KERNEL ?= linux-image-6.1.0-56-amd64
+# The leak tests on other kernels under qemu: Debian's Linux 6.1 (kprobes,
+# pre-6.10 allocator names, older tracepoint layouts) and 6.12 (kprobes, the
+# _noprof names): every allocator in every attach mode, and the
+# kmem_cache_free_bulk hook.
+KERNELS ?= linux-image-6.1.0-56-amd64 linux-image-6.12.107+deb12-amd64-unsigned
 KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver)
 test-kernels:
 	@command -v qemu-system-x86_64 >/dev/null && command -v busybox >/dev/null && command -v cpio >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq qemu-system-x86 busybox-static cpio; }
-	kernels/vm.sh $(KERNEL) '$(KERNEL_TESTS)'
-
-# The measurements of BENCHMARKS.md, as root; bpftrace, which some rows
-# compare against, is installed if missing. Flags go in BENCH_FLAGS, e.g.
-# BENCH_FLAGS='-sections scan -runs 7'.
-BENCH_FLAGS ?=
-bench: tracefs
-	command -v bpftrace >/dev/null || apt-get install -y bpftrace || echo "warning: cannot install bpftrace: the bench skips its rows"
-	$(GO) run ./cmd/kmemleak-bench $(BENCH_FLAGS)
+	for k in $(KERNELS); do kernels/vm.sh $$k '$(KERNEL_TESTS)' || exit 1; done
 
 # Regenerate the committed bpf2go and mdatagen outputs (needs clang-19,
 # llvm-19, libbpf-dev and bpftool for the BPF half).

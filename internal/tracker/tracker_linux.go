@@ -849,7 +849,7 @@ func effectiveCaps() (uint64, error) {
 // VoidArgRefused is how Start explains that the kernel refuses tp_btf
 // programs that read a tracepoint's void * argument, such as the object of
 // kmem_cache_alloc.
-const VoidArgRefused = "this kernel's verifier refuses tp_btf programs that read a void * tracepoint argument (Linux 6.1 does, 6.18 does not); raw_tp runs the same programs with untyped arguments"
+const VoidArgRefused = "this kernel's verifier refuses tp_btf programs that read a void * tracepoint argument (Linux 6.1 and 6.12 do, 6.18 does not); raw_tp runs the same programs with untyped arguments"
 
 // explainLoad says what a verifier refusal means for the user.
 func explainLoad(m Mode, err error) error {
