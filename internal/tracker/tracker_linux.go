@@ -247,7 +247,7 @@ func (t *Tracker) scannedMaps() []*ebpf.Map {
 }
 
 // attach tries the requested mode, or every mode in order for auto, and
-// keeps the first whose two programs both load and attach.
+// keeps the first whose programs all load and attach.
 func (t *Tracker) attach(spec *ebpf.CollectionSpec, cache *btf.Cache, a Allocator, want Mode, log *zap.Logger) error {
 	modes := []Mode{want}
 	if want == ModeAuto {
