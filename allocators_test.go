@@ -35,8 +35,12 @@ type heldLeak struct {
 // Pipes filled with data hold their buffers' pages: 16 pages of a 64 KiB
 // pipe, allocated by the pipe's write.
 const (
-	filledPipes    = 200
-	pagesPerPipe   = 16
+	filledPipes  = 200
+	pagesPerPipe = 16
+)
+
+// Per-CPU hash maps hold one percpu object per element.
+const (
 	percpuMaps     = 4
 	percpuElements = 500
 )

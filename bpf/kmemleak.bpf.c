@@ -360,6 +360,16 @@ static __always_inline bool is_freed(__u64 key, __u32 allocator)
 	return is_object((const void *)key);
 }
 
+// note_object_cache_free marks the cache of the slab object at key freed,
+// from the object's own entry: for frees whose event names no cache
+// pointer, before it is deleted.
+static __always_inline void note_object_cache_free(__u64 key)
+{
+	struct object *obj = bpf_map_lookup_elem(&live, &key);
+	if (obj && obj->allocator == ALLOCATOR_SLAB)
+		note_cache_free(obj->cache);
+}
+
 // free_event tracks a free, and says whether it freed an object at all.
 static __always_inline bool free_event(__u64 key, __u32 allocator)
 {
@@ -523,11 +533,8 @@ int BPF_PROG(raw_slab_free, unsigned long call_site, const void *ptr, struct kme
 SEC("raw_tp/kmem_cache_free")
 int BPF_PROG(raw_slab_free_any, unsigned long call_site, const void *ptr)
 {
-	__u64 key = (__u64)ptr;
-	struct object *obj = bpf_map_lookup_elem(&live, &key);
-	if (obj && obj->allocator == ALLOCATOR_SLAB)
-		note_cache_free(obj->cache);
-	free_primary(key, ALLOCATOR_SLAB);
+	note_object_cache_free((__u64)ptr);
+	free_primary((__u64)ptr, ALLOCATOR_SLAB);
 	return 0;
 }
 
@@ -669,11 +676,8 @@ int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
 SEC("tracepoint/kmem/kmem_cache_free")
 int tp_slab_free(struct trace_event_raw_kmem_cache_free *ctx)
 {
-	__u64 key = (__u64)ctx->ptr;
-	struct object *obj = bpf_map_lookup_elem(&live, &key);
-	if (obj && obj->allocator == ALLOCATOR_SLAB)
-		note_cache_free(obj->cache);
-	free_event(key, ALLOCATOR_SLAB);
+	note_object_cache_free((__u64)ctx->ptr);
+	free_event((__u64)ctx->ptr, ALLOCATOR_SLAB);
 	return 0;
 }
 

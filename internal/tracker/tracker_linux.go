@@ -88,16 +88,15 @@ var programs = map[Allocator]map[Mode][]attachment{
 // named <mode>_<allocator>_{alloc,free,free_bk} in the BPF code. Classic
 // tracepoints get no backup free program (see the BPF code).
 func tracepointPrograms(name, group, alloc, free string) map[Mode][]attachment {
-	list := func(prefix string) []attachment {
+	list := func(prefix string, m Mode) []attachment {
 		p := prefix + "_" + name
-		m := map[string]Mode{"btf": ModeTPBTF, "raw": ModeRawTP, "tp": ModeTracepoint}[prefix]
 		return []attachment{
 			{program: p + "_alloc", mode: m, group: group, event: alloc},
 			{program: p + "_free", mode: m, group: group, event: free, primaryFree: true},
 			{program: p + "_free_bk", mode: m, group: group, event: free},
 		}
 	}
-	return map[Mode][]attachment{ModeTPBTF: list("btf"), ModeRawTP: list("raw"), ModeTracepoint: list("tp")[:2]}
+	return map[Mode][]attachment{ModeTPBTF: list("btf", ModeTPBTF), ModeRawTP: list("raw", ModeRawTP), ModeTracepoint: list("tp", ModeTracepoint)[:2]}
 }
 
 // Open checks what the kernel and the process allow, loads the maps, and
@@ -301,10 +300,10 @@ func (t *Tracker) keep(a Allocator, todo []attachment, progs map[string]*ebpf.Pr
 // kprobes. Without it, nothing is lost but coverage: the truth check finds
 // the caches freed in bulk and stops tracking them.
 func (t *Tracker) hookBulkFrees(spec *ebpf.CollectionSpec, cache *btf.Cache, log *zap.Logger) {
-	if _, ok := t.modes[Slab]; !ok {
-		if _, ok := t.modes[Kmalloc]; !ok {
-			return
-		}
+	_, slab := t.modes[Slab]
+	_, kmalloc := t.modes[Kmalloc]
+	if !slab && !kmalloc {
+		return
 	}
 	err := checkKprobes()
 	if err == nil {
