@@ -337,7 +337,7 @@ func attachments(a Allocator, m Mode) ([][]attachment, error) {
 		return [][]attachment{todo}, nil
 	}
 	if err := checkKprobes(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w; use a tracepoint mode (attach: auto)", err)
 	}
 	kallsyms, err := os.Open("/proc/kallsyms")
 	if err != nil {
@@ -404,7 +404,7 @@ func checkKprobes() error {
 			return nil
 		}
 	}
-	return errors.New("the kernel has no kprobes (built without CONFIG_KPROBES: no /sys/bus/event_source/devices/kprobe, no kprobe_events in tracefs); use a tracepoint mode (attach: auto)")
+	return errors.New("the kernel has no kprobes (built without CONFIG_KPROBES: no /sys/bus/event_source/devices/kprobe, no kprobe_events in tracefs)")
 }
 
 // load loads the programs todo names, once each, and attaches them in
