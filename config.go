@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
-	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
 // Bounds of max_tracked_objects. Every entry is preallocated in kernel
@@ -82,12 +82,12 @@ func createDefaultConfig() *Config {
 		CollectionInterval:   10 * time.Second,
 		InitialDelay:         time.Second,
 		MinAge:               30 * time.Second,
-		Allocators:           []string{tracker.Slab.String(), tracker.Kmalloc.String()},
-		Attach:               string(tracker.ModeAuto),
+		Allocators:           []string{kmem.Slab.String(), kmem.Kmalloc.String()},
+		Attach:               string(kmem.ModeAuto),
 		MaxTrackedObjects:    1_000_000,
 		SampleRate:           1,
 		TopN:                 50,
-		StackTraces:          tracker.StacksAdaptive.String(),
+		StackTraces:          kmem.StacksAdaptive.String(),
 		StackDepth:           32,
 		TrendWindow:          6,
 		ReportInterval:       10 * time.Minute,
@@ -113,7 +113,7 @@ func (cfg *Config) Validate() error {
 	}
 	seen := map[string]bool{}
 	for _, name := range cfg.Allocators {
-		if _, err := tracker.ParseAllocator(name); err != nil {
+		if _, err := kmem.ParseAllocator(name); err != nil {
 			errs = append(errs, fmt.Errorf("allocators: %w", err))
 		}
 		if seen[name] {
@@ -121,11 +121,11 @@ func (cfg *Config) Validate() error {
 		}
 		seen[name] = true
 	}
-	if mode, err := tracker.ParseMode(cfg.Attach); err != nil {
+	if mode, err := kmem.ParseMode(cfg.Attach); err != nil {
 		errs = append(errs, fmt.Errorf("attach: %w", err))
-	} else if mode == tracker.ModeKprobe {
+	} else if mode == kmem.ModeKprobe {
 		for _, name := range cfg.Allocators {
-			if a, err := tracker.ParseAllocator(name); err == nil && !slices.Contains(tracker.KprobeAllocators, a) {
+			if a, err := kmem.ParseAllocator(name); err == nil && !slices.Contains(kmem.KprobeAllocators, a) {
 				errs = append(errs, fmt.Errorf("attach: kprobe hooks only the slab and kmalloc allocators, and allocators lists %q: use attach: auto, or a tracepoint mode", name))
 			}
 		}
@@ -139,11 +139,11 @@ func (cfg *Config) Validate() error {
 	if cfg.TopN < 1 {
 		errs = append(errs, fmt.Errorf("top_n must be at least 1, got %d", cfg.TopN))
 	}
-	if _, err := tracker.ParseStackMode(cfg.StackTraces); err != nil {
+	if _, err := kmem.ParseStackMode(cfg.StackTraces); err != nil {
 		errs = append(errs, fmt.Errorf("stack_traces: %w", err))
 	}
-	if cfg.StackDepth < 1 || cfg.StackDepth > tracker.MaxStackDepth {
-		errs = append(errs, fmt.Errorf("stack_depth must be between 1 and %d, got %d", tracker.MaxStackDepth, cfg.StackDepth))
+	if cfg.StackDepth < 1 || cfg.StackDepth > kmem.MaxStackDepth {
+		errs = append(errs, fmt.Errorf("stack_depth must be between 1 and %d, got %d", kmem.MaxStackDepth, cfg.StackDepth))
 	}
 	if cfg.StackSampleRate < 0 {
 		errs = append(errs, fmt.Errorf("stack_sample_rate must not be negative (0 samples none), got %d", cfg.StackSampleRate))
@@ -204,10 +204,10 @@ func matchesAny(patterns []string, name string) bool {
 }
 
 // allocators returns the configured allocators; call only after Validate.
-func (cfg *Config) allocators() []tracker.Allocator {
-	out := make([]tracker.Allocator, 0, len(cfg.Allocators))
+func (cfg *Config) allocators() []kmem.Allocator {
+	out := make([]kmem.Allocator, 0, len(cfg.Allocators))
 	for _, name := range cfg.Allocators {
-		a, _ := tracker.ParseAllocator(name)
+		a, _ := kmem.ParseAllocator(name)
 		out = append(out, a)
 	}
 	return out
@@ -215,8 +215,8 @@ func (cfg *Config) allocators() []tracker.Allocator {
 
 // trackerOptions returns what the probes need; call only after Validate.
 func (cfg *Config) trackerOptions() tracker.Options {
-	mode, _ := tracker.ParseMode(cfg.Attach)
-	stacks, _ := tracker.ParseStackMode(cfg.StackTraces)
+	mode, _ := kmem.ParseMode(cfg.Attach)
+	stacks, _ := kmem.ParseStackMode(cfg.StackTraces)
 	maxSize := uint32(math.MaxUint32)
 	if cfg.MaxSize > 0 {
 		maxSize = uint32(cfg.MaxSize)

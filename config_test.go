@@ -15,7 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
-	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
 // disableAsUser turns a generated metric, event or resource attribute off
@@ -113,7 +113,7 @@ func TestLoadedConfigReachesTheBuilders(t *testing.T) {
 	cfg := createDefaultConfig()
 	require.NoError(t, sub.Unmarshal(cfg))
 
-	assert.Equal(t, []tracker.Allocator{tracker.Kmalloc, tracker.Page, tracker.Percpu}, cfg.allocators())
+	assert.Equal(t, []kmem.Allocator{kmem.Kmalloc, kmem.Page, kmem.Percpu}, cfg.allocators())
 	assert.Equal(t, uint32(16), cfg.trackerOptions().SampleRate)
 	lbc := cfg.logsBuilderConfig()
 	assert.False(t, lbc.Events.KmemLeakSuspect.Enabled)

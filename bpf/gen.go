@@ -5,4 +5,4 @@
 // `bpftool btf dump file /sys/kernel/btf/vmlinux format c`).
 package bpf
 
-//go:generate go tool bpf2go -cc clang-19 -strip llvm-strip-19 -cflags "-O2 -g -Wall -Werror" -target amd64 -tags linux -type object -type counters -type cache_info Kmemleak kmemleak.bpf.c
+//go:generate go tool bpf2go -cc clang-19 -strip llvm-strip-19 -cflags "-O2 -g -Wall -Werror" -target amd64 -tags linux -type object -type counters -type cache_info -type kmalloc_skip_table -type allocator -type kmalloc_family -type kprobe_cookie Kmemleak kmemleak.bpf.c

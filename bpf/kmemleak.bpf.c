@@ -13,15 +13,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
-char LICENSE[] SEC("license") = "GPL";
+#include "kmemleak.h"
 
-enum allocator {
-	ALLOCATOR_SLAB = 0,
-	ALLOCATOR_KMALLOC = 1,
-	ALLOCATOR_PAGE = 2,
-	ALLOCATOR_PERCPU = 3,
-	ALLOCATOR_COUNT = 4,
-};
+char LICENSE[] SEC("license") = "GPL";
 
 // x86-64, the one architecture the object is built for.
 #define PAGE_SIZE 4096
@@ -32,19 +26,10 @@ enum allocator {
 #define GFP_DMA_BIT_MASK 0x01u
 #define GFP_RECLAIMABLE_MASK 0x10u
 #define GFP_ACCOUNT_MASK 0x400000u
-#define KMALLOC_FAMILY_MASK (GFP_DMA_BIT_MASK | GFP_RECLAIMABLE_MASK | GFP_ACCOUNT_MASK)
-
-#define CACHE_NAME_LEN 32
-
-enum stack_mode {
-	STACKS_OFF = 0,
-	STACKS_ADAPTIVE = 1, // for call sites in stack_sites, and 1 in stack_sample_rate
-	STACKS_ALWAYS = 2,
-};
 
 // Set by the loader. Read-only, so the verifier drops the branches they turn
 // off: stacks off costs nothing.
-const volatile __u32 stack_mode = STACKS_OFF;
+const volatile enum stack_mode stack_traces = STACKS_OFF;
 const volatile __u32 stack_sample_rate = 0; // 0: no sampling
 const volatile __u32 min_size = 0;
 const volatile __u32 max_size = 0xffffffff;
@@ -52,47 +37,6 @@ const volatile __u32 max_size = 0xffffffff;
 // allocation and the free of one object agree without a lookup: an
 // unsampled free costs no map operation at all.
 const volatile __u32 sample_rate = 1;
-
-struct object {
-	__u64 alloc_ns;
-	__u64 call_site;
-	// slab: the kmem_cache pointer (tp_btf, raw_tp) or a hash of the cache
-	// name (classic tracepoint, which has no pointer); in both cases a key of
-	// caches. kmalloc: the gfp bits that pick the cache family. page: the
-	// order. percpu: 0.
-	__u64 cache;
-	__u32 bytes;
-	__s32 stack_id; // in stacks, or -1
-	__u16 allocator;
-	// The stack was taken without its innermost frame (see capture_stack):
-	// that frame is call_site.
-	__u16 stack_skipped;
-};
-
-// One per slab cache the probes have seen. skip is set by user space for a
-// cache whose frees bypass the tracepoints, or that the configuration
-// filters out: its allocations are not tracked, at no extra cost, since
-// every allocation reads this entry anyway.
-// freed is set by the first kmem_cache_free event of the cache: a cache
-// that allocates and never shows a free is one whose frees go unseen, or
-// one whose every object is still in use, which the kernel's count tells.
-struct cache_info {
-	char name[CACHE_NAME_LEN];
-	__u32 skip;
-	__u32 freed;
-};
-
-struct counters {
-	__u64 allocs;
-	__u64 frees;
-	__u64 untracked_frees;
-	__u64 dropped;
-	__u64 stack_errors;
-	__u64 recovered_frees; // frees the backup free program handled for the primary
-	// Not a counter: the address the primary free program handled last on
-	// this CPU (see free_backup()), here to save the free path a lookup.
-	__u64 last_free;
-};
 
 // One key space per kind of address, each sized by the loader: live holds
 // slab and kmalloc objects by address (kfree frees slab objects too, and
@@ -139,23 +83,18 @@ struct {
 	__type(value, __u8);
 } stack_sites SEC(".maps");
 
-// The kmalloc caches not to track (as skip in cache_info), indexed by
-// kmalloc_slot(): an array, so the check is one inlined load.
-#define KMALLOC_MAX_CACHE_SIZE 8192
-#define KMALLOC_SLOTS_PER_FAMILY (KMALLOC_MAX_CACHE_SIZE / 8 + 1)
-#define KMALLOC_FAMILIES 4
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, KMALLOC_FAMILIES * KMALLOC_SLOTS_PER_FAMILY);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct kmalloc_skip_table);
 } kmalloc_skip SEC(".maps");
 
 // Per-CPU so the hot path never contends on a cache line; user space sums.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, ALLOCATOR_COUNT);
-	__type(key, __u32);
+	__type(key, enum allocator);
 	__type(value, struct counters);
 } stats SEC(".maps");
 
@@ -180,9 +119,9 @@ static __always_inline void capture_stack(void *ctx, struct object *obj, struct 
 {
 	obj->stack_id = -1;
 	if (obj->allocator != ALLOCATOR_PAGE) {
-		if (stack_mode == STACKS_OFF)
+		if (stack_traces == STACKS_OFF)
 			return;
-		if (stack_mode == STACKS_ADAPTIVE && !bpf_map_lookup_elem(&stack_sites, &obj->call_site) &&
+		if (stack_traces == STACKS_ADAPTIVE && !bpf_map_lookup_elem(&stack_sites, &obj->call_site) &&
 		    !(stack_sample_rate && bpf_get_prandom_u32() % stack_sample_rate == 0))
 			return;
 	}
@@ -206,6 +145,16 @@ static __always_inline bool sampled(__u64 key)
 	if (sample_rate <= 1)
 		return true;
 	return ((key * 0x9e3779b97f4a7c15ULL) >> 32) % sample_rate == 0;
+}
+
+// counters_of looks up an allocator's counters through a copy of its
+// number: the lookup takes the address of its key, and a number whose
+// address escapes is reloaded from the stack, which keeps the compiler from
+// folding live_map_of(allocator) into one map.
+static __always_inline struct counters *counters_of(__u32 allocator)
+{
+	__u32 key = allocator;
+	return bpf_map_lookup_elem(&stats, &key);
 }
 
 static __always_inline void *live_map_of(__u32 allocator)
@@ -234,7 +183,7 @@ static __always_inline bool size_tracked(__u32 bytes)
 static __always_inline void track_alloc(void *ctx, __u64 key, __u64 call_site, __u64 cache, __u32 bytes,
 					__u32 allocator)
 {
-	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+	struct counters *c = counters_of(allocator);
 	if (!c)
 		return;
 	c->allocs++;
@@ -284,36 +233,38 @@ static __always_inline void slab_alloc(void *ctx, __u64 call_site, const void *p
 	track_alloc(ctx, (__u64)ptr, call_site, cache, BPF_CORE_READ(s, size), ALLOCATOR_SLAB);
 }
 
-// kmalloc_slot mirrors kmalloc_type(): DMA wins over reclaimable over
-// accounted. Mirrored in Go by tracker.KmallocSlot.
-static __always_inline __u32 kmalloc_slot(size_t bytes_alloc, gfp_t gfp)
+// kmalloc_family picks the cache family as kmalloc_type() does: DMA wins
+// over reclaimable over accounted.
+static __always_inline enum kmalloc_family kmalloc_family(size_t bytes_alloc, gfp_t gfp)
 {
-	__u32 family = 0;
+	if (bytes_alloc > KMALLOC_MAX_CACHE_SIZE)
+		return KMALLOC_FAMILY_LARGE;
 	if (gfp & GFP_DMA_BIT_MASK)
-		family = 1;
-	else if (gfp & GFP_RECLAIMABLE_MASK)
-		family = 2;
-	else if (gfp & GFP_ACCOUNT_MASK)
-		family = 3;
-	return family * KMALLOC_SLOTS_PER_FAMILY + bytes_alloc / 8;
+		return KMALLOC_FAMILY_DMA;
+	if (gfp & GFP_RECLAIMABLE_MASK)
+		return KMALLOC_FAMILY_RECLAIM;
+	if (gfp & GFP_ACCOUNT_MASK)
+		return KMALLOC_FAMILY_CGROUP;
+	return KMALLOC_FAMILY_NORMAL;
 }
 
-static __always_inline bool kmalloc_skipped(size_t bytes_alloc, gfp_t gfp)
+static __always_inline bool kmalloc_skipped(enum kmalloc_family family, size_t bytes_alloc)
 {
 	// kmalloc-large comes from the page allocator, whose frees are traced.
-	if (bytes_alloc > KMALLOC_MAX_CACHE_SIZE)
+	__u32 slot = bytes_alloc / 8, zero = 0;
+	if (family >= KMALLOC_FAMILY_LARGE || slot >= KMALLOC_SLOTS)
 		return false;
-	__u32 slot = kmalloc_slot(bytes_alloc, gfp);
-	__u32 *skip = bpf_map_lookup_elem(&kmalloc_skip, &slot);
-	return skip && *skip;
+	struct kmalloc_skip_table *ks = bpf_map_lookup_elem(&kmalloc_skip, &zero);
+	return ks && ks->skip[family][slot];
 }
 
 static __always_inline void kmalloc_alloc(void *ctx, __u64 call_site, const void *ptr,
 					  size_t bytes_alloc, gfp_t gfp)
 {
-	if (!is_object(ptr) || kmalloc_skipped(bytes_alloc, gfp))
+	enum kmalloc_family family = kmalloc_family(bytes_alloc, gfp);
+	if (!is_object(ptr) || kmalloc_skipped(family, bytes_alloc))
 		return;
-	track_alloc(ctx, (__u64)ptr, call_site, gfp & KMALLOC_FAMILY_MASK, bytes_alloc, ALLOCATOR_KMALLOC);
+	track_alloc(ctx, (__u64)ptr, call_site, family, bytes_alloc, ALLOCATOR_KMALLOC);
 }
 
 // A page is a NULL pointer or, in the classic tracepoint's PFN, -1 when the
@@ -375,7 +326,7 @@ static __always_inline bool free_event(__u64 key, __u32 allocator)
 {
 	if (!is_freed(key, allocator))
 		return false;
-	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+	struct counters *c = counters_of(allocator);
 	if (!c)
 		return false;
 	track_free(key, allocator, c);
@@ -386,7 +337,7 @@ static __always_inline void free_primary(__u64 key, __u32 allocator)
 {
 	if (!is_freed(key, allocator))
 		return;
-	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+	struct counters *c = counters_of(allocator);
 	if (!c)
 		return;
 	track_free(key, allocator, c);
@@ -397,7 +348,7 @@ static __always_inline void free_backup(__u64 key, __u32 allocator)
 {
 	if (!is_freed(key, allocator))
 		return;
-	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+	struct counters *c = counters_of(allocator);
 	if (!c)
 		return;
 	if (c->last_free == key) {
@@ -744,13 +695,13 @@ struct {
 	__type(value, struct object);
 } pending SEC(".maps");
 
-// The attach cookie says, per hooked function, where its arguments are (see
-// tracker.kprobeCookie): 1-based positions of the kmem_cache, the size and
-// the gfp flags, 0 for none, in 4-bit fields, and the allocator above them.
-#define COOKIE_CACHE(c) ((c) & 0xf)
-#define COOKIE_SIZE(c) (((c) >> 4) & 0xf)
-#define COOKIE_GFP(c) (((c) >> 8) & 0xf)
-#define COOKIE_ALLOCATOR(c) (((c) >> 12) & 0xf)
+// The attach cookie says where the function's arguments are (enum
+// kprobe_cookie, filled in by the loader).
+#define COOKIE_FIELD(c, shift) (((c) >> (shift)) & ((1 << COOKIE_FIELD_BITS) - 1))
+#define COOKIE_CACHE(c) COOKIE_FIELD(c, COOKIE_CACHE_SHIFT)
+#define COOKIE_SIZE(c) COOKIE_FIELD(c, COOKIE_SIZE_SHIFT)
+#define COOKIE_GFP(c) COOKIE_FIELD(c, COOKIE_GFP_SHIFT)
+#define COOKIE_ALLOCATOR(c) COOKIE_FIELD(c, COOKIE_ALLOCATOR_SHIFT)
 
 static __always_inline __u64 kprobe_arg(struct pt_regs *ctx, __u32 n)
 {
@@ -792,9 +743,10 @@ int kp_alloc_entry(struct pt_regs *ctx)
 	} else {
 		gfp_t gfp = kprobe_arg(ctx, COOKIE_GFP(cookie));
 		obj.bytes = s ? BPF_CORE_READ(s, size) : kmalloc_size(kprobe_arg(ctx, COOKIE_SIZE(cookie)));
-		if (kmalloc_skipped(obj.bytes, gfp))
+		enum kmalloc_family family = kmalloc_family(obj.bytes, gfp);
+		if (kmalloc_skipped(family, obj.bytes))
 			return 0;
-		obj.cache = gfp & KMALLOC_FAMILY_MASK;
+		obj.cache = family;
 	}
 	// The caller, from the unwinder rather than from the return address on
 	// the stack: when the function's return probe ran first, that address
@@ -804,7 +756,7 @@ int kp_alloc_entry(struct pt_regs *ctx)
 	__u64 sp = PT_REGS_SP(ctx);
 	if (size_tracked(obj.bytes)) {
 		__u32 allocator = obj.allocator;
-		struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+		struct counters *c = counters_of(allocator);
 		if (c)
 			capture_stack(ctx, &obj, c);
 	}
@@ -823,7 +775,7 @@ int kp_alloc_return(struct pt_regs *ctx)
 	bpf_map_delete_elem(&pending, &sp);
 	__u64 key = PT_REGS_RC(ctx);
 	__u32 allocator = obj.allocator;
-	struct counters *c = bpf_map_lookup_elem(&stats, &allocator);
+	struct counters *c = counters_of(allocator);
 	if (!c || !is_object((void *)key))
 		return 0;
 	c->allocs++;

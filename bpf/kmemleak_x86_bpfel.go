@@ -13,6 +13,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type KmemleakAllocator uint32
+
+const (
+	KmemleakAllocatorALLOCATOR_SLAB    KmemleakAllocator = 0
+	KmemleakAllocatorALLOCATOR_KMALLOC KmemleakAllocator = 1
+	KmemleakAllocatorALLOCATOR_PAGE    KmemleakAllocator = 2
+	KmemleakAllocatorALLOCATOR_PERCPU  KmemleakAllocator = 3
+	KmemleakAllocatorALLOCATOR_COUNT   KmemleakAllocator = 4
+)
+
 type KmemleakCacheInfo struct {
 	_     structs.HostLayout
 	Name  [32]int8
@@ -31,6 +41,32 @@ type KmemleakCounters struct {
 	LastFree       uint64
 }
 
+type KmemleakKmallocFamily uint32
+
+const (
+	KmemleakKmallocFamilyKMALLOC_FAMILY_NORMAL  KmemleakKmallocFamily = 0
+	KmemleakKmallocFamilyKMALLOC_FAMILY_DMA     KmemleakKmallocFamily = 1
+	KmemleakKmallocFamilyKMALLOC_FAMILY_RECLAIM KmemleakKmallocFamily = 2
+	KmemleakKmallocFamilyKMALLOC_FAMILY_CGROUP  KmemleakKmallocFamily = 3
+	KmemleakKmallocFamilyKMALLOC_FAMILY_LARGE   KmemleakKmallocFamily = 4
+)
+
+type KmemleakKmallocSkipTable struct {
+	_    structs.HostLayout
+	Skip [4][1025]uint8
+}
+
+type KmemleakKprobeCookie uint32
+
+const (
+	KmemleakKprobeCookieCOOKIE_FIELD_BITS      KmemleakKprobeCookie = 4
+	KmemleakKprobeCookieCOOKIE_CACHE_SHIFT     KmemleakKprobeCookie = 0
+	KmemleakKprobeCookieCOOKIE_SIZE_SHIFT      KmemleakKprobeCookie = 4
+	KmemleakKprobeCookieCOOKIE_GFP_SHIFT       KmemleakKprobeCookie = 8
+	KmemleakKprobeCookieCOOKIE_ALLOCATOR_SHIFT KmemleakKprobeCookie = 12
+	KmemleakKprobeCookieKPROBE_ARGS            KmemleakKprobeCookie = 5
+)
+
 type KmemleakObject struct {
 	_            structs.HostLayout
 	AllocNs      uint64
@@ -42,6 +78,14 @@ type KmemleakObject struct {
 	StackSkipped uint16
 	_            [4]byte
 }
+
+type KmemleakStackMode uint32
+
+const (
+	KmemleakStackModeSTACKS_OFF      KmemleakStackMode = 0
+	KmemleakStackModeSTACKS_ADAPTIVE KmemleakStackMode = 1
+	KmemleakStackModeSTACKS_ALWAYS   KmemleakStackMode = 2
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -97,8 +141,9 @@ const (
 	KmemleakVarMaxSize           = "max_size"
 	KmemleakVarMinSize           = "min_size"
 	KmemleakVarSampleRate        = "sample_rate"
-	KmemleakVarStackMode         = "stack_mode"
 	KmemleakVarStackSampleRate   = "stack_sample_rate"
+	KmemleakVarStackTraces       = "stack_traces"
+	KmemleakVarUnusedSharedEnums = "unused_shared_enums"
 )
 
 // LoadKmemleak returns the embedded CollectionSpec for Kmemleak.
@@ -202,11 +247,12 @@ type KmemleakMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type KmemleakVariableSpecs struct {
-	MaxSize         *ebpf.VariableSpec `ebpf:"max_size"`
-	MinSize         *ebpf.VariableSpec `ebpf:"min_size"`
-	SampleRate      *ebpf.VariableSpec `ebpf:"sample_rate"`
-	StackMode       *ebpf.VariableSpec `ebpf:"stack_mode"`
-	StackSampleRate *ebpf.VariableSpec `ebpf:"stack_sample_rate"`
+	MaxSize           *ebpf.VariableSpec `ebpf:"max_size"`
+	MinSize           *ebpf.VariableSpec `ebpf:"min_size"`
+	SampleRate        *ebpf.VariableSpec `ebpf:"sample_rate"`
+	StackSampleRate   *ebpf.VariableSpec `ebpf:"stack_sample_rate"`
+	StackTraces       *ebpf.VariableSpec `ebpf:"stack_traces"`
+	UnusedSharedEnums *ebpf.VariableSpec `ebpf:"unused_shared_enums"`
 }
 
 // KmemleakObjects contains all objects after they have been loaded into the kernel.
@@ -258,11 +304,12 @@ func (m *KmemleakMaps) Close() error {
 //
 // It can be passed to LoadKmemleakObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KmemleakVariables struct {
-	MaxSize         *ebpf.Variable `ebpf:"max_size"`
-	MinSize         *ebpf.Variable `ebpf:"min_size"`
-	SampleRate      *ebpf.Variable `ebpf:"sample_rate"`
-	StackMode       *ebpf.Variable `ebpf:"stack_mode"`
-	StackSampleRate *ebpf.Variable `ebpf:"stack_sample_rate"`
+	MaxSize           *ebpf.Variable `ebpf:"max_size"`
+	MinSize           *ebpf.Variable `ebpf:"min_size"`
+	SampleRate        *ebpf.Variable `ebpf:"sample_rate"`
+	StackSampleRate   *ebpf.Variable `ebpf:"stack_sample_rate"`
+	StackTraces       *ebpf.Variable `ebpf:"stack_traces"`
+	UnusedSharedEnums *ebpf.Variable `ebpf:"unused_shared_enums"`
 }
 
 // KmemleakPrograms contains all programs after they have been loaded into the kernel.

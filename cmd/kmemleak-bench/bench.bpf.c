@@ -13,6 +13,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
+#include "kmemleak.h"
+
 char LICENSE[] SEC("license") = "GPL";
 
 SEC("tp_btf/kmem_cache_alloc")
@@ -31,22 +33,18 @@ int empty_raw(void *ctx) { return 0; }
 SEC("tracepoint")
 int empty_tp(void *ctx) { return 0; }
 
-// The value has the size of ours (struct object in bpf/kmemleak.bpf.c), so
-// that the floor copies as many bytes per insert.
-struct floor_value {
-	__u64 words[5];
-};
+// The value is ours, so that the floor copies as many bytes per insert.
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1000000);
 	__type(key, __u64);
-	__type(value, struct floor_value);
+	__type(value, struct object);
 } floor_map SEC(".maps");
 
 static __always_inline void floor_insert(__u64 ptr)
 {
-	struct floor_value v = {};
+	struct object v = {};
 	bpf_map_update_elem(&floor_map, &ptr, &v, BPF_ANY);
 }
 

@@ -13,9 +13,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type benchFloorValue struct {
-	_     structs.HostLayout
-	Words [5]uint64
+type benchObject struct {
+	_            structs.HostLayout
+	AllocNs      uint64
+	CallSite     uint64
+	Cache        uint64
+	Bytes        uint32
+	StackId      int32
+	Allocator    uint16
+	StackSkipped uint16
+	_            [4]byte
 }
 
 type benchPair struct {
@@ -43,6 +50,7 @@ const (
 	benchProgTracex4Alloc      = "tracex4_alloc"
 	benchProgTracex4Free       = "tracex4_free"
 	benchProgWalk              = "walk"
+	benchVarUnusedSharedEnums  = "unused_shared_enums"
 	benchVarWalked             = "walked"
 )
 
@@ -115,7 +123,8 @@ type benchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchVariableSpecs struct {
-	Walked *ebpf.VariableSpec `ebpf:"walked"`
+	UnusedSharedEnums *ebpf.VariableSpec `ebpf:"unused_shared_enums"`
+	Walked            *ebpf.VariableSpec `ebpf:"walked"`
 }
 
 // benchObjects contains all objects after they have been loaded into the kernel.
@@ -153,7 +162,8 @@ func (m *benchMaps) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchVariables struct {
-	Walked *ebpf.Variable `ebpf:"walked"`
+	UnusedSharedEnums *ebpf.Variable `ebpf:"unused_shared_enums"`
+	Walked            *ebpf.Variable `ebpf:"walked"`
 }
 
 // benchPrograms contains all programs after they have been loaded into the kernel.

@@ -13,7 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
-	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
 // Emitter turns reports into pdata through the generated builders, which
@@ -37,7 +37,7 @@ func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommo
 		mb.RecordKmemOutstandingOldestAgeDataPoint(now, g.OldestAge.Seconds(), alloc, g.Cache, g.CallSiteSym)
 		mb.RecordKmemOutstandingGrowthDataPoint(now, g.GrowthPerMinute, alloc, g.Cache, g.CallSiteSym)
 	}
-	for _, a := range tracker.Allocators {
+	for _, a := range kmem.Allocators {
 		c, ok := rep.Counters[a]
 		if !ok {
 			continue
@@ -89,7 +89,7 @@ func (e *Emitter) EmitLogs(ctx context.Context, groups []Group, incomplete bool,
 // averaged, not added, by the builder.
 func byCallSite(groups []Group) []Group {
 	type site struct {
-		allocator       tracker.Allocator
+		allocator       kmem.Allocator
 		cache, callSite string
 	}
 	index := map[site]int{}
@@ -130,10 +130,10 @@ func completeRecords(logs plog.Logs, now pcommon.Timestamp) {
 	}
 }
 
-func compareCacheIDs(a, b tracker.CacheID) int {
+func compareCacheIDs(a, b kmem.CacheID) int {
 	return cmp.Or(cmp.Compare(a.Allocator, b.Allocator), cmp.Compare(a.Key, b.Key))
 }
 
-func allocatorAttribute(a tracker.Allocator) metadata.AttributeKmemAllocator {
+func allocatorAttribute(a kmem.Allocator) metadata.AttributeKmemAllocator {
 	return metadata.MapAttributeKmemAllocator[a.String()]
 }

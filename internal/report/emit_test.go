@@ -19,8 +19,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
-	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
 // Run `go test ./internal/report -run TestEmit -update` to rewrite the golden
@@ -55,7 +55,7 @@ func twoGroupReport() Report {
 	return Report{
 		Groups: []Group{
 			{
-				Allocator:   tracker.Kmalloc,
+				Allocator:   kmem.Kmalloc,
 				Cache:       "kmalloc-cg-1k",
 				CallSite:    0xffffffff81a2b3c4,
 				CallSiteSym: "alloc_pipe_info+0x2b",
@@ -68,7 +68,7 @@ func twoGroupReport() Report {
 				GrowthPerMinute: 400,
 			},
 			{
-				Allocator:   tracker.Slab,
+				Allocator:   kmem.Slab,
 				Cache:       "dentry",
 				CallSite:    0xffffffffc0a01234,
 				CallSiteSym: "d_alloc+0x2e",
@@ -79,14 +79,14 @@ func twoGroupReport() Report {
 		},
 		Suspects: 2300,
 		Withheld: 1,
-		Tracked:  map[tracker.Allocator]int64{tracker.Slab: 12000, tracker.Kmalloc: 34000},
-		Counters: map[tracker.Allocator]tracker.Counters{
-			tracker.Slab:    {Allocs: 1_000_000, Frees: 988_000, UntrackedFrees: 150, RecursionMisses: 12},
-			tracker.Kmalloc: {Allocs: 2_500_000, Frees: 2_466_000, UntrackedFrees: 420, Dropped: 7, RecursionMisses: 3},
+		Tracked:  map[kmem.Allocator]int64{kmem.Slab: 12000, kmem.Kmalloc: 34000},
+		Counters: map[kmem.Allocator]kmem.Counters{
+			kmem.Slab:    {Allocs: 1_000_000, Frees: 988_000, UntrackedFrees: 150, RecursionMisses: 12},
+			kmem.Kmalloc: {Allocs: 2_500_000, Frees: 2_466_000, UntrackedFrees: 420, Dropped: 7, RecursionMisses: 3},
 		},
-		Untraced: map[tracker.CacheID]string{
-			{Allocator: tracker.Slab, Key: 0xffff888100a00000}: "maple_node",
-			{Allocator: tracker.Kmalloc, Key: 3*1025 + 512/8}:  "kmalloc-cg-512",
+		Untraced: map[kmem.CacheID]string{
+			{Allocator: kmem.Slab, Key: 0xffff888100a00000}: "maple_node",
+			kmem.KmallocID(kmem.KmallocAccounted, 512):      "kmalloc-cg-512",
 		},
 	}
 }
@@ -189,8 +189,8 @@ func TestEmitMetrics(t *testing.T) {
 			name:   "no suspects",
 			config: metadata.NewDefaultMetricsBuilderConfig(),
 			report: Report{
-				Tracked:  map[tracker.Allocator]int64{tracker.Kmalloc: 0},
-				Counters: map[tracker.Allocator]tracker.Counters{tracker.Kmalloc: {Allocs: 10, Frees: 10}},
+				Tracked:  map[kmem.Allocator]int64{kmem.Kmalloc: 0},
+				Counters: map[kmem.Allocator]kmem.Counters{kmem.Kmalloc: {Allocs: 10, Frees: 10}},
 			},
 			golden: "metrics_no_suspects.yaml",
 			wantMetrics: []string{
@@ -296,7 +296,7 @@ func BenchmarkEmit(b *testing.B) {
 	rep.Groups = make([]Group, 50)
 	for i := range rep.Groups {
 		rep.Groups[i] = Group{
-			Allocator:   tracker.Allocators[i%len(tracker.Allocators)],
+			Allocator:   kmem.Allocators[i%len(kmem.Allocators)],
 			Cache:       fmt.Sprintf("kmalloc-%d", 8<<(i%10)),
 			CallSite:    0xffffffff81000000 + uint64(i)<<8,
 			CallSiteSym: fmt.Sprintf("func_%d+0x%x", i, i*4),

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
 // Symbolizer names a kernel address, e.g. "alloc_pipe_info+0x2b".
@@ -18,7 +18,7 @@ type Symbolizer interface {
 // Group is the live objects older than min_age that share an allocator,
 // a cache and a call site.
 type Group struct {
-	Allocator   tracker.Allocator
+	Allocator   kmem.Allocator
 	Cache       string
 	CallSite    uint64 // the probes' call site (raw), lowest of a merged group
 	CallSiteSym string // the code that asked for memory, function+0xoff [module]
@@ -52,12 +52,12 @@ type Report struct {
 	// Withheld counts the groups not reported because they held more
 	// objects than their cache can truly hold: phantoms, not leaks.
 	Withheld int64
-	Tracked  map[tracker.Allocator]int64
-	Counters map[tracker.Allocator]tracker.Counters
+	Tracked  map[kmem.Allocator]int64
+	Counters map[kmem.Allocator]kmem.Counters
 	// Untraced are the caches no longer tracked because their frees bypass
 	// the tracepoints, by name; the caller fills it in.
-	Untraced map[tracker.CacheID]string
-	Stacks   int // stacks kept in the stack map (tracker.Snapshot.Stacks)
+	Untraced map[kmem.CacheID]string
+	Stacks   int // stacks kept in the stack map (kmem.Snapshot.Stacks)
 }
 
 // Incomplete reports whether the tracker has dropped allocations for lack
@@ -73,14 +73,14 @@ func (r Report) Incomplete() bool {
 
 // groupKey identifies a group before names are resolved.
 type groupKey struct {
-	cache        tracker.CacheID
+	cache        kmem.CacheID
 	callSite     uint64
 	stackID      int32
 	stackSkipped bool
 }
 
 type tally struct {
-	sample  tracker.Object // any member: names the group's cache
+	sample  kmem.Object // any member: names the group's cache
 	objects int64
 	bytes   int64
 	oldest  uint64
@@ -88,8 +88,8 @@ type tally struct {
 
 // Build groups the snapshot's objects older than MinAge and keeps the TopN
 // largest groups by bytes.
-func Build(snap *tracker.Snapshot, opts Options, sym Symbolizer) Report {
-	rep := Report{Tracked: map[tracker.Allocator]int64{}, Counters: snap.Counters, Stacks: snap.Stacks}
+func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
+	rep := Report{Tracked: map[kmem.Allocator]int64{}, Counters: snap.Counters, Stacks: snap.Stacks}
 	for a := range snap.Counters {
 		rep.Tracked[a] = 0
 	}
@@ -100,7 +100,7 @@ func Build(snap *tracker.Snapshot, opts Options, sym Symbolizer) Report {
 		if age < uint64(opts.MinAge) {
 			continue
 		}
-		key := groupKey{cache: tracker.CacheOf(obj), callSite: obj.CallSite, stackID: -1}
+		key := groupKey{cache: kmem.CacheOf(obj), callSite: obj.CallSite, stackID: -1}
 		if opts.Stacks != nil {
 			key.stackID, key.stackSkipped = obj.StackID, obj.StackSkipped
 		}
@@ -120,7 +120,7 @@ func Build(snap *tracker.Snapshot, opts Options, sym Symbolizer) Report {
 	// with equal attributes, and two stacks that differ only in the
 	// allocator's frames are one.
 	type exported struct {
-		allocator              tracker.Allocator
+		allocator              kmem.Allocator
 		cache, callSite, stack string
 	}
 	stacks := stackNames{source: opts.Stacks, sym: sym, byID: map[groupKey][2]string{}}

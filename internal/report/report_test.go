@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
 // fakeSymbolizer names the addresses it knows and records every call.
@@ -25,7 +25,7 @@ func (f *fakeSymbolizer) Symbolize(addr uint64) string {
 	return "unknown"
 }
 
-// Call sites, slab cache keys and gfp bits used across the tests.
+// Call sites and slab cache keys used across the tests.
 const (
 	siteA = 0xffffffff81a00010
 	siteB = 0xffffffff81b00020
@@ -34,9 +34,6 @@ const (
 	dentryKey = 0xffff888100a3c000
 	inodeKey  = 0xffff888100a3d000
 
-	gfpDMA         = 0x01
-	gfpReclaimable = 0x10
-	gfpAccount     = 0x400000
 )
 
 var testNames = map[uint64]string{
@@ -48,24 +45,24 @@ var testNames = map[uint64]string{
 // takenNs is when the test snapshots were taken: an hour after boot.
 const takenNs = uint64(time.Hour)
 
-func newSnapshot(objs ...tracker.Object) *tracker.Snapshot {
-	return &tracker.Snapshot{
+func newSnapshot(objs ...kmem.Object) *kmem.Snapshot {
+	return &kmem.Snapshot{
 		TakenNs: takenNs,
 		Objects: objs,
-		Counters: map[tracker.Allocator]tracker.Counters{
-			tracker.Slab:    {Allocs: 100, Frees: 90},
-			tracker.Kmalloc: {Allocs: 200, Frees: 150},
+		Counters: map[kmem.Allocator]kmem.Counters{
+			kmem.Slab:    {Allocs: 100, Frees: 90},
+			kmem.Kmalloc: {Allocs: 200, Frees: 150},
 		},
 		CacheNames: map[uint64]string{dentryKey: "dentry", inodeKey: "inode_cache"},
 	}
 }
 
-func slabObj(cache, site uint64, bytes uint32, age time.Duration) tracker.Object {
-	return tracker.Object{Allocator: tracker.Slab, Cache: cache, CallSite: site, Bytes: bytes, AllocNs: takenNs - uint64(age)}
+func slabObj(cache, site uint64, bytes uint32, age time.Duration) kmem.Object {
+	return kmem.Object{Allocator: kmem.Slab, Cache: cache, CallSite: site, Bytes: bytes, AllocNs: takenNs - uint64(age)}
 }
 
-func kmallocObj(gfp, site uint64, bytes uint32, age time.Duration) tracker.Object {
-	return tracker.Object{Allocator: tracker.Kmalloc, Cache: gfp, CallSite: site, Bytes: bytes, AllocNs: takenNs - uint64(age)}
+func kmallocObj(family kmem.KmallocFamily, site uint64, bytes uint32, age time.Duration) kmem.Object {
+	return kmem.Object{Allocator: kmem.Kmalloc, Cache: uint64(family), CallSite: site, Bytes: bytes, AllocNs: takenNs - uint64(age)}
 }
 
 func TestBuildMinAge(t *testing.T) {
@@ -74,15 +71,15 @@ func TestBuildMinAge(t *testing.T) {
 		slabObj(dentryKey, siteB, 192, minAge-time.Nanosecond), // too young
 		slabObj(dentryKey, siteB, 192, minAge),                 // exactly min_age: a suspect
 		slabObj(dentryKey, siteB, 192, 10*time.Minute),
-		kmallocObj(0, siteA, 64, time.Second), // too young
+		kmallocObj(kmem.KmallocNormal, siteA, 64, time.Second), // too young
 		// Recorded after the scan read its clock: age 0, never a suspect.
-		tracker.Object{Allocator: tracker.Kmalloc, CallSite: siteA, Bytes: 64, AllocNs: takenNs + 1},
+		kmem.Object{Allocator: kmem.Kmalloc, CallSite: siteA, Bytes: 64, AllocNs: takenNs + 1},
 	)
 
 	rep := Build(snap, Options{MinAge: minAge, TopN: 10}, &fakeSymbolizer{names: testNames})
 
 	assert.Equal(t, []Group{{
-		Allocator:   tracker.Slab,
+		Allocator:   kmem.Slab,
 		Cache:       "dentry",
 		CallSite:    siteB,
 		CallSiteSym: "d_alloc+0x2e",
@@ -92,70 +89,70 @@ func TestBuildMinAge(t *testing.T) {
 	}}, rep.Groups)
 	assert.Equal(t, int64(2), rep.Suspects)
 	// Young objects are not suspects but the tracker still holds them.
-	assert.Equal(t, map[tracker.Allocator]int64{tracker.Slab: 3, tracker.Kmalloc: 2}, rep.Tracked)
+	assert.Equal(t, map[kmem.Allocator]int64{kmem.Slab: 3, kmem.Kmalloc: 2}, rep.Tracked)
 }
 
 func TestBuildGrouping(t *testing.T) {
 	tests := []struct {
 		name string
-		objs []tracker.Object
+		objs []kmem.Object
 		want []Group
 	}{
 		{
 			name: "one call site and cache is one group",
-			objs: []tracker.Object{
+			objs: []kmem.Object{
 				slabObj(dentryKey, siteB, 192, time.Minute),
 				slabObj(dentryKey, siteB, 192, 3*time.Minute),
 				slabObj(dentryKey, siteB, 192, 2*time.Minute),
 			},
 			want: []Group{
-				{Allocator: tracker.Slab, Cache: "dentry", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 3, Bytes: 576, OldestAge: 3 * time.Minute},
+				{Allocator: kmem.Slab, Cache: "dentry", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 3, Bytes: 576, OldestAge: 3 * time.Minute},
 			},
 		},
 		{
 			name: "one call site in two slab caches is two groups",
-			objs: []tracker.Object{
+			objs: []kmem.Object{
 				slabObj(dentryKey, siteB, 192, time.Minute),
 				slabObj(inodeKey, siteB, 600, 2*time.Minute),
 			},
 			want: []Group{
-				{Allocator: tracker.Slab, Cache: "inode_cache", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 1, Bytes: 600, OldestAge: 2 * time.Minute},
-				{Allocator: tracker.Slab, Cache: "dentry", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 1, Bytes: 192, OldestAge: time.Minute},
+				{Allocator: kmem.Slab, Cache: "inode_cache", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 1, Bytes: 600, OldestAge: 2 * time.Minute},
+				{Allocator: kmem.Slab, Cache: "dentry", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 1, Bytes: 192, OldestAge: time.Minute},
 			},
 		},
 		{
 			name: "one cache from two call sites is two groups",
-			objs: []tracker.Object{
+			objs: []kmem.Object{
 				slabObj(dentryKey, siteB, 192, time.Minute),
 				slabObj(dentryKey, siteC, 192, time.Minute),
 				slabObj(dentryKey, siteC, 192, time.Minute),
 			},
 			want: []Group{
-				{Allocator: tracker.Slab, Cache: "dentry", CallSite: siteC, CallSiteSym: "nf_conntrack_alloc+0x51 [nf_conntrack]", Objects: 2, Bytes: 384, OldestAge: time.Minute},
-				{Allocator: tracker.Slab, Cache: "dentry", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 1, Bytes: 192, OldestAge: time.Minute},
+				{Allocator: kmem.Slab, Cache: "dentry", CallSite: siteC, CallSiteSym: "nf_conntrack_alloc+0x51 [nf_conntrack]", Objects: 2, Bytes: 384, OldestAge: time.Minute},
+				{Allocator: kmem.Slab, Cache: "dentry", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 1, Bytes: 192, OldestAge: time.Minute},
 			},
 		},
 		{
 			name: "kmalloc call site with two sizes is two groups",
-			objs: []tracker.Object{
-				kmallocObj(0, siteA, 64, time.Minute),
-				kmallocObj(0, siteA, 1024, 2*time.Minute),
-				kmallocObj(0, siteA, 64, 5*time.Minute),
+			objs: []kmem.Object{
+				kmallocObj(kmem.KmallocNormal, siteA, 64, time.Minute),
+				kmallocObj(kmem.KmallocNormal, siteA, 1024, 2*time.Minute),
+				kmallocObj(kmem.KmallocNormal, siteA, 64, 5*time.Minute),
 			},
 			want: []Group{
-				{Allocator: tracker.Kmalloc, Cache: "kmalloc-1k", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 1024, OldestAge: 2 * time.Minute},
-				{Allocator: tracker.Kmalloc, Cache: "kmalloc-64", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 2, Bytes: 128, OldestAge: 5 * time.Minute},
+				{Allocator: kmem.Kmalloc, Cache: "kmalloc-1k", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 1024, OldestAge: 2 * time.Minute},
+				{Allocator: kmem.Kmalloc, Cache: "kmalloc-64", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 2, Bytes: 128, OldestAge: 5 * time.Minute},
 			},
 		},
 		{
 			name: "kmalloc call site in two gfp families is two groups",
-			objs: []tracker.Object{
-				kmallocObj(0, siteA, 256, time.Minute),
-				kmallocObj(gfpAccount, siteA, 256, time.Minute),
+			objs: []kmem.Object{
+				kmallocObj(kmem.KmallocNormal, siteA, 256, time.Minute),
+				kmallocObj(kmem.KmallocAccounted, siteA, 256, time.Minute),
 			},
 			want: []Group{
-				{Allocator: tracker.Kmalloc, Cache: "kmalloc-256", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 256, OldestAge: time.Minute},
-				{Allocator: tracker.Kmalloc, Cache: "kmalloc-cg-256", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 256, OldestAge: time.Minute},
+				{Allocator: kmem.Kmalloc, Cache: "kmalloc-256", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 256, OldestAge: time.Minute},
+				{Allocator: kmem.Kmalloc, Cache: "kmalloc-cg-256", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 256, OldestAge: time.Minute},
 			},
 		},
 		{
@@ -163,53 +160,53 @@ func TestBuildGrouping(t *testing.T) {
 			// two groups with equal attributes would be merged (averaged!)
 			// by the metrics builder and duplicated in the events.
 			name: "kmalloc-large sizes from one call site are one group",
-			objs: []tracker.Object{
-				kmallocObj(0, siteA, 16384, time.Minute),
-				kmallocObj(0, siteA, 32768, 2*time.Minute),
-				kmallocObj(gfpAccount, siteA, 65536, time.Minute),
+			objs: []kmem.Object{
+				kmallocObj(kmem.KmallocLarge, siteA, 16384, time.Minute),
+				kmallocObj(kmem.KmallocLarge, siteA, 32768, 2*time.Minute),
+				kmallocObj(kmem.KmallocLarge, siteA, 65536, time.Minute),
 			},
 			want: []Group{
-				{Allocator: tracker.Kmalloc, Cache: "kmalloc-large", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 3, Bytes: 114688, OldestAge: 2 * time.Minute},
+				{Allocator: kmem.Kmalloc, Cache: "kmalloc-large", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 3, Bytes: 114688, OldestAge: 2 * time.Minute},
 			},
 		},
 		{
-			name: "gfp bits that pick the same cache are one group",
-			objs: []tracker.Object{
-				kmallocObj(gfpDMA, siteA, 128, time.Minute),
-				kmallocObj(gfpDMA|gfpAccount, siteA, 128, time.Minute),
-				kmallocObj(gfpDMA|gfpReclaimable, siteA, 128, time.Minute),
-				kmallocObj(gfpReclaimable, siteB, 512, time.Minute),
-				kmallocObj(gfpReclaimable|gfpAccount, siteB, 512, time.Minute),
+			name: "objects of one family and size class are one group",
+			objs: []kmem.Object{
+				kmallocObj(kmem.KmallocDMA, siteA, 128, time.Minute),
+				kmallocObj(kmem.KmallocDMA, siteA, 128, time.Minute),
+				kmallocObj(kmem.KmallocDMA, siteA, 128, time.Minute),
+				kmallocObj(kmem.KmallocReclaimable, siteB, 512, time.Minute),
+				kmallocObj(kmem.KmallocReclaimable, siteB, 512, time.Minute),
 			},
 			want: []Group{
-				{Allocator: tracker.Kmalloc, Cache: "kmalloc-rcl-512", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 2, Bytes: 1024, OldestAge: time.Minute},
-				{Allocator: tracker.Kmalloc, Cache: "dma-kmalloc-128", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 3, Bytes: 384, OldestAge: time.Minute},
+				{Allocator: kmem.Kmalloc, Cache: "kmalloc-rcl-512", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 2, Bytes: 1024, OldestAge: time.Minute},
+				{Allocator: kmem.Kmalloc, Cache: "dma-kmalloc-128", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 3, Bytes: 384, OldestAge: time.Minute},
 			},
 		},
 		{
 			name: "slab and kmalloc from one call site are two groups",
-			objs: []tracker.Object{
+			objs: []kmem.Object{
 				slabObj(dentryKey, siteA, 192, time.Minute),
-				kmallocObj(0, siteA, 192, time.Minute),
+				kmallocObj(kmem.KmallocNormal, siteA, 192, time.Minute),
 			},
 			want: []Group{
 				// Equal bytes and objects: slab sorts first.
-				{Allocator: tracker.Slab, Cache: "dentry", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 192, OldestAge: time.Minute},
-				{Allocator: tracker.Kmalloc, Cache: "kmalloc-192", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 192, OldestAge: time.Minute},
+				{Allocator: kmem.Slab, Cache: "dentry", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 192, OldestAge: time.Minute},
+				{Allocator: kmem.Kmalloc, Cache: "kmalloc-192", CallSite: siteA, CallSiteSym: "alloc_pipe_info+0x2b", Objects: 1, Bytes: 192, OldestAge: time.Minute},
 			},
 		},
 		{
 			name: "slab cache the probes did not name",
-			objs: []tracker.Object{slabObj(0xffff8881deadb000, siteB, 64, time.Minute)},
+			objs: []kmem.Object{slabObj(0xffff8881deadb000, siteB, 64, time.Minute)},
 			want: []Group{
-				{Allocator: tracker.Slab, Cache: "unknown", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 1, Bytes: 64, OldestAge: time.Minute},
+				{Allocator: kmem.Slab, Cache: "unknown", CallSite: siteB, CallSiteSym: "d_alloc+0x2e", Objects: 1, Bytes: 64, OldestAge: time.Minute},
 			},
 		},
 		{
 			name: "call site the symbolizer cannot name",
-			objs: []tracker.Object{kmallocObj(0, 0xffffffff8badf00d, 32, time.Minute)},
+			objs: []kmem.Object{kmallocObj(kmem.KmallocNormal, 0xffffffff8badf00d, 32, time.Minute)},
 			want: []Group{
-				{Allocator: tracker.Kmalloc, Cache: "kmalloc-32", CallSite: 0xffffffff8badf00d, CallSiteSym: "unknown", Objects: 1, Bytes: 32, OldestAge: time.Minute},
+				{Allocator: kmem.Kmalloc, Cache: "kmalloc-32", CallSite: 0xffffffff8badf00d, CallSiteSym: "unknown", Objects: 1, Bytes: 32, OldestAge: time.Minute},
 			},
 		},
 	}
@@ -230,19 +227,19 @@ func TestBuildTopN(t *testing.T) {
 		slabObj(dentryKey, 0x3000, 384, time.Minute), // 384 B in 1
 		slabObj(inodeKey, 0x1000, 128, time.Minute),  // 128 B in 1, inode_cache
 		slabObj(dentryKey, 0x0500, 128, time.Minute), // 128 B in 1, lower call site
-		kmallocObj(0, 0x0100, 128, time.Minute),      // 128 B in 1, kmalloc
-		kmallocObj(0, 0x4000, 8, time.Minute),        // 8 B
+		kmallocObj(kmem.KmallocNormal, 0x0100, 128, time.Minute),      // 128 B in 1, kmalloc
+		kmallocObj(kmem.KmallocNormal, 0x4000, 8, time.Minute),        // 8 B
 	)
 	// By bytes, then objects, then allocator (slab first), cache and call
 	// site: a total order, so every scan of the same objects agrees.
 	wantAll := []Group{
-		{Allocator: tracker.Slab, Cache: "dentry", CallSite: 0x3000, Objects: 1, Bytes: 384},
-		{Allocator: tracker.Slab, Cache: "dentry", CallSite: 0x2000, Objects: 2, Bytes: 128},
-		{Allocator: tracker.Slab, Cache: "dentry", CallSite: 0x0500, Objects: 1, Bytes: 128},
-		{Allocator: tracker.Slab, Cache: "dentry", CallSite: 0x1000, Objects: 1, Bytes: 128},
-		{Allocator: tracker.Slab, Cache: "inode_cache", CallSite: 0x1000, Objects: 1, Bytes: 128},
-		{Allocator: tracker.Kmalloc, Cache: "kmalloc-128", CallSite: 0x0100, Objects: 1, Bytes: 128},
-		{Allocator: tracker.Kmalloc, Cache: "kmalloc-8", CallSite: 0x4000, Objects: 1, Bytes: 8},
+		{Allocator: kmem.Slab, Cache: "dentry", CallSite: 0x3000, Objects: 1, Bytes: 384},
+		{Allocator: kmem.Slab, Cache: "dentry", CallSite: 0x2000, Objects: 2, Bytes: 128},
+		{Allocator: kmem.Slab, Cache: "dentry", CallSite: 0x0500, Objects: 1, Bytes: 128},
+		{Allocator: kmem.Slab, Cache: "dentry", CallSite: 0x1000, Objects: 1, Bytes: 128},
+		{Allocator: kmem.Slab, Cache: "inode_cache", CallSite: 0x1000, Objects: 1, Bytes: 128},
+		{Allocator: kmem.Kmalloc, Cache: "kmalloc-128", CallSite: 0x0100, Objects: 1, Bytes: 128},
+		{Allocator: kmem.Kmalloc, Cache: "kmalloc-8", CallSite: 0x4000, Objects: 1, Bytes: 8},
 	}
 	for i := range wantAll {
 		wantAll[i].OldestAge = time.Minute
@@ -273,7 +270,7 @@ func TestBuildMergesGroupsThatExportAlike(t *testing.T) {
 		slabObj(dentryKey, unnamedA, 192, time.Minute),
 		slabObj(dentryKey, unnamedB, 192, 2*time.Minute),
 		slabObj(dentryKey, unnamedB, 192, time.Minute),
-		kmallocObj(0, siteC, 32, time.Second), // too young: never looked at
+		kmallocObj(kmem.KmallocNormal, siteC, 32, time.Second), // too young: never looked at
 	)
 	sym := &fakeSymbolizer{names: testNames}
 
@@ -298,7 +295,7 @@ func TestBuildTracked(t *testing.T) {
 
 	// kmalloc has counters but no live objects: its tracker.objects point
 	// must still be there, at zero.
-	assert.Equal(t, map[tracker.Allocator]int64{tracker.Slab: 2, tracker.Kmalloc: 0}, rep.Tracked)
+	assert.Equal(t, map[kmem.Allocator]int64{kmem.Slab: 2, kmem.Kmalloc: 0}, rep.Tracked)
 	assert.Equal(t, snap.Counters, rep.Counters)
 }
 
@@ -320,22 +317,22 @@ func TestBuildScalesSampledCounts(t *testing.T) {
 	assert.Equal(t, int64(2*16), dentry.Objects)
 	assert.Equal(t, int64(2*16*192), dentry.Bytes)
 	assert.Equal(t, int64(3*16), rep.Suspects)
-	assert.Equal(t, int64(3), rep.Tracked[tracker.Slab], "the map's own count stays unscaled")
+	assert.Equal(t, int64(3), rep.Tracked[kmem.Slab], "the map's own count stays unscaled")
 	assert.Zero(t, rep.Withheld)
 }
 
 // Pages are named by order, percpu objects all "percpu".
 func TestBuildNamesPagesAndPercpu(t *testing.T) {
 	snap := newSnapshot(
-		tracker.Object{Allocator: tracker.Page, Cache: 2, Bytes: 4 << 12, CallSite: siteA, StackID: -1, AllocNs: takenNs - uint64(time.Minute)},
-		tracker.Object{Allocator: tracker.Percpu, Bytes: 64, CallSite: siteB, StackID: -1, AllocNs: takenNs - uint64(time.Minute)},
+		kmem.Object{Allocator: kmem.Page, Cache: 2, Bytes: 4 << 12, CallSite: siteA, StackID: -1, AllocNs: takenNs - uint64(time.Minute)},
+		kmem.Object{Allocator: kmem.Percpu, Bytes: 64, CallSite: siteB, StackID: -1, AllocNs: takenNs - uint64(time.Minute)},
 	)
 
 	rep := Build(snap, Options{MinAge: 30 * time.Second, TopN: 10}, &fakeSymbolizer{names: testNames})
 
 	require.Len(t, rep.Groups, 2)
 	assert.Equal(t, "order-2", rep.Groups[0].Cache)
-	assert.Equal(t, tracker.Page, rep.Groups[0].Allocator)
+	assert.Equal(t, kmem.Page, rep.Groups[0].Allocator)
 	assert.Equal(t, "percpu", rep.Groups[1].Cache)
 	assert.Equal(t, "d_alloc+0x2e", rep.Groups[1].CallSiteSym)
 }
@@ -346,7 +343,7 @@ func TestBuildEmpty(t *testing.T) {
 
 	assert.Empty(t, rep.Groups)
 	assert.Zero(t, rep.Suspects)
-	assert.Equal(t, map[tracker.Allocator]int64{tracker.Slab: 0, tracker.Kmalloc: 0}, rep.Tracked)
+	assert.Equal(t, map[kmem.Allocator]int64{kmem.Slab: 0, kmem.Kmalloc: 0}, rep.Tracked)
 	assert.Empty(t, sym.calls)
 }
 
@@ -371,31 +368,34 @@ func BenchmarkBuild(b *testing.B) {
 	for i := range 50 {
 		slabCaches[0xffff888100000000+uint64(i)<<12] = fmt.Sprintf("cache-%d", i)
 	}
-	snap := &tracker.Snapshot{
+	snap := &kmem.Snapshot{
 		TakenNs: uint64(24 * time.Hour),
-		Objects: make([]tracker.Object, objects),
-		Counters: map[tracker.Allocator]tracker.Counters{
-			tracker.Slab:    {Allocs: 1 << 30, Frees: 1 << 29},
-			tracker.Kmalloc: {Allocs: 1 << 30, Frees: 1 << 29},
+		Objects: make([]kmem.Object, objects),
+		Counters: map[kmem.Allocator]kmem.Counters{
+			kmem.Slab:    {Allocs: 1 << 30, Frees: 1 << 29},
+			kmem.Kmalloc: {Allocs: 1 << 30, Frees: 1 << 29},
 		},
 		CacheNames: slabCaches,
 	}
 	for i := range snap.Objects {
 		site := uint64(i % callSites)
-		obj := tracker.Object{
+		obj := kmem.Object{
 			Address:  0xffff888200000000 + uint64(i)<<6,
 			AllocNs:  uint64(i) * uint64(time.Millisecond) / 20, // spread over ~14 hours
 			CallSite: 0xffffffff81000000 + site<<4,
 		}
 		if site%2 == 0 {
-			obj.Allocator = tracker.Slab
+			obj.Allocator = kmem.Slab
 			obj.Cache = 0xffff888100000000 + (site%50)<<12
 			obj.Bytes = 192
 		} else {
-			obj.Allocator = tracker.Kmalloc
+			obj.Allocator = kmem.Kmalloc
 			obj.Bytes = kmallocSizes[(site/2)%uint64(len(kmallocSizes))]
 			if site%3 == 0 {
-				obj.Cache = gfpAccount
+				obj.Cache = uint64(kmem.KmallocAccounted)
+			}
+			if obj.Bytes > 8192 {
+				obj.Cache = uint64(kmem.KmallocLarge)
 			}
 		}
 		snap.Objects[i] = obj

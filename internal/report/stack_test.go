@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
 type mapSymbolizer map[uint64]string
@@ -80,7 +80,7 @@ func (f fakeStacks) Stack(id int32) ([]uint64, error) {
 	return frames, nil
 }
 
-func withStack(obj tracker.Object, id int32, skipped bool) tracker.Object {
+func withStack(obj kmem.Object, id int32, skipped bool) kmem.Object {
 	obj.StackID, obj.StackSkipped = id, skipped
 	return obj
 }

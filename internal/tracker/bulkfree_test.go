@@ -1,9 +1,8 @@
-//go:build linux
+//go:build linux && amd64
 
 package tracker
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,8 @@ import (
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
 
+	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
 )
 
@@ -22,10 +23,8 @@ import (
 // kmem_cache_free_bulk hooked, closed timerfds vanish from the tracker;
 // without, they stay as phantoms.
 func TestIntegrationBulkFreeHookSeesKfreeRCU(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("integration test: needs root (CAP_BPF and CAP_PERFMON) to load eBPF programs")
-	}
-	if checkKprobes() != nil {
+	kerneltest.RequireBPF(t)
+	if !kerneltest.HasKprobes() {
 		t.Skip("needs kprobes to hook kmem_cache_free_bulk, and this kernel has none (CONFIG_KPROBES off); " +
 			"here kfree_rcu's frees show in the kfree tracepoint (Linux 6.18 does), see TestIntegrationNoPhantomLeaksFromUntracedFrees")
 	}
@@ -44,7 +43,7 @@ const timerfds = 2000
 // counts the contexts it still holds once RCU has had time to free them.
 func closedTimerfdsLeft(t *testing.T, sym *ksym.Symbolizer, ignoreBulkFrees bool) (left int64) {
 	tr, err := Open(Options{
-		Allocators: []Allocator{Kmalloc}, Mode: ModeAuto, MaxObjects: 1 << 20, MaxSize: ^uint32(0),
+		Allocators: []kmem.Allocator{kmem.Kmalloc}, Mode: kmem.ModeAuto, MaxObjects: 1 << 20, MaxSize: ^uint32(0),
 		Stacks: StackOptions{Depth: 1}, IgnoreBulkFrees: ignoreBulkFrees, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
 	require.NoError(t, err)
@@ -62,7 +61,7 @@ func closedTimerfdsLeft(t *testing.T, sym *ksym.Symbolizer, ignoreBulkFrees bool
 	// kfree_rcu batches for up to 5 s, then waits a grace period.
 	time.Sleep(10 * time.Second)
 
-	var snap Snapshot
+	var snap kmem.Snapshot
 	require.NoError(t, tr.Scan(&snap))
 	for _, o := range snap.Objects {
 		if s, ok := sym.Resolve(o.CallSite); ok && strings.Contains(s.Name, "timerfd_create") {

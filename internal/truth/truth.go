@@ -8,7 +8,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
 // strikesToUntrace is how many scans in a row a cache must fail the check.
@@ -18,7 +18,7 @@ const strikesToUntrace = 2
 
 // Verdict names a cache found to have untraced frees.
 type Verdict struct {
-	ID     tracker.CacheID
+	ID     kmem.CacheID
 	Name   string
 	Old    int64 // tracked objects allocated before the kernel was asked
 	Bound  int64 // the count above which the cache is untracked (see bound)
@@ -30,9 +30,9 @@ type Verdict struct {
 // Checker remembers, across scans, which caches failed the check.
 type Checker struct {
 	baseline  map[string]int64 // the kernel's counts before the probes attached
-	firstSeen map[tracker.CacheID]uint64
-	strikes   map[tracker.CacheID]int
-	untraced  map[tracker.CacheID]string
+	firstSeen map[kmem.CacheID]uint64
+	strikes   map[kmem.CacheID]int
+	untraced  map[kmem.CacheID]string
 }
 
 // NewChecker returns a Checker that has found nothing yet. baseline is the
@@ -40,9 +40,9 @@ type Checker struct {
 func NewChecker(baseline map[string]int64) *Checker {
 	return &Checker{
 		baseline:  baseline,
-		firstSeen: map[tracker.CacheID]uint64{},
-		strikes:   map[tracker.CacheID]int{},
-		untraced:  map[tracker.CacheID]string{},
+		firstSeen: map[kmem.CacheID]uint64{},
+		strikes:   map[kmem.CacheID]int{},
+		untraced:  map[kmem.CacheID]string{},
 	}
 }
 
@@ -63,39 +63,18 @@ type Result struct {
 // what kernel, the kernel's counts read after cutoff and before the scan,
 // allows (see bound), and drops the objects of every untraced cache from
 // snap. It returns the caches that just crossed their bound.
-func (c *Checker) Check(snap *tracker.Snapshot, cutoff uint64, kernel map[string]int64) Result {
-	var res Result
-	old := map[tracker.CacheID]int64{}
-	sample := map[tracker.CacheID]tracker.Object{}
-	kept := snap.Objects[:0]
-	for _, obj := range snap.Objects {
-		id := tracker.CacheOf(obj)
-		if _, done := c.untraced[id]; done {
-			res.Stale = append(res.Stale, obj.Address)
-			continue
-		}
-		kept = append(kept, obj)
-		if obj.AllocNs >= cutoff {
-			continue
-		}
-		if old[id] == 0 {
-			sample[id] = obj
-			if _, ok := c.firstSeen[id]; !ok {
-				c.firstSeen[id] = snap.TakenNs
-			}
-		}
-		old[id]++
+func (c *Checker) Check(snap *kmem.Snapshot, cutoff uint64, kernel map[string]int64) Result {
+	res := Result{Bounds: map[string]int64{}}
+	for _, addrs := range snap.Remove(func(id kmem.CacheID) bool { _, done := c.untraced[id]; return done }) {
+		res.Stale = append(res.Stale, addrs...)
 	}
-	snap.Objects = kept
-
-	res.Bounds = map[string]int64{}
 	// Strikes must come in consecutive scans: only this scan's carry over.
-	strikes := map[tracker.CacheID]int{}
-	for id, n := range old {
-		if id.Key == tracker.KmallocLargeKey {
+	strikes := map[kmem.CacheID]int{}
+	for id, old := range c.count(snap, cutoff) {
+		if id.IsKmallocLarge() {
 			continue
 		}
-		name := snap.CacheName(sample[id])
+		name := snap.CacheName(old.sample)
 		b, known := c.bound(snap, id, name, kernel)
 		if !known {
 			continue
@@ -103,13 +82,13 @@ func (c *Checker) Check(snap *tracker.Snapshot, cutoff uint64, kernel map[string
 		// A cache over its bound holds phantoms, and which of its objects
 		// they are is unknown: none of its groups is believable.
 		report := b.report
-		if n > b.withhold {
+		if old.n > b.withhold {
 			report = 0
 		}
 		if prev, seen := res.Bounds[name]; !seen || report < prev {
 			res.Bounds[name] = report
 		}
-		if n <= b.untrace {
+		if old.n <= b.untrace {
 			continue
 		}
 		if strikes[id] = c.strikes[id] + 1; strikes[id] < strikesToUntrace {
@@ -117,17 +96,44 @@ func (c *Checker) Check(snap *tracker.Snapshot, cutoff uint64, kernel map[string
 		}
 		delete(strikes, id)
 		c.untraced[id] = name
-		reason := "more tracked objects than the kernel has allocated"
-		if b.unconfirmed {
-			reason = "no traced free since attach, and more tracked objects than the kernel's count grew by"
-		}
-		res.Verdicts = append(res.Verdicts, Verdict{ID: id, Name: name, Old: n, Bound: b.untrace, Kernel: kernel[name], Reason: reason})
+		res.Verdicts = append(res.Verdicts, Verdict{ID: id, Name: name, Old: old.n, Bound: b.untrace, Kernel: kernel[name], Reason: b.reason()})
 	}
 	c.strikes = strikes
 	if len(res.Verdicts) > 0 {
-		c.dropObjects(snap, res.Verdicts)
+		found := snap.Remove(func(id kmem.CacheID) bool { return c.untraced[id] != "" })
+		for i := range res.Verdicts {
+			res.Verdicts[i].Addrs = found[res.Verdicts[i].ID]
+		}
 	}
 	return res
+}
+
+// oldObjects are a cache's tracked objects allocated before the cutoff.
+type oldObjects struct {
+	n      int64
+	sample kmem.Object // any of them: names the cache
+}
+
+// count counts each cache's objects allocated before cutoff, and notes
+// when the check first saw old objects of a cache.
+func (c *Checker) count(snap *kmem.Snapshot, cutoff uint64) map[kmem.CacheID]*oldObjects {
+	out := map[kmem.CacheID]*oldObjects{}
+	for _, obj := range snap.Objects {
+		if obj.AllocNs >= cutoff {
+			continue
+		}
+		id := kmem.CacheOf(obj)
+		old := out[id]
+		if old == nil {
+			old = &oldObjects{sample: obj}
+			out[id] = old
+			if _, ok := c.firstSeen[id]; !ok {
+				c.firstSeen[id] = snap.TakenNs
+			}
+		}
+		old.n++
+	}
+	return out
 }
 
 // Evidence the check asks of a cache that has shown no traced free before
@@ -153,6 +159,13 @@ type bounds struct {
 	unconfirmed bool  // the cache has shown no traced free
 }
 
+func (b bounds) reason() string {
+	if b.unconfirmed {
+		return "no traced free since attach, and more tracked objects than the kernel's count grew by"
+	}
+	return "more tracked objects than the kernel has allocated"
+}
+
 // bound computes a cache's bounds. Each of its tracked objects allocated
 // before the cutoff was alive when it was read, so alive all along from the
 // cutoff, so counted by the kernel: never more than the kernel's count. And
@@ -161,13 +174,13 @@ type bounds struct {
 // tracked ones are all new: never more than the kernel's count grew by,
 // give or take the batches in which that count moves. known is false when
 // the kernel has no count under that name.
-func (c *Checker) bound(snap *tracker.Snapshot, id tracker.CacheID, name string, kernel map[string]int64) (b bounds, known bool) {
+func (c *Checker) bound(snap *kmem.Snapshot, id kmem.CacheID, name string, kernel map[string]int64) (b bounds, known bool) {
 	now, known := kernel[name]
 	if !known {
 		return b, false
 	}
 	before, hasBaseline := c.baseline[name]
-	if id.Allocator != tracker.Slab || snap.Freed[id.Key] || !hasBaseline {
+	if id.Allocator != kmem.Slab || snap.Freed[id.Key] || !hasBaseline {
 		return bounds{report: now, withhold: now, untrace: now}, true
 	}
 	growth := max(0, now-before)
@@ -179,25 +192,7 @@ func (c *Checker) bound(snap *tracker.Snapshot, id tracker.CacheID, name string,
 	return b, true
 }
 
-// dropObjects moves the objects of the verdicts' caches out of snap and
-// into the verdicts' Addrs.
-func (c *Checker) dropObjects(snap *tracker.Snapshot, verdicts []Verdict) {
-	index := make(map[tracker.CacheID]int, len(verdicts))
-	for i, v := range verdicts {
-		index[v.ID] = i
-	}
-	kept := snap.Objects[:0]
-	for _, obj := range snap.Objects {
-		if i, ok := index[tracker.CacheOf(obj)]; ok {
-			verdicts[i].Addrs = append(verdicts[i].Addrs, obj.Address)
-			continue
-		}
-		kept = append(kept, obj)
-	}
-	snap.Objects = kept
-}
-
 // Untraced lists every cache found so far, by name.
-func (c *Checker) Untraced() map[tracker.CacheID]string {
+func (c *Checker) Untraced() map[kmem.CacheID]string {
 	return c.untraced
 }

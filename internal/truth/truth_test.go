@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
-	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
 // The truth-check decision on recorded slabinfo sequences.
@@ -32,9 +32,6 @@ import (
 // old objects (30 s after the first), and only if it fails the check there
 // and in the next one.
 
-// gfpAccount is ___GFP_ACCOUNT (include/linux/gfp_types.h), the bit that
-// sends a kmalloc to the kmalloc-cg-* caches.
-const gfpAccount = 0x400000
 
 // The reasons a verdict gives, word for word.
 const (
@@ -54,9 +51,9 @@ const (
 type cacheDef struct {
 	label   string // unique in caches; what scans refer to
 	name    string // the kernel's name for it
-	alloc   tracker.Allocator
+	alloc   kmem.Allocator
 	bytes   uint32
-	gfp     uint64 // kmalloc only: Object.Cache
+	family  kmem.KmallocFamily // kmalloc only
 	unnamed bool   // slab only: the probes never learned its name
 	key     uint64 // slab only: set by init
 	index   int
@@ -91,11 +88,11 @@ var caches = []*cacheDef{
 	// A slab cache that shares its name with a kmalloc class.
 	{label: "kmalloc-64#slab", name: "kmalloc-64", bytes: 64},
 
-	{label: "kmalloc-64", name: "kmalloc-64", alloc: tracker.Kmalloc, bytes: 64},
-	{label: "kmalloc-192", name: "kmalloc-192", alloc: tracker.Kmalloc, bytes: 192},
-	{label: "kmalloc-512", name: "kmalloc-512", alloc: tracker.Kmalloc, bytes: 512},
-	{label: "kmalloc-cg-512", name: "kmalloc-cg-512", alloc: tracker.Kmalloc, bytes: 512, gfp: gfpAccount},
-	{label: "kmalloc-large", name: "kmalloc-large", alloc: tracker.Kmalloc, bytes: 16384},
+	{label: "kmalloc-64", name: "kmalloc-64", alloc: kmem.Kmalloc, bytes: 64},
+	{label: "kmalloc-192", name: "kmalloc-192", alloc: kmem.Kmalloc, bytes: 192},
+	{label: "kmalloc-512", name: "kmalloc-512", alloc: kmem.Kmalloc, bytes: 512},
+	{label: "kmalloc-cg-512", name: "kmalloc-cg-512", alloc: kmem.Kmalloc, bytes: 512, family: kmem.KmallocAccounted},
+	{label: "kmalloc-large", name: "kmalloc-large", alloc: kmem.Kmalloc, bytes: 16384, family: kmem.KmallocLarge},
 }
 
 var cacheByLabel = map[string]*cacheDef{}
@@ -103,7 +100,7 @@ var cacheByLabel = map[string]*cacheDef{}
 func init() {
 	for i, c := range caches {
 		c.index = i
-		if c.alloc == tracker.Slab {
+		if c.alloc == kmem.Slab {
 			c.key = 0xffff888100a00000 + uint64(i)*0x400
 		}
 		cacheByLabel[c.label] = c
@@ -118,24 +115,24 @@ func cache(t testing.TB, label string) *cacheDef {
 }
 
 // object returns the j-th object of c in a scan.
-func (c *cacheDef) object(scan, j int, allocNs uint64) tracker.Object {
-	obj := tracker.Object{
+func (c *cacheDef) object(scan, j int, allocNs uint64) kmem.Object {
+	obj := kmem.Object{
 		Address:   uint64(c.index+1)<<40 | uint64(scan)<<32 | uint64(j),
 		AllocNs:   allocNs,
 		CallSite:  0xffffffff81000000 + uint64(c.index)*0x100,
 		Bytes:     c.bytes,
 		Allocator: c.alloc,
 	}
-	if c.alloc == tracker.Slab {
+	if c.alloc == kmem.Slab {
 		obj.Cache = c.key
 	} else {
-		obj.Cache = c.gfp
+		obj.Cache = uint64(c.family)
 	}
 	return obj
 }
 
-func (c *cacheDef) id() tracker.CacheID {
-	return tracker.CacheOf(c.object(0, 0, 0))
+func (c *cacheDef) id() kmem.CacheID {
+	return kmem.CacheOf(c.object(0, 0, 0))
 }
 
 // pop is how many objects of a cache the probes track in a scan.
@@ -814,7 +811,7 @@ func runScenario(t *testing.T, sc scenario) {
 		require.ErrorIs(t, err, os.ErrNotExist, "testdata/%s has more scans than the scenario", sc.dir)
 	}
 	checker := NewChecker(baseline)
-	wantUntraced := map[tracker.CacheID]string{}
+	wantUntraced := map[kmem.CacheID]string{}
 	rng := rand.New(rand.NewPCG(1, 2))
 
 	cutoff := uint64(firstCutoff)
@@ -862,7 +859,7 @@ func runScenario(t *testing.T, sc scenario) {
 			sameAddresses(t, wantStale, res.Stale, "stale")
 
 			// What is left in the snapshot: everything else, untouched.
-			var wantKept []tracker.Object
+			var wantKept []kmem.Object
 			for _, p := range spec.objects {
 				if !dropped[p.cache] {
 					wantKept = append(wantKept, byCache[p.cache]...)
@@ -883,28 +880,28 @@ func runScenario(t *testing.T, sc scenario) {
 
 // buildSnapshot makes the snapshot a scan would copy out of the map: every
 // tracked object, in no particular order.
-func buildSnapshot(t *testing.T, scan int, cutoff uint64, spec scanSpec, rng *rand.Rand) (*tracker.Snapshot, map[string][]tracker.Object) {
+func buildSnapshot(t *testing.T, scan int, cutoff uint64, spec scanSpec, rng *rand.Rand) (*kmem.Snapshot, map[string][]kmem.Object) {
 	t.Helper()
-	snap := &tracker.Snapshot{
+	snap := &kmem.Snapshot{
 		TakenNs:    cutoff + uint64(scanTook),
 		CacheNames: map[uint64]string{},
 		Freed:      map[uint64]bool{},
 	}
 	for _, c := range caches {
-		if c.alloc == tracker.Slab && !c.unnamed {
+		if c.alloc == kmem.Slab && !c.unnamed {
 			snap.CacheNames[c.key] = c.name
 		}
 	}
 	for _, label := range spec.freed {
 		c := cache(t, label)
-		require.Equal(t, tracker.Slab, c.alloc, "only slab caches have a Freed flag")
+		require.Equal(t, kmem.Slab, c.alloc, "only slab caches have a Freed flag")
 		snap.Freed[c.key] = true
 	}
-	byCache := map[string][]tracker.Object{}
+	byCache := map[string][]kmem.Object{}
 	for _, p := range spec.objects {
 		c := cache(t, p.cache)
 		require.NotContains(t, byCache, p.cache, "cache listed twice in a scan")
-		objs := make([]tracker.Object, 0, p.old+p.young)
+		objs := make([]kmem.Object, 0, p.old+p.young)
 		for j := range p.old {
 			objs = append(objs, c.object(scan, j, cutoff-1-uint64(j)))
 		}
@@ -922,7 +919,7 @@ func buildSnapshot(t *testing.T, scan int, cutoff uint64, spec scanSpec, rng *ra
 	return snap, byCache
 }
 
-func addresses(objs []tracker.Object) []uint64 {
+func addresses(objs []kmem.Object) []uint64 {
 	addrs := make([]uint64, len(objs))
 	for i, o := range objs {
 		addrs[i] = o.Address
@@ -945,9 +942,9 @@ func sameAddresses(t *testing.T, want, got []uint64, msg string) {
 }
 
 // sameObjects asserts want and got hold the same objects, in any order.
-func sameObjects(t *testing.T, want, got []tracker.Object, msg string) {
+func sameObjects(t *testing.T, want, got []kmem.Object, msg string) {
 	t.Helper()
-	byAddress := func(a, b tracker.Object) int { return cmp.Compare(a.Address, b.Address) }
+	byAddress := func(a, b kmem.Object) int { return cmp.Compare(a.Address, b.Address) }
 	w, g := slices.SortedFunc(slices.Values(want), byAddress), slices.SortedFunc(slices.Values(got), byAddress)
 	if len(w) == 0 && len(g) == 0 {
 		return
@@ -976,7 +973,7 @@ func firstFew(xs []uint64) string {
 	return fmt.Sprintf("%#x", xs)
 }
 
-func findVerdict(vs []Verdict, id tracker.CacheID) (Verdict, bool) {
+func findVerdict(vs []Verdict, id kmem.CacheID) (Verdict, bool) {
 	for _, v := range vs {
 		if v.ID == id {
 			return v, true
@@ -995,7 +992,7 @@ func verdictNames(vs []Verdict) []string {
 
 func TestCheckEmptySnapshot(t *testing.T) {
 	c := NewChecker(map[string]int64{"dentry": 10})
-	snap := &tracker.Snapshot{}
+	snap := &kmem.Snapshot{}
 	res := c.Check(snap, 1000, map[string]int64{"dentry": 10})
 	assert.Empty(t, res.Verdicts)
 	assert.Empty(t, res.Stale)
@@ -1008,12 +1005,12 @@ func TestUntracedListsEveryCacheByName(t *testing.T) {
 	maple, epi, cg := cache(t, "maple_node"), cache(t, "eventpoll_epi"), cache(t, "kmalloc-cg-512")
 	c := NewChecker(map[string]int64{"maple_node": 600})
 	kernel := map[string]int64{"maple_node": 600, "eventpoll_epi": 10, "kmalloc-cg-512": 10}
-	want := map[tracker.CacheID]string{}
+	want := map[kmem.CacheID]string{}
 	// eventpoll_epi and kmalloc-cg-512 fail in scans 1 and 2; maple_node,
 	// with no traced free, in scans 4 and 5 only, once seen for 30 s.
 	for scan := range 5 {
 		cutoff := uint64(firstCutoff + time.Duration(scan)*scanEvery)
-		snap := &tracker.Snapshot{
+		snap := &kmem.Snapshot{
 			TakenNs:    cutoff + uint64(scanTook),
 			CacheNames: map[uint64]string{maple.key: "maple_node", epi.key: "eventpoll_epi"},
 			Freed:      map[uint64]bool{epi.key: true},
@@ -1043,11 +1040,11 @@ func BenchmarkCheck(b *testing.B) {
 		slabCount = 150
 		cutoff    = 1 << 40
 	)
-	snap := &tracker.Snapshot{CacheNames: map[uint64]string{}, Freed: map[uint64]bool{}}
+	snap := &kmem.Snapshot{CacheNames: map[uint64]string{}, Freed: map[uint64]bool{}}
 	baseline := map[string]int64{}
 	kernel := map[string]int64{}
 	type def struct {
-		obj  tracker.Object
+		obj  kmem.Object
 		name string
 	}
 	var defs []def
@@ -1058,13 +1055,13 @@ func BenchmarkCheck(b *testing.B) {
 		if i%2 == 0 {
 			snap.Freed[key] = true
 		}
-		defs = append(defs, def{tracker.Object{Cache: key, Bytes: 128, Allocator: tracker.Slab}, name})
+		defs = append(defs, def{kmem.Object{Cache: key, Bytes: 128, Allocator: kmem.Slab}, name})
 	}
-	families := []uint64{0, 0x01, 0x10, gfpAccount}
+	families := kmem.KmallocFamilies
 	sizes := []uint32{8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192}
 	for i := 0; len(defs) < 200; i++ {
-		obj := tracker.Object{Cache: families[i/len(sizes)%len(families)], Bytes: sizes[i%len(sizes)], Allocator: tracker.Kmalloc}
-		defs = append(defs, def{obj, (&tracker.Snapshot{}).CacheName(obj)})
+		obj := kmem.Object{Cache: uint64(families[i/len(sizes)%len(families)]), Bytes: sizes[i%len(sizes)], Allocator: kmem.Kmalloc}
+		defs = append(defs, def{obj, (&kmem.Snapshot{}).CacheName(obj)})
 	}
 	for i := range objects {
 		d := defs[i%len(defs)]

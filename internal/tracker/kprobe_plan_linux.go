@@ -1,3 +1,5 @@
+//go:build linux && amd64
+
 package tracker
 
 import (
@@ -7,6 +9,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/kmemleak/kmemleakreceiver/bpf"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
 )
 
@@ -15,13 +19,13 @@ import (
 // added _noprof to them (memory allocation profiling), 6.1 and 6.11 renamed
 // the kmalloc entry points. A kernel has at most one name of each; the
 // kprobe mode hooks those it has.
-var kprobeAllocFunctions = map[Allocator][][]string{
-	Slab: {
+var kprobeAllocFunctions = map[kmem.Allocator][][]string{
+	kmem.Slab: {
 		{"kmem_cache_alloc_noprof", "kmem_cache_alloc"},
 		{"kmem_cache_alloc_lru_noprof", "kmem_cache_alloc_lru"},
 		{"kmem_cache_alloc_node_noprof", "kmem_cache_alloc_node"},
 	},
-	Kmalloc: {
+	kmem.Kmalloc: {
 		{"__kmalloc_noprof", "__kmalloc"},
 		{"__kmalloc_node_noprof", "__kmalloc_node"},
 		{"__kmalloc_cache_noprof", "kmalloc_trace_noprof", "kmalloc_trace", "kmem_cache_alloc_trace"},
@@ -33,17 +37,17 @@ var kprobeAllocFunctions = map[Allocator][][]string{
 	},
 }
 
-// kprobeFreeFunctions free one object of each allocator: the functions the
-// free tracepoints are in, with the BPF program for each.
-var kprobeFreeFunctions = map[Allocator]attachment{
-	Slab:    {program: "kp_slab_free", mode: ModeKprobe, symbol: "kmem_cache_free", primaryFree: true},
-	Kmalloc: {program: "kp_kmalloc_free", mode: ModeKprobe, symbol: "kfree", primaryFree: true},
+// kprobeFree is the kernel function that frees one object of allocator
+// a, the one its free tracepoint is in, with the BPF program for it.
+func (pl *plan) kprobeFree(a kmem.Allocator) (attachment, bool) {
+	switch a {
+	case kmem.Slab:
+		return attachment{program: pl.progs.KpSlabFree, mode: kmem.ModeKprobe, symbol: "kmem_cache_free", primaryFree: true}, true
+	case kmem.Kmalloc:
+		return attachment{program: pl.progs.KpKmallocFree, mode: kmem.ModeKprobe, symbol: "kfree", primaryFree: true}, true
+	}
+	return attachment{}, false
 }
-
-// bulkFree frees arrays of objects without a free tracepoint, in every
-// kernel version; kfree_bulk, which kfree_rcu batches end in, is an inline
-// call of it.
-var bulkFree = attachment{program: "kp_free_bulk", mode: ModeKprobe, symbol: "kmem_cache_free_bulk"}
 
 // Parameter names of the allocation functions, as the kernel's BTF has them.
 var (
@@ -53,10 +57,8 @@ var (
 )
 
 // kprobeCookie packs where an allocation function's arguments are, for
-// kp_alloc_entry (COOKIE_* in the BPF code): 1-based positions of the
-// cache, the size and the gfp flags in 4-bit fields, 0 for none, and the
-// allocator above them. The BPF code reads the first five arguments.
-func kprobeCookie(a Allocator, params []string) (uint64, error) {
+// kp_alloc_entry (enum kprobe_cookie in bpf/kmemleak.h).
+func kprobeCookie(a kmem.Allocator, params []string) (uint64, error) {
 	position := func(names []string) uint64 {
 		for i, p := range params {
 			if slices.Contains(names, p) {
@@ -67,22 +69,25 @@ func kprobeCookie(a Allocator, params []string) (uint64, error) {
 	}
 	cache, size, gfp := position(cacheParams), position(sizeParams), position(gfpParams)
 	switch {
-	case max(cache, size, gfp) > 5:
-		return 0, fmt.Errorf("an argument the probe needs is beyond the fifth (parameters %s)", strings.Join(params, ", "))
-	case a == Slab && cache == 0:
+	case max(cache, size, gfp) > uint64(bpf.KmemleakKprobeCookieKPROBE_ARGS):
+		return 0, fmt.Errorf("an argument the probe needs is beyond the first %d, which it reads (parameters %s)", bpf.KmemleakKprobeCookieKPROBE_ARGS, strings.Join(params, ", "))
+	case a == kmem.Slab && cache == 0:
 		return 0, fmt.Errorf("no kmem_cache parameter (parameters %s)", strings.Join(params, ", "))
-	case a == Kmalloc && (cache == 0 && size == 0 || gfp == 0):
+	case a == kmem.Kmalloc && (cache == 0 && size == 0 || gfp == 0):
 		return 0, fmt.Errorf("no cache or size, or no gfp parameter (parameters %s)", strings.Join(params, ", "))
 	}
-	return cache | size<<4 | gfp<<8 | uint64(a)<<12, nil
+	return cache<<bpf.KmemleakKprobeCookieCOOKIE_CACHE_SHIFT |
+		size<<bpf.KmemleakKprobeCookieCOOKIE_SIZE_SHIFT |
+		gfp<<bpf.KmemleakKprobeCookieCOOKIE_GFP_SHIFT |
+		uint64(bpfAllocators[a])<<bpf.KmemleakKprobeCookieCOOKIE_ALLOCATOR_SHIFT, nil
 }
 
 // kprobeAttachments resolves allocator a's kprobe hooks on this kernel: the
 // allocation functions kallsyms lists, each with an entry and a return
 // probe, and the free function. params returns a function's parameter
 // names from the kernel's BTF.
-func kprobeAttachments(a Allocator, kallsyms io.Reader, params func(fn string) ([]string, error)) ([]attachment, error) {
-	free, ok := kprobeFreeFunctions[a]
+func (pl *plan) kprobeAttachments(a kmem.Allocator, kallsyms io.Reader, params func(fn string) ([]string, error)) ([]attachment, error) {
+	free, ok := pl.kprobeFree(a)
 	if !ok {
 		return nil, fmt.Errorf("the %s allocator has no kprobe hooks (its tracepoints exist on every kernel with BTF): use a tracepoint mode", a)
 	}
@@ -110,8 +115,8 @@ func kprobeAttachments(a Allocator, kallsyms io.Reader, params func(fn string) (
 			var cookie uint64
 			if cookie, err = kprobeCookie(a, p); err == nil {
 				out = append(out,
-					attachment{program: "kp_alloc_entry", mode: ModeKprobe, symbol: fn, cookie: cookie},
-					attachment{program: "kp_alloc_return", mode: ModeKprobe, symbol: fn, ret: true})
+					attachment{program: pl.progs.KpAllocEntry, mode: kmem.ModeKprobe, symbol: fn, cookie: cookie},
+					attachment{program: pl.progs.KpAllocReturn, mode: kmem.ModeKprobe, symbol: fn, ret: true})
 				continue
 			}
 		}

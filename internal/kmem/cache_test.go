@@ -1,19 +1,10 @@
-package tracker
+package kmem
 
 import (
 	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
-)
-
-// The gfp bits as the kernel defines them (include/linux/gfp_types.h),
-// spelled out here rather than taken from snapshot.go so that a wrong
-// constant there shows up as a wrong name.
-const (
-	gfpDMABit         = 0x01     // ___GFP_DMA
-	gfpReclaimableBit = 0x10     // ___GFP_RECLAIMABLE
-	gfpAccountBit     = 0x400000 // ___GFP_ACCOUNT
 )
 
 func TestSnapshotCacheName(t *testing.T) {
@@ -39,22 +30,21 @@ func TestSnapshotCacheName(t *testing.T) {
 		{name: "kmalloc 1024 in KiB", obj: Object{Allocator: Kmalloc, Bytes: 1024}, want: "kmalloc-1k"},
 		{name: "kmalloc 2048 in KiB", obj: Object{Allocator: Kmalloc, Bytes: 2048}, want: "kmalloc-2k"},
 		{name: "kmalloc largest cache", obj: Object{Allocator: Kmalloc, Bytes: 8192}, want: "kmalloc-8k"},
-		{name: "kmalloc above the largest cache", obj: Object{Allocator: Kmalloc, Bytes: 8193}, want: "kmalloc-large"},
-		{name: "kmalloc page allocator", obj: Object{Allocator: Kmalloc, Bytes: 16384}, want: "kmalloc-large"},
-		{name: "kmalloc large ignores gfp", obj: Object{Allocator: Kmalloc, Bytes: 32768, Cache: gfpAccountBit}, want: "kmalloc-large"},
+		{name: "kmalloc above the largest cache", obj: Object{Allocator: Kmalloc, Bytes: 8193, Cache: uint64(KmallocLarge)}, want: "kmalloc-large"},
+		{name: "kmalloc page allocator", obj: Object{Allocator: Kmalloc, Bytes: 16384, Cache: uint64(KmallocLarge)}, want: "kmalloc-large"},
+		{name: "kmalloc family the probes do not define", obj: Object{Allocator: Kmalloc, Bytes: 64, Cache: 9}, want: "kmalloc-large"},
 
-		{name: "accounted", obj: Object{Allocator: Kmalloc, Bytes: 64, Cache: gfpAccountBit}, want: "kmalloc-cg-64"},
-		{name: "accounted in KiB", obj: Object{Allocator: Kmalloc, Bytes: 4096, Cache: gfpAccountBit}, want: "kmalloc-cg-4k"},
-		{name: "reclaimable", obj: Object{Allocator: Kmalloc, Bytes: 192, Cache: gfpReclaimableBit}, want: "kmalloc-rcl-192"},
-		{name: "dma", obj: Object{Allocator: Kmalloc, Bytes: 256, Cache: gfpDMABit}, want: "dma-kmalloc-256"},
-		// kmalloc_type(): DMA wins over reclaimable, which wins over account.
-		{name: "dma over reclaimable and account", obj: Object{Allocator: Kmalloc, Bytes: 128, Cache: gfpDMABit | gfpReclaimableBit | gfpAccountBit}, want: "dma-kmalloc-128"},
-		{name: "reclaimable over account", obj: Object{Allocator: Kmalloc, Bytes: 1024, Cache: gfpReclaimableBit | gfpAccountBit}, want: "kmalloc-rcl-1k"},
+		{name: "accounted", obj: Object{Allocator: Kmalloc, Bytes: 64, Cache: uint64(KmallocAccounted)}, want: "kmalloc-cg-64"},
+		{name: "accounted in KiB", obj: Object{Allocator: Kmalloc, Bytes: 4096, Cache: uint64(KmallocAccounted)}, want: "kmalloc-cg-4k"},
+		{name: "reclaimable", obj: Object{Allocator: Kmalloc, Bytes: 192, Cache: uint64(KmallocReclaimable)}, want: "kmalloc-rcl-192"},
+		{name: "dma", obj: Object{Allocator: Kmalloc, Bytes: 256, Cache: uint64(KmallocDMA)}, want: "dma-kmalloc-256"},
 
 		{name: "slab from the probes' names", obj: Object{Allocator: Slab, Cache: dentryKey, Bytes: 192}, want: "dentry"},
 		{name: "slab larger than any kmalloc cache", obj: Object{Allocator: Slab, Cache: taskKey, Bytes: 9792}, want: "task_struct"},
 		{name: "slab key never named", obj: Object{Allocator: Slab, Cache: missingKey, Bytes: 64}, want: "unknown"},
-		{name: "slab key that looks like gfp bits", obj: Object{Allocator: Slab, Cache: gfpAccountBit, Bytes: 64}, want: "unknown"},
+		{name: "slab key that looks like a kmalloc family", obj: Object{Allocator: Slab, Cache: uint64(KmallocAccounted), Bytes: 64}, want: "unknown"},
+		{name: "page", obj: Object{Allocator: Page, Cache: 3, Bytes: 32768}, want: "order-3"},
+		{name: "percpu", obj: Object{Allocator: Percpu, Bytes: 64}, want: "percpu"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,23 +61,18 @@ func TestSnapshotCacheNameWithoutNames(t *testing.T) {
 
 // Objects of one kmalloc CacheID must share a cache name and objects of
 // different IDs must not: report.Build groups kmalloc objects by CacheID
-// and names each group after one of its members, and the BPF exclusion of a
-// kmalloc cache uses the ID as its slot.
+// and names each group after one of its members, and the probes' exclusion
+// of a kmalloc cache takes the ID.
 func TestCacheOfMatchesCacheName(t *testing.T) {
-	sizes := []uint32{8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 1 << 20}
-	var bits []uint64
-	for _, dma := range []uint64{0, gfpDMABit} {
-		for _, rcl := range []uint64{0, gfpReclaimableBit} {
-			for _, acct := range []uint64{0, gfpAccountBit} {
-				bits = append(bits, dma|rcl|acct)
-			}
+	sizes := []uint32{8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192}
+	var objs []Object
+	for _, family := range KmallocFamilies {
+		for _, size := range sizes {
+			objs = append(objs, Object{Allocator: Kmalloc, Bytes: size, Cache: uint64(family)})
 		}
 	}
-	var objs []Object
-	for _, size := range sizes {
-		for _, b := range bits {
-			objs = append(objs, Object{Allocator: Kmalloc, Bytes: size, Cache: b})
-		}
+	for _, size := range []uint32{8200, 16384, 32768, 1 << 20} {
+		objs = append(objs, Object{Allocator: Kmalloc, Bytes: size, Cache: uint64(KmallocLarge)})
 	}
 
 	var snap Snapshot
@@ -107,8 +92,38 @@ func TestCacheOfMatchesCacheName(t *testing.T) {
 	}
 }
 
+func TestKmallocLarge(t *testing.T) {
+	large := CacheOf(Object{Allocator: Kmalloc, Bytes: 16384, Cache: uint64(KmallocLarge)})
+	assert.True(t, large.IsKmallocLarge())
+	assert.False(t, CacheOf(Object{Allocator: Kmalloc, Bytes: 8192}).IsKmallocLarge())
+	assert.False(t, CacheID{Allocator: Slab, Key: uint64(KmallocLarge) << 32}.IsKmallocLarge(), "a slab key is never kmalloc-large")
+	family, bytes := KmallocID(KmallocAccounted, 1024).Kmalloc()
+	assert.Equal(t, KmallocAccounted, family)
+	assert.Equal(t, uint32(1024), bytes)
+}
+
+// Remove takes out exactly the objects of the caches asked for, keeps the
+// others in order, and returns the addresses it took by cache.
+func TestSnapshotRemove(t *testing.T) {
+	snap := Snapshot{Objects: []Object{
+		{Address: 1, Allocator: Slab, Cache: 10},
+		{Address: 2, Allocator: Kmalloc, Bytes: 64},
+		{Address: 3, Allocator: Slab, Cache: 11},
+		{Address: 4, Allocator: Slab, Cache: 10},
+		{Address: 5, Allocator: Kmalloc, Bytes: 64, Cache: uint64(KmallocAccounted)},
+	}}
+	removed := snap.Remove(func(id CacheID) bool { return id == CacheID{Slab, 10} || id == KmallocID(KmallocNormal, 64) })
+	assert.Equal(t, map[CacheID][]uint64{{Slab, 10}: {1, 4}, KmallocID(KmallocNormal, 64): {2}}, removed)
+	var left []uint64
+	for _, o := range snap.Objects {
+		left = append(left, o.Address)
+	}
+	assert.Equal(t, []uint64{3, 5}, left)
+	assert.Empty(t, snap.Remove(func(CacheID) bool { return false }))
+}
+
 func describe(snap *Snapshot, obj Object) string {
-	return fmt.Sprintf("{bytes %d, gfp %#x -> %s}", obj.Bytes, obj.Cache, snap.CacheName(obj))
+	return fmt.Sprintf("{bytes %d, family %d -> %s}", obj.Bytes, obj.Cache, snap.CacheName(obj))
 }
 
 func TestSnapshotAge(t *testing.T) {

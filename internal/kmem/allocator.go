@@ -1,24 +1,22 @@
-// Package tracker loads the eBPF allocation trackers into the kernel, picks
-// how to attach them, and copies the live-object map out on each scan.
-package tracker
+// Package kmem is the receiver's vocabulary for kernel memory: the
+// allocators it follows, how it attaches to them, the live objects a scan
+// finds and the caches they come from. It knows nothing of BPF: the
+// loader translates the probes' records into these types.
+package kmem
 
 import (
 	"fmt"
-	"slices"
 	"strings"
-
-	"go.uber.org/zap"
 )
 
-// Allocator is a kernel allocator the probes can follow. The values are the
-// ones the BPF programs store (enum allocator in bpf/kmemleak.bpf.c).
+// Allocator is a kernel allocator the probes can follow.
 type Allocator uint32
 
 const (
-	Slab    Allocator = 0 // kmem_cache_alloc / kmem_cache_free
-	Kmalloc Allocator = 1 // kmalloc / kfree
-	Page    Allocator = 2 // mm_page_alloc / mm_page_free
-	Percpu  Allocator = 3 // percpu_alloc_percpu / percpu_free_percpu
+	Slab    Allocator = iota // kmem_cache_alloc / kmem_cache_free
+	Kmalloc                  // kmalloc / kfree
+	Page                     // mm_page_alloc / mm_page_free
+	Percpu                   // percpu_alloc_percpu / percpu_free_percpu
 )
 
 // Allocators lists every allocator, in the order they are attached.
@@ -89,14 +87,13 @@ func joinNames[T any](items []T) string {
 	return strings.Join(names, ", ")
 }
 
-// StackMode says which allocations get a kernel stack (enum stack_mode in
-// the BPF code).
+// StackMode says which allocations get a kernel stack.
 type StackMode uint32
 
 const (
-	StacksOff      StackMode = 0
-	StacksAdaptive StackMode = 1 // allocations from suspect call sites, and a sample
-	StacksAlways   StackMode = 2
+	StacksOff      StackMode = iota
+	StacksAdaptive           // allocations from suspect call sites, and a sample
+	StacksAlways
 )
 
 var stackModeNames = map[StackMode]string{StacksOff: "off", StacksAdaptive: "adaptive", StacksAlways: "always"}
@@ -115,33 +112,3 @@ func ParseStackMode(name string) (StackMode, error) {
 
 // MaxStackDepth is the deepest kernel stack BPF can capture.
 const MaxStackDepth = 127
-
-// StackOptions say which allocations get a stack and how deep.
-type StackOptions struct {
-	Mode       StackMode
-	Depth      int
-	SampleRate uint32 // adaptive mode: also 1 in SampleRate allocations; 0: none
-}
-
-// Options configure Open.
-type Options struct {
-	Allocators []Allocator
-	Mode       Mode
-	MaxObjects uint32
-	// SampleRate tracks 1 in SampleRate objects, picked by address; 0 and
-	// 1 track every one.
-	SampleRate uint32
-	Stacks     StackOptions
-	// Allocations outside [MinSize, MaxSize] bytes are not tracked.
-	MinSize, MaxSize uint32
-	// IgnoreBulkFrees leaves kmem_cache_free_bulk unhooked even where the
-	// kernel has kprobes: only to measure what the hook buys.
-	IgnoreBulkFrees bool
-	Logger          *zap.Logger
-}
-
-// TakesStacks reports whether any allocation takes a stack: page
-// allocations always do, since their tracepoint names no call site.
-func (o Options) TakesStacks() bool {
-	return o.Stacks.Mode != StacksOff || slices.Contains(o.Allocators, Page)
-}

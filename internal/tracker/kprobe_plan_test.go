@@ -1,3 +1,5 @@
+//go:build linux && amd64
+
 package tracker
 
 import (
@@ -9,6 +11,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kmemleak/kmemleakreceiver/bpf"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
 // kernelParams are the parameter lists of the allocation functions, as the
@@ -44,18 +49,29 @@ func fakeParams(fn string) ([]string, error) {
 }
 
 // hooked lists each attachment as "kind symbol cookie".
-func hooked(t *testing.T, a Allocator, kallsyms string) []string {
+func hooked(t *testing.T, a kmem.Allocator, kallsyms string) []string {
 	t.Helper()
 	f, err := os.Open(filepath.Join("testdata", kallsyms))
 	require.NoError(t, err)
 	defer f.Close()
-	todo, err := kprobeAttachments(a, f, fakeParams)
+	todo, err := testPlan(t).kprobeAttachments(a, f, fakeParams)
 	require.NoError(t, err)
 	var out []string
 	for _, at := range todo {
-		out = append(out, fmt.Sprintf("%s %s %#x", at.program, at, at.cookie))
+		out = append(out, fmt.Sprintf("%s %s %#x", at.program.Name, at, at.cookie))
 	}
 	return out
+}
+
+// testPlan is the plan of the embedded BPF object: parsing it needs no
+// privilege.
+func testPlan(t *testing.T) *plan {
+	t.Helper()
+	spec, err := bpf.LoadKmemleak()
+	require.NoError(t, err)
+	var specs bpf.KmemleakSpecs
+	require.NoError(t, spec.Assign(&specs))
+	return newPlan(&specs.KmemleakProgramSpecs)
 }
 
 func TestKprobeAttachmentsOnLinux5_15(t *testing.T) {
@@ -67,7 +83,7 @@ func TestKprobeAttachmentsOnLinux5_15(t *testing.T) {
 		"kp_alloc_entry kprobe kmem_cache_alloc_node 0x201",
 		"kp_alloc_return kretprobe kmem_cache_alloc_node 0x0",
 		"kp_slab_free kprobe kmem_cache_free 0x0",
-	}, hooked(t, Slab, "kallsyms-5.15"))
+	}, hooked(t, kmem.Slab, "kallsyms-5.15"))
 	assert.Equal(t, []string{
 		"kp_alloc_entry kprobe __kmalloc 0x1210",
 		"kp_alloc_return kretprobe __kmalloc 0x0",
@@ -84,7 +100,7 @@ func TestKprobeAttachmentsOnLinux5_15(t *testing.T) {
 		"kp_alloc_entry kprobe kmalloc_order 0x1210",
 		"kp_alloc_return kretprobe kmalloc_order 0x0",
 		"kp_kmalloc_free kprobe kfree 0x0",
-	}, hooked(t, Kmalloc, "kallsyms-5.15"))
+	}, hooked(t, kmem.Kmalloc, "kallsyms-5.15"))
 }
 
 func TestKprobeAttachmentsOnLinux6_12(t *testing.T) {
@@ -99,7 +115,7 @@ func TestKprobeAttachmentsOnLinux6_12(t *testing.T) {
 		"kp_alloc_entry kprobe kmem_cache_alloc_node_noprof 0x201",
 		"kp_alloc_return kretprobe kmem_cache_alloc_node_noprof 0x0",
 		"kp_slab_free kprobe kmem_cache_free 0x0",
-	}, hooked(t, Slab, "kallsyms-6.12"))
+	}, hooked(t, kmem.Slab, "kallsyms-6.12"))
 	assert.Equal(t, []string{
 		"kp_alloc_entry kprobe __kmalloc_noprof 0x1210",
 		"kp_alloc_return kretprobe __kmalloc_noprof 0x0",
@@ -116,33 +132,34 @@ func TestKprobeAttachmentsOnLinux6_12(t *testing.T) {
 		"kp_alloc_entry kprobe __kmalloc_large_node_noprof 0x1210",
 		"kp_alloc_return kretprobe __kmalloc_large_node_noprof 0x0",
 		"kp_kmalloc_free kprobe kfree 0x0",
-	}, hooked(t, Kmalloc, "kallsyms-6.12"))
+	}, hooked(t, kmem.Kmalloc, "kallsyms-6.12"))
 }
 
 func TestKprobeAttachmentsRefuse(t *testing.T) {
 	kallsyms := "ffffffff81000000 T kmem_cache_alloc\nffffffff81000100 T kfree\n"
-	_, err := kprobeAttachments(Page, nil, fakeParams)
+	pl := testPlan(t)
+	_, err := pl.kprobeAttachments(kmem.Page, nil, fakeParams)
 	assert.ErrorContains(t, err, "the page allocator has no kprobe hooks")
 
-	_, err = kprobeAttachments(Slab, strings.NewReader(kallsyms), fakeParams)
+	_, err = pl.kprobeAttachments(kmem.Slab, strings.NewReader(kallsyms), fakeParams)
 	assert.EqualError(t, err, "kallsyms has no function kmem_cache_free")
 
-	_, err = kprobeAttachments(Kmalloc, strings.NewReader("ffffffff81000100 T kfree\n"), fakeParams)
+	_, err = pl.kprobeAttachments(kmem.Kmalloc, strings.NewReader("ffffffff81000100 T kfree\n"), fakeParams)
 	assert.ErrorContains(t, err, "kallsyms has none of the kmalloc allocation functions")
 
 	// A function whose arguments cannot be found fails the mode, naming it:
 	// its allocations would go unseen.
-	_, err = kprobeAttachments(Slab, strings.NewReader(kallsyms+"ffffffff81000200 T kmem_cache_free\n"),
+	_, err = pl.kprobeAttachments(kmem.Slab, strings.NewReader(kallsyms+"ffffffff81000200 T kmem_cache_free\n"),
 		func(string) ([]string, error) { return []string{"gfpflags"}, nil })
 	assert.EqualError(t, err, "kmem_cache_alloc: no kmem_cache parameter (parameters gfpflags)")
 }
 
 func TestKprobeCookie(t *testing.T) {
-	c, err := kprobeCookie(Kmalloc, []string{"size", "b", "flags", "node", "caller"})
+	c, err := kprobeCookie(kmem.Kmalloc, []string{"size", "b", "flags", "node", "caller"})
 	require.NoError(t, err)
 	assert.Equal(t, uint64(0x1310), c, "size 1st, gfp 3rd, kmalloc")
-	_, err = kprobeCookie(Kmalloc, []string{"a", "b", "c", "d", "e", "size", "flags"})
-	assert.ErrorContains(t, err, "beyond the fifth")
-	_, err = kprobeCookie(Kmalloc, []string{"size", "node"})
+	_, err = kprobeCookie(kmem.Kmalloc, []string{"a", "b", "c", "d", "e", "size", "flags"})
+	assert.ErrorContains(t, err, "beyond the first 5, which it reads")
+	_, err = kprobeCookie(kmem.Kmalloc, []string{"size", "node"})
 	assert.ErrorContains(t, err, "no gfp parameter")
 }

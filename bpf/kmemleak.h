@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: GPL-2.0
+//
+// What the probes and user space share: the records the probes write into
+// the maps user space reads, the values user space writes for the probes,
+// and the numbers both sides must agree on. The Go side takes every one of
+// them from bpf2go (-type), never from a copy.
+
+#ifndef KMEMLEAK_H
+#define KMEMLEAK_H
+
+enum allocator {
+	ALLOCATOR_SLAB,
+	ALLOCATOR_KMALLOC,
+	ALLOCATOR_PAGE,
+	ALLOCATOR_PERCPU,
+	ALLOCATOR_COUNT,
+};
+
+enum stack_mode {
+	STACKS_OFF,
+	STACKS_ADAPTIVE, // for call sites in stack_sites, and 1 in stack_sample_rate
+	STACKS_ALWAYS,
+};
+
+// The kmalloc caches a request can come from, as kmalloc_type() picks them
+// by gfp flags; KMALLOC_FAMILY_LARGE is above the largest cache, served by the
+// page allocator.
+enum kmalloc_family {
+	KMALLOC_FAMILY_NORMAL,
+	KMALLOC_FAMILY_DMA,
+	KMALLOC_FAMILY_RECLAIM,
+	KMALLOC_FAMILY_CGROUP,
+	KMALLOC_FAMILY_LARGE,
+};
+
+// KMALLOC_MAX_CACHE_SIZE for SLUB with 4 KiB pages.
+#define KMALLOC_MAX_CACHE_SIZE 8192
+// Slots of a kmalloc family in struct kmalloc_skip_table: bytes_alloc / 8.
+#define KMALLOC_SLOTS (KMALLOC_MAX_CACHE_SIZE / 8 + 1)
+
+#define CACHE_NAME_LEN 32
+
+// A live object, the value of the live maps.
+struct object {
+	__u64 alloc_ns;
+	__u64 call_site;
+	// slab: the kmem_cache pointer (tp_btf, raw_tp, kprobe) or a hash of
+	// the cache name (classic tracepoint, which has no pointer); in both
+	// cases a key of caches. kmalloc: its enum kmalloc_family. page: the
+	// order. percpu: 0.
+	__u64 cache;
+	__u32 bytes;
+	__s32 stack_id; // in stacks, or -1
+	__u16 allocator; // enum allocator
+	// The stack was taken without its innermost frame (see capture_stack):
+	// that frame is call_site.
+	__u16 stack_skipped;
+};
+
+// One per slab cache the probes have seen. skip is set by user space for a
+// cache whose frees bypass the tracepoints, or that the configuration
+// filters out: its allocations are not tracked, at no extra cost, since
+// every allocation reads this entry anyway.
+// freed is set by the first kmem_cache_free event of the cache: a cache
+// that allocates and never shows a free is one whose frees go unseen, or
+// one whose every object is still in use, which the kernel's count tells.
+struct cache_info {
+	char name[CACHE_NAME_LEN];
+	__u32 skip;
+	__u32 freed;
+};
+
+// The kmalloc caches not to track, as skip in cache_info, by family and
+// bytes_alloc / 8: one value, so that the check is one inlined load.
+struct kmalloc_skip_table {
+	__u8 skip[KMALLOC_FAMILY_LARGE][KMALLOC_SLOTS];
+};
+
+// Per allocator and CPU.
+struct counters {
+	__u64 allocs;
+	__u64 frees;
+	__u64 untracked_frees;
+	__u64 dropped;
+	__u64 stack_errors;
+	__u64 recovered_frees; // frees the backup free program handled for the primary
+	// Not a counter: the address the primary free program handled last on
+	// this CPU (see free_backup()), here to save the free path a lookup.
+	__u64 last_free;
+};
+
+// The kprobe mode's attach cookie says, per hooked function, where its
+// arguments are: 1-based positions of the kmem_cache, the size and the gfp
+// flags, 0 for none, in fields of COOKIE_FIELD_BITS, and the allocator
+// above them. The probe reads the first KPROBE_ARGS arguments.
+enum kprobe_cookie {
+	COOKIE_FIELD_BITS = 4,
+	COOKIE_CACHE_SHIFT = 0,
+	COOKIE_SIZE_SHIFT = 4,
+	COOKIE_GFP_SHIFT = 8,
+	COOKIE_ALLOCATOR_SHIFT = 12,
+	KPROBE_ARGS = 5,
+};
+
+// Puts the enums above into the object's BTF, where bpf2go finds them: no
+// program needs their types, only their values.
+struct shared_enums {
+	enum allocator allocator;
+	enum stack_mode stack_mode;
+	enum kmalloc_family kmalloc_family;
+	enum kprobe_cookie kprobe_cookie;
+};
+const struct shared_enums *unused_shared_enums __attribute__((unused));
+
+#endif

@@ -1,0 +1,116 @@
+//go:build linux && amd64
+
+package tracker
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/kmemleak/kmemleakreceiver/bpf"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+)
+
+// controlState mirrors what user space has written into the probes' maps,
+// so that each change writes only what changed.
+type controlState struct {
+	stackSites  map[uint64]bool // the contents of the stack_sites map
+	kmallocSkip bpf.KmemleakKmallocSkipTable
+}
+
+// Untrack stops tracking a cache (its frees go unseen, or the
+// configuration filters it out) and deletes the given entries of it, its
+// live objects in the last snapshot, from the live map.
+func (t *Tracker) Untrack(id kmem.CacheID, addrs []uint64) error {
+	switch id.Allocator {
+	case kmem.Slab:
+		var info bpf.KmemleakCacheInfo
+		if err := t.maps.Caches.Lookup(id.Key, &info); err != nil {
+			return fmt.Errorf("looking up slab cache %#x: %w", id.Key, err)
+		}
+		info.Skip = 1
+		if err := t.maps.Caches.Update(id.Key, &info, ebpf.UpdateExist); err != nil {
+			return fmt.Errorf("marking slab cache %#x skipped: %w", id.Key, err)
+		}
+	case kmem.Kmalloc:
+		if err := t.skipKmalloc(id); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("cannot skip a cache of %s", id.Allocator)
+	}
+	return t.Delete(addrs)
+}
+
+// skipKmalloc sets the kmalloc cache's flag in the probes' skip table.
+func (t *Tracker) skipKmalloc(id kmem.CacheID) error {
+	family, bytes := id.Kmalloc()
+	table := &t.control.kmallocSkip.Skip
+	f, slot := int(bpfKmallocFamilies[family]), int(bytes/8)
+	if id.IsKmallocLarge() || f >= len(table) || slot >= len(table[f]) {
+		return fmt.Errorf("%s is no kmalloc slab cache and cannot be skipped", kmem.KmallocName(id))
+	}
+	table[f][slot] = 1
+	if err := t.maps.KmallocSkip.Update(uint32(0), &t.control.kmallocSkip, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("marking %s skipped: %w", kmem.KmallocName(id), err)
+	}
+	return nil
+}
+
+// KmallocCaches lists every kmalloc cache the probes can skip: each slot
+// of their skip table, a size class or not.
+func (t *Tracker) KmallocCaches() []kmem.CacheID {
+	var out []kmem.CacheID
+	for _, family := range kmem.KmallocFamilies {
+		slots := t.control.kmallocSkip.Skip[bpfKmallocFamilies[family]]
+		for slot := 1; slot < len(slots); slot++ {
+			out = append(out, kmem.KmallocID(family, uint32(slot*8)))
+		}
+	}
+	return out
+}
+
+// Delete removes slab and kmalloc objects from the live map. The kernel
+// stops a batch at the first missing key, an entry freed meanwhile: it is
+// skipped.
+func (t *Tracker) Delete(addrs []uint64) error {
+	for len(addrs) > 0 {
+		n, err := t.maps.Live.BatchDelete(addrs, nil)
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			addrs = addrs[n+1:]
+		case err != nil:
+			return fmt.Errorf("deleting %d live-map entries: %w", len(addrs), err)
+		default:
+			addrs = nil
+		}
+	}
+	return nil
+}
+
+// SetStackSites makes sites the call sites whose allocations get a stack in
+// adaptive mode. The map holds the first MaxEntries of them: callers pass
+// the most important first.
+func (t *Tracker) SetStackSites(sites []uint64) error {
+	m := t.maps.StackSites
+	sites = sites[:min(len(sites), int(m.MaxEntries()))]
+	want := make(map[uint64]bool, len(sites))
+	for _, site := range sites {
+		want[site] = true
+		if !t.control.stackSites[site] {
+			if err := m.Update(site, uint8(1), ebpf.UpdateAny); err != nil {
+				return fmt.Errorf("adding stack call site: %w", err)
+			}
+		}
+	}
+	for site := range t.control.stackSites {
+		if !want[site] {
+			if err := m.Delete(site); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("removing stack call site: %w", err)
+			}
+		}
+	}
+	t.control.stackSites = want
+	return nil
+}

@@ -1,0 +1,360 @@
+//go:build linux && amd64
+
+package tracker
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"go.uber.org/zap"
+
+	"github.com/kmemleak/kmemleakreceiver/bpf"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+)
+
+// Tracker owns everything Open put into the kernel; Close releases it.
+type Tracker struct {
+	maps bpf.KmemleakMaps
+	// The same maps by their names in the object, for the loads of the
+	// programs that share them.
+	byName   map[string]*ebpf.Map
+	scanned  []*ebpf.Map // the live maps of the allocators attached
+	attached map[kmem.Allocator]*attached
+	bulkFree *ebpf.Program // on kmem_cache_free_bulk, where the kernel has kprobes
+	links    []link.Link
+
+	scan    scanState    // read_linux.go
+	control controlState // control_linux.go
+}
+
+// attached is what one allocator runs in the kernel.
+type attached struct {
+	mode     kmem.Mode
+	programs []*ebpf.Program
+	// The program whose recursion misses are lost frees.
+	primaryFree *ebpf.Program
+}
+
+// Open checks what the kernel and the process allow, loads the maps, and
+// attaches each allocator's programs in the first mode that works.
+func Open(opts Options) (*Tracker, error) {
+	if err := checkEnvironment(); err != nil {
+		return nil, err
+	}
+	spec, err := bpf.LoadKmemleak()
+	if err != nil {
+		return nil, fmt.Errorf("parsing the embedded BPF object: %w", err)
+	}
+	var specs bpf.KmemleakSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+	}
+	pl := newPlan(&specs.KmemleakProgramSpecs)
+	live, err := configure(&specs, pl, opts)
+	if err != nil {
+		return nil, err
+	}
+	kernel, err := newRunningKernel()
+	if err != nil {
+		return nil, err
+	}
+	t := &Tracker{attached: map[kmem.Allocator]*attached{}}
+	if err := t.createMaps(spec); err != nil {
+		t.Close()
+		return nil, err
+	}
+	l := &loader{spec: spec, cache: btf.NewCache(), maps: t.byName}
+	if err := t.attachAll(l, pl, kernel, opts); err != nil {
+		t.Close()
+		return nil, err
+	}
+	if !opts.IgnoreBulkFrees {
+		t.hookBulkFrees(l, pl, kernel, opts.Logger)
+	}
+	t.scanned = t.scannedMaps(live)
+	t.scan = newScanState(opts)
+	t.control = controlState{stackSites: map[uint64]bool{}}
+	return t, nil
+}
+
+// checkEnvironment names what the process or the kernel lacks before
+// anything is loaded.
+func checkEnvironment() error {
+	if err := CheckPrivileges(); err != nil {
+		return err
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return fmt.Errorf("kernel BTF is missing (%w): the probes are CO-RE and need a kernel built with CONFIG_DEBUG_INFO_BTF=y", err)
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps: %w", err)
+	}
+	return nil
+}
+
+// configure writes the options into the object's constants and sizes its
+// maps. It returns the live map of each allocator.
+func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options) (map[kmem.Allocator]*ebpf.MapSpec, error) {
+	v := &specs.KmemleakVariableSpecs
+	if err := errors.Join(
+		v.StackTraces.Set(bpfStackModes[opts.Stacks.Mode]),
+		v.StackSampleRate.Set(opts.Stacks.SampleRate),
+		v.MinSize.Set(opts.MinSize),
+		v.MaxSize.Set(opts.MaxSize),
+		v.SampleRate.Set(max(opts.SampleRate, 1)),
+	); err != nil {
+		return nil, fmt.Errorf("setting the probes' constants: %w", err)
+	}
+	m := &specs.KmemleakMapSpecs
+	m.Stacks.ValueSize = uint32(8 * max(opts.Stacks.Depth, 1))
+	// With no stacks taken the map is still created, at its smallest.
+	m.Stacks.MaxEntries = 1
+	if opts.TakesStacks() {
+		m.Stacks.MaxEntries = StackMapEntries(opts.MaxObjects)
+	}
+	// A live map no allocator uses is created at its smallest too.
+	for _, live := range pl.liveMaps(m) {
+		live.MaxEntries = 1
+	}
+	live := map[kmem.Allocator]*ebpf.MapSpec{}
+	for _, a := range opts.Allocators {
+		spec, err := pl.liveMap(a, m)
+		if err != nil {
+			return nil, err
+		}
+		spec.MaxEntries = opts.MaxObjects
+		if a == kmem.Percpu {
+			spec.MaxEntries = min(opts.MaxObjects, maxPercpuObjects)
+		}
+		live[a] = spec
+	}
+	return live, nil
+}
+
+// maxPercpuObjects bounds the percpu map: percpu memory is a few MiB in
+// all, so a kernel holds tens of thousands of percpu objects, not millions.
+const maxPercpuObjects = 1 << 16
+
+// createMaps creates every map of the object once: the programs of all
+// allocators share them.
+func (t *Tracker) createMaps(spec *ebpf.CollectionSpec) error {
+	only := spec.Copy()
+	only.Programs, only.Variables = nil, nil
+	// .rodata holds the load-time constants: each program load makes its
+	// own copy, and nothing is shared through it.
+	maps.DeleteFunc(only.Maps, func(name string, _ *ebpf.MapSpec) bool { return strings.HasPrefix(name, ".") })
+	coll, err := ebpf.NewCollection(only)
+	if err != nil {
+		return fmt.Errorf("creating the BPF maps: %w", explainPermission(err))
+	}
+	defer coll.Close()
+	t.byName = maps.Clone(coll.Maps)
+	return coll.Assign(&t.maps)
+}
+
+// scannedMaps returns the live maps of the allocators attached, each once.
+func (t *Tracker) scannedMaps(live map[kmem.Allocator]*ebpf.MapSpec) []*ebpf.Map {
+	var out []*ebpf.Map
+	for _, a := range kmem.Allocators {
+		if _, on := t.attached[a]; on && !slices.Contains(out, t.byName[live[a].Name]) {
+			out = append(out, t.byName[live[a].Name])
+		}
+	}
+	return out
+}
+
+// attachAll attaches every allocator it can. An allocator the kernel gives
+// no way to follow is left out with a warning, as long as another one is
+// followed.
+func (t *Tracker) attachAll(l *loader, pl *plan, k kernel, opts Options) error {
+	var errs []error
+	for _, a := range opts.Allocators {
+		if err := t.attach(l, pl, k, a, opts.Mode, opts.Logger); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(t.attached) == 0 {
+		return errors.Join(errs...)
+	}
+	for _, err := range errs {
+		opts.Logger.Warn("Not tracking an allocator the kernel offers no way to follow", zap.Error(err))
+	}
+	return nil
+}
+
+// attach tries the requested mode, or every mode in order for auto, and
+// keeps the first whose programs all load and attach.
+func (t *Tracker) attach(l *loader, pl *plan, k kernel, a kmem.Allocator, want kmem.Mode, log *zap.Logger) error {
+	modes := []kmem.Mode{want}
+	if want == kmem.ModeAuto {
+		modes = kmem.AttachModes
+	}
+	var failures []string
+	for _, m := range modes {
+		err := t.attachMode(l, pl, k, a, m)
+		if err == nil {
+			log.Info("Attached allocator probes", zap.Stringer("allocator", a), zap.String("mode", string(m)), zap.Strings("skipped_modes", failures))
+			return nil
+		}
+		failures = append(failures, fmt.Sprintf("%s: %v", m, err))
+	}
+	return fmt.Errorf("attaching %s allocator probes failed in every mode tried: %s", a, strings.Join(failures, "; "))
+}
+
+func (t *Tracker) attachMode(l *loader, pl *plan, k kernel, a kmem.Allocator, m kmem.Mode) error {
+	choices, err := pl.choices(a, m, k)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, todo := range choices {
+		progs, links, err := l.load(todo)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		t.keep(a, m, todo, progs, links)
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+// keep records what an allocator attached, for counters and Close.
+func (t *Tracker) keep(a kmem.Allocator, m kmem.Mode, todo []attachment, progs map[*ebpf.ProgramSpec]*ebpf.Program, links []link.Link) {
+	at := &attached{mode: m}
+	for _, p := range todo {
+		if !slices.Contains(at.programs, progs[p.program]) {
+			at.programs = append(at.programs, progs[p.program])
+		}
+		if p.primaryFree {
+			at.primaryFree = progs[p.program]
+		}
+	}
+	t.attached[a] = at
+	t.links = append(t.links, links...)
+}
+
+// hookBulkFrees follows the frees no tracepoint shows, where the kernel has
+// kprobes. Without it, nothing is lost but coverage: the truth check finds
+// the caches freed in bulk and stops tracking them.
+func (t *Tracker) hookBulkFrees(l *loader, pl *plan, k kernel, log *zap.Logger) {
+	_, slab := t.attached[kmem.Slab]
+	_, kmalloc := t.attached[kmem.Kmalloc]
+	if !slab && !kmalloc {
+		return
+	}
+	hook := pl.bulkFree()
+	err := k.kprobes()
+	if err == nil {
+		var progs map[*ebpf.ProgramSpec]*ebpf.Program
+		var links []link.Link
+		if progs, links, err = l.load([]attachment{hook}); err == nil {
+			t.bulkFree = progs[hook.program]
+			t.links = append(t.links, links...)
+			log.Info("Following bulk frees, which no tracepoint shows", zap.String("function", hook.symbol))
+			return
+		}
+	}
+	log.Info("Not following bulk frees: caches freed in bulk will be found by the truth check and untracked",
+		zap.String("function", hook.symbol), zap.Error(err))
+}
+
+// FollowsBulkFrees reports whether the frees of kmem_cache_free_bulk are
+// tracked.
+func (t *Tracker) FollowsBulkFrees() bool { return t.bulkFree != nil }
+
+// Modes reports the attach mode each allocator ended up with.
+func (t *Tracker) Modes() map[kmem.Allocator]kmem.Mode {
+	out := make(map[kmem.Allocator]kmem.Mode, len(t.attached))
+	for a, at := range t.attached {
+		out[a] = at.mode
+	}
+	return out
+}
+
+// loader loads programs of the object against the maps the tracker made.
+type loader struct {
+	spec  *ebpf.CollectionSpec
+	cache *btf.Cache
+	maps  map[string]*ebpf.Map
+}
+
+// load loads the programs todo names, once each, and attaches them in
+// order.
+func (l *loader) load(todo []attachment) (map[*ebpf.ProgramSpec]*ebpf.Program, []link.Link, error) {
+	s := l.spec.Copy()
+	s.Programs = map[string]*ebpf.ProgramSpec{}
+	for _, at := range todo {
+		s.Programs[at.program.Name] = at.program
+	}
+	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: l.maps, Cache: l.cache})
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading: %w", explainLoad(todo[0].mode, err))
+	}
+	defer coll.Close()
+
+	progs := map[*ebpf.ProgramSpec]*ebpf.Program{}
+	var links []link.Link
+	for _, at := range todo {
+		if progs[at.program] == nil {
+			progs[at.program] = coll.DetachProgram(at.program.Name)
+		}
+		lk, err := attachProgram(progs[at.program], at)
+		if err != nil {
+			closeAll(links, slices.Collect(maps.Values(progs)))
+			return nil, nil, fmt.Errorf("attaching to %s: %w", at, explainPermission(err))
+		}
+		links = append(links, lk)
+	}
+	return progs, links, nil
+}
+
+func attachProgram(prog *ebpf.Program, at attachment) (link.Link, error) {
+	switch {
+	case at.mode == kmem.ModeTPBTF:
+		return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	case at.mode == kmem.ModeRawTP:
+		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: at.event, Program: prog})
+	case at.mode == kmem.ModeTracepoint:
+		return link.Tracepoint(at.group, at.event, prog, nil)
+	case at.ret:
+		return link.Kretprobe(at.symbol, prog, nil)
+	default:
+		return link.Kprobe(at.symbol, prog, &link.KprobeOptions{Cookie: at.cookie})
+	}
+}
+
+func closeAll(links []link.Link, progs []*ebpf.Program) {
+	for _, l := range links {
+		l.Close()
+	}
+	for _, p := range progs {
+		p.Close()
+	}
+}
+
+// Close detaches and unloads everything; safe to call more than once.
+func (t *Tracker) Close() error {
+	for _, l := range t.links {
+		l.Close()
+	}
+	for _, at := range t.attached {
+		closeAll(nil, at.programs)
+	}
+	if t.bulkFree != nil {
+		t.bulkFree.Close()
+	}
+	t.links, t.attached, t.bulkFree, t.byName, t.scanned = nil, nil, nil, nil, nil
+	err := t.maps.Close()
+	t.maps = bpf.KmemleakMaps{}
+	return err
+}

@@ -1,0 +1,50 @@
+// Package tracker loads the eBPF allocation trackers into the kernel, picks
+// how to attach them, reads the live-object maps on each scan and writes
+// what user space decides back into the probes' maps.
+package tracker
+
+import (
+	"slices"
+
+	"go.uber.org/zap"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+)
+
+// StackOptions say which allocations get a stack and how deep.
+type StackOptions struct {
+	Mode       kmem.StackMode
+	Depth      int
+	SampleRate uint32 // adaptive mode: also 1 in SampleRate allocations; 0: none
+}
+
+// Options configure Open.
+type Options struct {
+	Allocators []kmem.Allocator
+	Mode       kmem.Mode
+	MaxObjects uint32
+	// SampleRate tracks 1 in SampleRate objects, picked by address; 0 and
+	// 1 track every one.
+	SampleRate uint32
+	Stacks     StackOptions
+	// Allocations outside [MinSize, MaxSize] bytes are not tracked.
+	MinSize, MaxSize uint32
+	// IgnoreBulkFrees leaves kmem_cache_free_bulk unhooked even where the
+	// kernel has kprobes: only to measure what the hook buys.
+	IgnoreBulkFrees bool
+	Logger          *zap.Logger
+}
+
+// TakesStacks reports whether any allocation takes a stack: page
+// allocations always do, since their tracepoint names no call site.
+func (o Options) TakesStacks() bool {
+	return o.Stacks.Mode != kmem.StacksOff || slices.Contains(o.Allocators, kmem.Page)
+}
+
+// StackMapEntries sizes the stack map for maxObjects tracked objects: far
+// fewer distinct stacks than live objects exist, and the kernel allocates
+// the whole map up front (depth x 8 bytes each), so one entry per 8
+// tracked objects.
+func StackMapEntries(maxObjects uint32) uint32 {
+	return min(max(maxObjects/8, 1024), 1<<17)
+}

@@ -1,0 +1,242 @@
+//go:build linux && amd64
+
+package tracker
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/kmemleak/kmemleakreceiver/bpf"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+)
+
+// scanBatch is the number of entries one BPF_MAP_LOOKUP_BATCH call copies:
+// large enough that syscalls are a small part of a scan, small enough that
+// the buffers stay in the hundreds of KiB.
+const scanBatch = 8192
+
+// scanState is what scans reuse and remember.
+type scanState struct {
+	// Reused across scans so a scan of a million objects does not allocate.
+	keys []uint64
+	vals []bpf.KmemleakObject
+
+	stacksOn     bool
+	stackDepth   int
+	unreferenced map[int32]bool // stack ids no live object used at the last scan
+}
+
+func newScanState(opts Options) scanState {
+	return scanState{
+		keys:       make([]uint64, scanBatch),
+		vals:       make([]bpf.KmemleakObject, scanBatch),
+		stacksOn:   opts.TakesStacks(),
+		stackDepth: max(opts.Stacks.Depth, 1),
+	}
+}
+
+// Scan copies the live-object maps into snap, reusing its buffers. Objects
+// come out in map order; the maps keep changing while they are read, so an
+// object freed during the scan may still appear and a new one may not.
+func (t *Tracker) Scan(snap *kmem.Snapshot) error {
+	snap.Objects = snap.Objects[:0]
+	for _, m := range t.scanned {
+		if err := t.scanMap(m, snap); err != nil {
+			return err
+		}
+	}
+	var err error
+	if snap.Counters, err = t.counters(); err != nil {
+		return err
+	}
+	if err := t.readCaches(snap); err != nil {
+		return err
+	}
+	if t.scan.stacksOn {
+		if snap.Stacks, err = t.pruneStacks(snap.Objects); err != nil {
+			return err
+		}
+	}
+	snap.TakenNs, err = MonotonicNow()
+	return err
+}
+
+func (t *Tracker) scanMap(m *ebpf.Map, snap *kmem.Snapshot) error {
+	s := &t.scan
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, s.keys, s.vals, nil)
+		for i := range n {
+			if obj, ok := decode(s.keys[i], &s.vals[i]); ok {
+				snap.Objects = append(snap.Objects, obj)
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("scanning live objects (map %s): %w", m, err)
+		}
+	}
+}
+
+// decode turns the probes' record into the domain's; it refuses values the
+// probes do not define.
+func decode(addr uint64, v *bpf.KmemleakObject) (kmem.Object, bool) {
+	if int(v.Allocator) >= len(allocatorOf) {
+		return kmem.Object{}, false
+	}
+	obj := kmem.Object{
+		Address:      addr,
+		AllocNs:      v.AllocNs,
+		CallSite:     v.CallSite,
+		Cache:        v.Cache,
+		Bytes:        v.Bytes,
+		StackID:      v.StackId,
+		StackSkipped: v.StackSkipped != 0,
+		Allocator:    allocatorOf[v.Allocator],
+	}
+	if obj.Allocator == kmem.Kmalloc {
+		if v.Cache >= uint64(len(familyOf)) {
+			return kmem.Object{}, false
+		}
+		obj.Cache = uint64(familyOf[v.Cache])
+	}
+	return obj, true
+}
+
+func (t *Tracker) counters() (map[kmem.Allocator]kmem.Counters, error) {
+	out := make(map[kmem.Allocator]kmem.Counters, len(t.attached))
+	for a, at := range t.attached {
+		var perCPU []bpf.KmemleakCounters
+		if err := t.maps.Stats.Lookup(bpfAllocators[a], &perCPU); err != nil {
+			return nil, fmt.Errorf("reading %s counters: %w", a, err)
+		}
+		var sum kmem.Counters
+		for _, c := range perCPU {
+			sum.Allocs += c.Allocs
+			sum.Frees += c.Frees
+			sum.UntrackedFrees += c.UntrackedFrees
+			sum.Dropped += c.Dropped
+			sum.StackErrors += c.StackErrors
+			sum.RecoveredFrees += c.RecoveredFrees
+		}
+		for _, p := range at.programs {
+			stats, err := p.Stats()
+			if err != nil {
+				return nil, fmt.Errorf("reading %s program statistics: %w", a, err)
+			}
+			sum.RecursionMisses += stats.RecursionMisses
+			if p == at.primaryFree {
+				sum.FreeMisses = stats.RecursionMisses
+			}
+		}
+		out[a] = sum
+	}
+	return out, nil
+}
+
+// readCaches reads the slab caches the probes have seen: a few hundred
+// entries. Names never change for a key, so known ones are not copied again.
+func (t *Tracker) readCaches(snap *kmem.Snapshot) error {
+	if snap.CacheNames == nil {
+		snap.CacheNames = map[uint64]string{}
+		snap.Freed = map[uint64]bool{}
+	}
+	var key uint64
+	var val bpf.KmemleakCacheInfo
+	it := t.maps.Caches.Iterate()
+	for it.Next(&key, &val) {
+		if _, ok := snap.CacheNames[key]; !ok {
+			snap.CacheNames[key] = cString(val.Name[:])
+		}
+		if val.Freed != 0 {
+			snap.Freed[key] = true
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("reading slab caches: %w", err)
+	}
+	return nil
+}
+
+func cString(b []int8) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}
+
+// pruneStacks deletes the stacks no live object has used for two scans in a
+// row, so the stack map cannot fill up over days, and returns how many
+// stacks are left. Two scans, not one: an object allocated while this scan
+// read the map may use a stack this scan did not see referenced.
+func (t *Tracker) pruneStacks(objects []kmem.Object) (int, error) {
+	referenced := map[int32]bool{}
+	for _, o := range objects {
+		if o.StackID >= 0 {
+			referenced[o.StackID] = true
+		}
+	}
+	ids, err := t.stackIDs()
+	if err != nil {
+		return 0, err
+	}
+	var doomed []int32
+	unreferenced := map[int32]bool{}
+	for _, id := range ids {
+		switch {
+		case referenced[id]:
+		case t.scan.unreferenced[id]:
+			doomed = append(doomed, id)
+		default:
+			unreferenced[id] = true
+		}
+	}
+	t.scan.unreferenced = unreferenced
+	for _, id := range doomed {
+		if err := t.maps.Stacks.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, fmt.Errorf("deleting stack %d: %w", id, err)
+		}
+	}
+	return len(ids) - len(doomed), nil
+}
+
+// stackIDs lists the ids in the stack map: a stack trace map has no batch
+// lookup.
+func (t *Tracker) stackIDs() ([]int32, error) {
+	var ids []int32
+	var key any // nil: the first key
+	for {
+		var next int32
+		err := t.maps.Stacks.NextKey(key, &next)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return ids, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing stacks: %w", err)
+		}
+		ids = append(ids, next)
+		key = next
+	}
+}
+
+// Stack returns the kernel stack with the given id, innermost frame first.
+func (t *Tracker) Stack(id int32) ([]uint64, error) {
+	frames := make([]uint64, t.scan.stackDepth)
+	if err := t.maps.Stacks.Lookup(id, frames); err != nil {
+		return nil, fmt.Errorf("reading stack %d: %w", id, err)
+	}
+	for i, f := range frames {
+		if f == 0 {
+			return frames[:i], nil
+		}
+	}
+	return frames, nil
+}
