@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && amd64
 
 package kmemleakreceiver
 
@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/churn"
+	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
 	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
 )
 
@@ -102,7 +103,7 @@ func maxTime(a, b time.Time) time.Time {
 }
 
 func TestIntegrationNoPhantomLeaksFromUntracedFrees(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	cfg := testConfig()
 	cfg.MinAge = 2 * time.Second
 	cfg.TopN = 100000
@@ -119,10 +120,10 @@ func TestIntegrationNoPhantomLeaksFromUntracedFrees(t *testing.T) {
 	require.NoError(t, err)
 
 	// Where kprobes hook kmem_cache_free_bulk, maple_node stays tracked.
-	bulkFreesUnseen := !kernelHasKprobes()
+	bulkFreesUnseen := !kerneltest.HasKprobes()
 	stop := make(chan struct{})
 	load := startChurn(t, stop)
-	pipes := openPipes(t, heldPipes)
+	pipes := kerneltest.OpenPipes(t, heldPipes)
 	// Long enough that the churn, not the machine's own background work
 	// (DAMON regions, slab metadata), dominates what is allocated.
 	minLoad := time.Now().Add(15 * time.Second)
@@ -144,7 +145,7 @@ func TestIntegrationNoPhantomLeaksFromUntracedFrees(t *testing.T) {
 		assert.False(t, during.untraced[g[0]], "suspect group %v from untraced cache %s", g, g[0])
 	}
 
-	closeAll(pipes)
+	kerneltest.ClosePipes(pipes)
 	time.Sleep(10 * time.Second)
 	after := viewOf(lastMetrics(t, p.metrics)).withEvents(p.logs)
 	kernelAfter, err := slabinfo.Read(slabinfo.Path)
@@ -208,7 +209,7 @@ func lastMetrics(t *testing.T, sink *consumertest.MetricsSink) pmetric.Metrics {
 // it, or its object stays as a phantom. The frees lost are at most those
 // the primary missed and the backup did not recover.
 func TestIntegrationFreesLostToRecursionAreRecovered(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	for _, mode := range []string{"tp_btf", "raw_tp"} {
 		t.Run(mode, func(t *testing.T) {
 			cfg := testConfig()

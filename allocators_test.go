@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && amd64
 
 package kmemleakreceiver
 
@@ -16,7 +16,8 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"golang.org/x/sys/unix"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
 // heldLeak is something a test holds that an allocator reports under known
@@ -50,7 +51,7 @@ var pageLeak = heldLeak{
 	sites:     []string{"anon_pipe_write", "pipe_write"},
 	objects:   filledPipes * pagesPerPipe,
 	hold: func(t *testing.T) func() {
-		pipes := openPipes(t, filledPipes)
+		pipes := kerneltest.OpenPipes(t, filledPipes)
 		data := make([]byte, pagesPerPipe*unix.Getpagesize())
 		for _, p := range pipes {
 			require.NoError(t, unix.SetNonblock(p[1], true))
@@ -58,7 +59,7 @@ var pageLeak = heldLeak{
 			require.NoError(t, err)
 			require.Equal(t, len(data), n, "a pipe took less than its default 16 pages")
 		}
-		return func() { closeAll(pipes) }
+		return func() { kerneltest.ClosePipes(pipes) }
 	},
 }
 
@@ -99,10 +100,10 @@ func (l heldLeak) count(byFunction map[string]int64) (n int64) {
 // Each allocator, in each attach mode, reports what the test holds and
 // forgets it once freed.
 func TestIntegrationEveryAllocatorReportsAHeldLeak(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	for _, leak := range []heldLeak{pageLeak, percpuLeak} {
-		for _, mode := range tracker.AttachModes {
-			if mode == tracker.ModeKprobe { // slab and kmalloc only: Validate refuses it
+		for _, mode := range kmem.AttachModes {
+			if mode == kmem.ModeKprobe { // slab and kmalloc only: Validate refuses it
 				continue
 			}
 			t.Run(leak.allocator+"/"+string(mode), func(t *testing.T) {
@@ -143,14 +144,14 @@ func topFunctions(byFunction map[string]int64, n int) string {
 // With 1-in-8 sampling, the held pipes are still reported, at about their
 // real count, while the map holds an eighth of the objects.
 func TestIntegrationSampledTrackingEstimatesTheHeldLeak(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	const rate = 8
 	cfg := testConfig()
 	cfg.SampleRate = rate
 	p := startReceiver(t, cfg)
 
 	baseline := pipeObjects(waitForScan(t, p.metrics, "a first scan", func(map[string]int64) bool { return true }))
-	openPipes(t, heldPipes)
+	kerneltest.OpenPipes(t, heldPipes)
 	want := int64(2 * heldPipes) // two objects of each kind per pipe
 	held := waitForScan(t, p.metrics, "the held pipes are estimated", func(got map[string]int64) bool {
 		for site, n := range pipeObjects(got) {
@@ -171,10 +172,10 @@ func TestIntegrationSampledTrackingEstimatesTheHeldLeak(t *testing.T) {
 // with a warning while the others are tracked: on Linux 6.1, tp_btf refuses
 // the slab probes but takes the page ones.
 func TestIntegrationAllocatorTheKernelRefusesIsLeftOut(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	cfg := testConfig()
 	cfg.Allocators = []string{"slab", "page"}
-	cfg.Attach = string(tracker.ModeTPBTF)
+	cfg.Attach = string(kmem.ModeTPBTF)
 	set, logs := settingsWithLogs(component.MustNewID("kmemleak"))
 	startReceiverWith(t, set, cfg)
 	warnings := logs.FilterMessage("Not tracking an allocator the kernel offers no way to follow").All()

@@ -8,8 +8,10 @@ import (
 	"slices"
 	"time"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/scan"
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
 // Bounds of max_tracked_objects. Every entry is preallocated in kernel
@@ -230,6 +232,24 @@ func (cfg *Config) trackerOptions() tracker.Options {
 		MinSize:    uint32(cfg.MinSize),
 		MaxSize:    maxSize,
 	}
+}
+
+// scanOptions returns what the scans need; call only after Validate.
+func (cfg *Config) scanOptions(stacksOn bool) scan.Options {
+	opts := scan.Options{
+		MinAge:            cfg.MinAge,
+		TopN:              cfg.TopN,
+		SampleRate:        cfg.SampleRate,
+		TrendWindow:       cfg.TrendWindow,
+		ReportInterval:    cfg.ReportInterval,
+		StacksOn:          stacksOn,
+		AdaptiveStacks:    cfg.StackTraces == kmem.StacksAdaptive.String(),
+		MaxTrackedObjects: cfg.MaxTrackedObjects,
+	}
+	if !cfg.Caches.IsZero() {
+		opts.Tracks = cfg.Caches.Tracks
+	}
+	return opts
 }
 
 func (cfg *Config) logsBuilderConfig() metadata.LogsBuilderConfig {

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && amd64
 
 package kmemleakreceiver
 
@@ -22,8 +22,9 @@ import (
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap/zaptest"
-	"golang.org/x/sys/unix"
 
+	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
@@ -121,12 +122,6 @@ func trackerHealth(md pmetric.Metrics) map[string]int64 {
 	return out
 }
 
-// kernelHasKprobes reports whether kprobes can be attached here.
-func kernelHasKprobes() bool {
-	_, err := os.Stat("/sys/bus/event_source/devices/kprobe")
-	return err == nil
-}
-
 // startError starts a receiver that must fail to start, and returns why.
 func startError(t *testing.T, cfg *Config) error {
 	t.Helper()
@@ -203,12 +198,12 @@ func pipeObjects(byFunction map[string]int64) map[string]int64 {
 }
 
 func TestIntegrationHeldPipesAreReportedAndVanish(t *testing.T) {
-	requireBPF(t)
-	for _, mode := range tracker.AttachModes {
+	kerneltest.RequireBPF(t)
+	for _, mode := range kmem.AttachModes {
 		t.Run(string(mode), func(t *testing.T) {
 			cfg := testConfig()
 			cfg.Attach = string(mode)
-			if mode == tracker.ModeKprobe && !kernelHasKprobes() {
+			if mode == kmem.ModeKprobe && !kerneltest.HasKprobes() {
 				err := startError(t, cfg)
 				require.ErrorContains(t, err, "the kernel has no kprobes (built without CONFIG_KPROBES")
 				t.Logf("this kernel has no kprobes, and Start says so: %v", err)
@@ -217,7 +212,7 @@ func TestIntegrationHeldPipesAreReportedAndVanish(t *testing.T) {
 			p := startReceiverOrSkip(t, cfg)
 
 			baseline := pipeObjects(waitForScan(t, p.metrics, "a first scan", func(map[string]int64) bool { return true }))
-			pipes := openPipes(t, heldPipes)
+			pipes := kerneltest.OpenPipes(t, heldPipes)
 			held := waitForScan(t, p.metrics, "the held pipes are suspects", func(got map[string]int64) bool {
 				for site, n := range pipeObjects(got) {
 					if n-baseline[site] < 2*heldPipes { // two objects of each kind per pipe
@@ -228,7 +223,7 @@ func TestIntegrationHeldPipesAreReportedAndVanish(t *testing.T) {
 			})
 			t.Logf("baseline %v, holding %d pipes %v", baseline, heldPipes, pipeObjects(held))
 
-			closeAll(pipes)
+			kerneltest.ClosePipes(pipes)
 			defer func() {
 				if t.Failed() {
 					t.Logf("tracker health: %v", trackerHealth(lastMetrics(t, p.metrics)))
@@ -241,7 +236,7 @@ func TestIntegrationHeldPipesAreReportedAndVanish(t *testing.T) {
 			// have a guard per program, and a backup free program; the
 			// kprobe mode takes its frees from raw tracepoints too.
 			slack := int64(heldPipes / 20)
-			if mode == tracker.ModeTracepoint {
+			if mode == kmem.ModeTracepoint {
 				slack = 2 * heldPipes / 4
 			}
 			gone := waitForScan(t, p.metrics, "the closed pipes are gone", func(got map[string]int64) bool {
@@ -261,7 +256,7 @@ func TestIntegrationHeldPipesAreReportedAndVanish(t *testing.T) {
 
 // assertSuspectEvents checks the events that reported the pipes: names,
 // severity, resource, and no raw address by default.
-func assertSuspectEvents(t *testing.T, sink *consumertest.LogsSink, mode tracker.Mode) {
+func assertSuspectEvents(t *testing.T, sink *consumertest.LogsSink, mode kmem.Mode) {
 	t.Helper()
 	var found bool
 	for _, ld := range sink.AllLogs() {
@@ -287,30 +282,8 @@ func assertSuspectEvents(t *testing.T, sink *consumertest.LogsSink, mode tracker
 	assert.True(t, found, "no kmem.leak.suspect event named alloc_pipe_info")
 }
 
-func openPipes(t *testing.T, n int) [][2]int {
-	t.Helper()
-	pipes := make([][2]int, 0, n)
-	t.Cleanup(func() { closeAll(pipes) })
-	for range n {
-		var p [2]int
-		require.NoError(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
-		pipes = append(pipes, p)
-	}
-	return pipes
-}
-
-func closeAll(pipes [][2]int) {
-	for i, p := range pipes {
-		if p[0] >= 0 {
-			unix.Close(p[0])
-			unix.Close(p[1])
-			pipes[i] = [2]int{-1, -1}
-		}
-	}
-}
-
 func TestIntegrationShutdownReleasesEverything(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	progsBefore := bpfProgramIDs(t)
 	fdsBefore := openFDs(t)
 
@@ -381,7 +354,7 @@ func TestIntegrationLeastPrivilege(t *testing.T) {
 		runUnprivilegedChild(t)
 		return
 	}
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
 		t.Skip("setpriv (util-linux) is not installed")

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && amd64
 
 package kmemleakreceiver
 
@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadatatest"
 )
@@ -42,7 +43,7 @@ func settingsWithLogs(id component.ID) (receiver.Settings, *observer.ObservedLog
 }
 
 func TestIntegrationSecondReceiverIsRefused(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	f := NewFactory()
 	firstSet := receivertest.NewNopSettings(metadata.Type)
 	firstSet.ID = component.NewID(metadata.Type)
@@ -69,7 +70,7 @@ func TestIntegrationSecondReceiverIsRefused(t *testing.T) {
 }
 
 func TestIntegrationStartShutdownCyclesLeaveNothingBehind(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	progsBefore, mapsBefore, fdsBefore := bpfProgramIDs(t), bpfMapIDs(t), openFDs(t)
 
@@ -109,14 +110,14 @@ func added[T comparable](before, after []T) []T {
 // A map too small for the machine: the kernel goes on, drops are counted,
 // the log warns at most once a scan, and every event says it is incomplete.
 func TestIntegrationFullMapIsReportedNotHidden(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	cfg := testConfig()
 	cfg.MaxTrackedObjects = minTrackedObjects
 	set, logs := settingsWithLogs(component.NewID(metadata.Type))
 	p := startReceiverWith(t, set, cfg)
 	sinkM, sinkL := p.metrics, p.logs
 
-	openPipes(t, heldPipes) // 8,000 objects or more for a map of 1,024
+	kerneltest.OpenPipes(t, heldPipes) // 8,000 objects or more for a map of 1,024
 	require.Eventually(t, func() bool { return sinkL.LogRecordCount() > 0 }, 15*time.Second, 100*time.Millisecond)
 
 	var dropped int64
@@ -163,7 +164,7 @@ func (f *failingMetrics) consume(ctx context.Context, md pmetric.Metrics) error 
 }
 
 func TestIntegrationConsumerErrorsDoNotStopScansOrFloodTheLog(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	cfg := testConfig()
 	set, logs := settingsWithLogs(component.NewID(metadata.Type))
 	fm := &failingMetrics{}
@@ -216,7 +217,7 @@ func (b *blockingMetrics) consume(ctx context.Context, _ pmetric.Metrics) error 
 }
 
 func TestIntegrationShutdownWhileAConsumerBlocks(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	for _, ignoreCancel := range []bool{false, true} {
 		name := "consumer honours cancellation"
 		if ignoreCancel {
@@ -254,15 +255,15 @@ func TestIntegrationShutdownWhileAConsumerBlocks(t *testing.T) {
 // Objects allocated before the probes attached are never suspects: the
 // tracker never saw them; their frees count as untracked frees.
 func TestIntegrationObjectsFromBeforeStartAreNotReported(t *testing.T) {
-	requireBPF(t)
-	pipes := openPipes(t, heldPipes)
+	kerneltest.RequireBPF(t)
+	pipes := kerneltest.OpenPipes(t, heldPipes)
 	p := startReceiver(t, testConfig())
 	time.Sleep(testConfig().MinAge + 2*testConfig().CollectionInterval)
 	got := suspectsByFunction(lastMetrics(t, p.metrics))
 	assert.Less(t, got["alloc_pipe_info"], int64(heldPipes/20), "pipes opened before Start reported as suspects")
 
 	before := untrackedFrees(lastMetrics(t, p.metrics))
-	closeAll(pipes)
+	kerneltest.ClosePipes(pipes)
 	time.Sleep(2 * testConfig().CollectionInterval)
 	assert.GreaterOrEqual(t, untrackedFrees(lastMetrics(t, p.metrics))-before, int64(2*heldPipes),
 		"frees of objects from before Start not counted as untracked")
@@ -286,7 +287,7 @@ func untrackedFrees(md pmetric.Metrics) (n int64) {
 // Without usable kernel symbols the receiver goes on: one warning, call
 // sites named "unknown", and raw addresses only when the user asked.
 func TestIntegrationUnusableKallsymsDegrades(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	for name, content := range map[string]string{
 		"kptr_restrict zeros": "0000000000000000 T _stext\n0000000000000000 t alloc_pipe_info\n",
 		"truncated":           "ffffffff8100",
@@ -308,7 +309,7 @@ func TestIntegrationUnusableKallsymsDegrades(t *testing.T) {
 				require.NoError(t, err)
 				require.NoError(t, m.Start(context.Background(), componenttest.NewNopHost()))
 				t.Cleanup(func() { require.NoError(t, m.Shutdown(context.Background())) })
-				openPipes(t, 100)
+				kerneltest.OpenPipes(t, 100)
 				require.Eventually(t, func() bool { return len(suspectsByFunction(lastMetrics(t, sink))) > 0 }, 10*time.Second, 50*time.Millisecond)
 				time.Sleep(2 * cfg.CollectionInterval)
 
@@ -328,13 +329,13 @@ func TestIntegrationUnusableKallsymsDegrades(t *testing.T) {
 // The receiver's own metrics reach the collector's telemetry: scans, their
 // duration, events and drops.
 func TestIntegrationSelfTelemetry(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	tt := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
 	cfg := testConfig()
 	cfg.MaxTrackedObjects = minTrackedObjects // so that drops happen
 	sinkL := startReceiverWith(t, metadatatest.NewSettings(tt), cfg).logs
-	openPipes(t, heldPipes)
+	kerneltest.OpenPipes(t, heldPipes)
 	require.Eventually(t, func() bool { return sinkL.LogRecordCount() > 0 }, 15*time.Second, 100*time.Millisecond)
 	time.Sleep(cfg.CollectionInterval)
 

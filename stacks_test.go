@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && amd64
 
 package kmemleakreceiver
 
@@ -12,6 +12,8 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"golang.org/x/sys/unix"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
 )
 
 // suspectEvent is what the tests read of one kmem.leak.suspect record.
@@ -52,7 +54,7 @@ func suspectEvents(sink *consumertest.LogsSink) []suspectEvent {
 // adaptive: taken once a scan has found the call site suspect), growing
 // while the test adds, and no longer growing once it stops.
 func TestIntegrationStacksNameTheSyscallPathAndTrendsFollow(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	cfg := testConfig()
 	cfg.TrendWindow = 3
 	cfg.ReportInterval = time.Nanosecond // an event every scan, to watch growing turn off
@@ -128,14 +130,14 @@ func isAllocatorFrameName(frame string) bool {
 // Size and cache filters act in the probes: what they leave out is never
 // tracked, so never reported.
 func TestIntegrationFiltersLeaveObjectsOut(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	cfg := testConfig()
 	cfg.MinSize = 512                     // drops pipe_inode_info (kmalloc-cg-192), keeps its buffer array (kmalloc-cg-1k)
 	cfg.Caches.Exclude = []string{"filp"} // drops the pipes' struct files
 	p := startReceiver(t, cfg)
 
 	waitForScan(t, p.metrics, "a first scan", func(map[string]int64) bool { return true })
-	openPipes(t, heldPipes)
+	kerneltest.OpenPipes(t, heldPipes)
 	time.Sleep(cfg.MinAge + 3*cfg.CollectionInterval)
 
 	caches := map[string]int64{}

@@ -1,10 +1,9 @@
-//go:build linux
+//go:build linux && amd64
 
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -22,7 +20,6 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
-	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
 // childArg makes the command run a receiver, the collector whose memory
@@ -77,7 +74,7 @@ func runChild(args []string) error {
 		if err != nil {
 			return err
 		}
-		err = tracker.FillSynthetic(live, *fill)
+		err = fillSynthetic(live, *fill)
 		live.Close()
 		if err != nil {
 			return err
@@ -100,32 +97,4 @@ func reportScan(_ context.Context, md pmetric.Metrics) error {
 		}
 	}
 	return nil
-}
-
-// liveMap opens the receiver's live-object map: the newest map named live
-// of that size.
-func liveMap(maxEntries uint32) (*ebpf.Map, error) {
-	var found *ebpf.Map
-	for id := ebpf.MapID(0); ; {
-		var err error
-		if id, err = ebpf.MapGetNextID(id); err != nil {
-			break
-		}
-		m, err := ebpf.NewMapFromID(id)
-		if err != nil {
-			continue // gone meanwhile
-		}
-		if info, err := m.Info(); err == nil && info.Name == "live" && m.MaxEntries() == maxEntries {
-			if found != nil {
-				found.Close()
-			}
-			found = m
-			continue
-		}
-		m.Close()
-	}
-	if found == nil {
-		return nil, errors.New("the receiver's live map was not found")
-	}
-	return found, nil
 }

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && amd64
 
 package main
 
@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kmemleak/kmemleakreceiver"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
@@ -25,8 +26,8 @@ type overheadRow struct {
 	reference bool
 }
 
-// ours loads the receiver's probes as a receiver with these settings would.
-func ours(mode tracker.Mode, stacks tracker.StackMode, sampleRate int) overheadRow {
+// ours loads the receiver's probes with its defaults and these settings.
+func ours(mode kmem.Mode, stacks kmem.StackMode, sampleRate int) overheadRow {
 	name := "ours, stack_traces " + stacks.String()
 	if sampleRate != 1 {
 		name += fmt.Sprintf(", sample_rate %d", sampleRate)
@@ -36,15 +37,15 @@ func ours(mode tracker.Mode, stacks tracker.StackMode, sampleRate int) overheadR
 		hooks: string(mode),
 		attach: func() (io.Closer, error) {
 			cfg := kmemleakreceiver.NewFactory().CreateDefaultConfig().(*kmemleakreceiver.Config)
-			cfg.Attach = string(mode)
-			cfg.StackTraces = stacks.String()
-			cfg.SampleRate = sampleRate
-			if err := cfg.Validate(); err != nil {
-				return nil, err
-			}
-			opts := kmemleakreceiver.TrackerOptions(cfg)
-			opts.Logger = zap.NewNop()
-			return tracker.Open(opts)
+			return tracker.Open(tracker.Options{
+				Allocators: []kmem.Allocator{kmem.Slab, kmem.Kmalloc}, // the default allocators
+				Mode:       mode,
+				MaxObjects: uint32(cfg.MaxTrackedObjects),
+				SampleRate: uint32(sampleRate),
+				Stacks:     tracker.StackOptions{Mode: stacks, Depth: cfg.StackDepth},
+				MaxSize:    math.MaxUint32,
+				Logger:     zap.NewNop(),
+			})
 		},
 	}
 }
@@ -62,7 +63,7 @@ func bpftraceRow(kstack bool, maxObjects int) overheadRow {
 		name = "bpftrace, kstack"
 	}
 	return overheadRow{
-		name: name, hooks: string(tracker.ModeTracepoint),
+		name: name, hooks: string(kmem.ModeTracepoint),
 		attach: func() (io.Closer, error) { return startBpftrace(kstack, maxObjects) },
 	}
 }
@@ -82,17 +83,17 @@ const (
 // overheadRows lists what is measured, the reference row first after the
 // baseline: the others take its event counts.
 func overheadRows(maxObjects int) (rows []overheadRow, skipped []string) {
-	reference := ours(tracker.ModeTPBTF, tracker.StacksOff, 1)
+	reference := ours(kmem.ModeTPBTF, kmem.StacksOff, 1)
 	reference.reference = true
 	rows = []overheadRow{
 		{name: rowNone, hooks: "-"},
 		reference,
-		ours(tracker.ModeRawTP, tracker.StacksOff, 1),
-		ours(tracker.ModeTracepoint, tracker.StacksOff, 1),
-		ours(tracker.ModeTPBTF, tracker.StacksAdaptive, 1),
-		ours(tracker.ModeTPBTF, tracker.StacksAlways, 1),
-		ours(tracker.ModeTPBTF, tracker.StacksOff, 100),
-		ours(tracker.ModeTPBTF, tracker.StacksAdaptive, 100),
+		ours(kmem.ModeRawTP, kmem.StacksOff, 1),
+		ours(kmem.ModeTracepoint, kmem.StacksOff, 1),
+		ours(kmem.ModeTPBTF, kmem.StacksAdaptive, 1),
+		ours(kmem.ModeTPBTF, kmem.StacksAlways, 1),
+		ours(kmem.ModeTPBTF, kmem.StacksOff, 100),
+		ours(kmem.ModeTPBTF, kmem.StacksAdaptive, 100),
 	}
 	if why := bpftraceMissing(); why != "" {
 		skipped = append(skipped, "bpftrace rows: "+why)
@@ -124,7 +125,7 @@ func (res *overheadResults) measureRound(w workload, iterations, cpu int) error 
 			return fmt.Errorf("%s on %s: %w", row.name, row.hooks, err)
 		}
 		if counters != nil {
-			slab, kmalloc := counters[tracker.Slab], counters[tracker.Kmalloc]
+			slab, kmalloc := counters[kmem.Slab], counters[kmem.Kmalloc]
 			slabEvents = float64(slab.Allocs+slab.Frees) / float64(iterations)
 			allEvents = slabEvents + float64(kmalloc.Allocs+kmalloc.Frees)/float64(iterations)
 		}
@@ -140,7 +141,7 @@ func (res *overheadResults) measureRound(w workload, iterations, cpu int) error 
 
 // measureRow attaches the row, times the loop and detaches; the reference
 // row's counters come back too.
-func measureRow(row overheadRow, w workload, iterations, cpu int) (float64, map[tracker.Allocator]tracker.Counters, error) {
+func measureRow(row overheadRow, w workload, iterations, cpu int) (float64, map[kmem.Allocator]kmem.Counters, error) {
 	var probe io.Closer
 	if row.attach != nil {
 		var err error
@@ -160,8 +161,9 @@ func measureRow(row overheadRow, w workload, iterations, cpu int) (float64, map[
 	if !row.reference {
 		return ns, nil, nil
 	}
-	counters, err := probe.(*tracker.Tracker).Counters()
-	return ns, counters, err
+	var snap kmem.Snapshot
+	err = probe.(*tracker.Tracker).Scan(&snap)
+	return ns, snap.Counters, err
 }
 
 func (res *overheadResults) index(name, hooks string) int {
@@ -221,7 +223,7 @@ func (res *overheadResults) print(w io.Writer) {
 
 // overheadTargets are issue #5's targets on added cost per event.
 func (res *overheadResults) targets() []target {
-	tp := string(tracker.ModeTPBTF)
+	tp := string(kmem.ModeTPBTF)
 	off := res.index(rowOff, tp)
 	return []target{
 		{what: "ours (stacks off, tp_btf) / bpftrace", value: res.ratio(off, res.index(rowBpftrace, "")), limit: 0.6},

@@ -1,14 +1,16 @@
-//go:build linux
+//go:build linux && amd64
 
 package main
 
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
@@ -19,17 +21,21 @@ var (
 )
 
 // hooked is a program of bench.bpf.c and the tracepoint it goes on.
-type hooked struct{ program, event string }
+type hooked struct {
+	program func(*benchProgramSpecs) *ebpf.ProgramSpec
+	event   string
+}
 
 // progSet is a comparison program of bench.bpf.c on the kmem tracepoints.
 type progSet struct {
-	mode  tracker.Mode
+	mode  kmem.Mode
 	progs []hooked
-	maps  []string // the maps its programs use: no other map is created
+	// The maps its programs use: no other large map is created.
+	maps func(*benchMapSpecs) []*ebpf.MapSpec
 }
 
 // onEach hooks one program onto every event.
-func onEach(program string, events []string) []hooked {
+func onEach(program func(*benchProgramSpecs) *ebpf.ProgramSpec, events []string) []hooked {
 	out := make([]hooked, len(events))
 	for i, e := range events {
 		out[i] = hooked{program, e}
@@ -38,16 +44,21 @@ func onEach(program string, events []string) []hooked {
 }
 
 var (
-	emptyBTF = progSet{mode: tracker.ModeTPBTF, progs: []hooked{
-		{"empty_btf_slab_alloc", "kmem_cache_alloc"}, {"empty_btf_slab_free", "kmem_cache_free"},
-		{"empty_btf_kmalloc", "kmalloc"}, {"empty_btf_kfree", "kfree"}}}
-	emptyRaw = progSet{mode: tracker.ModeRawTP, progs: onEach("empty_raw", allEvents)}
-	emptyTP  = progSet{mode: tracker.ModeTracepoint, progs: onEach("empty_tp", allEvents)}
-	floorBTF = progSet{mode: tracker.ModeTPBTF, maps: []string{"floor_map"}, progs: []hooked{
-		{"floor_slab_alloc", "kmem_cache_alloc"}, {"floor_slab_free", "kmem_cache_free"},
-		{"floor_kmalloc", "kmalloc"}, {"floor_kfree", "kfree"}}}
-	tracex4 = progSet{mode: tracker.ModeTracepoint, maps: []string{"my_map"}, progs: []hooked{
-		{"tracex4_alloc", "kmem_cache_alloc"}, {"tracex4_free", "kmem_cache_free"}}}
+	emptyBTF = progSet{mode: kmem.ModeTPBTF, progs: []hooked{
+		{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.EmptyBtfSlabAlloc }, "kmem_cache_alloc"},
+		{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.EmptyBtfSlabFree }, "kmem_cache_free"},
+		{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.EmptyBtfKmalloc }, "kmalloc"},
+		{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.EmptyBtfKfree }, "kfree"}}}
+	emptyRaw = progSet{mode: kmem.ModeRawTP, progs: onEach(func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.EmptyRaw }, allEvents)}
+	emptyTP  = progSet{mode: kmem.ModeTracepoint, progs: onEach(func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.EmptyTp }, allEvents)}
+	floorBTF = progSet{mode: kmem.ModeTPBTF, maps: func(m *benchMapSpecs) []*ebpf.MapSpec { return []*ebpf.MapSpec{m.FloorMap} }, progs: []hooked{
+		{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.FloorSlabAlloc }, "kmem_cache_alloc"},
+		{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.FloorSlabFree }, "kmem_cache_free"},
+		{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.FloorKmalloc }, "kmalloc"},
+		{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.FloorKfree }, "kfree"}}}
+	tracex4 = progSet{mode: kmem.ModeTracepoint, maps: func(m *benchMapSpecs) []*ebpf.MapSpec { return []*ebpf.MapSpec{m.MyMap} }, progs: []hooked{
+		{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.Tracex4Alloc }, "kmem_cache_alloc"},
+		{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.Tracex4Free }, "kmem_cache_free"}}}
 )
 
 // attachedSet is a loaded and attached progSet.
@@ -57,47 +68,69 @@ type attachedSet struct {
 }
 
 func (s progSet) attach() (*attachedSet, error) {
-	var names []string
-	for _, p := range s.progs {
-		names = append(names, p.program)
+	spec, specs, err := loadBenchSpecs()
+	if err != nil {
+		return nil, err
 	}
-	coll, err := loadOnly(names, s.maps)
+	var progs []*ebpf.ProgramSpec
+	for _, p := range s.progs {
+		progs = append(progs, p.program(&specs.benchProgramSpecs))
+	}
+	var maps []*ebpf.MapSpec
+	if s.maps != nil {
+		maps = s.maps(&specs.benchMapSpecs)
+	}
+	coll, err := loadOnly(spec, progs, maps)
 	if err != nil {
 		return nil, err
 	}
 	a := &attachedSet{coll: coll}
-	for _, p := range s.progs {
-		l, err := tracker.AttachProgram(coll.Programs[p.program], s.mode, p.event)
+	for i, p := range s.progs {
+		l, err := tracker.AttachTracepoint(coll.Programs[progs[i].Name], s.mode, "kmem", p.event)
 		if err != nil {
 			a.Close()
-			return nil, fmt.Errorf("attaching %s to kmem:%s: %w", p.program, p.event, err)
+			return nil, fmt.Errorf("attaching %s to kmem:%s: %w", progs[i].Name, p.event, err)
 		}
 		a.links = append(a.links, l)
 	}
 	return a, nil
 }
 
-// loadOnly loads the named programs and maps of bench.bpf.c, and no other
-// large map.
-func loadOnly(programs, maps []string) (*ebpf.Collection, error) {
+// loadBenchSpecs parses bench.bpf.c and its typed parts.
+func loadBenchSpecs() (*ebpf.CollectionSpec, *benchSpecs, error) {
 	spec, err := loadBench()
 	if err != nil {
-		return nil, fmt.Errorf("parsing the bench BPF object: %w", err)
+		return nil, nil, fmt.Errorf("parsing the bench BPF object: %w", err)
 	}
+	var specs benchSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return nil, nil, fmt.Errorf("parsing the bench BPF object: %w", err)
+	}
+	return spec, &specs, nil
+}
+
+// loadOnly loads the given programs and maps of bench.bpf.c, and no other
+// large map.
+func loadOnly(spec *ebpf.CollectionSpec, programs []*ebpf.ProgramSpec, maps []*ebpf.MapSpec) (*ebpf.Collection, error) {
 	keep := spec.Copy()
 	keep.Programs = map[string]*ebpf.ProgramSpec{}
 	keep.Maps = map[string]*ebpf.MapSpec{}
 	for _, p := range programs {
-		keep.Programs[p] = spec.Programs[p]
+		keep.Programs[p.Name] = p
 	}
 	for _, m := range maps {
-		keep.Maps[m] = spec.Maps[m]
+		keep.Maps[m.Name] = m
 	}
-	// The global variables' map: small, and every program's variables need it.
-	keep.Maps[".bss"] = spec.Maps[".bss"]
+	// The global variables' maps (.bss and the like): small, and every
+	// program's variables need them.
+	for name, m := range spec.Maps {
+		if strings.HasPrefix(name, ".") {
+			keep.Maps[name] = m
+		}
+	}
 	coll, err := ebpf.NewCollection(keep)
 	if err != nil {
-		return nil, fmt.Errorf("loading %s: %w", programs[0], err)
+		return nil, fmt.Errorf("loading %s: %w", programs[0].Name, err)
 	}
 	return coll, nil
 }

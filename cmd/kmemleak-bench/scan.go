@@ -1,17 +1,18 @@
-//go:build linux
+//go:build linux && amd64
 
 package main
 
 import (
 	"fmt"
-	"github.com/cilium/ebpf"
 	"io"
 	"os"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"go.uber.org/zap"
 
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
@@ -22,28 +23,18 @@ type scanMethod struct {
 	scan func() (int, error)
 }
 
-// scanMethods returns the methods compared on tr, each with its own
-// buffers, reused from scan to scan as the receiver reuses them; the
-// per-key reads come last.
-func scanMethods(tr *tracker.Tracker, agg *tracker.Aggregator, walker *walker) []scanMethod {
-	var snap tracker.Snapshot
-	var groups []tracker.Group
+// scanMethods returns the methods compared on tr, whose live map is live,
+// each with its own buffers, reused from scan to scan as the receiver
+// reuses them; the per-key reads come last.
+func scanMethods(tr *tracker.Tracker, live *ebpf.Map, walker *walker) []scanMethod {
+	var snap kmem.Snapshot
 	return []scanMethod{
 		{"ours (Tracker.Scan: batch lookup)", func() (int, error) {
 			err := tr.Scan(&snap)
 			return len(snap.Objects), err
 		}},
-		{"in-kernel aggregation (map iterator)", func() (int, error) {
-			var err error
-			groups, err = agg.Aggregate(2, 2, groups[:0])
-			n := 0
-			for _, g := range groups {
-				n += int(g.Objects)
-			}
-			return n, err
-		}},
 		{"map iterator that does nothing (floor)", walker.walk},
-		{"per key (NextKey+Lookup, tracex4)", tr.ScanPerKey},
+		{"per key (NextKey+Lookup, tracex4)", func() (int, error) { return scanPerKey(live) }},
 	}
 }
 
@@ -70,9 +61,7 @@ func runScan(c config) error {
 				num(float64(entries[i]) / ms * 1000 / 1e6), num(perKey / ms)})
 		}
 		if n == 1_000_000 {
-			ts = append(ts,
-				target{what: "scan of 10^6: x faster than per key", value: perKey / median(took[0]), limit: 20, atLeast: true},
-				target{what: "in-kernel aggregation of 10^6: x faster than per key", value: perKey / median(took[1]), limit: 20, atLeast: true})
+			ts = append(ts, target{what: "scan of 10^6: x faster than per key", value: perKey / median(took[0]), limit: 20, atLeast: true})
 		}
 	}
 	table(os.Stdout, "N\tmethod\tentries\tms\tM entries/s\tx faster than per key", rows)
@@ -85,28 +74,28 @@ func runScan(c config) error {
 func measureScans(n, runs int) (took [][]float64, entries []int, names []string, err error) {
 	maxObjects := uint32(n) + 1<<18
 	tr, err := tracker.Open(tracker.Options{
-		Allocators: []tracker.Allocator{tracker.Slab, tracker.Kmalloc}, Mode: tracker.ModeAuto, MaxObjects: maxObjects,
+		Allocators: []kmem.Allocator{kmem.Slab, kmem.Kmalloc}, Mode: kmem.ModeAuto, MaxObjects: maxObjects,
 		Stacks: tracker.StackOptions{Depth: 32}, MaxSize: ^uint32(0), Logger: zap.NewNop(),
 	})
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	defer tr.Close()
-	if err := tr.FillSynthetic(n); err != nil {
-		return nil, nil, nil, err
-	}
-	agg, err := tr.NewAggregator()
+	live, err := liveMap(maxObjects)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	defer agg.Close()
-	walker, err := attachWalker(maxObjects)
+	defer live.Close()
+	if err := fillSynthetic(live, n); err != nil {
+		return nil, nil, nil, err
+	}
+	walker, err := attachWalker(live)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	defer walker.Close()
 
-	methods := scanMethods(tr, agg, walker)
+	methods := scanMethods(tr, live, walker)
 	took = make([][]float64, len(methods))
 	entries = make([]int, len(methods))
 	// Run 0 is not counted: it sizes the buffers that later runs reuse.
@@ -129,33 +118,32 @@ func measureScans(n, runs int) (took [][]float64, entries []int, names []string,
 
 // walker is the do-nothing iterator on a live map.
 type walker struct {
-	coll *ebpf.Collection
-	iter *link.Iter
+	coll   *ebpf.Collection
+	iter   *link.Iter
+	walked *ebpf.Variable
 }
 
-// attachWalker loads the do-nothing iterator onto the live map of that size.
-func attachWalker(maxEntries uint32) (*walker, error) {
-	live, err := liveMap(maxEntries)
+// attachWalker loads the do-nothing iterator onto the live map.
+func attachWalker(live *ebpf.Map) (*walker, error) {
+	spec, specs, err := loadBenchSpecs()
 	if err != nil {
 		return nil, err
 	}
-	defer live.Close()
-	coll, err := loadOnly([]string{"walk"}, nil)
+	coll, err := loadOnly(spec, []*ebpf.ProgramSpec{specs.Walk}, nil)
 	if err != nil {
 		return nil, err
 	}
-	it, err := link.AttachIter(link.IterOptions{Program: coll.Programs["walk"], Map: live})
+	it, err := link.AttachIter(link.IterOptions{Program: coll.Programs[specs.Walk.Name], Map: live})
 	if err != nil {
 		coll.Close()
 		return nil, fmt.Errorf("attaching the do-nothing iterator: %w", err)
 	}
-	return &walker{coll, it}, nil
+	return &walker{coll, it, coll.Variables[specs.Walked.Name]}, nil
 }
 
 // walk makes one pass and returns the elements visited.
 func (w *walker) walk() (int, error) {
-	walked := w.coll.Variables["walked"]
-	if err := walked.Set(uint64(0)); err != nil {
+	if err := w.walked.Set(uint64(0)); err != nil {
 		return 0, err
 	}
 	r, err := w.iter.Open()
@@ -167,7 +155,7 @@ func (w *walker) walk() (int, error) {
 		return 0, err
 	}
 	var n uint64
-	err = walked.Get(&n)
+	err = w.walked.Get(&n)
 	return int(n), err
 }
 

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && amd64
 
 // Command kmemleak-soak runs the kmemleak receiver in-process for a while,
 // optionally under a mixed allocation load, and reports what a long run
@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,7 +30,9 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver"
 	"github.com/kmemleak/kmemleakreceiver/internal/churn"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
 func main() {
@@ -176,8 +179,13 @@ func run(duration, every time.Duration, stacks string, load bool, maxObjects int
 	return nil
 }
 
+// stackCapacity is the size of the stack map the receiver creates for cfg:
+// its smallest when no allocation takes a stack.
 func stackCapacity(cfg *kmemleakreceiver.Config) uint32 {
-	return kmemleakreceiver.StackMapEntries(cfg)
+	if cfg.StackTraces == kmem.StacksOff.String() && !slices.Contains(cfg.Allocators, kmem.Page.String()) {
+		return 1
+	}
+	return tracker.StackMapEntries(uint32(cfg.MaxTrackedObjects))
 }
 
 func rssKiB() int64 {

@@ -371,3 +371,28 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestNamer(t *testing.T) {
+	dir := t.TempDir()
+	kallsyms := filepath.Join(dir, "kallsyms")
+	if err := os.WriteFile(kallsyms, []byte("ffffffff81000000 T _stext\nffffffff81000100 T alloc_pipe_info\nffffffff81000200 T _etext\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sym, err := New(kallsyms, filepath.Join(dir, "no-modules"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(n Namer, addr uint64, want string) {
+		t.Helper()
+		if got := n.Symbolize(addr); got != want {
+			t.Errorf("Namer{symbols: %t, addresses: %t}.Symbolize(%#x) = %q, want %q", n.Symbols != nil, n.IncludeAddresses, addr, got, want)
+		}
+	}
+	check(Namer{Symbols: sym}, 0xffffffff8100012b, "alloc_pipe_info+0x2b")
+	// No symbol, or no table at all: the address only where the user asked.
+	for _, n := range []Namer{{Symbols: sym}, {}} {
+		check(n, 0x10, "unknown")
+		n.IncludeAddresses = true
+		check(n, 0x10, "0x10")
+	}
+}

@@ -33,7 +33,6 @@ const (
 
 	dentryKey = 0xffff888100a3c000
 	inodeKey  = 0xffff888100a3d000
-
 )
 
 var testNames = map[uint64]string{
@@ -224,11 +223,11 @@ func TestBuildTopN(t *testing.T) {
 		slabObj(dentryKey, 0x1000, 128, time.Minute), // 128 B in 1
 		slabObj(dentryKey, 0x2000, 64, time.Minute),  // 128 B in 2
 		slabObj(dentryKey, 0x2000, 64, time.Minute),
-		slabObj(dentryKey, 0x3000, 384, time.Minute), // 384 B in 1
-		slabObj(inodeKey, 0x1000, 128, time.Minute),  // 128 B in 1, inode_cache
-		slabObj(dentryKey, 0x0500, 128, time.Minute), // 128 B in 1, lower call site
-		kmallocObj(kmem.KmallocNormal, 0x0100, 128, time.Minute),      // 128 B in 1, kmalloc
-		kmallocObj(kmem.KmallocNormal, 0x4000, 8, time.Minute),        // 8 B
+		slabObj(dentryKey, 0x3000, 384, time.Minute),             // 384 B in 1
+		slabObj(inodeKey, 0x1000, 128, time.Minute),              // 128 B in 1, inode_cache
+		slabObj(dentryKey, 0x0500, 128, time.Minute),             // 128 B in 1, lower call site
+		kmallocObj(kmem.KmallocNormal, 0x0100, 128, time.Minute), // 128 B in 1, kmalloc
+		kmallocObj(kmem.KmallocNormal, 0x4000, 8, time.Minute),   // 8 B
 	)
 	// By bytes, then objects, then allocator (slab first), cache and call
 	// site: a total order, so every scan of the same objects agrees.

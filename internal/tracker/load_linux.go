@@ -320,17 +320,27 @@ func (l *loader) load(todo []attachment) (map[*ebpf.ProgramSpec]*ebpf.Program, [
 
 func attachProgram(prog *ebpf.Program, at attachment) (link.Link, error) {
 	switch {
-	case at.mode == kmem.ModeTPBTF:
-		return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
-	case at.mode == kmem.ModeRawTP:
-		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: at.event, Program: prog})
-	case at.mode == kmem.ModeTracepoint:
-		return link.Tracepoint(at.group, at.event, prog, nil)
+	case at.mode != kmem.ModeKprobe:
+		return AttachTracepoint(prog, at.mode, at.group, at.event)
 	case at.ret:
 		return link.Kretprobe(at.symbol, prog, nil)
 	default:
 		return link.Kprobe(at.symbol, prog, &link.KprobeOptions{Cookie: at.cookie})
 	}
+}
+
+// AttachTracepoint attaches prog to the tracepoint group:event in a
+// tracepoint mode, as the tracker attaches its own programs.
+func AttachTracepoint(prog *ebpf.Program, m kmem.Mode, group, event string) (link.Link, error) {
+	switch m {
+	case kmem.ModeTPBTF:
+		return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	case kmem.ModeRawTP:
+		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: event, Program: prog})
+	case kmem.ModeTracepoint:
+		return link.Tracepoint(group, event, prog, nil)
+	}
+	return nil, fmt.Errorf("%s is no tracepoint mode", m)
 }
 
 func closeAll(links []link.Link, progs []*ebpf.Program) {

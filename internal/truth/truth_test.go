@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
 )
 
 // The truth-check decision on recorded slabinfo sequences.
@@ -31,7 +31,6 @@ import (
 // traced free can be untracked no sooner than the fourth scan that sees its
 // old objects (30 s after the first), and only if it fails the check there
 // and in the next one.
-
 
 // The reasons a verdict gives, word for word.
 const (
@@ -54,8 +53,8 @@ type cacheDef struct {
 	alloc   kmem.Allocator
 	bytes   uint32
 	family  kmem.KmallocFamily // kmalloc only
-	unnamed bool   // slab only: the probes never learned its name
-	key     uint64 // slab only: set by init
+	unnamed bool               // slab only: the probes never learned its name
+	key     uint64             // slab only: set by init
 	index   int
 }
 

@@ -1,0 +1,233 @@
+// Package scan is what the receiver does every collection_interval, from
+// reading the probes' maps to a finished report: the cache filter, the
+// truth check and the untracking it decides, the report, the trends, and
+// the stack call sites fed back to the probes. It talks to the kernel
+// through two small interfaces, so that all of it is tested against a fake
+// kernel without privileges.
+package scan
+
+import (
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/report"
+	"github.com/kmemleak/kmemleakreceiver/internal/trend"
+	"github.com/kmemleak/kmemleakreceiver/internal/truth"
+)
+
+// Host is what a scan reads of the machine besides the probes.
+type Host interface {
+	// SlabCounts reads the kernel's count of active objects per slab cache
+	// (/proc/slabinfo).
+	SlabCounts() (map[string]int64, error)
+	// Now reads CLOCK_MONOTONIC, the clock of kmem.Object.AllocNs.
+	Now() (uint64, error)
+}
+
+// Probes is the tracker as a scan uses it.
+type Probes interface {
+	Scan(*kmem.Snapshot) error
+	// Untrack stops tracking a cache and deletes the given entries of it.
+	Untrack(kmem.CacheID, []uint64) error
+	// Delete deletes slab and kmalloc entries.
+	Delete([]uint64) error
+	// SetStackSites makes sites the call sites whose allocations get a
+	// stack in adaptive mode, the most important first.
+	SetStackSites([]uint64) error
+	// Stack reads a kernel stack the probes took.
+	Stack(id int32) ([]uint64, error)
+	// KmallocCaches lists every kmalloc cache the probes can skip.
+	KmallocCaches() []kmem.CacheID
+}
+
+// Options say what a scan reports and how.
+type Options struct {
+	MinAge     time.Duration
+	TopN       int
+	SampleRate int // the probes' 1-in-N object sampling
+	// Tracks says whether the cache filter keeps a cache, by name; nil
+	// keeps every cache.
+	Tracks         func(cache string) bool
+	TrendWindow    int
+	ReportInterval time.Duration
+	StacksOn       bool // groups are per stack
+	AdaptiveStacks bool // feed suspect call sites back to the probes
+	// MaxTrackedObjects is the live map's size, for the full-map warning.
+	MaxTrackedObjects int
+	Logger            *zap.Logger
+	// Clock is the wall clock of the trends; nil is time.Now.
+	Clock func() time.Time
+}
+
+// Pipeline is the scans of one receiver, and what they remember.
+type Pipeline struct {
+	host    Host
+	probes  Probes
+	symbols report.Symbolizer
+	opts    Options
+
+	snap   kmem.Snapshot // reused: a scan of a million objects allocates no new buffer
+	truth  *truth.Checker
+	trend  *trend.History
+	filter cacheFilter
+	// dropped is the allocations dropped for a full map, as of the last scan.
+	dropped          uint64
+	warnedNoSlabinfo bool // the truth check is off, and the user was told
+}
+
+// Result is what one scan found.
+type Result struct {
+	Report report.Report  // finished: trends and untraced caches filled in
+	Events []report.Group // the groups that deserve an event this scan
+	// Scanned is the number of objects read from the probes, before any
+	// was filtered out.
+	Scanned int
+	// NewlyDropped is the allocations the probes dropped since the last
+	// scan for lack of room.
+	NewlyDropped uint64
+}
+
+// New returns the pipeline of a receiver about to attach its probes: it
+// reads the kernel's counts now, for the truth check needs them without
+// any object the probes will track.
+func New(host Host, opts Options) *Pipeline {
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	p := &Pipeline{host: host, opts: opts, trend: trend.New(opts.TrendWindow, opts.ReportInterval)}
+	p.truth = truth.NewChecker(p.slabCounts())
+	p.filter = cacheFilter{tracks: opts.Tracks, seen: map[kmem.CacheID]bool{}}
+	return p
+}
+
+// Attach takes the probes once they are attached, and the symbols that
+// name call sites (read after the probes attached: kallsyms lists the
+// probes' own programs, which are in every stack they take). It leaves out
+// the kmalloc caches the filter does not keep: their names are all known up
+// front.
+func (p *Pipeline) Attach(probes Probes, symbols report.Symbolizer) error {
+	p.probes, p.symbols = probes, symbols
+	return p.filter.skipKmalloc(probes)
+}
+
+// Scan reads the probes and makes the scan's report.
+func (p *Pipeline) Scan() (Result, error) {
+	// The order matters to the truth check: objects allocated before cutoff
+	// were alive when the kernel counted, which was before the scan.
+	cutoff, err := p.host.Now()
+	if err != nil {
+		return Result{}, err
+	}
+	kernel := p.slabCounts()
+	if err := p.probes.Scan(&p.snap); err != nil {
+		return Result{}, err
+	}
+	res := Result{Scanned: len(p.snap.Objects), NewlyDropped: p.newlyDropped()}
+	p.filter.apply(&p.snap, p.probes, p.opts.Logger)
+	var bounds map[string]int64
+	if kernel != nil {
+		checked := p.truth.Check(&p.snap, cutoff, kernel)
+		p.untrace(checked)
+		bounds = checked.Bounds
+	}
+	ropts := report.Options{MinAge: p.opts.MinAge, TopN: p.opts.TopN, Bounds: bounds, SampleRate: p.opts.SampleRate}
+	if p.opts.StacksOn {
+		ropts.Stacks = p.probes
+	}
+	res.Report = report.Build(&p.snap, ropts, p.symbols)
+	res.Report.Untraced = p.truth.Untraced()
+	res.Events = p.follow(res.Report.Groups)
+	if p.opts.AdaptiveStacks {
+		if err := p.probes.SetStackSites(callSites(res.Report.Groups)); err != nil {
+			p.opts.Logger.Error("Asking for the stacks of suspect call sites failed", zap.Error(err))
+		}
+	}
+	return res, nil
+}
+
+// slabCounts reads the kernel's object count per slab cache, or returns
+// nil, with one warning, when it cannot: then caches with untraced frees
+// are neither found nor filtered, and their objects are reported as
+// suspects.
+func (p *Pipeline) slabCounts() map[string]int64 {
+	counts, err := p.host.SlabCounts()
+	if err != nil && !p.warnedNoSlabinfo {
+		p.warnedNoSlabinfo = true
+		p.opts.Logger.Warn("Cannot read the kernel's slab counts: caches whose frees bypass the tracepoints will show up as leaks",
+			zap.Error(err))
+	}
+	return counts
+}
+
+// newlyDropped says, once per scan at most, that the map was full: the
+// probes dropped allocations, so every count is a lower bound.
+func (p *Pipeline) newlyDropped() uint64 {
+	var dropped uint64
+	for _, c := range p.snap.Counters {
+		dropped += c.Dropped
+	}
+	newly := dropped - min(p.dropped, dropped)
+	p.dropped = dropped
+	if newly > 0 {
+		p.opts.Logger.Warn("The live-object map is full: allocations went untracked, counts are lower bounds; raise max_tracked_objects",
+			zap.Uint64("dropped_since_last_scan", newly), zap.Int("max_tracked_objects", p.opts.MaxTrackedObjects))
+	}
+	return newly
+}
+
+// untrace stops tracking the caches the truth check convicted, and deletes
+// the phantoms it found.
+func (p *Pipeline) untrace(res truth.Result) {
+	log := p.opts.Logger
+	for _, v := range res.Verdicts {
+		log.Warn("Slab cache frees bypass the tracepoints; no longer tracking it",
+			zap.String("cache", v.Name), zap.Stringer("allocator", v.ID.Allocator), zap.String("reason", v.Reason),
+			zap.Int64("tracked_objects_older_than_scan", v.Old), zap.Int64("most_it_can_hold", v.Bound),
+			zap.Int64("kernel_active_objects", v.Kernel))
+		if err := p.probes.Untrack(v.ID, v.Addrs); err != nil {
+			log.Error("Untracking a cache failed", zap.String("cache", v.Name), zap.Error(err))
+		}
+	}
+	if err := p.probes.Delete(res.Stale); err != nil {
+		log.Error("Deleting entries of untraced caches failed", zap.Error(err))
+	}
+}
+
+// follow updates each group's trend, fills it into the group, and returns
+// the groups that deserve an event this scan.
+func (p *Pipeline) follow(groups []report.Group) []report.Group {
+	counts := make(map[string]int64, len(groups))
+	for _, g := range groups {
+		counts[groupKey(g)] = g.Objects
+	}
+	verdicts := p.trend.Observe(p.opts.Clock(), counts)
+	var events []report.Group
+	for i := range groups {
+		v := verdicts[groupKey(groups[i])]
+		groups[i].Growing, groups[i].GrowthPerMinute = v.Growing, v.PerMinute
+		if v.Report {
+			events = append(events, groups[i])
+		}
+	}
+	return events
+}
+
+func groupKey(g report.Group) string {
+	return strings.Join([]string{g.Allocator.String(), g.Cache, g.CallSiteSym, g.Stack}, "\x00")
+}
+
+// callSites are the probes' call sites of the groups, largest first, for
+// adaptive stacks. Page groups have none: their allocations always take a
+// stack.
+func callSites(groups []report.Group) []uint64 {
+	sites := make([]uint64, 0, len(groups))
+	for _, g := range groups {
+		if g.Allocator != kmem.Page {
+			sites = append(sites, g.CallSite)
+		}
+	}
+	return sites
+}

@@ -1,0 +1,899 @@
+package scan
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"path"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/report"
+)
+
+// The pipeline against a fake kernel: the fake holds the live objects the
+// probes would track, the kernel's slab counts and both clocks, and
+// records what the pipeline asks of the probes.
+
+// Slab cache keys, as the probes would report them.
+const (
+	dentryKey = 0xffff888100a3c000
+	filpKey   = 0xffff888100a3d000
+	filp2Key  = 0xffff888100a3e000 // a second cache named "filp" (a reloaded module's)
+	damonKey  = 0xffff888100a3f000
+)
+
+// Call sites, and the names the fake symbolizer gives them.
+const (
+	dentrySite  = 0xffffffff81100010
+	filpSite    = 0xffffffff81100020
+	kmallocSite = 0xffffffff81100030
+	bigSite     = 0xffffffff81100040
+	pageSite    = 0xffffffff81100050
+	damonSite   = 0xffffffff81100060
+
+	// Frames of the stacks only.
+	allocFrame = 0xffffffff81200010 // the allocator's own frame
+	openFrame  = 0xffffffff81200020
+	mkdirFrame = 0xffffffff81200030
+)
+
+var symbols = map[uint64]string{
+	dentrySite:  "d_alloc+0x1e",
+	filpSite:    "alloc_empty_file+0x5b",
+	kmallocSite: "kstrdup+0x31",
+	bigSite:     "seq_buf_alloc+0x22",
+	pageSite:    "pipe_write+0x1c4",
+	damonSite:   "damon_new_region+0x12",
+	allocFrame:  "kmem_cache_alloc_noprof+0x1a5",
+	openFrame:   "path_openat+0x3c",
+	mkdirFrame:  "do_mkdirat+0x8e",
+}
+
+// fakeSymbolizer names the addresses of symbols, every other "unknown".
+type fakeSymbolizer struct{}
+
+func (fakeSymbolizer) Symbolize(addr uint64) string {
+	if name, ok := symbols[addr]; ok {
+		return name
+	}
+	return "unknown"
+}
+
+// firstMonotonic is CLOCK_MONOTONIC when a test starts: well past boot,
+// so no object's AllocNs is 0.
+const firstMonotonic = 1000 * time.Second
+
+// scanEvery is the time between two scans.
+const scanEvery = 10 * time.Second
+
+type untrackCall struct {
+	id    kmem.CacheID
+	addrs []uint64
+}
+
+// fakeKernel implements both Host and Probes.
+type fakeKernel struct {
+	mono     time.Duration // CLOCK_MONOTONIC
+	wallBase time.Time     // the wall clock at mono 0
+
+	live       map[uint64]kmem.Object // by address
+	nextAddr   uint64
+	cacheNames map[uint64]string // slab caches the probes have seen
+	freed      map[uint64]bool   // slab caches that have shown a traced free
+	counters   map[kmem.Allocator]kmem.Counters
+	untracked  map[kmem.CacheID]bool // caches the probes skip
+	stacks     map[int32][]uint64
+	kmalloc    []kmem.CacheID
+
+	slab    map[string]int64 // the kernel's counts
+	slabErr error
+	nowErr  error
+	scanErr error
+
+	// What the pipeline did.
+	calls      []string // the Host and Probes methods called, in order
+	slabReads  int
+	scans      int
+	untracks   []untrackCall
+	deletes    [][]uint64
+	stackSites [][]uint64
+	stackReads []int32
+}
+
+func newFakeKernel() *fakeKernel {
+	k := &fakeKernel{
+		mono:       firstMonotonic,
+		wallBase:   time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC),
+		live:       map[uint64]kmem.Object{},
+		nextAddr:   0xffff888200000000,
+		cacheNames: map[uint64]string{},
+		freed:      map[uint64]bool{},
+		counters:   map[kmem.Allocator]kmem.Counters{kmem.Slab: {}, kmem.Kmalloc: {}, kmem.Page: {}},
+		untracked:  map[kmem.CacheID]bool{},
+		stacks:     map[int32][]uint64{},
+		slab:       map[string]int64{},
+	}
+	// The kmalloc caches the probes can skip: every family, a few slots.
+	for _, family := range kmem.KmallocFamilies {
+		for _, slot := range []uint32{1, 2, 4, 8, 12, 64} {
+			k.kmalloc = append(k.kmalloc, kmem.KmallocID(family, 8*slot))
+		}
+	}
+	return k
+}
+
+// advance moves both clocks on.
+func (k *fakeKernel) advance(d time.Duration) { k.mono += d }
+
+// wallNow is the wall clock, for Options.Clock.
+func (k *fakeKernel) wallNow() time.Time { return k.wallBase.Add(k.mono) }
+
+// alloc allocates n objects like obj now, and returns the addresses of
+// those the probes track: none of a cache they skip.
+func (k *fakeKernel) alloc(n int, obj kmem.Object) []uint64 {
+	if k.untracked[kmem.CacheOf(obj)] {
+		return nil
+	}
+	return k.sneak(n, obj)
+}
+
+// sneak allocates n objects like obj now, tracked even if their cache is
+// skipped: allocations that raced the probes' being told to skip it.
+func (k *fakeKernel) sneak(n int, obj kmem.Object) []uint64 {
+	var addrs []uint64
+	for range n {
+		obj.Address = k.nextAddr
+		obj.AllocNs = uint64(k.mono)
+		k.nextAddr += 0x40
+		k.live[obj.Address] = obj
+		addrs = append(addrs, obj.Address)
+	}
+	return addrs
+}
+
+func (k *fakeKernel) free(addrs []uint64) {
+	for _, a := range addrs {
+		delete(k.live, a)
+	}
+}
+
+// liveOf returns the addresses of the live objects of a cache.
+func (k *fakeKernel) liveOf(id kmem.CacheID) []uint64 {
+	var out []uint64
+	for a, obj := range k.live {
+		if kmem.CacheOf(obj) == id {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// deleted returns the addresses of every Delete call so far; the pipeline
+// may call Delete with none.
+func (k *fakeKernel) deleted() []uint64 {
+	var out []uint64
+	for _, d := range k.deletes {
+		out = append(out, d...)
+	}
+	return out
+}
+
+func (k *fakeKernel) SlabCounts() (map[string]int64, error) {
+	k.calls = append(k.calls, "SlabCounts")
+	k.slabReads++
+	if k.slabErr != nil {
+		return nil, k.slabErr
+	}
+	return maps.Clone(k.slab), nil
+}
+
+func (k *fakeKernel) Now() (uint64, error) {
+	k.calls = append(k.calls, "Now")
+	if k.nowErr != nil {
+		return 0, k.nowErr
+	}
+	return uint64(k.mono), nil
+}
+
+// Scan fills snap as the tracker does: objects replaced, cache names and
+// frees accumulated, TakenNs the time of the scan.
+func (k *fakeKernel) Scan(snap *kmem.Snapshot) error {
+	k.calls = append(k.calls, "Scan")
+	k.scans++
+	if k.scanErr != nil {
+		return k.scanErr
+	}
+	snap.Objects = snap.Objects[:0]
+	for _, a := range slices.Sorted(maps.Keys(k.live)) {
+		snap.Objects = append(snap.Objects, k.live[a])
+	}
+	snap.Counters = maps.Clone(k.counters)
+	if snap.CacheNames == nil {
+		snap.CacheNames, snap.Freed = map[uint64]string{}, map[uint64]bool{}
+	}
+	for key, name := range k.cacheNames {
+		if _, ok := snap.CacheNames[key]; !ok {
+			snap.CacheNames[key] = name
+		}
+	}
+	for key := range k.freed {
+		snap.Freed[key] = true
+	}
+	snap.Stacks = len(k.stacks)
+	snap.TakenNs = uint64(k.mono)
+	return nil
+}
+
+func (k *fakeKernel) Untrack(id kmem.CacheID, addrs []uint64) error {
+	k.untracks = append(k.untracks, untrackCall{id, slices.Clone(addrs)})
+	k.untracked[id] = true
+	k.free(addrs)
+	return nil
+}
+
+func (k *fakeKernel) Delete(addrs []uint64) error {
+	k.deletes = append(k.deletes, slices.Clone(addrs))
+	k.free(addrs)
+	return nil
+}
+
+func (k *fakeKernel) SetStackSites(sites []uint64) error {
+	k.stackSites = append(k.stackSites, slices.Clone(sites))
+	return nil
+}
+
+func (k *fakeKernel) Stack(id int32) ([]uint64, error) {
+	k.stackReads = append(k.stackReads, id)
+	frames, ok := k.stacks[id]
+	if !ok {
+		return nil, fmt.Errorf("no stack %d", id)
+	}
+	return slices.Clone(frames), nil
+}
+
+func (k *fakeKernel) KmallocCaches() []kmem.CacheID { return slices.Clone(k.kmalloc) }
+
+// Objects to allocate, without a stack.
+
+func slabObj(key uint64, bytes uint32, site uint64) kmem.Object {
+	return kmem.Object{Allocator: kmem.Slab, Cache: key, Bytes: bytes, CallSite: site, StackID: -1}
+}
+
+func kmallocObj(family kmem.KmallocFamily, bytes uint32, site uint64) kmem.Object {
+	return kmem.Object{Allocator: kmem.Kmalloc, Cache: uint64(family), Bytes: bytes, CallSite: site, StackID: -1}
+}
+
+func pageObj(order uint64, site uint64) kmem.Object {
+	return kmem.Object{Allocator: kmem.Page, Cache: order, Bytes: 4096 << order, CallSite: site, StackID: -1}
+}
+
+func slabID(key uint64) kmem.CacheID { return kmem.CacheID{Allocator: kmem.Slab, Key: key} }
+
+// harness is a pipeline attached to a fake kernel.
+type harness struct {
+	t    *testing.T
+	k    *fakeKernel
+	p    *Pipeline
+	logs *observer.ObservedLogs
+}
+
+// start creates the pipeline and attaches the fake's probes. Options left
+// zero get the defaults a test rarely cares about.
+func start(t *testing.T, k *fakeKernel, opts Options) *harness {
+	t.Helper()
+	h := newPipeline(t, k, opts)
+	require.NoError(t, h.p.Attach(k, fakeSymbolizer{}))
+	return h
+}
+
+// newPipeline is start without the Attach.
+func newPipeline(t *testing.T, k *fakeKernel, opts Options) *harness {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	opts.Logger = zap.New(core)
+	opts.Clock = k.wallNow
+	if opts.TopN == 0 {
+		opts.TopN = 50
+	}
+	if opts.TrendWindow == 0 {
+		opts.TrendWindow = 3
+	}
+	if opts.ReportInterval == 0 {
+		opts.ReportInterval = time.Hour
+	}
+	if opts.MaxTrackedObjects == 0 {
+		opts.MaxTrackedObjects = 1 << 20
+	}
+	return &harness{t: t, k: k, p: New(k, opts), logs: logs}
+}
+
+// scan lets scanEvery pass, so that every object allocated so far is older
+// than the scan's cutoff, and scans.
+func (h *harness) scan() Result {
+	h.t.Helper()
+	h.k.advance(scanEvery)
+	res, err := h.p.Scan()
+	require.NoError(h.t, err)
+	return res
+}
+
+// logged returns the entries whose message contains snippet, and checks
+// they are all at level.
+func (h *harness) logged(level zapcore.Level, snippet string) []observer.LoggedEntry {
+	h.t.Helper()
+	entries := h.logs.FilterMessageSnippet(snippet).All()
+	for _, e := range entries {
+		assert.Equal(h.t, level, e.Level, "level of %q", e.Message)
+	}
+	return entries
+}
+
+// group returns the group of a cache, and whether there is one; the tests
+// that use it have one group per cache.
+func group(groups []report.Group, cache string) (report.Group, bool) {
+	for _, g := range groups {
+		if g.Cache == cache {
+			return g, true
+		}
+	}
+	return report.Group{}, false
+}
+
+func caches(groups []report.Group) []string {
+	var out []string
+	for _, g := range groups {
+		out = append(out, g.Cache)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// --- 1. The cache filter ---
+
+// excludeFilpAndCg is a caches: filter that leaves out filp and every
+// accounted kmalloc cache.
+func excludeFilpAndCg(name string) bool {
+	cg, err := path.Match("kmalloc-cg-*", name)
+	if err != nil {
+		panic(err)
+	}
+	return name != "filp" && !cg
+}
+
+func TestFilterSkipsKmallocCachesAtAttach(t *testing.T) {
+	k := newFakeKernel()
+	h := newPipeline(t, k, Options{Tracks: excludeFilpAndCg})
+	require.Empty(t, k.untracks, "nothing is untracked before the probes are attached")
+	require.NoError(t, h.p.Attach(k, fakeSymbolizer{}))
+
+	// Exactly the accounted caches, with no entry to delete: the probes
+	// have just been attached.
+	var want []kmem.CacheID
+	for _, id := range k.kmalloc {
+		if family, _ := id.Kmalloc(); family == kmem.KmallocAccounted {
+			want = append(want, id)
+		}
+	}
+	require.NotEmpty(t, want)
+	var got []kmem.CacheID
+	for _, c := range k.untracks {
+		got = append(got, c.id)
+		assert.Nil(t, c.addrs, "Untrack of %s at attach", kmem.KmallocName(c.id))
+	}
+	assert.ElementsMatch(t, want, got)
+}
+
+// kmalloc objects of a filtered cache that the probes tracked between
+// attaching and being told are deleted by the first scan, never reported.
+func TestFilterDeletesKmallocObjectsFromBeforeAttach(t *testing.T) {
+	k := newFakeKernel()
+	h := newPipeline(t, k, Options{Tracks: excludeFilpAndCg})
+	early := k.alloc(3, kmallocObj(kmem.KmallocAccounted, 64, kmallocSite))
+	kept := k.alloc(2, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
+	require.NoError(t, h.p.Attach(k, fakeSymbolizer{}))
+
+	res := h.scan()
+	assert.ElementsMatch(t, early, k.deleted())
+	assert.ElementsMatch(t, kept, k.liveOf(kmem.KmallocID(kmem.KmallocNormal, 64)))
+	assert.Equal(t, []string{"kmalloc-64"}, caches(res.Report.Groups))
+}
+
+func TestFilterAttachFailure(t *testing.T) {
+	k := newFakeKernel()
+	h := newPipeline(t, k, Options{Tracks: excludeFilpAndCg})
+	failing := &failingUntrack{fakeKernel: k, err: errors.New("map update failed")}
+	assert.ErrorIs(t, h.p.Attach(failing, fakeSymbolizer{}), failing.err)
+}
+
+type failingUntrack struct {
+	*fakeKernel
+	err error
+}
+
+func (f *failingUntrack) Untrack(kmem.CacheID, []uint64) error { return f.err }
+
+func TestFilterLeavesOutSlabCaches(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[filpKey] = "filp"
+	k.cacheNames[dentryKey] = "dentry"
+	h := start(t, k, Options{Tracks: excludeFilpAndCg})
+	attachCalls := len(k.untracks)
+
+	// Objects the probes tracked before the scan told them to skip filp.
+	filp := k.alloc(3, slabObj(filpKey, 256, filpSite))
+	k.alloc(2, slabObj(dentryKey, 192, dentrySite))
+	k.alloc(1, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
+
+	res := h.scan()
+	require.Len(t, k.untracks, attachCalls+1, "the scan untracks filp, once")
+	u := k.untracks[attachCalls]
+	assert.Equal(t, slabID(filpKey), u.id)
+	assert.ElementsMatch(t, filp, u.addrs, "filp's live entries are deleted with it")
+	assert.Empty(t, k.liveOf(slabID(filpKey)))
+	assert.Equal(t, []string{"dentry", "kmalloc-64"}, caches(res.Report.Groups))
+	assert.Equal(t, 6, res.Scanned, "filtered objects were read too")
+	assert.Empty(t, k.deleted())
+
+	// A second cache named filp appears (a module reloaded), and an
+	// allocation of the first raced its skip: the new cache is untracked,
+	// the straggler deleted, the first cache not untracked again.
+	filp2 := k.alloc(4, slabObj(filp2Key, 256, filpSite))
+	k.cacheNames[filp2Key] = "filp"
+	straggler := k.sneak(1, slabObj(filpKey, 256, filpSite))
+	require.Empty(t, k.alloc(5, slabObj(filpKey, 256, filpSite)), "the fake refuses objects of skipped caches")
+
+	res = h.scan()
+	require.Len(t, k.untracks, attachCalls+2)
+	u = k.untracks[attachCalls+1]
+	assert.Equal(t, slabID(filp2Key), u.id)
+	assert.ElementsMatch(t, filp2, u.addrs)
+	assert.Equal(t, straggler, k.deleted())
+	assert.Equal(t, []string{"dentry", "kmalloc-64"}, caches(res.Report.Groups))
+
+	// Nothing new: nothing untracked or deleted.
+	deletes := len(k.deleted())
+	res = h.scan()
+	assert.Len(t, k.untracks, attachCalls+2)
+	assert.Len(t, k.deleted(), deletes)
+	assert.Equal(t, []string{"dentry", "kmalloc-64"}, caches(res.Report.Groups))
+
+	// A straggler in a scan that meets no new cache is deleted all the same.
+	straggler = k.sneak(2, slabObj(filp2Key, 256, filpSite))
+	res = h.scan()
+	assert.Len(t, k.untracks, attachCalls+2)
+	assert.ElementsMatch(t, straggler, k.deleted()[deletes:])
+	assert.Empty(t, k.liveOf(slabID(filp2Key)))
+	assert.Equal(t, []string{"dentry", "kmalloc-64"}, caches(res.Report.Groups))
+}
+
+func TestFilterKeepingEveryCache(t *testing.T) {
+	for name, tracks := range map[string]func(string) bool{
+		"no filter":        nil,
+		"include them all": func(string) bool { return true },
+	} {
+		t.Run(name, func(t *testing.T) {
+			k := newFakeKernel()
+			k.cacheNames[filpKey] = "filp"
+			k.cacheNames[dentryKey] = "dentry"
+			h := start(t, k, Options{Tracks: tracks})
+			k.alloc(3, slabObj(filpKey, 256, filpSite))
+			k.alloc(2, slabObj(dentryKey, 192, dentrySite))
+			k.alloc(1, kmallocObj(kmem.KmallocAccounted, 64, kmallocSite))
+			var res Result
+			for range 3 {
+				res = h.scan()
+			}
+			assert.Empty(t, k.untracks)
+			assert.Empty(t, k.deleted())
+			assert.Equal(t, []string{"dentry", "filp", "kmalloc-cg-64"}, caches(res.Report.Groups))
+		})
+	}
+}
+
+// --- 2. The truth check ---
+
+const (
+	untrackedMsg = "Slab cache frees bypass the tracepoints; no longer tracking it"
+	noSlabMsg    = "Cannot read the kernel's slab counts"
+)
+
+func TestTruthUntracksCacheOverKernelCount(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "dentry"
+	k.cacheNames[filpKey] = "filp"
+	k.freed[dentryKey], k.freed[filpKey] = true, true
+	// dentry tracks 50 objects the kernel says cannot all be live; filp is
+	// within its count.
+	k.slab = map[string]int64{"dentry": 10, "filp": 1000}
+	h := start(t, k, Options{})
+	dentry := k.alloc(50, slabObj(dentryKey, 192, dentrySite))
+	k.alloc(5, slabObj(filpKey, 256, filpSite))
+
+	// First strike: dentry's group is withheld, not reported, not untracked.
+	res := h.scan()
+	assert.Empty(t, k.untracks)
+	assert.Equal(t, int64(1), res.Report.Withheld)
+	assert.Equal(t, []string{"filp"}, caches(res.Report.Groups))
+	assert.Empty(t, res.Report.Untraced)
+	assert.Empty(t, h.logged(zapcore.WarnLevel, untrackedMsg))
+
+	// Second strike: untracked, with its live entries.
+	res = h.scan()
+	require.Len(t, k.untracks, 1)
+	assert.Equal(t, slabID(dentryKey), k.untracks[0].id)
+	assert.ElementsMatch(t, dentry, k.untracks[0].addrs)
+	assert.Empty(t, k.liveOf(slabID(dentryKey)))
+	assert.Equal(t, map[kmem.CacheID]string{slabID(dentryKey): "dentry"}, res.Report.Untraced)
+	assert.Equal(t, []string{"filp"}, caches(res.Report.Groups))
+	assert.Zero(t, res.Report.Withheld, "the untracked cache's objects are gone, not withheld")
+	warns := h.logged(zapcore.WarnLevel, untrackedMsg)
+	require.Len(t, warns, 1)
+	fields := warns[0].ContextMap()
+	assert.Equal(t, "dentry", fields["cache"])
+	assert.Equal(t, "more tracked objects than the kernel has allocated", fields["reason"])
+	assert.Equal(t, int64(50), fields["tracked_objects_older_than_scan"])
+	assert.Equal(t, int64(10), fields["kernel_active_objects"])
+
+	// An allocation that raced the skip shows up: deleted as stale, never
+	// a suspect, and no second warning.
+	straggler := k.sneak(1, slabObj(dentryKey, 192, dentrySite))
+	res = h.scan()
+	assert.Equal(t, straggler, k.deleted())
+	assert.Empty(t, k.liveOf(slabID(dentryKey)))
+	assert.Equal(t, []string{"filp"}, caches(res.Report.Groups))
+	assert.Equal(t, map[kmem.CacheID]string{slabID(dentryKey): "dentry"}, res.Report.Untraced)
+
+	for range 3 {
+		res = h.scan()
+		assert.Equal(t, []string{"filp"}, caches(res.Report.Groups))
+	}
+	assert.Len(t, h.logged(zapcore.WarnLevel, untrackedMsg), 1, "a cache is untracked once")
+	assert.Len(t, k.untracks, 1, "filp, within its count, is never untracked")
+	g, ok := group(res.Report.Groups, "filp")
+	require.True(t, ok)
+	assert.Equal(t, int64(5), g.Objects)
+}
+
+// A cache that has shown no traced free is bounded by how much the
+// kernel's count grew since New read it, and only 30 s after its old
+// objects were first seen: this needs New to take the baseline.
+func TestTruthUntracksCacheWithoutTracedFree(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[damonKey] = "damon_region"
+	k.slab = map[string]int64{"damon_region": 1000}
+	h := start(t, k, Options{})
+	assert.Equal(t, 1, k.slabReads, "New reads the baseline before the probes track anything")
+	k.alloc(100, slabObj(damonKey, 32, damonSite))
+
+	// Scans 1-3 are within 30 s of the first sight; scan 4, 30 s after,
+	// is the first strike; scan 5 untracks. The count never grew, so no
+	// scan can believe the 100 objects.
+	for i := 1; i <= 4; i++ {
+		res := h.scan()
+		assert.Empty(t, k.untracks, "scan %d", i)
+		assert.Equal(t, int64(1), res.Report.Withheld, "scan %d", i)
+		assert.Empty(t, res.Report.Groups, "scan %d", i)
+	}
+	res := h.scan()
+	require.Len(t, k.untracks, 1)
+	assert.Equal(t, slabID(damonKey), k.untracks[0].id)
+	assert.Len(t, k.untracks[0].addrs, 100)
+	assert.Equal(t, map[kmem.CacheID]string{slabID(damonKey): "damon_region"}, res.Report.Untraced)
+	warns := h.logged(zapcore.WarnLevel, untrackedMsg)
+	require.Len(t, warns, 1)
+	assert.Equal(t, "no traced free since attach, and more tracked objects than the kernel's count grew by",
+		warns[0].ContextMap()["reason"])
+}
+
+func TestTruthOffWithoutSlabCounts(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "dentry"
+	k.freed[dentryKey] = true
+	k.slabErr = errors.New("open /proc/slabinfo: permission denied")
+	h := start(t, k, Options{})
+	assert.Len(t, h.logged(zapcore.WarnLevel, noSlabMsg), 1, "New warns")
+	k.alloc(50, slabObj(dentryKey, 192, dentrySite))
+
+	// The kernel would hold at most 10: unknown, so the objects are
+	// suspects, scan after scan.
+	k.slab = map[string]int64{"dentry": 10}
+	for i := range 4 {
+		res := h.scan()
+		g, ok := group(res.Report.Groups, "dentry")
+		require.True(t, ok, "scan %d", i)
+		assert.Equal(t, int64(50), g.Objects)
+		assert.Zero(t, res.Report.Withheld)
+	}
+	assert.Empty(t, k.untracks)
+	assert.Equal(t, 5, k.slabReads, "read in New and every scan")
+	assert.Len(t, h.logged(zapcore.WarnLevel, noSlabMsg), 1, "one warning across New and every scan")
+
+	// Once readable again, the check resumes.
+	k.slabErr = nil
+	h.scan()
+	h.scan()
+	require.Len(t, k.untracks, 1)
+	assert.Equal(t, slabID(dentryKey), k.untracks[0].id)
+	assert.Len(t, h.logged(zapcore.WarnLevel, noSlabMsg), 1)
+}
+
+// --- 3. Trends ---
+
+func TestTrends(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "dentry"
+	h := start(t, k, Options{TrendWindow: 3, ReportInterval: time.Minute})
+	k.alloc(20, slabObj(dentryKey, 192, dentrySite)) // steady
+
+	type want struct {
+		growing         bool
+		events          []string // caches with an event
+		growthPerMinute float64  // of the growing group, when growing
+	}
+	// +60 objects every 10 s is 360 a minute. A new group gets an event,
+	// one that turns growing gets one, and then only after a minute.
+	wants := []want{
+		{events: []string{"dentry", "kmalloc-64"}},
+		{},
+		{growing: true, events: []string{"kmalloc-64"}, growthPerMinute: 360},
+		{growing: true, growthPerMinute: 360},
+		{growing: true, growthPerMinute: 360},
+		{growing: true, growthPerMinute: 360},
+		{growing: true, events: []string{"dentry"}, growthPerMinute: 360}, // a minute after scan 1
+		{growing: true, growthPerMinute: 360},
+		{growing: true, events: []string{"kmalloc-64"}, growthPerMinute: 360}, // a minute after scan 3
+	}
+	for i, w := range wants {
+		k.alloc(60, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
+		res := h.scan()
+		name := fmt.Sprintf("scan %d", i+1)
+
+		steady, ok := group(res.Report.Groups, "dentry")
+		require.True(t, ok, name)
+		assert.False(t, steady.Growing, name)
+		assert.Zero(t, steady.GrowthPerMinute, name)
+
+		growing, ok := group(res.Report.Groups, "kmalloc-64")
+		require.True(t, ok, name)
+		assert.Equal(t, int64(60*(i+1)), growing.Objects, name)
+		assert.Equal(t, w.growing, growing.Growing, name)
+		if w.growing {
+			assert.InDelta(t, w.growthPerMinute, growing.GrowthPerMinute, 1e-6, name)
+		}
+
+		assert.Equal(t, w.events, caches(res.Events), name)
+		for _, e := range res.Events {
+			g, _ := group(res.Report.Groups, e.Cache)
+			assert.Equal(t, g, e, "%s: an event is the group, trend filled in", name)
+		}
+	}
+}
+
+// A group that stops rising stops growing.
+func TestTrendStopsGrowing(t *testing.T) {
+	k := newFakeKernel()
+	h := start(t, k, Options{TrendWindow: 2})
+	for range 3 {
+		k.alloc(10, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
+		h.scan()
+	}
+	res := h.scan()
+	g, ok := group(res.Report.Groups, "kmalloc-64")
+	require.True(t, ok)
+	assert.False(t, g.Growing)
+}
+
+// --- 4. Stack sites and stacks ---
+
+// allocMixed allocates groups of distinct sizes: by bytes, page (204800)
+// > kmalloc-512 (51200) > dentry (19200) > kmalloc-64 (640).
+func allocMixed(k *fakeKernel) (big []uint64) {
+	k.cacheNames[dentryKey] = "dentry"
+	k.alloc(50, pageObj(0, pageSite))
+	k.alloc(100, slabObj(dentryKey, 192, dentrySite))
+	k.alloc(10, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
+	return k.alloc(100, kmallocObj(kmem.KmallocNormal, 512, bigSite))
+}
+
+func TestAdaptiveStackSites(t *testing.T) {
+	k := newFakeKernel()
+	big := allocMixed(k)
+	h := start(t, k, Options{AdaptiveStacks: true})
+
+	res := h.scan()
+	require.Len(t, res.Report.Groups, 4)
+	require.Equal(t, kmem.Page, res.Report.Groups[0].Allocator, "the page group is the largest")
+	require.Len(t, k.stackSites, 1)
+	assert.Equal(t, []uint64{bigSite, dentrySite, kmallocSite}, k.stackSites[0],
+		"largest first, no page group")
+
+	// The sites follow the groups.
+	k.free(big)
+	h.scan()
+	require.Len(t, k.stackSites, 2)
+	assert.Equal(t, []uint64{dentrySite, kmallocSite}, k.stackSites[1])
+
+	// Called every scan, even with nothing to ask for.
+	k.free(slices.Collect(maps.Keys(k.live)))
+	res = h.scan()
+	assert.Empty(t, res.Report.Groups)
+	require.Len(t, k.stackSites, 3)
+	assert.Empty(t, k.stackSites[2])
+}
+
+func TestAdaptiveStackSitesOfReportedGroupsOnly(t *testing.T) {
+	k := newFakeKernel()
+	allocMixed(k)
+	h := start(t, k, Options{AdaptiveStacks: true, TopN: 2})
+	h.scan()
+	require.Len(t, k.stackSites, 1)
+	assert.Equal(t, []uint64{bigSite}, k.stackSites[0])
+}
+
+func TestNoStackSitesWithoutAdaptiveStacks(t *testing.T) {
+	k := newFakeKernel()
+	allocMixed(k)
+	h := start(t, k, Options{StacksOn: true})
+	for range 3 {
+		h.scan()
+	}
+	assert.Empty(t, k.stackSites)
+}
+
+func TestStacks(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "dentry"
+	// The allocator's frame on top: the group is named after the caller.
+	k.stacks[7] = []uint64{allocFrame, dentrySite, openFrame}
+	k.stacks[8] = []uint64{allocFrame, dentrySite, mkdirFrame}
+	withStack := func(obj kmem.Object, id int32) kmem.Object { obj.StackID = id; return obj }
+	k.alloc(3, withStack(slabObj(dentryKey, 192, dentrySite), 7))
+	k.alloc(2, withStack(slabObj(dentryKey, 192, dentrySite), 8))
+	k.alloc(4, kmallocObj(kmem.KmallocNormal, 64, kmallocSite)) // no stack taken
+
+	t.Run("on", func(t *testing.T) {
+		h := start(t, k, Options{StacksOn: true})
+		res := h.scan()
+		type described struct {
+			cache, callSite, stack string
+			objects                int64
+		}
+		var got []described
+		for _, g := range res.Report.Groups {
+			got = append(got, described{g.Cache, g.CallSiteSym, g.Stack, g.Objects})
+		}
+		assert.ElementsMatch(t, []described{
+			{"dentry", "d_alloc+0x1e", "d_alloc+0x1e\npath_openat+0x3c", 3},
+			{"dentry", "d_alloc+0x1e", "d_alloc+0x1e\ndo_mkdirat+0x8e", 2},
+			{"kmalloc-64", "kstrdup+0x31", "", 4},
+		}, got)
+		assert.ElementsMatch(t, []int32{7, 8}, k.stackReads)
+	})
+
+	t.Run("off", func(t *testing.T) {
+		k.stackReads = nil
+		h := start(t, k, Options{})
+		res := h.scan()
+		g, ok := group(res.Report.Groups, "dentry")
+		require.True(t, ok)
+		assert.Equal(t, int64(5), g.Objects, "one group per call site")
+		assert.Equal(t, "d_alloc+0x1e", g.CallSiteSym)
+		assert.Empty(t, g.Stack)
+		assert.Empty(t, k.stackReads)
+	})
+}
+
+// --- 5. A full live-object map ---
+
+const fullMsg = "live-object map is full"
+
+func TestFullMap(t *testing.T) {
+	k := newFakeKernel()
+	h := start(t, k, Options{MaxTrackedObjects: 4096})
+	k.alloc(1, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
+
+	res := h.scan()
+	assert.Zero(t, res.NewlyDropped)
+	assert.False(t, res.Report.Incomplete())
+	assert.Empty(t, h.logged(zapcore.WarnLevel, fullMsg))
+
+	// Two allocators drop: the rise is their sum.
+	raise := func(a kmem.Allocator, n uint64) {
+		c := k.counters[a]
+		c.Dropped += n
+		k.counters[a] = c
+	}
+	raise(kmem.Slab, 3)
+	raise(kmem.Kmalloc, 4)
+	res = h.scan()
+	assert.Equal(t, uint64(7), res.NewlyDropped)
+	assert.True(t, res.Report.Incomplete())
+	warns := h.logged(zapcore.WarnLevel, fullMsg)
+	require.Len(t, warns, 1)
+	assert.Equal(t, uint64(7), warns[0].ContextMap()["dropped_since_last_scan"])
+	assert.Equal(t, int64(4096), warns[0].ContextMap()["max_tracked_objects"])
+
+	// No new drops: no warning, but the counts stay lower bounds.
+	res = h.scan()
+	assert.Zero(t, res.NewlyDropped)
+	assert.True(t, res.Report.Incomplete())
+	assert.Len(t, h.logged(zapcore.WarnLevel, fullMsg), 1)
+
+	raise(kmem.Kmalloc, 2)
+	res = h.scan()
+	assert.Equal(t, uint64(2), res.NewlyDropped)
+	warns = h.logged(zapcore.WarnLevel, fullMsg)
+	require.Len(t, warns, 2)
+	assert.Equal(t, uint64(2), warns[1].ContextMap()["dropped_since_last_scan"])
+}
+
+// --- 6. min_age ---
+
+func TestMinAge(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "dentry"
+	k.cacheNames[filpKey] = "filp"
+	h := start(t, k, Options{MinAge: 30 * time.Second, Tracks: func(name string) bool { return name != "filp" }})
+
+	k.alloc(5, slabObj(dentryKey, 192, dentrySite))
+	k.advance(40 * time.Second)
+	k.alloc(3, slabObj(dentryKey, 192, dentrySite)) // 10 s old at the scan
+	k.alloc(2, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
+	k.alloc(4, slabObj(filpKey, 256, filpSite)) // filtered out
+
+	res := h.scan()
+	assert.Equal(t, 14, res.Scanned, "every object read, filtered or young")
+	require.Len(t, res.Report.Groups, 1)
+	g := res.Report.Groups[0]
+	assert.Equal(t, "dentry", g.Cache)
+	assert.Equal(t, int64(5), g.Objects)
+	assert.Equal(t, 50*time.Second, g.OldestAge)
+	assert.Equal(t, int64(5), res.Report.Suspects)
+}
+
+// --- 7. Errors, and the order of the reads ---
+
+// The truth check needs the cutoff read before the kernel's counts, and
+// the counts before the probes' maps: an object allocated before the
+// cutoff was then counted by the kernel.
+func TestScanReadsInOrder(t *testing.T) {
+	k := newFakeKernel()
+	h := start(t, k, Options{})
+	k.calls = nil
+	h.scan()
+	require.GreaterOrEqual(t, len(k.calls), 3)
+	assert.Equal(t, []string{"Now", "SlabCounts", "Scan"}, k.calls[:3])
+}
+
+func TestScanErrors(t *testing.T) {
+	t.Run("probes", func(t *testing.T) {
+		k := newFakeKernel()
+		h := start(t, k, Options{})
+		k.scanErr = errors.New("batch lookup failed")
+		_, err := h.p.Scan()
+		assert.ErrorIs(t, err, k.scanErr)
+
+		k.scanErr = nil
+		k.alloc(1, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
+		res := h.scan()
+		assert.Len(t, res.Report.Groups, 1, "the next scan works")
+	})
+	t.Run("clock", func(t *testing.T) {
+		k := newFakeKernel()
+		h := start(t, k, Options{})
+		k.nowErr = errors.New("clock_gettime failed")
+		_, err := h.p.Scan()
+		assert.ErrorIs(t, err, k.nowErr)
+		assert.Zero(t, k.scans, "no cutoff, no scan")
+	})
+}
