@@ -110,6 +110,38 @@ func (cfg *Config) Validate() error {
 	if cfg.MinAge <= 0 {
 		errs = append(errs, fmt.Errorf("min_age must be positive, got %v", cfg.MinAge))
 	}
+	errs = append(errs, cfg.validateAllocators()...)
+	if cfg.MaxTrackedObjects < minTrackedObjects || cfg.MaxTrackedObjects > maxTrackedObjects {
+		errs = append(errs, fmt.Errorf("max_tracked_objects must be between %d and %d, got %d", minTrackedObjects, maxTrackedObjects, cfg.MaxTrackedObjects))
+	}
+	if cfg.SampleRate < 1 || cfg.SampleRate > maxSampleRate {
+		errs = append(errs, fmt.Errorf("sample_rate must be between 1 (every object) and %d, got %d", maxSampleRate, cfg.SampleRate))
+	}
+	if cfg.TopN < 1 {
+		errs = append(errs, fmt.Errorf("top_n must be at least 1, got %d", cfg.TopN))
+	}
+	errs = append(errs, cfg.validateStacks()...)
+	if cfg.MinSize < 0 || cfg.MinSize > math.MaxUint32 {
+		errs = append(errs, fmt.Errorf("min_size must be between 0 and %d bytes, got %d", uint32(math.MaxUint32), cfg.MinSize))
+	}
+	if cfg.MaxSize < 0 || cfg.MaxSize > math.MaxUint32 || (cfg.MaxSize > 0 && cfg.MaxSize < cfg.MinSize) {
+		errs = append(errs, fmt.Errorf("max_size must be 0 (no bound) or between min_size (%d) and %d bytes, got %d", cfg.MinSize, uint32(math.MaxUint32), cfg.MaxSize))
+	}
+	if err := cfg.Caches.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.TrendWindow < 2 || cfg.TrendWindow > 1000 {
+		errs = append(errs, fmt.Errorf("trend_window must be between 2 and 1000 scans, got %d", cfg.TrendWindow))
+	}
+	if cfg.ReportInterval <= 0 {
+		errs = append(errs, fmt.Errorf("report_interval must be positive, got %v", cfg.ReportInterval))
+	}
+	return errors.Join(errs...)
+}
+
+// validateAllocators checks allocators, and attach against them.
+func (cfg *Config) validateAllocators() []error {
+	var errs []error
 	if len(cfg.Allocators) == 0 {
 		errs = append(errs, errors.New("allocators must name at least one allocator"))
 	}
@@ -132,15 +164,11 @@ func (cfg *Config) Validate() error {
 			}
 		}
 	}
-	if cfg.MaxTrackedObjects < minTrackedObjects || cfg.MaxTrackedObjects > maxTrackedObjects {
-		errs = append(errs, fmt.Errorf("max_tracked_objects must be between %d and %d, got %d", minTrackedObjects, maxTrackedObjects, cfg.MaxTrackedObjects))
-	}
-	if cfg.SampleRate < 1 || cfg.SampleRate > maxSampleRate {
-		errs = append(errs, fmt.Errorf("sample_rate must be between 1 (every object) and %d, got %d", maxSampleRate, cfg.SampleRate))
-	}
-	if cfg.TopN < 1 {
-		errs = append(errs, fmt.Errorf("top_n must be at least 1, got %d", cfg.TopN))
-	}
+	return errs
+}
+
+func (cfg *Config) validateStacks() []error {
+	var errs []error
 	if _, err := kmem.ParseStackMode(cfg.StackTraces); err != nil {
 		errs = append(errs, fmt.Errorf("stack_traces: %w", err))
 	}
@@ -150,22 +178,7 @@ func (cfg *Config) Validate() error {
 	if cfg.StackSampleRate < 0 {
 		errs = append(errs, fmt.Errorf("stack_sample_rate must not be negative (0 samples none), got %d", cfg.StackSampleRate))
 	}
-	if cfg.MinSize < 0 || cfg.MinSize > math.MaxUint32 {
-		errs = append(errs, fmt.Errorf("min_size must be between 0 and %d bytes, got %d", uint32(math.MaxUint32), cfg.MinSize))
-	}
-	if cfg.MaxSize < 0 || cfg.MaxSize > math.MaxUint32 || (cfg.MaxSize > 0 && cfg.MaxSize < cfg.MinSize) {
-		errs = append(errs, fmt.Errorf("max_size must be 0 (no bound) or between min_size (%d) and %d bytes, got %d", cfg.MinSize, uint32(math.MaxUint32), cfg.MaxSize))
-	}
-	if err := cfg.Caches.validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if cfg.TrendWindow < 2 || cfg.TrendWindow > 1000 {
-		errs = append(errs, fmt.Errorf("trend_window must be between 2 and 1000 scans, got %d", cfg.TrendWindow))
-	}
-	if cfg.ReportInterval <= 0 {
-		errs = append(errs, fmt.Errorf("report_interval must be positive, got %v", cfg.ReportInterval))
-	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // CacheFilter picks slab caches by name with glob patterns (path.Match):

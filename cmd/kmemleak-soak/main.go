@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
 
@@ -104,21 +105,8 @@ func run(duration, every time.Duration, stacks string, load bool, maxObjects int
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	set := receivertest.NewNopSettings(metadata.Type)
-	logger, err := zap.NewProduction()
-	if err != nil {
-		return err
-	}
-	set.Logger = logger
-	l := &latest{}
-	nextMetrics, _ := consumer.NewMetrics(l.consumeMetrics)
-	nextLogs, _ := consumer.NewLogs(l.consumeLogs)
+	rm, rl, l, err := createReceiver(f, cfg)
 	ctx := context.Background()
-	rm, err := f.CreateMetrics(ctx, set, cfg, nextMetrics)
-	if err != nil {
-		return err
-	}
-	rl, err := f.CreateLogs(ctx, set, cfg, nextLogs)
 	if err != nil {
 		return err
 	}
@@ -143,23 +131,10 @@ func run(duration, every time.Duration, stacks string, load bool, maxObjects int
 
 	capacity := stackCapacity(cfg)
 	rssStart := rssKiB()
-	maxStacks := 0.0
 	fmt.Printf("kmemleak-soak: %v, stack_traces %s (stack map %d entries), load %t, RSS %d KiB at start\n",
 		duration, stacks, capacity, load, rssStart)
 	fmt.Println("elapsed  scans  events  tracked  stacks(fill)    dropped  stack_err  untraced  rss_kib  fds  goroutines")
-	start := time.Now()
-	tick := time.NewTicker(every)
-	for elapsed := time.Duration(0); elapsed < duration; {
-		<-tick.C
-		elapsed = time.Since(start).Round(time.Second)
-		s := l.get("kmem.tracker.stacks")
-		maxStacks = max(maxStacks, s)
-		fmt.Printf("%7v  %5d  %6d  %7.0f  %6.0f(%4.1f%%)  %7.0f  %9.0f  %8.0f  %7d  %3d  %10d\n",
-			elapsed, l.scans.Load(), l.events.Load(), l.get("kmem.tracker.objects"), s, 100*s/float64(capacity),
-			l.get("kmem.tracker.dropped"), l.get("kmem.tracker.stack_errors"), l.get("kmem.tracker.untraced_caches"),
-			rssKiB(), openFDs(), runtime.NumGoroutine())
-	}
-	tick.Stop()
+	maxStacks := watch(l, duration, every, capacity)
 	close(stop)
 	wg.Wait()
 	rssEnd := rssKiB()
@@ -177,6 +152,46 @@ func run(duration, every time.Duration, stacks string, load bool, maxObjects int
 		l.get("kmem.tracker.dropped"), l.get("kmem.tracker.stack_errors"), time.Since(shutdownStart).Round(time.Millisecond),
 		fdsBefore, openFDs(), goroutinesBefore, runtime.NumGoroutine())
 	return nil
+}
+
+// createReceiver creates the receiver for a metrics and a logs pipeline
+// whose consumers keep what l reports.
+func createReceiver(f receiver.Factory, cfg *kmemleakreceiver.Config) (receiver.Metrics, receiver.Logs, *latest, error) {
+	set := receivertest.NewNopSettings(metadata.Type)
+	logger, err := zap.NewProduction()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	set.Logger = logger
+	l := &latest{}
+	nextMetrics, _ := consumer.NewMetrics(l.consumeMetrics)
+	nextLogs, _ := consumer.NewLogs(l.consumeLogs)
+	ctx := context.Background()
+	rm, err := f.CreateMetrics(ctx, set, cfg, nextMetrics)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rl, err := f.CreateLogs(ctx, set, cfg, nextLogs)
+	return rm, rl, l, err
+}
+
+// watch prints a line every every for duration, and returns the most
+// stacks the map held.
+func watch(l *latest, duration, every time.Duration, capacity uint32) (maxStacks float64) {
+	start := time.Now()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for elapsed := time.Duration(0); elapsed < duration; {
+		<-tick.C
+		elapsed = time.Since(start).Round(time.Second)
+		s := l.get("kmem.tracker.stacks")
+		maxStacks = max(maxStacks, s)
+		fmt.Printf("%7v  %5d  %6d  %7.0f  %6.0f(%4.1f%%)  %7.0f  %9.0f  %8.0f  %7d  %3d  %10d\n",
+			elapsed, l.scans.Load(), l.events.Load(), l.get("kmem.tracker.objects"), s, 100*s/float64(capacity),
+			l.get("kmem.tracker.dropped"), l.get("kmem.tracker.stack_errors"), l.get("kmem.tracker.untraced_caches"),
+			rssKiB(), openFDs(), runtime.NumGoroutine())
+	}
+	return maxStacks
 }
 
 // stackCapacity is the size of the stack map the receiver creates for cfg:

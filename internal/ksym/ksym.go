@@ -86,15 +86,8 @@ func Parse(r io.Reader) (*Table, error) {
 	// all far shorter than this.
 	sc.Buffer(make([]byte, 256<<10), 256<<10)
 
-	var (
-		syms      []sym
-		names     strings.Builder
-		modules   = []string{""}
-		moduleIdx = map[string]uint16{}
-		lines     int
-		malformed int
-		zero      int
-	)
+	b := tableBuilder{modules: []string{""}, moduleIdx: map[string]uint16{}}
+	var lines, malformed, zero int
 	for sc.Scan() {
 		lines++
 		addr, typ, name, module, ok := parseLine(sc.Bytes())
@@ -111,42 +104,14 @@ func Parse(r io.Reader) (*Table, error) {
 			zero++
 			continue
 		}
-		var mod uint16
-		if module != nil {
-			i, seen := moduleIdx[string(module)]
-			if !seen {
-				if len(modules) > math.MaxUint16 {
-					return nil, errors.New("ksym: kallsyms lists more than 65535 modules")
-				}
-				i = uint16(len(modules))
-				modules = append(modules, string(module))
-				moduleIdx[modules[i]] = i
-			}
-			mod = i
+		if err := b.add(addr, typ, name, module); err != nil {
+			return nil, err
 		}
-		if uint64(names.Len()+1+len(name)) > math.MaxUint32 {
-			return nil, errors.New("ksym: kallsyms symbol names exceed 4 GiB")
-		}
-		// Grow by doubling rather than append's 1.25x for large slices:
-		// both end up megabytes long, and the gentler policy copies each
-		// several times over.
-		names.Grow(1 + len(name))
-		if len(syms) == cap(syms) {
-			syms = slices.Grow(syms, len(syms)+1)
-		}
-		names.WriteByte(typ)
-		syms = append(syms, sym{
-			addr:    addr,
-			name:    uint32(names.Len()),
-			nameLen: uint16(len(name)),
-			module:  mod,
-		})
-		names.Write(name)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("ksym: reading kallsyms: %w", err)
 	}
-	if len(syms) == 0 {
+	if len(b.syms) == 0 {
 		if zero > 0 {
 			return nil, fmt.Errorf("ksym: all %d text symbols in kallsyms have address 0: "+
 				"addresses are hidden from this reader by kernel.kptr_restrict "+
@@ -154,22 +119,69 @@ func Parse(r io.Reader) (*Table, error) {
 		}
 		return nil, fmt.Errorf("ksym: no text symbols in kallsyms (%d lines, %d malformed)", lines, malformed)
 	}
+	return b.table(), nil
+}
 
-	t := &Table{names: names.String(), modules: modules}
+// tableBuilder collects the text symbols of a kallsyms file.
+type tableBuilder struct {
+	syms      []sym
+	names     strings.Builder
+	modules   []string
+	moduleIdx map[string]uint16
+}
+
+func (b *tableBuilder) add(addr uint64, typ byte, name, module []byte) error {
+	var mod uint16
+	if module != nil {
+		i, seen := b.moduleIdx[string(module)]
+		if !seen {
+			if len(b.modules) > math.MaxUint16 {
+				return errors.New("ksym: kallsyms lists more than 65535 modules")
+			}
+			i = uint16(len(b.modules))
+			b.modules = append(b.modules, string(module))
+			b.moduleIdx[b.modules[i]] = i
+		}
+		mod = i
+	}
+	if uint64(b.names.Len()+1+len(name)) > math.MaxUint32 {
+		return errors.New("ksym: kallsyms symbol names exceed 4 GiB")
+	}
+	// Grow by doubling rather than append's 1.25x for large slices: both
+	// end up megabytes long, and the gentler policy copies each several
+	// times over.
+	b.names.Grow(1 + len(name))
+	if len(b.syms) == cap(b.syms) {
+		b.syms = slices.Grow(b.syms, len(b.syms)+1)
+	}
+	b.names.WriteByte(typ)
+	b.syms = append(b.syms, sym{
+		addr:    addr,
+		name:    uint32(b.names.Len()),
+		nameLen: uint16(len(name)),
+		module:  mod,
+	})
+	b.names.Write(name)
+	return nil
+}
+
+// table sorts the symbols by address, one per address.
+func (b *tableBuilder) table() *Table {
+	t := &Table{names: b.names.String(), modules: b.modules}
 	// Several symbols often share an address (aliases such as _stext/_text,
 	// __x64_sys_foo/__do_sys_foo). Keep one deterministically: a global
 	// symbol over a local one, since global names are stable across builds
 	// while locals may carry .isra/.constprop suffixes, then the first one
 	// listed (name offsets grow in input order).
-	slices.SortFunc(syms, func(a, b sym) int {
+	slices.SortFunc(b.syms, func(x, y sym) int {
 		return cmp.Or(
-			cmp.Compare(a.addr, b.addr),
-			cmp.Compare(t.localRank(a), t.localRank(b)),
-			cmp.Compare(a.name, b.name),
+			cmp.Compare(x.addr, y.addr),
+			cmp.Compare(t.localRank(x), t.localRank(y)),
+			cmp.Compare(x.name, y.name),
 		)
 	})
-	t.syms = slices.CompactFunc(syms, func(a, b sym) bool { return a.addr == b.addr })
-	return t, nil
+	t.syms = slices.CompactFunc(b.syms, func(x, y sym) bool { return x.addr == y.addr })
+	return t
 }
 
 // parseLine splits "addr type name[\t[module]]"; module is nil for the core

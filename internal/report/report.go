@@ -93,6 +93,30 @@ func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
 	for a := range snap.Counters {
 		rep.Tracked[a] = 0
 	}
+	tallies := tallyAged(snap, opts, &rep)
+	merged := merge(snap, tallies, stackNames{source: opts.Stacks, sym: sym, byID: map[groupKey][2]string{}})
+	scale := int64(max(opts.SampleRate, 1))
+	rep.Suspects *= scale
+	groups := make([]Group, 0, len(merged))
+	for _, g := range merged {
+		// Sampled objects are real ones: unscaled, the count must still
+		// fit the kernel's.
+		if bound, known := opts.Bounds[g.Cache]; known && g.Objects > bound {
+			rep.Withheld++
+			continue
+		}
+		g.Objects *= scale
+		g.Bytes *= scale
+		groups = append(groups, *g)
+	}
+	slices.SortFunc(groups, compareGroups)
+	rep.Groups = groups[:min(opts.TopN, len(groups))]
+	return rep
+}
+
+// tallyAged counts the objects older than MinAge per group, and every
+// object per allocator into rep.
+func tallyAged(snap *kmem.Snapshot, opts Options, rep *Report) map[groupKey]*tally {
 	tallies := map[groupKey]*tally{}
 	for _, obj := range snap.Objects {
 		rep.Tracked[obj.Allocator]++
@@ -114,22 +138,26 @@ func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
 		t.oldest = max(t.oldest, age)
 		rep.Suspects++
 	}
+	return tallies
+}
 
-	// Groups are what gets exported, so they are merged by exported name:
-	// two addresses that both come out "unknown" must not become two series
-	// with equal attributes, and two stacks that differ only in the
-	// allocator's frames are one.
-	type exported struct {
-		allocator              kmem.Allocator
-		cache, callSite, stack string
-	}
-	stacks := stackNames{source: opts.Stacks, sym: sym, byID: map[groupKey][2]string{}}
+// exported is what a group is exported as.
+type exported struct {
+	allocator              kmem.Allocator
+	cache, callSite, stack string
+}
+
+// merge names the tallies and merges them by exported name: two
+// addresses that both come out "unknown" must not become two series with
+// equal attributes, and two stacks that differ only in the allocator's
+// frames are one.
+func merge(snap *kmem.Snapshot, tallies map[groupKey]*tally, stacks stackNames) map[exported]*Group {
 	merged := map[exported]*Group{}
 	for key, t := range tallies {
 		name := exported{allocator: key.cache.Allocator, cache: snap.CacheName(t.sample)}
 		name.callSite, name.stack = stacks.describe(key)
 		if name.callSite == "" {
-			name.callSite = sym.Symbolize(key.callSite)
+			name.callSite = stacks.sym.Symbolize(key.callSite)
 		}
 		g := merged[name]
 		if g == nil {
@@ -141,23 +169,7 @@ func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
 		g.Bytes += t.bytes
 		g.OldestAge = max(g.OldestAge, time.Duration(t.oldest))
 	}
-	scale := int64(max(opts.SampleRate, 1))
-	rep.Suspects *= scale
-	groups := make([]Group, 0, len(merged))
-	for _, g := range merged {
-		// Sampled objects are real ones: unscaled, the count must still
-		// fit the kernel's.
-		if bound, known := opts.Bounds[g.Cache]; known && g.Objects > bound {
-			rep.Withheld++
-			continue
-		}
-		g.Objects *= scale
-		g.Bytes *= scale
-		groups = append(groups, *g)
-	}
-	slices.SortFunc(groups, compareGroups)
-	rep.Groups = groups[:min(opts.TopN, len(groups))]
-	return rep
+	return merged
 }
 
 // compareGroups orders by bytes, then objects, descending, and breaks ties
