@@ -87,6 +87,14 @@ test-kernels:
 		{ apt-get update -qq && apt-get install -y -qq qemu-system-x86 busybox-static cpio; }
 	for k in $(KERNELS); do kernels/vm.sh $$k '$(KERNEL_TESTS)' || exit 1; done
 
+# The measurements of BENCHMARKS.md, as root; bpftrace, which some rows
+# compare against, is installed if missing. Flags go in BENCH_FLAGS, e.g.
+# BENCH_FLAGS='-sections scan -runs 7'. (Lost in a merge before; restored.)
+BENCH_FLAGS ?=
+bench: tracefs
+	command -v bpftrace >/dev/null || { apt-get update -qq && apt-get install -y -qq bpftrace; } || echo "warning: cannot install bpftrace: the bench skips its rows"
+	$(GO) run ./cmd/kmemleak-bench $(BENCH_FLAGS)
+
 # Regenerate the committed bpf2go and mdatagen outputs (needs clang-19,
 # llvm-19, libbpf-dev and bpftool for the BPF half).
 generate:
