@@ -5,6 +5,7 @@ package kmemleakreceiver
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -197,6 +198,25 @@ func pipeObjects(byFunction map[string]int64) map[string]int64 {
 	return out
 }
 
+// settledPipeBaseline is the pipes' call sites' count once two scans in a
+// row agree on it. The files of the probes of a receiver that just shut
+// down are freed lazily (the bulk-free kprobe's perf event, where the
+// kernel has kprobes): counted by the next receiver's first scan, they
+// leave before the held pipes are counted, which then fall one short of
+// the baseline (seen once on 6.12, tracepoint mode: 4014 files over a
+// baseline of 15).
+func settledPipeBaseline(t *testing.T, sink *consumertest.MetricsSink) map[string]int64 {
+	t.Helper()
+	var prev map[string]int64
+	got := waitForScan(t, sink, "two scans in a row agree on the pipes' call sites", func(m map[string]int64) bool {
+		cur := pipeObjects(m)
+		settled := prev != nil && maps.Equal(prev, cur)
+		prev = cur
+		return settled
+	})
+	return pipeObjects(got)
+}
+
 func TestIntegrationHeldPipesAreReportedAndVanish(t *testing.T) {
 	kerneltest.RequireBPF(t)
 	for _, mode := range kmem.AttachModes {
@@ -211,7 +231,7 @@ func TestIntegrationHeldPipesAreReportedAndVanish(t *testing.T) {
 			}
 			p := startReceiverOrSkip(t, cfg)
 
-			baseline := pipeObjects(waitForScan(t, p.metrics, "a first scan", func(map[string]int64) bool { return true }))
+			baseline := settledPipeBaseline(t, p.metrics)
 			pipes := kerneltest.OpenPipes(t, heldPipes)
 			held := waitForScan(t, p.metrics, "the held pipes are suspects", func(got map[string]int64) bool {
 				for site, n := range pipeObjects(got) {

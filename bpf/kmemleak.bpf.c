@@ -251,11 +251,21 @@ static __always_inline enum kmalloc_family kmalloc_family(size_t bytes_alloc, gf
 static __always_inline bool kmalloc_skipped(enum kmalloc_family family, size_t bytes_alloc)
 {
 	// kmalloc-large comes from the page allocator, whose frees are traced.
-	__u32 slot = bytes_alloc / 8, zero = 0;
-	if (family >= KMALLOC_FAMILY_LARGE || slot >= KMALLOC_SLOTS)
+	if (family >= KMALLOC_FAMILY_LARGE || bytes_alloc / 8 >= KMALLOC_SLOTS)
 		return false;
+	__u32 zero = 0;
 	struct kmalloc_skip_table *ks = bpf_map_lookup_elem(&kmalloc_skip, &zero);
-	return ks && ks->skip[family][slot];
+	if (!ks)
+		return false;
+	// One bound on the offset into the table: the verifiers of 6.1 and
+	// 6.12 lose the bounds of the two indexes through the multiplication.
+	// barrier_var keeps the compiler from dropping the check as implied by
+	// the ones above.
+	__u64 index = (__u64)family * KMALLOC_SLOTS + bytes_alloc / 8;
+	barrier_var(index);
+	if (index >= sizeof(ks->skip))
+		return false;
+	return ((__u8 *)ks->skip)[index];
 }
 
 static __always_inline void kmalloc_alloc(void *ctx, __u64 call_site, const void *ptr,
