@@ -232,10 +232,18 @@ func TestIntegrationHeldPipesAreReportedAndVanish(t *testing.T) {
 			p := startReceiverOrSkip(t, cfg)
 
 			baseline := settledPipeBaseline(t, p.metrics)
+			// Classic tracepoints and kprobes share one recursion guard per
+			// CPU, and kretprobes can miss returns: there an allocation can
+			// go untracked (1 file of 4,000 on Linux 6.12 under qemu, in
+			// either mode, before and after the layout change).
+			var lost int64
+			if mode == kmem.ModeTracepoint || mode == kmem.ModeKprobe {
+				lost = heldPipes / 100
+			}
 			pipes := kerneltest.OpenPipes(t, heldPipes)
 			held := waitForScan(t, p.metrics, "the held pipes are suspects", func(got map[string]int64) bool {
 				for site, n := range pipeObjects(got) {
-					if n-baseline[site] < 2*heldPipes { // two objects of each kind per pipe
+					if n-baseline[site] < 2*heldPipes-lost { // two objects of each kind per pipe
 						return false
 					}
 				}
