@@ -63,16 +63,21 @@ func hooked(t *testing.T, a kmem.Allocator, kallsyms string) []string {
 	return out
 }
 
-// testPlan is the plan of the embedded BPF object: parsing it needs no
-// privilege.
-func testPlan(t *testing.T) *plan {
+// testSpecs parses the embedded BPF object: it needs no privilege.
+func testSpecs(t *testing.T) *bpf.KmemleakSpecs {
 	t.Helper()
 	spec, err := bpf.LoadKmemleak()
 	require.NoError(t, err)
 	var specs bpf.KmemleakSpecs
 	require.NoError(t, spec.Assign(&specs))
-	return newPlan(&specs.KmemleakProgramSpecs)
+	return &specs
 }
+
+// testPlan is the plan of the embedded BPF object.
+func testPlan(t *testing.T) *plan { return newPlan(&testSpecs(t).KmemleakProgramSpecs) }
+
+// testMapSpecs are the maps of the embedded BPF object.
+func testMapSpecs(t *testing.T) *bpf.KmemleakMapSpecs { return &testSpecs(t).KmemleakMapSpecs }
 
 func TestKprobeAttachmentsOnLinux5_15(t *testing.T) {
 	// Pre-6.10 names; kmem_cache_alloc_lru only in a module, which is no

@@ -57,8 +57,7 @@ type plan struct {
 	tracepoints map[kmem.Allocator]map[kmem.Mode][]attachment
 }
 
-func newPlan(progs *bpf.KmemleakProgramSpecs) *plan {
-	p := progs
+func newPlan(p *bpf.KmemleakProgramSpecs) *plan {
 	return &plan{progs: p, tracepoints: map[kmem.Allocator]map[kmem.Mode][]attachment{
 		kmem.Slab: tracepointModes("kmem", "kmem_cache_alloc", "kmem_cache_free",
 			[]*ebpf.ProgramSpec{p.BtfSlabAlloc, p.BtfSlabFree, p.BtfSlabFreeBk},

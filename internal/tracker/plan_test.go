@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
@@ -168,12 +167,7 @@ func TestPlanKprobeModeTakesRawFreesFirst(t *testing.T) {
 
 // The live map of each allocator is the one its programs insert into.
 func TestPlanLiveMaps(t *testing.T) {
-	spec, err := bpf.LoadKmemleak()
-	require.NoError(t, err)
-	var specs bpf.KmemleakSpecs
-	require.NoError(t, spec.Assign(&specs))
-	pl := newPlan(&specs.KmemleakProgramSpecs)
-	m := &specs.KmemleakMapSpecs
+	pl, m := testPlan(t), testMapSpecs(t)
 	for a, want := range map[kmem.Allocator]string{kmem.Slab: m.Live.Name, kmem.Kmalloc: m.Live.Name, kmem.Page: m.LivePages.Name, kmem.Percpu: m.LivePercpu.Name} {
 		got, err := pl.liveMap(a, m)
 		require.NoError(t, err, "%s", a)

@@ -65,8 +65,11 @@ type Result struct {
 // snap. It returns the caches that just crossed their bound.
 func (c *Checker) Check(snap *kmem.Snapshot, cutoff uint64, kernel map[string]int64) Result {
 	res := Result{Bounds: map[string]int64{}}
-	for _, addrs := range snap.Remove(func(id kmem.CacheID) bool { _, done := c.untraced[id]; return done }) {
-		res.Stale = append(res.Stale, addrs...)
+	// No pass over the objects while no cache is untraced.
+	if len(c.untraced) > 0 {
+		for _, addrs := range snap.Remove(func(id kmem.CacheID) bool { _, done := c.untraced[id]; return done }) {
+			res.Stale = append(res.Stale, addrs...)
+		}
 	}
 	// Strikes must come in consecutive scans: only this scan's carry over.
 	strikes := map[kmem.CacheID]int{}
