@@ -150,7 +150,7 @@ func TestIntegrationSampledTrackingEstimatesTheHeldLeak(t *testing.T) {
 	cfg.SampleRate = rate
 	p := startReceiver(t, cfg)
 
-	baseline := settledPipeBaseline(t, p.metrics)
+	baseline, _ := settledPipeBaseline(t, p.metrics)
 	kerneltest.OpenPipes(t, heldPipes)
 	want := int64(2 * heldPipes) // two objects of each kind per pipe
 	held := waitForScan(t, p.metrics, "the held pipes are estimated", func(got map[string]int64) bool {

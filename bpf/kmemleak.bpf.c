@@ -169,9 +169,15 @@ static __always_inline void *live_map_of(__u32 allocator)
 static __always_inline void insert_object(void *live_map, __u64 key, struct object *obj, struct counters *c)
 {
 	obj->alloc_ns = bpf_ktime_get_ns();
-	// BPF_ANY: an address that comes back after a free we missed replaces
-	// the stale entry instead of keeping it as a phantom leak.
-	if (bpf_map_update_elem(live_map, &key, obj, BPF_ANY))
+	long err = bpf_map_update_elem(live_map, &key, obj, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		// The address came back after a free we missed: the new object
+		// replaces the stale entry instead of keeping it as a phantom
+		// leak, and the miss is counted, as no other counter sees it.
+		c->missed_frees++;
+		err = bpf_map_update_elem(live_map, &key, obj, BPF_ANY);
+	}
+	if (err)
 		c->dropped++;
 }
 

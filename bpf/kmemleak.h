@@ -84,6 +84,7 @@ struct counters {
 	__u64 dropped;
 	__u64 stack_errors;
 	__u64 recovered_frees; // frees the backup free program handled for the primary
+	__u64 missed_frees; // allocations at an address still tracked: the free before went unseen
 	// Not a counter: the address the primary free program handled last on
 	// this CPU (see free_backup()), here to save the free path a lookup.
 	__u64 last_free;

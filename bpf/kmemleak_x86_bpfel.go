@@ -38,6 +38,7 @@ type KmemleakCounters struct {
 	Dropped        uint64
 	StackErrors    uint64
 	RecoveredFrees uint64
+	MissedFrees    uint64
 	LastFree       uint64
 }
 

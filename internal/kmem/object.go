@@ -31,7 +31,11 @@ type Counters struct {
 	// frees lost to recursion are about FreeMisses - RecoveredFrees.
 	FreeMisses     uint64
 	RecoveredFrees uint64
-	StackErrors    uint64 // stacks the probes failed to capture
+	// MissedFrees are allocations at an address the map still held: the
+	// free in between went unseen, whatever the cause, and the new object
+	// replaced the stale entry.
+	MissedFrees uint64
+	StackErrors uint64 // stacks the probes failed to capture
 }
 
 // Snapshot is one scan of the live-object maps.

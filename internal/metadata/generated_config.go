@@ -401,6 +401,54 @@ func (ms *KmemTrackerFreeRecursionMissesMetricConfig) Validate() error {
 	return nil
 }
 
+// KmemTrackerMissedFreesMetricAttributeKey specifies the key of an attribute for the kmem.tracker.missed_frees metric.
+type KmemTrackerMissedFreesMetricAttributeKey string
+
+const (
+	KmemTrackerMissedFreesMetricAttributeKeyKmemAllocator KmemTrackerMissedFreesMetricAttributeKey = "kmem.allocator"
+)
+
+// KmemTrackerMissedFreesMetricConfig provides config for the kmem.tracker.missed_frees metric.
+type KmemTrackerMissedFreesMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                     `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmemTrackerMissedFreesMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmemTrackerMissedFreesMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmemTrackerMissedFreesMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmemTrackerMissedFreesMetricAttributeKeyKmemAllocator:
+		default:
+			return fmt.Errorf("metric kmem.tracker.missed_frees doesn't have an attribute %v, valid attributes: [kmem.allocator]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // KmemTrackerObjectsMetricAttributeKey specifies the key of an attribute for the kmem.tracker.objects metric.
 type KmemTrackerObjectsMetricAttributeKey string
 
@@ -760,6 +808,7 @@ type MetricsConfig struct {
 	KmemOutstandingOldestAge       KmemOutstandingOldestAgeMetricConfig       `mapstructure:"kmem.outstanding.oldest_age"`
 	KmemTrackerDropped             KmemTrackerDroppedMetricConfig             `mapstructure:"kmem.tracker.dropped"`
 	KmemTrackerFreeRecursionMisses KmemTrackerFreeRecursionMissesMetricConfig `mapstructure:"kmem.tracker.free_recursion_misses"`
+	KmemTrackerMissedFrees         KmemTrackerMissedFreesMetricConfig         `mapstructure:"kmem.tracker.missed_frees"`
 	KmemTrackerObjects             KmemTrackerObjectsMetricConfig             `mapstructure:"kmem.tracker.objects"`
 	KmemTrackerRecoveredFrees      KmemTrackerRecoveredFreesMetricConfig      `mapstructure:"kmem.tracker.recovered_frees"`
 	KmemTrackerRecursionMisses     KmemTrackerRecursionMissesMetricConfig     `mapstructure:"kmem.tracker.recursion_misses"`
@@ -812,6 +861,11 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []KmemTrackerFreeRecursionMissesMetricAttributeKey{KmemTrackerFreeRecursionMissesMetricAttributeKeyKmemAllocator},
+		},
+		KmemTrackerMissedFrees: KmemTrackerMissedFreesMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []KmemTrackerMissedFreesMetricAttributeKey{KmemTrackerMissedFreesMetricAttributeKeyKmemAllocator},
 		},
 		KmemTrackerObjects: KmemTrackerObjectsMetricConfig{
 			Enabled:             true,

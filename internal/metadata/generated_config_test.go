@@ -66,6 +66,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []KmemTrackerFreeRecursionMissesMetricAttributeKey{KmemTrackerFreeRecursionMissesMetricAttributeKeyKmemAllocator},
 					},
+					KmemTrackerMissedFrees: KmemTrackerMissedFreesMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []KmemTrackerMissedFreesMetricAttributeKey{KmemTrackerMissedFreesMetricAttributeKeyKmemAllocator},
+					},
 					KmemTrackerObjects: KmemTrackerObjectsMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
@@ -158,6 +163,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []KmemTrackerFreeRecursionMissesMetricAttributeKey{KmemTrackerFreeRecursionMissesMetricAttributeKeyKmemAllocator},
 					},
+					KmemTrackerMissedFrees: KmemTrackerMissedFreesMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []KmemTrackerMissedFreesMetricAttributeKey{KmemTrackerMissedFreesMetricAttributeKeyKmemAllocator},
+					},
 					KmemTrackerObjects: KmemTrackerObjectsMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
@@ -210,7 +220,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KmemAllocationsMetricConfig{}, KmemFreesMetricConfig{}, KmemOutstandingBytesMetricConfig{}, KmemOutstandingGrowthMetricConfig{}, KmemOutstandingObjectsMetricConfig{}, KmemOutstandingOldestAgeMetricConfig{}, KmemTrackerDroppedMetricConfig{}, KmemTrackerFreeRecursionMissesMetricConfig{}, KmemTrackerObjectsMetricConfig{}, KmemTrackerRecoveredFreesMetricConfig{}, KmemTrackerRecursionMissesMetricConfig{}, KmemTrackerScanDurationMetricConfig{}, KmemTrackerStackErrorsMetricConfig{}, KmemTrackerStacksMetricConfig{}, KmemTrackerUntracedCachesMetricConfig{}, KmemTrackerUntrackedFreesMetricConfig{}, KmemTrackerWithheldGroupsMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KmemAllocationsMetricConfig{}, KmemFreesMetricConfig{}, KmemOutstandingBytesMetricConfig{}, KmemOutstandingGrowthMetricConfig{}, KmemOutstandingObjectsMetricConfig{}, KmemOutstandingOldestAgeMetricConfig{}, KmemTrackerDroppedMetricConfig{}, KmemTrackerFreeRecursionMissesMetricConfig{}, KmemTrackerMissedFreesMetricConfig{}, KmemTrackerObjectsMetricConfig{}, KmemTrackerRecoveredFreesMetricConfig{}, KmemTrackerRecursionMissesMetricConfig{}, KmemTrackerScanDurationMetricConfig{}, KmemTrackerStackErrorsMetricConfig{}, KmemTrackerStacksMetricConfig{}, KmemTrackerUntracedCachesMetricConfig{}, KmemTrackerUntrackedFreesMetricConfig{}, KmemTrackerWithheldGroupsMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -307,6 +317,18 @@ func TestKmemTrackerFreeRecursionMissesMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric kmem.tracker.free_recursion_misses doesn't have an attribute invalid, valid attributes: [kmem.allocator]")
 
 	cfg = DefaultMetricsConfig().KmemTrackerFreeRecursionMisses
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestKmemTrackerMissedFreesMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().KmemTrackerMissedFrees
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []KmemTrackerMissedFreesMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.tracker.missed_frees doesn't have an attribute invalid, valid attributes: [kmem.allocator]")
+
+	cfg = DefaultMetricsConfig().KmemTrackerMissedFrees
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }

@@ -86,6 +86,10 @@ var MetricsInfo = metricsInfo{
 		Name:       "kmem.tracker.free_recursion_misses",
 		Attributes: []string{"kmem.allocator"},
 	},
+	KmemTrackerMissedFrees: metricInfo{
+		Name:       "kmem.tracker.missed_frees",
+		Attributes: []string{"kmem.allocator"},
+	},
 	KmemTrackerObjects: metricInfo{
 		Name:       "kmem.tracker.objects",
 		Attributes: []string{"kmem.allocator"},
@@ -130,6 +134,7 @@ type metricsInfo struct {
 	KmemOutstandingOldestAge       metricInfo
 	KmemTrackerDropped             metricInfo
 	KmemTrackerFreeRecursionMisses metricInfo
+	KmemTrackerMissedFrees         metricInfo
 	KmemTrackerObjects             metricInfo
 	KmemTrackerRecoveredFrees      metricInfo
 	KmemTrackerRecursionMisses     metricInfo
@@ -890,6 +895,97 @@ func newMetricKmemTrackerFreeRecursionMisses(cfg KmemTrackerFreeRecursionMissesM
 	return m
 }
 
+type metricKmemTrackerMissedFrees struct {
+	data          pmetric.Metric                     // data buffer for generated metric.
+	config        KmemTrackerMissedFreesMetricConfig // metric config provided by user.
+	capacity      int                                // max observed number of data points added to the metric.
+	aggDataPoints []int64                            // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmem.tracker.missed_frees metric with initial data.
+func (m *metricKmemTrackerMissedFrees) init() {
+	m.data.SetName("kmem.tracker.missed_frees")
+	m.data.SetDescription("Allocations at an address the tracker still held as live, so the free before them went unseen (recursion, a free path without a tracepoint); the new object replaced the stale entry. Frees missed at addresses the kernel has not handed out again stay as phantoms until then.")
+	m.data.SetUnit("{free}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmemTrackerMissedFrees) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmemTrackerMissedFreesMetricAttributeKeyKmemAllocator) {
+		dp.Attributes().PutStr("kmem.allocator", kmemAllocatorAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmemTrackerMissedFrees) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmemTrackerMissedFrees) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmemTrackerMissedFrees(cfg KmemTrackerMissedFreesMetricConfig) metricKmemTrackerMissedFrees {
+	m := metricKmemTrackerMissedFrees{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricKmemTrackerObjects struct {
 	data          pmetric.Metric                 // data buffer for generated metric.
 	config        KmemTrackerObjectsMetricConfig // metric config provided by user.
@@ -1603,6 +1699,7 @@ type MetricsBuilder struct {
 	metricKmemOutstandingOldestAge       metricKmemOutstandingOldestAge
 	metricKmemTrackerDropped             metricKmemTrackerDropped
 	metricKmemTrackerFreeRecursionMisses metricKmemTrackerFreeRecursionMisses
+	metricKmemTrackerMissedFrees         metricKmemTrackerMissedFrees
 	metricKmemTrackerObjects             metricKmemTrackerObjects
 	metricKmemTrackerRecoveredFrees      metricKmemTrackerRecoveredFrees
 	metricKmemTrackerRecursionMisses     metricKmemTrackerRecursionMisses
@@ -1645,6 +1742,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricKmemOutstandingOldestAge:       newMetricKmemOutstandingOldestAge(mbc.Metrics.KmemOutstandingOldestAge),
 		metricKmemTrackerDropped:             newMetricKmemTrackerDropped(mbc.Metrics.KmemTrackerDropped),
 		metricKmemTrackerFreeRecursionMisses: newMetricKmemTrackerFreeRecursionMisses(mbc.Metrics.KmemTrackerFreeRecursionMisses),
+		metricKmemTrackerMissedFrees:         newMetricKmemTrackerMissedFrees(mbc.Metrics.KmemTrackerMissedFrees),
 		metricKmemTrackerObjects:             newMetricKmemTrackerObjects(mbc.Metrics.KmemTrackerObjects),
 		metricKmemTrackerRecoveredFrees:      newMetricKmemTrackerRecoveredFrees(mbc.Metrics.KmemTrackerRecoveredFrees),
 		metricKmemTrackerRecursionMisses:     newMetricKmemTrackerRecursionMisses(mbc.Metrics.KmemTrackerRecursionMisses),
@@ -1758,6 +1856,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricKmemOutstandingOldestAge.emit(ils.Metrics())
 	mb.metricKmemTrackerDropped.emit(ils.Metrics())
 	mb.metricKmemTrackerFreeRecursionMisses.emit(ils.Metrics())
+	mb.metricKmemTrackerMissedFrees.emit(ils.Metrics())
 	mb.metricKmemTrackerObjects.emit(ils.Metrics())
 	mb.metricKmemTrackerRecoveredFrees.emit(ils.Metrics())
 	mb.metricKmemTrackerRecursionMisses.emit(ils.Metrics())
@@ -1836,6 +1935,11 @@ func (mb *MetricsBuilder) RecordKmemTrackerDroppedDataPoint(ts pcommon.Timestamp
 // RecordKmemTrackerFreeRecursionMissesDataPoint adds a data point to kmem.tracker.free_recursion_misses metric.
 func (mb *MetricsBuilder) RecordKmemTrackerFreeRecursionMissesDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator) {
 	mb.metricKmemTrackerFreeRecursionMisses.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String())
+}
+
+// RecordKmemTrackerMissedFreesDataPoint adds a data point to kmem.tracker.missed_frees metric.
+func (mb *MetricsBuilder) RecordKmemTrackerMissedFreesDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator) {
+	mb.metricKmemTrackerMissedFrees.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String())
 }
 
 // RecordKmemTrackerObjectsDataPoint adds a data point to kmem.tracker.objects metric.

@@ -75,6 +75,7 @@ func TestMetricsBuilder(t *testing.T) {
 			aggMap["kmem.outstanding.oldest_age"] = mb.metricKmemOutstandingOldestAge.config.AggregationStrategy
 			aggMap["kmem.tracker.dropped"] = mb.metricKmemTrackerDropped.config.AggregationStrategy
 			aggMap["kmem.tracker.free_recursion_misses"] = mb.metricKmemTrackerFreeRecursionMisses.config.AggregationStrategy
+			aggMap["kmem.tracker.missed_frees"] = mb.metricKmemTrackerMissedFrees.config.AggregationStrategy
 			aggMap["kmem.tracker.objects"] = mb.metricKmemTrackerObjects.config.AggregationStrategy
 			aggMap["kmem.tracker.recovered_frees"] = mb.metricKmemTrackerRecoveredFrees.config.AggregationStrategy
 			aggMap["kmem.tracker.recursion_misses"] = mb.metricKmemTrackerRecursionMisses.config.AggregationStrategy
@@ -139,6 +140,12 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordKmemTrackerMissedFreesDataPoint(ts, 1, AttributeKmemAllocatorSlab)
+			if tt.name == "reaggregate_set" {
+				mb.RecordKmemTrackerMissedFreesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordKmemTrackerObjectsDataPoint(ts, 1, AttributeKmemAllocatorSlab)
 			if tt.name == "reaggregate_set" {
 				mb.RecordKmemTrackerObjectsDataPoint(ts, 3, AttributeKmemAllocatorKmalloc)
@@ -199,6 +206,7 @@ func TestMetricsBuilder(t *testing.T) {
 				assert.Empty(t, mb.metricKmemOutstandingOldestAge.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerDropped.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerFreeRecursionMisses.aggDataPoints)
+				assert.Empty(t, mb.metricKmemTrackerMissedFrees.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerObjects.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerRecoveredFrees.aggDataPoints)
 				assert.Empty(t, mb.metricKmemTrackerRecursionMisses.aggDataPoints)
@@ -596,6 +604,50 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.Equal(t, ts, dp.Timestamp())
 						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
 						switch aggMap["kmem.tracker.free_recursion_misses"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("kmem.allocator")
+						assert.False(t, ok)
+					}
+				case "kmem.tracker.missed_frees":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["kmem.tracker.missed_frees"], "Found a duplicate in the metrics slice: kmem.tracker.missed_frees")
+						validatedMetrics["kmem.tracker.missed_frees"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Allocations at an address the tracker still held as live, so the free before them went unseen (recursion, a free path without a tracepoint); the new object replaced the stale entry. Frees missed at addresses the kernel has not handed out again stay as phantoms until then.", mi.Description())
+						assert.Equal(t, "{free}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						kmemAllocatorAttrVal, ok := dp.Attributes().Get("kmem.allocator")
+						assert.True(t, ok)
+						assert.Equal(t, "slab", kmemAllocatorAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["kmem.tracker.missed_frees"], "Found a duplicate in the metrics slice: kmem.tracker.missed_frees")
+						validatedMetrics["kmem.tracker.missed_frees"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Allocations at an address the tracker still held as live, so the free before them went unseen (recursion, a free path without a tracepoint); the new object replaced the stale entry. Frees missed at addresses the kernel has not handed out again stay as phantoms until then.", mi.Description())
+						assert.Equal(t, "{free}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["kmem.tracker.missed_frees"] {
 						case "sum":
 							assert.Equal(t, int64(4), dp.IntValue())
 						case "avg":

@@ -51,6 +51,7 @@ func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommo
 		mb.RecordKmemTrackerRecursionMissesDataPoint(now, int64(c.RecursionMisses), alloc)
 		mb.RecordKmemTrackerFreeRecursionMissesDataPoint(now, int64(c.FreeMisses), alloc)
 		mb.RecordKmemTrackerRecoveredFreesDataPoint(now, int64(c.RecoveredFrees), alloc)
+		mb.RecordKmemTrackerMissedFreesDataPoint(now, int64(c.MissedFrees), alloc)
 		mb.RecordKmemTrackerStackErrorsDataPoint(now, int64(c.StackErrors), alloc)
 	}
 	if e.StacksOn {

@@ -81,7 +81,7 @@ func twoGroupReport() Report {
 		Withheld: 1,
 		Tracked:  map[kmem.Allocator]int64{kmem.Slab: 12000, kmem.Kmalloc: 34000},
 		Counters: map[kmem.Allocator]kmem.Counters{
-			kmem.Slab:    {Allocs: 1_000_000, Frees: 988_000, UntrackedFrees: 150, RecursionMisses: 12},
+			kmem.Slab:    {Allocs: 1_000_000, Frees: 988_000, UntrackedFrees: 150, RecursionMisses: 12, FreeMisses: 9, RecoveredFrees: 8, MissedFrees: 2},
 			kmem.Kmalloc: {Allocs: 2_500_000, Frees: 2_466_000, UntrackedFrees: 420, Dropped: 7, RecursionMisses: 3},
 		},
 		Untraced: map[kmem.CacheID]string{
@@ -166,7 +166,7 @@ func TestEmitMetrics(t *testing.T) {
 				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
 				"kmem.tracker.recursion_misses", "kmem.tracker.untraced_caches", "kmem.tracker.withheld_groups",
 				"kmem.tracker.stack_errors", "kmem.outstanding.growth",
-				"kmem.tracker.free_recursion_misses", "kmem.tracker.recovered_frees",
+				"kmem.tracker.free_recursion_misses", "kmem.tracker.recovered_frees", "kmem.tracker.missed_frees",
 			},
 		},
 		{
@@ -180,7 +180,7 @@ func TestEmitMetrics(t *testing.T) {
 				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
 				"kmem.tracker.recursion_misses", "kmem.tracker.untraced_caches", "kmem.tracker.withheld_groups",
 				"kmem.tracker.stack_errors", "kmem.outstanding.growth",
-				"kmem.tracker.free_recursion_misses", "kmem.tracker.recovered_frees",
+				"kmem.tracker.free_recursion_misses", "kmem.tracker.recovered_frees", "kmem.tracker.missed_frees",
 			},
 		},
 		{
@@ -197,7 +197,7 @@ func TestEmitMetrics(t *testing.T) {
 				"kmem.allocations", "kmem.frees",
 				"kmem.tracker.dropped", "kmem.tracker.objects", "kmem.tracker.scan.duration", "kmem.tracker.untracked_frees",
 				"kmem.tracker.recursion_misses", "kmem.tracker.withheld_groups", "kmem.tracker.stack_errors",
-				"kmem.tracker.free_recursion_misses", "kmem.tracker.recovered_frees",
+				"kmem.tracker.free_recursion_misses", "kmem.tracker.recovered_frees", "kmem.tracker.missed_frees",
 			},
 		},
 	}
@@ -286,9 +286,9 @@ func TestEmitTwice(t *testing.T) {
 
 	assert.Equal(t, 1, ld.LogRecordCount())
 	// One point per group in each of the four group metrics, one per
-	// allocator in each of the nine tracker metrics, one per untraced
+	// allocator in each of the ten tracker metrics, one per untraced
 	// cache, one withheld count, one scan duration.
-	assert.Equal(t, 1*4+2*9+2+1+1, md.DataPointCount())
+	assert.Equal(t, 1*4+2*10+2+1+1, md.DataPointCount())
 }
 
 func BenchmarkEmit(b *testing.B) {

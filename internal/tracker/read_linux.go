@@ -122,6 +122,7 @@ func (t *Tracker) counters() (map[kmem.Allocator]kmem.Counters, error) {
 			sum.Dropped += c.Dropped
 			sum.StackErrors += c.StackErrors
 			sum.RecoveredFrees += c.RecoveredFrees
+			sum.MissedFrees += c.MissedFrees
 		}
 		for _, p := range at.programs {
 			stats, err := p.Stats()
