@@ -63,7 +63,8 @@ chmod +x "$root/init"
 # whose entry the bulk-free kprobe's ftrace trampoline had just been patched
 # in or out of. With multi, TestIntegrationAttachDetachUnderFreeLoad (60
 # cycles) crashed 6.12 within 30 s and 6.1 in one run of two; with single,
-# none in 180 cycles on 6.12, nor in 300 on a real CPU (6.18).
+# none in 180 cycles on 6.12 and 120 on 6.1, nor in 300 on a real CPU
+# (6.18, without kprobes).
 # VM_TCG_THREAD=multi brings the crashes back.
 # An oops or a soft lockup panics, and a panic powers the VM off at once
 # (panic=-1 with -no-reboot), instead of waiting out the timeout.
