@@ -222,6 +222,17 @@ func settledPipeBaseline(t *testing.T, sink *consumertest.MetricsSink) (map[stri
 		prev = cur
 		return settled
 	})
+	// What the baseline was made of, to tell which of its objects went
+	// when a count falls short of it (how the data sections that cilium/ebpf
+	// left mapped were found: see tracker.createMaps).
+	all, fds := suspectsByFunction(md), openFDs(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("baseline suspects: %v", all)
+			t.Logf("fds then: %v", fds)
+			t.Logf("fds now: %v", openFDs(t))
+		}
+	})
 	return prev, trackerHealth(md)["kmem.tracker.missed_frees"]
 }
 
@@ -257,9 +268,7 @@ func TestIntegrationHeldPipesAreReportedAndVanish(t *testing.T) {
 			held := waitForMetrics(t, p.metrics, "the held pipes are suspects", func(md pmetric.Metrics) bool {
 				// The baseline can hold objects whose frees the probes
 				// missed; a new pipe at such an address replaces one,
-				// counted as a missed free (1 file of 4,016 on Linux 6.1,
-				// raw_tp: a file freed by RCU while the free programs
-				// were busy).
+				// counted as a missed free.
 				replaced := trackerHealth(md)["kmem.tracker.missed_frees"] - missedBefore
 				for site, n := range pipeObjects(suspectsByFunction(md)) {
 					if n-baseline[site] < 2*heldPipes-lost-replaced { // two objects of each kind per pipe

@@ -24,8 +24,9 @@ import (
 type Tracker struct {
 	maps bpf.KmemleakMaps
 	// The same maps by their names in the object, for the loads of the
-	// programs that share them.
+	// programs that share them, the data sections included.
 	byName   map[string]*ebpf.Map
+	sections []*ebpf.Map // .rodata and .bss, closed with the rest
 	scanned  []*ebpf.Map // the live maps of the allocators attached
 	attached map[kmem.Allocator]*attached
 	bulkFree *ebpf.Program // on kmem_cache_free_bulk, where the kernel has kprobes
@@ -145,20 +146,51 @@ func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options) (map[kmem.Alloc
 const maxPercpuObjects = 1 << 16
 
 // createMaps creates every map of the object once: the programs of all
-// allocators share them.
+// allocators share them. The data sections are made here too, the
+// constants written in by hand, for a load that made its own would leave
+// them mapped into this process: cilium/ebpf maps a collection's data
+// sections for its Variables, and neither Collection.Close nor Map.Close
+// unmaps them, only the garbage collector does. Until then each load's
+// sections, their BTF and files stayed allocated, objects the probes
+// tracked and saw go at a random moment.
 func (t *Tracker) createMaps(spec *ebpf.CollectionSpec) error {
 	only := spec.Copy()
-	only.Programs, only.Variables = nil, nil
-	// .rodata holds the load-time constants: each program load makes its
-	// own copy, and nothing is shared through it.
-	maps.DeleteFunc(only.Maps, func(name string, _ *ebpf.MapSpec) bool { return strings.HasPrefix(name, ".") })
+	only.Programs = nil
+	if err := writeConstants(only); err != nil {
+		return err
+	}
+	only.Variables = nil
 	coll, err := ebpf.NewCollection(only)
 	if err != nil {
 		return fmt.Errorf("creating the BPF maps: %w", explainPermission(err))
 	}
 	defer coll.Close()
 	t.byName = maps.Clone(coll.Maps)
+	for name := range t.byName {
+		if strings.HasPrefix(name, ".") {
+			t.sections = append(t.sections, coll.DetachMap(name))
+		}
+	}
 	return coll.Assign(&t.maps)
+}
+
+// writeConstants writes the values set on the variables into their data
+// sections' contents.
+func writeConstants(spec *ebpf.CollectionSpec) error {
+	for _, v := range spec.Variables {
+		section := spec.Maps[v.SectionName]
+		if v.Value == nil || section == nil || len(section.Contents) != 1 {
+			continue
+		}
+		data, ok := section.Contents[0].Value.([]byte)
+		if !ok || int(v.Offset)+len(v.Value) > len(data) {
+			return fmt.Errorf("writing the constant %s into %s: no room at offset %d", v.Name, v.SectionName, v.Offset)
+		}
+		data = slices.Clone(data)
+		copy(data[v.Offset:], v.Value)
+		section.Contents[0].Value = data
+	}
+	return nil
 }
 
 // scannedMaps returns the live maps of the allocators attached, each once.
@@ -292,6 +324,9 @@ type loader struct {
 // order.
 func (l *loader) load(todo []attachment) (map[*ebpf.ProgramSpec]*ebpf.Program, []link.Link, error) {
 	s := l.spec.Copy()
+	// The data sections are replaced by the tracker's (see createMaps):
+	// without Variables the load maps nothing into this process.
+	s.Variables = nil
 	s.Programs = map[string]*ebpf.ProgramSpec{}
 	for _, at := range todo {
 		s.Programs[at.program.Name] = at.program
@@ -363,7 +398,10 @@ func (t *Tracker) Close() error {
 	if t.bulkFree != nil {
 		t.bulkFree.Close()
 	}
-	t.links, t.attached, t.bulkFree, t.byName, t.scanned = nil, nil, nil, nil, nil
+	for _, m := range t.sections {
+		m.Close()
+	}
+	t.links, t.attached, t.bulkFree, t.byName, t.scanned, t.sections = nil, nil, nil, nil, nil, nil
 	err := t.maps.Close()
 	t.maps = bpf.KmemleakMaps{}
 	return err
