@@ -170,7 +170,12 @@ static __always_inline void insert_object(void *live_map, __u64 key, struct obje
 {
 	obj->alloc_ns = bpf_ktime_get_ns();
 	long err = bpf_map_update_elem(live_map, &key, obj, BPF_NOEXIST);
-	if (err == -EEXIST) {
+	// Compared as an int: the verifier turns the helper into a direct call
+	// of the map's update function, which returned int before Linux 6.4,
+	// and the upper half of such a result is not its sign (zero on arm64,
+	// and as a rule on x86-64 too: on Debian's arm64 6.1 every missed free
+	// was counted as a drop, and its stale entry kept).
+	if ((int)err == -EEXIST) {
 		// The address came back after a free we missed: the new object
 		// replaces the stale entry instead of keeping it as a phantom
 		// leak, and the miss is counted, as no other counter sees it.
