@@ -1,0 +1,337 @@
+// Package verdict tells, for each group of long-lived objects, whether it
+// leaks: from the trend of its count of aged objects over a long window,
+// tested against the series' own noise, and from whether its oldest
+// objects stay. A steady pool, a sawtooth and a cache that fills once live
+// long without leaking; a leak keeps adding objects that never go.
+package verdict
+
+import (
+	"math"
+	"time"
+)
+
+// State is what a group's history says of it.
+type State int
+
+const (
+	// Transient groups recycle their objects: the oldest does not age with
+	// the clock.
+	Transient State = iota
+	// Steady groups keep their objects without growing: pools, caches.
+	Steady
+	// Growing groups rise, but not yet surely, or not in the recent past.
+	Growing
+	// Leaking groups rise significantly against their noise, still rise,
+	// and keep their oldest objects. A leak that pauses stays leaking
+	// while the objects it left stay.
+	Leaking
+)
+
+var stateNames = [...]string{"transient", "steady", "growing", "leaking"}
+
+func (s State) String() string { return stateNames[s] }
+
+// Sample is one scan's view of a group.
+type Sample struct {
+	Objects   int64 // live objects older than min_age
+	Bytes     int64
+	OldestAge time.Duration
+}
+
+// Verdict is a group's state after one more scan.
+type Verdict struct {
+	State State
+	// PerMinute and BytesPerMinute are the group's growth over the window
+	// (Theil–Sen).
+	PerMinute, BytesPerMinute float64
+	// Since is, for a leak, when its oldest object was allocated.
+	Since time.Time
+	// Report says the verdict deserves an event now: the group just turned
+	// leaking, its rate changed a lot, or report_interval has passed.
+	Report bool
+}
+
+// Options tune the judge.
+type Options struct {
+	// Window is how far back a trend looks; older samples are forgotten.
+	Window time.Duration
+	// Persist is how old a group's oldest object must be before it can be
+	// called a leak: a sawtooth or a batch shorter than this never is.
+	Persist time.Duration
+	// ReportInterval is how often a leak is reported while it lasts.
+	ReportInterval time.Duration
+	// MaxGroups bounds the groups followed; the least recently seen
+	// non-leaking group makes room for a new one.
+	MaxGroups int
+}
+
+const (
+	// minSamples is the fewest samples a leak verdict rests on: the least
+	// a Mann–Kendall test clears zLeak with on a perfectly rising series.
+	minSamples = 9
+	// maxSamples bounds a group's memory: beyond it, older samples are
+	// thinned out by half.
+	maxSamples = 240
+	// zLeak is the Mann–Kendall score a leak needs (one-sided p < 0.0002):
+	// hundreds of groups are judged every scan, so a laxer test would call
+	// some steady group a leak every few minutes by chance alone.
+	zLeak = 3.5
+	// zGrowing is the score of a rise worth saying (p < 0.05).
+	zGrowing = 1.65
+	// confirmScans is how many scans in a row must find a leak.
+	confirmScans = 2
+)
+
+type point struct {
+	at      time.Time
+	objects int64
+	bytes   int64
+	oldest  time.Duration
+}
+
+type group struct {
+	points   []point
+	lastSeen time.Time
+	hits     int // consecutive scans that found a leak
+
+	leaking bool
+	// floor is the count a leak must stay above to stay a leak: half way
+	// between where it started and where it was when found.
+	floor        int64
+	since        time.Time
+	lastReport   time.Time
+	reportedRate float64
+}
+
+// Judge follows groups across scans.
+type Judge struct {
+	opts   Options
+	groups map[string]*group
+}
+
+// New returns a Judge.
+func New(opts Options) *Judge {
+	return &Judge{opts: opts, groups: map[string]*group{}}
+}
+
+// Observe records one scan's samples by group key and returns each group's
+// verdict. Groups unseen for a window are forgotten.
+func (j *Judge) Observe(now time.Time, samples map[string]Sample) map[string]Verdict {
+	out := make(map[string]Verdict, len(samples))
+	for key, s := range samples {
+		g := j.group(key, now)
+		if g == nil {
+			continue
+		}
+		g.lastSeen = now
+		g.add(point{now, s.Objects, s.Bytes, s.OldestAge}, now.Add(-j.opts.Window))
+		out[key] = g.judge(now, j.opts)
+	}
+	for key, g := range j.groups {
+		if now.Sub(g.lastSeen) > j.opts.Window {
+			delete(j.groups, key)
+		}
+	}
+	return out
+}
+
+// group finds or makes a key's group; nil when the cap leaves no room.
+func (j *Judge) group(key string, now time.Time) *group {
+	if g := j.groups[key]; g != nil {
+		return g
+	}
+	if len(j.groups) >= j.opts.MaxGroups && !j.evict() {
+		return nil
+	}
+	g := &group{}
+	j.groups[key] = g
+	return g
+}
+
+// evict forgets the least recently seen group that is not a leak.
+func (j *Judge) evict() bool {
+	var victim string
+	var seen time.Time
+	for key, g := range j.groups {
+		if !g.leaking && (victim == "" || g.lastSeen.Before(seen)) {
+			victim, seen = key, g.lastSeen
+		}
+	}
+	if victim == "" {
+		return false
+	}
+	delete(j.groups, victim)
+	return true
+}
+
+func (g *group) add(p point, horizon time.Time) {
+	g.points = append(g.points, p)
+	first := 0
+	for first < len(g.points) && g.points[first].at.Before(horizon) {
+		first++
+	}
+	g.points = g.points[first:]
+	if len(g.points) > maxSamples {
+		old := g.points[:len(g.points)/2]
+		kept := g.points[:0]
+		for i := 0; i < len(old); i += 2 {
+			kept = append(kept, old[i])
+		}
+		g.points = append(kept, g.points[len(old):]...)
+	}
+}
+
+func (g *group) judge(now time.Time, opts Options) Verdict {
+	t := g.trend()
+	last := g.points[len(g.points)-1]
+	v := Verdict{State: g.state(t, last, opts.Persist), PerMinute: t.perMinute, BytesPerMinute: t.bytesPerMinute}
+	if v.State != Leaking {
+		return v
+	}
+	v.Since = g.since
+	rate := math.Abs(t.perMinute)
+	changed := rate > 2*g.reportedRate+1 || rate < g.reportedRate/2-1
+	if g.lastReport.IsZero() || changed || now.Sub(g.lastReport) >= opts.ReportInterval {
+		v.Report = true
+		g.lastReport, g.reportedRate = now, rate
+	}
+	return v
+}
+
+// state decides, and remembers a leak once it is found.
+func (g *group) state(t trend, last point, persist time.Duration) State {
+	if g.leaking {
+		if t.persists && last.objects >= g.floor {
+			return Leaking
+		}
+		g.leaking, g.lastReport, g.reportedRate = false, time.Time{}, 0
+	}
+	if t.leak && last.oldest >= persist {
+		g.hits++
+	} else {
+		g.hits = 0
+	}
+	switch {
+	case g.hits >= confirmScans:
+		g.leaking = true
+		g.floor = t.start + (last.objects-t.start)/2
+		g.since = last.at.Add(-last.oldest)
+		return Leaking
+	case t.perMinute > 0 && t.z >= zGrowing:
+		return Growing
+	case t.persists:
+		return Steady
+	}
+	return Transient
+}
+
+// trend is what the window's samples show.
+type trend struct {
+	z                         float64 // Mann–Kendall score of the counts
+	perMinute, bytesPerMinute float64
+	start                     int64 // the count where the window's fit starts
+	// persists: the objects of the window's first scan are still there
+	// (the oldest aged with the clock).
+	persists bool
+	// leak: the whole window, its latter half or its last quarter rises
+	// like a leak (see leakLike).
+	leak bool
+}
+
+func (g *group) trend() trend {
+	t := fit(g.points)
+	n := len(g.points)
+	for _, from := range []int{0, n / 2, n * 3 / 4} {
+		if tail := g.points[from:]; len(tail) >= minSamples && leakLike(tail) {
+			t.leak = true
+		}
+	}
+	return t
+}
+
+// fit is the trend of pts without the leak test.
+func fit(pts []point) trend {
+	first, last := pts[0], pts[len(pts)-1]
+	span := last.at.Sub(first.at)
+	xs, ys, bs := series(pts)
+	var t trend
+	_, t.z = mannKendall(ys)
+	t.perMinute, t.bytesPerMinute = theilSen(xs, ys), theilSen(xs, bs)
+	t.start = int64(median(ys[:max(len(ys)/4, 1)]))
+	t.persists = span > 0 && last.oldest-first.oldest >= span*9/10
+	return t
+}
+
+func series(pts []point) (xs, ys, bs []float64) {
+	xs, ys, bs = make([]float64, len(pts)), make([]float64, len(pts)), make([]float64, len(pts))
+	for i, p := range pts {
+		xs[i] = p.at.Sub(pts[0].at).Minutes()
+		ys[i], bs[i] = float64(p.objects), float64(p.bytes)
+	}
+	return xs, ys, bs
+}
+
+// leakLike: the count rises significantly against its own noise and far
+// beyond it, steadily (not a step, not a population settling), and the
+// oldest objects stay.
+func leakLike(pts []point) bool {
+	t := fit(pts)
+	xs, ys, _ := series(pts)
+	rise := t.perMinute * xs[len(xs)-1]
+	return t.z >= zLeak && t.perMinute > 0 && t.persists && rise >= max(3, 4*spread(xs, ys, t.perMinute)) &&
+		risesThroughout(ys) && keepsPace(xs, ys)
+}
+
+// spread is the median distance of the counts from their Theil–Sen line:
+// how far the count wanders without a trend. A bounded wander of a pool
+// (autocorrelated, so Mann–Kendall alone takes it for a trend) never rises
+// four times as far.
+func spread(xs, ys []float64, slope float64) float64 {
+	residuals := make([]float64, len(xs))
+	for i := range xs {
+		residuals[i] = ys[i] - slope*xs[i]
+	}
+	mid := median(residuals)
+	for i, r := range residuals {
+		residuals[i] = math.Abs(r - mid)
+	}
+	return median(residuals)
+}
+
+// keepsPace tells a leak, which adds objects at its own pace, from a
+// population settling to its size (every group's count of aged objects
+// climbs for a while after the probes attach, ever slower): the second
+// half rises at least half as fast as the first.
+func keepsPace(xs, ys []float64) bool {
+	h := len(xs) / 2
+	early, late := theilSen(xs[:h], ys[:h]), theilSen(xs[h:], ys[h:])
+	return late > 0 && late >= early/2
+}
+
+// risesThroughout tells a leak from a step (a cache that filled once): the
+// median count of each quarter of the window is at least the one before,
+// two of the three steps up are real, and the last one is.
+func risesThroughout(ys []float64) bool {
+	q := len(ys) / 4
+	if q < 2 {
+		return false
+	}
+	var medians [4]float64
+	for i := range medians {
+		end := (i + 1) * q
+		if i == 3 {
+			end = len(ys)
+		}
+		medians[i] = median(ys[i*q : end])
+	}
+	ups := 0
+	for i := 1; i < 4; i++ {
+		if medians[i] < medians[i-1] {
+			return false
+		}
+		if medians[i] > medians[i-1] {
+			ups++
+		}
+	}
+	return ups >= 2 && medians[3] > medians[2]
+}

@@ -1,0 +1,216 @@
+package verdict
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// A workload allocates and frees the objects of one group, second by
+// second, and keeps their allocation times.
+type workload interface {
+	step(t time.Duration, rng *rand.Rand)
+	live() []time.Duration
+}
+
+type objects []time.Duration
+
+func (o objects) live() []time.Duration { return o }
+
+// leak allocates perMinute objects a minute from start, pausing between
+// pauseFrom and pauseTo, and frees none.
+type leak struct {
+	objects
+	perMinute          float64
+	start              time.Duration
+	pauseFrom, pauseTo time.Duration
+	owed               float64
+}
+
+func (l *leak) step(t time.Duration, _ *rand.Rand) {
+	if t < l.start || (t >= l.pauseFrom && t < l.pauseTo) {
+		return
+	}
+	for l.owed += l.perMinute / 60; l.owed >= 1; l.owed-- {
+		l.objects = append(l.objects, t)
+	}
+}
+
+// pool keeps about size objects and replaces churn of them a second; with
+// noise, its size wanders within noise of size.
+type pool struct {
+	objects
+	size, churn, noise int
+	target             int
+}
+
+func (p *pool) step(t time.Duration, rng *rand.Rand) {
+	if p.target == 0 {
+		p.target = p.size
+	}
+	if p.noise > 0 {
+		p.target = min(max(p.target+rng.IntN(2*p.noise/5+1)-p.noise/5, p.size-p.noise), p.size+p.noise)
+	}
+	for range p.churn {
+		if len(p.objects) > 0 {
+			p.objects[rng.IntN(len(p.objects))] = t
+		}
+	}
+	for len(p.objects) < p.target {
+		p.objects = append(p.objects, t)
+	}
+	for len(p.objects) > p.target {
+		i := rng.IntN(len(p.objects))
+		p.objects = slices.Delete(p.objects, i, i+1)
+	}
+}
+
+// sawtooth allocates perSecond objects a second for period, then frees
+// them all.
+type sawtooth struct {
+	objects
+	perSecond int
+	period    time.Duration
+}
+
+func (s *sawtooth) step(t time.Duration, _ *rand.Rand) {
+	if t%s.period == 0 {
+		s.objects = s.objects[:0]
+	}
+	for range s.perSecond {
+		s.objects = append(s.objects, t)
+	}
+}
+
+// fill allocates perSecond objects a second from start to stop and keeps
+// them: a cache that fills once.
+type fill struct {
+	objects
+	perSecond   int
+	start, stop time.Duration
+}
+
+func (f *fill) step(t time.Duration, _ *rand.Rand) {
+	if t >= f.start && t < f.stop {
+		for range f.perSecond {
+			f.objects = append(f.objects, t)
+		}
+	}
+}
+
+// both is two workloads at one call site (a leak under a pool).
+type both struct{ a, b workload }
+
+func (w *both) step(t time.Duration, rng *rand.Rand) { w.a.step(t, rng); w.b.step(t, rng) }
+func (w *both) live() []time.Duration                { return append(slices.Clone(w.a.live()), w.b.live()...) }
+
+type config struct {
+	interval, minAge time.Duration
+	opts             Options
+}
+
+// The receiver's defaults.
+var defaults = config{10 * time.Second, 30 * time.Second,
+	Options{Window: 30 * time.Minute, Persist: time.Minute, ReportInterval: 5 * time.Minute, MaxGroups: 100}}
+
+// run drives a workload for d and returns when the group was first called
+// leaking (-1: never) and its last verdict.
+func run(c config, w workload, d time.Duration, seed uint64) (time.Duration, Verdict) {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	j := New(c.opts)
+	epoch := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	first := time.Duration(-1)
+	var last Verdict
+	for now := time.Duration(0); now < d; now += time.Second {
+		w.step(now, rng)
+		if now%c.interval != 0 {
+			continue
+		}
+		var s Sample
+		for _, at := range w.live() {
+			if age := now - at; age >= c.minAge {
+				s.Objects++
+				s.Bytes += 192
+				s.OldestAge = max(s.OldestAge, age)
+			}
+		}
+		if s.Objects == 0 {
+			continue
+		}
+		last = j.Observe(epoch.Add(now), map[string]Sample{"g": s})["g"]
+		if last.State == Leaking && first < 0 {
+			first = now
+		}
+	}
+	return first, last
+}
+
+func TestLeaksAreFoundInTime(t *testing.T) {
+	tests := []struct {
+		name   string
+		w      func() workload
+		within time.Duration
+	}{
+		{"fast leak, 600/min", func() workload { return &leak{perMinute: 600} }, 2 * time.Minute},
+		{"slow leak, 20/min", func() workload { return &leak{perMinute: 20} }, 3 * time.Minute},
+		{"slower leak, 4/min", func() workload { return &leak{perMinute: 4} }, 5 * time.Minute},
+		{"very slow leak, 1/min", func() workload { return &leak{perMinute: 1} }, 15 * time.Minute},
+		{"leak of 20/min under a pool of 2000 churning 50/s", func() workload {
+			return &both{&pool{size: 2000, churn: 50, noise: 40}, &leak{perMinute: 20}}
+		}, 10 * time.Minute},
+		{"leak of 20/min under a long-lived pool of 5000", func() workload {
+			return &both{&pool{size: 5000, noise: 20}, &leak{perMinute: 20, start: 10 * time.Minute}}
+		}, 18 * time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for seed := range uint64(5) {
+				found, last := run(defaults, tt.w(), 40*time.Minute, seed)
+				assert.True(t, found >= 0 && found <= tt.within, "seed %d: leak found at %v, want within %v", seed, found, tt.within)
+				assert.Equal(t, Leaking, last.State, "seed %d", seed)
+			}
+		})
+	}
+}
+
+func TestNoLeakIsFoundWhereNoneIs(t *testing.T) {
+	tests := []struct {
+		name string
+		w    func() workload
+		want []State // the states allowed at the end
+	}{
+		{"a long-lived steady pool", func() workload { return &pool{size: 5000, noise: 50} }, []State{Steady}},
+		{"a churning pool", func() workload { return &pool{size: 2000, churn: 50, noise: 40} }, []State{Transient, Steady}},
+		{"a quiet pool recycling slowly", func() workload { return &pool{size: 300, churn: 1, noise: 10} }, []State{Transient, Steady}},
+		{"a sawtooth of 5 minutes", func() workload { return &sawtooth{perSecond: 5, period: 5 * time.Minute} }, []State{Transient, Growing}},
+		{"a sawtooth of 40 seconds", func() workload { return &sawtooth{perSecond: 20, period: 40 * time.Second} }, []State{Transient, Growing}},
+		{"a cache that fills in 20 s and stays", func() workload {
+			return &fill{perSecond: 50, start: 5 * time.Minute, stop: 5*time.Minute + 20*time.Second}
+		}, []State{Steady}},
+		{"a cache that fills in 3 minutes and stays", func() workload {
+			return &fill{perSecond: 5, start: 5 * time.Minute, stop: 8 * time.Minute}
+		}, []State{Steady}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for seed := range uint64(5) {
+				found, last := run(defaults, tt.w(), 40*time.Minute, seed)
+				assert.Negative(t, found, "seed %d: called a leak at %v", seed, found)
+				assert.Contains(t, tt.want, last.State, "seed %d: ends %v", seed, last.State)
+			}
+		})
+	}
+}
+
+// A leak that pauses (a batch job) keeps its verdict while the objects it
+// left stay, at a rate that falls to nothing.
+func TestPausedLeakStaysALeak(t *testing.T) {
+	w := &leak{perMinute: 30, pauseFrom: 8 * time.Minute, pauseTo: 40 * time.Minute}
+	found, last := run(defaults, w, 39*time.Minute, 1)
+	assert.Positive(t, found)
+	assert.Equal(t, Leaking, last.State)
+	assert.InDelta(t, 0, last.PerMinute, 1)
+}
