@@ -7,6 +7,7 @@ package verdict
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -36,6 +37,10 @@ type Sample struct {
 	Objects   int64 // live objects older than min_age
 	Bytes     int64
 	OldestAge time.Duration
+	// Survivors are the live objects that were already older than min_age
+	// at the previous scan: the group's aged objects freed since then are
+	// the previous scan's Objects less these.
+	Survivors int64
 }
 
 // Verdict is a group's state after one more scan.
@@ -80,6 +85,10 @@ const (
 	zGrowing = 1.65
 	// confirmScans is how many scans in a row must find a leak.
 	confirmScans = 2
+	// mixedEvidence is the least window a leak in a group that also frees
+	// its aged objects is judged on: a pool's wander can lift its floor for
+	// minutes (a bounded random walk of +-50 around 5,000 did for 6).
+	mixedEvidence = 10 * time.Minute
 )
 
 type point struct {
@@ -87,6 +96,7 @@ type point struct {
 	objects int64
 	bytes   int64
 	oldest  time.Duration
+	freed   int64 // aged objects freed since the previous point
 }
 
 type group struct {
@@ -124,7 +134,7 @@ func (j *Judge) Observe(now time.Time, samples map[string]Sample) map[string]Ver
 			continue
 		}
 		g.lastSeen = now
-		g.add(point{now, s.Objects, s.Bytes, s.OldestAge}, now.Add(-j.opts.Window))
+		g.add(point{now, s.Objects, s.Bytes, s.OldestAge, g.freedSince(s)}, now.Add(-j.opts.Window))
 		out[key] = g.judge(now, j.opts)
 	}
 	for key, g := range j.groups {
@@ -164,6 +174,15 @@ func (j *Judge) evict() bool {
 	return true
 }
 
+// freedSince is how many of the group's aged objects of its last sample
+// are gone in s.
+func (g *group) freedSince(s Sample) int64 {
+	if len(g.points) == 0 {
+		return 0
+	}
+	return max(g.points[len(g.points)-1].objects-s.Survivors, 0)
+}
+
 func (g *group) add(p point, horizon time.Time) {
 	g.points = append(g.points, p)
 	first := 0
@@ -201,7 +220,9 @@ func (g *group) judge(now time.Time, opts Options) Verdict {
 // state decides, and remembers a leak once it is found.
 func (g *group) state(t trend, last point, persist time.Duration) State {
 	if g.leaking {
-		if t.persists && last.objects >= g.floor {
+		// A leak that pauses stays one while what it left stays and the
+		// window still shows the rise: about half a window of pause.
+		if t.persists && last.objects >= g.floor && t.z >= zGrowing {
 			return Leaking
 		}
 		g.leaking, g.lastReport, g.reportedRate = false, time.Time{}, 0
@@ -233,15 +254,15 @@ type trend struct {
 	// persists: the objects of the window's first scan are still there
 	// (the oldest aged with the clock).
 	persists bool
-	// leak: the whole window, its latter half or its last quarter rises
-	// like a leak (see leakLike).
+	// leak: the whole window or its latter half rises like a leak (see
+	// leakLike).
 	leak bool
 }
 
 func (g *group) trend() trend {
 	t := fit(g.points)
 	n := len(g.points)
-	for _, from := range []int{0, n / 2, n * 3 / 4} {
+	for _, from := range []int{0, n / 2} {
 		if tail := g.points[from:]; len(tail) >= minSamples && leakLike(tail) {
 			t.leak = true
 		}
@@ -271,15 +292,31 @@ func series(pts []point) (xs, ys, bs []float64) {
 	return xs, ys, bs
 }
 
-// leakLike: the count rises significantly against its own noise and far
-// beyond it, steadily (not a step, not a population settling), and the
-// oldest objects stay.
+// leakLike: the count rises significantly against its own noise,
+// steadily (not a step, not a population settling), and the oldest objects
+// stay. A group that frees none of its aged objects is judged on that
+// alone; one that frees some (a leak hidden in a pool, or a pool that
+// wanders: Mann–Kendall takes autocorrelated wander for a trend) must also
+// lift its floor, the least count of each quarter, far beyond its wander.
 func leakLike(pts []point) bool {
 	t := fit(pts)
 	xs, ys, _ := series(pts)
-	rise := t.perMinute * xs[len(xs)-1]
-	return t.z >= zLeak && t.perMinute > 0 && t.persists && rise >= max(3, 4*spread(xs, ys, t.perMinute)) &&
-		risesThroughout(ys) && keepsPace(xs, ys)
+	if t.z < zLeak || t.perMinute <= 0 || !t.persists || !rises(quarters(ys, median)) || !keepsPace(xs, ys) {
+		return false
+	}
+	var freed, most int64
+	for _, p := range pts[1:] {
+		freed += p.freed
+		most = max(most, p.objects)
+	}
+	if freed <= most/100 {
+		return true
+	}
+	if pts[len(pts)-1].at.Sub(pts[0].at) < mixedEvidence {
+		return false
+	}
+	floors := quarters(ys, minimum)
+	return rises(floors) && floors[3]-floors[0] >= max(3, 4*spread(xs, ys, t.perMinute))
 }
 
 // spread is the median distance of the counts from their Theil–Sen line:
@@ -308,30 +345,34 @@ func keepsPace(xs, ys []float64) bool {
 	return late > 0 && late >= early/2
 }
 
-// risesThroughout tells a leak from a step (a cache that filled once): the
-// median count of each quarter of the window is at least the one before,
-// two of the three steps up are real, and the last one is.
-func risesThroughout(ys []float64) bool {
+// quarters summarizes each quarter of ys.
+func quarters(ys []float64, summary func([]float64) float64) [4]float64 {
+	var out [4]float64
 	q := len(ys) / 4
-	if q < 2 {
-		return false
-	}
-	var medians [4]float64
-	for i := range medians {
+	for i := range out {
 		end := (i + 1) * q
 		if i == 3 {
 			end = len(ys)
 		}
-		medians[i] = median(ys[i*q : end])
+		out[i] = summary(ys[i*q : end])
 	}
+	return out
+}
+
+// rises tells a leak from a step (a cache that filled once) by the
+// quarters of its window: each at least the one before, two of the three
+// steps up real, and the last one.
+func rises(q [4]float64) bool {
 	ups := 0
 	for i := 1; i < 4; i++ {
-		if medians[i] < medians[i-1] {
+		if q[i] < q[i-1] {
 			return false
 		}
-		if medians[i] > medians[i-1] {
+		if q[i] > q[i-1] {
 			ups++
 		}
 	}
-	return ups >= 2 && medians[3] > medians[2]
+	return ups >= 2 && q[3] > q[2]
 }
+
+func minimum(ys []float64) float64 { return slices.Min(ys) }
