@@ -3,6 +3,10 @@
 // tested against the series' own noise, and from whether its oldest
 // objects stay. A steady pool, a sawtooth and a cache that fills once live
 // long without leaking; a leak keeps adding objects that never go.
+//
+// Not wired into the scan yet: the receiver still reports package trend's
+// growing flag. The synthetic suite in verdict_test.go is what it is tuned
+// on so far.
 package verdict
 
 import (
