@@ -121,10 +121,10 @@ func (cfg *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("top_n must be at least 1, got %d", cfg.TopN))
 	}
 	errs = append(errs, cfg.validateStacks()...)
-	if cfg.MinSize < 0 || cfg.MinSize > math.MaxUint32 {
+	if cfg.MinSize < 0 || int64(cfg.MinSize) > math.MaxUint32 {
 		errs = append(errs, fmt.Errorf("min_size must be between 0 and %d bytes, got %d", uint32(math.MaxUint32), cfg.MinSize))
 	}
-	if cfg.MaxSize < 0 || cfg.MaxSize > math.MaxUint32 || (cfg.MaxSize > 0 && cfg.MaxSize < cfg.MinSize) {
+	if cfg.MaxSize < 0 || int64(cfg.MaxSize) > math.MaxUint32 || (cfg.MaxSize > 0 && cfg.MaxSize < cfg.MinSize) {
 		errs = append(errs, fmt.Errorf("max_size must be 0 (no bound) or between min_size (%d) and %d bytes, got %d", cfg.MinSize, uint32(math.MaxUint32), cfg.MaxSize))
 	}
 	if err := cfg.Caches.validate(); err != nil {
