@@ -1,8 +1,9 @@
 // Package bpf holds the kernel half of the receiver: the eBPF programs that
 // track live allocations, and their bpf2go bindings. The generated object is
-// committed so that building needs no clang; `go generate ./bpf` rebuilds it
-// (clang-19, llvm-19 and libbpf-dev; vmlinux.h comes from
-// `bpftool btf dump file /sys/kernel/btf/vmlinux format c`).
+// committed, one per architecture (x86-64 and arm64), so that building needs
+// no clang; `go generate ./bpf` rebuilds them (clang-19, llvm-19 and
+// libbpf-dev; the kernel types come from vmlinux_x86.h and vmlinux_arm64.h,
+// see vmlinux.h).
 package bpf
 
-//go:generate go tool bpf2go -cc clang-19 -strip llvm-strip-19 -cflags "-O2 -g -Wall -Werror" -target amd64 -tags linux -type object -type counters -type cache_info -type kmalloc_skip_table -type allocator -type kmalloc_family -type kprobe_cookie Kmemleak kmemleak.bpf.c
+//go:generate go tool bpf2go -cc clang-19 -strip llvm-strip-19 -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -tags linux -type object -type counters -type cache_info -type kmalloc_skip_table -type allocator -type kmalloc_family -type kprobe_cookie Kmemleak kmemleak.bpf.c

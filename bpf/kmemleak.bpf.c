@@ -17,7 +17,9 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-// x86-64, the one architecture the object is built for.
+// 4 KiB pages: every x86-64 kernel, and the arm64 kernels of Debian and most
+// distributions. The loader refuses a kernel with other pages (arm64 can
+// have 16 or 64 KiB), where this and KMALLOC_MAX_CACHE_SIZE would be wrong.
 #define PAGE_SIZE 4096
 
 // gfp bits that pick the kmalloc cache family (kmalloc-rcl-*, kmalloc-cg-*,
@@ -620,6 +622,14 @@ static __always_inline bool sized_cache_skipped(__u64 size, __u64 *key)
 	return false;
 }
 
+// The record's cache name, named here rather than taken from vmlinux.h: the
+// kernel the types of an architecture were dumped from may predate it (the
+// arm64 types come from 6.12, which has none), and CO-RE matches the field
+// by name on the kernel that runs the program whatever the header says.
+struct trace_event_raw_kmem_cache_alloc___named {
+	__u32 __data_loc_name;
+} __attribute__((preserve_access_index));
+
 SEC("tracepoint/kmem/kmem_cache_alloc")
 int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
 {
@@ -628,9 +638,10 @@ int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
 		return 0;
 
 	__u64 cache;
-	if (bpf_core_field_exists(ctx->__data_loc_name)) {
+	struct trace_event_raw_kmem_cache_alloc___named *named = (void *)ctx;
+	if (bpf_core_field_exists(named->__data_loc_name)) {
 		char name[CACHE_NAME_LEN] = {};
-		__u32 loc = ctx->__data_loc_name;
+		__u32 loc = named->__data_loc_name;
 		int len = bpf_probe_read_kernel_str(name, sizeof(name), (void *)ctx + (loc & 0xffff));
 		cache = fnv1a(name, len);
 		if (cache_skipped(cache, name))
@@ -703,11 +714,11 @@ int tp_percpu_free(struct trace_event_raw_percpu_free_percpu *ctx)
 
 // kprobes, the way samples/bpf/tracex4 tracked slab objects, for kernels
 // whose tracepoints cannot be used. An allocation function is hooked twice:
-// at entry, where its arguments and caller are, and at return, where the
-// object is. The entry stores what it learned under its stack pointer; the
-// return finds it 8 bytes below its own, the return address the function
-// popped. A nested allocation (an interrupt) runs deeper in the stack, or on
-// another, so it never takes its caller's entry.
+// at entry, where its arguments are, and at return, where the object is.
+// The entry stores what it learned under its stack pointer, which the
+// return finds from its own (entry_sp). A nested allocation (an interrupt)
+// runs deeper in the stack, or on another, so it never takes its caller's
+// entry.
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH); // a return the kernel missed leaves an entry behind
@@ -715,6 +726,23 @@ struct {
 	__type(key, __u64);
 	__type(value, struct object);
 } pending SEC(".maps");
+
+#if defined(__TARGET_ARCH_arm64)
+// A call leaves the return address in the link register: the function
+// returns with the stack pointer it was entered with.
+#define entry_sp(ctx) PT_REGS_SP(ctx)
+// At entry the frame-pointer chain does not yet hold the caller (the
+// unwinder starts from the caller's frame record, which names the caller's
+// caller), and the link register is the kretprobe trampoline when the
+// return probe ran first. At return the kernel has put the real return
+// address in pc, with the caller's frame pointer restored: the call site
+// and the stack are taken there.
+#define CALLER_AT_RETURN 1
+#else
+// x86-64: ret popped the return address the call pushed.
+#define entry_sp(ctx) (PT_REGS_SP(ctx) - sizeof(__u64))
+#define CALLER_AT_RETURN 0
+#endif
 
 // The attach cookie says where the function's arguments are (enum
 // kprobe_cookie, filled in by the loader).
@@ -769,18 +797,21 @@ int kp_alloc_entry(struct pt_regs *ctx)
 			return 0;
 		obj.cache = family;
 	}
-	// The caller, from the unwinder rather than from the return address on
-	// the stack: when the function's return probe ran first, that address
-	// is already the kretprobe trampoline, which the unwinder sees through.
-	if (bpf_get_stack(ctx, &obj.call_site, sizeof(obj.call_site), 1) < (long)sizeof(obj.call_site))
-		obj.call_site = 0;
-	__u64 sp = PT_REGS_SP(ctx);
-	if (size_tracked(obj.bytes)) {
-		__u32 allocator = obj.allocator;
-		struct counters *c = counters_of(allocator);
-		if (c)
-			capture_stack(ctx, &obj, c);
+	if (!CALLER_AT_RETURN) {
+		// The caller, from the unwinder rather than from the return
+		// address on the stack: when the function's return probe ran
+		// first, that address is already the kretprobe trampoline, which
+		// the unwinder sees through.
+		if (bpf_get_stack(ctx, &obj.call_site, sizeof(obj.call_site), 1) < (long)sizeof(obj.call_site))
+			obj.call_site = 0;
+		if (size_tracked(obj.bytes)) {
+			__u32 allocator = obj.allocator;
+			struct counters *c = counters_of(allocator);
+			if (c)
+				capture_stack(ctx, &obj, c);
+		}
 	}
+	__u64 sp = PT_REGS_SP(ctx);
 	bpf_map_update_elem(&pending, &sp, &obj, BPF_ANY);
 	return 0;
 }
@@ -788,7 +819,7 @@ int kp_alloc_entry(struct pt_regs *ctx)
 SEC("kretprobe")
 int kp_alloc_return(struct pt_regs *ctx)
 {
-	__u64 sp = PT_REGS_SP(ctx) - sizeof(__u64);
+	__u64 sp = entry_sp(ctx);
 	struct object *p = bpf_map_lookup_elem(&pending, &sp);
 	if (!p)
 		return 0;
@@ -800,8 +831,13 @@ int kp_alloc_return(struct pt_regs *ctx)
 	if (!c || !is_object((void *)key))
 		return 0;
 	c->allocs++;
-	if (size_tracked(obj.bytes) && sampled(key))
-		insert_object(&live, key, &obj, c);
+	if (!size_tracked(obj.bytes) || !sampled(key))
+		return 0;
+	if (CALLER_AT_RETURN) {
+		obj.call_site = PT_REGS_IP(ctx);
+		capture_stack(ctx, &obj, c);
+	}
+	insert_object(&live, key, &obj, c);
 	return 0;
 }
 
