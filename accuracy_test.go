@@ -1,4 +1,4 @@
-//go:build linux && amd64
+//go:build linux && (amd64 || arm64)
 
 package kmemleakreceiver
 
@@ -87,7 +87,7 @@ func (v scanView) withEvents(sink *consumertest.LogsSink) scanView {
 			continue
 		}
 		origin := "kernel thread"
-		if strings.Contains(e.stack, "entry_SYSCALL_64") {
+		if strings.Contains(e.stack, kerneltest.SyscallEntry) {
 			origin = "system call"
 		}
 		v.byOrigin[[2]string{e.cache, origin}] += e.objects

@@ -1,4 +1,4 @@
-//go:build !linux || !amd64
+//go:build !linux || !(amd64 || arm64)
 
 package kmemleakreceiver
 
@@ -20,8 +20,8 @@ type kmemleakReceiver struct {
 	logs    consumer.Logs
 }
 
-// The probes are built for x86-64 so far: elsewhere on Linux the receiver
-// says so instead of loading them.
+// The probes are built for x86-64 and arm64 (bpf/gen.go): on other Linux
+// architectures the receiver says so instead of loading them.
 func newReceiver(*Config, receiver.Settings, func()) (*kmemleakReceiver, error) {
-	return nil, fmt.Errorf("the kmemleak receiver is only supported on linux (amd64 so far; this is %s/%s): it tracks the Linux kernel's allocators with eBPF", runtime.GOOS, runtime.GOARCH)
+	return nil, fmt.Errorf("the kmemleak receiver is only supported on linux/amd64 and linux/arm64 (this is %s/%s): it tracks the Linux kernel's allocators with eBPF", runtime.GOOS, runtime.GOARCH)
 }

@@ -1,4 +1,4 @@
-//go:build linux && amd64
+//go:build linux && (amd64 || arm64)
 
 package kmemleakreceiver
 
@@ -114,7 +114,7 @@ func TestIntegrationStacksNameTheSyscallPathAndTrendsFollow(t *testing.T) {
 	t.Logf("socketpair group %s:\n%s", pairGroup.callSite, pairGroup.stack)
 	assert.NotEqual(t, pipeGroup.callSite, pairGroup.callSite)
 	for _, g := range []*suspectEvent{pipeGroup, pairGroup} {
-		assert.Contains(t, g.stack, "entry_SYSCALL_64", "stack of %s does not reach the syscall entry", g.callSite)
+		assert.Contains(t, g.stack, kerneltest.SyscallEntry, "stack of %s does not reach the syscall entry", g.callSite)
 		assert.False(t, isAllocatorFrameName(g.callSite), "group named after an allocator frame: %s", g.callSite)
 		key := g.callSite + g.stack
 		assert.True(t, growingWhileAdding[key], "%s never growing while the test added to it", g.callSite)

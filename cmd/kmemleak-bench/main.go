@@ -1,4 +1,4 @@
-//go:build linux && amd64
+//go:build linux && (amd64 || arm64)
 
 // Command kmemleak-bench measures what the kmemleak receiver costs, against
 // the alternatives, as root: the probes' overhead on an allocation-heavy

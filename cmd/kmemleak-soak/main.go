@@ -1,4 +1,4 @@
-//go:build linux && amd64
+//go:build linux && (amd64 || arm64)
 
 // Command kmemleak-soak runs the kmemleak receiver in-process for a while,
 // optionally under a mixed allocation load, and reports what a long run

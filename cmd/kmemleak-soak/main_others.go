@@ -1,4 +1,4 @@
-//go:build !linux || !amd64
+//go:build !linux || !(amd64 || arm64)
 
 package main
 
@@ -9,8 +9,8 @@ import (
 )
 
 // The command loads the receiver's probes, which are built for Linux on
-// x86-64 so far.
+// x86-64 and arm64.
 func main() {
-	fmt.Fprintf(os.Stderr, "kmemleak-soak runs on linux/amd64 only (this is %s/%s)\n", runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(os.Stderr, "kmemleak-soak runs on linux/amd64 and linux/arm64 only (this is %s/%s)\n", runtime.GOOS, runtime.GOARCH)
 	os.Exit(2)
 }

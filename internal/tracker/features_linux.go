@@ -1,4 +1,4 @@
-//go:build linux && amd64
+//go:build linux && (amd64 || arm64)
 
 package tracker
 
@@ -114,6 +114,18 @@ func (k *runningKernel) params(name string) ([]string, error) {
 		names[i] = p.Name
 	}
 	return names, nil
+}
+
+// pageSize is the page size the probes are built for: page allocations'
+// bytes and the largest kmalloc cache (PAGE_SIZE and KMALLOC_MAX_CACHE_SIZE
+// in bpf/) follow from it. arm64 kernels can have 16 or 64 KiB pages.
+const pageSize = 4096
+
+func checkPageSize(size int) error {
+	if size != pageSize {
+		return fmt.Errorf("the kernel uses %d KiB pages: the probes are built for 4 KiB pages, and would misreport page sizes and kmalloc caches", size/1024)
+	}
+	return nil
 }
 
 // Capability numbers from linux/capability.h.

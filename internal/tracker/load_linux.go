@@ -1,4 +1,4 @@
-//go:build linux && amd64
+//go:build linux && (amd64 || arm64)
 
 package tracker
 
@@ -90,6 +90,9 @@ func Open(opts Options) (*Tracker, error) {
 // anything is loaded.
 func checkEnvironment() error {
 	if err := CheckPrivileges(); err != nil {
+		return err
+	}
+	if err := checkPageSize(os.Getpagesize()); err != nil {
 		return err
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
