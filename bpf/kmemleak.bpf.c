@@ -761,16 +761,23 @@ static __always_inline __u64 kprobe_arg(struct pt_regs *ctx, __u32 n)
 	return args[n & 7];
 }
 
+// The size of the kernel's smallest kmalloc cache, set by the loader: 8,
+// but 128 where kmalloc is aligned for DMA (arm64 before Linux 6.5). The
+// kernel makes kmalloc-96 only when it is at most 32, and kmalloc-192 only
+// when it is at most 64.
+const volatile __u32 kmalloc_min_size = 8;
+
 // kmalloc_size is the size of the kmalloc cache a request of size bytes
 // comes from (SLUB, 4 KiB pages), or the pages of a larger one: what the
 // kmalloc tracepoint reports as bytes_alloc.
 static __always_inline __u32 kmalloc_size(__u64 size)
 {
-	if (size <= 8)
-		return 8;
-	if (size > 64 && size <= 96)
+	__u32 smallest = kmalloc_min_size;
+	if (size <= smallest)
+		return smallest;
+	if (smallest <= 32 && size > 64 && size <= 96)
 		return 96;
-	if (size > 128 && size <= 192)
+	if (smallest <= 64 && size > 128 && size <= 192)
 		return 192;
 	__u32 bytes = 16;
 	for (int i = 0; i < 24 && bytes < size; i++)

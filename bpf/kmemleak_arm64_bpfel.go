@@ -139,6 +139,7 @@ const (
 	KmemleakProgTpPercpuFree     = "tp_percpu_free"
 	KmemleakProgTpSlabAlloc      = "tp_slab_alloc"
 	KmemleakProgTpSlabFree       = "tp_slab_free"
+	KmemleakVarKmallocMinSize    = "kmalloc_min_size"
 	KmemleakVarMaxSize           = "max_size"
 	KmemleakVarMinSize           = "min_size"
 	KmemleakVarSampleRate        = "sample_rate"
@@ -248,6 +249,7 @@ type KmemleakMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type KmemleakVariableSpecs struct {
+	KmallocMinSize    *ebpf.VariableSpec `ebpf:"kmalloc_min_size"`
 	MaxSize           *ebpf.VariableSpec `ebpf:"max_size"`
 	MinSize           *ebpf.VariableSpec `ebpf:"min_size"`
 	SampleRate        *ebpf.VariableSpec `ebpf:"sample_rate"`
@@ -305,6 +307,7 @@ func (m *KmemleakMaps) Close() error {
 //
 // It can be passed to LoadKmemleakObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KmemleakVariables struct {
+	KmallocMinSize    *ebpf.Variable `ebpf:"kmalloc_min_size"`
 	MaxSize           *ebpf.Variable `ebpf:"max_size"`
 	MinSize           *ebpf.Variable `ebpf:"min_size"`
 	SampleRate        *ebpf.Variable `ebpf:"sample_rate"`

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
 )
 
 // runningKernel answers the plan's questions from the running kernel: its
@@ -126,6 +127,34 @@ func checkPageSize(size int) error {
 		return fmt.Errorf("the kernel uses %d KiB pages: the probes are built for 4 KiB pages, and would misreport page sizes and kmalloc caches", size/1024)
 	}
 	return nil
+}
+
+// slabCachesDir is where SLUB lists its caches, readable by anyone.
+const slabCachesDir = "/sys/kernel/slab"
+
+// kmallocMinSize is the size of the kernel's smallest kmalloc cache, which
+// the kprobe mode needs to tell a request's cache from its size: 8, except
+// where kmalloc is aligned for DMA (arm64 before Linux 6.5: 128, as
+// ARCH_DMA_MINALIGN; or the cache line size where the kernel cannot bounce
+// small buffers). It is the smallest kmalloc-N among the caches SLUB lists
+// in sysfs, else in slabinfo (root only); 8 if neither can be read.
+func kmallocMinSize(sysfsDir, slabinfoPath string) uint32 {
+	has := func(string) bool { return false }
+	if entries, err := os.ReadDir(sysfsDir); err == nil {
+		names := map[string]bool{}
+		for _, e := range entries {
+			names[e.Name()] = true
+		}
+		has = func(name string) bool { return names[name] }
+	} else if counts, err := slabinfo.Read(slabinfoPath); err == nil {
+		has = func(name string) bool { _, ok := counts[name]; return ok }
+	}
+	for size := uint32(8); size <= 256; size *= 2 {
+		if has(fmt.Sprintf("kmalloc-%d", size)) {
+			return size
+		}
+	}
+	return 8
 }
 
 // Capability numbers from linux/capability.h.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
 )
 
 // Tracker owns everything Open put into the kernel; Close releases it.
@@ -115,6 +116,7 @@ func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options) (map[kmem.Alloc
 		v.MinSize.Set(opts.MinSize),
 		v.MaxSize.Set(opts.MaxSize),
 		v.SampleRate.Set(max(opts.SampleRate, 1)),
+		v.KmallocMinSize.Set(kmallocMinSize(slabCachesDir, slabinfo.Path)),
 	); err != nil {
 		return nil, fmt.Errorf("setting the probes' constants: %w", err)
 	}
