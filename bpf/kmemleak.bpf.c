@@ -116,11 +116,15 @@ static __always_inline bool is_object(const void *ptr)
 // hold); taken again without its innermost frame, it hashes elsewhere. The
 // frame it loses is the allocator's caller, which is call_site.
 // Page allocations always take one: the tracepoint has no call site, so
-// the stack is the only way to say who allocated.
+// the stack is the only way to say who allocated. Percpu ones too: the
+// tracepoint's call site is the caller of pcpu_alloc, which before Linux
+// 6.10 is the percpu allocator's own wrapper (__alloc_percpu_gfp) wherever
+// the kernel is built with frame pointers, which turn off tail calls: every
+// arm64 kernel. Percpu allocations are rare next to slab ones.
 static __always_inline void capture_stack(void *ctx, struct object *obj, struct counters *c)
 {
 	obj->stack_id = -1;
-	if (obj->allocator != ALLOCATOR_PAGE) {
+	if (obj->allocator != ALLOCATOR_PAGE && obj->allocator != ALLOCATOR_PERCPU) {
 		if (stack_traces == STACKS_OFF)
 			return;
 		if (stack_traces == STACKS_ADAPTIVE && !bpf_map_lookup_elem(&stack_sites, &obj->call_site) &&

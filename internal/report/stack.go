@@ -17,6 +17,9 @@ var (
 		// the page allocator's, Linux 5.x to 6.18
 		"__alloc_pages", "alloc_pages", "__alloc_frozen_pages", "alloc_frozen_pages", "__folio_alloc",
 		"folio_alloc", "vma_alloc_folio", "get_page_from_freelist", "__get_free_pages", "get_zeroed_page",
+		// the percpu allocator's: without tail calls (kernels with frame
+		// pointers, as every arm64 one) its wrappers are frames of their own
+		"pcpu_alloc", "__alloc_percpu", "__alloc_reserved_percpu",
 		"__traceiter_", "__bpf_trace_", "bpf_trace_run", "bpf_prog_", "bpf_trampoline_",
 	}
 	allocatorFrameSuffixes = []string{"_noprof"}

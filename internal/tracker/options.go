@@ -36,9 +36,10 @@ type Options struct {
 }
 
 // TakesStacks reports whether any allocation takes a stack: page
-// allocations always do, since their tracepoint names no call site.
+// allocations always do, since their tracepoint names no call site, and
+// percpu ones, since theirs can name the percpu allocator's own wrapper.
 func (o Options) TakesStacks() bool {
-	return o.Stacks.Mode != kmem.StacksOff || slices.Contains(o.Allocators, kmem.Page)
+	return o.Stacks.Mode != kmem.StacksOff || slices.Contains(o.Allocators, kmem.Page) || slices.Contains(o.Allocators, kmem.Percpu)
 }
 
 // StackMapEntries sizes the stack map for maxObjects tracked objects: far
