@@ -98,14 +98,20 @@ e2e: $(DIST)
 
 # The leak tests on other kernels under qemu: Debian's Linux 6.1 (kprobes,
 # pre-6.10 allocator names, older tracepoint layouts) and 6.12 (kprobes, the
-# _noprof names): every allocator in every attach mode, and the
-# kmem_cache_free_bulk hook.
-KERNELS ?= linux-image-6.1.0-56-amd64 linux-image-6.12.107+deb12-amd64-unsigned
-KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver|AttachDetach)
-test-kernels:
-	@command -v qemu-system-x86_64 >/dev/null && command -v busybox >/dev/null && command -v cpio >/dev/null || \
-		{ apt-get update -qq && apt-get install -y -qq qemu-system-x86 busybox-static cpio; }
-	for k in $(KERNELS); do kernels/vm.sh $$k '$(KERNEL_TESTS)' || exit $$?; done
+# _noprof names), x86-64 and arm64: every allocator in every attach mode,
+# the kmem_cache_free_bulk hook, attach and detach under load, the kmalloc
+# caches the probes name, a missed free counted; and the built collector,
+# for the kernel's architecture, starts, scans and stops.
+KERNELS ?= linux-image-6.1.0-56-amd64 linux-image-6.12.107+deb12-amd64-unsigned \
+	linux-image-6.1.0-56-arm64 linux-image-6.12.107+deb12-arm64-unsigned
+KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver|AttachDetach|KmallocCaches|ReusedAddress)
+test-kernels: $(DIST) _build/linux-arm64/otelcol-kmemleak
+	@command -v qemu-system-x86_64 >/dev/null && command -v qemu-system-aarch64 >/dev/null && command -v busybox >/dev/null && command -v cpio >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq qemu-system-x86 qemu-system-arm busybox-static cpio; }
+	for k in $(KERNELS); do \
+		case $$k in *-arm64 | *-arm64-unsigned) c=_build/linux-arm64/otelcol-kmemleak ;; *) c=$(DIST) ;; esac; \
+		KMEMLEAK_COLLECTOR=$(CURDIR)/$$c kernels/vm.sh $$k '$(KERNEL_TESTS)' || exit $$?; \
+	done
 
 # The measurements of BENCHMARKS.md, as root; bpftrace, which some rows
 # compare against, is installed if missing. Flags go in BENCH_FLAGS, e.g.

@@ -9,7 +9,13 @@
 #
 # The kernel comes from Debian's packages (linux-image-6.1.0-56-amd64, the
 # linux-image-amd64 of Debian 12, by default). Needs qemu-system-x86,
-# busybox-static and cpio.
+# busybox-static and cpio; for an arm64 kernel (a package name ending in
+# -arm64 or -arm64-unsigned), qemu-system-arm instead, and Debian's arm64
+# packages (dpkg --add-architecture arm64), whose busybox it takes.
+#
+# With KMEMLEAK_COLLECTOR naming an otelcol-kmemleak built for the kernel's
+# architecture, the VM also starts it on examples/config.yaml and checks
+# that it attaches the probes, exports a scan and stops cleanly.
 #
 # Exit status: 0 when the tests passed, 1 when a test failed, 2 when the
 # harness did: the kernel did not boot, oopsed or panicked (the console
@@ -22,16 +28,40 @@ tests=${2:-Integration(HeldPipes|ShutdownReleases|SecondReceiver)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+arch=amd64
+qemu=(qemu-system-x86_64 -cpu max)
+console=ttyS0
+case $pkg in *-arm64 | *-arm64-unsigned)
+	arch=arm64
+	# pauth-impdef: QEMU's own pointer-authentication hash, much faster to
+	# emulate than the architected one; the kernel signs every return.
+	qemu=(qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on)
+	console=ttyAMA0
+	dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64 && apt-get update -qq; }
+	;;
+esac
+
 # A fresh machine may have no package lists yet.
 (cd "$work" && { apt-get download "$pkg" >/dev/null 2>&1 || { apt-get update -qq && apt-get download "$pkg"; }; } && dpkg-deb -x ./*.deb kernel)
 vmlinuz=$(ls "$work"/kernel/boot/vmlinuz-*)
 
 root="$work/initramfs"
 mkdir -p "$root"/{bin,proc,sys,dev,tmp}
-cp /bin/busybox "$root/bin/busybox"
-for cmd in sh mount poweroff cat echo true ip; do ln -s busybox "$root/bin/$cmd"; done
-CGO_ENABLED=0 go test -c -o "$root/receiver.test" .
-CGO_ENABLED=0 go test -c -o "$root/tracker.test" ./internal/tracker
+busybox=/bin/busybox
+if [ "$arch" != amd64 ]; then
+	(cd "$work" && apt-get download "busybox-static:$arch" >/dev/null && dpkg-deb -x busybox-static_*.deb busybox)
+	busybox="$work/busybox/bin/busybox"
+fi
+cp "$busybox" "$root/bin/busybox"
+for cmd in sh mount poweroff cat echo true ip grep seq sleep; do ln -s busybox "$root/bin/$cmd"; done
+CGO_ENABLED=0 GOARCH=$arch go test -c -o "$root/receiver.test" .
+CGO_ENABLED=0 GOARCH=$arch go test -c -o "$root/tracker.test" ./internal/tracker
+if [ -n "${KMEMLEAK_COLLECTOR:-}" ]; then
+	cp "$KMEMLEAK_COLLECTOR" "$root/otelcol-kmemleak"
+	cp examples/config.yaml "$root/collector.yaml"
+	# The collector's own telemetry listens on localhost:8888.
+	mkdir -p "$root/etc" && echo '127.0.0.1 localhost' > "$root/etc/hosts"
+fi
 cat > "$root/init" <<INIT
 #!/bin/sh
 mount -t proc proc /proc
@@ -46,6 +76,18 @@ status=0
 for t in /receiver.test /tracker.test; do
 	TMPDIR=/tmp \$t -test.run '$tests' -test.v -test.count=1 || status=1
 done
+if [ -x /otelcol-kmemleak ]; then
+	/otelcol-kmemleak --config /collector.yaml >/tmp/collector.log 2>&1 &
+	pid=\$!
+	for i in \$(seq 120); do grep -q 'kmem.tracker.objects' /tmp/collector.log && break; sleep 1; done
+	kill \$pid
+	wait \$pid
+	code=\$?
+	grep -E '	(warn|error)	|Attached allocator probes|Everything is ready|Shutdown complete' /tmp/collector.log
+	grep -q 'kmem.tracker.objects' /tmp/collector.log && echo "collector: exported a scan" || status=1
+	echo "collector: exit status \$code after SIGTERM"
+	[ \$code = 0 ] || status=1
+fi
 echo "vm-test-exit: \$status"
 poweroff -f
 INIT
@@ -69,9 +111,9 @@ chmod +x "$root/init"
 # An oops or a soft lockup panics, and a panic powers the VM off at once
 # (panic=-1 with -no-reboot), instead of waiting out the timeout.
 status=0
-timeout 1800 qemu-system-x86_64 -accel tcg,thread=${VM_TCG_THREAD:-single} -cpu max -smp 2 -m 2048 \
+timeout 1800 "${qemu[@]}" -accel tcg,thread=${VM_TCG_THREAD:-single} -smp 2 -m 2048 \
 	-kernel "$vmlinuz" -initrd "$work/initrd.gz" \
-	-append "console=ttyS0 panic=-1 oops=panic softlockup_panic=1 quiet" -nographic -no-reboot | tee "$work/console.log" |
+	-append "console=$console panic=-1 oops=panic softlockup_panic=1 quiet" -nographic -no-reboot | tee "$work/console.log" |
 	grep -vE '^=== (RUN|PAUSE|CONT)' || status=$?
 if grep -q '^vm-test-exit: 0' "$work/console.log"; then
 	exit 0
