@@ -607,11 +607,11 @@ static __always_inline __u64 fnv1a(const char *s, int len)
 	return h;
 }
 
-// Before Linux 6.2 the kmem_cache_alloc record names no cache: the object
-// size stands in, as slab-<bytes>, which no real cache is called. Keyed by
-// the size, so the name is formatted once per size, not per allocation: a
-// long program is a wide window for the interrupts whose frees it makes the
-// kernel skip.
+// The kmem_cache_alloc record of 6.1 and 6.12 names no cache (6.18's does):
+// the object size stands in, as slab-<bytes>, which no real cache is
+// called. Keyed by the size, so the name is formatted once per size, not
+// per allocation: a long program is a wide window for the interrupts whose
+// frees it makes the kernel skip.
 #define SIZED_CACHE_KEY 0x736c61622d000000ULL // "slab-", and the size below
 
 static __always_inline bool sized_cache_skipped(__u64 size, __u64 *key)
@@ -659,7 +659,7 @@ int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
 }
 
 // The object's own entry names its cache: cheaper than hashing the name in
-// the record, and right where the alloc record named none (before 6.2).
+// the record, and right where the alloc record named none (6.12 and before).
 SEC("tracepoint/kmem/kmem_cache_free")
 int tp_slab_free(struct trace_event_raw_kmem_cache_free *ctx)
 {
