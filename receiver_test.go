@@ -169,7 +169,7 @@ func waitForMetrics(t *testing.T, sink *consumertest.MetricsSink, what string, o
 	t.Helper()
 	seen := sink.DataPointCount()
 	deadline := time.Now().Add(30 * time.Second)
-	var last pmetric.Metrics
+	last := pmetric.NewMetrics() // what the failure prints when no scan came at all
 	for time.Now().Before(deadline) {
 		all := sink.AllMetrics()
 		for _, md := range all[min(seen, len(all)):] {
