@@ -12,6 +12,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/scan"
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
 // Bounds of max_tracked_objects. Every entry is preallocated in kernel
@@ -22,6 +23,8 @@ const (
 	maxTrackedObjects = 16 << 20
 	// Beyond it, a leak of thousands of objects leaves a handful in the map.
 	maxSampleRate = 1 << 16
+	// A group's history takes up to about 10 KB: 200 MB at most.
+	maxVerdictGroups = 20_000
 )
 
 // Config is the receiver's YAML under `receivers: kmemleak:`.
@@ -64,12 +67,10 @@ type Config struct {
 	MaxSize int `mapstructure:"max_size"`
 	// Caches filters the slab caches tracked by name (glob patterns).
 	Caches CacheFilter `mapstructure:"caches"`
-	// TrendWindow is the number of scans a group's count must rise through
-	// to be growing.
-	TrendWindow int `mapstructure:"trend_window"`
-	// ReportInterval is how often a suspect group that stays is logged
-	// again; it is also logged when it first appears and when it turns
-	// growing.
+	// Verdict tunes how each group's history becomes its verdict.
+	Verdict VerdictConfig `mapstructure:"verdict"`
+	// ReportInterval is how often a leak is logged again while it lasts;
+	// it is also logged when found and when its rate doubles or halves.
 	ReportInterval time.Duration `mapstructure:"report_interval"`
 
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
@@ -81,21 +82,64 @@ type Config struct {
 
 func createDefaultConfig() *Config {
 	return &Config{
-		CollectionInterval:   10 * time.Second,
-		InitialDelay:         time.Second,
-		MinAge:               30 * time.Second,
-		Allocators:           []string{kmem.Slab.String(), kmem.Kmalloc.String()},
-		Attach:               string(kmem.ModeAuto),
-		MaxTrackedObjects:    1_000_000,
-		SampleRate:           1,
-		TopN:                 50,
-		StackTraces:          kmem.StacksAdaptive.String(),
-		StackDepth:           32,
-		TrendWindow:          6,
+		CollectionInterval: 10 * time.Second,
+		InitialDelay:       time.Second,
+		MinAge:             30 * time.Second,
+		Allocators:         []string{kmem.Slab.String(), kmem.Kmalloc.String()},
+		Attach:             string(kmem.ModeAuto),
+		MaxTrackedObjects:  1_000_000,
+		SampleRate:         1,
+		TopN:               50,
+		StackTraces:        kmem.StacksAdaptive.String(),
+		StackDepth:         32,
+		Verdict: VerdictConfig{
+			Window:      30 * time.Minute,
+			Persist:     time.Minute,
+			MaxGroups:   2000,
+			EventStates: []string{verdict.Leaking.String()},
+		},
 		ReportInterval:       10 * time.Minute,
 		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
 		Events:               metadata.DefaultEventsConfig(),
 	}
+}
+
+// VerdictConfig is the receiver's `verdict:` block.
+type VerdictConfig struct {
+	// Window is how far back a group's trend looks.
+	Window time.Duration `mapstructure:"window"`
+	// Persist is how old a group's oldest object must be before the group
+	// can be called leaking: what rises and falls back within it never is.
+	Persist time.Duration `mapstructure:"persist"`
+	// MaxGroups bounds the groups followed at once (each keeps at most a
+	// few hundred samples).
+	MaxGroups int `mapstructure:"max_groups"`
+	// EventStates are the verdicts that get kmem.leak.suspect events.
+	EventStates []string `mapstructure:"event_states"`
+}
+
+// minWindowScans is the fewest scans a verdict window must hold: a leak
+// verdict rests on at least 9 (package verdict).
+const minWindowScans = 10
+
+func (v VerdictConfig) validate(interval time.Duration) []error {
+	var errs []error
+	if v.Window < minWindowScans*interval {
+		errs = append(errs, fmt.Errorf("verdict.window must hold at least %d scans (%d x collection_interval = %v), got %v",
+			minWindowScans, minWindowScans, minWindowScans*interval, v.Window))
+	}
+	if v.Persist <= 0 || v.Persist >= v.Window {
+		errs = append(errs, fmt.Errorf("verdict.persist must be positive and shorter than verdict.window (%v), got %v", v.Window, v.Persist))
+	}
+	if v.MaxGroups < 1 || v.MaxGroups > maxVerdictGroups {
+		errs = append(errs, fmt.Errorf("verdict.max_groups must be between 1 and %d, got %d", maxVerdictGroups, v.MaxGroups))
+	}
+	for _, name := range v.EventStates {
+		if _, ok := verdict.ParseState(name); !ok {
+			errs = append(errs, fmt.Errorf("verdict.event_states: unknown verdict %q (leaking, growing, steady, transient)", name))
+		}
+	}
+	return errs
 }
 
 // Validate checks every field and names the one that is wrong.
@@ -130,9 +174,7 @@ func (cfg *Config) Validate() error {
 	if err := cfg.Caches.validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if cfg.TrendWindow < 2 || cfg.TrendWindow > 1000 {
-		errs = append(errs, fmt.Errorf("trend_window must be between 2 and 1000 scans, got %d", cfg.TrendWindow))
-	}
+	errs = append(errs, cfg.Verdict.validate(cfg.CollectionInterval)...)
 	if cfg.ReportInterval <= 0 {
 		errs = append(errs, fmt.Errorf("report_interval must be positive, got %v", cfg.ReportInterval))
 	}
@@ -250,14 +292,22 @@ func (cfg *Config) trackerOptions() tracker.Options {
 // scanOptions returns what the scans need; call only after Validate.
 func (cfg *Config) scanOptions(stacksOn bool) scan.Options {
 	opts := scan.Options{
-		MinAge:            cfg.MinAge,
-		TopN:              cfg.TopN,
-		SampleRate:        cfg.SampleRate,
-		TrendWindow:       cfg.TrendWindow,
-		ReportInterval:    cfg.ReportInterval,
+		MinAge:     cfg.MinAge,
+		TopN:       cfg.TopN,
+		SampleRate: cfg.SampleRate,
+		Verdict: verdict.Options{
+			Window:         cfg.Verdict.Window,
+			Persist:        cfg.Verdict.Persist,
+			ReportInterval: cfg.ReportInterval,
+			MaxGroups:      cfg.Verdict.MaxGroups,
+		},
 		StacksOn:          stacksOn,
 		AdaptiveStacks:    cfg.StackTraces == kmem.StacksAdaptive.String(),
 		MaxTrackedObjects: cfg.MaxTrackedObjects,
+	}
+	for _, name := range cfg.Verdict.EventStates {
+		st, _ := verdict.ParseState(name)
+		opts.EventStates = append(opts.EventStates, st)
 	}
 	if !cfg.Caches.IsZero() {
 		opts.Tracks = cfg.Caches.Tracks

@@ -46,7 +46,8 @@ func TestCreateDefaultConfig(t *testing.T) {
 	assert.Zero(t, cfg.MinSize)
 	assert.Zero(t, cfg.MaxSize)
 	assert.True(t, cfg.Caches.IsZero())
-	assert.Equal(t, 6, cfg.TrendWindow)
+	assert.Equal(t, VerdictConfig{Window: 30 * time.Minute, Persist: time.Minute, MaxGroups: 2000, EventStates: []string{"leaking"}}, cfg.Verdict,
+		"events for leaks only")
 	assert.Equal(t, 10*time.Minute, cfg.ReportInterval)
 	assert.Equal(t, metadata.NewDefaultMetricsBuilderConfig(), cfg.MetricsBuilderConfig)
 	assert.Equal(t, metadata.DefaultEventsConfig(), cfg.Events)
@@ -73,7 +74,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.MinSize = 64
 	custom.MaxSize = 4096
 	custom.Caches = CacheFilter{Include: []string{"kmalloc-*", "dentry"}, Exclude: []string{"kmalloc-rcl-*"}}
-	custom.TrendWindow = 10
+	custom.Verdict = VerdictConfig{Window: 2 * time.Hour, Persist: 5 * time.Minute, MaxGroups: 500, EventStates: []string{"leaking", "growing"}}
 	custom.ReportInterval = time.Hour
 	disableAsUser(t, &custom.Metrics.KmemTrackerScanDuration)
 	disableAsUser(t, &custom.Events.KmemLeakSuspect)
@@ -354,9 +355,42 @@ func TestValidate(t *testing.T) {
 			wantErr: `caches.exclude: bad pattern "[a-"`,
 		},
 		{
-			name:    "trend_window one",
-			modify:  func(c *Config) { c.TrendWindow = 1 },
-			wantErr: "trend_window must be between 2 and 1000 scans, got 1",
+			name:    "verdict.window shorter than 10 scans",
+			modify:  func(c *Config) { c.Verdict.Window = 90 * time.Second },
+			wantErr: "verdict.window must hold at least 10 scans (10 x collection_interval = 1m40s), got 1m30s",
+		},
+		{
+			name:   "verdict.window of 10 scans",
+			modify: func(c *Config) { c.CollectionInterval, c.Verdict.Window, c.Verdict.Persist = time.Second, 10*time.Second, 5*time.Second },
+		},
+		{
+			name:    "verdict.persist zero",
+			modify:  func(c *Config) { c.Verdict.Persist = 0 },
+			wantErr: "verdict.persist must be positive and shorter than verdict.window (30m0s), got 0s",
+		},
+		{
+			name:    "verdict.persist as long as the window",
+			modify:  func(c *Config) { c.Verdict.Persist = c.Verdict.Window },
+			wantErr: "verdict.persist must be positive and shorter than verdict.window (30m0s), got 30m0s",
+		},
+		{
+			name:    "verdict.max_groups zero",
+			modify:  func(c *Config) { c.Verdict.MaxGroups = 0 },
+			wantErr: "verdict.max_groups must be between 1 and 20000, got 0",
+		},
+		{
+			name:    "verdict.max_groups too many",
+			modify:  func(c *Config) { c.Verdict.MaxGroups = 20001 },
+			wantErr: "verdict.max_groups must be between 1 and 20000, got 20001",
+		},
+		{
+			name:    "verdict.event_states unknown",
+			modify:  func(c *Config) { c.Verdict.EventStates = []string{"leaking", "suspect"} },
+			wantErr: `verdict.event_states: unknown verdict "suspect"`,
+		},
+		{
+			name:   "verdict.event_states empty: no events",
+			modify: func(c *Config) { c.Verdict.EventStates = nil },
 		},
 		{
 			name:    "report_interval zero",
@@ -453,7 +487,7 @@ func FuzzConfigUnmarshal(f *testing.F) {
 		"stack_traces: always\nstack_depth: 127\nmax_size: 4096\nmin_size: 8192\n",
 		"max_tracked_objects: -1\nreport_interval: 0s\n",
 		"metrics:\n  kmem.outstanding.bytes:\n    enabled: false\n",
-		"collection_interval: 1ns\ntrend_window: 1000\n",
+		"collection_interval: 1ns\nverdict:\n  window: 1ns\n  event_states: [growing, x]\n",
 	} {
 		f.Add(seed)
 	}

@@ -49,6 +49,10 @@ func testConfig() *Config {
 	cfg.CollectionInterval = 500 * time.Millisecond
 	cfg.InitialDelay = 0
 	cfg.MinAge = time.Second
+	cfg.Verdict.Window, cfg.Verdict.Persist = time.Minute, 3*time.Second
+	// Events for every verdict: most tests follow held objects, which are
+	// steady, through the events.
+	cfg.Verdict.EventStates = []string{"leaking", "growing", "steady", "transient"}
 	cfg.TopN = 2000
 	cfg.MaxTrackedObjects = 1 << 20
 	return cfg

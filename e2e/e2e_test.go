@@ -154,6 +154,9 @@ receivers:
     initial_delay: 0s
     min_age: 2s
     top_n: 500
+    verdict:
+      window: 1m
+      persist: 3s
 exporters:
   %s:
     endpoint: %s
@@ -199,15 +202,20 @@ func TestCollectorExportsOverOTLP(t *testing.T) {
 				}
 			})
 
-			// Hold pipes once the collector is up, so they are its suspects.
+			// Leak pipes once the collector is up, until it says so.
 			require.Eventually(t, func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.metrics) > 0 },
 				30*time.Second, 100*time.Millisecond, "no metrics arrived")
-			holdPipes(t, 2000)
-
-			require.Eventually(t, func() bool { return pipeSuspects(r) >= 4000 }, 30*time.Second, 200*time.Millisecond,
+			var held int
+			for start := time.Now(); pipeEvents(r) == 0; held += 50 {
+				require.Less(t, time.Since(start), time.Minute, "no kmem.leak.suspect event called the leaking pipes leaking")
+				holdPipes(t, 50)
+				time.Sleep(250 * time.Millisecond)
+			}
+			t.Logf("called leaking after %d pipes", held)
+			// Two objects a pipe at alloc_pipe_info: its pipe_inode_info
+			// and its buffer array.
+			require.Eventually(t, func() bool { return pipeSuspects(r) >= int64(2*held) }, 30*time.Second, 200*time.Millisecond,
 				"the held pipes never arrived as kmem.outstanding.objects")
-			require.Eventually(t, func() bool { return pipeEvents(r) > 0 }, 10*time.Second, 200*time.Millisecond,
-				"no kmem.leak.suspect event for the held pipes")
 			checkResourceAndNames(t, r)
 		})
 	}
@@ -253,6 +261,7 @@ func pipeSuspects(r *received) int64 {
 	return best
 }
 
+// pipeEvents counts the events that call alloc_pipe_info's objects a leak.
 func pipeEvents(r *received) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -262,7 +271,8 @@ func pipeEvents(r *received) int {
 			for _, sl := range rl.ScopeLogs().All() {
 				for _, lr := range sl.LogRecords().All() {
 					site, _ := lr.Attributes().Get("kmem.call_site")
-					if lr.EventName() == "kmem.leak.suspect" && strings.HasPrefix(site.Str(), "alloc_pipe_info+") {
+					state, _ := lr.Attributes().Get("kmem.verdict")
+					if lr.EventName() == "kmem.leak.suspect" && strings.HasPrefix(site.Str(), "alloc_pipe_info+") && state.Str() == "leaking" {
 						n++
 					}
 				}

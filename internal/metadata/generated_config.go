@@ -105,6 +105,54 @@ func (ms *KmemFreesMetricConfig) Validate() error {
 	return nil
 }
 
+// KmemGroupsMetricAttributeKey specifies the key of an attribute for the kmem.groups metric.
+type KmemGroupsMetricAttributeKey string
+
+const (
+	KmemGroupsMetricAttributeKeyKmemVerdict KmemGroupsMetricAttributeKey = "kmem.verdict"
+)
+
+// KmemGroupsMetricConfig provides config for the kmem.groups metric.
+type KmemGroupsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                         `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []KmemGroupsMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *KmemGroupsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *KmemGroupsMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case KmemGroupsMetricAttributeKeyKmemVerdict:
+		default:
+			return fmt.Errorf("metric kmem.groups doesn't have an attribute %v, valid attributes: [kmem.verdict]", val)
+		}
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // KmemOutstandingBytesMetricAttributeKey specifies the key of an attribute for the kmem.outstanding.bytes metric.
 type KmemOutstandingBytesMetricAttributeKey string
 
@@ -112,6 +160,7 @@ const (
 	KmemOutstandingBytesMetricAttributeKeyKmemAllocator KmemOutstandingBytesMetricAttributeKey = "kmem.allocator"
 	KmemOutstandingBytesMetricAttributeKeyKmemCache     KmemOutstandingBytesMetricAttributeKey = "kmem.cache"
 	KmemOutstandingBytesMetricAttributeKeyKmemCallSite  KmemOutstandingBytesMetricAttributeKey = "kmem.call_site"
+	KmemOutstandingBytesMetricAttributeKeyKmemVerdict   KmemOutstandingBytesMetricAttributeKey = "kmem.verdict"
 )
 
 // KmemOutstandingBytesMetricConfig provides config for the kmem.outstanding.bytes metric.
@@ -140,9 +189,9 @@ func (ms *KmemOutstandingBytesMetricConfig) Unmarshal(parser *confmap.Conf) erro
 func (ms *KmemOutstandingBytesMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite:
+		case KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemVerdict:
 		default:
-			return fmt.Errorf("metric kmem.outstanding.bytes doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site]", val)
+			return fmt.Errorf("metric kmem.outstanding.bytes doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]", val)
 		}
 	}
 
@@ -162,6 +211,7 @@ const (
 	KmemOutstandingGrowthMetricAttributeKeyKmemAllocator KmemOutstandingGrowthMetricAttributeKey = "kmem.allocator"
 	KmemOutstandingGrowthMetricAttributeKeyKmemCache     KmemOutstandingGrowthMetricAttributeKey = "kmem.cache"
 	KmemOutstandingGrowthMetricAttributeKeyKmemCallSite  KmemOutstandingGrowthMetricAttributeKey = "kmem.call_site"
+	KmemOutstandingGrowthMetricAttributeKeyKmemVerdict   KmemOutstandingGrowthMetricAttributeKey = "kmem.verdict"
 )
 
 // KmemOutstandingGrowthMetricConfig provides config for the kmem.outstanding.growth metric.
@@ -190,9 +240,9 @@ func (ms *KmemOutstandingGrowthMetricConfig) Unmarshal(parser *confmap.Conf) err
 func (ms *KmemOutstandingGrowthMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite:
+		case KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict:
 		default:
-			return fmt.Errorf("metric kmem.outstanding.growth doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site]", val)
+			return fmt.Errorf("metric kmem.outstanding.growth doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]", val)
 		}
 	}
 
@@ -212,6 +262,7 @@ const (
 	KmemOutstandingObjectsMetricAttributeKeyKmemAllocator KmemOutstandingObjectsMetricAttributeKey = "kmem.allocator"
 	KmemOutstandingObjectsMetricAttributeKeyKmemCache     KmemOutstandingObjectsMetricAttributeKey = "kmem.cache"
 	KmemOutstandingObjectsMetricAttributeKeyKmemCallSite  KmemOutstandingObjectsMetricAttributeKey = "kmem.call_site"
+	KmemOutstandingObjectsMetricAttributeKeyKmemVerdict   KmemOutstandingObjectsMetricAttributeKey = "kmem.verdict"
 )
 
 // KmemOutstandingObjectsMetricConfig provides config for the kmem.outstanding.objects metric.
@@ -240,9 +291,9 @@ func (ms *KmemOutstandingObjectsMetricConfig) Unmarshal(parser *confmap.Conf) er
 func (ms *KmemOutstandingObjectsMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite:
+		case KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict:
 		default:
-			return fmt.Errorf("metric kmem.outstanding.objects doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site]", val)
+			return fmt.Errorf("metric kmem.outstanding.objects doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]", val)
 		}
 	}
 
@@ -262,6 +313,7 @@ const (
 	KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator KmemOutstandingOldestAgeMetricAttributeKey = "kmem.allocator"
 	KmemOutstandingOldestAgeMetricAttributeKeyKmemCache     KmemOutstandingOldestAgeMetricAttributeKey = "kmem.cache"
 	KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite  KmemOutstandingOldestAgeMetricAttributeKey = "kmem.call_site"
+	KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict   KmemOutstandingOldestAgeMetricAttributeKey = "kmem.verdict"
 )
 
 // KmemOutstandingOldestAgeMetricConfig provides config for the kmem.outstanding.oldest_age metric.
@@ -290,9 +342,9 @@ func (ms *KmemOutstandingOldestAgeMetricConfig) Unmarshal(parser *confmap.Conf) 
 func (ms *KmemOutstandingOldestAgeMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite:
+		case KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict:
 		default:
-			return fmt.Errorf("metric kmem.outstanding.oldest_age doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site]", val)
+			return fmt.Errorf("metric kmem.outstanding.oldest_age doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]", val)
 		}
 	}
 
@@ -802,6 +854,7 @@ func (ms *KmemTrackerWithheldGroupsMetricConfig) Unmarshal(parser *confmap.Conf)
 type MetricsConfig struct {
 	KmemAllocations                KmemAllocationsMetricConfig                `mapstructure:"kmem.allocations"`
 	KmemFrees                      KmemFreesMetricConfig                      `mapstructure:"kmem.frees"`
+	KmemGroups                     KmemGroupsMetricConfig                     `mapstructure:"kmem.groups"`
 	KmemOutstandingBytes           KmemOutstandingBytesMetricConfig           `mapstructure:"kmem.outstanding.bytes"`
 	KmemOutstandingGrowth          KmemOutstandingGrowthMetricConfig          `mapstructure:"kmem.outstanding.growth"`
 	KmemOutstandingObjects         KmemOutstandingObjectsMetricConfig         `mapstructure:"kmem.outstanding.objects"`
@@ -832,25 +885,30 @@ func DefaultMetricsConfig() MetricsConfig {
 			AggregationStrategy: AggregationStrategySum,
 			EnabledAttributes:   []KmemFreesMetricAttributeKey{KmemFreesMetricAttributeKeyKmemAllocator},
 		},
+		KmemGroups: KmemGroupsMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategyAvg,
+			EnabledAttributes:   []KmemGroupsMetricAttributeKey{KmemGroupsMetricAttributeKeyKmemVerdict},
+		},
 		KmemOutstandingBytes: KmemOutstandingBytesMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
-			EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite},
+			EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemVerdict},
 		},
 		KmemOutstandingGrowth: KmemOutstandingGrowthMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
-			EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite},
+			EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict},
 		},
 		KmemOutstandingObjects: KmemOutstandingObjectsMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
-			EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite},
+			EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict},
 		},
 		KmemOutstandingOldestAge: KmemOutstandingOldestAgeMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
-			EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite},
+			EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict},
 		},
 		KmemTrackerDropped: KmemTrackerDroppedMetricConfig{
 			Enabled:             true,

@@ -36,25 +36,30 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []KmemFreesMetricAttributeKey{KmemFreesMetricAttributeKeyKmemAllocator},
 					},
+					KmemGroups: KmemGroupsMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []KmemGroupsMetricAttributeKey{KmemGroupsMetricAttributeKeyKmemVerdict},
+					},
 					KmemOutstandingBytes: KmemOutstandingBytesMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite},
+						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemVerdict},
 					},
 					KmemOutstandingGrowth: KmemOutstandingGrowthMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite},
+						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict},
 					},
 					KmemOutstandingObjects: KmemOutstandingObjectsMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite},
+						EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict},
 					},
 					KmemOutstandingOldestAge: KmemOutstandingOldestAgeMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite},
+						EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict},
 					},
 					KmemTrackerDropped: KmemTrackerDroppedMetricConfig{
 						Enabled:             true,
@@ -133,25 +138,30 @@ func TestMetricsBuilderConfig(t *testing.T) {
 						AggregationStrategy: AggregationStrategySum,
 						EnabledAttributes:   []KmemFreesMetricAttributeKey{KmemFreesMetricAttributeKeyKmemAllocator},
 					},
+					KmemGroups: KmemGroupsMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategyAvg,
+						EnabledAttributes:   []KmemGroupsMetricAttributeKey{KmemGroupsMetricAttributeKeyKmemVerdict},
+					},
 					KmemOutstandingBytes: KmemOutstandingBytesMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite},
+						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemVerdict},
 					},
 					KmemOutstandingGrowth: KmemOutstandingGrowthMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite},
+						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict},
 					},
 					KmemOutstandingObjects: KmemOutstandingObjectsMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite},
+						EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict},
 					},
 					KmemOutstandingOldestAge: KmemOutstandingOldestAgeMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite},
+						EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict},
 					},
 					KmemTrackerDropped: KmemTrackerDroppedMetricConfig{
 						Enabled:             false,
@@ -220,7 +230,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KmemAllocationsMetricConfig{}, KmemFreesMetricConfig{}, KmemOutstandingBytesMetricConfig{}, KmemOutstandingGrowthMetricConfig{}, KmemOutstandingObjectsMetricConfig{}, KmemOutstandingOldestAgeMetricConfig{}, KmemTrackerDroppedMetricConfig{}, KmemTrackerFreeRecursionMissesMetricConfig{}, KmemTrackerMissedFreesMetricConfig{}, KmemTrackerObjectsMetricConfig{}, KmemTrackerRecoveredFreesMetricConfig{}, KmemTrackerRecursionMissesMetricConfig{}, KmemTrackerScanDurationMetricConfig{}, KmemTrackerStackErrorsMetricConfig{}, KmemTrackerStacksMetricConfig{}, KmemTrackerUntracedCachesMetricConfig{}, KmemTrackerUntrackedFreesMetricConfig{}, KmemTrackerWithheldGroupsMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(KmemAllocationsMetricConfig{}, KmemFreesMetricConfig{}, KmemGroupsMetricConfig{}, KmemOutstandingBytesMetricConfig{}, KmemOutstandingGrowthMetricConfig{}, KmemOutstandingObjectsMetricConfig{}, KmemOutstandingOldestAgeMetricConfig{}, KmemTrackerDroppedMetricConfig{}, KmemTrackerFreeRecursionMissesMetricConfig{}, KmemTrackerMissedFreesMetricConfig{}, KmemTrackerObjectsMetricConfig{}, KmemTrackerRecoveredFreesMetricConfig{}, KmemTrackerRecursionMissesMetricConfig{}, KmemTrackerScanDurationMetricConfig{}, KmemTrackerStackErrorsMetricConfig{}, KmemTrackerStacksMetricConfig{}, KmemTrackerUntracedCachesMetricConfig{}, KmemTrackerUntrackedFreesMetricConfig{}, KmemTrackerWithheldGroupsMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -249,12 +259,24 @@ func TestKmemFreesMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }
 
+func TestKmemGroupsMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().KmemGroups
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []KmemGroupsMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.groups doesn't have an attribute invalid, valid attributes: [kmem.verdict]")
+
+	cfg = DefaultMetricsConfig().KmemGroups
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
 func TestKmemOutstandingBytesMetricsConfig_Validate(t *testing.T) {
 	cfg := DefaultMetricsConfig().KmemOutstandingBytes
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []KmemOutstandingBytesMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.bytes doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site]")
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.bytes doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]")
 
 	cfg = DefaultMetricsConfig().KmemOutstandingBytes
 	cfg.AggregationStrategy = "invalid"
@@ -266,7 +288,7 @@ func TestKmemOutstandingGrowthMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []KmemOutstandingGrowthMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.growth doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site]")
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.growth doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]")
 
 	cfg = DefaultMetricsConfig().KmemOutstandingGrowth
 	cfg.AggregationStrategy = "invalid"
@@ -278,7 +300,7 @@ func TestKmemOutstandingObjectsMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []KmemOutstandingObjectsMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.objects doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site]")
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.objects doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]")
 
 	cfg = DefaultMetricsConfig().KmemOutstandingObjects
 	cfg.AggregationStrategy = "invalid"
@@ -290,7 +312,7 @@ func TestKmemOutstandingOldestAgeMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []KmemOutstandingOldestAgeMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.oldest_age doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site]")
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.oldest_age doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]")
 
 	cfg = DefaultMetricsConfig().KmemOutstandingOldestAge
 	cfg.AggregationStrategy = "invalid"

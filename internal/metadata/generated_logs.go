@@ -34,12 +34,18 @@ func WithKmemCallSiteAddressEventAttribute(kmemCallSiteAddressAttributeValue str
 	})
 }
 
+func WithKmemLeakSinceEventAttribute(kmemLeakSinceAttributeValue string) EventAttributeOption {
+	return eventAttributeOptionFunc(func(dp plog.LogRecord) {
+		dp.Attributes().PutStr("kmem.leak.since", kmemLeakSinceAttributeValue)
+	})
+}
+
 type eventKmemLeakSuspect struct {
 	data   plog.LogRecordSlice // data buffer for generated log records.
 	config EventConfig         // event config provided by user.
 }
 
-func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowingAttributeValue bool, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
+func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowthObjectsAttributeValue float64, kmemGrowthBytesAttributeValue float64, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
 	if !e.config.Enabled {
 		return
 	}
@@ -54,10 +60,12 @@ func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommo
 	dp.Attributes().PutStr("kmem.allocator", kmemAllocatorAttributeValue)
 	dp.Attributes().PutStr("kmem.cache", kmemCacheAttributeValue)
 	dp.Attributes().PutStr("kmem.call_site", kmemCallSiteAttributeValue)
+	dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
 	dp.Attributes().PutInt("kmem.objects", kmemObjectsAttributeValue)
 	dp.Attributes().PutInt("kmem.bytes", kmemBytesAttributeValue)
 	dp.Attributes().PutDouble("kmem.oldest_age", kmemOldestAgeAttributeValue)
-	dp.Attributes().PutBool("kmem.growing", kmemGrowingAttributeValue)
+	dp.Attributes().PutDouble("kmem.growth.objects", kmemGrowthObjectsAttributeValue)
+	dp.Attributes().PutDouble("kmem.growth.bytes", kmemGrowthBytesAttributeValue)
 	dp.Attributes().PutBool("kmem.incomplete", kmemIncompleteAttributeValue)
 
 	for _, op := range options {
@@ -212,6 +220,6 @@ func (lb *LogsBuilder) Emit(options ...ResourceLogsOption) plog.Logs {
 }
 
 // RecordKmemLeakSuspectEvent adds a log record of kmem.leak.suspect event.
-func (lb *LogsBuilder) RecordKmemLeakSuspectEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowingAttributeValue bool, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
-	lb.eventKmemLeakSuspect.recordEvent(ctx, timestamp, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemObjectsAttributeValue, kmemBytesAttributeValue, kmemOldestAgeAttributeValue, kmemGrowingAttributeValue, kmemIncompleteAttributeValue, options...)
+func (lb *LogsBuilder) RecordKmemLeakSuspectEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowthObjectsAttributeValue float64, kmemGrowthBytesAttributeValue float64, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
+	lb.eventKmemLeakSuspect.recordEvent(ctx, timestamp, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemVerdictAttributeValue.String(), kmemObjectsAttributeValue, kmemBytesAttributeValue, kmemOldestAgeAttributeValue, kmemGrowthObjectsAttributeValue, kmemGrowthBytesAttributeValue, kmemIncompleteAttributeValue, options...)
 }

@@ -53,6 +53,40 @@ var MapAttributeKmemAllocator = map[string]AttributeKmemAllocator{
 	"percpu":  AttributeKmemAllocatorPercpu,
 }
 
+// AttributeKmemVerdict specifies the value kmem.verdict attribute.
+type AttributeKmemVerdict int
+
+const (
+	_ AttributeKmemVerdict = iota
+	AttributeKmemVerdictLeaking
+	AttributeKmemVerdictGrowing
+	AttributeKmemVerdictSteady
+	AttributeKmemVerdictTransient
+)
+
+// String returns the string representation of the AttributeKmemVerdict.
+func (av AttributeKmemVerdict) String() string {
+	switch av {
+	case AttributeKmemVerdictLeaking:
+		return "leaking"
+	case AttributeKmemVerdictGrowing:
+		return "growing"
+	case AttributeKmemVerdictSteady:
+		return "steady"
+	case AttributeKmemVerdictTransient:
+		return "transient"
+	}
+	return ""
+}
+
+// MapAttributeKmemVerdict is a helper map of string to AttributeKmemVerdict attribute value.
+var MapAttributeKmemVerdict = map[string]AttributeKmemVerdict{
+	"leaking":   AttributeKmemVerdictLeaking,
+	"growing":   AttributeKmemVerdictGrowing,
+	"steady":    AttributeKmemVerdictSteady,
+	"transient": AttributeKmemVerdictTransient,
+}
+
 var MetricsInfo = metricsInfo{
 	KmemAllocations: metricInfo{
 		Name:       "kmem.allocations",
@@ -62,21 +96,25 @@ var MetricsInfo = metricsInfo{
 		Name:       "kmem.frees",
 		Attributes: []string{"kmem.allocator"},
 	},
+	KmemGroups: metricInfo{
+		Name:       "kmem.groups",
+		Attributes: []string{"kmem.verdict"},
+	},
 	KmemOutstandingBytes: metricInfo{
 		Name:       "kmem.outstanding.bytes",
-		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site"},
+		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.verdict"},
 	},
 	KmemOutstandingGrowth: metricInfo{
 		Name:       "kmem.outstanding.growth",
-		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site"},
+		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.verdict"},
 	},
 	KmemOutstandingObjects: metricInfo{
 		Name:       "kmem.outstanding.objects",
-		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site"},
+		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.verdict"},
 	},
 	KmemOutstandingOldestAge: metricInfo{
 		Name:       "kmem.outstanding.oldest_age",
-		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site"},
+		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.verdict"},
 	},
 	KmemTrackerDropped: metricInfo{
 		Name:       "kmem.tracker.dropped",
@@ -128,6 +166,7 @@ var MetricsInfo = metricsInfo{
 type metricsInfo struct {
 	KmemAllocations                metricInfo
 	KmemFrees                      metricInfo
+	KmemGroups                     metricInfo
 	KmemOutstandingBytes           metricInfo
 	KmemOutstandingGrowth          metricInfo
 	KmemOutstandingObjects         metricInfo
@@ -333,6 +372,95 @@ func newMetricKmemFrees(cfg KmemFreesMetricConfig) metricKmemFrees {
 	return m
 }
 
+type metricKmemGroups struct {
+	data          pmetric.Metric         // data buffer for generated metric.
+	config        KmemGroupsMetricConfig // metric config provided by user.
+	capacity      int                    // max observed number of data points added to the metric.
+	aggDataPoints []int64                // slice containing number of aggregated datapoints at each index
+}
+
+// init fills kmem.groups metric with initial data.
+func (m *metricKmemGroups) init() {
+	m.data.SetName("kmem.groups")
+	m.data.SetDescription("Groups of live objects older than min_age (allocator, cache, call site or stack) by verdict, counted over every group, reported or not. A leak on the node is kmem.groups{kmem.verdict=leaking} > 0.")
+	m.data.SetUnit("{group}")
+	m.data.SetEmptyGauge()
+	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricKmemGroups) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemVerdictAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, KmemGroupsMetricAttributeKeyKmemVerdict) {
+		dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Gauge().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricKmemGroups) updateCapacity() {
+	if m.data.Gauge().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Gauge().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricKmemGroups) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Gauge().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Gauge().DataPoints().At(i).SetIntValue(m.data.Gauge().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricKmemGroups(cfg KmemGroupsMetricConfig) metricKmemGroups {
+	m := metricKmemGroups{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricKmemOutstandingBytes struct {
 	data          pmetric.Metric                   // data buffer for generated metric.
 	config        KmemOutstandingBytesMetricConfig // metric config provided by user.
@@ -343,14 +471,14 @@ type metricKmemOutstandingBytes struct {
 // init fills kmem.outstanding.bytes metric with initial data.
 func (m *metricKmemOutstandingBytes) init() {
 	m.data.SetName("kmem.outstanding.bytes")
-	m.data.SetDescription("Bytes held by live objects older than min_age, per allocator, cache and call site (the top_n groups by bytes).")
+	m.data.SetDescription("Bytes held by live objects older than min_age, per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).")
 	m.data.SetUnit("By")
 	m.data.SetEmptyGauge()
 	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricKmemOutstandingBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string) {
+func (m *metricKmemOutstandingBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -366,6 +494,9 @@ func (m *metricKmemOutstandingBytes) recordDataPoint(start pcommon.Timestamp, ts
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingBytesMetricAttributeKeyKmemCallSite) {
 		dp.Attributes().PutStr("kmem.call_site", kmemCallSiteAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingBytesMetricAttributeKeyKmemVerdict) {
+		dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
 	}
 
 	var s string
@@ -438,14 +569,14 @@ type metricKmemOutstandingGrowth struct {
 // init fills kmem.outstanding.growth metric with initial data.
 func (m *metricKmemOutstandingGrowth) init() {
 	m.data.SetName("kmem.outstanding.growth")
-	m.data.SetDescription("Change per minute of the aged live objects per allocator, cache and call site, over the last trend_window scans.")
+	m.data.SetDescription("Change per minute of the aged live objects per allocator, cache, call site and verdict (Theil–Sen slope over the verdict window).")
 	m.data.SetUnit("{object}/min")
 	m.data.SetEmptyGauge()
 	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricKmemOutstandingGrowth) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string) {
+func (m *metricKmemOutstandingGrowth) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -461,6 +592,9 @@ func (m *metricKmemOutstandingGrowth) recordDataPoint(start pcommon.Timestamp, t
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite) {
 		dp.Attributes().PutStr("kmem.call_site", kmemCallSiteAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict) {
+		dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
 	}
 
 	var s string
@@ -533,14 +667,14 @@ type metricKmemOutstandingObjects struct {
 // init fills kmem.outstanding.objects metric with initial data.
 func (m *metricKmemOutstandingObjects) init() {
 	m.data.SetName("kmem.outstanding.objects")
-	m.data.SetDescription("Live objects older than min_age, per allocator, cache and call site (the top_n groups by bytes).")
+	m.data.SetDescription("Live objects older than min_age, per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).")
 	m.data.SetUnit("{object}")
 	m.data.SetEmptyGauge()
 	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricKmemOutstandingObjects) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string) {
+func (m *metricKmemOutstandingObjects) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -556,6 +690,9 @@ func (m *metricKmemOutstandingObjects) recordDataPoint(start pcommon.Timestamp, 
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite) {
 		dp.Attributes().PutStr("kmem.call_site", kmemCallSiteAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict) {
+		dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
 	}
 
 	var s string
@@ -628,14 +765,14 @@ type metricKmemOutstandingOldestAge struct {
 // init fills kmem.outstanding.oldest_age metric with initial data.
 func (m *metricKmemOutstandingOldestAge) init() {
 	m.data.SetName("kmem.outstanding.oldest_age")
-	m.data.SetDescription("Age of the oldest live object per allocator, cache and call site (the top_n groups by bytes).")
+	m.data.SetDescription("Age of the oldest live object per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).")
 	m.data.SetUnit("s")
 	m.data.SetEmptyGauge()
 	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricKmemOutstandingOldestAge) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string) {
+func (m *metricKmemOutstandingOldestAge) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -651,6 +788,9 @@ func (m *metricKmemOutstandingOldestAge) recordDataPoint(start pcommon.Timestamp
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite) {
 		dp.Attributes().PutStr("kmem.call_site", kmemCallSiteAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict) {
+		dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
 	}
 
 	var s string
@@ -1693,6 +1833,7 @@ type MetricsBuilder struct {
 	resourceAttributeExcludeFilter       map[string]filter.Filter
 	metricKmemAllocations                metricKmemAllocations
 	metricKmemFrees                      metricKmemFrees
+	metricKmemGroups                     metricKmemGroups
 	metricKmemOutstandingBytes           metricKmemOutstandingBytes
 	metricKmemOutstandingGrowth          metricKmemOutstandingGrowth
 	metricKmemOutstandingObjects         metricKmemOutstandingObjects
@@ -1736,6 +1877,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		buildInfo:                            settings.BuildInfo,
 		metricKmemAllocations:                newMetricKmemAllocations(mbc.Metrics.KmemAllocations),
 		metricKmemFrees:                      newMetricKmemFrees(mbc.Metrics.KmemFrees),
+		metricKmemGroups:                     newMetricKmemGroups(mbc.Metrics.KmemGroups),
 		metricKmemOutstandingBytes:           newMetricKmemOutstandingBytes(mbc.Metrics.KmemOutstandingBytes),
 		metricKmemOutstandingGrowth:          newMetricKmemOutstandingGrowth(mbc.Metrics.KmemOutstandingGrowth),
 		metricKmemOutstandingObjects:         newMetricKmemOutstandingObjects(mbc.Metrics.KmemOutstandingObjects),
@@ -1850,6 +1992,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	ils.Metrics().EnsureCapacity(mb.metricsCapacity)
 	mb.metricKmemAllocations.emit(ils.Metrics())
 	mb.metricKmemFrees.emit(ils.Metrics())
+	mb.metricKmemGroups.emit(ils.Metrics())
 	mb.metricKmemOutstandingBytes.emit(ils.Metrics())
 	mb.metricKmemOutstandingGrowth.emit(ils.Metrics())
 	mb.metricKmemOutstandingObjects.emit(ils.Metrics())
@@ -1907,24 +2050,29 @@ func (mb *MetricsBuilder) RecordKmemFreesDataPoint(ts pcommon.Timestamp, val int
 	mb.metricKmemFrees.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String())
 }
 
+// RecordKmemGroupsDataPoint adds a data point to kmem.groups metric.
+func (mb *MetricsBuilder) RecordKmemGroupsDataPoint(ts pcommon.Timestamp, val int64, kmemVerdictAttributeValue AttributeKmemVerdict) {
+	mb.metricKmemGroups.recordDataPoint(mb.startTime, ts, val, kmemVerdictAttributeValue.String())
+}
+
 // RecordKmemOutstandingBytesDataPoint adds a data point to kmem.outstanding.bytes metric.
-func (mb *MetricsBuilder) RecordKmemOutstandingBytesDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string) {
-	mb.metricKmemOutstandingBytes.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue)
+func (mb *MetricsBuilder) RecordKmemOutstandingBytesDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
+	mb.metricKmemOutstandingBytes.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemVerdictAttributeValue.String())
 }
 
 // RecordKmemOutstandingGrowthDataPoint adds a data point to kmem.outstanding.growth metric.
-func (mb *MetricsBuilder) RecordKmemOutstandingGrowthDataPoint(ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string) {
-	mb.metricKmemOutstandingGrowth.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue)
+func (mb *MetricsBuilder) RecordKmemOutstandingGrowthDataPoint(ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
+	mb.metricKmemOutstandingGrowth.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemVerdictAttributeValue.String())
 }
 
 // RecordKmemOutstandingObjectsDataPoint adds a data point to kmem.outstanding.objects metric.
-func (mb *MetricsBuilder) RecordKmemOutstandingObjectsDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string) {
-	mb.metricKmemOutstandingObjects.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue)
+func (mb *MetricsBuilder) RecordKmemOutstandingObjectsDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
+	mb.metricKmemOutstandingObjects.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemVerdictAttributeValue.String())
 }
 
 // RecordKmemOutstandingOldestAgeDataPoint adds a data point to kmem.outstanding.oldest_age metric.
-func (mb *MetricsBuilder) RecordKmemOutstandingOldestAgeDataPoint(ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string) {
-	mb.metricKmemOutstandingOldestAge.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue)
+func (mb *MetricsBuilder) RecordKmemOutstandingOldestAgeDataPoint(ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
+	mb.metricKmemOutstandingOldestAge.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemVerdictAttributeValue.String())
 }
 
 // RecordKmemTrackerDroppedDataPoint adds a data point to kmem.tracker.dropped metric.

@@ -69,6 +69,7 @@ func TestMetricsBuilder(t *testing.T) {
 			aggMap := make(map[string]string) // contains the aggregation strategies for each metric name
 			aggMap["kmem.allocations"] = mb.metricKmemAllocations.config.AggregationStrategy
 			aggMap["kmem.frees"] = mb.metricKmemFrees.config.AggregationStrategy
+			aggMap["kmem.groups"] = mb.metricKmemGroups.config.AggregationStrategy
 			aggMap["kmem.outstanding.bytes"] = mb.metricKmemOutstandingBytes.config.AggregationStrategy
 			aggMap["kmem.outstanding.growth"] = mb.metricKmemOutstandingGrowth.config.AggregationStrategy
 			aggMap["kmem.outstanding.objects"] = mb.metricKmemOutstandingObjects.config.AggregationStrategy
@@ -104,27 +105,33 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordKmemOutstandingBytesDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val")
+			mb.RecordKmemGroupsDataPoint(ts, 1, AttributeKmemVerdictLeaking)
 			if tt.name == "reaggregate_set" {
-				mb.RecordKmemOutstandingBytesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2")
+				mb.RecordKmemGroupsDataPoint(ts, 3, AttributeKmemVerdictGrowing)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordKmemOutstandingGrowthDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val")
+			mb.RecordKmemOutstandingBytesDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", AttributeKmemVerdictLeaking)
 			if tt.name == "reaggregate_set" {
-				mb.RecordKmemOutstandingGrowthDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2")
+				mb.RecordKmemOutstandingBytesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", AttributeKmemVerdictGrowing)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordKmemOutstandingObjectsDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val")
+			mb.RecordKmemOutstandingGrowthDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", AttributeKmemVerdictLeaking)
 			if tt.name == "reaggregate_set" {
-				mb.RecordKmemOutstandingObjectsDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2")
+				mb.RecordKmemOutstandingGrowthDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", AttributeKmemVerdictGrowing)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordKmemOutstandingOldestAgeDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val")
+			mb.RecordKmemOutstandingObjectsDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", AttributeKmemVerdictLeaking)
 			if tt.name == "reaggregate_set" {
-				mb.RecordKmemOutstandingOldestAgeDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2")
+				mb.RecordKmemOutstandingObjectsDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", AttributeKmemVerdictGrowing)
+			}
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordKmemOutstandingOldestAgeDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", AttributeKmemVerdictLeaking)
+			if tt.name == "reaggregate_set" {
+				mb.RecordKmemOutstandingOldestAgeDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", AttributeKmemVerdictGrowing)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -200,6 +207,7 @@ func TestMetricsBuilder(t *testing.T) {
 			if tt.name == "reaggregate_set" {
 				assert.Empty(t, mb.metricKmemAllocations.aggDataPoints)
 				assert.Empty(t, mb.metricKmemFrees.aggDataPoints)
+				assert.Empty(t, mb.metricKmemGroups.aggDataPoints)
 				assert.Empty(t, mb.metricKmemOutstandingBytes.aggDataPoints)
 				assert.Empty(t, mb.metricKmemOutstandingGrowth.aggDataPoints)
 				assert.Empty(t, mb.metricKmemOutstandingObjects.aggDataPoints)
@@ -328,13 +336,53 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok := dp.Attributes().Get("kmem.allocator")
 						assert.False(t, ok)
 					}
+				case "kmem.groups":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["kmem.groups"], "Found a duplicate in the metrics slice: kmem.groups")
+						validatedMetrics["kmem.groups"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "Groups of live objects older than min_age (allocator, cache, call site or stack) by verdict, counted over every group, reported or not. A leak on the node is kmem.groups{kmem.verdict=leaking} > 0.", mi.Description())
+						assert.Equal(t, "{group}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						kmemVerdictAttrVal, ok := dp.Attributes().Get("kmem.verdict")
+						assert.True(t, ok)
+						assert.Equal(t, "leaking", kmemVerdictAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["kmem.groups"], "Found a duplicate in the metrics slice: kmem.groups")
+						validatedMetrics["kmem.groups"] = true
+						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
+						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
+						assert.Equal(t, "Groups of live objects older than min_age (allocator, cache, call site or stack) by verdict, counted over every group, reported or not. A leak on the node is kmem.groups{kmem.verdict=leaking} > 0.", mi.Description())
+						assert.Equal(t, "{group}", mi.Unit())
+						dp := mi.Gauge().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["kmem.groups"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("kmem.verdict")
+						assert.False(t, ok)
+					}
 				case "kmem.outstanding.bytes":
 					if tt.name != "reaggregate_set" {
 						assert.False(t, validatedMetrics["kmem.outstanding.bytes"], "Found a duplicate in the metrics slice: kmem.outstanding.bytes")
 						validatedMetrics["kmem.outstanding.bytes"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Bytes held by live objects older than min_age, per allocator, cache and call site (the top_n groups by bytes).", mi.Description())
+						assert.Equal(t, "Bytes held by live objects older than min_age, per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).", mi.Description())
 						assert.Equal(t, "By", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -350,12 +398,15 @@ func TestMetricsBuilder(t *testing.T) {
 						kmemCallSiteAttrVal, ok := dp.Attributes().Get("kmem.call_site")
 						assert.True(t, ok)
 						assert.Equal(t, "kmem.call_site-val", kmemCallSiteAttrVal.Str())
+						kmemVerdictAttrVal, ok := dp.Attributes().Get("kmem.verdict")
+						assert.True(t, ok)
+						assert.Equal(t, "leaking", kmemVerdictAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["kmem.outstanding.bytes"], "Found a duplicate in the metrics slice: kmem.outstanding.bytes")
 						validatedMetrics["kmem.outstanding.bytes"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Bytes held by live objects older than min_age, per allocator, cache and call site (the top_n groups by bytes).", mi.Description())
+						assert.Equal(t, "Bytes held by live objects older than min_age, per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).", mi.Description())
 						assert.Equal(t, "By", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -377,6 +428,8 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.call_site")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.verdict")
+						assert.False(t, ok)
 					}
 				case "kmem.outstanding.growth":
 					if tt.name != "reaggregate_set" {
@@ -384,7 +437,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.outstanding.growth"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Change per minute of the aged live objects per allocator, cache and call site, over the last trend_window scans.", mi.Description())
+						assert.Equal(t, "Change per minute of the aged live objects per allocator, cache, call site and verdict (Theil–Sen slope over the verdict window).", mi.Description())
 						assert.Equal(t, "{object}/min", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -400,12 +453,15 @@ func TestMetricsBuilder(t *testing.T) {
 						kmemCallSiteAttrVal, ok := dp.Attributes().Get("kmem.call_site")
 						assert.True(t, ok)
 						assert.Equal(t, "kmem.call_site-val", kmemCallSiteAttrVal.Str())
+						kmemVerdictAttrVal, ok := dp.Attributes().Get("kmem.verdict")
+						assert.True(t, ok)
+						assert.Equal(t, "leaking", kmemVerdictAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["kmem.outstanding.growth"], "Found a duplicate in the metrics slice: kmem.outstanding.growth")
 						validatedMetrics["kmem.outstanding.growth"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Change per minute of the aged live objects per allocator, cache and call site, over the last trend_window scans.", mi.Description())
+						assert.Equal(t, "Change per minute of the aged live objects per allocator, cache, call site and verdict (Theil–Sen slope over the verdict window).", mi.Description())
 						assert.Equal(t, "{object}/min", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -427,6 +483,8 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.call_site")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.verdict")
+						assert.False(t, ok)
 					}
 				case "kmem.outstanding.objects":
 					if tt.name != "reaggregate_set" {
@@ -434,7 +492,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.outstanding.objects"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Live objects older than min_age, per allocator, cache and call site (the top_n groups by bytes).", mi.Description())
+						assert.Equal(t, "Live objects older than min_age, per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).", mi.Description())
 						assert.Equal(t, "{object}", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -450,12 +508,15 @@ func TestMetricsBuilder(t *testing.T) {
 						kmemCallSiteAttrVal, ok := dp.Attributes().Get("kmem.call_site")
 						assert.True(t, ok)
 						assert.Equal(t, "kmem.call_site-val", kmemCallSiteAttrVal.Str())
+						kmemVerdictAttrVal, ok := dp.Attributes().Get("kmem.verdict")
+						assert.True(t, ok)
+						assert.Equal(t, "leaking", kmemVerdictAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["kmem.outstanding.objects"], "Found a duplicate in the metrics slice: kmem.outstanding.objects")
 						validatedMetrics["kmem.outstanding.objects"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Live objects older than min_age, per allocator, cache and call site (the top_n groups by bytes).", mi.Description())
+						assert.Equal(t, "Live objects older than min_age, per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).", mi.Description())
 						assert.Equal(t, "{object}", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -477,6 +538,8 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.call_site")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.verdict")
+						assert.False(t, ok)
 					}
 				case "kmem.outstanding.oldest_age":
 					if tt.name != "reaggregate_set" {
@@ -484,7 +547,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.outstanding.oldest_age"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Age of the oldest live object per allocator, cache and call site (the top_n groups by bytes).", mi.Description())
+						assert.Equal(t, "Age of the oldest live object per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).", mi.Description())
 						assert.Equal(t, "s", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -500,12 +563,15 @@ func TestMetricsBuilder(t *testing.T) {
 						kmemCallSiteAttrVal, ok := dp.Attributes().Get("kmem.call_site")
 						assert.True(t, ok)
 						assert.Equal(t, "kmem.call_site-val", kmemCallSiteAttrVal.Str())
+						kmemVerdictAttrVal, ok := dp.Attributes().Get("kmem.verdict")
+						assert.True(t, ok)
+						assert.Equal(t, "leaking", kmemVerdictAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["kmem.outstanding.oldest_age"], "Found a duplicate in the metrics slice: kmem.outstanding.oldest_age")
 						validatedMetrics["kmem.outstanding.oldest_age"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Age of the oldest live object per allocator, cache and call site (the top_n groups by bytes).", mi.Description())
+						assert.Equal(t, "Age of the oldest live object per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).", mi.Description())
 						assert.Equal(t, "s", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -526,6 +592,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("kmem.cache")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.call_site")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.verdict")
 						assert.False(t, ok)
 					}
 				case "kmem.tracker.dropped":

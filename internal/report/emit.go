@@ -14,6 +14,7 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
 // Emitter turns reports into pdata through the generated builders, which
@@ -31,11 +32,16 @@ type Emitter struct {
 func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommon.Timestamp) pmetric.Metrics {
 	mb := e.Metrics
 	for _, g := range byCallSite(rep.Groups) {
-		alloc := allocatorAttribute(g.Allocator)
-		mb.RecordKmemOutstandingObjectsDataPoint(now, g.Objects, alloc, g.Cache, g.CallSiteSym)
-		mb.RecordKmemOutstandingBytesDataPoint(now, g.Bytes, alloc, g.Cache, g.CallSiteSym)
-		mb.RecordKmemOutstandingOldestAgeDataPoint(now, g.OldestAge.Seconds(), alloc, g.Cache, g.CallSiteSym)
-		mb.RecordKmemOutstandingGrowthDataPoint(now, g.GrowthPerMinute, alloc, g.Cache, g.CallSiteSym)
+		alloc, state := allocatorAttribute(g.Allocator), verdictAttribute(g.Verdict.State)
+		mb.RecordKmemOutstandingObjectsDataPoint(now, g.Objects, alloc, g.Cache, g.CallSiteSym, state)
+		mb.RecordKmemOutstandingBytesDataPoint(now, g.Bytes, alloc, g.Cache, g.CallSiteSym, state)
+		mb.RecordKmemOutstandingOldestAgeDataPoint(now, g.OldestAge.Seconds(), alloc, g.Cache, g.CallSiteSym, state)
+		mb.RecordKmemOutstandingGrowthDataPoint(now, g.Verdict.PerMinute, alloc, g.Cache, g.CallSiteSym, state)
+	}
+	if rep.States != nil {
+		for _, st := range verdict.States {
+			mb.RecordKmemGroupsDataPoint(now, int64(rep.States[st]), verdictAttribute(st))
+		}
 	}
 	for _, a := range kmem.Allocators {
 		c, ok := rep.Counters[a]
@@ -66,7 +72,7 @@ func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommo
 }
 
 // EmitLogs records one kmem.leak.suspect event per group given: the
-// caller picks which of a report's groups deserve one (package trend).
+// caller picks which of a report's groups deserve one (their verdicts).
 // incomplete marks them all as lower bounds (the tracker dropped objects).
 func (e *Emitter) EmitLogs(ctx context.Context, groups []Group, incomplete bool, now pcommon.Timestamp) plog.Logs {
 	for _, g := range groups {
@@ -77,26 +83,32 @@ func (e *Emitter) EmitLogs(ctx context.Context, groups []Group, incomplete bool,
 		if e.IncludeAddresses {
 			opts = append(opts, metadata.WithKmemCallSiteAddressEventAttribute("0x"+strconv.FormatUint(g.CallSite, 16)))
 		}
+		v := g.Verdict
+		if v.State == verdict.Leaking {
+			opts = append(opts, metadata.WithKmemLeakSinceEventAttribute(v.Since.UTC().Format(time.RFC3339)))
+		}
 		e.Logs.RecordKmemLeakSuspectEvent(ctx, now, allocatorAttribute(g.Allocator), g.Cache, g.CallSiteSym,
-			g.Objects, g.Bytes, g.OldestAge.Seconds(), g.Growing, incomplete, opts...)
+			verdictAttribute(v.State), g.Objects, g.Bytes, g.OldestAge.Seconds(), v.PerMinute, v.BytesPerMinute,
+			incomplete, opts...)
 	}
 	logs := e.Logs.Emit(metadata.WithLogsResource(e.Resource))
 	completeRecords(logs, now)
 	return logs
 }
 
-// byCallSite sums the groups of one call site with different stacks: the
-// metrics are per call site, and two points with equal attributes would be
-// averaged, not added, by the builder.
+// byCallSite sums the groups of one call site and verdict with different
+// stacks: the metrics are per call site, and two points with equal
+// attributes would be averaged, not added, by the builder.
 func byCallSite(groups []Group) []Group {
 	type site struct {
 		allocator       kmem.Allocator
 		cache, callSite string
+		state           verdict.State
 	}
 	index := map[site]int{}
 	var out []Group
 	for _, g := range groups {
-		k := site{g.Allocator, g.Cache, g.CallSiteSym}
+		k := site{g.Allocator, g.Cache, g.CallSiteSym, g.Verdict.State}
 		i, ok := index[k]
 		if !ok {
 			index[k] = len(out)
@@ -107,21 +119,21 @@ func byCallSite(groups []Group) []Group {
 		out[i].Objects += g.Objects
 		out[i].Bytes += g.Bytes
 		out[i].OldestAge = max(out[i].OldestAge, g.OldestAge)
-		out[i].GrowthPerMinute += g.GrowthPerMinute
+		out[i].Verdict.PerMinute += g.Verdict.PerMinute
 	}
 	return out
 }
 
 // completeRecords sets what the generated builder leaves empty: the
-// severity, which backends filter on (WARN for a growing group, the mark
-// of a leak, INFO otherwise), and the observed time.
+// severity, which backends filter on (WARN for a leak, INFO otherwise),
+// and the observed time.
 func completeRecords(logs plog.Logs, now pcommon.Timestamp) {
 	for _, rl := range logs.ResourceLogs().All() {
 		for _, sl := range rl.ScopeLogs().All() {
 			for _, lr := range sl.LogRecords().All() {
 				lr.SetSeverityNumber(plog.SeverityNumberInfo)
 				lr.SetSeverityText("INFO")
-				if growing, ok := lr.Attributes().Get("kmem.growing"); ok && growing.Bool() {
+				if state, ok := lr.Attributes().Get("kmem.verdict"); ok && state.Str() == verdict.Leaking.String() {
 					lr.SetSeverityNumber(plog.SeverityNumberWarn)
 					lr.SetSeverityText("WARN")
 				}
@@ -137,4 +149,8 @@ func compareCacheIDs(a, b kmem.CacheID) int {
 
 func allocatorAttribute(a kmem.Allocator) metadata.AttributeKmemAllocator {
 	return metadata.MapAttributeKmemAllocator[a.String()]
+}
+
+func verdictAttribute(s verdict.State) metadata.AttributeKmemVerdict {
+	return metadata.MapAttributeKmemVerdict[s.String()]
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
 // Run `go test ./internal/report -run TestEmit -update` to rewrite the golden
@@ -61,11 +62,11 @@ func twoGroupReport() Report {
 				CallSiteSym: "alloc_pipe_info+0x2b",
 				Stack: "alloc_pipe_info+0x2b\ncreate_pipe_files+0x45\n__do_pipe_flags+0x3a\ndo_pipe2+0x4f\n" +
 					"__x64_sys_pipe2+0x18\ndo_syscall_64+0x9e\nentry_SYSCALL_64_after_hwframe+0x76",
-				Objects:         2000,
-				Bytes:           2048000,
-				OldestAge:       95*time.Second + 500*time.Millisecond,
-				Growing:         true,
-				GrowthPerMinute: 400,
+				Objects:     2000,
+				Bytes:       2048000,
+				OldestAge:   95*time.Second + 500*time.Millisecond,
+				Verdict: verdict.Verdict{State: verdict.Leaking, PerMinute: 400, BytesPerMinute: 409600,
+					Since: time.Date(2025, time.March, 4, 10, 3, 24, 0, time.UTC)},
 			},
 			{
 				Allocator:   kmem.Slab,
@@ -75,9 +76,11 @@ func twoGroupReport() Report {
 				Objects:     300,
 				Bytes:       57600,
 				OldestAge:   42 * time.Second,
+				Verdict:     verdict.Verdict{State: verdict.Steady, PerMinute: 0.5, BytesPerMinute: 96},
 			},
 		},
 		Suspects: 2300,
+		States:   map[verdict.State]int{verdict.Leaking: 1, verdict.Steady: 40, verdict.Transient: 300},
 		Withheld: 1,
 		Tracked:  map[kmem.Allocator]int64{kmem.Slab: 12000, kmem.Kmalloc: 34000},
 		Counters: map[kmem.Allocator]kmem.Counters{
@@ -167,6 +170,7 @@ func TestEmitMetrics(t *testing.T) {
 				"kmem.tracker.recursion_misses", "kmem.tracker.untraced_caches", "kmem.tracker.withheld_groups",
 				"kmem.tracker.stack_errors", "kmem.outstanding.growth",
 				"kmem.tracker.free_recursion_misses", "kmem.tracker.recovered_frees", "kmem.tracker.missed_frees",
+				"kmem.groups",
 			},
 		},
 		{
@@ -181,6 +185,7 @@ func TestEmitMetrics(t *testing.T) {
 				"kmem.tracker.recursion_misses", "kmem.tracker.untraced_caches", "kmem.tracker.withheld_groups",
 				"kmem.tracker.stack_errors", "kmem.outstanding.growth",
 				"kmem.tracker.free_recursion_misses", "kmem.tracker.recovered_frees", "kmem.tracker.missed_frees",
+				"kmem.groups",
 			},
 		},
 		{
@@ -238,7 +243,7 @@ func TestEmitLogs(t *testing.T) {
 			// what emit.go adds to the generated records.
 			records := logRecords(ld)
 			require.Len(t, records, 2)
-			// The first group grows and has a stack; the second does neither.
+			// The first group leaks and has a stack; the second does neither.
 			wantSeverity := []plog.SeverityNumber{plog.SeverityNumberWarn, plog.SeverityNumberInfo}
 			for i, lr := range records {
 				assert.Equal(t, "kmem.leak.suspect", lr.EventName())
@@ -246,6 +251,8 @@ func TestEmitLogs(t *testing.T) {
 				assert.Equal(t, strings.ToUpper(wantSeverity[i].String()), lr.SeverityText())
 				_, hasStack := lr.Attributes().Get("code.stacktrace")
 				assert.Equal(t, i == 0, hasStack, "record %d code.stacktrace", i)
+				_, hasSince := lr.Attributes().Get("kmem.leak.since")
+				assert.Equal(t, i == 0, hasSince, "record %d kmem.leak.since", i)
 				assert.Equal(t, scanTime, lr.Timestamp())
 				assert.Equal(t, scanTime, lr.ObservedTimestamp())
 				addr, ok := lr.Attributes().Get("kmem.call_site.address")
@@ -287,8 +294,8 @@ func TestEmitTwice(t *testing.T) {
 	assert.Equal(t, 1, ld.LogRecordCount())
 	// One point per group in each of the four group metrics, one per
 	// allocator in each of the ten tracker metrics, one per untraced
-	// cache, one withheld count, one scan duration.
-	assert.Equal(t, 1*4+2*10+2+1+1, md.DataPointCount())
+	// cache, one per verdict state, one withheld count, one scan duration.
+	assert.Equal(t, 1*4+2*10+2+4+1+1, md.DataPointCount())
 }
 
 func BenchmarkEmit(b *testing.B) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
 // Symbolizer names a kernel address, e.g. "alloc_pipe_info+0x2b".
@@ -26,15 +27,19 @@ type Group struct {
 	Objects     int64
 	Bytes       int64
 	OldestAge   time.Duration
-	// Set by the caller from the group's history (package trend).
-	Growing         bool
-	GrowthPerMinute float64
+	// Survivors are the objects that were already older than min_age at
+	// the previous scan (Options.Survived).
+	Survivors int64
+	// Set by the caller from the group's history.
+	Verdict verdict.Verdict
 }
 
 // Options say what Build reports.
 type Options struct {
 	MinAge time.Duration
-	TopN   int
+	// Survived is how old an object must be now to have been older than
+	// MinAge at the previous scan; 0 when there was none.
+	Survived time.Duration
 	// Bounds is, per cache name, the most aged objects the cache can truly
 	// hold (truth.Result.Bounds); nil skips the check.
 	Bounds map[string]int64
@@ -47,8 +52,10 @@ type Options struct {
 
 // Report is what one scan found.
 type Report struct {
-	Groups   []Group // the top_n groups by bytes, largest first
-	Suspects int64   // objects older than min_age, in all groups
+	// Groups are every group, largest first by bytes, until the caller
+	// keeps the top ones (Top).
+	Groups   []Group
+	Suspects int64 // objects older than min_age, in all groups
 	// Withheld counts the groups not reported because they held more
 	// objects than their cache can truly hold: phantoms, not leaks.
 	Withheld int64
@@ -58,6 +65,9 @@ type Report struct {
 	// the tracepoints, by name; the caller fills it in.
 	Untraced map[kmem.CacheID]string
 	Stacks   int // stacks kept in the stack map (kmem.Snapshot.Stacks)
+	// States counts the groups of every verdict state, reported or not;
+	// the caller fills it in.
+	States map[verdict.State]int
 }
 
 // Incomplete reports whether the tracker has dropped allocations for lack
@@ -80,14 +90,14 @@ type groupKey struct {
 }
 
 type tally struct {
-	sample  kmem.Object // any member: names the group's cache
-	objects int64
-	bytes   int64
-	oldest  uint64
+	sample    kmem.Object // any member: names the group's cache
+	objects   int64
+	bytes     int64
+	oldest    uint64
+	survivors int64
 }
 
-// Build groups the snapshot's objects older than MinAge and keeps the TopN
-// largest groups by bytes.
+// Build groups the snapshot's objects older than MinAge, largest first.
 func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
 	rep := Report{Tracked: map[kmem.Allocator]int64{}, Counters: snap.Counters, Stacks: snap.Stacks}
 	for a := range snap.Counters {
@@ -107,11 +117,26 @@ func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
 		}
 		g.Objects *= scale
 		g.Bytes *= scale
+		g.Survivors *= scale
 		groups = append(groups, *g)
 	}
 	slices.SortFunc(groups, compareGroups)
-	rep.Groups = groups[:min(opts.TopN, len(groups))]
+	rep.Groups = groups
 	return rep
+}
+
+// Top keeps the n largest groups of each verdict state, in their order: a
+// small leak is reported next to the large pools that outweigh it.
+func Top(groups []Group, n int) []Group {
+	kept := make(map[verdict.State]int, len(verdict.States))
+	var out []Group
+	for _, g := range groups {
+		if kept[g.Verdict.State] < n {
+			kept[g.Verdict.State]++
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // tallyAged counts the objects older than MinAge per group, and every
@@ -136,6 +161,9 @@ func tallyAged(snap *kmem.Snapshot, opts Options, rep *Report) map[groupKey]*tal
 		t.objects++
 		t.bytes += int64(obj.Bytes)
 		t.oldest = max(t.oldest, age)
+		if opts.Survived > 0 && age >= uint64(opts.Survived) {
+			t.survivors++
+		}
 		rep.Suspects++
 	}
 	return tallies
@@ -167,6 +195,7 @@ func merge(snap *kmem.Snapshot, tallies map[groupKey]*tally, stacks stackNames) 
 		g.CallSite = min(g.CallSite, key.callSite) // deterministic across map orders
 		g.Objects += t.objects
 		g.Bytes += t.bytes
+		g.Survivors += t.survivors
 		g.OldestAge = max(g.OldestAge, time.Duration(t.oldest))
 	}
 	return merged

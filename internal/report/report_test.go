@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
 // fakeSymbolizer names the addresses it knows and records every call.
@@ -75,7 +76,7 @@ func TestBuildMinAge(t *testing.T) {
 		kmem.Object{Allocator: kmem.Kmalloc, CallSite: siteA, Bytes: 64, AllocNs: takenNs + 1},
 	)
 
-	rep := Build(snap, Options{MinAge: minAge, TopN: 10}, &fakeSymbolizer{names: testNames})
+	rep := Build(snap, Options{MinAge: minAge}, &fakeSymbolizer{names: testNames})
 
 	assert.Equal(t, []Group{{
 		Allocator:   kmem.Slab,
@@ -211,14 +212,14 @@ func TestBuildGrouping(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rep := Build(newSnapshot(tt.objs...), Options{MinAge: time.Second, TopN: 10}, &fakeSymbolizer{names: testNames})
+			rep := Build(newSnapshot(tt.objs...), Options{MinAge: time.Second}, &fakeSymbolizer{names: testNames})
 			assert.Equal(t, tt.want, rep.Groups)
 			assert.Equal(t, int64(len(tt.objs)), rep.Suspects)
 		})
 	}
 }
 
-func TestBuildTopN(t *testing.T) {
+func TestBuildOrdersGroups(t *testing.T) {
 	snap := newSnapshot(
 		slabObj(dentryKey, 0x1000, 128, time.Minute), // 128 B in 1
 		slabObj(dentryKey, 0x2000, 64, time.Minute),  // 128 B in 2
@@ -245,19 +246,53 @@ func TestBuildTopN(t *testing.T) {
 		wantAll[i].CallSiteSym = fmt.Sprintf("fn_%x", wantAll[i].CallSite)
 	}
 
-	for _, topN := range []int{1, 3, 4, 7, 50} {
-		t.Run(fmt.Sprint("top ", topN), func(t *testing.T) {
-			want := wantAll[:min(topN, len(wantAll))]
-			// Build ranges over a map: repeat to shake out any order that
-			// depends on it.
-			for range 20 {
-				rep := Build(snap, Options{MinAge: time.Second, TopN: topN}, hexSymbolizer{})
-				require.Equal(t, want, rep.Groups)
-				// Suspects counts every group, not only the reported ones.
-				require.Equal(t, int64(8), rep.Suspects)
-			}
-		})
+	// Build ranges over a map: repeat to shake out any order that depends
+	// on it.
+	for range 20 {
+		rep := Build(snap, Options{MinAge: time.Second}, hexSymbolizer{})
+		require.Equal(t, wantAll, rep.Groups)
+		require.Equal(t, int64(8), rep.Suspects)
 	}
+}
+
+// Top keeps the largest groups of each verdict, so a small leak is not
+// pushed out by the pools that outweigh it.
+func TestTop(t *testing.T) {
+	g := func(bytes int64, s verdict.State) Group {
+		return Group{Bytes: bytes, Verdict: verdict.Verdict{State: s}}
+	}
+	groups := []Group{
+		g(900, verdict.Steady), g(800, verdict.Steady), g(700, verdict.Transient), g(600, verdict.Steady),
+		g(500, verdict.Growing), g(20, verdict.Leaking), g(10, verdict.Leaking), g(5, verdict.Leaking),
+	}
+	assert.Equal(t, []Group{g(900, verdict.Steady), g(700, verdict.Transient), g(500, verdict.Growing), g(20, verdict.Leaking)},
+		Top(groups, 1))
+	assert.Equal(t, []Group{
+		g(900, verdict.Steady), g(800, verdict.Steady), g(700, verdict.Transient),
+		g(500, verdict.Growing), g(20, verdict.Leaking), g(10, verdict.Leaking),
+	}, Top(groups, 2))
+	assert.Equal(t, groups, Top(groups, 50))
+}
+
+// Survivors are the aged objects that were aged at the previous scan too:
+// with scans 10 s apart and min_age 30 s, those older than 40 s.
+func TestBuildCountsSurvivors(t *testing.T) {
+	snap := newSnapshot(
+		slabObj(dentryKey, 0x1000, 192, 35*time.Second),
+		slabObj(dentryKey, 0x1000, 192, 40*time.Second),
+		slabObj(dentryKey, 0x1000, 192, 5*time.Minute),
+		slabObj(dentryKey, 0x1000, 192, 10*time.Second), // not aged
+	)
+	rep := Build(snap, Options{MinAge: 30 * time.Second, Survived: 40 * time.Second}, hexSymbolizer{})
+	require.Len(t, rep.Groups, 1)
+	assert.Equal(t, int64(3), rep.Groups[0].Objects)
+	assert.Equal(t, int64(2), rep.Groups[0].Survivors)
+
+	sampled := Build(snap, Options{MinAge: 30 * time.Second, Survived: 40 * time.Second, SampleRate: 8}, hexSymbolizer{})
+	assert.Equal(t, int64(16), sampled.Groups[0].Survivors, "scaled like the objects")
+
+	first := Build(snap, Options{MinAge: 30 * time.Second}, hexSymbolizer{})
+	assert.Zero(t, first.Groups[0].Survivors, "no previous scan")
 }
 
 func TestBuildMergesGroupsThatExportAlike(t *testing.T) {
@@ -273,7 +308,7 @@ func TestBuildMergesGroupsThatExportAlike(t *testing.T) {
 	)
 	sym := &fakeSymbolizer{names: testNames}
 
-	rep := Build(snap, Options{MinAge: 30 * time.Second, TopN: 10}, sym)
+	rep := Build(snap, Options{MinAge: 30 * time.Second}, sym)
 
 	require.Len(t, rep.Groups, 1)
 	g := rep.Groups[0]
@@ -290,7 +325,7 @@ func TestBuildTracked(t *testing.T) {
 		slabObj(dentryKey, siteB, 192, time.Millisecond),
 	)
 
-	rep := Build(snap, Options{MinAge: 30 * time.Second, TopN: 10}, &fakeSymbolizer{names: testNames})
+	rep := Build(snap, Options{MinAge: 30 * time.Second}, &fakeSymbolizer{names: testNames})
 
 	// kmalloc has counters but no live objects: its tracker.objects point
 	// must still be there, at zero.
@@ -306,7 +341,7 @@ func TestBuildScalesSampledCounts(t *testing.T) {
 		slabObj(dentryKey, siteB, 192, time.Minute),
 		slabObj(inodeKey, siteA, 600, time.Minute),
 	)
-	opts := Options{MinAge: 30 * time.Second, TopN: 10, SampleRate: 16, Bounds: map[string]int64{"dentry": 2}}
+	opts := Options{MinAge: 30 * time.Second, SampleRate: 16, Bounds: map[string]int64{"dentry": 2}}
 
 	rep := Build(snap, opts, &fakeSymbolizer{names: testNames})
 
@@ -327,7 +362,7 @@ func TestBuildNamesPagesAndPercpu(t *testing.T) {
 		kmem.Object{Allocator: kmem.Percpu, Bytes: 64, CallSite: siteB, StackID: -1, AllocNs: takenNs - uint64(time.Minute)},
 	)
 
-	rep := Build(snap, Options{MinAge: 30 * time.Second, TopN: 10}, &fakeSymbolizer{names: testNames})
+	rep := Build(snap, Options{MinAge: 30 * time.Second}, &fakeSymbolizer{names: testNames})
 
 	require.Len(t, rep.Groups, 2)
 	assert.Equal(t, "order-2", rep.Groups[0].Cache)
@@ -338,7 +373,7 @@ func TestBuildNamesPagesAndPercpu(t *testing.T) {
 
 func TestBuildEmpty(t *testing.T) {
 	sym := &fakeSymbolizer{}
-	rep := Build(newSnapshot(), Options{MinAge: 30 * time.Second, TopN: 10}, sym)
+	rep := Build(newSnapshot(), Options{MinAge: 30 * time.Second}, sym)
 
 	assert.Empty(t, rep.Groups)
 	assert.Zero(t, rep.Suspects)
@@ -402,6 +437,6 @@ func BenchmarkBuild(b *testing.B) {
 
 	b.ReportAllocs()
 	for b.Loop() {
-		Build(snap, Options{MinAge: 30 * time.Second, TopN: 50}, constSymbolizer("alloc_pipe_info+0x2b"))
+		Build(snap, Options{MinAge: 30 * time.Second}, constSymbolizer("alloc_pipe_info+0x2b"))
 	}
 }

@@ -1,12 +1,15 @@
 // Package scan is what the receiver does every collection_interval, from
 // reading the probes' maps to a finished report: the cache filter, the
-// truth check and the untracking it decides, the report, the trends, and
-// the stack call sites fed back to the probes. It talks to the kernel
+// truth check and the untracking it decides, the report, each group's
+// verdict, and the stack call sites fed back to the probes. It talks to the kernel
 // through two small interfaces, so that all of it is tested against a fake
 // kernel without privileges.
 package scan
 
 import (
+	"cmp"
+	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,8 +17,8 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
-	"github.com/kmemleak/kmemleakreceiver/internal/trend"
 	"github.com/kmemleak/kmemleakreceiver/internal/truth"
+	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
 // Host is what a scan reads of the machine besides the probes.
@@ -46,19 +49,20 @@ type Probes interface {
 // Options say what a scan reports and how.
 type Options struct {
 	MinAge     time.Duration
-	TopN       int
+	TopN       int // the groups of each verdict reported
 	SampleRate int // the probes' 1-in-N object sampling
 	// Tracks says whether the cache filter keeps a cache, by name; nil
 	// keeps every cache.
-	Tracks         func(cache string) bool
-	TrendWindow    int
-	ReportInterval time.Duration
+	Tracks  func(cache string) bool
+	Verdict verdict.Options
+	// EventStates are the verdicts whose groups get events.
+	EventStates    []verdict.State
 	StacksOn       bool // groups are per stack
 	AdaptiveStacks bool // feed suspect call sites back to the probes
 	// MaxTrackedObjects is the live map's size, for the full-map warning.
 	MaxTrackedObjects int
 	Logger            *zap.Logger
-	// Clock is the wall clock of the trends; nil is time.Now.
+	// Clock is the wall clock of the verdicts; nil is time.Now.
 	Clock func() time.Time
 }
 
@@ -71,8 +75,10 @@ type Pipeline struct {
 
 	snap   kmem.Snapshot // reused: a scan of a million objects allocates no new buffer
 	truth  *truth.Checker
-	trend  *trend.History
+	judge  *verdict.Judge
 	filter cacheFilter
+	// lastScan is the previous snapshot's TakenNs, 0 before the first.
+	lastScan uint64
 	// dropped is the allocations dropped for a full map, as of the last scan.
 	dropped          uint64
 	warnedNoSlabinfo bool // the truth check is off, and the user was told
@@ -80,7 +86,7 @@ type Pipeline struct {
 
 // Result is what one scan found.
 type Result struct {
-	Report report.Report  // finished: trends and untraced caches filled in
+	Report report.Report  // finished: verdicts and untraced caches filled in
 	Events []report.Group // the groups that deserve an event this scan
 	// Scanned is the number of objects read from the probes, before any
 	// was filtered out.
@@ -97,7 +103,7 @@ func New(host Host, opts Options) *Pipeline {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	p := &Pipeline{host: host, opts: opts, trend: trend.New(opts.TrendWindow, opts.ReportInterval)}
+	p := &Pipeline{host: host, opts: opts, judge: verdict.New(opts.Verdict)}
 	p.truth = truth.NewChecker(p.slabCounts())
 	p.filter = cacheFilter{tracks: opts.Tracks, seen: map[kmem.CacheID]bool{}}
 	return p
@@ -133,13 +139,18 @@ func (p *Pipeline) Scan() (Result, error) {
 		p.untrace(checked)
 		bounds = checked.Bounds
 	}
-	ropts := report.Options{MinAge: p.opts.MinAge, TopN: p.opts.TopN, Bounds: bounds, SampleRate: p.opts.SampleRate}
+	ropts := report.Options{MinAge: p.opts.MinAge, Bounds: bounds, SampleRate: p.opts.SampleRate}
+	if p.lastScan > 0 {
+		ropts.Survived = p.opts.MinAge + time.Duration(p.snap.TakenNs-min(p.lastScan, p.snap.TakenNs))
+	}
+	p.lastScan = p.snap.TakenNs
 	if p.opts.StacksOn {
 		ropts.Stacks = p.probes
 	}
 	res.Report = report.Build(&p.snap, ropts, p.symbols)
 	res.Report.Untraced = p.truth.Untraced()
-	res.Events = p.follow(res.Report.Groups)
+	res.Events = p.judgeGroups(&res.Report)
+	p.summarize(res)
 	if p.opts.AdaptiveStacks {
 		if err := p.probes.SetStackSites(callSites(res.Report.Groups)); err != nil {
 			p.opts.Logger.Error("Asking for the stacks of suspect call sites failed", zap.Error(err))
@@ -196,35 +207,100 @@ func (p *Pipeline) untrace(res truth.Result) {
 	}
 }
 
-// follow updates each group's trend, fills it into the group, and returns
-// the groups that deserve an event this scan.
-func (p *Pipeline) follow(groups []report.Group) []report.Group {
-	counts := make(map[string]int64, len(groups))
-	for _, g := range groups {
-		counts[groupKey(g)] = g.Objects
+// judgeGroups gives every group its verdict, counts the groups of each
+// state, keeps the top_n of each for the metrics, and returns the groups
+// that deserve an event. A group past verdict.max_groups has no history:
+// it counts as transient.
+func (p *Pipeline) judgeGroups(rep *report.Report) []report.Group {
+	samples := make(map[string]verdict.Sample, len(rep.Groups))
+	for _, g := range rep.Groups {
+		samples[groupKey(g)] = verdict.Sample{Objects: g.Objects, Bytes: g.Bytes, OldestAge: g.OldestAge, Survivors: g.Survivors}
 	}
-	verdicts := p.trend.Observe(p.opts.Clock(), counts)
+	verdicts := p.judge.Observe(p.opts.Clock(), samples)
+	rep.States = make(map[verdict.State]int, len(verdict.States))
 	var events []report.Group
-	for i := range groups {
-		v := verdicts[groupKey(groups[i])]
-		groups[i].Growing, groups[i].GrowthPerMinute = v.Growing, v.PerMinute
-		if v.Report {
-			events = append(events, groups[i])
+	for i := range rep.Groups {
+		g := &rep.Groups[i]
+		g.Verdict = verdicts[groupKey(*g)]
+		rep.States[g.Verdict.State]++
+		if g.Verdict.Began {
+			p.warnLeak(*g)
+		}
+		if g.Verdict.Report && slices.Contains(p.opts.EventStates, g.Verdict.State) {
+			events = append(events, *g)
 		}
 	}
+	rep.Groups = report.Top(rep.Groups, p.opts.TopN)
 	return events
+}
+
+// warnLeak is the one line in the collector's log for a new leak.
+func (p *Pipeline) warnLeak(g report.Group) {
+	fields := []zap.Field{
+		zap.String("call_site", g.CallSiteSym), zap.Stringer("allocator", g.Allocator), zap.String("cache", g.Cache),
+		zap.String("objects_per_min", fmt.Sprintf("%.1f", g.Verdict.PerMinute)),
+		zap.String("bytes_per_min", fmt.Sprintf("%.0f", g.Verdict.BytesPerMinute)),
+		zap.Time("since", g.Verdict.Since), zap.Int64("objects", g.Objects), zap.Int64("bytes", g.Bytes),
+	}
+	if g.Stack != "" {
+		fields = append(fields, zap.String("stack", g.Stack))
+	}
+	p.opts.Logger.Warn("Kernel memory leak", fields...)
+}
+
+// summaryGroups is how many of the largest steady groups a scan's summary
+// names.
+const summaryGroups = 3
+
+// summarize is the one line a scan writes to the collector's log.
+func (p *Pipeline) summarize(res Result) {
+	rep := res.Report
+	var tracked int64
+	for _, n := range rep.Tracked {
+		tracked += n
+	}
+	var leaks, largest []string
+	for _, g := range rep.Groups {
+		switch {
+		case g.Verdict.State == verdict.Leaking:
+			leaks = append(leaks, fmt.Sprintf("%s (%s) %+.1f/min", g.CallSiteSym, g.Cache, g.Verdict.PerMinute))
+		case len(largest) < summaryGroups:
+			largest = append(largest, fmt.Sprintf("%s (%s) %d objects, %s", g.CallSiteSym, g.Cache, g.Objects, byteSize(g.Bytes)))
+		}
+	}
+	p.opts.Logger.Info("Scan",
+		zap.Int64("live_objects", tracked), zap.Int64("aged_objects", rep.Suspects),
+		zap.Int("leaking", rep.States[verdict.Leaking]), zap.Int("growing", rep.States[verdict.Growing]),
+		zap.Int("steady", rep.States[verdict.Steady]), zap.Int("transient", rep.States[verdict.Transient]),
+		zap.Strings("leaks", leaks), zap.Strings("largest_long_lived", largest))
+}
+
+// byteSize writes n bytes for a person: 512 B, 12.3 KiB, 4.0 MiB.
+func byteSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	value, prefix := float64(n)/unit, 0
+	for value >= unit && prefix < 3 {
+		value /= unit
+		prefix++
+	}
+	return fmt.Sprintf("%.1f %ciB", value, "KMGT"[prefix])
 }
 
 func groupKey(g report.Group) string {
 	return strings.Join([]string{g.Allocator.String(), g.Cache, g.CallSiteSym, g.Stack}, "\x00")
 }
 
-// callSites are the probes' call sites of the groups, largest first, for
-// adaptive stacks. Page groups have none: their allocations always take a
-// stack.
+// callSites are the probes' call sites of the groups, leaks first, then
+// growing groups, then by bytes, for adaptive stacks. Page groups have
+// none: their allocations always take a stack.
 func callSites(groups []report.Group) []uint64 {
-	sites := make([]uint64, 0, len(groups))
-	for _, g := range groups {
+	ranked := slices.Clone(groups)
+	slices.SortStableFunc(ranked, func(a, b report.Group) int { return cmp.Compare(b.Verdict.State, a.Verdict.State) })
+	sites := make([]uint64, 0, len(ranked))
+	for _, g := range ranked {
 		if g.Allocator != kmem.Page {
 			sites = append(sites, g.CallSite)
 		}

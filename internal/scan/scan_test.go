@@ -18,6 +18,7 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
+	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
 // The pipeline against a fake kernel: the fake holds the live objects the
@@ -305,11 +306,11 @@ func newPipeline(t *testing.T, k *fakeKernel, opts Options) *harness {
 	if opts.TopN == 0 {
 		opts.TopN = 50
 	}
-	if opts.TrendWindow == 0 {
-		opts.TrendWindow = 3
+	if opts.Verdict == (verdict.Options{}) {
+		opts.Verdict = verdict.Options{Window: 10 * time.Minute, Persist: time.Minute, ReportInterval: time.Hour, MaxGroups: 100}
 	}
-	if opts.ReportInterval == 0 {
-		opts.ReportInterval = time.Hour
+	if opts.EventStates == nil {
+		opts.EventStates = []verdict.State{verdict.Leaking}
 	}
 	if opts.MaxTrackedObjects == 0 {
 		opts.MaxTrackedObjects = 1 << 20
@@ -627,70 +628,141 @@ func TestTruthOffWithoutSlabCounts(t *testing.T) {
 	assert.Len(t, h.logged(zapcore.WarnLevel, noSlabMsg), 1)
 }
 
-// --- 3. Trends ---
+// --- 3. Verdicts ---
 
-func TestTrends(t *testing.T) {
+// A leak of 6 objects a scan, next to a steady cache and a pool that
+// recycles its objects: only the leak is called one, gets an event and a
+// WARN line, and the summary line of each scan counts it.
+func TestVerdicts(t *testing.T) {
 	k := newFakeKernel()
 	k.cacheNames[dentryKey] = "dentry"
-	h := start(t, k, Options{TrendWindow: 3, ReportInterval: time.Minute})
+	h := start(t, k, Options{MinAge: 30 * time.Second})
 	k.alloc(20, slabObj(dentryKey, 192, dentrySite)) // steady
+	leakStart := k.wallNow()
+	pool := k.alloc(50, kmallocObj(kmem.KmallocNormal, 512, bigSite))
 
-	type want struct {
-		growing         bool
-		events          []string // caches with an event
-		growthPerMinute float64  // of the growing group, when growing
-	}
-	// +60 objects every 10 s is 360 a minute. A new group gets an event,
-	// one that turns growing gets one, and then only after a minute.
-	wants := []want{
-		{events: []string{"dentry", "kmalloc-64"}},
-		{},
-		{growing: true, events: []string{"kmalloc-64"}, growthPerMinute: 360},
-		{growing: true, growthPerMinute: 360},
-		{growing: true, growthPerMinute: 360},
-		{growing: true, growthPerMinute: 360},
-		{growing: true, events: []string{"dentry"}, growthPerMinute: 360}, // a minute after scan 1
-		{growing: true, growthPerMinute: 360},
-		{growing: true, events: []string{"kmalloc-64"}, growthPerMinute: 360}, // a minute after scan 3
-	}
-	for i, w := range wants {
-		k.alloc(60, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
+	var foundAt int
+	var events []report.Group
+	for i := 1; i <= 30; i++ {
+		k.alloc(6, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
+		k.free(pool[:10]) // the pool replaces a fifth of its objects a scan
+		pool = append(pool[10:], k.alloc(10, kmallocObj(kmem.KmallocNormal, 512, bigSite))...)
 		res := h.scan()
-		name := fmt.Sprintf("scan %d", i+1)
-
-		steady, ok := group(res.Report.Groups, "dentry")
-		require.True(t, ok, name)
-		assert.False(t, steady.Growing, name)
-		assert.Zero(t, steady.GrowthPerMinute, name)
-
-		growing, ok := group(res.Report.Groups, "kmalloc-64")
-		require.True(t, ok, name)
-		assert.Equal(t, int64(60*(i+1)), growing.Objects, name)
-		assert.Equal(t, w.growing, growing.Growing, name)
-		if w.growing {
-			assert.InDelta(t, w.growthPerMinute, growing.GrowthPerMinute, 1e-6, name)
+		events = append(events, res.Events...)
+		if g, ok := group(res.Report.Groups, "kmalloc-64"); ok && g.Verdict.State == verdict.Leaking && foundAt == 0 {
+			foundAt = i
+			assert.InDelta(t, 36, g.Verdict.PerMinute, 1e-6)
+			assert.InDelta(t, 36*64, g.Verdict.BytesPerMinute, 1e-6)
+			assert.Equal(t, leakStart, g.Verdict.Since, "since the oldest object")
+			assert.Equal(t, 1, res.Report.States[verdict.Leaking])
 		}
-
-		assert.Equal(t, w.events, caches(res.Events), name)
-		for _, e := range res.Events {
-			g, _ := group(res.Report.Groups, e.Cache)
-			assert.Equal(t, g, e, "%s: an event is the group, trend filled in", name)
+		for _, g := range res.Report.Groups {
+			if g.Cache != "kmalloc-64" {
+				assert.NotEqual(t, verdict.Leaking, g.Verdict.State, "scan %d: %s", i, g.Cache)
+			}
 		}
 	}
+	// Aged after 30 s, a leak verdict needs 9 samples and two scans that
+	// agree: found 2 minutes after the leak began.
+	assert.Equal(t, 12, foundAt, "the scan that found the leak")
+	require.Len(t, events, 1, "one event: when the leak was found (report_interval is an hour)")
+	assert.Equal(t, "kstrdup+0x31", events[0].CallSiteSym)
+
+	warned := h.logged(zapcore.WarnLevel, "Kernel memory leak")
+	require.Len(t, warned, 1)
+	fields := warned[0].ContextMap()
+	assert.Equal(t, "kstrdup+0x31", fields["call_site"])
+	assert.Equal(t, "36.0", fields["objects_per_min"])
+	assert.Equal(t, "2304", fields["bytes_per_min"])
+
+	scans := h.logged(zapcore.InfoLevel, "Scan")
+	require.Len(t, scans, 30, "one summary line a scan")
+	last := scans[29].ContextMap()
+	assert.Equal(t, int64(1), last["leaking"])
+	assert.Equal(t, []any{"kstrdup+0x31 (kmalloc-64) +36.0/min"}, last["leaks"])
+	assert.Equal(t, []any{"seq_buf_alloc+0x22 (kmalloc-512) 30 objects, 15.0 KiB", "d_alloc+0x1e (dentry) 20 objects, 3.8 KiB"},
+		last["largest_long_lived"])
 }
 
-// A group that stops rising stops growing.
-func TestTrendStopsGrowing(t *testing.T) {
+// Survivors are the group's objects already aged at the previous scan.
+func TestVerdictSamplesCountSurvivors(t *testing.T) {
 	k := newFakeKernel()
-	h := start(t, k, Options{TrendWindow: 2})
+	h := start(t, k, Options{MinAge: 30 * time.Second})
+	first := k.alloc(4, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
 	for range 3 {
-		k.alloc(10, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
+		h.scan()
+	}
+	k.alloc(3, kmallocObj(kmem.KmallocNormal, 64, kmallocSite)) // aged 30 s, 3 scans on
+	k.free(first[:1])
+	for range 2 {
 		h.scan()
 	}
 	res := h.scan()
 	g, ok := group(res.Report.Groups, "kmalloc-64")
 	require.True(t, ok)
-	assert.False(t, g.Growing)
+	assert.Equal(t, int64(6), g.Objects)
+	assert.Equal(t, int64(3), g.Survivors, "the newer three turned 30 s old in this scan")
+}
+
+// event_states: every verdict can get events; a group gets one when it is
+// new and when its state changes, not every scan.
+func TestEventStates(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "dentry"
+	h := start(t, k, Options{EventStates: verdict.States})
+	k.alloc(20, slabObj(dentryKey, 192, dentrySite))
+	first := h.scan()
+	assert.Equal(t, []string{"dentry"}, caches(first.Events), "new")
+	assert.Equal(t, verdict.Transient, first.Events[0].Verdict.State, "one sample says nothing yet")
+	second := h.scan()
+	assert.Equal(t, []string{"dentry"}, caches(second.Events), "turned steady")
+	assert.Equal(t, verdict.Steady, second.Events[0].Verdict.State)
+	for range 5 {
+		assert.Empty(t, h.scan().Events)
+	}
+}
+
+// top_n keeps the largest groups of each verdict: the leak is reported
+// though a larger steady group is left out.
+func TestTopNPerVerdict(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "dentry"
+	h := start(t, k, Options{TopN: 1})
+	k.alloc(500, slabObj(dentryKey, 192, dentrySite))
+	k.alloc(100, kmallocObj(kmem.KmallocNormal, 512, bigSite))
+	var res Result
+	for range 20 {
+		k.alloc(5, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
+		res = h.scan()
+	}
+	assert.Equal(t, []string{"dentry", "kmalloc-64"}, caches(res.Report.Groups))
+	assert.Equal(t, map[verdict.State]int{verdict.Steady: 2, verdict.Leaking: 1}, res.Report.States,
+		"every group counted, reported or not")
+}
+
+// Past verdict.max_groups a group has no history: it counts as transient
+// and gets no event, and the groups followed keep their verdicts.
+func TestVerdictGroupCap(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "dentry"
+	h := start(t, k, Options{Verdict: verdict.Options{Window: 10 * time.Minute, Persist: time.Minute, ReportInterval: time.Hour, MaxGroups: 1}})
+	k.alloc(500, slabObj(dentryKey, 192, dentrySite)) // the largest: followed
+	var res Result
+	for range 20 {
+		k.alloc(5, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
+		res = h.scan()
+	}
+	steady, _ := group(res.Report.Groups, "dentry")
+	leak, _ := group(res.Report.Groups, "kmalloc-64")
+	assert.Equal(t, verdict.Steady, steady.Verdict.State)
+	assert.Equal(t, verdict.Transient, leak.Verdict.State, "not followed")
+	assert.Empty(t, res.Events)
+}
+
+func TestByteSize(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 12_600: "12.3 KiB", 5 << 20: "5.0 MiB", 3 << 40: "3.0 TiB"} {
+		assert.Equal(t, want, byteSize(n), "%d", n)
+	}
 }
 
 // --- 4. Stack sites and stacks ---

@@ -4,12 +4,13 @@
 // objects stay. A steady pool, a sawtooth and a cache that fills once live
 // long without leaking; a leak keeps adding objects that never go.
 //
-// Not wired into the scan yet: the receiver still reports package trend's
-// growing flag. The synthetic suite in verdict_test.go is what it is tuned
-// on so far.
+// The synthetic suite in verdict_test.go is what its thresholds are tuned
+// on: leaks of several rates alone and under pools, pools, sawtooths,
+// caches that fill once, a leak that pauses.
 package verdict
 
 import (
+	"cmp"
 	"math"
 	"slices"
 	"time"
@@ -32,9 +33,22 @@ const (
 	Leaking
 )
 
+// States are every state, in order.
+var States = []State{Transient, Steady, Growing, Leaking}
+
 var stateNames = [...]string{"transient", "steady", "growing", "leaking"}
 
 func (s State) String() string { return stateNames[s] }
+
+// ParseState is the state named s.
+func ParseState(s string) (State, bool) {
+	for _, st := range States {
+		if st.String() == s {
+			return st, true
+		}
+	}
+	return 0, false
+}
 
 // Sample is one scan's view of a group.
 type Sample struct {
@@ -55,8 +69,11 @@ type Verdict struct {
 	PerMinute, BytesPerMinute float64
 	// Since is, for a leak, when its oldest object was allocated.
 	Since time.Time
-	// Report says the verdict deserves an event now: the group just turned
-	// leaking, its rate changed a lot, or report_interval has passed.
+	// Began says the group turned leaking this scan.
+	Began bool
+	// Report says the verdict deserves an event now: the group is new, its
+	// state changed, a leak's rate doubled or halved, or report_interval
+	// has passed since the last one.
 	Report bool
 }
 
@@ -69,8 +86,11 @@ type Options struct {
 	Persist time.Duration
 	// ReportInterval is how often a leak is reported while it lasts.
 	ReportInterval time.Duration
-	// MaxGroups bounds the groups followed; the least recently seen
-	// non-leaking group makes room for a new one.
+	// MaxGroups bounds the groups followed. A new group takes the place of
+	// the least recently seen non-leaking group that the previous scan did
+	// not see; when every group was seen, the new one is not followed
+	// (Observe gives it no verdict) until one goes: groups that stay keep
+	// their history.
 	MaxGroups int
 }
 
@@ -113,7 +133,9 @@ type group struct {
 	// between where it started and where it was when found.
 	floor        int64
 	since        time.Time
+	began        bool // turned leaking in the scan being judged
 	lastReport   time.Time
+	reported     State // the state of the last verdict reported
 	reportedRate float64
 }
 
@@ -121,6 +143,8 @@ type group struct {
 type Judge struct {
 	opts   Options
 	groups map[string]*group
+	// previous is when the previous scan was observed.
+	previous time.Time
 }
 
 // New returns a Judge.
@@ -128,46 +152,49 @@ func New(opts Options) *Judge {
 	return &Judge{opts: opts, groups: map[string]*group{}}
 }
 
-// Observe records one scan's samples by group key and returns each group's
-// verdict. Groups unseen for a window are forgotten.
+// Observe records one scan's samples by group key and returns each
+// followed group's verdict. Groups unseen for a window are forgotten.
 func (j *Judge) Observe(now time.Time, samples map[string]Sample) map[string]Verdict {
 	out := make(map[string]Verdict, len(samples))
+	var newcomers []string
 	for key, s := range samples {
-		g := j.group(key, now)
-		if g == nil {
-			continue
+		if g := j.groups[key]; g != nil {
+			out[key] = g.observe(now, s, j.opts)
+		} else {
+			newcomers = append(newcomers, key)
 		}
-		g.lastSeen = now
-		g.add(point{now, s.Objects, s.Bytes, s.OldestAge, g.freedSince(s)}, now.Add(-j.opts.Window))
-		out[key] = g.judge(now, j.opts)
+	}
+	// At the cap, the largest newcomers are the ones followed.
+	slices.SortFunc(newcomers, func(a, b string) int {
+		return cmp.Or(cmp.Compare(samples[b].Bytes, samples[a].Bytes), cmp.Compare(a, b))
+	})
+	for _, key := range newcomers {
+		if len(j.groups) >= j.opts.MaxGroups && !j.evict() {
+			break
+		}
+		g := &group{}
+		j.groups[key] = g
+		out[key] = g.observe(now, samples[key], j.opts)
 	}
 	for key, g := range j.groups {
 		if now.Sub(g.lastSeen) > j.opts.Window {
 			delete(j.groups, key)
 		}
 	}
+	j.previous = now
 	return out
 }
 
-// group finds or makes a key's group; nil when the cap leaves no room.
-func (j *Judge) group(key string, now time.Time) *group {
-	if g := j.groups[key]; g != nil {
-		return g
-	}
-	if len(j.groups) >= j.opts.MaxGroups && !j.evict() {
-		return nil
-	}
-	g := &group{}
-	j.groups[key] = g
-	return g
-}
+// Followed is the number of groups the judge has a history for.
+func (j *Judge) Followed() int { return len(j.groups) }
 
-// evict forgets the least recently seen group that is not a leak.
+// evict forgets the least recently seen group that is not a leak and that
+// the previous scan did not see.
 func (j *Judge) evict() bool {
 	var victim string
 	var seen time.Time
 	for key, g := range j.groups {
-		if !g.leaking && (victim == "" || g.lastSeen.Before(seen)) {
+		if !g.leaking && g.lastSeen.Before(j.previous) && (victim == "" || g.lastSeen.Before(seen)) {
 			victim, seen = key, g.lastSeen
 		}
 	}
@@ -176,6 +203,12 @@ func (j *Judge) evict() bool {
 	}
 	delete(j.groups, victim)
 	return true
+}
+
+func (g *group) observe(now time.Time, s Sample, opts Options) Verdict {
+	g.lastSeen = now
+	g.add(point{now, s.Objects, s.Bytes, s.OldestAge, g.freedSince(s)}, now.Add(-opts.Window))
+	return g.judge(now, opts)
 }
 
 // freedSince is how many of the group's aged objects of its last sample
@@ -208,15 +241,14 @@ func (g *group) judge(now time.Time, opts Options) Verdict {
 	t := g.trend()
 	last := g.points[len(g.points)-1]
 	v := Verdict{State: g.state(t, last, opts.Persist), PerMinute: t.perMinute, BytesPerMinute: t.bytesPerMinute}
-	if v.State != Leaking {
-		return v
+	if v.State == Leaking {
+		v.Since, v.Began, g.began = g.since, g.began, false
 	}
-	v.Since = g.since
 	rate := math.Abs(t.perMinute)
-	changed := rate > 2*g.reportedRate+1 || rate < g.reportedRate/2-1
-	if g.lastReport.IsZero() || changed || now.Sub(g.lastReport) >= opts.ReportInterval {
+	changed := v.State == Leaking && (rate > 2*g.reportedRate+1 || rate < g.reportedRate/2-1)
+	if g.lastReport.IsZero() || v.State != g.reported || changed || now.Sub(g.lastReport) >= opts.ReportInterval {
 		v.Report = true
-		g.lastReport, g.reportedRate = now, rate
+		g.lastReport, g.reported, g.reportedRate = now, v.State, rate
 	}
 	return v
 }
@@ -229,7 +261,7 @@ func (g *group) state(t trend, last point, persist time.Duration) State {
 		if t.persists && last.objects >= g.floor && t.z >= zGrowing {
 			return Leaking
 		}
-		g.leaking, g.lastReport, g.reportedRate = false, time.Time{}, 0
+		g.leaking = false
 	}
 	if t.leak && last.oldest >= persist {
 		g.hits++
@@ -238,7 +270,7 @@ func (g *group) state(t trend, last point, persist time.Duration) State {
 	}
 	switch {
 	case g.hits >= confirmScans:
-		g.leaking = true
+		g.leaking, g.began = true, true
 		g.floor = t.start + (last.objects-t.start)/2
 		g.since = last.at.Add(-last.oldest)
 		return Leaking

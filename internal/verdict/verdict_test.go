@@ -231,3 +231,49 @@ func TestLongRisesLookLikeLeaksWhileTheyRise(t *testing.T) {
 	assert.Equal(t, 7*time.Minute, found)
 	assert.Equal(t, Steady, last.State)
 }
+
+// At the cap, groups seen scan after scan keep their history: a newcomer
+// is not followed until a group the previous scan did not see can go.
+func TestCapKeepsTheGroupsThatStay(t *testing.T) {
+	j := New(Options{Window: 30 * time.Minute, Persist: time.Minute, ReportInterval: time.Minute, MaxGroups: 2})
+	at := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	s := Sample{Objects: 10, Bytes: 1920, OldestAge: time.Minute, Survivors: 10}
+	for i := range 5 {
+		out := j.Observe(at.Add(time.Duration(i)*10*time.Second), map[string]Sample{"a": s, "b": s, "new": s})
+		assert.Len(t, out, 2, "scan %d", i)
+		assert.NotContains(t, out, "new", "scan %d", i)
+	}
+	// b goes; one scan later its place is free.
+	out := j.Observe(at.Add(50*time.Second), map[string]Sample{"a": s, "new": s})
+	assert.NotContains(t, out, "new", "b was seen by the previous scan")
+	out = j.Observe(at.Add(60*time.Second), map[string]Sample{"a": s, "new": s})
+	assert.Contains(t, out, "new")
+	assert.Equal(t, 2, j.Followed())
+}
+
+// A leak's first leaking verdict says it began; the next ones do not.
+func TestBeganOnce(t *testing.T) {
+	j := New(defaults.opts)
+	at := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	var began []time.Duration
+	for now := time.Duration(0); now < 10*time.Minute; now += 10 * time.Second {
+		n := int64(now / time.Second) // one object a second, none freed
+		s := Sample{Objects: n, Bytes: 64 * n, OldestAge: now, Survivors: max(n-10, 0)}
+		if v := j.Observe(at.Add(now), map[string]Sample{"g": s})["g"]; v.Began {
+			assert.Equal(t, Leaking, v.State)
+			assert.True(t, v.Report)
+			began = append(began, now)
+		}
+	}
+	assert.Len(t, began, 1)
+}
+
+func TestParseState(t *testing.T) {
+	for _, s := range States {
+		got, ok := ParseState(s.String())
+		assert.True(t, ok)
+		assert.Equal(t, s, got)
+	}
+	_, ok := ParseState("leak")
+	assert.False(t, ok)
+}
