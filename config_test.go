@@ -360,8 +360,10 @@ func TestValidate(t *testing.T) {
 			wantErr: "verdict.window must hold at least 10 scans (10 x collection_interval = 1m40s), got 1m30s",
 		},
 		{
-			name:   "verdict.window of 10 scans",
-			modify: func(c *Config) { c.CollectionInterval, c.Verdict.Window, c.Verdict.Persist = time.Second, 10*time.Second, 5*time.Second },
+			name: "verdict.window of 10 scans",
+			modify: func(c *Config) {
+				c.CollectionInterval, c.Verdict.Window, c.Verdict.Persist = time.Second, 10*time.Second, 5*time.Second
+			},
 		},
 		{
 			name:    "verdict.persist zero",

@@ -62,9 +62,9 @@ func twoGroupReport() Report {
 				CallSiteSym: "alloc_pipe_info+0x2b",
 				Stack: "alloc_pipe_info+0x2b\ncreate_pipe_files+0x45\n__do_pipe_flags+0x3a\ndo_pipe2+0x4f\n" +
 					"__x64_sys_pipe2+0x18\ndo_syscall_64+0x9e\nentry_SYSCALL_64_after_hwframe+0x76",
-				Objects:     2000,
-				Bytes:       2048000,
-				OldestAge:   95*time.Second + 500*time.Millisecond,
+				Objects:   2000,
+				Bytes:     2048000,
+				OldestAge: 95*time.Second + 500*time.Millisecond,
 				Verdict: verdict.Verdict{State: verdict.Leaking, PerMinute: 400, BytesPerMinute: 409600,
 					Since: time.Date(2025, time.March, 4, 10, 3, 24, 0, time.UTC)},
 			},
