@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path"
 	"slices"
 	"time"
@@ -75,6 +76,10 @@ type Config struct {
 
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
 	Events                        metadata.EventsConfig `mapstructure:"events"`
+
+	// trackOwnProcess tracks the receiver's own allocations too: for tests
+	// that allocate what they check from the receiver's process.
+	trackOwnProcess bool
 
 	// Prevent unkeyed literal initialization.
 	_ struct{}
@@ -286,7 +291,17 @@ func (cfg *Config) trackerOptions() tracker.Options {
 		Stacks:     tracker.StackOptions{Mode: stacks, Depth: cfg.StackDepth, SampleRate: uint32(cfg.StackSampleRate)},
 		MinSize:    uint32(cfg.MinSize),
 		MaxSize:    maxSize,
+		IgnoreTgid: cfg.ignoredProcess(),
 	}
+}
+
+// ignoredProcess is the process whose allocations the probes leave out:
+// the receiver's, unless told to track it.
+func (cfg *Config) ignoredProcess() uint32 {
+	if cfg.trackOwnProcess {
+		return 0
+	}
+	return uint32(os.Getpid())
 }
 
 // scanOptions returns what the scans need; call only after Validate.

@@ -55,6 +55,8 @@ func testConfig() *Config {
 	cfg.Verdict.EventStates = []string{"leaking", "growing", "steady", "transient"}
 	cfg.TopN = 2000
 	cfg.MaxTrackedObjects = 1 << 20
+	// The tests allocate what they check from the receiver's process.
+	cfg.trackOwnProcess = true
 	return cfg
 }
 

@@ -39,6 +39,12 @@ const volatile __u32 max_size = 0xffffffff;
 // allocation and the free of one object agree without a lookup: an
 // unsampled free costs no map operation at all.
 const volatile __u32 sample_rate = 1;
+// The receiver's own process: what it allocates (its maps, links and
+// programs, the files it reads, its threads) is the cost of watching, not
+// a leak to report. 0 ignores none. An interrupt taken while the receiver
+// runs is charged to it too: a share of interrupt-context allocations as
+// small as the CPU time the receiver uses goes untracked.
+const volatile __u32 ignore_tgid = 0;
 
 // One key space per kind of address, each sized by the loader: live holds
 // slab and kmalloc objects by address (kfree frees slab objects too, and
@@ -205,6 +211,8 @@ static __always_inline void track_alloc(void *ctx, __u64 key, __u64 call_site, _
 		return;
 	c->allocs++;
 	if (!size_tracked(bytes) || !sampled(key))
+		return;
+	if (ignore_tgid && bpf_get_current_pid_tgid() >> 32 == ignore_tgid)
 		return;
 
 	struct object obj = {

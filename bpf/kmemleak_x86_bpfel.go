@@ -139,6 +139,7 @@ const (
 	KmemleakProgTpPercpuFree     = "tp_percpu_free"
 	KmemleakProgTpSlabAlloc      = "tp_slab_alloc"
 	KmemleakProgTpSlabFree       = "tp_slab_free"
+	KmemleakVarIgnoreTgid        = "ignore_tgid"
 	KmemleakVarKmallocMinSize    = "kmalloc_min_size"
 	KmemleakVarMaxSize           = "max_size"
 	KmemleakVarMinSize           = "min_size"
@@ -249,6 +250,7 @@ type KmemleakMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type KmemleakVariableSpecs struct {
+	IgnoreTgid        *ebpf.VariableSpec `ebpf:"ignore_tgid"`
 	KmallocMinSize    *ebpf.VariableSpec `ebpf:"kmalloc_min_size"`
 	MaxSize           *ebpf.VariableSpec `ebpf:"max_size"`
 	MinSize           *ebpf.VariableSpec `ebpf:"min_size"`
@@ -307,6 +309,7 @@ func (m *KmemleakMaps) Close() error {
 //
 // It can be passed to LoadKmemleakObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KmemleakVariables struct {
+	IgnoreTgid        *ebpf.Variable `ebpf:"ignore_tgid"`
 	KmallocMinSize    *ebpf.Variable `ebpf:"kmalloc_min_size"`
 	MaxSize           *ebpf.Variable `ebpf:"max_size"`
 	MinSize           *ebpf.Variable `ebpf:"min_size"`

@@ -116,6 +116,7 @@ func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options) (map[kmem.Alloc
 		v.MinSize.Set(opts.MinSize),
 		v.MaxSize.Set(opts.MaxSize),
 		v.SampleRate.Set(max(opts.SampleRate, 1)),
+		v.IgnoreTgid.Set(opts.IgnoreTgid),
 		v.KmallocMinSize.Set(kmallocMinSize(slabCachesDir, slabinfo.Path)),
 	); err != nil {
 		return nil, fmt.Errorf("setting the probes' constants: %w", err)

@@ -29,6 +29,9 @@ type Options struct {
 	Stacks     StackOptions
 	// Allocations outside [MinSize, MaxSize] bytes are not tracked.
 	MinSize, MaxSize uint32
+	// IgnoreTgid is a process whose allocations are not tracked: the
+	// receiver's own. 0 ignores none.
+	IgnoreTgid uint32
 	// IgnoreBulkFrees leaves kmem_cache_free_bulk unhooked even where the
 	// kernel has kprobes: only to measure what the hook buys.
 	IgnoreBulkFrees bool
