@@ -79,12 +79,13 @@ done
 if [ -x /otelcol-kmemleak ]; then
 	/otelcol-kmemleak --config /collector.yaml >/tmp/collector.log 2>&1 &
 	pid=\$!
-	for i in \$(seq 120); do grep -q 'kmem.tracker.objects' /tmp/collector.log && break; sleep 1; done
+	# The debug exporter (verbosity: basic) logs a count of each export.
+	for i in \$(seq 120); do grep -q '"data points"' /tmp/collector.log && break; sleep 1; done
 	kill \$pid
 	wait \$pid
 	code=\$?
-	grep -E '	(warn|error)	|Attached allocator probes|Everything is ready|Shutdown complete' /tmp/collector.log
-	grep -q 'kmem.tracker.objects' /tmp/collector.log && echo "collector: exported a scan" || status=1
+	grep -E '	(warn|error)	|Attached allocator probes|Everything is ready|	Scan	|Shutdown complete' /tmp/collector.log
+	grep -q '"data points"' /tmp/collector.log && echo "collector: exported a scan" || status=1
 	echo "collector: exit status \$code after SIGTERM"
 	[ \$code = 0 ] || status=1
 fi
