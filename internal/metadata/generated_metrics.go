@@ -382,7 +382,7 @@ type metricKmemGroups struct {
 // init fills kmem.groups metric with initial data.
 func (m *metricKmemGroups) init() {
 	m.data.SetName("kmem.groups")
-	m.data.SetDescription("Groups of live objects older than min_age (allocator, cache, call site or stack) by verdict, counted over every group, reported or not. A leak on the node is kmem.groups{kmem.verdict=leaking} > 0.")
+	m.data.SetDescription("Call sites (allocator, cache, call site) of live objects older than min_age by verdict, counted over every one, reported or not. A leak on the node is kmem.groups{kmem.verdict=leaking} > 0.")
 	m.data.SetUnit("{group}")
 	m.data.SetEmptyGauge()
 	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)

@@ -342,7 +342,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.groups"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Groups of live objects older than min_age (allocator, cache, call site or stack) by verdict, counted over every group, reported or not. A leak on the node is kmem.groups{kmem.verdict=leaking} > 0.", mi.Description())
+						assert.Equal(t, "Call sites (allocator, cache, call site) of live objects older than min_age by verdict, counted over every one, reported or not. A leak on the node is kmem.groups{kmem.verdict=leaking} > 0.", mi.Description())
 						assert.Equal(t, "{group}", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -357,7 +357,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.groups"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Groups of live objects older than min_age (allocator, cache, call site or stack) by verdict, counted over every group, reported or not. A leak on the node is kmem.groups{kmem.verdict=leaking} > 0.", mi.Description())
+						assert.Equal(t, "Call sites (allocator, cache, call site) of live objects older than min_age by verdict, counted over every one, reported or not. A leak on the node is kmem.groups{kmem.verdict=leaking} > 0.", mi.Description())
 						assert.Equal(t, "{group}", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())

@@ -149,8 +149,9 @@ func (p *Pipeline) Scan() (Result, error) {
 	}
 	res.Report = report.Build(&p.snap, ropts, p.symbols)
 	res.Report.Untraced = p.truth.Untraced()
-	res.Events = p.judgeGroups(&res.Report)
-	p.summarize(res)
+	events, sites := p.judgeGroups(&res.Report)
+	res.Events = events
+	p.summarize(res.Report, sites)
 	if p.opts.AdaptiveStacks {
 		if err := p.probes.SetStackSites(callSites(res.Report.Groups)); err != nil {
 			p.opts.Logger.Error("Asking for the stacks of suspect call sites failed", zap.Error(err))
@@ -207,31 +208,56 @@ func (p *Pipeline) untrace(res truth.Result) {
 	}
 }
 
-// judgeGroups gives every group its verdict, counts the groups of each
-// state, keeps the top_n of each for the metrics, and returns the groups
-// that deserve an event. A group past verdict.max_groups has no history:
-// it counts as transient.
-func (p *Pipeline) judgeGroups(rep *report.Report) []report.Group {
-	samples := make(map[string]verdict.Sample, len(rep.Groups))
+// judgeGroups gives every call site its verdict, and each of its groups
+// the site's, counts the sites of each verdict, keeps the top_n groups of
+// each verdict for the metrics, and returns an event for each site that
+// deserves one. Sites, not stacks, are judged: in adaptive mode a site's
+// stacks are taken only once it is suspect, so its stack groups start
+// late, and its older objects stay in a group without a stack. A site
+// past verdict.max_groups has no history: it counts as transient.
+func (p *Pipeline) judgeGroups(rep *report.Report) (events, bySite []report.Group) {
+	sites := map[string]*report.Group{}
+	var order []string
 	for _, g := range rep.Groups {
-		samples[groupKey(g)] = verdict.Sample{Objects: g.Objects, Bytes: g.Bytes, OldestAge: g.OldestAge, Survivors: g.Survivors}
+		key := siteKey(g)
+		site := sites[key]
+		if site == nil {
+			site = &report.Group{Allocator: g.Allocator, Cache: g.Cache, CallSite: g.CallSite, CallSiteSym: g.CallSiteSym}
+			sites[key] = site
+			order = append(order, key)
+		}
+		site.Objects += g.Objects
+		site.Bytes += g.Bytes
+		site.Survivors += g.Survivors
+		site.OldestAge = max(site.OldestAge, g.OldestAge)
+		// The stack of an event: the site's largest group that has one.
+		if site.Stack == "" && g.Stack != "" {
+			site.Stack = g.Stack
+		}
+	}
+	samples := make(map[string]verdict.Sample, len(sites))
+	for key, site := range sites {
+		samples[key] = verdict.Sample{Objects: site.Objects, Bytes: site.Bytes, OldestAge: site.OldestAge, Survivors: site.Survivors}
 	}
 	verdicts := p.judge.Observe(p.opts.Clock(), samples)
 	rep.States = make(map[verdict.State]int, len(verdict.States))
-	var events []report.Group
-	for i := range rep.Groups {
-		g := &rep.Groups[i]
-		g.Verdict = verdicts[groupKey(*g)]
-		rep.States[g.Verdict.State]++
-		if g.Verdict.Began {
-			p.warnLeak(*g)
+	for _, key := range order {
+		site := sites[key]
+		site.Verdict = verdicts[key]
+		bySite = append(bySite, *site)
+		rep.States[site.Verdict.State]++
+		if site.Verdict.Began {
+			p.warnLeak(*site)
 		}
-		if g.Verdict.Report && slices.Contains(p.opts.EventStates, g.Verdict.State) {
-			events = append(events, *g)
+		if site.Verdict.Report && slices.Contains(p.opts.EventStates, site.Verdict.State) {
+			events = append(events, *site)
 		}
 	}
+	for i := range rep.Groups {
+		rep.Groups[i].Verdict = sites[siteKey(rep.Groups[i])].Verdict
+	}
 	rep.Groups = report.Top(rep.Groups, p.opts.TopN)
-	return events
+	return events, bySite
 }
 
 // warnLeak is the one line in the collector's log for a new leak.
@@ -252,15 +278,15 @@ func (p *Pipeline) warnLeak(g report.Group) {
 // names.
 const summaryGroups = 3
 
-// summarize is the one line a scan writes to the collector's log.
-func (p *Pipeline) summarize(res Result) {
-	rep := res.Report
+// summarize is the one line a scan writes to the collector's log; sites
+// are the report's groups by call site, largest first.
+func (p *Pipeline) summarize(rep report.Report, sites []report.Group) {
 	var tracked int64
 	for _, n := range rep.Tracked {
 		tracked += n
 	}
 	var leaks, largest []string
-	for _, g := range rep.Groups {
+	for _, g := range sites {
 		switch {
 		case g.Verdict.State == verdict.Leaking:
 			leaks = append(leaks, fmt.Sprintf("%s (%s) %+.1f/min", g.CallSiteSym, g.Cache, g.Verdict.PerMinute))
@@ -289,8 +315,9 @@ func byteSize(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", value, "KMGT"[prefix])
 }
 
-func groupKey(g report.Group) string {
-	return strings.Join([]string{g.Allocator.String(), g.Cache, g.CallSiteSym, g.Stack}, "\x00")
+// siteKey is what a verdict is per: allocator, cache and call site.
+func siteKey(g report.Group) string {
+	return strings.Join([]string{g.Allocator.String(), g.Cache, g.CallSiteSym}, "\x00")
 }
 
 // callSites are the probes' call sites of the groups, leaks first, then

@@ -865,6 +865,37 @@ func TestStacks(t *testing.T) {
 	})
 }
 
+// A call site is judged as a whole: in adaptive mode its stacks start
+// once it is suspect, and its leak goes on in a stack group while its
+// older objects stay in the group without a stack. Both groups get the
+// site's verdict, and the event names the site's totals and its stack.
+func TestVerdictPerCallSiteAcrossStacks(t *testing.T) {
+	k := newFakeKernel()
+	k.stacks[7] = []uint64{allocFrame, kmallocSite, openFrame}
+	h := start(t, k, Options{StacksOn: true, MinAge: 30 * time.Second})
+	var events []report.Group
+	var res Result
+	for i := range 20 {
+		obj := kmallocObj(kmem.KmallocNormal, 64, kmallocSite)
+		if i >= 6 { // the stacks start after a minute
+			obj.StackID = 7
+		}
+		k.alloc(6, obj)
+		res = h.scan()
+		events = append(events, res.Events...)
+	}
+	require.Len(t, res.Report.Groups, 2, "a group without a stack and one with")
+	for _, g := range res.Report.Groups {
+		assert.Equal(t, verdict.Leaking, g.Verdict.State, "%q", g.Stack)
+		assert.InDelta(t, 36, g.Verdict.PerMinute, 1e-6, "the site's rate")
+	}
+	assert.Equal(t, 1, res.Report.States[verdict.Leaking], "one site")
+	require.Len(t, events, 1)
+	assert.Equal(t, int64(6*10), events[0].Objects, "found at scan 12, as in TestVerdicts: the aged objects of both groups")
+	assert.Equal(t, "kstrdup+0x31\npath_openat+0x3c", events[0].Stack)
+	assert.Len(t, h.logged(zapcore.WarnLevel, "Kernel memory leak"), 1)
+}
+
 // --- 5. A full live-object map ---
 
 const fullMsg = "live-object map is full"
