@@ -188,7 +188,10 @@ func (c *Checker) bound(snap *kmem.Snapshot, id kmem.CacheID, name string, kerne
 	}
 	growth := max(0, now-before)
 	slack := max(unconfirmedMinSlack, now*unconfirmedSlackShare/100)
-	b = bounds{report: growth, withhold: growth + slack, untrace: math.MaxInt64, unconfirmed: true}
+	// Reported up to the slack too: a slow leak in a cache that never
+	// frees fills slabs the count already holds, and the count catches up
+	// only a whole slab at a time.
+	b = bounds{report: growth + slack, withhold: growth + slack, untrace: math.MaxInt64, unconfirmed: true}
 	if first := c.firstSeen[id]; snap.TakenNs-first >= uint64(unconfirmedMinAge) {
 		b.untrace = max(unconfirmedMinObjects-1, growth+slack)
 	}

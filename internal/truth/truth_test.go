@@ -391,7 +391,8 @@ func TestCheckScenarios(t *testing.T) {
 		{
 			// task_struct in the first seconds: no free seen yet, a few
 			// objects, the count has hardly moved: its report bound is its
-			// growth. signal_cache holds 63 or 64 objects and grew by 0: its
+			// growth plus the slack, 32, since the count moves by whole
+			// batches. signal_cache holds 63 or 64 objects and grew by 0: its
 			// groups are withheld (over 0+32), and it is untracked above
 			// max(63, 0+32) = 63 once seen for 30 s, not before.
 			name: "young cache with no traced free yet",
@@ -399,18 +400,18 @@ func TestCheckScenarios(t *testing.T) {
 			scans: []scanSpec{
 				{
 					objects: []pop{{"task_struct", 1, 0}, {"signal_cache", 63, 0}},
-					bounds:  map[string]int64{"task_struct": 0, "signal_cache": 0},
+					bounds:  map[string]int64{"task_struct": 32, "signal_cache": 0},
 				},
 				{
 					// The count fell below the baseline: growth is 0, not
 					// negative. signal_cache is over 63, but seen for 10 s.
 					objects: []pop{{"task_struct", 1, 2}, {"signal_cache", 64, 0}},
-					bounds:  map[string]int64{"task_struct": 0, "signal_cache": 0},
+					bounds:  map[string]int64{"task_struct": 32, "signal_cache": 0},
 				},
 				{
-					// task_struct grew by 4 and holds 3: bound 4.
+					// task_struct grew by 4 and holds 3: bound 4+32.
 					objects: []pop{{"task_struct", 3, 0}, {"signal_cache", 64, 0}},
-					bounds:  map[string]int64{"task_struct": 4, "signal_cache": 0},
+					bounds:  map[string]int64{"task_struct": 36, "signal_cache": 0},
 				},
 				{
 					// The first traced free: bounded by the count itself.
@@ -436,17 +437,17 @@ func TestCheckScenarios(t *testing.T) {
 			// A real leak in a cache that never frees: the count grows in
 			// step with the tracked objects, give or take the batches it
 			// moves by. Not untraced (from scan 4 on it could be), and the
-			// report bound lets the leak through.
+			// report bound, growth plus slack, lets the leak through.
 			name: "no-free cache whose count grows with tracked objects: a real leak",
 			dir:  "leak",
 			scans: []scanSpec{
-				{objects: []pop{{"leaky_module_cache", 200, 20}, {"filp", 300, 0}}, freed: []string{"filp"}, bounds: map[string]int64{"leaky_module_cache": 200, "filp": 640}},
-				{objects: []pop{{"leaky_module_cache", 500, 30}, {"filp", 300, 0}}, freed: []string{"filp"}, bounds: map[string]int64{"leaky_module_cache": 500, "filp": 640}},
-				{objects: []pop{{"leaky_module_cache", 990, 10}, {"filp", 300, 0}}, freed: []string{"filp"}, bounds: map[string]int64{"leaky_module_cache": 1000, "filp": 640}},
+				{objects: []pop{{"leaky_module_cache", 200, 20}, {"filp", 300, 0}}, freed: []string{"filp"}, bounds: map[string]int64{"leaky_module_cache": 232, "filp": 640}},
+				{objects: []pop{{"leaky_module_cache", 500, 30}, {"filp", 300, 0}}, freed: []string{"filp"}, bounds: map[string]int64{"leaky_module_cache": 532, "filp": 640}},
+				{objects: []pop{{"leaky_module_cache", 990, 10}, {"filp", 300, 0}}, freed: []string{"filp"}, bounds: map[string]int64{"leaky_module_cache": 1033, "filp": 640}},
 				// Growth 2000, slack 3% of 2100 = 63: 2050 is within 2063.
-				{objects: []pop{{"leaky_module_cache", 2050, 50}, {"filp", 300, 0}}, freed: []string{"filp"}, bounds: map[string]int64{"leaky_module_cache": 2000, "filp": 640}},
+				{objects: []pop{{"leaky_module_cache", 2050, 50}, {"filp", 300, 0}}, freed: []string{"filp"}, bounds: map[string]int64{"leaky_module_cache": 2063, "filp": 640}},
 				// Growth 3000, slack 93.
-				{objects: []pop{{"leaky_module_cache", 3050, 50}, {"filp", 300, 0}}, freed: []string{"filp"}, bounds: map[string]int64{"leaky_module_cache": 3000, "filp": 640}},
+				{objects: []pop{{"leaky_module_cache", 3050, 50}, {"filp", 300, 0}}, freed: []string{"filp"}, bounds: map[string]int64{"leaky_module_cache": 3093, "filp": 640}},
 			},
 		},
 		{
@@ -495,7 +496,7 @@ func TestCheckScenarios(t *testing.T) {
 			baseline: map[string]int64{"noisy_cache": 100},
 			scans: func() []scanSpec {
 				kernel := map[string]int64{"noisy_cache": 300}
-				at := scanSpec{kernel: kernel, objects: []pop{{"noisy_cache", 232, 0}}, bounds: map[string]int64{"noisy_cache": 200}}
+				at := scanSpec{kernel: kernel, objects: []pop{{"noisy_cache", 232, 0}}, bounds: map[string]int64{"noisy_cache": 232}}
 				over := scanSpec{kernel: kernel, objects: []pop{{"noisy_cache", 233, 0}}, bounds: map[string]int64{"noisy_cache": 0}}
 				last := over
 				last.verdicts = []wantVerdict{{cache: "noisy_cache", old: 233, bound: 232, kernel: 300, noFree: true}}
@@ -513,12 +514,12 @@ func TestCheckScenarios(t *testing.T) {
 			// The slack is 3% of the count when that is over 32: growth
 			// 2010-1010 = 1000, slack 2010*3/100 = 60 (rounded down).
 			// Groups are believed up to 1060 tracked, and their bound then
-			// is the growth, not 0.
+			// is the growth plus the slack, not 0.
 			name:     "no traced free: slack of 3% of the count",
 			baseline: map[string]int64{"batched_cache": 1010},
 			scans: func() []scanSpec {
 				kernel := map[string]int64{"batched_cache": 2010}
-				believed := map[string]int64{"batched_cache": 1000}
+				believed := map[string]int64{"batched_cache": 1060}
 				withheld := map[string]int64{"batched_cache": 0}
 				return []scanSpec{
 					{kernel: kernel, objects: []pop{{"batched_cache", 1001, 0}}, bounds: believed},
@@ -544,7 +545,7 @@ func TestCheckScenarios(t *testing.T) {
 			baseline: map[string]int64{"shrinking_cache": 10500},
 			scans: func() []scanSpec {
 				kernel := map[string]int64{"shrinking_cache": 10000}
-				under := scanSpec{kernel: kernel, objects: []pop{{"shrinking_cache", 300, 0}}, bounds: map[string]int64{"shrinking_cache": 0}}
+				under := scanSpec{kernel: kernel, objects: []pop{{"shrinking_cache", 300, 0}}, bounds: map[string]int64{"shrinking_cache": 300}}
 				over := scanSpec{kernel: kernel, objects: []pop{{"shrinking_cache", 301, 0}}, bounds: map[string]int64{"shrinking_cache": 0}}
 				last := over
 				last.verdicts = []wantVerdict{{cache: "shrinking_cache", old: 301, bound: 300, kernel: 10000, noFree: true}}
@@ -701,7 +702,7 @@ func TestCheckScenarios(t *testing.T) {
 				freed := []string{"fuse_request#1"}
 				// #2 holds more than it grew by, and then some: no group of
 				// the name is believable.
-				b := map[string]int64{"fuse_request": 0, "kmalloc-64": 10}
+				b := map[string]int64{"fuse_request": 0, "kmalloc-64": 42}
 				over := scanSpec{
 					kernel:  kernel,
 					objects: []pop{{"fuse_request#1", 100, 0}, {"fuse_request#2", 500, 0}, {"kmalloc-64#slab", 5, 0}, {"kmalloc-64", 500, 0}},
@@ -712,14 +713,14 @@ func TestCheckScenarios(t *testing.T) {
 				last.verdicts = []wantVerdict{{cache: "fuse_request#2", old: 500, bound: 63, kernel: 400, noFree: true}}
 				return []scanSpec{
 					{
-						// fuse_request: 400 for #1 (frees seen), 20 (growth)
-						// for #2, which holds 10, within 20+32.
-						// kmalloc-64: 1010 for kmalloc, 10 (growth) for the
-						// slab cache, which holds 5.
+						// fuse_request: 400 for #1 (frees seen), 20+32
+						// (growth and slack) for #2, which holds 10.
+						// kmalloc-64: 1010 for kmalloc, 10+32 for the slab
+						// cache, which holds 5.
 						kernel:  kernel,
 						objects: []pop{{"fuse_request#1", 100, 0}, {"fuse_request#2", 10, 0}, {"kmalloc-64#slab", 5, 0}, {"kmalloc-64", 500, 0}},
 						freed:   freed,
-						bounds:  map[string]int64{"fuse_request": 20, "kmalloc-64": 10},
+						bounds:  map[string]int64{"fuse_request": 52, "kmalloc-64": 42},
 					},
 					over, over, // 10 s, 20 s: too young
 					over, // 30 s: a first strike
@@ -731,7 +732,7 @@ func TestCheckScenarios(t *testing.T) {
 						objects: []pop{{"fuse_request#1", 100, 0}, {"fuse_request#2", 2, 0}, {"kmalloc-64#slab", 5, 0}, {"kmalloc-64", 500, 0}},
 						freed:   freed,
 						stale:   []string{"fuse_request#2"},
-						bounds:  map[string]int64{"fuse_request": 400, "kmalloc-64": 10},
+						bounds:  map[string]int64{"fuse_request": 400, "kmalloc-64": 42},
 					},
 				}
 			}(),
