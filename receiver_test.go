@@ -145,6 +145,18 @@ func startError(t *testing.T, cfg *Config) error {
 // function part of the call site ("alloc_pipe_info+0x2b" -> alloc_pipe_info).
 func suspectsByFunction(md pmetric.Metrics) map[string]int64 {
 	out := map[string]int64{}
+	for fn, states := range verdictsByFunction(md) {
+		for _, n := range states {
+			out[fn] += n
+		}
+	}
+	return out
+}
+
+// verdictsByFunction reads a scan's kmem.outstanding.objects by call-site
+// function and verdict.
+func verdictsByFunction(md pmetric.Metrics) map[string]map[string]int64 {
+	out := map[string]map[string]int64{}
 	for _, rm := range md.ResourceMetrics().All() {
 		for _, sm := range rm.ScopeMetrics().All() {
 			for _, m := range sm.Metrics().All() {
@@ -153,8 +165,12 @@ func suspectsByFunction(md pmetric.Metrics) map[string]int64 {
 				}
 				for _, dp := range m.Gauge().DataPoints().All() {
 					site, _ := dp.Attributes().Get("kmem.call_site")
+					state, _ := dp.Attributes().Get("kmem.verdict")
 					fn, _, _ := strings.Cut(site.Str(), "+")
-					out[fn] += dp.IntValue()
+					if out[fn] == nil {
+						out[fn] = map[string]int64{}
+					}
+					out[fn][state.Str()] += dp.IntValue()
 				}
 			}
 		}

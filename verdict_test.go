@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -155,31 +154,6 @@ func (w labelled) run(t *testing.T, stop <-chan struct{}, wg *sync.WaitGroup) {
 		case <-tick.C:
 		}
 	}
-}
-
-// verdictsByFunction reads a scan's kmem.outstanding.objects by call-site
-// function and verdict.
-func verdictsByFunction(md pmetric.Metrics) map[string]map[string]int64 {
-	out := map[string]map[string]int64{}
-	for _, rm := range md.ResourceMetrics().All() {
-		for _, sm := range rm.ScopeMetrics().All() {
-			for _, m := range sm.Metrics().All() {
-				if m.Name() != "kmem.outstanding.objects" {
-					continue
-				}
-				for _, dp := range m.Gauge().DataPoints().All() {
-					site, _ := dp.Attributes().Get("kmem.call_site")
-					state, _ := dp.Attributes().Get("kmem.verdict")
-					fn, _, _ := strings.Cut(site.Str(), "+")
-					if out[fn] == nil {
-						out[fn] = map[string]int64{}
-					}
-					out[fn][state.Str()] += dp.IntValue()
-				}
-			}
-		}
-	}
-	return out
 }
 
 // The labelled suite: real workloads side by side for three minutes, with
