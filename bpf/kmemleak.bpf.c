@@ -236,15 +236,18 @@ static __always_inline void track_free(__u64 key, __u32 allocator, struct counte
 
 // Cache names are copied once per cache, not per allocation: the lookup on
 // the 8-byte key is what every slab allocation pays, and it also says
-// whether the cache is tracked at all.
+// whether the cache is tracked at all. A cache destroyed and another
+// created at its address (a module unloaded and loaded again) would keep
+// the old one's name and skip flag: the name pointer, read anyway, tells
+// them apart, and the new cache's entry replaces the old.
 static __always_inline bool cache_skipped(__u64 key, const char *name)
 {
 	struct cache_info *ci = bpf_map_lookup_elem(&caches, &key);
-	if (ci)
+	if (ci && ci->name_ptr == (__u64)name)
 		return ci->skip;
-	struct cache_info n = {};
+	struct cache_info n = {.name_ptr = (__u64)name};
 	bpf_probe_read_kernel_str(n.name, sizeof(n.name), name);
-	bpf_map_update_elem(&caches, &key, &n, BPF_NOEXIST);
+	bpf_map_update_elem(&caches, &key, &n, BPF_ANY);
 	return false;
 }
 

@@ -68,6 +68,9 @@ struct cache_info {
 	char name[CACHE_NAME_LEN];
 	__u32 skip;
 	__u32 freed;
+	// The cache's name pointer: a cache created where a destroyed one was
+	// (a module reloaded) has another, and gets an entry of its own.
+	__u64 name_ptr;
 };
 
 // The kmalloc caches not to track, as skip in cache_info, by family and

@@ -24,10 +24,11 @@ const (
 )
 
 type KmemleakCacheInfo struct {
-	_     structs.HostLayout
-	Name  [32]int8
-	Skip  uint32
-	Freed uint32
+	_       structs.HostLayout
+	Name    [32]int8
+	Skip    uint32
+	Freed   uint32
+	NamePtr uint64
 }
 
 type KmemleakCounters struct {

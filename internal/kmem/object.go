@@ -44,6 +44,10 @@ type Snapshot struct {
 	Objects    []Object
 	Counters   map[Allocator]Counters
 	CacheNames map[uint64]string // slab cache key -> name, as the probes saw it
+	// Recreated are the slab cache keys at which a cache was destroyed and
+	// another created since the previous scan: what was decided about the
+	// old one does not hold for the new.
+	Recreated []uint64
 	// Freed holds the slab cache keys that have shown a kmem_cache_free
 	// event since the probes attached.
 	Freed map[uint64]bool

@@ -36,6 +36,15 @@ func (f *cacheFilter) skipKmalloc(probes Probes) error {
 	return nil
 }
 
+// forget drops what the filter decided about a cache, for another cache
+// created at its address.
+func (f *cacheFilter) forget(id kmem.CacheID) {
+	if f.seen[id] {
+		f.filteredOut--
+	}
+	delete(f.seen, id)
+}
+
 // apply applies the filter to the slab caches the probes met since the
 // last scan, and drops the objects of filtered caches from the snapshot
 // and the map (those allocated before the probes were told).

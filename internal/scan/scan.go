@@ -132,6 +132,7 @@ func (p *Pipeline) Scan() (Result, error) {
 		return Result{}, err
 	}
 	res := Result{Scanned: len(p.snap.Objects), NewlyDropped: p.newlyDropped()}
+	p.forgetRecreated()
 	p.filter.apply(&p.snap, p.probes, p.opts.Logger)
 	var bounds map[string]int64
 	if kernel != nil {
@@ -158,6 +159,20 @@ func (p *Pipeline) Scan() (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// forgetRecreated drops what was decided about the slab caches destroyed
+// since the last scan with another created at the same address (a module
+// unloaded and loaded again): the new cache is filtered by its own name,
+// and tracked and checked afresh.
+func (p *Pipeline) forgetRecreated() {
+	for _, key := range p.snap.Recreated {
+		id := kmem.CacheID{Allocator: kmem.Slab, Key: key}
+		name := p.snap.CacheNames[key]
+		p.filter.forget(id)
+		p.truth.Forget(id, name)
+		p.opts.Logger.Info("A slab cache was created where a destroyed one was: judged afresh", zap.String("cache", name))
+	}
 }
 
 // slabCounts reads the kernel's object count per slab cache, or returns

@@ -90,6 +90,7 @@ type fakeKernel struct {
 	live       map[uint64]kmem.Object // by address
 	nextAddr   uint64
 	cacheNames map[uint64]string // slab caches the probes have seen
+	recreated  []uint64          // caches destroyed and created again since the last scan
 	freed      map[uint64]bool   // slab caches that have shown a traced free
 	counters   map[kmem.Allocator]kmem.Counters
 	untracked  map[kmem.CacheID]bool // caches the probes skip
@@ -162,6 +163,17 @@ func (k *fakeKernel) sneak(n int, obj kmem.Object) []uint64 {
 	return addrs
 }
 
+// recreate destroys the cache at key, freeing its objects, and creates one
+// named name at the same address, which the probes track afresh.
+func (k *fakeKernel) recreate(key uint64, name string) {
+	id := slabID(key)
+	k.free(k.liveOf(id))
+	delete(k.untracked, id)
+	delete(k.freed, key)
+	k.cacheNames[key] = name
+	k.recreated = append(k.recreated, key)
+}
+
 func (k *fakeKernel) free(addrs []uint64) {
 	for _, a := range addrs {
 		delete(k.live, a)
@@ -227,6 +239,13 @@ func (k *fakeKernel) Scan(snap *kmem.Snapshot) error {
 			snap.CacheNames[key] = name
 		}
 	}
+	snap.Recreated = snap.Recreated[:0]
+	for _, key := range k.recreated {
+		snap.CacheNames[key] = k.cacheNames[key]
+		delete(snap.Freed, key)
+		snap.Recreated = append(snap.Recreated, key)
+	}
+	k.recreated = nil
 	for key := range k.freed {
 		snap.Freed[key] = true
 	}
@@ -894,6 +913,35 @@ func TestVerdictPerCallSiteAcrossStacks(t *testing.T) {
 	assert.Equal(t, int64(6*10), events[0].Objects, "found at scan 12, as in TestVerdicts: the aged objects of both groups")
 	assert.Equal(t, "kstrdup+0x31\npath_openat+0x3c", events[0].Stack)
 	assert.Len(t, h.logged(zapcore.WarnLevel, "Kernel memory leak"), 1)
+}
+
+// A cache created where a destroyed one was (a module reloaded) is
+// filtered by its own name, and the truth check's verdict on the old one
+// does not hold for it.
+func TestRecreatedCacheIsJudgedAfresh(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[filpKey] = "filp"
+	k.cacheNames[damonKey] = "damon_region"
+	k.freed[damonKey] = true
+	k.slab["damon_region"] = 10 // far fewer than tracked: untraced
+	h := start(t, k, Options{Tracks: excludeFilpAndCg})
+	k.alloc(5, slabObj(filpKey, 192, filpSite))
+	k.alloc(100, slabObj(damonKey, 64, damonSite))
+	for range 3 {
+		h.scan()
+	}
+	require.True(t, k.untracked[slabID(filpKey)], "filtered out by name")
+	require.True(t, k.untracked[slabID(damonKey)], "untraced by the truth check")
+
+	k.recreate(filpKey, "kmltest_cache")
+	k.recreate(damonKey, "kmltest_other")
+	k.slab["kmltest_cache"], k.slab["kmltest_other"] = 100, 100
+	k.alloc(7, slabObj(filpKey, 192, filpSite))
+	k.alloc(9, slabObj(damonKey, 64, damonSite))
+	res := h.scan()
+	assert.Equal(t, []string{"kmltest_cache", "kmltest_other"}, caches(res.Report.Groups), "both tracked under their new names")
+	assert.NotContains(t, res.Report.Untraced, slabID(damonKey))
+	assert.Len(t, h.logged(zapcore.InfoLevel, "created where a destroyed one was"), 2)
 }
 
 // --- 5. A full live-object map ---

@@ -26,6 +26,9 @@ type scanState struct {
 	stacksOn     bool
 	stackDepth   int
 	unreferenced map[int32]bool // stack ids no live object used at the last scan
+	// namePtrs is, per slab cache key, the name pointer of the cache the
+	// probes saw there.
+	namePtrs map[uint64]uint64
 }
 
 func newScanState(opts Options) scanState {
@@ -140,17 +143,28 @@ func (t *Tracker) counters() (map[kmem.Allocator]kmem.Counters, error) {
 }
 
 // readCaches reads the slab caches the probes have seen: a few hundred
-// entries. Names never change for a key, so known ones are not copied again.
+// entries. A key's name changes only when its cache was destroyed and
+// another created at its address, so known ones are not copied again.
 func (t *Tracker) readCaches(snap *kmem.Snapshot) error {
 	if snap.CacheNames == nil {
 		snap.CacheNames = map[uint64]string{}
 		snap.Freed = map[uint64]bool{}
 	}
+	if t.scan.namePtrs == nil {
+		t.scan.namePtrs = map[uint64]uint64{}
+	}
+	snap.Recreated = snap.Recreated[:0]
 	var key uint64
 	var val bpf.KmemleakCacheInfo
 	it := t.maps.Caches.Iterate()
 	for it.Next(&key, &val) {
-		if _, ok := snap.CacheNames[key]; !ok {
+		ptr, known := t.scan.namePtrs[key]
+		if !known || ptr != val.NamePtr {
+			if known {
+				snap.Recreated = append(snap.Recreated, key)
+				delete(snap.Freed, key)
+			}
+			t.scan.namePtrs[key] = val.NamePtr
 			snap.CacheNames[key] = cString(val.Name[:])
 		}
 		if val.Freed != 0 {

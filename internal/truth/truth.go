@@ -198,6 +198,16 @@ func (c *Checker) bound(snap *kmem.Snapshot, id kmem.CacheID, name string, kerne
 	return b, true
 }
 
+// Forget drops what the check knows of a cache, for another cache created
+// at its address: the new one starts with no baseline (the old one's count
+// went with it), no strikes, and tracked.
+func (c *Checker) Forget(id kmem.CacheID, name string) {
+	delete(c.baseline, name)
+	delete(c.firstSeen, id)
+	delete(c.strikes, id)
+	delete(c.untraced, id)
+}
+
 // Untraced lists every cache found so far, by name.
 func (c *Checker) Untraced() map[kmem.CacheID]string {
 	return c.untraced
