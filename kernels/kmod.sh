@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds kernels/kmltest, the module that leaks on purpose for the VM
-# tests, against Debian's headers for a kernel package:
+# Builds kernels/kmltest, the modules of the VM tests (kmltest.ko, which
+# leaks on purpose, and kmlpad.ko, which moves it), against Debian's
+# headers for a kernel package, into a directory:
 #
-#   kernels/kmod.sh <kernel image package> <out.ko>
+#   kernels/kmod.sh <kernel image package> <out dir>
 #
-# e.g. kernels/kmod.sh linux-image-6.1.0-56-amd64 _build/kmltest-6.1.ko.
+# e.g. kernels/kmod.sh linux-image-6.1.0-56-amd64 _build/kmod-6.1.0-56-amd64.
 # The headers (linux-headers-<version>, its -common and linux-kbuild
 # packages) are downloaded and unpacked into a temporary directory, never
 # installed. The module is built with gcc-12, as Debian 12 built these
@@ -16,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkg=$1
-out=$2
+outdir=$2
 case $pkg in
 linux-image-*-amd64 | linux-image-*-amd64-unsigned) ;;
 *)
@@ -51,16 +52,18 @@ rm -f "$kdir/vmlinux"
 
 cp -r kernels/kmltest "$work/src"
 make -s -C "$kdir" M="$work/src" modules
-got=$(modinfo -F vermagic "$work/src/kmltest.ko")
 
 # The vermagic of a module Debian built for the kernel.
 cd_work apt-get download "$pkg" >/dev/null 2>&1
 dpkg-deb --fsys-tarfile "$work"/"${pkg}"_*.deb | tar -x -C "$work" --wildcards '*/kernel/fs/nls/nls_ascii.ko*'
 want=$(modinfo -F vermagic "$(find "$work/lib" -name 'nls_ascii.ko*' | head -1)")
-if [ "$got" != "$want" ]; then
-	echo "kmod.sh: kmltest.ko's vermagic '$got' is not the kernel's '$want'" >&2
-	exit 1
-fi
-mkdir -p "$(dirname "$out")"
-cp "$work/src/kmltest.ko" "$out"
-echo "kmod.sh: $out for $release, vermagic $got"
+mkdir -p "$outdir"
+for ko in kmltest.ko kmlpad.ko; do
+	got=$(modinfo -F vermagic "$work/src/$ko")
+	if [ "$got" != "$want" ]; then
+		echo "kmod.sh: $ko's vermagic '$got' is not the kernel's '$want'" >&2
+		exit 1
+	fi
+	cp "$work/src/$ko" "$outdir/"
+done
+echo "kmod.sh: $outdir/kmltest.ko and kmlpad.ko for $release, vermagic $want"

@@ -13,9 +13,10 @@
 # -arm64 or -arm64-unsigned), qemu-system-arm instead, and Debian's arm64
 # packages (dpkg --add-architecture arm64), whose busybox it takes.
 #
-# With KMEMLEAK_MODULE naming kernels/kmltest built for the kernel
-# (kernels/kmod.sh), the module goes into the initramfs and the tests get
-# its path as KMEMLEAK_TEST_MODULE (TestIntegrationKernelModule...).
+# With KMEMLEAK_MODULES naming a directory of kernels/kmltest's modules
+# built for the kernel (kernels/kmod.sh), they go into the initramfs and
+# the tests that load them (TestIntegrationKernelModule...) get their
+# directory as KMEMLEAK_TEST_MODULES.
 #
 # With KMEMLEAK_COLLECTOR naming an otelcol-kmemleak built for the kernel's
 # architecture, the VM also starts it on examples/config.yaml and checks
@@ -60,8 +61,9 @@ cp "$busybox" "$root/bin/busybox"
 for cmd in sh mount poweroff cat echo true ip grep seq sleep insmod rmmod taskset; do ln -s busybox "$root/bin/$cmd"; done
 CGO_ENABLED=0 GOARCH=$arch go test -c -o "$root/receiver.test" .
 CGO_ENABLED=0 GOARCH=$arch go test -c -o "$root/tracker.test" ./internal/tracker
-if [ -n "${KMEMLEAK_MODULE:-}" ]; then
-	cp "$KMEMLEAK_MODULE" "$root/kmltest.ko"
+if [ -n "${KMEMLEAK_MODULES:-}" ]; then
+	mkdir "$root/modules"
+	cp "$KMEMLEAK_MODULES"/kmltest.ko "$KMEMLEAK_MODULES"/kmlpad.ko "$root/modules/"
 fi
 if [ -n "${KMEMLEAK_COLLECTOR:-}" ]; then
 	cp "$KMEMLEAK_COLLECTOR" "$root/otelcol-kmemleak"
@@ -80,7 +82,7 @@ ip link set lo up
 ulimit -n 65536
 # The tests find insmod, rmmod and taskset on PATH.
 export PATH=/bin
-[ -f /kmltest.ko ] && export KMEMLEAK_TEST_MODULE=/kmltest.ko
+[ -d /modules ] && export KMEMLEAK_TEST_MODULES=/modules
 echo "kernel: \$(cat /proc/sys/kernel/osrelease)"
 status=0
 for t in /receiver.test /tracker.test; do
