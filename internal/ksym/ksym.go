@@ -81,6 +81,12 @@ type Table struct {
 // Malformed lines are skipped; their count only surfaces in the error when
 // nothing usable was found, since a format change is then the likely cause.
 func Parse(r io.Reader) (*Table, error) {
+	return parse(r, loadedModules{})
+}
+
+// parse is Parse leaving out the symbols of loaded modules that name
+// another module's memory (see loadedModules).
+func parse(r io.Reader, modules loadedModules) (*Table, error) {
 	sc := bufio.NewScanner(r)
 	// A big buffer means few read(2) calls on /proc/kallsyms, whose lines are
 	// all far shorter than this.
@@ -102,6 +108,9 @@ func Parse(r io.Reader) (*Table, error) {
 			// kptr_restrict hides addresses by printing zeros, which
 			// would otherwise all collapse onto one bogus symbol.
 			zero++
+			continue
+		}
+		if module != nil && modules.stale(module, addr) {
 			continue
 		}
 		if err := b.add(addr, typ, name, module); err != nil {
