@@ -8,22 +8,26 @@
 # e.g. kernels/kmod.sh linux-image-6.1.0-56-amd64 _build/kmod-6.1.0-56-amd64.
 # The headers (linux-headers-<version>, its -common and linux-kbuild
 # packages) are downloaded and unpacked into a temporary directory, never
-# installed. The module is built with gcc-12, as Debian 12 built these
-# kernels, and its vermagic is checked against a module of the kernel
-# package itself, so that a module the kernel would refuse fails here.
-# x86-64 kernels only (see the arm64 case below). Needs gcc-12, make and
-# modinfo (kmod).
+# installed. The modules are built with gcc-12, as Debian 12 built these
+# kernels (for arm64 kernels, Debian's cross gcc-12-aarch64-linux-gnu), and
+# their vermagic is checked against a module of the kernel package itself,
+# so that a module the kernel would refuse fails here. Runs on an x86-64
+# Debian 12 host; needs make, modinfo (kmod), gcc-12 and, for arm64,
+# gcc-12-aarch64-linux-gnu and dpkg's arm64 architecture (vm.sh adds it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkg=$1
 outdir=$2
+if [ "$(dpkg --print-architecture)" != amd64 ]; then
+	echo "kmod.sh: builds on an x86-64 host only (its linux-kbuild tools are the host's)" >&2
+	exit 2
+fi
 case $pkg in
-linux-image-*-amd64 | linux-image-*-amd64-unsigned) ;;
+linux-image-*-amd64 | linux-image-*-amd64-unsigned) arch=amd64 gnu=x86_64-linux-gnu ;;
+linux-image-*-arm64 | linux-image-*-arm64-unsigned) arch=arm64 gnu=aarch64-linux-gnu ;;
 *)
-	# arm64 would need a cross gcc-12 and the arm64 headers package with
-	# the amd64 linux-kbuild: not done yet.
-	echo "kmod.sh: $pkg: only x86-64 kernel packages are supported" >&2
+	echo "kmod.sh: $pkg: not an amd64 or arm64 kernel package" >&2
 	exit 2
 	;;
 esac
@@ -35,9 +39,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd_work() { (cd "$work" && "$@"); }
 # A fresh machine may have no package lists yet.
-cd_work apt-get download "$headers" >/dev/null 2>&1 || { apt-get update -qq && cd_work apt-get download "$headers"; }
+cd_work apt-get download "$headers:$arch" >/dev/null 2>&1 || { apt-get update -qq && cd_work apt-get download "$headers:$arch"; }
 # The headers depend on their -common package (the sources' headers and
-# Makefile) and linux-kbuild (fixdep, modpost and the other host tools).
+# Makefile, for every architecture) and linux-kbuild (fixdep, modpost and
+# the other tools that run on the host: the host's architecture).
 deps=$(dpkg-deb -f "$work"/"${headers}"_*.deb Depends | tr ',|' '\n\n' | sed 's/(.*//; s/ //g' | grep -E '^linux-(headers|kbuild)-' | sort -u)
 # shellcheck disable=SC2086 # one word per package
 cd_work apt-get download $deps >/dev/null 2>&1
@@ -51,10 +56,12 @@ sed -i "s|include /usr/src/|include $work/root/usr/src/|" "$kdir/Makefile"
 rm -f "$kdir/vmlinux"
 
 cp -r kernels/kmltest "$work/src"
-make -s -C "$kdir" M="$work/src" modules
+# The headers' .kernelvariables cross-compile with $(DEB_HOST_GNU_TYPE)-gcc-12
+# when the Debian architectures say so.
+make -s -C "$kdir" M="$work/src" DEB_BUILD_ARCH=amd64 DEB_HOST_ARCH=$arch DEB_HOST_GNU_TYPE=$gnu modules
 
 # The vermagic of a module Debian built for the kernel.
-cd_work apt-get download "$pkg" >/dev/null 2>&1
+cd_work apt-get download "$pkg:$arch" >/dev/null 2>&1
 dpkg-deb --fsys-tarfile "$work"/"${pkg}"_*.deb | tar -x -C "$work" --wildcards '*/kernel/fs/nls/nls_ascii.ko*'
 want=$(modinfo -F vermagic "$(find "$work/lib" -name 'nls_ascii.ko*' | head -1)")
 mkdir -p "$outdir"
