@@ -101,7 +101,7 @@ func parse(r io.Reader, modules loadedModules) (*Table, error) {
 			malformed++
 			continue
 		}
-		if !isText(typ) {
+		if !isText(typ) || isMappingSymbol(name) {
 			continue
 		}
 		if addr == 0 {
@@ -224,6 +224,18 @@ func isText(typ byte) bool {
 		return true
 	}
 	return false
+}
+
+// isMappingSymbol reports whether name is no function but a marker the
+// assembler leaves in the symbol table, as the kernel's is_mapping_symbol
+// tells them: ARM and arm64 mapping symbols ($x code, $d data, $x.1...) and
+// local labels (.L*, L0). kallsyms leaves them out for the core kernel but
+// may list a module's: on Debian's arm64 6.1 each function of kmltest
+// (kernels/kmltest) shared its address with a $x listed before it, which
+// took its name (kmltest_leak_one+0x28 [kmltest] came out as
+// $x+0x28 [kmltest]).
+func isMappingSymbol(name []byte) bool {
+	return bytes.HasPrefix(name, []byte("$")) || bytes.HasPrefix(name, []byte(".L")) || bytes.HasPrefix(name, []byte("L0"))
 }
 
 // localRank orders global (uppercase) symbols before local ones.

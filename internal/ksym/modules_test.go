@@ -2,6 +2,7 @@ package ksym
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -105,5 +106,33 @@ func TestParseModules(t *testing.T) {
 		if got := m.stale([]byte(tt.module), tt.addr); got != tt.want {
 			t.Errorf("stale(%s, %#x) = %v, want %v", tt.module, tt.addr, got, tt.want)
 		}
+	}
+}
+
+// An arm64 module's functions share their addresses with mapping symbols
+// ($x), listed first, on Debian's arm64 6.1.
+func TestParseSkipsMappingSymbols(t *testing.T) {
+	tab, err := Parse(strings.NewReader("ffff800000010000 T _stext\n" +
+		"ffffa8b870d31000 t $x\t[kmltest]\n" +
+		"ffffa8b870d31000 t kmltest_leak_one\t[kmltest]\n" +
+		"ffffa8b870d31040 t $d\t[kmltest]\n" +
+		"ffffa8b870d31048 t .L__unnamed_1\t[kmltest]\n" +
+		"ffffa8b870d31050 t L0\t[kmltest]\n" +
+		"ffffa8b870d31060 t $x.2\t[kmltest]\n" +
+		"ffffa8b870d31060 t kmltest_keep_recent\t[kmltest]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, want := range map[uint64]string{
+		0xffffa8b870d31028: "kmltest_leak_one+0x28 [kmltest]",
+		0xffffa8b870d31058: "kmltest_leak_one+0x58 [kmltest]",
+		0xffffa8b870d31094: "kmltest_keep_recent+0x34 [kmltest]",
+	} {
+		if sym, ok := tab.Resolve(addr); !ok || sym.String() != want {
+			t.Errorf("Resolve(%#x) = %q, %v; want %q", addr, sym, ok, want)
+		}
+	}
+	if got, want := tab.Len(), 3; got != want {
+		t.Errorf("Len() = %d, want %d", got, want)
 	}
 }
