@@ -13,14 +13,15 @@
 # their vermagic is checked against a module of the kernel package itself,
 # so that a module the kernel would refuse fails here. Runs on an x86-64
 # Debian 12 host; needs make, modinfo (kmod), gcc-12 and, for arm64,
-# gcc-12-aarch64-linux-gnu and dpkg's arm64 architecture (vm.sh adds it).
+# gcc-12-aarch64-linux-gnu (make test-kernels installs them) and dpkg's
+# arm64 architecture, added here as vm.sh does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkg=$1
 outdir=$2
 if [ "$(dpkg --print-architecture)" != amd64 ]; then
-	echo "kmod.sh: builds on an x86-64 host only (its linux-kbuild tools are the host's)" >&2
+	echo "kmod.sh: builds on an x86-64 host only (it takes the amd64 linux-kbuild and the x86-64 hosted compilers)" >&2
 	exit 2
 fi
 case $pkg in
@@ -31,6 +32,9 @@ linux-image-*-arm64 | linux-image-*-arm64-unsigned) arch=arm64 gnu=aarch64-linux
 	exit 2
 	;;
 esac
+if [ $arch = arm64 ]; then
+	dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64 && apt-get update -qq; }
+fi
 headers=${pkg/linux-image-/linux-headers-}
 headers=${headers%-unsigned}
 release=${headers#linux-headers-}
@@ -64,13 +68,15 @@ make -s -C "$kdir" M="$work/src" DEB_BUILD_ARCH=amd64 DEB_HOST_ARCH=$arch DEB_HO
 cd_work apt-get download "$pkg:$arch" >/dev/null 2>&1
 dpkg-deb --fsys-tarfile "$work"/"${pkg}"_*.deb | tar -x -C "$work" --wildcards '*/kernel/fs/nls/nls_ascii.ko*'
 want=$(modinfo -F vermagic "$(find "$work/lib" -name 'nls_ascii.ko*' | head -1)")
-mkdir -p "$outdir"
 for ko in kmltest.ko kmlpad.ko; do
 	got=$(modinfo -F vermagic "$work/src/$ko")
 	if [ "$got" != "$want" ]; then
 		echo "kmod.sh: $ko's vermagic '$got' is not the kernel's '$want'" >&2
 		exit 1
 	fi
-	cp "$work/src/$ko" "$outdir/"
 done
+# kmltest.ko last: make takes it for the whole build.
+mkdir -p "$outdir"
+cp "$work/src/kmlpad.ko" "$outdir/"
+cp "$work/src/kmltest.ko" "$outdir/"
 echo "kmod.sh: $outdir/kmltest.ko and kmlpad.ko for $release, vermagic $want"
