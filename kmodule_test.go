@@ -424,23 +424,6 @@ func TestIntegrationKernelModuleLeakIsFoundAndReloadsAreFollowed(t *testing.T) {
 	})
 }
 
-// groupVerdicts is one scan's kmem.outstanding.objects by group and
-// kmem.verdict. A call site can have several verdicts: with stacks taken
-// once it is found suspect (stack_traces: adaptive), its objects from
-// before are a group of their own, which stays as it is.
-func groupVerdicts(md pmetric.Metrics) map[group]map[string]int64 {
-	out := map[group]map[string]int64{}
-	for _, dp := range outstandingObjects(md) {
-		g := groupOf(dp)
-		if out[g] == nil {
-			out[g] = map[string]int64{}
-		}
-		v, _ := dp.Attributes().Get("kmem.verdict")
-		out[g][v.Str()] += dp.IntValue()
-	}
-	return out
-}
-
 // The leak is called leaking within a few minutes, and stays so; the
 // module's bounded groups, whose objects live 32 s (kmltest_keep_recent)
 // and 16 s (kmltest_cache_one), never are.
@@ -458,8 +441,7 @@ func TestIntegrationKernelModuleVerdicts(t *testing.T) {
 	defer func() { t.Logf("kmltest's verdicts as they changed: %v", changes) }()
 	each := func(md pmetric.Metrics) {
 		leakingNow := false
-		for g, verdicts := range groupVerdicts(md) {
-			fn, _, _ := strings.Cut(g.callSite, "+")
+		for fn, verdicts := range verdictsByFunction(md) {
 			if !strings.HasPrefix(fn, kmodName) {
 				continue
 			}
@@ -467,11 +449,11 @@ func TestIntegrationKernelModuleVerdicts(t *testing.T) {
 				last[fn] = now
 				changes[fn] = append(changes[fn], fmt.Sprintf("%s after %v", now, time.Since(loadedAt).Round(time.Second)))
 			}
-			switch {
-			case kmodLeakSite.MatchString(g.callSite):
+			switch fn {
+			case "kmltest_leak_one":
 				leakingNow = verdicts["leaking"] > 0
-			case kmodRecentSite.MatchString(g.callSite), kmodCacheSite.MatchString(g.callSite):
-				assert.Zero(t, verdicts["leaking"], "%v called leaking %v after loading: %v", g, time.Since(loadedAt).Round(time.Second), verdicts)
+			case "kmltest_keep_recent", "kmltest_cache_one":
+				assert.Zero(t, verdicts["leaking"], "%s called leaking %v after loading: %v", fn, time.Since(loadedAt).Round(time.Second), verdicts)
 			}
 		}
 		switch {
