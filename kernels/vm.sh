@@ -63,7 +63,8 @@ CGO_ENABLED=0 GOARCH=$arch go test -c -o "$root/receiver.test" .
 CGO_ENABLED=0 GOARCH=$arch go test -c -o "$root/tracker.test" ./internal/tracker
 if [ -n "${KMEMLEAK_MODULES:-}" ]; then
 	mkdir "$root/modules"
-	cp "$KMEMLEAK_MODULES"/kmltest.ko "$KMEMLEAK_MODULES"/kmlpad.ko "$root/modules/"
+	cp "$KMEMLEAK_MODULES"/kmltest.ko "$KMEMLEAK_MODULES"/kmlpad.ko "$root/modules/" ||
+		{ echo "vm.sh: HARNESS FAILURE: no kmltest.ko and kmlpad.ko in $KMEMLEAK_MODULES (kernels/kmod.sh makes them)" >&2 && exit 2; }
 fi
 if [ -n "${KMEMLEAK_COLLECTOR:-}" ]; then
 	cp "$KMEMLEAK_COLLECTOR" "$root/otelcol-kmemleak"
