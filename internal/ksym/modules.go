@@ -21,7 +21,8 @@ import (
 // kmltest loaded after kmlpad (kernels/kmltest) had kmltest_leak_one
 // (t [kmltest]) at the address kallsyms still gave kmlpad_init
 // (T [kmlpad]), and the global symbol won: the leak was named
-// kmlpad_init+0x1d [kmlpad].
+// kmlpad_init+0x1d [kmlpad]. On 6.12, kmltest_keep_recent+0x1c came out
+// as kmlpad_init+0x1c [kmlpad].
 type loadedModules struct {
 	byName map[string]moduleRange
 	// sorted by start; maxEnd[i] is the greatest end of sorted[:i+1].
