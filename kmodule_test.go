@@ -54,14 +54,6 @@ var (
 	kmodCacheSite  = regexp.MustCompile(`^kmltest_cache_one\+0x[0-9a-f]+ \[kmltest\]$`)
 )
 
-// cacheReuseFollowed says whether the receiver forgets a destroyed slab
-// cache. It does not yet: the probes' caches map, and the scans' names and
-// filter decisions, are keyed by the kmem_cache's address and kept for
-// good, so a cache created where a destroyed one was keeps the destroyed
-// one's name and skip flag. Until it is set, the test logs what it finds
-// instead of failing, and fails when it finds nothing wrong.
-const cacheReuseFollowed = false
-
 // testModules loads and unloads the test's modules, and knows where the
 // kernel put kmltest.
 type testModules struct {
@@ -277,8 +269,7 @@ func moduleConfig() *Config {
 // named. Unloaded, nothing of it is left; loaded again elsewhere, its call
 // sites are named as before. Loaded again under another cache name, with
 // its new cache where the old one was, the cache is named and filtered by
-// its new name (see cacheReuseFollowed), and after one more reload,
-// tracked again under the first.
+// its new name, and after one more reload, tracked again under the first.
 func TestIntegrationKernelModuleLeakIsFoundAndReloadsAreFollowed(t *testing.T) {
 	mods := requireModules(t)
 	p := startReceiver(t, moduleConfig())
@@ -401,25 +392,11 @@ func TestIntegrationKernelModuleLeakIsFoundAndReloadsAreFollowed(t *testing.T) {
 			groups = scans.next(t, "a scan", 10*time.Second, nil, anyScan)
 		}
 		t.Logf("%s's groups with its cache named %s: %v", kmodName, kmodExcludedCache, moduleGroups(groups))
-		var problems []string
 		for g := range moduleGroups(groups) {
-			if g.cache == kmodCache {
-				problems = append(problems, fmt.Sprintf("the cache %s is still called %s, the name of the cache destroyed at its address", kmodExcludedCache, kmodCache))
-			}
+			assert.NotEqual(t, kmodCache, g.cache, "%v: the cache %s is still called %s, the name of the cache destroyed at its address", g, kmodExcludedCache, kmodCache)
 		}
-		if cached, _ := matching(groups, kmodCacheSite); len(cached) > 0 {
-			problems = append(problems, fmt.Sprintf("objects of %s, which the configuration excludes, are reported: %v", kmodExcludedCache, cached))
-		}
-		switch {
-		case cacheReuseFollowed:
-			for _, p := range problems {
-				t.Error(p)
-			}
-		case len(problems) == 0:
-			t.Error("the receiver follows a cache created where a destroyed one was: set cacheReuseFollowed")
-		default:
-			t.Logf("KNOWN BUG (cacheReuseFollowed is false): %s", strings.Join(problems, "; "))
-		}
+		cached, _ := matching(groups, kmodCacheSite)
+		assert.Empty(t, cached, "objects of %s, which the configuration excludes, are reported", kmodExcludedCache)
 	})
 
 	// And back under its first name at the same address: the exclusion of
