@@ -408,6 +408,7 @@ func TestIntegrationKernelModuleLeakIsFoundAndReloadsAreFollowed(t *testing.T) {
 			_, n := matching(groups, kmodCacheSite)
 			return n > 0
 		})
+		t.Logf("%s's groups with its cache named %s again: %v", kmodName, kmodCache, moduleGroups(groups))
 		cached, _ := matching(groups, kmodCacheSite)
 		for g := range cached {
 			assert.Equal(t, group{"slab", kmodCache, g.callSite}, g, "the module's cache's group")
