@@ -100,18 +100,27 @@ e2e: $(DIST)
 # pre-6.10 allocator names, older tracepoint layouts) and 6.12 (kprobes, the
 # _noprof names), x86-64 and arm64: every allocator in every attach mode,
 # the kmem_cache_free_bulk hook, attach and detach under load, the kmalloc
-# caches the probes name, a missed free counted; and the built collector,
-# for the kernel's architecture, starts, scans and stops.
+# caches the probes name, a missed free counted; a module of our own
+# (kernels/kmltest, built against Debian's headers for each kernel by
+# kernels/kmod.sh) leaking, keeping long-lived objects that do not leak,
+# and reloaded; and the built collector, for the kernel's architecture,
+# starts, scans and stops.
 KERNELS ?= linux-image-6.1.0-56-amd64 linux-image-6.12.107+deb12-amd64-unsigned \
 	linux-image-6.1.0-56-arm64 linux-image-6.12.107+deb12-arm64-unsigned
-KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver|AttachDetach|KmallocCaches|ReusedAddress)
-test-kernels: $(DIST) _build/linux-arm64/otelcol-kmemleak
+KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver|AttachDetach|KmallocCaches|ReusedAddress|KernelModule)
+test-kernels: $(DIST) _build/linux-arm64/otelcol-kmemleak $(KERNELS:linux-image-%=_build/kmod-%/kmltest.ko)
 	@command -v qemu-system-x86_64 >/dev/null && command -v qemu-system-aarch64 >/dev/null && command -v busybox >/dev/null && command -v cpio >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq qemu-system-x86 qemu-system-arm busybox-static cpio; }
 	for k in $(KERNELS); do \
 		case $$k in *-arm64 | *-arm64-unsigned) c=_build/linux-arm64/otelcol-kmemleak ;; *) c=$(DIST) ;; esac; \
-		KMEMLEAK_COLLECTOR=$(CURDIR)/$$c kernels/vm.sh $$k '$(KERNEL_TESTS)' || exit $$?; \
+		KMEMLEAK_MODULES=$(CURDIR)/_build/kmod-$${k#linux-image-} KMEMLEAK_COLLECTOR=$(CURDIR)/$$c kernels/vm.sh $$k '$(KERNEL_TESTS)' || exit $$?; \
 	done
+
+# kmltest.ko and kmlpad.ko for a kernel package (linux-image-$*).
+_build/kmod-%/kmltest.ko: kernels/kmod.sh kernels/kmltest/Kbuild kernels/kmltest/kmltest.c kernels/kmltest/kmlpad.c
+	@command -v modinfo >/dev/null && command -v gcc-12 >/dev/null && command -v aarch64-linux-gnu-gcc-12 >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq kmod gcc-12 gcc-12-aarch64-linux-gnu; }
+	kernels/kmod.sh linux-image-$* _build/kmod-$*
 
 # The measurements of BENCHMARKS.md, as root; bpftrace, which some rows
 # compare against, is installed if missing. Flags go in BENCH_FLAGS, e.g.

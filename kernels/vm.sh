@@ -13,6 +13,11 @@
 # -arm64 or -arm64-unsigned), qemu-system-arm instead, and Debian's arm64
 # packages (dpkg --add-architecture arm64), whose busybox it takes.
 #
+# With KMEMLEAK_MODULES naming a directory of kernels/kmltest's modules
+# built for the kernel (kernels/kmod.sh), they go into the initramfs and
+# the tests that load them (TestIntegrationKernelModule...) get their
+# directory as KMEMLEAK_TEST_MODULES.
+#
 # With KMEMLEAK_COLLECTOR naming an otelcol-kmemleak built for the kernel's
 # architecture, the VM also starts it on examples/config.yaml and checks
 # that it attaches the probes, exports a scan and stops cleanly.
@@ -53,9 +58,14 @@ if [ "$arch" != amd64 ]; then
 	busybox="$work/busybox/bin/busybox"
 fi
 cp "$busybox" "$root/bin/busybox"
-for cmd in sh mount poweroff cat echo true ip grep seq sleep; do ln -s busybox "$root/bin/$cmd"; done
+for cmd in sh mount poweroff cat echo true ip grep seq sleep insmod rmmod taskset; do ln -s busybox "$root/bin/$cmd"; done
 CGO_ENABLED=0 GOARCH=$arch go test -c -o "$root/receiver.test" .
 CGO_ENABLED=0 GOARCH=$arch go test -c -o "$root/tracker.test" ./internal/tracker
+if [ -n "${KMEMLEAK_MODULES:-}" ]; then
+	mkdir "$root/modules"
+	cp "$KMEMLEAK_MODULES"/kmltest.ko "$KMEMLEAK_MODULES"/kmlpad.ko "$root/modules/" ||
+		{ echo "vm.sh: HARNESS FAILURE: no kmltest.ko and kmlpad.ko in $KMEMLEAK_MODULES (kernels/kmod.sh makes them)" >&2 && exit 2; }
+fi
 if [ -n "${KMEMLEAK_COLLECTOR:-}" ]; then
 	cp "$KMEMLEAK_COLLECTOR" "$root/otelcol-kmemleak"
 	cp examples/config.yaml "$root/collector.yaml"
@@ -71,6 +81,9 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t tmpfs tmp /tmp
 ip link set lo up
 ulimit -n 65536
+# The tests find insmod, rmmod and taskset on PATH.
+export PATH=/bin
+[ -d /modules ] && export KMEMLEAK_TEST_MODULES=/modules
 echo "kernel: \$(cat /proc/sys/kernel/osrelease)"
 status=0
 for t in /receiver.test /tracker.test; do

@@ -81,6 +81,12 @@ type Table struct {
 // Malformed lines are skipped; their count only surfaces in the error when
 // nothing usable was found, since a format change is then the likely cause.
 func Parse(r io.Reader) (*Table, error) {
+	return parse(r, loadedModules{})
+}
+
+// parse is Parse leaving out the symbols of loaded modules that name
+// another module's memory (see loadedModules).
+func parse(r io.Reader, modules loadedModules) (*Table, error) {
 	sc := bufio.NewScanner(r)
 	// A big buffer means few read(2) calls on /proc/kallsyms, whose lines are
 	// all far shorter than this.
@@ -95,13 +101,16 @@ func Parse(r io.Reader) (*Table, error) {
 			malformed++
 			continue
 		}
-		if !isText(typ) {
+		if !isText(typ) || isMappingSymbol(name) {
 			continue
 		}
 		if addr == 0 {
 			// kptr_restrict hides addresses by printing zeros, which
 			// would otherwise all collapse onto one bogus symbol.
 			zero++
+			continue
+		}
+		if module != nil && modules.stale(module, addr) {
 			continue
 		}
 		if err := b.add(addr, typ, name, module); err != nil {
@@ -215,6 +224,18 @@ func isText(typ byte) bool {
 		return true
 	}
 	return false
+}
+
+// isMappingSymbol reports whether name is no function but a marker the
+// assembler leaves in the symbol table, as the kernel's is_mapping_symbol
+// tells them: ARM and arm64 mapping symbols ($x code, $d data, $x.1...) and
+// local labels (.L*, L0). kallsyms leaves them out for the core kernel but
+// may list a module's: on Debian's arm64 6.1 each function of kmltest
+// (kernels/kmltest) shared its address with a $x listed before it, which
+// took its name (kmltest_leak_one+0x28 [kmltest] came out as
+// $x+0x28 [kmltest]).
+func isMappingSymbol(name []byte) bool {
+	return bytes.HasPrefix(name, []byte("$")) || bytes.HasPrefix(name, []byte(".L")) || bytes.HasPrefix(name, []byte("L0"))
 }
 
 // localRank orders global (uppercase) symbols before local ones.

@@ -26,17 +26,19 @@ type Symbolizer struct {
 }
 
 // New loads kallsyms from kallsymsPath and remembers the modules file state
-// from modulesPath. A missing modules file is not an error: kernels built
-// without CONFIG_MODULES have no /proc/modules, and their text never changes.
+// from modulesPath, whose module ranges also tell which module symbols name
+// memory another module holds now. A missing modules file is not an error:
+// kernels built without CONFIG_MODULES have no /proc/modules, and their
+// text never changes.
 func New(kallsymsPath, modulesPath string) (*Symbolizer, error) {
 	s := &Symbolizer{kallsymsPath: kallsymsPath, modulesPath: modulesPath}
-	// Sum the modules before reading kallsyms: if a module is loaded in
-	// between, the recorded sum is stale and the next Refresh reloads.
-	sum, err := s.sumModules()
+	// Read the modules before kallsyms: if a module is loaded in between,
+	// the recorded sum is stale and the next Refresh reloads.
+	sum, modules, err := s.readModules()
 	if err != nil {
 		return nil, err
 	}
-	t, err := load(kallsymsPath)
+	t, err := load(kallsymsPath, modules)
 	if err != nil {
 		return nil, err
 	}
@@ -52,14 +54,14 @@ func New(kallsymsPath, modulesPath string) (*Symbolizer, error) {
 func (s *Symbolizer) Refresh() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sum, err := s.sumModules()
+	sum, modules, err := s.readModules()
 	if err != nil {
 		return false, err
 	}
 	if sum == s.modulesSum {
 		return false, nil
 	}
-	t, err := load(s.kallsymsPath)
+	t, err := load(s.kallsymsPath, modules)
 	if err != nil {
 		return false, err
 	}
@@ -73,29 +75,29 @@ func (s *Symbolizer) Resolve(addr uint64) (Symbol, bool) {
 	return s.table.Load().Resolve(addr)
 }
 
-func load(path string) (*Table, error) {
+func load(path string, modules loadedModules) (*Table, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("ksym: %w", err)
 	}
 	defer f.Close()
-	t, err := Parse(f)
+	t, err := parse(f, modules)
 	if err != nil {
 		return nil, fmt.Errorf("%w (%s)", err, path)
 	}
 	return t, nil
 }
 
-// sumModules hashes the modules file, skipping the refcount and "used by"
-// columns of /proc/modules lines ("name size refcount deps state addr
-// [taint]"): they change whenever a module is merely used, which would
-// otherwise trigger a full kallsyms reload for nothing. Name, size, state
-// (init text is dropped from kallsyms when Loading becomes Live) and load
-// address still identify every change to module text.
-func (s *Symbolizer) sumModules() (uint64, error) {
+// readModules reads the modules file, and hashes it skipping the refcount
+// and "used by" columns of /proc/modules lines ("name size refcount deps
+// state addr [taint]"): they change whenever a module is merely used, which
+// would otherwise trigger a full kallsyms reload for nothing. Name, size,
+// state (init text is dropped from kallsyms when Loading becomes Live) and
+// load address still identify every change to module text.
+func (s *Symbolizer) readModules() (uint64, loadedModules, error) {
 	data, err := os.ReadFile(s.modulesPath)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return 0, fmt.Errorf("ksym: %w", err)
+		return 0, loadedModules{}, fmt.Errorf("ksym: %w", err)
 	}
 	s.hash.Reset()
 	for line := range bytes.Lines(data) {
@@ -109,5 +111,5 @@ func (s *Symbolizer) sumModules() (uint64, error) {
 		}
 		s.hash.WriteByte('\n')
 	}
-	return s.hash.Sum64(), nil
+	return s.hash.Sum64(), parseModules(data), nil
 }
