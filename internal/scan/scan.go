@@ -225,8 +225,8 @@ func (p *Pipeline) untrace(res truth.Result) {
 
 // judgeGroups gives every call site its verdict, and each of its groups
 // the site's, counts the sites of each verdict, keeps the top_n groups of
-// each verdict for the metrics, and returns an event for each site that
-// deserves one. Sites, not stacks, are judged: in adaptive mode a site's
+// each verdict for the metrics, and returns an event for each group of a
+// site that deserves one: events are per stack, with the site's verdict. Sites, not stacks, are judged: in adaptive mode a site's
 // stacks are taken only once it is suspect, so its stack groups start
 // late, and its older objects stay in a group without a stack. A site
 // past verdict.max_groups has no history: it counts as transient.
@@ -245,7 +245,7 @@ func (p *Pipeline) judgeGroups(rep *report.Report) (events, bySite []report.Grou
 		site.Bytes += g.Bytes
 		site.Survivors += g.Survivors
 		site.OldestAge = max(site.OldestAge, g.OldestAge)
-		// The stack of an event: the site's largest group that has one.
+		// The stack of the WARN line: the site's largest group that has one.
 		if site.Stack == "" && g.Stack != "" {
 			site.Stack = g.Stack
 		}
@@ -264,12 +264,13 @@ func (p *Pipeline) judgeGroups(rep *report.Report) (events, bySite []report.Grou
 		if site.Verdict.Began {
 			p.warnLeak(*site)
 		}
-		if site.Verdict.Report && slices.Contains(p.opts.EventStates, site.Verdict.State) {
-			events = append(events, *site)
-		}
 	}
 	for i := range rep.Groups {
-		rep.Groups[i].Verdict = sites[siteKey(rep.Groups[i])].Verdict
+		g := &rep.Groups[i]
+		g.Verdict = sites[siteKey(*g)].Verdict
+		if g.Verdict.Report && slices.Contains(p.opts.EventStates, g.Verdict.State) {
+			events = append(events, *g)
+		}
 	}
 	rep.Groups = report.Top(rep.Groups, p.opts.TopN)
 	return events, bySite

@@ -887,7 +887,8 @@ func TestStacks(t *testing.T) {
 // A call site is judged as a whole: in adaptive mode its stacks start
 // once it is suspect, and its leak goes on in a stack group while its
 // older objects stay in the group without a stack. Both groups get the
-// site's verdict, and the event names the site's totals and its stack.
+// site's verdict and an event each; the WARN line has the site's totals
+// and its stack.
 func TestVerdictPerCallSiteAcrossStacks(t *testing.T) {
 	k := newFakeKernel()
 	k.stacks[7] = []uint64{allocFrame, kmallocSite, openFrame}
@@ -909,10 +910,18 @@ func TestVerdictPerCallSiteAcrossStacks(t *testing.T) {
 		assert.InDelta(t, 36, g.Verdict.PerMinute, 1e-6, "the site's rate")
 	}
 	assert.Equal(t, 1, res.Report.States[verdict.Leaking], "one site")
-	require.Len(t, events, 1)
-	assert.Equal(t, int64(6*10), events[0].Objects, "found at scan 12, as in TestVerdicts: the aged objects of both groups")
-	assert.Equal(t, "kstrdup+0x31\npath_openat+0x3c", events[0].Stack)
-	assert.Len(t, h.logged(zapcore.WarnLevel, "Kernel memory leak"), 1)
+	// Found at scan 12, as in TestVerdicts: an event for each group, the
+	// one without a stack (6 scans of 6) and the one with (4 scans aged).
+	require.Len(t, events, 2)
+	assert.Equal(t, []int64{36, 24}, []int64{events[0].Objects, events[1].Objects})
+	assert.Equal(t, []string{"", "kstrdup+0x31\npath_openat+0x3c"}, []string{events[0].Stack, events[1].Stack})
+	for _, e := range events {
+		assert.Equal(t, verdict.Leaking, e.Verdict.State)
+	}
+	warned := h.logged(zapcore.WarnLevel, "Kernel memory leak")
+	require.Len(t, warned, 1, "one line per site")
+	assert.Equal(t, int64(60), warned[0].ContextMap()["objects"], "the site's aged objects")
+	assert.Equal(t, "kstrdup+0x31\npath_openat+0x3c", warned[0].ContextMap()["stack"])
 }
 
 // A cache created where a destroyed one was (a module reloaded) is
