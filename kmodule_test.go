@@ -156,23 +156,6 @@ func groupObjects(md pmetric.Metrics) map[group]int64 {
 	return out
 }
 
-func outstandingObjects(md pmetric.Metrics) []pmetric.NumberDataPoint {
-	var out []pmetric.NumberDataPoint
-	for _, rm := range md.ResourceMetrics().All() {
-		for _, sm := range rm.ScopeMetrics().All() {
-			for _, m := range sm.Metrics().All() {
-				if m.Name() != "kmem.outstanding.objects" {
-					continue
-				}
-				for _, dp := range m.Gauge().DataPoints().All() {
-					out = append(out, dp)
-				}
-			}
-		}
-	}
-	return out
-}
-
 func groupOf(dp pmetric.NumberDataPoint) group {
 	a := dp.Attributes()
 	allocator, _ := a.Get("kmem.allocator")
@@ -263,6 +246,19 @@ func moduleConfig() *Config {
 	return cfg
 }
 
+// loadUnderReceiver starts a receiver, waits for its first scan, and loads
+// the test's modules.
+func loadUnderReceiver(t *testing.T) (mods *testModules, p pipeline, scans *moduleScans, loadedAt time.Time) {
+	t.Helper()
+	mods = requireModules(t)
+	p = startReceiver(t, moduleConfig())
+	scans = &moduleScans{sink: p.metrics}
+	scans.next(t, "a first scan", 30*time.Second, nil, anyScan)
+	mods.load(t)
+	t.Logf("%s loaded: text at %#x, %s at %#x", kmodName, mods.text, kmodCache, mods.cache)
+	return mods, p, scans, time.Now()
+}
+
 // A leak in a module is reported under its function, offset and module,
 // in the kmalloc cache of its size, and keeps rising; the module's bounded
 // kmalloc objects and its own cache's objects stay bounded, the cache
@@ -271,14 +267,7 @@ func moduleConfig() *Config {
 // its new cache where the old one was, the cache is named and filtered by
 // its new name, and after one more reload, tracked again under the first.
 func TestIntegrationKernelModuleLeakIsFoundAndReloadsAreFollowed(t *testing.T) {
-	mods := requireModules(t)
-	p := startReceiver(t, moduleConfig())
-	scans := &moduleScans{sink: p.metrics}
-	scans.next(t, "a first scan", 30*time.Second, nil, anyScan)
-
-	mods.load(t)
-	loadedAt := time.Now()
-	t.Logf("%s loaded: text at %#x, %s at %#x", kmodName, mods.text, kmodCache, mods.cache)
+	mods, _, scans, loadedAt := loadUnderReceiver(t)
 
 	// The module's kmalloc groups, the leak's and kmltest_keep_recent's,
 	// as first named.
@@ -420,12 +409,7 @@ func TestIntegrationKernelModuleLeakIsFoundAndReloadsAreFollowed(t *testing.T) {
 // module's bounded groups, whose objects live 32 s (kmltest_keep_recent)
 // and 16 s (kmltest_cache_one), never are.
 func TestIntegrationKernelModuleVerdicts(t *testing.T) {
-	mods := requireModules(t)
-	p := startReceiver(t, moduleConfig())
-	scans := &moduleScans{sink: p.metrics}
-	scans.next(t, "a first scan", 30*time.Second, nil, anyScan)
-	mods.load(t)
-	loadedAt := time.Now()
+	_, p, scans, loadedAt := loadUnderReceiver(t)
 
 	leaking := 0 // scans in a row that call the leak leaking
 	// The verdicts of the module's call sites as they change, for the log.

@@ -157,6 +157,21 @@ func suspectsByFunction(md pmetric.Metrics) map[string]int64 {
 // function and verdict.
 func verdictsByFunction(md pmetric.Metrics) map[string]map[string]int64 {
 	out := map[string]map[string]int64{}
+	for _, dp := range outstandingObjects(md) {
+		site, _ := dp.Attributes().Get("kmem.call_site")
+		state, _ := dp.Attributes().Get("kmem.verdict")
+		fn, _, _ := strings.Cut(site.Str(), "+")
+		if out[fn] == nil {
+			out[fn] = map[string]int64{}
+		}
+		out[fn][state.Str()] += dp.IntValue()
+	}
+	return out
+}
+
+// outstandingObjects are a scan's kmem.outstanding.objects data points.
+func outstandingObjects(md pmetric.Metrics) []pmetric.NumberDataPoint {
+	var out []pmetric.NumberDataPoint
 	for _, rm := range md.ResourceMetrics().All() {
 		for _, sm := range rm.ScopeMetrics().All() {
 			for _, m := range sm.Metrics().All() {
@@ -164,13 +179,7 @@ func verdictsByFunction(md pmetric.Metrics) map[string]map[string]int64 {
 					continue
 				}
 				for _, dp := range m.Gauge().DataPoints().All() {
-					site, _ := dp.Attributes().Get("kmem.call_site")
-					state, _ := dp.Attributes().Get("kmem.verdict")
-					fn, _, _ := strings.Cut(site.Str(), "+")
-					if out[fn] == nil {
-						out[fn] = map[string]int64{}
-					}
-					out[fn][state.Str()] += dp.IntValue()
+					out = append(out, dp)
 				}
 			}
 		}
