@@ -46,23 +46,30 @@ const volatile __u32 sample_rate = 1;
 // small as the CPU time the receiver uses goes untracked.
 const volatile __u32 ignore_tgid = 0;
 
-// One key space per kind of address, each sized by the loader: live holds
-// slab and kmalloc objects by address (kfree frees slab objects too, and
-// kmem_cache_free kmalloc ones); live_pages holds pages by their struct
-// page (tp_btf, raw_tp) or PFN (classic tracepoint); live_percpu holds
-// percpu objects by their __percpu pointer, which is an offset that can equal
-// a PFN. A page-cache-heavy workload that fills live_pages leaves slab
-// tracking untouched. Preallocated: inserts never allocate, so they are safe
-// in any context the allocator runs in.
-struct live_map {
-	__uint(type, BPF_MAP_TYPE_HASH);
+// One key space per kind of address, each a live table (see struct live_bucket)
+// sized by the loader: live holds slab and kmalloc objects by address
+// (kfree frees slab objects too, and kmem_cache_free kmalloc ones);
+// live_pages holds pages by their struct page (tp_btf, raw_tp) or PFN
+// (classic tracepoint); live_percpu holds percpu objects by their __percpu
+// pointer, which is an offset that can equal a PFN. A page-cache-heavy
+// workload that fills live_pages leaves slab tracking untouched. An array
+// is allocated whole up front: inserts never allocate, so they are safe in
+// any context the allocator runs in.
+struct live_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
-	__type(key, __u64);
-	__type(value, struct object);
+	__type(key, __u32);
+	__type(value, struct live_bucket);
 };
-struct live_map live SEC(".maps");
-struct live_map live_pages SEC(".maps");
-struct live_map live_percpu SEC(".maps");
+struct live_table live SEC(".maps");
+struct live_table live_pages SEC(".maps");
+struct live_table live_percpu SEC(".maps");
+
+// The tables' sizes in buckets, set by the loader with max_entries.
+const volatile __u32 live_buckets = 1;
+const volatile __u32 live_pages_buckets = 1;
+const volatile __u32 live_percpu_buckets = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -162,40 +169,161 @@ static __always_inline bool sampled(__u64 key)
 // counters_of looks up an allocator's counters through a copy of its
 // number: the lookup takes the address of its key, and a number whose
 // address escapes is reloaded from the stack, which keeps the compiler from
-// folding live_map_of(allocator) into one map.
+// folding table_of(allocator) into one table.
 static __always_inline struct counters *counters_of(__u32 allocator)
 {
 	__u32 key = allocator;
 	return bpf_map_lookup_elem(&stats, &key);
 }
 
-static __always_inline void *live_map_of(__u32 allocator)
+// A live table and its size.
+struct table {
+	void *map;
+	__u32 buckets;
+};
+
+static __always_inline struct table table_of(__u32 allocator)
 {
 	if (allocator == ALLOCATOR_PAGE)
-		return &live_pages;
+		return (struct table){&live_pages, live_pages_buckets};
 	if (allocator == ALLOCATOR_PERCPU)
-		return &live_percpu;
-	return &live;
+		return (struct table){&live_percpu, live_percpu_buckets};
+	return (struct table){&live, live_buckets};
 }
 
-static __always_inline void insert_object(void *live_map, __u64 key, struct object *obj, struct counters *c)
+// bucket_of maps a hash's high half onto [0, buckets) with a multiply
+// instead of a division.
+static __always_inline __u32 bucket_of(__u64 key, __u64 multiplier, __u32 buckets)
+{
+	return ((key * multiplier) >> 32) * buckets >> 32;
+}
+
+// publish writes obj into a slot its caller claimed (its key TABLE_BUSY),
+// then the key: user space reads the record between two equal even seq
+// values with the key unchanged around them. The exchanges are full
+// barriers on every architecture; plain stores would let another CPU see
+// the record change with seq still even.
+static __always_inline void publish(struct live_bucket *b, __u32 slot, __u64 key, const struct object *obj)
+{
+	struct object *rec = &b->objects[slot];
+	__u32 seq = rec->seq;
+	__sync_lock_test_and_set(&rec->seq, seq + 1);
+	rec->alloc_ns = obj->alloc_ns;
+	rec->call_site = obj->call_site;
+	rec->cache = obj->cache;
+	rec->bytes = obj->bytes;
+	rec->stack_id = obj->stack_id;
+	rec->allocator = obj->allocator;
+	rec->stack_skipped = obj->stack_skipped;
+	__sync_lock_test_and_set(&rec->seq, seq + 2);
+	__sync_lock_test_and_set(&b->keys[slot], key);
+}
+
+// claim takes the slot holding from (an empty slot, or a stale entry of
+// the address) and writes obj into it. The compare-and-swap settles races
+// with other CPUs: it fails when another took the slot first.
+static __always_inline bool claim(struct live_bucket *b, __u64 from, __u64 key, const struct object *obj)
+{
+	for (__u32 i = 0; i < TABLE_SLOTS; i++) {
+		if (b->keys[i] == from && __sync_val_compare_and_swap(&b->keys[i], from, TABLE_BUSY) == from) {
+			publish(b, i, key, obj);
+			return true;
+		}
+	}
+	return false;
+}
+
+// used_slots counts without a branch per slot: the verifier would follow
+// every combination of full and empty slots.
+static __always_inline __u64 used_slots(const struct live_bucket *b)
+{
+	__u64 used = 0;
+	for (__u32 i = 0; i < TABLE_SLOTS; i++) {
+		__u64 key = b->keys[i], sign = key | -key;
+		// Or the compiler turns it back into a comparison and a branch.
+		barrier_var(sign);
+		used += sign >> 63; // 1 unless key is TABLE_EMPTY (0)
+	}
+	return used;
+}
+
+static __always_inline void insert_object(__u32 allocator, __u64 key, struct object *obj, struct counters *c)
 {
 	obj->alloc_ns = bpf_ktime_get_ns();
-	long err = bpf_map_update_elem(live_map, &key, obj, BPF_NOEXIST);
-	// Compared as an int: the verifier turns the helper into a direct call
-	// of the map's update function, which returned int before Linux 6.4,
-	// and the upper half of such a result is not its sign (zero on arm64,
-	// and as a rule on x86-64 too: on Debian's arm64 6.1 every missed free
-	// was counted as a drop, and its stale entry kept).
-	if ((int)err == -EEXIST) {
-		// The address came back after a free we missed: the new object
-		// replaces the stale entry instead of keeping it as a phantom
-		// leak, and the miss is counted, as no other counter sees it.
-		c->missed_frees++;
-		err = bpf_map_update_elem(live_map, &key, obj, BPF_ANY);
-	}
-	if (err)
+	struct table t = table_of(allocator);
+	__u32 i1 = bucket_of(key, TABLE_HASH1, t.buckets), i2 = bucket_of(key, TABLE_HASH2, t.buckets);
+	struct live_bucket *first = bpf_map_lookup_elem(t.map, &i1);
+	struct live_bucket *second = i2 == i1 ? NULL : bpf_map_lookup_elem(t.map, &i2);
+	if (!first) {
 		c->dropped++;
+		return;
+	}
+	// The address came back after a free we missed: the new object
+	// replaces the stale entry instead of keeping it as a phantom leak,
+	// and the miss is counted, as no other counter sees it. The second
+	// bucket can hold it only while the first's overflow is not zero.
+	bool overflowed = second && first->overflow;
+	if (claim(first, key, key, obj) || (overflowed && claim(second, key, key, obj))) {
+		c->missed_frees++;
+		return;
+	}
+	__u64 used = used_slots(first);
+	if ((used < TABLE_PREFER_FIRST || !second || used <= used_slots(second)) && claim(first, TABLE_EMPTY, key, obj))
+		return;
+	if (second) {
+		// Counted before the key is published: a free of it reads the
+		// second bucket only when the count says to.
+		__sync_fetch_and_add(&first->overflow, 1);
+		if (claim(second, TABLE_EMPTY, key, obj))
+			return;
+		__sync_fetch_and_sub(&first->overflow, 1);
+	}
+	c->dropped++;
+}
+
+// release clears the key of the address in the bucket, if there.
+static __always_inline bool release(struct live_bucket *b, __u64 key)
+{
+	for (__u32 i = 0; i < TABLE_SLOTS; i++) {
+		if (b->keys[i] == key && __sync_val_compare_and_swap(&b->keys[i], key, TABLE_EMPTY) == key)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline bool delete_object(__u32 allocator, __u64 key)
+{
+	struct table t = table_of(allocator);
+	__u32 i1 = bucket_of(key, TABLE_HASH1, t.buckets), i2 = bucket_of(key, TABLE_HASH2, t.buckets);
+	struct live_bucket *first = bpf_map_lookup_elem(t.map, &i1);
+	if (!first)
+		return false;
+	if (release(first, key))
+		return true;
+	if (i2 == i1 || !first->overflow)
+		return false;
+	struct live_bucket *second = bpf_map_lookup_elem(t.map, &i2);
+	if (!second || !release(second, key))
+		return false;
+	__sync_fetch_and_sub(&first->overflow, 1);
+	return true;
+}
+
+// find_object returns the record of a live slab or kmalloc object, or NULL;
+// unsynchronized, for reads that tolerate a record being rewritten.
+static __always_inline struct object *find_object(__u64 key)
+{
+	struct table t = table_of(ALLOCATOR_SLAB);
+	__u32 i1 = bucket_of(key, TABLE_HASH1, t.buckets), i2 = bucket_of(key, TABLE_HASH2, t.buckets);
+	struct live_bucket *b = bpf_map_lookup_elem(t.map, &i1);
+	for (int n = 0; n < 2 && b; n++) {
+		for (__u32 i = 0; i < TABLE_SLOTS; i++) {
+			if (b->keys[i] == key)
+				return &b->objects[i];
+		}
+		b = i2 == i1 ? NULL : bpf_map_lookup_elem(t.map, &i2);
+	}
+	return NULL;
 }
 
 static __always_inline bool size_tracked(__u32 bytes)
@@ -203,17 +331,20 @@ static __always_inline bool size_tracked(__u32 bytes)
 	return bytes >= min_size && bytes <= max_size;
 }
 
+// track_alloc is what every tracked allocation does once its caller has
+// decided it is one (sampled() first: an unsampled allocation touches no
+// map).
 static __always_inline void track_alloc(void *ctx, __u64 key, __u64 call_site, __u64 cache, __u32 bytes,
 					__u32 allocator)
 {
+	if (!size_tracked(bytes))
+		return;
+	if (ignore_tgid && bpf_get_current_pid_tgid() >> 32 == ignore_tgid)
+		return;
 	struct counters *c = counters_of(allocator);
 	if (!c)
 		return;
 	c->allocs++;
-	if (!size_tracked(bytes) || !sampled(key))
-		return;
-	if (ignore_tgid && bpf_get_current_pid_tgid() >> 32 == ignore_tgid)
-		return;
 
 	struct object obj = {
 		.call_site = call_site,
@@ -222,15 +353,13 @@ static __always_inline void track_alloc(void *ctx, __u64 key, __u64 call_site, _
 		.allocator = allocator,
 	};
 	capture_stack(ctx, &obj, c);
-	insert_object(live_map_of(allocator), key, &obj, c);
+	insert_object(allocator, key, &obj, c);
 }
 
 static __always_inline void track_free(__u64 key, __u32 allocator, struct counters *c)
 {
 	c->frees++;
-	if (!sampled(key))
-		return;
-	if (bpf_map_delete_elem(live_map_of(allocator), &key))
+	if (!delete_object(allocator, key))
 		c->untracked_frees++;
 }
 
@@ -253,7 +382,7 @@ static __always_inline bool cache_skipped(__u64 key, const char *name)
 
 static __always_inline void slab_alloc(void *ctx, __u64 call_site, const void *ptr, struct kmem_cache *s)
 {
-	if (!is_object(ptr))
+	if (!is_object(ptr) || !sampled((__u64)ptr))
 		return;
 	__u64 cache = (__u64)s;
 	if (cache_skipped(cache, BPF_CORE_READ(s, name)))
@@ -299,8 +428,10 @@ static __always_inline bool kmalloc_skipped(enum kmalloc_family family, size_t b
 static __always_inline void kmalloc_alloc(void *ctx, __u64 call_site, const void *ptr,
 					  size_t bytes_alloc, gfp_t gfp)
 {
+	if (!is_object(ptr) || !sampled((__u64)ptr))
+		return;
 	enum kmalloc_family family = kmalloc_family(bytes_alloc, gfp);
-	if (!is_object(ptr) || kmalloc_skipped(family, bytes_alloc))
+	if (kmalloc_skipped(family, bytes_alloc))
 		return;
 	track_alloc(ctx, (__u64)ptr, call_site, family, bytes_alloc, ALLOCATOR_KMALLOC);
 }
@@ -314,13 +445,13 @@ static __always_inline bool is_page(__u64 key)
 
 static __always_inline void page_alloc(void *ctx, __u64 key, unsigned int order)
 {
-	if (is_page(key))
+	if (is_page(key) && sampled(key))
 		track_alloc(ctx, key, 0, order, PAGE_SIZE << order, ALLOCATOR_PAGE);
 }
 
 static __always_inline void percpu_alloc(void *ctx, __u64 call_site, const void *ptr, __u64 bytes_alloc)
 {
-	if (is_object(ptr))
+	if (is_object(ptr) && sampled((__u64)ptr))
 		track_alloc(ctx, (__u64)ptr, call_site, 0, bytes_alloc, ALLOCATOR_PERCPU);
 }
 
@@ -340,13 +471,14 @@ static __always_inline void note_cache_free(__u64 cache)
 		ci->freed = 1;
 }
 
-// Freeing NULL (kfree(NULL) fires the tracepoint) and ZERO_SIZE_PTR is not
-// freeing an object; nor is a failed allocation's page.
-static __always_inline bool is_freed(__u64 key, __u32 allocator)
+// tracked_free says whether a free is one of a sampled object. Freeing
+// NULL (kfree(NULL) fires the tracepoint) and ZERO_SIZE_PTR is not freeing
+// an object; nor is a failed allocation's page.
+static __always_inline bool tracked_free(__u64 key, __u32 allocator)
 {
-	if (allocator == ALLOCATOR_PAGE)
-		return is_page(key);
-	return is_object((const void *)key);
+	if (allocator == ALLOCATOR_PAGE ? !is_page(key) : !is_object((const void *)key))
+		return false;
+	return sampled(key);
 }
 
 // note_object_cache_free marks the cache of the slab object at key freed,
@@ -354,15 +486,18 @@ static __always_inline bool is_freed(__u64 key, __u32 allocator)
 // pointer, before it is deleted.
 static __always_inline void note_object_cache_free(__u64 key)
 {
-	struct object *obj = bpf_map_lookup_elem(&live, &key);
+	if (!tracked_free(key, ALLOCATOR_SLAB))
+		return;
+	struct object *obj = find_object(key);
 	if (obj && obj->allocator == ALLOCATOR_SLAB)
 		note_cache_free(obj->cache);
 }
 
-// free_event tracks a free, and says whether it freed an object at all.
+// free_event tracks a free, and says whether it was one of a tracked
+// object.
 static __always_inline bool free_event(__u64 key, __u32 allocator)
 {
-	if (!is_freed(key, allocator))
+	if (!tracked_free(key, allocator))
 		return false;
 	struct counters *c = counters_of(allocator);
 	if (!c)
@@ -371,20 +506,21 @@ static __always_inline bool free_event(__u64 key, __u32 allocator)
 	return true;
 }
 
-static __always_inline void free_primary(__u64 key, __u32 allocator)
+static __always_inline bool free_primary(__u64 key, __u32 allocator)
 {
-	if (!is_freed(key, allocator))
-		return;
+	if (!tracked_free(key, allocator))
+		return false;
 	struct counters *c = counters_of(allocator);
 	if (!c)
-		return;
+		return false;
 	track_free(key, allocator, c);
 	c->last_free = key;
+	return true;
 }
 
 static __always_inline void free_backup(__u64 key, __u32 allocator)
 {
-	if (!is_freed(key, allocator))
+	if (!tracked_free(key, allocator))
 		return;
 	struct counters *c = counters_of(allocator);
 	if (!c)
@@ -409,8 +545,8 @@ int BPF_PROG(btf_slab_alloc, unsigned long call_site, const void *ptr, struct km
 SEC("tp_btf/kmem_cache_free")
 int BPF_PROG(btf_slab_free, unsigned long call_site, const void *ptr, struct kmem_cache *s)
 {
-	free_primary((__u64)ptr, ALLOCATOR_SLAB);
-	note_cache_free((__u64)s);
+	if (free_primary((__u64)ptr, ALLOCATOR_SLAB))
+		note_cache_free((__u64)s);
 	return 0;
 }
 
@@ -511,8 +647,8 @@ int BPF_PROG(raw_slab_alloc, unsigned long call_site, const void *ptr, struct km
 SEC("raw_tp/kmem_cache_free")
 int BPF_PROG(raw_slab_free, unsigned long call_site, const void *ptr, struct kmem_cache *s)
 {
-	free_primary((__u64)ptr, ALLOCATOR_SLAB);
-	note_cache_free((__u64)s);
+	if (free_primary((__u64)ptr, ALLOCATOR_SLAB))
+		note_cache_free((__u64)s);
 	return 0;
 }
 
@@ -649,7 +785,7 @@ SEC("tracepoint/kmem/kmem_cache_alloc")
 int tp_slab_alloc(struct trace_event_raw_kmem_cache_alloc *ctx)
 {
 	const void *ptr = ctx->ptr;
-	if (!is_object(ptr))
+	if (!is_object(ptr) || !sampled((__u64)ptr))
 		return 0;
 
 	__u64 cache;
@@ -848,26 +984,26 @@ int kp_alloc_return(struct pt_regs *ctx)
 	struct object obj = *p;
 	bpf_map_delete_elem(&pending, &sp);
 	__u64 key = PT_REGS_RC(ctx);
+	if (!is_object((void *)key) || !sampled(key) || !size_tracked(obj.bytes))
+		return 0;
 	__u32 allocator = obj.allocator;
 	struct counters *c = counters_of(allocator);
-	if (!c || !is_object((void *)key))
+	if (!c)
 		return 0;
 	c->allocs++;
-	if (!size_tracked(obj.bytes) || !sampled(key))
-		return 0;
 	if (CALLER_AT_RETURN) {
 		obj.call_site = PT_REGS_IP(ctx);
 		capture_stack(ctx, &obj, c);
 	}
-	insert_object(&live, key, &obj, c);
+	insert_object(allocator, key, &obj, c);
 	return 0;
 }
 
 SEC("kprobe")
 int BPF_KPROBE(kp_slab_free, struct kmem_cache *s, void *x)
 {
-	free_event((__u64)x, ALLOCATOR_SLAB);
-	note_cache_free((__u64)s);
+	if (free_event((__u64)x, ALLOCATOR_SLAB))
+		note_cache_free((__u64)s);
 	return 0;
 }
 

@@ -40,7 +40,7 @@ enum kmalloc_family {
 
 #define CACHE_NAME_LEN 32
 
-// A live object, the value of the live maps.
+// A live object, as the probes record it in a slot of the live table.
 struct object {
 	__u64 alloc_ns;
 	__u64 call_site;
@@ -55,6 +55,47 @@ struct object {
 	// The stack was taken without its innermost frame (see capture_stack):
 	// that frame is call_site.
 	__u16 stack_skipped;
+	// Odd while the probes write the record: user space reads a record
+	// between two equal even values, or not at all (see the table below).
+	__u32 seq;
+};
+
+// The live table: an array of buckets that user space maps into its memory
+// and reads in place, with no syscall and no copy of the objects. An
+// address has two buckets, picked by two hashes of it (table_buckets());
+// an allocation takes an empty key slot in the first, or in the emptier
+// of the two once the first is fuller than TABLE_PREFER_FIRST, and a free
+// clears the key. No locks and no allocation: a slot is claimed with a
+// compare-and-swap of its key from TABLE_EMPTY to TABLE_BUSY, its record
+// written, and the key published last.
+//
+// keys[] and overflow fill two cache lines, so a free reads two lines of
+// its first bucket, and the second bucket only when overflow says some
+// address whose first bucket this is lives in its second.
+enum table_layout {
+	TABLE_SLOTS = 15,
+	TABLE_PREFER_FIRST = 12,
+};
+
+enum table_key {
+	TABLE_EMPTY = 0,
+	// No address: not an object (is_object() refuses it) nor a page
+	// (is_page()).
+	TABLE_BUSY = 0xffffffffffffffffULL,
+};
+
+// Two multiplicative hashes of an address, the first bucket's from the
+// high half of the product, the second's from the high half of the other.
+enum table_hash {
+	TABLE_HASH1 = 0x9e3779b97f4a7c15ULL,
+	TABLE_HASH2 = 0xbf58476d1ce4e5b9ULL,
+};
+
+struct live_bucket {
+	__u64 keys[TABLE_SLOTS];
+	// How many addresses whose first bucket this is live in their second.
+	__u64 overflow;
+	struct object objects[TABLE_SLOTS];
 };
 
 // One per slab cache the probes have seen. skip is set by user space for a
@@ -79,7 +120,8 @@ struct kmalloc_skip_table {
 	__u8 skip[KMALLOC_FAMILY_LARGE][KMALLOC_SLOTS];
 };
 
-// Per allocator and CPU.
+// Per allocator and CPU. allocs and frees count the sampled objects' only:
+// an unsampled event touches no map.
 struct counters {
 	__u64 allocs;
 	__u64 frees;
@@ -113,6 +155,9 @@ struct shared_enums {
 	enum stack_mode stack_mode;
 	enum kmalloc_family kmalloc_family;
 	enum kprobe_cookie kprobe_cookie;
+	enum table_layout table_layout;
+	enum table_key table_key;
+	enum table_hash table_hash;
 };
 const struct shared_enums *unused_shared_enums __attribute__((unused));
 

@@ -69,6 +69,13 @@ const (
 	KmemleakKprobeCookieKPROBE_ARGS            KmemleakKprobeCookie = 5
 )
 
+type KmemleakLiveBucket struct {
+	_        structs.HostLayout
+	Keys     [15]uint64
+	Overflow uint64
+	Objects  [15]KmemleakObject
+}
+
 type KmemleakObject struct {
 	_            structs.HostLayout
 	AllocNs      uint64
@@ -78,7 +85,7 @@ type KmemleakObject struct {
 	StackId      int32
 	Allocator    uint16
 	StackSkipped uint16
-	_            [4]byte
+	Seq          uint32
 }
 
 type KmemleakStackMode uint32
@@ -87,6 +94,27 @@ const (
 	KmemleakStackModeSTACKS_OFF      KmemleakStackMode = 0
 	KmemleakStackModeSTACKS_ADAPTIVE KmemleakStackMode = 1
 	KmemleakStackModeSTACKS_ALWAYS   KmemleakStackMode = 2
+)
+
+type KmemleakTableHash uint64
+
+const (
+	KmemleakTableHashTABLE_HASH1 KmemleakTableHash = 11400714819323198485
+	KmemleakTableHashTABLE_HASH2 KmemleakTableHash = 13787848793156543929
+)
+
+type KmemleakTableKey uint64
+
+const (
+	KmemleakTableKeyTABLE_EMPTY KmemleakTableKey = 0
+	KmemleakTableKeyTABLE_BUSY  KmemleakTableKey = 18446744073709551615
+)
+
+type KmemleakTableLayout uint32
+
+const (
+	KmemleakTableLayoutTABLE_SLOTS        KmemleakTableLayout = 15
+	KmemleakTableLayoutTABLE_PREFER_FIRST KmemleakTableLayout = 12
 )
 
 // Names of all BPF objects in the ELF.
@@ -142,6 +170,9 @@ const (
 	KmemleakProgTpSlabFree       = "tp_slab_free"
 	KmemleakVarIgnoreTgid        = "ignore_tgid"
 	KmemleakVarKmallocMinSize    = "kmalloc_min_size"
+	KmemleakVarLiveBuckets       = "live_buckets"
+	KmemleakVarLivePagesBuckets  = "live_pages_buckets"
+	KmemleakVarLivePercpuBuckets = "live_percpu_buckets"
 	KmemleakVarMaxSize           = "max_size"
 	KmemleakVarMinSize           = "min_size"
 	KmemleakVarSampleRate        = "sample_rate"
@@ -253,6 +284,9 @@ type KmemleakMapSpecs struct {
 type KmemleakVariableSpecs struct {
 	IgnoreTgid        *ebpf.VariableSpec `ebpf:"ignore_tgid"`
 	KmallocMinSize    *ebpf.VariableSpec `ebpf:"kmalloc_min_size"`
+	LiveBuckets       *ebpf.VariableSpec `ebpf:"live_buckets"`
+	LivePagesBuckets  *ebpf.VariableSpec `ebpf:"live_pages_buckets"`
+	LivePercpuBuckets *ebpf.VariableSpec `ebpf:"live_percpu_buckets"`
 	MaxSize           *ebpf.VariableSpec `ebpf:"max_size"`
 	MinSize           *ebpf.VariableSpec `ebpf:"min_size"`
 	SampleRate        *ebpf.VariableSpec `ebpf:"sample_rate"`
@@ -312,6 +346,9 @@ func (m *KmemleakMaps) Close() error {
 type KmemleakVariables struct {
 	IgnoreTgid        *ebpf.Variable `ebpf:"ignore_tgid"`
 	KmallocMinSize    *ebpf.Variable `ebpf:"kmalloc_min_size"`
+	LiveBuckets       *ebpf.Variable `ebpf:"live_buckets"`
+	LivePagesBuckets  *ebpf.Variable `ebpf:"live_pages_buckets"`
+	LivePercpuBuckets *ebpf.Variable `ebpf:"live_percpu_buckets"`
 	MaxSize           *ebpf.Variable `ebpf:"max_size"`
 	MinSize           *ebpf.Variable `ebpf:"min_size"`
 	SampleRate        *ebpf.Variable `ebpf:"sample_rate"`

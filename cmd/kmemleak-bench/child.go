@@ -70,7 +70,7 @@ func runChild(args []string) error {
 	}
 	defer rcv.Shutdown(ctx)
 	if *fill > 0 {
-		live, err := liveMap(uint32(*maxObjects))
+		live, err := liveTable(uint32(*maxObjects))
 		if err != nil {
 			return err
 		}

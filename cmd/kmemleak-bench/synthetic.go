@@ -5,15 +5,17 @@ package main
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
+	"github.com/kmemleak/kmemleakreceiver/internal/livetable"
 )
 
-// liveMap opens the receiver's slab and kmalloc live-object map: the
-// newest map of its name and of that size.
-func liveMap(maxEntries uint32) (*ebpf.Map, error) {
+// liveTable maps the receiver's slab and kmalloc live table into this
+// process: the one of the process's receiver, sized for maxObjects.
+func liveTable(maxObjects uint32) (*livetable.Mapped, error) {
 	var found *ebpf.Map
 	for id := ebpf.MapID(0); ; {
 		var err error
@@ -24,7 +26,7 @@ func liveMap(maxEntries uint32) (*ebpf.Map, error) {
 		if err != nil {
 			continue // gone meanwhile
 		}
-		if info, err := m.Info(); err == nil && info.Name == bpf.KmemleakMapLive && m.MaxEntries() == maxEntries {
+		if info, err := m.Info(); err == nil && info.Name == bpf.KmemleakMapLive && m.MaxEntries() == livetable.Buckets(maxObjects) {
 			if found != nil {
 				found.Close()
 			}
@@ -34,36 +36,62 @@ func liveMap(maxEntries uint32) (*ebpf.Map, error) {
 		m.Close()
 	}
 	if found == nil {
-		return nil, errors.New("the receiver's live map was not found")
+		return nil, errors.New("the receiver's live table was not found")
 	}
-	return found, nil
+	defer found.Close()
+	return livetable.Map(found)
 }
 
 // syntheticBase puts synthetic keys outside any kernel address range, so
 // no probe ever frees or replaces them.
 const syntheticBase = 0xffff000000000000
 
-// fillSynthetic inserts n synthetic live objects into a live map: slab
-// objects of a cache the kernel does not name, so that the truth check
-// leaves them alone, from 2000 call sites, all allocated at boot, so that
-// every scan reports them as suspects.
-func fillSynthetic(live *ebpf.Map, n int) error {
-	keys := make([]uint64, n)
-	vals := make([]bpf.KmemleakObject, n)
-	for i := range keys {
-		keys[i] = syntheticBase | uint64(i)<<6
-		vals[i] = bpf.KmemleakObject{
-			AllocNs: 1, CallSite: 0xffffffff81000000 + uint64(i%2000)<<4, Bytes: 64, StackId: -1,
-			Allocator: uint16(bpf.KmemleakAllocatorALLOCATOR_SLAB),
-		}
+// syntheticObject is the i-th synthetic live object: a slab object of a
+// cache the kernel does not name, so that the truth check leaves it alone,
+// from one of 2000 call sites, allocated at boot, so that every scan
+// reports it as a suspect.
+func syntheticObject(i int) (uint64, bpf.KmemleakObject) {
+	return syntheticBase | uint64(i)<<6, bpf.KmemleakObject{
+		AllocNs: 1, CallSite: 0xffffffff81000000 + uint64(i%2000)<<4, Bytes: 64, StackId: -1,
+		Allocator: uint16(bpf.KmemleakAllocatorALLOCATOR_SLAB),
 	}
-	if _, err := live.BatchUpdate(keys, vals, nil); err != nil {
-		return fmt.Errorf("inserting %d synthetic objects: %w", n, err)
+}
+
+// fillSynthetic inserts n synthetic objects into a live table, as the
+// probes would.
+func fillSynthetic(live *livetable.Mapped, n int) error {
+	for i := range n {
+		key, obj := syntheticObject(i)
+		if !live.Insert(key, &obj) {
+			return fmt.Errorf("no room for synthetic object %d of %d in the live table", i, n)
+		}
 	}
 	return nil
 }
 
-// scanPerKey reads a live map the way samples/bpf/tracex4 does, one
+// hashMap is a hash map of the n synthetic objects, keyed by address as
+// samples/bpf/tracex4 (and this receiver before its live table) kept them:
+// what the per-key reads and the do-nothing iterator walk.
+func hashMap(n int) (*ebpf.Map, error) {
+	m, err := ebpf.NewMap(&ebpf.MapSpec{
+		Type: ebpf.Hash, KeySize: 8, ValueSize: uint32(unsafe.Sizeof(bpf.KmemleakObject{})), MaxEntries: uint32(n),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating a hash map of %d objects: %w", n, err)
+	}
+	keys := make([]uint64, n)
+	vals := make([]bpf.KmemleakObject, n)
+	for i := range n {
+		keys[i], vals[i] = syntheticObject(i)
+	}
+	if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("inserting %d synthetic objects into a hash map: %w", n, err)
+	}
+	return m, nil
+}
+
+// scanPerKey reads a hash map the way samples/bpf/tracex4 does, one
 // BPF_MAP_GET_NEXT_KEY and one BPF_MAP_LOOKUP_ELEM per entry; it returns
 // how many entries it read.
 func scanPerKey(live *ebpf.Map) (int, error) {

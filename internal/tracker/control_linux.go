@@ -71,20 +71,14 @@ func (t *Tracker) KmallocCaches() []kmem.CacheID {
 	return out
 }
 
-// Delete removes slab and kmalloc objects from the live map. The kernel
-// stops a batch at the first missing key, an entry freed meanwhile: it is
-// skipped.
+// Delete removes slab and kmalloc objects from the live table; one freed
+// meanwhile is not there.
 func (t *Tracker) Delete(addrs []uint64) error {
-	for len(addrs) > 0 {
-		n, err := t.maps.Live.BatchDelete(addrs, nil)
-		switch {
-		case errors.Is(err, ebpf.ErrKeyNotExist):
-			addrs = addrs[n+1:]
-		case err != nil:
-			return fmt.Errorf("deleting %d live-map entries: %w", len(addrs), err)
-		default:
-			addrs = nil
-		}
+	if len(addrs) > 0 && t.live == nil {
+		return fmt.Errorf("deleting %d slab or kmalloc objects: neither allocator is tracked", len(addrs))
+	}
+	for _, addr := range addrs {
+		t.live.Delete(addr)
 	}
 	return nil
 }

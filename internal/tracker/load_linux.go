@@ -18,6 +18,7 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/livetable"
 	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
 )
 
@@ -27,8 +28,9 @@ type Tracker struct {
 	// The same maps by their names in the object, for the loads of the
 	// programs that share them, the data sections included.
 	byName   map[string]*ebpf.Map
-	sections []*ebpf.Map // .rodata and .bss, closed with the rest
-	scanned  []*ebpf.Map // the live maps of the allocators attached
+	sections []*ebpf.Map         // .rodata and .bss, closed with the rest
+	tables   []*livetable.Mapped // the live tables of the allocators attached, mapped
+	live     *livetable.Mapped   // the slab and kmalloc table, if attached
 	attached map[kmem.Allocator]*attached
 	bulkFree *ebpf.Program // on kmem_cache_free_bulk, where the kernel has kprobes
 	links    []link.Link
@@ -81,7 +83,10 @@ func Open(opts Options) (*Tracker, error) {
 	if !opts.IgnoreBulkFrees {
 		t.hookBulkFrees(l, pl, kernel, opts.Logger)
 	}
-	t.scanned = t.scannedMaps(live)
+	if err := t.mapTables(live); err != nil {
+		t.Close()
+		return nil, err
+	}
 	t.scan = newScanState(opts)
 	t.control = controlState{stackSites: map[uint64]bool{}}
 	return t, nil
@@ -128,19 +133,24 @@ func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options) (map[kmem.Alloc
 	if opts.TakesStacks() {
 		m.Stacks.MaxEntries = StackMapEntries(opts.MaxObjects)
 	}
-	// A live map no allocator uses is created at its smallest too.
+	// A live table no allocator uses is created at its smallest too.
 	for _, live := range pl.liveMaps(m) {
 		live.MaxEntries = 1
 	}
+	buckets := map[string]*ebpf.VariableSpec{m.Live.Name: v.LiveBuckets, m.LivePages.Name: v.LivePagesBuckets, m.LivePercpu.Name: v.LivePercpuBuckets}
 	live := map[kmem.Allocator]*ebpf.MapSpec{}
 	for _, a := range opts.Allocators {
 		spec, err := pl.liveMap(a, m)
 		if err != nil {
 			return nil, err
 		}
-		spec.MaxEntries = opts.MaxObjects
+		objects := opts.MaxObjects
 		if a == kmem.Percpu {
-			spec.MaxEntries = min(opts.MaxObjects, maxPercpuObjects)
+			objects = min(objects, maxPercpuObjects)
+		}
+		spec.MaxEntries = livetable.Buckets(objects)
+		if err := buckets[spec.Name].Set(spec.MaxEntries); err != nil {
+			return nil, fmt.Errorf("sizing the live table %s: %w", spec.Name, err)
 		}
 		live[a] = spec
 	}
@@ -199,15 +209,28 @@ func writeConstants(spec *ebpf.CollectionSpec) error {
 	return nil
 }
 
-// scannedMaps returns the live maps of the allocators attached, each once.
-func (t *Tracker) scannedMaps(live map[kmem.Allocator]*ebpf.MapSpec) []*ebpf.Map {
-	var out []*ebpf.Map
+// mapTables maps the live tables of the allocators attached, each once.
+func (t *Tracker) mapTables(live map[kmem.Allocator]*ebpf.MapSpec) error {
+	byMap := map[*ebpf.Map]*livetable.Mapped{}
 	for _, a := range kmem.Allocators {
-		if _, on := t.attached[a]; on && !slices.Contains(out, t.byName[live[a].Name]) {
-			out = append(out, t.byName[live[a].Name])
+		if _, on := t.attached[a]; !on {
+			continue
+		}
+		m := t.byName[live[a].Name]
+		tab := byMap[m]
+		if tab == nil {
+			var err error
+			if tab, err = livetable.Map(m); err != nil {
+				return err
+			}
+			byMap[m] = tab
+			t.tables = append(t.tables, tab)
+		}
+		if a == kmem.Slab || a == kmem.Kmalloc {
+			t.live = tab
 		}
 	}
-	return out
+	return nil
 }
 
 // attachAll attaches every allocator it can. An allocator the kernel gives
@@ -407,8 +430,12 @@ func (t *Tracker) Close() error {
 	for _, m := range t.sections {
 		m.Close()
 	}
-	t.links, t.attached, t.bulkFree, t.byName, t.scanned, t.sections = nil, nil, nil, nil, nil, nil
-	err := t.maps.Close()
+	var errs []error
+	for _, tab := range t.tables {
+		errs = append(errs, tab.Close())
+	}
+	t.links, t.attached, t.bulkFree, t.byName, t.tables, t.live, t.sections = nil, nil, nil, nil, nil, nil, nil
+	errs = append(errs, t.maps.Close())
 	t.maps = bpf.KmemleakMaps{}
-	return err
+	return errors.Join(errs...)
 }

@@ -16,18 +16,19 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
-// Nothing of the probes is mapped into the process: a mapping of a BPF map
-// lasts until the garbage collector unmaps it, after Close, keeping the map,
-// its BTF and its file allocated for a random while (objects the probes of
-// a receiver track, and saw vanish in the middle of a test).
-func TestIntegrationOpenMapsNothingIntoTheProcess(t *testing.T) {
+// The live tables are mapped into the process, and Close unmaps them at
+// once: a mapping left for the garbage collector to unmap would keep its
+// map, its BTF and its file allocated for a random while (objects the
+// probes of a receiver track, and saw vanish in the middle of a test).
+func TestIntegrationCloseUnmapsTheLiveTables(t *testing.T) {
 	kerneltest.RequireBPF(t)
 	tr, err := Open(Options{
 		Allocators: kmem.Allocators, Mode: kmem.ModeAuto, MaxObjects: 1 << 16, MaxSize: ^uint32(0),
 		Stacks: StackOptions{Depth: 1}, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
 	require.NoError(t, err)
-	defer tr.Close()
+	assert.Len(t, bpfMappings(t), 3, "one mapping per live table: objects, pages, percpu")
+	require.NoError(t, tr.Close())
 	assert.Empty(t, bpfMappings(t))
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
+	"github.com/kmemleak/kmemleakreceiver/internal/livetable"
 )
 
 // A free the probes miss leaves a stale entry behind; when the kernel hands
@@ -49,18 +50,16 @@ func TestIntegrationReusedAddressCountsAMissedFree(t *testing.T) {
 	const n = 500
 	pipes := kerneltest.OpenPipes(t, n)
 	stale := make(map[uint64]bpf.KmemleakObject)
-	for _, o := range scan(t, tr).Objects {
+	tr.live.Walk(func(o *livetable.Object) {
 		if s, ok := sym.Resolve(o.CallSite); ok && strings.Contains(s.Name, "alloc_pipe_info") {
-			var v bpf.KmemleakObject
-			require.NoError(t, tr.maps.Live.Lookup(o.Address, &v))
-			stale[o.Address] = v
+			stale[o.Key] = o.KmemleakObject
 		}
-	}
+	})
 	require.GreaterOrEqual(t, len(stale), n, "the pipes' buffers are not tracked")
 	slices.Reverse(pipes)
 	kerneltest.ClosePipes(pipes)
 	for addr, v := range stale {
-		require.NoError(t, tr.maps.Live.Put(addr, v))
+		require.True(t, tr.live.Insert(addr, &v), "no room to put an entry back")
 	}
 	before := scan(t, tr).Counters[kmem.Kmalloc].MissedFrees
 

@@ -10,19 +10,11 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/livetable"
 )
-
-// scanBatch is the number of entries one BPF_MAP_LOOKUP_BATCH call copies:
-// large enough that syscalls are a small part of a scan, small enough that
-// the buffers stay in the hundreds of KiB.
-const scanBatch = 8192
 
 // scanState is what scans reuse and remember.
 type scanState struct {
-	// Reused across scans so a scan of a million objects does not allocate.
-	keys []uint64
-	vals []bpf.KmemleakObject
-
 	stacksOn     bool
 	stackDepth   int
 	unreferenced map[int32]bool // stack ids no live object used at the last scan
@@ -33,22 +25,22 @@ type scanState struct {
 
 func newScanState(opts Options) scanState {
 	return scanState{
-		keys:       make([]uint64, scanBatch),
-		vals:       make([]bpf.KmemleakObject, scanBatch),
 		stacksOn:   opts.TakesStacks(),
 		stackDepth: max(opts.Stacks.Depth, 1),
 	}
 }
 
-// Scan copies the live-object maps into snap, reusing its buffers. Objects
-// come out in map order; the maps keep changing while they are read, so an
+// Scan reads the live tables into snap, reusing its buffers. Objects come
+// out in table order; the tables keep changing while they are read, so an
 // object freed during the scan may still appear and a new one may not.
 func (t *Tracker) Scan(snap *kmem.Snapshot) error {
 	snap.Objects = snap.Objects[:0]
-	for _, m := range t.scanned {
-		if err := t.scanMap(m, snap); err != nil {
-			return err
-		}
+	for _, tab := range t.tables {
+		tab.Walk(func(o *livetable.Object) {
+			if obj, ok := decode(o.Key, &o.KmemleakObject); ok {
+				snap.Objects = append(snap.Objects, obj)
+			}
+		})
 	}
 	var err error
 	if snap.Counters, err = t.counters(); err != nil {
@@ -64,25 +56,6 @@ func (t *Tracker) Scan(snap *kmem.Snapshot) error {
 	}
 	snap.TakenNs, err = MonotonicNow()
 	return err
-}
-
-func (t *Tracker) scanMap(m *ebpf.Map, snap *kmem.Snapshot) error {
-	s := &t.scan
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := m.BatchLookup(&cursor, s.keys, s.vals, nil)
-		for i := range n {
-			if obj, ok := decode(s.keys[i], &s.vals[i]); ok {
-				snap.Objects = append(snap.Objects, obj)
-			}
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("scanning live objects (map %s): %w", m, err)
-		}
-	}
 }
 
 // decode turns the probes' record into the domain's; it refuses values the

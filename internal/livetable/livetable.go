@@ -1,0 +1,195 @@
+// Package livetable is the probes' live-object table as user space sees it:
+// struct live_bucket of bpf/kmemleak.h, read in place where the kernel
+// writes it (a BPF array mapped into the process), with the same hashing
+// and the same claim-write-publish protocol as the probes. Reading copies
+// each record between two equal even seq values, so a record the probes
+// rewrite meanwhile is skipped rather than torn.
+package livetable
+
+import (
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/kmemleak/kmemleakreceiver/bpf"
+)
+
+const (
+	slots       = int(bpf.KmemleakTableLayoutTABLE_SLOTS)
+	preferFirst = int(bpf.KmemleakTableLayoutTABLE_PREFER_FIRST)
+	empty       = uint64(bpf.KmemleakTableKeyTABLE_EMPTY)
+	busy        = uint64(bpf.KmemleakTableKeyTABLE_BUSY)
+	hash1       = uint64(bpf.KmemleakTableHashTABLE_HASH1)
+	hash2       = uint64(bpf.KmemleakTableHashTABLE_HASH2)
+)
+
+// BucketSize is the size of one bucket, the table's value size.
+const BucketSize = int(unsafe.Sizeof(bpf.KmemleakLiveBucket{}))
+
+// Table is a live table in memory the probes share.
+type Table struct {
+	buckets []bpf.KmemleakLiveBucket
+}
+
+// New views mem, a whole number of buckets, as a table. The memory must
+// stay valid, and 8-byte aligned, as long as the table is used.
+func New(mem []byte) (*Table, error) {
+	if len(mem)%BucketSize != 0 || len(mem) == 0 {
+		return nil, fmt.Errorf("live table of %d bytes: not a whole number of %d-byte buckets", len(mem), BucketSize)
+	}
+	if uintptr(unsafe.Pointer(&mem[0]))%8 != 0 {
+		return nil, fmt.Errorf("live table memory is not 8-byte aligned")
+	}
+	n := len(mem) / BucketSize
+	return &Table{buckets: unsafe.Slice((*bpf.KmemleakLiveBucket)(unsafe.Pointer(&mem[0])), n)}, nil
+}
+
+// Buckets is how many buckets a table needs to hold the given number of
+// objects.
+func Buckets(objects uint32) uint32 {
+	// Filled to 70% at most: with two choices of bucket, fuller tables
+	// start to drop allocations (see the table test).
+	return max(1, uint32((uint64(objects)*10/7+uint64(slots)-1)/uint64(slots)))
+}
+
+// Len is the number of buckets.
+func (t *Table) Len() int { return len(t.buckets) }
+
+// indexes are an address's two buckets, as bucket_of() in the probes.
+func indexes(key uint64, n int) (uint32, uint32) {
+	return bucketOf(key, hash1, n), bucketOf(key, hash2, n)
+}
+
+func bucketOf(key, multiplier uint64, n int) uint32 {
+	return uint32((key * multiplier) >> 32 * uint64(n) >> 32)
+}
+
+// Object is a record as read, with its address.
+type Object struct {
+	Key uint64
+	bpf.KmemleakObject
+}
+
+// Walk calls fn for every object the table holds, bucket by bucket. An
+// object allocated or freed during the walk may be seen or not; a record
+// rewritten while it is read is not seen. obj is reused between calls.
+func (t *Table) Walk(fn func(obj *Object)) {
+	var obj Object
+	for b := range t.buckets {
+		bucket := &t.buckets[b]
+		for i := range slots {
+			key := atomic.LoadUint64(&bucket.Keys[i])
+			if key == empty || key == busy {
+				continue
+			}
+			if read(&bucket.Objects[i], &obj.KmemleakObject) && atomic.LoadUint64(&bucket.Keys[i]) == key {
+				obj.Key = key
+				fn(&obj)
+			}
+		}
+	}
+}
+
+// read copies rec into out between two reads of its seq, with atomic
+// loads: on arm64 plain loads may be done after the second read of seq.
+func read(rec *bpf.KmemleakObject, out *bpf.KmemleakObject) bool {
+	seq := atomic.LoadUint32(&rec.Seq)
+	if seq%2 != 0 {
+		return false
+	}
+	out.AllocNs = atomic.LoadUint64(&rec.AllocNs)
+	out.CallSite = atomic.LoadUint64(&rec.CallSite)
+	out.Cache = atomic.LoadUint64(&rec.Cache)
+	bytesStack := atomic.LoadUint64((*uint64)(unsafe.Pointer(&rec.Bytes)))
+	out.Bytes, out.StackId = uint32(bytesStack), int32(bytesStack>>32)
+	flags := atomic.LoadUint32((*uint32)(unsafe.Pointer(&rec.Allocator)))
+	out.Allocator, out.StackSkipped = uint16(flags), uint16(flags>>16)
+	out.Seq = seq
+	return atomic.LoadUint32(&rec.Seq) == seq
+}
+
+// Delete removes key from the table, as a free in the probes does, and
+// says whether it was there.
+func (t *Table) Delete(key uint64) bool {
+	i1, i2 := indexes(key, len(t.buckets))
+	first := &t.buckets[i1]
+	if release(first, key) {
+		return true
+	}
+	if i1 == i2 || atomic.LoadUint64(&first.Overflow) == 0 || !release(&t.buckets[i2], key) {
+		return false
+	}
+	atomic.AddUint64(&first.Overflow, ^uint64(0))
+	return true
+}
+
+func release(b *bpf.KmemleakLiveBucket, key uint64) bool {
+	for i := range slots {
+		if atomic.LoadUint64(&b.Keys[i]) == key && atomic.CompareAndSwapUint64(&b.Keys[i], key, empty) {
+			return true
+		}
+	}
+	return false
+}
+
+// Insert adds an object as an allocation in the probes does, replacing a
+// stale entry of the same key; false when both buckets are full. For
+// synthetic objects (benchmarks, tests): the probes do their own inserts.
+func (t *Table) Insert(key uint64, obj *bpf.KmemleakObject) bool {
+	i1, i2 := indexes(key, len(t.buckets))
+	first := &t.buckets[i1]
+	var second *bpf.KmemleakLiveBucket
+	if i2 != i1 {
+		second = &t.buckets[i2]
+	}
+	overflowed := second != nil && atomic.LoadUint64(&first.Overflow) != 0
+	if claim(first, key, key, obj) || (overflowed && claim(second, key, key, obj)) {
+		return true
+	}
+	used := usedSlots(first)
+	if (used < preferFirst || second == nil || used <= usedSlots(second)) && claim(first, empty, key, obj) {
+		return true
+	}
+	if second == nil {
+		return false
+	}
+	atomic.AddUint64(&first.Overflow, 1)
+	if claim(second, empty, key, obj) {
+		return true
+	}
+	atomic.AddUint64(&first.Overflow, ^uint64(0))
+	return false
+}
+
+func claim(b *bpf.KmemleakLiveBucket, from, key uint64, obj *bpf.KmemleakObject) bool {
+	for i := range slots {
+		if atomic.LoadUint64(&b.Keys[i]) == from && atomic.CompareAndSwapUint64(&b.Keys[i], from, busy) {
+			publish(b, i, key, obj)
+			return true
+		}
+	}
+	return false
+}
+
+func publish(b *bpf.KmemleakLiveBucket, slot int, key uint64, obj *bpf.KmemleakObject) {
+	rec := &b.Objects[slot]
+	seq := atomic.LoadUint32(&rec.Seq)
+	atomic.StoreUint32(&rec.Seq, seq+1)
+	atomic.StoreUint64(&rec.AllocNs, obj.AllocNs)
+	atomic.StoreUint64(&rec.CallSite, obj.CallSite)
+	atomic.StoreUint64(&rec.Cache, obj.Cache)
+	atomic.StoreUint64((*uint64)(unsafe.Pointer(&rec.Bytes)), uint64(obj.Bytes)|uint64(uint32(obj.StackId))<<32)
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&rec.Allocator)), uint32(obj.Allocator)|uint32(obj.StackSkipped)<<16)
+	atomic.StoreUint32(&rec.Seq, seq+2)
+	atomic.StoreUint64(&b.Keys[slot], key)
+}
+
+func usedSlots(b *bpf.KmemleakLiveBucket) int {
+	used := 0
+	for i := range slots {
+		if atomic.LoadUint64(&b.Keys[i]) != empty {
+			used++
+		}
+	}
+	return used
+}

@@ -1,0 +1,179 @@
+package livetable
+
+import (
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kmemleak/kmemleakreceiver/bpf"
+)
+
+// newTable returns a table for the given number of objects, in Go memory.
+func newTable(t testing.TB, objects uint32) *Table {
+	t.Helper()
+	words := make([]uint64, int(Buckets(objects))*BucketSize/8)
+	tab, err := New(unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), len(words)*8))
+	require.NoError(t, err)
+	return tab
+}
+
+// record is what the tests store for key, in generation gen: every field
+// follows from the two, so a torn read shows.
+func record(key uint64, gen uint32) *bpf.KmemleakObject {
+	return &bpf.KmemleakObject{
+		AllocNs: uint64(gen) * 7, CallSite: key, Cache: uint64(gen) << 20, Bytes: gen * 3,
+		StackId: int32(gen % 1000), Allocator: uint16(gen % 4), StackSkipped: uint16(gen % 2),
+	}
+}
+
+func consistent(o *Object) bool {
+	gen := uint32(o.Cache >> 20)
+	want := record(o.Key, gen)
+	want.Seq = o.Seq
+	return o.KmemleakObject == *want
+}
+
+func walk(tab *Table) map[uint64]bpf.KmemleakObject {
+	out := map[uint64]bpf.KmemleakObject{}
+	tab.Walk(func(o *Object) { out[o.Key] = o.KmemleakObject })
+	return out
+}
+
+func TestInsertWalkDelete(t *testing.T) {
+	tab := newTable(t, 1000)
+	for k := uint64(1); k <= 1000; k++ {
+		require.True(t, tab.Insert(k<<6, record(k<<6, uint32(k))))
+	}
+	seen := walk(tab)
+	require.Len(t, seen, 1000)
+	for key, obj := range seen {
+		assert.True(t, consistent(&Object{Key: key, KmemleakObject: obj}))
+		assert.Zero(t, obj.Seq%2, "published records have an even seq")
+	}
+	for k := uint64(1); k <= 1000; k += 2 {
+		assert.True(t, tab.Delete(k<<6))
+		assert.False(t, tab.Delete(k<<6), "deleted twice")
+	}
+	assert.Len(t, walk(tab), 500)
+	assert.False(t, tab.Delete(1<<40), "never inserted")
+}
+
+// An address inserted again without a free in between (the probes missed
+// it) replaces its entry rather than adding a second one.
+func TestInsertReplacesAStaleEntry(t *testing.T) {
+	tab := newTable(t, 100)
+	require.True(t, tab.Insert(0x1000, record(0x1000, 1)))
+	require.True(t, tab.Insert(0x1000, record(0x1000, 2)))
+	seen := walk(tab)
+	require.Len(t, seen, 1)
+	assert.Equal(t, uint64(2)<<20, seen[0x1000].Cache)
+	assert.True(t, tab.Delete(0x1000))
+	assert.Empty(t, walk(tab))
+}
+
+// Addresses whose first bucket is full go to their second, are found and
+// deleted there, and the first bucket's overflow count goes back to zero.
+func TestOverflowToTheSecondBucket(t *testing.T) {
+	tab := newTable(t, 2000)
+	n := tab.Len()
+	var keys []uint64
+	for k := uint64(64); len(keys) < 3*slots; k += 64 {
+		if i1, i2 := indexes(k, n); i1 == 0 && i2 != 0 {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		require.True(t, tab.Insert(k, record(k, 1)))
+	}
+	assert.GreaterOrEqual(t, usedSlots(&tab.buckets[0]), preferFirst, "the first bucket fills up to where the second is preferred")
+	assert.NotZero(t, tab.buckets[0].Overflow)
+	assert.Len(t, walk(tab), len(keys))
+	// A stale entry in the second bucket is found and replaced too.
+	last := keys[len(keys)-1]
+	require.True(t, tab.Insert(last, record(last, 2)))
+	assert.Len(t, walk(tab), len(keys))
+	for _, k := range keys {
+		require.True(t, tab.Delete(k), "key %#x", k)
+	}
+	assert.Zero(t, tab.buckets[0].Overflow)
+	assert.Empty(t, walk(tab))
+}
+
+// Sized by Buckets, a table holds its number of objects through churn
+// without dropping one: the probes count a drop only past it.
+func TestTableHoldsItsSizeThroughChurn(t *testing.T) {
+	const objects = 200_000
+	tab := newTable(t, objects)
+	rng := rand.New(rand.NewPCG(1, 2))
+	live := make([]uint64, 0, objects)
+	used := map[uint64]bool{}
+	newKey := func() uint64 {
+		for {
+			if k := 0xffff888000000000 | rng.Uint64()&0x7fffffffff&^63; !used[k] {
+				used[k] = true
+				return k
+			}
+		}
+	}
+	for len(live) < objects {
+		k := newKey()
+		require.True(t, tab.Insert(k, record(k, 1)), "dropped at %d objects", len(live))
+		live = append(live, k)
+	}
+	for i := range 3 * objects {
+		j := rng.IntN(len(live))
+		require.True(t, tab.Delete(live[j]))
+		delete(used, live[j])
+		live[j] = newKey()
+		require.True(t, tab.Insert(live[j], record(live[j], uint32(i))), "dropped after %d replacements", i)
+	}
+	assert.Len(t, walk(tab), objects)
+}
+
+// Writers insert and delete the same few addresses over and over, each
+// time with a new generation of their records, while a reader walks the
+// table: every record it sees is whole.
+func TestWalkSeesNoTornRecord(t *testing.T) {
+	tab := newTable(t, 64)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for gen := uint32(1); !stop.Load(); gen++ {
+				for k := uint64(w*16 + 1); k <= uint64(w*16+16); k++ {
+					tab.Insert(k<<6, record(k<<6, gen))
+					if gen%3 == 0 {
+						tab.Delete(k << 6)
+					}
+				}
+			}
+		}()
+	}
+	seen, torn := 0, 0
+	for range 2000 {
+		tab.Walk(func(o *Object) {
+			seen++
+			if !consistent(o) {
+				torn++
+			}
+		})
+	}
+	stop.Store(true)
+	wg.Wait()
+	assert.Positive(t, seen)
+	assert.Zero(t, torn, "torn records among %d read", seen)
+}
+
+func TestNewRefusesPartialBuckets(t *testing.T) {
+	_, err := New(make([]byte, BucketSize+8))
+	assert.ErrorContains(t, err, "whole number")
+	_, err = New(nil)
+	assert.Error(t, err)
+}
