@@ -203,7 +203,7 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 		return
 	}
 	took := time.Since(start)
-	r.telemetry.KmemleakObjectsScanned.Add(ctx, int64(res.Scanned))
+	r.telemetry.KmemleakObjectsScanned.Add(ctx, res.Scanned)
 	r.telemetry.KmemleakObjectsDropped.Add(ctx, int64(res.NewlyDropped))
 	r.telemetry.KmemleakScanDuration.Record(ctx, took.Seconds())
 	now := pcommon.NewTimestampFromTime(time.Now())

@@ -57,23 +57,23 @@ func CacheOf(obj Object) CacheID {
 	return CacheID{obj.Allocator, obj.Cache}
 }
 
-// CacheName names the cache obj came from. For kmalloc it is the kernel's
-// name of the size class in the family (kmalloc-96, kmalloc-cg-1k, ...).
-// Pages are named by their order (order-0 is one page), percpu objects
-// all "percpu": neither comes from a cache.
-func (s *Snapshot) CacheName(obj Object) string {
-	switch obj.Allocator {
+// CacheName names a cache. For kmalloc it is the kernel's name of the size
+// class in the family (kmalloc-96, kmalloc-cg-1k, ...). Pages are named by
+// their order (order-0 is one page), percpu objects all "percpu": neither
+// comes from a cache.
+func (s *Snapshot) CacheName(id CacheID) string {
+	switch id.Allocator {
 	case Page:
-		return fmt.Sprintf("order-%d", obj.Cache)
+		return fmt.Sprintf("order-%d", id.Key)
 	case Percpu:
 		return "percpu"
 	case Slab:
-		if name, ok := s.CacheNames[obj.Cache]; ok {
+		if name, ok := s.CacheNames[id.Key]; ok {
 			return name
 		}
 		return "unknown"
 	}
-	return KmallocName(CacheOf(obj))
+	return KmallocName(id)
 }
 
 // KmallocName is the kernel's name of a kmalloc cache.

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestSnapshotCacheName(t *testing.T) {
@@ -48,15 +49,15 @@ func TestSnapshotCacheName(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, snap.CacheName(tt.obj))
+			assert.Equal(t, tt.want, snap.CacheName(CacheOf(tt.obj)))
 		})
 	}
 }
 
 func TestSnapshotCacheNameWithoutNames(t *testing.T) {
 	var snap Snapshot // no CacheNames map at all
-	assert.Equal(t, "unknown", snap.CacheName(Object{Allocator: Slab, Cache: 1, Bytes: 64}))
-	assert.Equal(t, "kmalloc-64", snap.CacheName(Object{Allocator: Kmalloc, Bytes: 64}))
+	assert.Equal(t, "unknown", snap.CacheName(CacheOf(Object{Allocator: Slab, Cache: 1, Bytes: 64})))
+	assert.Equal(t, "kmalloc-64", snap.CacheName(CacheOf(Object{Allocator: Kmalloc, Bytes: 64})))
 }
 
 // Objects of one kmalloc CacheID must share a cache name and objects of
@@ -80,7 +81,7 @@ func TestCacheOfMatchesCacheName(t *testing.T) {
 	for i, a := range objs {
 		for _, b := range objs[i+1:] {
 			sameClass := CacheOf(a) == CacheOf(b)
-			sameName := snap.CacheName(a) == snap.CacheName(b)
+			sameName := snap.CacheName(CacheOf(a)) == snap.CacheName(CacheOf(b))
 			if sameClass != sameName {
 				t.Errorf("%s and %s: same class = %t, same cache name = %t",
 					describe(&snap, a), describe(&snap, b), sameClass, sameName)
@@ -102,49 +103,54 @@ func TestKmallocLarge(t *testing.T) {
 	assert.Equal(t, uint32(1024), bytes)
 }
 
-// Remove takes out exactly the objects of the caches asked for, keeps the
-// others in order, and returns the addresses it took by cache.
+// Remove takes out exactly the groups of the caches asked for and returns
+// those caches.
 func TestSnapshotRemove(t *testing.T) {
-	snap := Snapshot{Objects: []Object{
+	var snap Snapshot
+	snap.Begin(Ages{})
+	for _, o := range []Object{
 		{Address: 1, Allocator: Slab, Cache: 10},
 		{Address: 2, Allocator: Kmalloc, Bytes: 64},
 		{Address: 3, Allocator: Slab, Cache: 11},
-		{Address: 4, Allocator: Slab, Cache: 10},
+		{Address: 4, Allocator: Slab, Cache: 10, CallSite: 7},
 		{Address: 5, Allocator: Kmalloc, Bytes: 64, Cache: uint64(KmallocAccounted)},
-	}}
-	removed := snap.Remove(func(id CacheID) bool { return id == CacheID{Slab, 10} || id == KmallocID(KmallocNormal, 64) })
-	assert.Equal(t, map[CacheID][]uint64{{Slab, 10}: {1, 4}, KmallocID(KmallocNormal, 64): {2}}, removed)
-	var left []uint64
-	for _, o := range snap.Objects {
-		left = append(left, o.Address)
+	} {
+		snap.Add(o)
 	}
-	assert.Equal(t, []uint64{3, 5}, left)
+	removed := snap.Remove(func(id CacheID) bool { return id == CacheID{Slab, 10} || id == KmallocID(KmallocNormal, 64) })
+	assert.ElementsMatch(t, []CacheID{{Slab, 10}, KmallocID(KmallocNormal, 64)}, removed)
+	var left []CacheID
+	for key := range snap.Groups {
+		left = append(left, key.Cache)
+	}
+	assert.ElementsMatch(t, []CacheID{{Slab, 11}, KmallocID(KmallocAccounted, 64)}, left)
 	assert.Empty(t, snap.Remove(func(CacheID) bool { return false }))
 }
 
 func describe(snap *Snapshot, obj Object) string {
-	return fmt.Sprintf("{bytes %d, family %d -> %s}", obj.Bytes, obj.Cache, snap.CacheName(obj))
+	return fmt.Sprintf("{bytes %d, family %d -> %s}", obj.Bytes, obj.Cache, snap.CacheName(CacheOf(obj)))
 }
 
-func TestSnapshotAge(t *testing.T) {
-	const taken = 5_000_000_000
-	snap := Snapshot{TakenNs: taken}
-	tests := []struct {
-		name    string
-		allocNs uint64
-		want    uint64
-	}{
-		{name: "allocated before the scan", allocNs: 1_500_000_000, want: 3_500_000_000},
-		{name: "allocated at boot", allocNs: 0, want: taken},
-		{name: "allocated as the scan finished", allocNs: taken, want: 0},
-		// Another CPU can record an allocation after the scan read its clock:
-		// the age is clamped instead of wrapping around to centuries.
-		{name: "allocated after the scan", allocNs: taken + 1, want: 0},
-		{name: "allocated long after the scan", allocNs: taken * 3, want: 0},
+// Add counts each object by its group and its age against the scan's
+// times, the bounds included where the checks say "at or before".
+func TestSnapshotAdd(t *testing.T) {
+	var snap Snapshot
+	snap.Begin(Ages{Now: 100, Cutoff: 90, Aged: 80, Survived: 70})
+	site := func(allocNs uint64, bytes uint32) Object {
+		return Object{Allocator: Slab, Cache: 1, CallSite: 5, StackID: -1, AllocNs: allocNs, Bytes: bytes}
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, snap.Age(Object{AllocNs: tt.allocNs}))
-		})
+	for _, o := range []Object{site(60, 8), site(70, 8), site(75, 8), site(80, 8), site(85, 8), site(90, 8), site(120, 8)} {
+		snap.Add(o)
 	}
+	snap.Add(Object{Allocator: Slab, Cache: 1, CallSite: 5, StackID: 3, AllocNs: 10, Bytes: 16})
+	require.Len(t, snap.Groups, 2, "a stack makes a group of its own")
+	got := *snap.Groups[GroupKey{Cache: CacheID{Slab, 1}, CallSite: 5, StackID: -1}]
+	assert.Equal(t, Tally{Objects: 7, Old: 5, Aged: 4, AgedBytes: 32, Survivors: 2, OldestNs: 60}, got)
+	assert.Equal(t, uint64(40), snap.Age(&got))
+
+	// Objects allocated after the scan began are 0 old, not centuries.
+	assert.Equal(t, uint64(0), snap.Age(&Tally{OldestNs: 120}))
+
+	snap.Begin(Ages{Now: 200})
+	assert.Empty(t, snap.Groups, "a new scan starts empty")
 }

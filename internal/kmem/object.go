@@ -1,9 +1,11 @@
 package kmem
 
+import "slices"
+
 // Object is one live allocation as the probes recorded it.
 type Object struct {
 	Address  uint64
-	AllocNs  uint64 // CLOCK_MONOTONIC, the clock of Snapshot.TakenNs
+	AllocNs  uint64 // CLOCK_MONOTONIC, the clock of Snapshot.Ages
 	CallSite uint64
 	// Cache says where the object came from, per allocator: slab, the
 	// probes' cache key (see Snapshot.CacheNames); kmalloc, its
@@ -38,10 +40,14 @@ type Counters struct {
 	StackErrors uint64 // stacks the probes failed to capture
 }
 
-// Snapshot is one scan of the live-object maps.
+// Snapshot is one scan of the live tables: their objects counted by group
+// and by age, not copied, so that a scan of millions of objects needs no
+// memory for them.
 type Snapshot struct {
-	TakenNs    uint64 // CLOCK_MONOTONIC when the scan finished
-	Objects    []Object
+	Ages    Ages   // set by Begin, before the objects are added
+	TakenNs uint64 // CLOCK_MONOTONIC when the scan finished
+	Groups  map[GroupKey]*Tally
+	// Counters are the probes' totals per allocator.
 	Counters   map[Allocator]Counters
 	CacheNames map[uint64]string // slab cache key -> name, as the probes saw it
 	// Recreated are the slab cache keys at which a cache was destroyed and
@@ -55,27 +61,99 @@ type Snapshot struct {
 	Stacks int
 }
 
-// Age is how long obj had been live when the snapshot was taken.
-func (s *Snapshot) Age(obj Object) uint64 {
-	if obj.AllocNs >= s.TakenNs {
-		return 0
-	}
-	return s.TakenNs - obj.AllocNs
+// Ages are the allocation times a scan sorts objects by, CLOCK_MONOTONIC.
+type Ages struct {
+	Now uint64 // when the scan began: ages are taken from it
+	// Cutoff: objects allocated before it were live when the kernel
+	// counted its caches' objects (the truth check's).
+	Cutoff uint64
+	// Aged: objects allocated at or before it are min_age old.
+	Aged uint64
+	// Survived: objects allocated at or before it were already aged at
+	// the previous scan; 0 before there was one.
+	Survived uint64
 }
 
-// Remove takes the objects of the caches drop picks out of the snapshot,
-// keeping the order of the rest, and returns their addresses by cache, for
-// the tracker to delete.
-func (s *Snapshot) Remove(drop func(CacheID) bool) map[CacheID][]uint64 {
-	removed := map[CacheID][]uint64{}
-	kept := s.Objects[:0]
-	for _, obj := range s.Objects {
-		if id := CacheOf(obj); drop(id) {
-			removed[id] = append(removed[id], obj.Address)
-			continue
-		}
-		kept = append(kept, obj)
+// GroupKey is what a group's objects share: where they were allocated.
+type GroupKey struct {
+	Cache    CacheID
+	CallSite uint64
+	StackID  int32 // -1 without a stack
+	// StackSkipped: the stack lacks its innermost frame, which is CallSite.
+	StackSkipped bool
+}
+
+// Tally counts a group's objects by age, as of the snapshot's Ages.
+type Tally struct {
+	Objects   int64 // all of them
+	Old       int64 // allocated before Ages.Cutoff
+	Aged      int64 // allocated at or before Ages.Aged
+	AgedBytes int64
+	Survivors int64  // allocated at or before Ages.Survived
+	OldestNs  uint64 // the earliest allocation time
+}
+
+// Begin readies s for a scan with the given ages, forgetting the previous
+// scan's objects.
+func (s *Snapshot) Begin(ages Ages) {
+	s.Ages = ages
+	if s.Groups == nil {
+		s.Groups = map[GroupKey]*Tally{}
 	}
-	s.Objects = kept
+	clear(s.Groups)
+}
+
+// Add counts obj into its group.
+func (s *Snapshot) Add(obj Object) {
+	key := GroupKey{Cache: CacheOf(obj), CallSite: obj.CallSite, StackID: obj.StackID, StackSkipped: obj.StackSkipped}
+	t := s.Groups[key]
+	if t == nil {
+		if s.Groups == nil {
+			s.Groups = map[GroupKey]*Tally{}
+		}
+		t = &Tally{OldestNs: obj.AllocNs}
+		s.Groups[key] = t
+	}
+	t.Objects++
+	t.OldestNs = min(t.OldestNs, obj.AllocNs)
+	if obj.AllocNs < s.Ages.Cutoff {
+		t.Old++
+	}
+	if obj.AllocNs <= s.Ages.Aged {
+		t.Aged++
+		t.AgedBytes += int64(obj.Bytes)
+		if obj.AllocNs <= s.Ages.Survived {
+			t.Survivors++
+		}
+	}
+}
+
+// Objects counts the objects of every group.
+func (s *Snapshot) Objects() int64 {
+	var n int64
+	for _, t := range s.Groups {
+		n += t.Objects
+	}
+	return n
+}
+
+// Age is how long a group's oldest object had been live when the scan
+// began.
+func (s *Snapshot) Age(t *Tally) uint64 {
+	return s.Ages.Now - min(t.OldestNs, s.Ages.Now)
+}
+
+// Remove takes the groups of the caches drop picks out of the snapshot,
+// and returns those caches, for the tracker to delete their entries.
+func (s *Snapshot) Remove(drop func(CacheID) bool) []CacheID {
+	var removed []CacheID
+	for key := range s.Groups {
+		if drop(key.Cache) {
+			if !slices.Contains(removed, key.Cache) {
+				removed = append(removed, key.Cache)
+			}
+			delete(s.Groups, key)
+		}
+	}
 	return removed
 }

@@ -123,6 +123,33 @@ func (t *Table) Delete(key uint64) bool {
 	return true
 }
 
+// DeleteIf removes every object drop picks, each only if its slot still
+// holds the object read, and returns how many it removed.
+func (t *Table) DeleteIf(drop func(obj *Object) bool) int {
+	deleted := 0
+	var obj Object
+	for b := range t.buckets {
+		bucket := &t.buckets[b]
+		for i := range slots {
+			key := atomic.LoadUint64(&bucket.Keys[i])
+			if key == empty || key == busy || !read(&bucket.Objects[i], &obj.KmemleakObject) {
+				continue
+			}
+			obj.Key = key
+			if !drop(&obj) || !atomic.CompareAndSwapUint64(&bucket.Keys[i], key, empty) {
+				continue
+			}
+			deleted++
+			// An object in its second bucket was counted in its first's
+			// overflow.
+			if i1, _ := indexes(key, len(t.buckets)); int(i1) != b {
+				atomic.AddUint64(&t.buckets[i1].Overflow, ^uint64(0))
+			}
+		}
+	}
+	return deleted
+}
+
 func release(b *bpf.KmemleakLiveBucket, key uint64) bool {
 	for i := range slots {
 		if atomic.LoadUint64(&b.Keys[i]) == key && atomic.CompareAndSwapUint64(&b.Keys[i], key, empty) {

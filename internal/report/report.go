@@ -28,18 +28,15 @@ type Group struct {
 	Bytes       int64
 	OldestAge   time.Duration
 	// Survivors are the objects that were already older than min_age at
-	// the previous scan (Options.Survived).
+	// the previous scan (kmem.Ages.Survived).
 	Survivors int64
 	// Set by the caller from the group's history.
 	Verdict verdict.Verdict
 }
 
-// Options say what Build reports.
+// Options say what Build reports. Which objects are aged, and which
+// survived from the previous scan, the snapshot's ages say.
 type Options struct {
-	MinAge time.Duration
-	// Survived is how old an object must be now to have been older than
-	// MinAge at the previous scan; 0 when there was none.
-	Survived time.Duration
 	// Bounds is, per cache name, the most aged objects the cache can truly
 	// hold (truth.Result.Bounds); nil skips the check.
 	Bounds map[string]int64
@@ -81,30 +78,22 @@ func (r Report) Incomplete() bool {
 	return false
 }
 
-// groupKey identifies a group before names are resolved.
-type groupKey struct {
-	cache        kmem.CacheID
-	callSite     uint64
-	stackID      int32
-	stackSkipped bool
-}
-
+// tally is a group's aged objects before names are resolved.
 type tally struct {
-	sample    kmem.Object // any member: names the group's cache
 	objects   int64
 	bytes     int64
 	oldest    uint64
 	survivors int64
 }
 
-// Build groups the snapshot's objects older than MinAge, largest first.
+// Build groups the snapshot's aged objects, largest first.
 func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
 	rep := Report{Tracked: map[kmem.Allocator]int64{}, Counters: snap.Counters, Stacks: snap.Stacks}
 	for a := range snap.Counters {
 		rep.Tracked[a] = 0
 	}
 	tallies := tallyAged(snap, opts, &rep)
-	merged := merge(snap, tallies, stackNames{source: opts.Stacks, sym: sym, byID: map[groupKey][2]string{}})
+	merged := merge(snap, tallies, stackNames{source: opts.Stacks, sym: sym, byID: map[kmem.GroupKey][2]string{}})
 	scale := int64(max(opts.SampleRate, 1))
 	rep.Suspects *= scale
 	groups := make([]Group, 0, len(merged))
@@ -139,32 +128,28 @@ func Top(groups []Group, n int) []Group {
 	return out
 }
 
-// tallyAged counts the objects older than MinAge per group, and every
-// object per allocator into rep.
-func tallyAged(snap *kmem.Snapshot, opts Options, rep *Report) map[groupKey]*tally {
-	tallies := map[groupKey]*tally{}
-	for _, obj := range snap.Objects {
-		rep.Tracked[obj.Allocator]++
-		age := snap.Age(obj)
-		if age < uint64(opts.MinAge) {
+// tallyAged sums the snapshot's aged objects per group, without the stack
+// when stacks are off, and counts every object per allocator into rep.
+func tallyAged(snap *kmem.Snapshot, opts Options, rep *Report) map[kmem.GroupKey]*tally {
+	tallies := map[kmem.GroupKey]*tally{}
+	for key, g := range snap.Groups {
+		rep.Tracked[key.Cache.Allocator] += g.Objects
+		if g.Aged == 0 {
 			continue
 		}
-		key := groupKey{cache: kmem.CacheOf(obj), callSite: obj.CallSite, stackID: -1}
-		if opts.Stacks != nil {
-			key.stackID, key.stackSkipped = obj.StackID, obj.StackSkipped
+		if opts.Stacks == nil {
+			key.StackID, key.StackSkipped = -1, false
 		}
 		t := tallies[key]
 		if t == nil {
-			t = &tally{sample: obj}
+			t = &tally{}
 			tallies[key] = t
 		}
-		t.objects++
-		t.bytes += int64(obj.Bytes)
-		t.oldest = max(t.oldest, age)
-		if opts.Survived > 0 && age >= uint64(opts.Survived) {
-			t.survivors++
-		}
-		rep.Suspects++
+		t.objects += g.Aged
+		t.bytes += g.AgedBytes
+		t.oldest = max(t.oldest, snap.Age(g))
+		t.survivors += g.Survivors
+		rep.Suspects += g.Aged
 	}
 	return tallies
 }
@@ -179,20 +164,20 @@ type exported struct {
 // addresses that both come out "unknown" must not become two series with
 // equal attributes, and two stacks that differ only in the allocator's
 // frames are one.
-func merge(snap *kmem.Snapshot, tallies map[groupKey]*tally, stacks stackNames) map[exported]*Group {
+func merge(snap *kmem.Snapshot, tallies map[kmem.GroupKey]*tally, stacks stackNames) map[exported]*Group {
 	merged := map[exported]*Group{}
 	for key, t := range tallies {
-		name := exported{allocator: key.cache.Allocator, cache: snap.CacheName(t.sample)}
+		name := exported{allocator: key.Cache.Allocator, cache: snap.CacheName(key.Cache)}
 		name.callSite, name.stack = stacks.describe(key)
 		if name.callSite == "" {
-			name.callSite = stacks.sym.Symbolize(key.callSite)
+			name.callSite = stacks.sym.Symbolize(key.CallSite)
 		}
 		g := merged[name]
 		if g == nil {
-			g = &Group{Allocator: name.allocator, Cache: name.cache, CallSite: key.callSite, CallSiteSym: name.callSite, Stack: name.stack}
+			g = &Group{Allocator: name.allocator, Cache: name.cache, CallSite: key.CallSite, CallSiteSym: name.callSite, Stack: name.stack}
 			merged[name] = g
 		}
-		g.CallSite = min(g.CallSite, key.callSite) // deterministic across map orders
+		g.CallSite = min(g.CallSite, key.CallSite) // deterministic across map orders
 		g.Objects += t.objects
 		g.Bytes += t.bytes
 		g.Survivors += t.survivors
@@ -218,29 +203,29 @@ func compareGroups(a, b Group) int {
 type stackNames struct {
 	source StackSource
 	sym    Symbolizer
-	byID   map[groupKey][2]string
+	byID   map[kmem.GroupKey][2]string
 }
 
 // describe returns the call site and stack text of a group's stack, or
 // empty strings when there is none (id -1, stacks off, or a stack the map
 // no longer has).
-func (s stackNames) describe(key groupKey) (callSite, text string) {
-	if key.stackID < 0 || s.source == nil {
+func (s stackNames) describe(key kmem.GroupKey) (callSite, text string) {
+	if key.StackID < 0 || s.source == nil {
 		return "", ""
 	}
 	// A skipped stack lacks its innermost frame, the call site: the same id
 	// reads differently for each call site.
-	id := groupKey{stackID: key.stackID}
-	if key.stackSkipped {
-		id.stackSkipped, id.callSite = true, key.callSite
+	id := kmem.GroupKey{StackID: key.StackID}
+	if key.StackSkipped {
+		id.StackSkipped, id.CallSite = true, key.CallSite
 	}
 	if d, ok := s.byID[id]; ok {
 		return d[0], d[1]
 	}
 	var d [2]string
-	if frames, err := s.source.Stack(key.stackID); err == nil {
-		if key.stackSkipped && (len(frames) == 0 || frames[0] != key.callSite) {
-			frames = append([]uint64{key.callSite}, frames...)
+	if frames, err := s.source.Stack(key.StackID); err == nil {
+		if key.StackSkipped && (len(frames) == 0 || frames[0] != key.CallSite) {
+			frames = append([]uint64{key.CallSite}, frames...)
 		}
 		d[0], d[1] = describeStack(frames, s.sym)
 	}

@@ -45,16 +45,33 @@ var testNames = map[uint64]string{
 // takenNs is when the test snapshots were taken: an hour after boot.
 const takenNs = uint64(time.Hour)
 
+// minAge is the tests' min_age.
+const minAge = 30 * time.Second
+
 func newSnapshot(objs ...kmem.Object) *kmem.Snapshot {
-	return &kmem.Snapshot{
+	return snapshotWith(0, objs...)
+}
+
+// snapshotWith is a scan of objs begun at takenNs; survived, unless 0, is
+// how old an object must be to have been aged at the previous scan.
+func snapshotWith(survived time.Duration, objs ...kmem.Object) *kmem.Snapshot {
+	snap := &kmem.Snapshot{
 		TakenNs: takenNs,
-		Objects: objs,
 		Counters: map[kmem.Allocator]kmem.Counters{
 			kmem.Slab:    {Allocs: 100, Frees: 90},
 			kmem.Kmalloc: {Allocs: 200, Frees: 150},
 		},
 		CacheNames: map[uint64]string{dentryKey: "dentry", inodeKey: "inode_cache"},
 	}
+	ages := kmem.Ages{Now: takenNs, Cutoff: takenNs, Aged: takenNs - uint64(minAge)}
+	if survived > 0 {
+		ages.Survived = takenNs - uint64(survived)
+	}
+	snap.Begin(ages)
+	for _, o := range objs {
+		snap.Add(o)
+	}
+	return snap
 }
 
 func slabObj(cache, site uint64, bytes uint32, age time.Duration) kmem.Object {
@@ -66,7 +83,6 @@ func kmallocObj(family kmem.KmallocFamily, site uint64, bytes uint32, age time.D
 }
 
 func TestBuildMinAge(t *testing.T) {
-	const minAge = 30 * time.Second
 	snap := newSnapshot(
 		slabObj(dentryKey, siteB, 192, minAge-time.Nanosecond), // too young
 		slabObj(dentryKey, siteB, 192, minAge),                 // exactly min_age: a suspect
@@ -76,7 +92,7 @@ func TestBuildMinAge(t *testing.T) {
 		kmem.Object{Allocator: kmem.Kmalloc, CallSite: siteA, Bytes: 64, AllocNs: takenNs + 1},
 	)
 
-	rep := Build(snap, Options{MinAge: minAge}, &fakeSymbolizer{names: testNames})
+	rep := Build(snap, Options{}, &fakeSymbolizer{names: testNames})
 
 	assert.Equal(t, []Group{{
 		Allocator:   kmem.Slab,
@@ -212,7 +228,7 @@ func TestBuildGrouping(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rep := Build(newSnapshot(tt.objs...), Options{MinAge: time.Second}, &fakeSymbolizer{names: testNames})
+			rep := Build(newSnapshot(tt.objs...), Options{}, &fakeSymbolizer{names: testNames})
 			assert.Equal(t, tt.want, rep.Groups)
 			assert.Equal(t, int64(len(tt.objs)), rep.Suspects)
 		})
@@ -249,7 +265,7 @@ func TestBuildOrdersGroups(t *testing.T) {
 	// Build ranges over a map: repeat to shake out any order that depends
 	// on it.
 	for range 20 {
-		rep := Build(snap, Options{MinAge: time.Second}, hexSymbolizer{})
+		rep := Build(snap, Options{}, hexSymbolizer{})
 		require.Equal(t, wantAll, rep.Groups)
 		require.Equal(t, int64(8), rep.Suspects)
 	}
@@ -277,21 +293,22 @@ func TestTop(t *testing.T) {
 // Survivors are the aged objects that were aged at the previous scan too:
 // with scans 10 s apart and min_age 30 s, those older than 40 s.
 func TestBuildCountsSurvivors(t *testing.T) {
-	snap := newSnapshot(
+	objs := []kmem.Object{
 		slabObj(dentryKey, 0x1000, 192, 35*time.Second),
 		slabObj(dentryKey, 0x1000, 192, 40*time.Second),
 		slabObj(dentryKey, 0x1000, 192, 5*time.Minute),
 		slabObj(dentryKey, 0x1000, 192, 10*time.Second), // not aged
-	)
-	rep := Build(snap, Options{MinAge: 30 * time.Second, Survived: 40 * time.Second}, hexSymbolizer{})
+	}
+	snap := snapshotWith(40*time.Second, objs...)
+	rep := Build(snap, Options{}, hexSymbolizer{})
 	require.Len(t, rep.Groups, 1)
 	assert.Equal(t, int64(3), rep.Groups[0].Objects)
 	assert.Equal(t, int64(2), rep.Groups[0].Survivors)
 
-	sampled := Build(snap, Options{MinAge: 30 * time.Second, Survived: 40 * time.Second, SampleRate: 8}, hexSymbolizer{})
+	sampled := Build(snap, Options{SampleRate: 8}, hexSymbolizer{})
 	assert.Equal(t, int64(16), sampled.Groups[0].Survivors, "scaled like the objects")
 
-	first := Build(snap, Options{MinAge: 30 * time.Second}, hexSymbolizer{})
+	first := Build(newSnapshot(objs...), Options{}, hexSymbolizer{})
 	assert.Zero(t, first.Groups[0].Survivors, "no previous scan")
 }
 
@@ -308,7 +325,7 @@ func TestBuildMergesGroupsThatExportAlike(t *testing.T) {
 	)
 	sym := &fakeSymbolizer{names: testNames}
 
-	rep := Build(snap, Options{MinAge: 30 * time.Second}, sym)
+	rep := Build(snap, Options{}, sym)
 
 	require.Len(t, rep.Groups, 1)
 	g := rep.Groups[0]
@@ -325,7 +342,7 @@ func TestBuildTracked(t *testing.T) {
 		slabObj(dentryKey, siteB, 192, time.Millisecond),
 	)
 
-	rep := Build(snap, Options{MinAge: 30 * time.Second}, &fakeSymbolizer{names: testNames})
+	rep := Build(snap, Options{}, &fakeSymbolizer{names: testNames})
 
 	// kmalloc has counters but no live objects: its tracker.objects point
 	// must still be there, at zero.
@@ -341,7 +358,7 @@ func TestBuildScalesSampledCounts(t *testing.T) {
 		slabObj(dentryKey, siteB, 192, time.Minute),
 		slabObj(inodeKey, siteA, 600, time.Minute),
 	)
-	opts := Options{MinAge: 30 * time.Second, SampleRate: 16, Bounds: map[string]int64{"dentry": 2}}
+	opts := Options{SampleRate: 16, Bounds: map[string]int64{"dentry": 2}}
 
 	rep := Build(snap, opts, &fakeSymbolizer{names: testNames})
 
@@ -362,7 +379,7 @@ func TestBuildNamesPagesAndPercpu(t *testing.T) {
 		kmem.Object{Allocator: kmem.Percpu, Bytes: 64, CallSite: siteB, StackID: -1, AllocNs: takenNs - uint64(time.Minute)},
 	)
 
-	rep := Build(snap, Options{MinAge: 30 * time.Second}, &fakeSymbolizer{names: testNames})
+	rep := Build(snap, Options{}, &fakeSymbolizer{names: testNames})
 
 	require.Len(t, rep.Groups, 2)
 	assert.Equal(t, "order-2", rep.Groups[0].Cache)
@@ -373,7 +390,7 @@ func TestBuildNamesPagesAndPercpu(t *testing.T) {
 
 func TestBuildEmpty(t *testing.T) {
 	sym := &fakeSymbolizer{}
-	rep := Build(newSnapshot(), Options{MinAge: 30 * time.Second}, sym)
+	rep := Build(newSnapshot(), Options{}, sym)
 
 	assert.Empty(t, rep.Groups)
 	assert.Zero(t, rep.Suspects)
@@ -390,8 +407,9 @@ type constSymbolizer string
 
 func (c constSymbolizer) Symbolize(uint64) string { return string(c) }
 
-// BenchmarkBuild is one scan of a full-sized map: a million live objects
-// from some two thousand call sites, most of them older than min_age.
+// BenchmarkBuild is the report of a full-sized table: a million live
+// objects from some two thousand call sites, most of them older than
+// min_age, already counted by group as the tracker's scan counts them.
 func BenchmarkBuild(b *testing.B) {
 	const (
 		objects   = 1_000_000
@@ -404,19 +422,20 @@ func BenchmarkBuild(b *testing.B) {
 	}
 	snap := &kmem.Snapshot{
 		TakenNs: uint64(24 * time.Hour),
-		Objects: make([]kmem.Object, objects),
 		Counters: map[kmem.Allocator]kmem.Counters{
 			kmem.Slab:    {Allocs: 1 << 30, Frees: 1 << 29},
 			kmem.Kmalloc: {Allocs: 1 << 30, Frees: 1 << 29},
 		},
 		CacheNames: slabCaches,
 	}
-	for i := range snap.Objects {
+	snap.Begin(kmem.Ages{Now: snap.TakenNs, Cutoff: snap.TakenNs, Aged: snap.TakenNs - uint64(minAge)})
+	for i := range objects {
 		site := uint64(i % callSites)
 		obj := kmem.Object{
 			Address:  0xffff888200000000 + uint64(i)<<6,
 			AllocNs:  uint64(i) * uint64(time.Millisecond) / 20, // spread over ~14 hours
 			CallSite: 0xffffffff81000000 + site<<4,
+			StackID:  -1,
 		}
 		if site%2 == 0 {
 			obj.Allocator = kmem.Slab
@@ -432,11 +451,11 @@ func BenchmarkBuild(b *testing.B) {
 				obj.Cache = uint64(kmem.KmallocLarge)
 			}
 		}
-		snap.Objects[i] = obj
+		snap.Add(obj)
 	}
 
 	b.ReportAllocs()
 	for b.Loop() {
-		Build(snap, Options{MinAge: 30 * time.Second}, constSymbolizer("alloc_pipe_info+0x2b"))
+		Build(snap, Options{}, constSymbolizer("alloc_pipe_info+0x2b"))
 	}
 }

@@ -114,7 +114,7 @@ func TestBuildGroupsByStack(t *testing.T) {
 		withStack(slabObj(dentryKey, site, 192, time.Minute), 99, false), // pruned meanwhile
 	)
 
-	rep := Build(snap, Options{MinAge: time.Second, Stacks: stacks}, sym)
+	rep := Build(snap, Options{Stacks: stacks}, sym)
 
 	byStack := map[string]int64{}
 	for _, g := range rep.Groups {

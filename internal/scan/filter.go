@@ -26,7 +26,7 @@ func (f *cacheFilter) skipKmalloc(probes Probes) error {
 	}
 	for _, id := range probes.KmallocCaches() {
 		if !f.tracks(kmem.KmallocName(id)) {
-			if err := probes.Untrack(id, nil); err != nil {
+			if err := probes.Untrack(id); err != nil {
 				return err
 			}
 			f.seen[id] = true
@@ -68,17 +68,21 @@ func (f *cacheFilter) apply(snap *kmem.Snapshot, probes Probes, log *zap.Logger)
 	if f.filteredOut == 0 {
 		return
 	}
-	addrs := snap.Remove(func(id kmem.CacheID) bool { return f.seen[id] })
-	for id, skip := range fresh {
-		if skip {
-			if err := probes.Untrack(id, addrs[id]); err != nil {
-				log.Error("Leaving out a filtered cache failed", zap.String("cache", snap.CacheNames[id.Key]), zap.Error(err))
-			}
-			delete(addrs, id)
+	var stale []kmem.CacheID
+	for _, id := range snap.Remove(func(id kmem.CacheID) bool { return f.seen[id] }) {
+		if !fresh[id] {
+			stale = append(stale, id)
 		}
 	}
-	for _, stale := range addrs {
-		if err := probes.Delete(stale); err != nil {
+	for id, skip := range fresh {
+		if skip {
+			if err := probes.Untrack(id); err != nil {
+				log.Error("Leaving out a filtered cache failed", zap.String("cache", snap.CacheNames[id.Key]), zap.Error(err))
+			}
+		}
+	}
+	if len(stale) > 0 {
+		if err := probes.DeleteCaches(stale); err != nil {
 			log.Error("Deleting objects of filtered caches failed", zap.Error(err))
 		}
 	}

@@ -32,11 +32,12 @@ type Host interface {
 
 // Probes is the tracker as a scan uses it.
 type Probes interface {
+	// Scan adds every live object to a snapshot begun by the caller.
 	Scan(*kmem.Snapshot) error
-	// Untrack stops tracking a cache and deletes the given entries of it.
-	Untrack(kmem.CacheID, []uint64) error
-	// Delete deletes slab and kmalloc entries.
-	Delete([]uint64) error
+	// Untrack stops tracking a cache and deletes its entries.
+	Untrack(kmem.CacheID) error
+	// DeleteCaches deletes the entries of slab and kmalloc caches.
+	DeleteCaches([]kmem.CacheID) error
 	// SetStackSites makes sites the call sites whose allocations get a
 	// stack in adaptive mode, the most important first.
 	SetStackSites([]uint64) error
@@ -73,11 +74,11 @@ type Pipeline struct {
 	symbols report.Symbolizer
 	opts    Options
 
-	snap   kmem.Snapshot // reused: a scan of a million objects allocates no new buffer
+	snap   kmem.Snapshot
 	truth  *truth.Checker
 	judge  *verdict.Judge
 	filter cacheFilter
-	// lastScan is the previous snapshot's TakenNs, 0 before the first.
+	// lastScan is when the previous scan began, 0 before the first.
 	lastScan uint64
 	// dropped is the allocations dropped for a full map, as of the last scan.
 	dropped          uint64
@@ -90,7 +91,7 @@ type Result struct {
 	Events []report.Group // the groups that deserve an event this scan
 	// Scanned is the number of objects read from the probes, before any
 	// was filtered out.
-	Scanned int
+	Scanned int64
 	// NewlyDropped is the allocations the probes dropped since the last
 	// scan for lack of room.
 	NewlyDropped uint64
@@ -123,28 +124,26 @@ func (p *Pipeline) Attach(probes Probes, symbols report.Symbolizer) error {
 func (p *Pipeline) Scan() (Result, error) {
 	// The order matters to the truth check: objects allocated before cutoff
 	// were alive when the kernel counted, which was before the scan.
-	cutoff, err := p.host.Now()
+	now, err := p.host.Now()
 	if err != nil {
 		return Result{}, err
 	}
 	kernel := p.slabCounts()
+	p.snap.Begin(p.ages(now))
+	p.lastScan = now
 	if err := p.probes.Scan(&p.snap); err != nil {
 		return Result{}, err
 	}
-	res := Result{Scanned: len(p.snap.Objects), NewlyDropped: p.newlyDropped()}
+	res := Result{Scanned: p.snap.Objects(), NewlyDropped: p.newlyDropped()}
 	p.forgetRecreated()
 	p.filter.apply(&p.snap, p.probes, p.opts.Logger)
 	var bounds map[string]int64
 	if kernel != nil {
-		checked := p.truth.Check(&p.snap, cutoff, kernel)
+		checked := p.truth.Check(&p.snap, kernel)
 		p.untrace(checked)
 		bounds = checked.Bounds
 	}
-	ropts := report.Options{MinAge: p.opts.MinAge, Bounds: bounds, SampleRate: p.opts.SampleRate}
-	if p.lastScan > 0 {
-		ropts.Survived = p.opts.MinAge + time.Duration(p.snap.TakenNs-min(p.lastScan, p.snap.TakenNs))
-	}
-	p.lastScan = p.snap.TakenNs
+	ropts := report.Options{Bounds: bounds, SampleRate: p.opts.SampleRate}
 	if p.opts.StacksOn {
 		ropts.Stacks = p.probes
 	}
@@ -159,6 +158,18 @@ func (p *Pipeline) Scan() (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// ages are the times a scan that begins now sorts objects by: the truth
+// check's cutoff is now, aged objects are min_age old, and survivors were
+// aged when the previous scan began.
+func (p *Pipeline) ages(now uint64) kmem.Ages {
+	minAge := uint64(p.opts.MinAge)
+	ages := kmem.Ages{Now: now, Cutoff: now, Aged: now - min(minAge, now)}
+	if p.lastScan > 0 {
+		ages.Survived = p.lastScan - min(minAge, p.lastScan)
+	}
+	return ages
 }
 
 // forgetRecreated drops what was decided about the slab caches destroyed
@@ -214,12 +225,14 @@ func (p *Pipeline) untrace(res truth.Result) {
 			zap.String("cache", v.Name), zap.Stringer("allocator", v.ID.Allocator), zap.String("reason", v.Reason),
 			zap.Int64("tracked_objects_older_than_scan", v.Old), zap.Int64("most_it_can_hold", v.Bound),
 			zap.Int64("kernel_active_objects", v.Kernel))
-		if err := p.probes.Untrack(v.ID, v.Addrs); err != nil {
+		if err := p.probes.Untrack(v.ID); err != nil {
 			log.Error("Untracking a cache failed", zap.String("cache", v.Name), zap.Error(err))
 		}
 	}
-	if err := p.probes.Delete(res.Stale); err != nil {
-		log.Error("Deleting entries of untraced caches failed", zap.Error(err))
+	if len(res.Stale) > 0 {
+		if err := p.probes.DeleteCaches(res.Stale); err != nil {
+			log.Error("Deleting entries of untraced caches failed", zap.Error(err))
+		}
 	}
 }
 

@@ -77,11 +77,6 @@ const firstMonotonic = 1000 * time.Second
 // scanEvery is the time between two scans.
 const scanEvery = 10 * time.Second
 
-type untrackCall struct {
-	id    kmem.CacheID
-	addrs []uint64
-}
-
 // fakeKernel implements both Host and Probes.
 type fakeKernel struct {
 	mono     time.Duration // CLOCK_MONOTONIC
@@ -106,8 +101,8 @@ type fakeKernel struct {
 	calls      []string // the Host and Probes methods called, in order
 	slabReads  int
 	scans      int
-	untracks   []untrackCall
-	deletes    [][]uint64
+	untracks   []kmem.CacheID
+	deletes    [][]kmem.CacheID
 	stackSites [][]uint64
 	stackReads []int32
 }
@@ -191,10 +186,9 @@ func (k *fakeKernel) liveOf(id kmem.CacheID) []uint64 {
 	return out
 }
 
-// deleted returns the addresses of every Delete call so far; the pipeline
-// may call Delete with none.
-func (k *fakeKernel) deleted() []uint64 {
-	var out []uint64
+// deleted returns the caches of every DeleteCaches call so far.
+func (k *fakeKernel) deleted() []kmem.CacheID {
+	var out []kmem.CacheID
 	for _, d := range k.deletes {
 		out = append(out, d...)
 	}
@@ -218,7 +212,7 @@ func (k *fakeKernel) Now() (uint64, error) {
 	return uint64(k.mono), nil
 }
 
-// Scan fills snap as the tracker does: objects replaced, cache names and
+// Scan fills snap as the tracker does: objects added, cache names and
 // frees accumulated, TakenNs the time of the scan.
 func (k *fakeKernel) Scan(snap *kmem.Snapshot) error {
 	k.calls = append(k.calls, "Scan")
@@ -226,9 +220,8 @@ func (k *fakeKernel) Scan(snap *kmem.Snapshot) error {
 	if k.scanErr != nil {
 		return k.scanErr
 	}
-	snap.Objects = snap.Objects[:0]
-	for _, a := range slices.Sorted(maps.Keys(k.live)) {
-		snap.Objects = append(snap.Objects, k.live[a])
+	for _, obj := range k.live {
+		snap.Add(obj)
 	}
 	snap.Counters = maps.Clone(k.counters)
 	if snap.CacheNames == nil {
@@ -254,16 +247,18 @@ func (k *fakeKernel) Scan(snap *kmem.Snapshot) error {
 	return nil
 }
 
-func (k *fakeKernel) Untrack(id kmem.CacheID, addrs []uint64) error {
-	k.untracks = append(k.untracks, untrackCall{id, slices.Clone(addrs)})
+func (k *fakeKernel) Untrack(id kmem.CacheID) error {
+	k.untracks = append(k.untracks, id)
 	k.untracked[id] = true
-	k.free(addrs)
+	k.free(k.liveOf(id))
 	return nil
 }
 
-func (k *fakeKernel) Delete(addrs []uint64) error {
-	k.deletes = append(k.deletes, slices.Clone(addrs))
-	k.free(addrs)
+func (k *fakeKernel) DeleteCaches(ids []kmem.CacheID) error {
+	k.deletes = append(k.deletes, slices.Clone(ids))
+	for _, id := range ids {
+		k.free(k.liveOf(id))
+	}
 	return nil
 }
 
@@ -405,25 +400,25 @@ func TestFilterSkipsKmallocCachesAtAttach(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, want)
-	var got []kmem.CacheID
-	for _, c := range k.untracks {
-		got = append(got, c.id)
-		assert.Nil(t, c.addrs, "Untrack of %s at attach", kmem.KmallocName(c.id))
-	}
-	assert.ElementsMatch(t, want, got)
+	assert.ElementsMatch(t, want, k.untracks)
 }
 
 // kmalloc objects of a filtered cache that the probes tracked between
-// attaching and being told are deleted by the first scan, never reported.
+// attaching and being told are deleted with the skip; those that raced it,
+// by the first scan. None is ever reported.
 func TestFilterDeletesKmallocObjectsFromBeforeAttach(t *testing.T) {
 	k := newFakeKernel()
 	h := newPipeline(t, k, Options{Tracks: excludeFilpAndCg})
-	early := k.alloc(3, kmallocObj(kmem.KmallocAccounted, 64, kmallocSite))
+	accounted := kmem.KmallocID(kmem.KmallocAccounted, 64)
+	k.alloc(3, kmallocObj(kmem.KmallocAccounted, 64, kmallocSite))
 	kept := k.alloc(2, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
 	require.NoError(t, h.p.Attach(k, fakeSymbolizer{}))
+	assert.Empty(t, k.liveOf(accounted), "deleted with the skip")
+	k.sneak(2, kmallocObj(kmem.KmallocAccounted, 64, kmallocSite))
 
 	res := h.scan()
-	assert.ElementsMatch(t, early, k.deleted())
+	assert.Equal(t, []kmem.CacheID{accounted}, k.deleted())
+	assert.Empty(t, k.liveOf(accounted))
 	assert.ElementsMatch(t, kept, k.liveOf(kmem.KmallocID(kmem.KmallocNormal, 64)))
 	assert.Equal(t, []string{"kmalloc-64"}, caches(res.Report.Groups))
 }
@@ -440,7 +435,7 @@ type failingUntrack struct {
 	err error
 }
 
-func (f *failingUntrack) Untrack(kmem.CacheID, []uint64) error { return f.err }
+func (f *failingUntrack) Untrack(kmem.CacheID) error { return f.err }
 
 func TestFilterLeavesOutSlabCaches(t *testing.T) {
 	k := newFakeKernel()
@@ -450,34 +445,32 @@ func TestFilterLeavesOutSlabCaches(t *testing.T) {
 	attachCalls := len(k.untracks)
 
 	// Objects the probes tracked before the scan told them to skip filp.
-	filp := k.alloc(3, slabObj(filpKey, 256, filpSite))
+	k.alloc(3, slabObj(filpKey, 256, filpSite))
 	k.alloc(2, slabObj(dentryKey, 192, dentrySite))
 	k.alloc(1, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
 
 	res := h.scan()
 	require.Len(t, k.untracks, attachCalls+1, "the scan untracks filp, once")
-	u := k.untracks[attachCalls]
-	assert.Equal(t, slabID(filpKey), u.id)
-	assert.ElementsMatch(t, filp, u.addrs, "filp's live entries are deleted with it")
-	assert.Empty(t, k.liveOf(slabID(filpKey)))
+	assert.Equal(t, slabID(filpKey), k.untracks[attachCalls])
+	assert.Empty(t, k.liveOf(slabID(filpKey)), "filp's live entries are deleted with it")
 	assert.Equal(t, []string{"dentry", "kmalloc-64"}, caches(res.Report.Groups))
-	assert.Equal(t, 6, res.Scanned, "filtered objects were read too")
+	assert.Equal(t, int64(6), res.Scanned, "filtered objects were read too")
 	assert.Empty(t, k.deleted())
 
 	// A second cache named filp appears (a module reloaded), and an
 	// allocation of the first raced its skip: the new cache is untracked,
 	// the straggler deleted, the first cache not untracked again.
-	filp2 := k.alloc(4, slabObj(filp2Key, 256, filpSite))
+	k.alloc(4, slabObj(filp2Key, 256, filpSite))
 	k.cacheNames[filp2Key] = "filp"
-	straggler := k.sneak(1, slabObj(filpKey, 256, filpSite))
+	k.sneak(1, slabObj(filpKey, 256, filpSite))
 	require.Empty(t, k.alloc(5, slabObj(filpKey, 256, filpSite)), "the fake refuses objects of skipped caches")
 
 	res = h.scan()
 	require.Len(t, k.untracks, attachCalls+2)
-	u = k.untracks[attachCalls+1]
-	assert.Equal(t, slabID(filp2Key), u.id)
-	assert.ElementsMatch(t, filp2, u.addrs)
-	assert.Equal(t, straggler, k.deleted())
+	assert.Equal(t, slabID(filp2Key), k.untracks[attachCalls+1])
+	assert.Empty(t, k.liveOf(slabID(filp2Key)))
+	assert.Equal(t, []kmem.CacheID{slabID(filpKey)}, k.deleted(), "the straggler's cache")
+	assert.Empty(t, k.liveOf(slabID(filpKey)))
 	assert.Equal(t, []string{"dentry", "kmalloc-64"}, caches(res.Report.Groups))
 
 	// Nothing new: nothing untracked or deleted.
@@ -488,10 +481,10 @@ func TestFilterLeavesOutSlabCaches(t *testing.T) {
 	assert.Equal(t, []string{"dentry", "kmalloc-64"}, caches(res.Report.Groups))
 
 	// A straggler in a scan that meets no new cache is deleted all the same.
-	straggler = k.sneak(2, slabObj(filp2Key, 256, filpSite))
+	k.sneak(2, slabObj(filp2Key, 256, filpSite))
 	res = h.scan()
 	assert.Len(t, k.untracks, attachCalls+2)
-	assert.ElementsMatch(t, straggler, k.deleted()[deletes:])
+	assert.Equal(t, []kmem.CacheID{slabID(filp2Key)}, k.deleted()[deletes:])
 	assert.Empty(t, k.liveOf(slabID(filp2Key)))
 	assert.Equal(t, []string{"dentry", "kmalloc-64"}, caches(res.Report.Groups))
 }
@@ -536,7 +529,7 @@ func TestTruthUntracksCacheOverKernelCount(t *testing.T) {
 	// within its count.
 	k.slab = map[string]int64{"dentry": 10, "filp": 1000}
 	h := start(t, k, Options{})
-	dentry := k.alloc(50, slabObj(dentryKey, 192, dentrySite))
+	k.alloc(50, slabObj(dentryKey, 192, dentrySite))
 	k.alloc(5, slabObj(filpKey, 256, filpSite))
 
 	// First strike: dentry's group is withheld, not reported, not untracked.
@@ -550,8 +543,7 @@ func TestTruthUntracksCacheOverKernelCount(t *testing.T) {
 	// Second strike: untracked, with its live entries.
 	res = h.scan()
 	require.Len(t, k.untracks, 1)
-	assert.Equal(t, slabID(dentryKey), k.untracks[0].id)
-	assert.ElementsMatch(t, dentry, k.untracks[0].addrs)
+	assert.Equal(t, slabID(dentryKey), k.untracks[0])
 	assert.Empty(t, k.liveOf(slabID(dentryKey)))
 	assert.Equal(t, map[kmem.CacheID]string{slabID(dentryKey): "dentry"}, res.Report.Untraced)
 	assert.Equal(t, []string{"filp"}, caches(res.Report.Groups))
@@ -566,9 +558,9 @@ func TestTruthUntracksCacheOverKernelCount(t *testing.T) {
 
 	// An allocation that raced the skip shows up: deleted as stale, never
 	// a suspect, and no second warning.
-	straggler := k.sneak(1, slabObj(dentryKey, 192, dentrySite))
+	k.sneak(1, slabObj(dentryKey, 192, dentrySite))
 	res = h.scan()
-	assert.Equal(t, straggler, k.deleted())
+	assert.Equal(t, []kmem.CacheID{slabID(dentryKey)}, k.deleted())
 	assert.Empty(t, k.liveOf(slabID(dentryKey)))
 	assert.Equal(t, []string{"filp"}, caches(res.Report.Groups))
 	assert.Equal(t, map[kmem.CacheID]string{slabID(dentryKey): "dentry"}, res.Report.Untraced)
@@ -606,8 +598,8 @@ func TestTruthUntracksCacheWithoutTracedFree(t *testing.T) {
 	}
 	res := h.scan()
 	require.Len(t, k.untracks, 1)
-	assert.Equal(t, slabID(damonKey), k.untracks[0].id)
-	assert.Len(t, k.untracks[0].addrs, 100)
+	assert.Equal(t, slabID(damonKey), k.untracks[0])
+	assert.Empty(t, k.liveOf(slabID(damonKey)), "its 100 objects deleted with it")
 	assert.Equal(t, map[kmem.CacheID]string{slabID(damonKey): "damon_region"}, res.Report.Untraced)
 	warns := h.logged(zapcore.WarnLevel, untrackedMsg)
 	require.Len(t, warns, 1)
@@ -643,7 +635,7 @@ func TestTruthOffWithoutSlabCounts(t *testing.T) {
 	h.scan()
 	h.scan()
 	require.Len(t, k.untracks, 1)
-	assert.Equal(t, slabID(dentryKey), k.untracks[0].id)
+	assert.Equal(t, slabID(dentryKey), k.untracks[0])
 	assert.Len(t, h.logged(zapcore.WarnLevel, noSlabMsg), 1)
 }
 
@@ -1012,7 +1004,7 @@ func TestMinAge(t *testing.T) {
 	k.alloc(4, slabObj(filpKey, 256, filpSite)) // filtered out
 
 	res := h.scan()
-	assert.Equal(t, 14, res.Scanned, "every object read, filtered or young")
+	assert.Equal(t, int64(14), res.Scanned, "every object read, filtered or young")
 	require.Len(t, res.Report.Groups, 1)
 	g := res.Report.Groups[0]
 	assert.Equal(t, "dentry", g.Cache)

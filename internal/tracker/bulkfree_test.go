@@ -61,11 +61,9 @@ func closedTimerfdsLeft(t *testing.T, sym *ksym.Symbolizer, ignoreBulkFrees bool
 	// kfree_rcu batches for up to 5 s, then waits a grace period.
 	time.Sleep(10 * time.Second)
 
-	var snap kmem.Snapshot
-	require.NoError(t, tr.Scan(&snap))
-	for _, o := range snap.Objects {
-		if s, ok := sym.Resolve(o.CallSite); ok && strings.Contains(s.Name, "timerfd_create") {
-			left++
+	for key, g := range scan(t, tr).Groups {
+		if s, ok := sym.Resolve(key.CallSite); ok && strings.Contains(s.Name, "timerfd_create") {
+			left += g.Objects
 		}
 	}
 	return left

@@ -5,11 +5,13 @@ package tracker
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/livetable"
 )
 
 // controlState mirrors what user space has written into the probes' maps,
@@ -20,9 +22,8 @@ type controlState struct {
 }
 
 // Untrack stops tracking a cache (its frees go unseen, or the
-// configuration filters it out) and deletes the given entries of it, its
-// live objects in the last snapshot, from the live map.
-func (t *Tracker) Untrack(id kmem.CacheID, addrs []uint64) error {
+// configuration filters it out) and deletes its entries.
+func (t *Tracker) Untrack(id kmem.CacheID) error {
 	switch id.Allocator {
 	case kmem.Slab:
 		var info bpf.KmemleakCacheInfo
@@ -40,7 +41,7 @@ func (t *Tracker) Untrack(id kmem.CacheID, addrs []uint64) error {
 	default:
 		return fmt.Errorf("cannot skip a cache of %s", id.Allocator)
 	}
-	return t.Delete(addrs)
+	return t.DeleteCaches([]kmem.CacheID{id})
 }
 
 // skipKmalloc sets the kmalloc cache's flag in the probes' skip table.
@@ -71,15 +72,16 @@ func (t *Tracker) KmallocCaches() []kmem.CacheID {
 	return out
 }
 
-// Delete removes slab and kmalloc objects from the live table; one freed
-// meanwhile is not there.
-func (t *Tracker) Delete(addrs []uint64) error {
-	if len(addrs) > 0 && t.live == nil {
-		return fmt.Errorf("deleting %d slab or kmalloc objects: neither allocator is tracked", len(addrs))
+// DeleteCaches removes the objects of slab and kmalloc caches from the
+// live table, in one pass over it.
+func (t *Tracker) DeleteCaches(ids []kmem.CacheID) error {
+	if t.live == nil {
+		return fmt.Errorf("deleting the objects of %d caches: neither slab nor kmalloc is tracked", len(ids))
 	}
-	for _, addr := range addrs {
-		t.live.Delete(addr)
-	}
+	t.live.DeleteIf(func(o *livetable.Object) bool {
+		obj, ok := decode(o.Key, &o.KmemleakObject)
+		return ok && slices.Contains(ids, kmem.CacheOf(obj))
+	})
 	return nil
 }
 

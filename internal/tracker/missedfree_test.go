@@ -66,11 +66,11 @@ func TestIntegrationReusedAddressCountsAMissedFree(t *testing.T) {
 	kerneltest.OpenPipes(t, n)
 	after := scan(t, tr)
 	var replaced uint64
-	for _, o := range after.Objects {
-		if v, ok := stale[o.Address]; ok && o.AllocNs != v.AllocNs {
+	tr.live.Walk(func(o *livetable.Object) {
+		if v, ok := stale[o.Key]; ok && o.AllocNs != v.AllocNs {
 			replaced++
 		}
-	}
+	})
 	missed := after.Counters[kmem.Kmalloc].MissedFrees - before
 	t.Logf("%d entries put back, %d replaced by new objects, %d missed frees counted", len(stale), replaced, missed)
 	if replaced == 0 {
@@ -87,6 +87,7 @@ func TestIntegrationReusedAddressCountsAMissedFree(t *testing.T) {
 func scan(t *testing.T, tr *Tracker) *kmem.Snapshot {
 	t.Helper()
 	var snap kmem.Snapshot
+	snap.Begin(kmem.Ages{})
 	require.NoError(t, tr.Scan(&snap))
 	return &snap
 }

@@ -30,15 +30,14 @@ func newScanState(opts Options) scanState {
 	}
 }
 
-// Scan reads the live tables into snap, reusing its buffers. Objects come
-// out in table order; the tables keep changing while they are read, so an
-// object freed during the scan may still appear and a new one may not.
+// Scan adds the live tables' objects to snap, which the caller has begun.
+// The tables keep changing while they are read, so an object freed during
+// the scan may still be counted and a new one may not.
 func (t *Tracker) Scan(snap *kmem.Snapshot) error {
-	snap.Objects = snap.Objects[:0]
 	for _, tab := range t.tables {
 		tab.Walk(func(o *livetable.Object) {
 			if obj, ok := decode(o.Key, &o.KmemleakObject); ok {
-				snap.Objects = append(snap.Objects, obj)
+				snap.Add(obj)
 			}
 		})
 	}
@@ -50,7 +49,7 @@ func (t *Tracker) Scan(snap *kmem.Snapshot) error {
 		return err
 	}
 	if t.scan.stacksOn {
-		if snap.Stacks, err = t.pruneStacks(snap.Objects); err != nil {
+		if snap.Stacks, err = t.pruneStacks(snap.Groups); err != nil {
 			return err
 		}
 	}
@@ -165,11 +164,11 @@ func cString(b []int8) string {
 // row, so the stack map cannot fill up over days, and returns how many
 // stacks are left. Two scans, not one: an object allocated while this scan
 // read the map may use a stack this scan did not see referenced.
-func (t *Tracker) pruneStacks(objects []kmem.Object) (int, error) {
+func (t *Tracker) pruneStacks(groups map[kmem.GroupKey]*kmem.Tally) (int, error) {
 	referenced := map[int32]bool{}
-	for _, o := range objects {
-		if o.StackID >= 0 {
-			referenced[o.StackID] = true
+	for key := range groups {
+		if key.StackID >= 0 {
+			referenced[key.StackID] = true
 		}
 	}
 	ids, err := t.stackIDs()

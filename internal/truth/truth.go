@@ -23,8 +23,7 @@ type Verdict struct {
 	Old    int64 // tracked objects allocated before the kernel was asked
 	Bound  int64 // the count above which the cache is untracked (see bound)
 	Reason string
-	Kernel int64    // the kernel's count of allocated objects
-	Addrs  []uint64 // its live entries in the snapshot, to delete
+	Kernel int64 // the kernel's count of allocated objects
 }
 
 // Checker remembers, across scans, which caches failed the check.
@@ -49,9 +48,9 @@ func NewChecker(baseline map[string]int64) *Checker {
 // Result is what one check found.
 type Result struct {
 	Verdicts []Verdict // caches found untraced in this scan
-	// Stale are the entries of caches untraced earlier, allocated before
-	// the probes learned of it: they are phantoms too, to delete.
-	Stale []uint64
+	// Stale are the caches untraced earlier that still have entries,
+	// allocated before the probes learned of it: phantoms too, to delete.
+	Stale []kmem.CacheID
 	// Bounds is, per cache name, the most objects allocated before the
 	// cutoff that the cache can truly hold (see bound), or 0 when it holds
 	// more than that: a suspect group larger than its bound is, or may be,
@@ -59,25 +58,24 @@ type Result struct {
 	Bounds map[string]int64
 }
 
-// Check bounds, per cache, the tracked objects allocated before cutoff by
-// what kernel, the kernel's counts read after cutoff and before the scan,
-// allows (see bound), and drops the objects of every untraced cache from
-// snap. It returns the caches that just crossed their bound.
-func (c *Checker) Check(snap *kmem.Snapshot, cutoff uint64, kernel map[string]int64) Result {
+// Check bounds, per cache, the tracked objects allocated before the
+// snapshot's cutoff by what kernel, the kernel's counts read after the
+// cutoff and before the scan, allows (see bound), and drops the objects of
+// every untraced cache from snap. It returns the caches that just crossed
+// their bound.
+func (c *Checker) Check(snap *kmem.Snapshot, kernel map[string]int64) Result {
 	res := Result{Bounds: map[string]int64{}}
 	// No pass over the objects while no cache is untraced.
 	if len(c.untraced) > 0 {
-		for _, addrs := range snap.Remove(func(id kmem.CacheID) bool { _, done := c.untraced[id]; return done }) {
-			res.Stale = append(res.Stale, addrs...)
-		}
+		res.Stale = snap.Remove(func(id kmem.CacheID) bool { _, done := c.untraced[id]; return done })
 	}
 	// Strikes must come in consecutive scans: only this scan's carry over.
 	strikes := map[kmem.CacheID]int{}
-	for id, old := range c.count(snap, cutoff) {
+	for id, old := range c.count(snap) {
 		if id.IsKmallocLarge() {
 			continue
 		}
-		name := snap.CacheName(old.sample)
+		name := snap.CacheName(id)
 		b, known := c.bound(snap, id, name, kernel)
 		if !known {
 			continue
@@ -85,13 +83,13 @@ func (c *Checker) Check(snap *kmem.Snapshot, cutoff uint64, kernel map[string]in
 		// A cache over its bound holds phantoms, and which of its objects
 		// they are is unknown: none of its groups is believable.
 		report := b.report
-		if old.n > b.withhold {
+		if old > b.withhold {
 			report = 0
 		}
 		if prev, seen := res.Bounds[name]; !seen || report < prev {
 			res.Bounds[name] = report
 		}
-		if old.n <= b.untrace {
+		if old <= b.untrace {
 			continue
 		}
 		if strikes[id] = c.strikes[id] + 1; strikes[id] < strikesToUntrace {
@@ -99,42 +97,28 @@ func (c *Checker) Check(snap *kmem.Snapshot, cutoff uint64, kernel map[string]in
 		}
 		delete(strikes, id)
 		c.untraced[id] = name
-		res.Verdicts = append(res.Verdicts, Verdict{ID: id, Name: name, Old: old.n, Bound: b.untrace, Kernel: kernel[name], Reason: b.reason()})
+		res.Verdicts = append(res.Verdicts, Verdict{ID: id, Name: name, Old: old, Bound: b.untrace, Kernel: kernel[name], Reason: b.reason()})
 	}
 	c.strikes = strikes
 	if len(res.Verdicts) > 0 {
-		found := snap.Remove(func(id kmem.CacheID) bool { return c.untraced[id] != "" })
-		for i := range res.Verdicts {
-			res.Verdicts[i].Addrs = found[res.Verdicts[i].ID]
-		}
+		snap.Remove(func(id kmem.CacheID) bool { return c.untraced[id] != "" })
 	}
 	return res
 }
 
-// oldObjects are a cache's tracked objects allocated before the cutoff.
-type oldObjects struct {
-	n      int64
-	sample kmem.Object // any of them: names the cache
-}
-
 // count counts each cache's objects allocated before cutoff, and notes
 // when the check first saw old objects of a cache.
-func (c *Checker) count(snap *kmem.Snapshot, cutoff uint64) map[kmem.CacheID]*oldObjects {
-	out := map[kmem.CacheID]*oldObjects{}
-	for _, obj := range snap.Objects {
-		if obj.AllocNs >= cutoff {
+func (c *Checker) count(snap *kmem.Snapshot) map[kmem.CacheID]int64 {
+	out := map[kmem.CacheID]int64{}
+	for key, t := range snap.Groups {
+		if t.Old == 0 {
 			continue
 		}
-		id := kmem.CacheOf(obj)
-		old := out[id]
-		if old == nil {
-			old = &oldObjects{sample: obj}
-			out[id] = old
-			if _, ok := c.firstSeen[id]; !ok {
-				c.firstSeen[id] = snap.TakenNs
-			}
+		id := key.Cache
+		if _, ok := c.firstSeen[id]; !ok {
+			c.firstSeen[id] = snap.TakenNs
 		}
-		old.n++
+		out[id] += t.Old
 	}
 	return out
 }

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -828,7 +827,7 @@ func runScenario(t *testing.T, sc scenario) {
 			}
 			snap, byCache := buildSnapshot(t, i, cutoff, spec, rng)
 
-			res := checker.Check(snap, cutoff, kernel)
+			res := checker.Check(snap, kernel)
 
 			// Verdicts, matched by cache: the order is not part of the contract.
 			dropped := map[string]bool{}
@@ -846,26 +845,29 @@ func runScenario(t *testing.T, sc scenario) {
 				} else {
 					assert.Equal(t, overKernel, v.Reason)
 				}
-				sameAddresses(t, addresses(byCache[want.cache]), v.Addrs, "a verdict holds every object of its cache, young ones too")
 				dropped[want.cache] = true
 				wantUntraced[c.id()] = c.name
 			}
 
-			var wantStale []uint64
+			var wantStale []kmem.CacheID
 			for _, label := range spec.stale {
-				wantStale = append(wantStale, addresses(byCache[label])...)
+				wantStale = append(wantStale, cache(t, label).id())
 				dropped[label] = true
 			}
-			sameAddresses(t, wantStale, res.Stale, "stale")
+			assert.ElementsMatch(t, wantStale, res.Stale, "stale")
 
 			// What is left in the snapshot: everything else, untouched.
-			var wantKept []kmem.Object
+			want := map[kmem.CacheID]int64{}
 			for _, p := range spec.objects {
 				if !dropped[p.cache] {
-					wantKept = append(wantKept, byCache[p.cache]...)
+					want[cache(t, p.cache).id()] += int64(len(byCache[p.cache]))
 				}
 			}
-			sameObjects(t, wantKept, snap.Objects, "objects left in the snapshot")
+			got := map[kmem.CacheID]int64{}
+			for key, g := range snap.Groups {
+				got[key.Cache] += g.Objects
+			}
+			assert.Equal(t, want, got, "objects left in the snapshot, by cache")
 
 			if spec.bounds != nil {
 				assert.Equal(t, spec.bounds, res.Bounds, "bounds")
@@ -878,8 +880,8 @@ func runScenario(t *testing.T, sc scenario) {
 	}
 }
 
-// buildSnapshot makes the snapshot a scan would copy out of the map: every
-// tracked object, in no particular order.
+// buildSnapshot makes the snapshot a scan would take: every tracked
+// object, added in no particular order.
 func buildSnapshot(t *testing.T, scan int, cutoff uint64, spec scanSpec, rng *rand.Rand) (*kmem.Snapshot, map[string][]kmem.Object) {
 	t.Helper()
 	snap := &kmem.Snapshot{
@@ -887,6 +889,7 @@ func buildSnapshot(t *testing.T, scan int, cutoff uint64, spec scanSpec, rng *ra
 		CacheNames: map[uint64]string{},
 		Freed:      map[uint64]bool{},
 	}
+	snap.Begin(kmem.Ages{Now: cutoff, Cutoff: cutoff})
 	for _, c := range caches {
 		if c.alloc == kmem.Slab && !c.unnamed {
 			snap.CacheNames[c.key] = c.name
@@ -898,6 +901,7 @@ func buildSnapshot(t *testing.T, scan int, cutoff uint64, spec scanSpec, rng *ra
 		snap.Freed[c.key] = true
 	}
 	byCache := map[string][]kmem.Object{}
+	var all []kmem.Object
 	for _, p := range spec.objects {
 		c := cache(t, p.cache)
 		require.NotContains(t, byCache, p.cache, "cache listed twice in a scan")
@@ -911,66 +915,13 @@ func buildSnapshot(t *testing.T, scan int, cutoff uint64, spec scanSpec, rng *ra
 			objs = append(objs, c.object(scan, p.old+j, cutoff+uint64(j)))
 		}
 		byCache[p.cache] = objs
-		snap.Objects = append(snap.Objects, objs...)
+		all = append(all, objs...)
 	}
-	rng.Shuffle(len(snap.Objects), func(i, j int) {
-		snap.Objects[i], snap.Objects[j] = snap.Objects[j], snap.Objects[i]
-	})
+	rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+	for _, obj := range all {
+		snap.Add(obj)
+	}
 	return snap, byCache
-}
-
-func addresses(objs []kmem.Object) []uint64 {
-	addrs := make([]uint64, len(objs))
-	for i, o := range objs {
-		addrs[i] = o.Address
-	}
-	return addrs
-}
-
-// sameAddresses asserts want and got hold the same addresses, in any order
-// (assert.ElementsMatch is quadratic: too slow for 100,000 objects).
-func sameAddresses(t *testing.T, want, got []uint64, msg string) {
-	t.Helper()
-	w, g := slices.Sorted(slices.Values(want)), slices.Sorted(slices.Values(got))
-	if len(w) == 0 && len(g) == 0 {
-		return
-	}
-	if !slices.Equal(w, g) {
-		assert.Fail(t, fmt.Sprintf("%s: want %d addresses, got %d, not the same ones", msg, len(w), len(g)),
-			"missing: %v\nunexpected: %v", firstFew(difference(w, g)), firstFew(difference(g, w)))
-	}
-}
-
-// sameObjects asserts want and got hold the same objects, in any order.
-func sameObjects(t *testing.T, want, got []kmem.Object, msg string) {
-	t.Helper()
-	byAddress := func(a, b kmem.Object) int { return cmp.Compare(a.Address, b.Address) }
-	w, g := slices.SortedFunc(slices.Values(want), byAddress), slices.SortedFunc(slices.Values(got), byAddress)
-	if len(w) == 0 && len(g) == 0 {
-		return
-	}
-	if !slices.Equal(w, g) {
-		sameAddresses(t, addresses(w), addresses(g), msg)
-		assert.Fail(t, msg+": objects differ")
-	}
-}
-
-// difference returns the elements of sorted a not in sorted b.
-func difference(a, b []uint64) []uint64 {
-	var out []uint64
-	for _, x := range a {
-		if _, found := slices.BinarySearch(b, x); !found {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-func firstFew(xs []uint64) string {
-	if len(xs) > 10 {
-		return fmt.Sprintf("%#x ... (%d in all)", xs[:10], len(xs))
-	}
-	return fmt.Sprintf("%#x", xs)
 }
 
 func findVerdict(vs []Verdict, id kmem.CacheID) (Verdict, bool) {
@@ -993,7 +944,8 @@ func verdictNames(vs []Verdict) []string {
 func TestCheckEmptySnapshot(t *testing.T) {
 	c := NewChecker(map[string]int64{"dentry": 10})
 	snap := &kmem.Snapshot{}
-	res := c.Check(snap, 1000, map[string]int64{"dentry": 10})
+	snap.Begin(kmem.Ages{Now: 1000, Cutoff: 1000})
+	res := c.Check(snap, map[string]int64{"dentry": 10})
 	assert.Empty(t, res.Verdicts)
 	assert.Empty(t, res.Stale)
 	assert.NotNil(t, res.Bounds)
@@ -1015,12 +967,13 @@ func TestUntracedListsEveryCacheByName(t *testing.T) {
 			CacheNames: map[uint64]string{maple.key: "maple_node", epi.key: "eventpoll_epi"},
 			Freed:      map[uint64]bool{epi.key: true},
 		}
+		snap.Begin(kmem.Ages{Now: cutoff, Cutoff: cutoff})
 		for _, def := range []*cacheDef{maple, epi, cg} {
 			for j := range 100 {
-				snap.Objects = append(snap.Objects, def.object(scan, j, 1))
+				snap.Add(def.object(scan, j, 1))
 			}
 		}
-		c.Check(snap, cutoff, kernel)
+		c.Check(snap, kernel)
 		switch scan {
 		case 1:
 			want[epi.id()] = "eventpoll_epi"
@@ -1033,7 +986,8 @@ func TestUntracedListsEveryCacheByName(t *testing.T) {
 }
 
 // BenchmarkCheck runs the check on a snapshot of a million objects over 200
-// caches, none of them over its bound (the steady state).
+// caches, none of them over its bound (the steady state), as the tracker's
+// scan counts them by group.
 func BenchmarkCheck(b *testing.B) {
 	const (
 		objects   = 1_000_000
@@ -1041,6 +995,7 @@ func BenchmarkCheck(b *testing.B) {
 		cutoff    = 1 << 40
 	)
 	snap := &kmem.Snapshot{CacheNames: map[uint64]string{}, Freed: map[uint64]bool{}}
+	snap.Begin(kmem.Ages{Now: cutoff, Cutoff: cutoff})
 	baseline := map[string]int64{}
 	kernel := map[string]int64{}
 	type def struct {
@@ -1061,14 +1016,14 @@ func BenchmarkCheck(b *testing.B) {
 	sizes := []uint32{8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192}
 	for i := 0; len(defs) < 200; i++ {
 		obj := kmem.Object{Cache: uint64(families[i/len(sizes)%len(families)]), Bytes: sizes[i%len(sizes)], Allocator: kmem.Kmalloc}
-		defs = append(defs, def{obj, (&kmem.Snapshot{}).CacheName(obj)})
+		defs = append(defs, def{obj, (&kmem.Snapshot{}).CacheName(kmem.CacheOf(obj))})
 	}
 	for i := range objects {
 		d := defs[i%len(defs)]
 		obj := d.obj
 		obj.Address = 0xffff888200000000 + uint64(i)*64
 		obj.AllocNs = cutoff - 1_000_000 + uint64(i/len(defs)%2)*2_000_000 // half old, half young
-		snap.Objects = append(snap.Objects, obj)
+		snap.Add(obj)
 		kernel[d.name]++
 	}
 	for name, n := range kernel {
@@ -1080,9 +1035,8 @@ func BenchmarkCheck(b *testing.B) {
 	b.ReportAllocs()
 	var res Result
 	for b.Loop() {
-		res = c.Check(snap, cutoff, kernel)
+		res = c.Check(snap, kernel)
 	}
 	require.Empty(b, res.Verdicts)
-	require.Len(b, snap.Objects, objects)
 	require.Len(b, res.Bounds, 200)
 }
