@@ -49,8 +49,13 @@ func runChild(args []string) error {
 	cfg := f.CreateDefaultConfig().(*kmemleakreceiver.Config)
 	cfg.MaxTrackedObjects = *maxObjects
 	cfg.CollectionInterval = *interval
-	// Time to fill the map before the first scan.
+	// Time to fill the table before the first scan.
 	cfg.InitialDelay = 2 * time.Second
+	// The verdicts keep a window of history per call site: the shortest
+	// window fills within the first ten scans, so that the scans after
+	// show the steady state, as 30 minutes of scans would in production.
+	cfg.Verdict.Window = 10 * *interval
+	cfg.Verdict.Persist = cfg.Verdict.Window / 2
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -90,12 +90,14 @@ func (c *collector) Close() error {
 
 func (c *collector) pid() int { return c.cmd.Process.Pid }
 
-// rssMiB is the process's resident set.
-func rssMiB(pid int) (float64, error) {
-	v := procField(fmt.Sprintf("/proc/%d/status", pid), "VmRSS")
+// rssMiB is the process's resident set: all of it (VmRSS), or its anonymous
+// part (RssAnon), the process's own memory, without the pages of mappings
+// such as the live table the kernel allocated.
+func rssMiB(pid int, field string) (float64, error) {
+	v := procField(fmt.Sprintf("/proc/%d/status", pid), field)
 	kib, err := strconv.ParseFloat(strings.TrimSuffix(v, " kB"), 64)
 	if err != nil {
-		return 0, fmt.Errorf("reading VmRSS of %d: %q", pid, v)
+		return 0, fmt.Errorf("reading %s of %d: %q", field, pid, v)
 	}
 	return kib / 1024, nil
 }

@@ -115,12 +115,12 @@ func TestSnapshotRemove(t *testing.T) {
 		{Address: 4, Allocator: Slab, Cache: 10, CallSite: 7},
 		{Address: 5, Allocator: Kmalloc, Bytes: 64, Cache: uint64(KmallocAccounted)},
 	} {
-		snap.Add(o)
+		snap.Add(&o)
 	}
 	removed := snap.Remove(func(id CacheID) bool { return id == CacheID{Slab, 10} || id == KmallocID(KmallocNormal, 64) })
 	assert.ElementsMatch(t, []CacheID{{Slab, 10}, KmallocID(KmallocNormal, 64)}, removed)
 	var left []CacheID
-	for key := range snap.Groups {
+	for key := range snap.Groups() {
 		left = append(left, key.Cache)
 	}
 	assert.ElementsMatch(t, []CacheID{{Slab, 11}, KmallocID(KmallocAccounted, 64)}, left)
@@ -140,11 +140,15 @@ func TestSnapshotAdd(t *testing.T) {
 		return Object{Allocator: Slab, Cache: 1, CallSite: 5, StackID: -1, AllocNs: allocNs, Bytes: bytes}
 	}
 	for _, o := range []Object{site(60, 8), site(70, 8), site(75, 8), site(80, 8), site(85, 8), site(90, 8), site(120, 8)} {
-		snap.Add(o)
+		snap.Add(&o)
 	}
-	snap.Add(Object{Allocator: Slab, Cache: 1, CallSite: 5, StackID: 3, AllocNs: 10, Bytes: 16})
-	require.Len(t, snap.Groups, 2, "a stack makes a group of its own")
-	got := *snap.Groups[GroupKey{Cache: CacheID{Slab, 1}, CallSite: 5, StackID: -1}]
+	snap.Add(&Object{Allocator: Slab, Cache: 1, CallSite: 5, StackID: 3, AllocNs: 10, Bytes: 16})
+	groups := 0
+	for range snap.Groups() {
+		groups++
+	}
+	require.Equal(t, 2, groups, "a stack makes a group of its own")
+	got := *snap.Group(GroupKey{Cache: CacheID{Slab, 1}, CallSite: 5, StackID: -1})
 	assert.Equal(t, Tally{Objects: 7, Old: 5, Aged: 4, AgedBytes: 32, Survivors: 2, OldestNs: 60}, got)
 	assert.Equal(t, uint64(40), snap.Age(&got))
 
@@ -152,5 +156,36 @@ func TestSnapshotAdd(t *testing.T) {
 	assert.Equal(t, uint64(0), snap.Age(&Tally{OldestNs: 120}))
 
 	snap.Begin(Ages{Now: 200})
-	assert.Empty(t, snap.Groups, "a new scan starts empty")
+	assert.Zero(t, snap.Objects(), "a new scan starts empty")
+	assert.Nil(t, snap.Group(GroupKey{Cache: CacheID{Slab, 1}, CallSite: 5, StackID: -1}))
+}
+
+// Merging two snapshots of halves of the objects gives the snapshot of
+// them all.
+func TestSnapshotMerge(t *testing.T) {
+	ages := Ages{Now: 100, Cutoff: 90, Aged: 80, Survived: 70}
+	var whole, a, b Snapshot
+	for _, s := range []*Snapshot{&whole, &a, &b} {
+		s.Begin(ages)
+	}
+	for i := range 200 {
+		o := Object{Allocator: Allocators[i%len(Allocators)], Cache: uint64(i % 3), CallSite: uint64(i % 7), StackID: int32(i%5) - 1,
+			AllocNs: uint64(i % 120), Bytes: uint32(i)}
+		whole.Add(&o)
+		if i%3 == 0 {
+			a.Add(&o)
+		} else {
+			b.Add(&o)
+		}
+	}
+	a.Merge(&b)
+	want := map[GroupKey]Tally{}
+	for key, t := range whole.Groups() {
+		want[key] = *t
+	}
+	got := map[GroupKey]Tally{}
+	for key, t := range a.Groups() {
+		got[key] = *t
+	}
+	assert.Equal(t, want, got)
 }

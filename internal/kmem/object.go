@@ -1,6 +1,9 @@
 package kmem
 
-import "slices"
+import (
+	"iter"
+	"slices"
+)
 
 // Object is one live allocation as the probes recorded it.
 type Object struct {
@@ -46,7 +49,6 @@ type Counters struct {
 type Snapshot struct {
 	Ages    Ages   // set by Begin, before the objects are added
 	TakenNs uint64 // CLOCK_MONOTONIC when the scan finished
-	Groups  map[GroupKey]*Tally
 	// Counters are the probes' totals per allocator.
 	Counters   map[Allocator]Counters
 	CacheNames map[uint64]string // slab cache key -> name, as the probes saw it
@@ -59,6 +61,8 @@ type Snapshot struct {
 	Freed map[uint64]bool
 	// Stacks is the number of kernel stacks kept, when stacks are on.
 	Stacks int
+
+	groups groupIndex
 }
 
 // Ages are the allocation times a scan sorts objects by, CLOCK_MONOTONIC.
@@ -97,23 +101,21 @@ type Tally struct {
 // scan's objects.
 func (s *Snapshot) Begin(ages Ages) {
 	s.Ages = ages
-	if s.Groups == nil {
-		s.Groups = map[GroupKey]*Tally{}
-	}
-	clear(s.Groups)
+	s.groups.clear()
 }
 
-// Add counts obj into its group.
-func (s *Snapshot) Add(obj Object) {
-	key := GroupKey{Cache: CacheOf(obj), CallSite: obj.CallSite, StackID: obj.StackID, StackSkipped: obj.StackSkipped}
-	t := s.Groups[key]
-	if t == nil {
-		if s.Groups == nil {
-			s.Groups = map[GroupKey]*Tally{}
-		}
-		t = &Tally{OldestNs: obj.AllocNs}
-		s.Groups[key] = t
+// Add counts obj into its group. It is what a scan does per object, a
+// million times for a full table.
+func (s *Snapshot) Add(obj *Object) {
+	key := packed{obj.CallSite, obj.Cache, packMeta(obj.Allocator, obj.StackID, obj.StackSkipped)}
+	if obj.Allocator == Kmalloc {
+		key[1] = KmallocID(KmallocFamily(obj.Cache), obj.Bytes).Key
 	}
+	e := s.groups.find(key)
+	if e.tally.Objects == 0 {
+		e = s.groups.add(key, Tally{OldestNs: obj.AllocNs})
+	}
+	t := &e.tally
 	t.Objects++
 	t.OldestNs = min(t.OldestNs, obj.AllocNs)
 	if obj.AllocNs < s.Ages.Cutoff {
@@ -128,10 +130,53 @@ func (s *Snapshot) Add(obj Object) {
 	}
 }
 
+// Merge adds the groups of other, a snapshot of other objects with the
+// same ages, to s's.
+func (s *Snapshot) Merge(other *Snapshot) {
+	for i := range other.groups.slots {
+		o := &other.groups.slots[i]
+		if o.tally.Objects == 0 {
+			continue
+		}
+		e := s.groups.find(o.key)
+		if e.tally.Objects == 0 {
+			s.groups.add(o.key, o.tally)
+			continue
+		}
+		t := &e.tally
+		t.Objects += o.tally.Objects
+		t.Old += o.tally.Old
+		t.Aged += o.tally.Aged
+		t.AgedBytes += o.tally.AgedBytes
+		t.Survivors += o.tally.Survivors
+		t.OldestNs = min(t.OldestNs, o.tally.OldestNs)
+	}
+}
+
+// Groups are the snapshot's groups, each with its tally, in no particular
+// order. A tally is valid until the next Begin, Add or Remove.
+func (s *Snapshot) Groups() iter.Seq2[GroupKey, *Tally] {
+	return func(yield func(GroupKey, *Tally) bool) {
+		for i := range s.groups.slots {
+			if e := &s.groups.slots[i]; e.tally.Objects > 0 && !yield(e.key.unpack(), &e.tally) {
+				return
+			}
+		}
+	}
+}
+
+// Group returns a group's tally, or nil when it has no object.
+func (s *Snapshot) Group(key GroupKey) *Tally {
+	if e := s.groups.find(key.pack()); e.tally.Objects > 0 {
+		return &e.tally
+	}
+	return nil
+}
+
 // Objects counts the objects of every group.
 func (s *Snapshot) Objects() int64 {
 	var n int64
-	for _, t := range s.Groups {
+	for _, t := range s.Groups() {
 		n += t.Objects
 	}
 	return n
@@ -147,13 +192,90 @@ func (s *Snapshot) Age(t *Tally) uint64 {
 // and returns those caches, for the tracker to delete their entries.
 func (s *Snapshot) Remove(drop func(CacheID) bool) []CacheID {
 	var removed []CacheID
-	for key := range s.Groups {
-		if drop(key.Cache) {
-			if !slices.Contains(removed, key.Cache) {
-				removed = append(removed, key.Cache)
-			}
-			delete(s.Groups, key)
+	kept := groupIndex{}
+	for key, t := range s.Groups() {
+		if !drop(key.Cache) {
+			kept.add(key.pack(), *t)
+		} else if !slices.Contains(removed, key.Cache) {
+			removed = append(removed, key.Cache)
 		}
 	}
+	if len(removed) > 0 {
+		s.groups = kept
+	}
 	return removed
+}
+
+// packed is a GroupKey in three words, which compare faster: the call
+// site, the cache key, and the allocator, stack id and skipped flag.
+type packed [3]uint64
+
+func packMeta(a Allocator, stackID int32, skipped bool) uint64 {
+	meta := uint64(uint32(stackID)) | uint64(a)<<40
+	if skipped {
+		meta |= 1 << 32
+	}
+	return meta
+}
+
+func (k GroupKey) pack() packed {
+	return packed{k.CallSite, k.Cache.Key, packMeta(k.Cache.Allocator, k.StackID, k.StackSkipped)}
+}
+
+func (p packed) unpack() GroupKey {
+	return GroupKey{
+		Cache:    CacheID{Allocator: Allocator(p[2] >> 40), Key: p[1]},
+		CallSite: p[0], StackID: int32(uint32(p[2])), StackSkipped: p[2]>>32&1 != 0,
+	}
+}
+
+// groupIndex holds the groups' tallies by open addressing on a
+// multiplicative hash of their keys, at most half full: a few times faster
+// than a map, which matters at a million objects per scan. A slot whose
+// tally counts no object is empty.
+type groupIndex struct {
+	slots []indexSlot // a power of two of them
+	used  int
+}
+
+type indexSlot struct {
+	key   packed
+	tally Tally
+}
+
+func (x *groupIndex) clear() {
+	clear(x.slots)
+	x.used = 0
+}
+
+// find returns key's slot, or the empty one where it would go.
+func (x *groupIndex) find(key packed) *indexSlot {
+	if len(x.slots) == 0 {
+		return &indexSlot{}
+	}
+	h := key[0]*0x9e3779b97f4a7c15 ^ key[1]*0xbf58476d1ce4e5b9 ^ key[2]*0x94d049bb133111eb
+	mask := len(x.slots) - 1
+	for i := int(h>>40) & mask; ; i = (i + 1) & mask {
+		if e := &x.slots[i]; e.tally.Objects == 0 || e.key == key {
+			return e
+		}
+	}
+}
+
+// add adds a group that is not there yet, growing the index when it is
+// half full.
+func (x *groupIndex) add(key packed, t Tally) *indexSlot {
+	if 2*(x.used+1) > len(x.slots) {
+		old := x.slots
+		x.slots, x.used = make([]indexSlot, max(1024, 2*len(old))), 0
+		for i := range old {
+			if old[i].tally.Objects > 0 {
+				x.add(old[i].key, old[i].tally)
+			}
+		}
+	}
+	e := x.find(key)
+	e.key, e.tally = key, t
+	x.used++
+	return e
 }

@@ -74,8 +74,14 @@ type Object struct {
 // object allocated or freed during the walk may be seen or not; a record
 // rewritten while it is read is not seen. obj is reused between calls.
 func (t *Table) Walk(fn func(obj *Object)) {
+	t.WalkPart(0, 1, fn)
+}
+
+// WalkPart walks part i of n, n parts making the whole table, so that n
+// goroutines can walk it.
+func (t *Table) WalkPart(i, n int, fn func(obj *Object)) {
 	var obj Object
-	for b := range t.buckets {
+	for b := i * len(t.buckets) / n; b < (i+1)*len(t.buckets)/n; b++ {
 		bucket := &t.buckets[b]
 		for i := range slots {
 			key := atomic.LoadUint64(&bucket.Keys[i])

@@ -200,6 +200,24 @@ func TestDeleteIf(t *testing.T) {
 	assert.Empty(t, walk(tab))
 }
 
+// The parts of a walk see every object once.
+func TestWalkParts(t *testing.T) {
+	tab := newTable(t, 1000)
+	for k := uint64(1); k <= 1000; k++ {
+		require.True(t, tab.Insert(k<<6, record(k<<6, 1)))
+	}
+	for _, n := range []int{1, 2, 3, 7} {
+		seen := map[uint64]int{}
+		for i := range n {
+			tab.WalkPart(i, n, func(o *Object) { seen[o.Key]++ })
+		}
+		require.Len(t, seen, 1000, "%d parts", n)
+		for key, times := range seen {
+			require.Equal(t, 1, times, "key %#x in %d parts", key, n)
+		}
+	}
+}
+
 func TestNewRefusesPartialBuckets(t *testing.T) {
 	_, err := New(make([]byte, BucketSize+8))
 	assert.ErrorContains(t, err, "whole number")

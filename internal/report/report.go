@@ -132,7 +132,7 @@ func Top(groups []Group, n int) []Group {
 // when stacks are off, and counts every object per allocator into rep.
 func tallyAged(snap *kmem.Snapshot, opts Options, rep *Report) map[kmem.GroupKey]*tally {
 	tallies := map[kmem.GroupKey]*tally{}
-	for key, g := range snap.Groups {
+	for key, g := range snap.Groups() {
 		rep.Tracked[key.Cache.Allocator] += g.Objects
 		if g.Aged == 0 {
 			continue

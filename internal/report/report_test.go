@@ -69,7 +69,7 @@ func snapshotWith(survived time.Duration, objs ...kmem.Object) *kmem.Snapshot {
 	}
 	snap.Begin(ages)
 	for _, o := range objs {
-		snap.Add(o)
+		snap.Add(&o)
 	}
 	return snap
 }
@@ -451,7 +451,7 @@ func BenchmarkBuild(b *testing.B) {
 				obj.Cache = uint64(kmem.KmallocLarge)
 			}
 		}
-		snap.Add(obj)
+		snap.Add(&obj)
 	}
 
 	b.ReportAllocs()

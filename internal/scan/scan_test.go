@@ -221,7 +221,7 @@ func (k *fakeKernel) Scan(snap *kmem.Snapshot) error {
 		return k.scanErr
 	}
 	for _, obj := range k.live {
-		snap.Add(obj)
+		snap.Add(&obj)
 	}
 	snap.Counters = maps.Clone(k.counters)
 	if snap.CacheNames == nil {

@@ -61,7 +61,7 @@ func closedTimerfdsLeft(t *testing.T, sym *ksym.Symbolizer, ignoreBulkFrees bool
 	// kfree_rcu batches for up to 5 s, then waits a grace period.
 	time.Sleep(10 * time.Second)
 
-	for key, g := range scan(t, tr).Groups {
+	for key, g := range scan(t, tr).Groups() {
 		if s, ok := sym.Resolve(key.CallSite); ok && strings.Contains(s.Name, "timerfd_create") {
 			left += g.Objects
 		}

@@ -78,9 +78,9 @@ func (t *Tracker) DeleteCaches(ids []kmem.CacheID) error {
 	if t.live == nil {
 		return fmt.Errorf("deleting the objects of %d caches: neither slab nor kmalloc is tracked", len(ids))
 	}
+	var obj kmem.Object
 	t.live.DeleteIf(func(o *livetable.Object) bool {
-		obj, ok := decode(o.Key, &o.KmemleakObject)
-		return ok && slices.Contains(ids, kmem.CacheOf(obj))
+		return decode(o.Key, &o.KmemleakObject, &obj) && slices.Contains(ids, kmem.CacheOf(obj))
 	})
 	return nil
 }

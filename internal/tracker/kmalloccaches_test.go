@@ -54,7 +54,7 @@ func TestIntegrationKmallocCachesExistInTheKernel(t *testing.T) {
 			snap := scan(t, tr)
 			named := map[string]int{}
 			missing := map[string]int{}
-			for key, g := range snap.Groups {
+			for key, g := range snap.Groups() {
 				if key.Cache.IsKmallocLarge() {
 					continue
 				}

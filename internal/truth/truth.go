@@ -110,7 +110,7 @@ func (c *Checker) Check(snap *kmem.Snapshot, kernel map[string]int64) Result {
 // when the check first saw old objects of a cache.
 func (c *Checker) count(snap *kmem.Snapshot) map[kmem.CacheID]int64 {
 	out := map[kmem.CacheID]int64{}
-	for key, t := range snap.Groups {
+	for key, t := range snap.Groups() {
 		if t.Old == 0 {
 			continue
 		}

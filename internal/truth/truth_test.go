@@ -864,7 +864,7 @@ func runScenario(t *testing.T, sc scenario) {
 				}
 			}
 			got := map[kmem.CacheID]int64{}
-			for key, g := range snap.Groups {
+			for key, g := range snap.Groups() {
 				got[key.Cache] += g.Objects
 			}
 			assert.Equal(t, want, got, "objects left in the snapshot, by cache")
@@ -919,7 +919,7 @@ func buildSnapshot(t *testing.T, scan int, cutoff uint64, spec scanSpec, rng *ra
 	}
 	rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
 	for _, obj := range all {
-		snap.Add(obj)
+		snap.Add(&obj)
 	}
 	return snap, byCache
 }
@@ -970,7 +970,8 @@ func TestUntracedListsEveryCacheByName(t *testing.T) {
 		snap.Begin(kmem.Ages{Now: cutoff, Cutoff: cutoff})
 		for _, def := range []*cacheDef{maple, epi, cg} {
 			for j := range 100 {
-				snap.Add(def.object(scan, j, 1))
+				obj := def.object(scan, j, 1)
+				snap.Add(&obj)
 			}
 		}
 		c.Check(snap, kernel)
@@ -1023,7 +1024,7 @@ func BenchmarkCheck(b *testing.B) {
 		obj := d.obj
 		obj.Address = 0xffff888200000000 + uint64(i)*64
 		obj.AllocNs = cutoff - 1_000_000 + uint64(i/len(defs)%2)*2_000_000 // half old, half young
-		snap.Add(obj)
+		snap.Add(&obj)
 		kernel[d.name]++
 	}
 	for name, n := range kernel {
