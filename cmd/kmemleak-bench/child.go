@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/metrics"
 	"syscall"
 	"time"
 
@@ -28,8 +30,9 @@ import (
 const childArg = "receiver-child"
 
 // The child's protocol on stdout: "ready" once the probes are attached and
-// the map filled, then "scan <seconds>" for every scan's duration as the
-// receiver measured it. It runs until its stdin closes.
+// the table filled, then "scan <seconds> <bytes>" for every scan: its
+// duration as the receiver measured it, and the live heap after a garbage
+// collection. It runs until its stdin closes.
 const (
 	childReady = "ready"
 	childScan  = "scan"
@@ -96,7 +99,13 @@ func reportScan(_ context.Context, md pmetric.Metrics) error {
 		for _, sm := range rm.ScopeMetrics().All() {
 			for _, m := range sm.Metrics().All() {
 				if m.Name() == "kmem.tracker.scan.duration" {
-					fmt.Println(childScan, m.Gauge().DataPoints().At(0).DoubleValue())
+					// Collected first, so that the live heap is
+					// exact rather than as of whichever scan the
+					// collector last ran in.
+					runtime.GC()
+					heap := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+					metrics.Read(heap)
+					fmt.Println(childScan, m.Gauge().DataPoints().At(0).DoubleValue(), heap[0].Value.Uint64())
 				}
 			}
 		}

@@ -71,16 +71,18 @@ func (c *collector) next(timeout time.Duration) (string, error) {
 }
 
 // nextScan waits for the next scan and returns its duration in seconds.
-func (c *collector) nextScan(timeout time.Duration) (float64, error) {
+// nextScan waits for the receiver's next scan and returns its duration in
+// seconds and the receiver's live heap in MiB.
+func (c *collector) nextScan(timeout time.Duration) (seconds, heapMiB float64, err error) {
 	line, err := c.next(timeout)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	v, ok := strings.CutPrefix(line, childScan+" ")
-	if !ok {
-		return 0, fmt.Errorf("unexpected line from the receiver: %q", line)
+	if _, err := fmt.Sscan(v, &seconds, &heapMiB); !ok || err != nil {
+		return 0, 0, fmt.Errorf("unexpected line from the receiver: %q", line)
 	}
-	return strconv.ParseFloat(v, 64)
+	return seconds, heapMiB / (1 << 20), nil
 }
 
 func (c *collector) Close() error {

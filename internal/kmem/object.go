@@ -192,17 +192,21 @@ func (s *Snapshot) Age(t *Tally) uint64 {
 // and returns those caches, for the tracker to delete their entries.
 func (s *Snapshot) Remove(drop func(CacheID) bool) []CacheID {
 	var removed []CacheID
-	kept := groupIndex{}
-	for key, t := range s.Groups() {
-		if !drop(key.Cache) {
-			kept.add(key.pack(), *t)
-		} else if !slices.Contains(removed, key.Cache) {
+	for key := range s.Groups() {
+		if drop(key.Cache) && !slices.Contains(removed, key.Cache) {
 			removed = append(removed, key.Cache)
 		}
 	}
-	if len(removed) > 0 {
-		s.groups = kept
+	if len(removed) == 0 {
+		return nil
 	}
+	var kept groupIndex
+	for key, t := range s.Groups() {
+		if !slices.Contains(removed, key.Cache) {
+			kept.add(key.pack(), *t)
+		}
+	}
+	s.groups = kept
 	return removed
 }
 
