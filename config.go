@@ -30,7 +30,7 @@ const (
 
 // Config is the receiver's YAML under `receivers: kmemleak:`.
 type Config struct {
-	// CollectionInterval is the time between scans of the live-object map.
+	// CollectionInterval is the time between scans of the live table.
 	CollectionInterval time.Duration `mapstructure:"collection_interval"`
 	// InitialDelay postpones the first scan after Start.
 	InitialDelay time.Duration `mapstructure:"initial_delay"`
@@ -42,7 +42,7 @@ type Config struct {
 	// Attach is how the probes attach: auto, tp_btf, raw_tp, tracepoint or
 	// kprobe (slab and kmalloc only).
 	Attach string `mapstructure:"attach"`
-	// MaxTrackedObjects sizes the kernel's live-object map; allocations
+	// MaxTrackedObjects sizes the kernel's live table; allocations
 	// beyond it are counted as dropped, never block the kernel.
 	MaxTrackedObjects int `mapstructure:"max_tracked_objects"`
 	// SampleRate tracks 1 in SampleRate objects, picked by a hash of the

@@ -134,7 +134,7 @@ func TestIntegrationFullMapIsReportedNotHidden(t *testing.T) {
 	}
 	assert.Positive(t, dropped, "kmem.tracker.dropped")
 	scans := len(sinkM.AllMetrics())
-	warnings := logs.FilterMessageSnippet("live-object map is full").Len()
+	warnings := logs.FilterMessageSnippet("live table is full").Len()
 	assert.Positive(t, warnings)
 	assert.LessOrEqual(t, warnings, scans, "more than one full-map warning a scan")
 	for _, e := range sinkL.AllLogs() {

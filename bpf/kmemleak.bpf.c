@@ -37,8 +37,10 @@ const volatile __u32 min_size = 0;
 const volatile __u32 max_size = 0xffffffff;
 // Track 1 in sample_rate objects, picked by a hash of the address, so the
 // allocation and the free of one object agree without a lookup: an
-// unsampled free costs no map operation at all.
-const volatile __u32 sample_rate = 1;
+// unsampled free costs no map operation at all. The loader sets
+// sample_below to 2^32 / sample_rate: a comparison, where the rate itself
+// would take a division on every event.
+const volatile __u64 sample_below = 1ULL << 32;
 // The receiver's own process: what it allocates (its maps, links and
 // programs, the files it reads, its threads) is the cost of watching, not
 // a leak to report. 0 ignores none. An interrupt taken while the receiver
@@ -161,9 +163,9 @@ static __always_inline void capture_stack(void *ctx, struct object *obj, struct 
 // and their low bits carry no entropy.
 static __always_inline bool sampled(__u64 key)
 {
-	if (sample_rate <= 1)
+	if (sample_below > 0xffffffffULL)
 		return true;
-	return ((key * 0x9e3779b97f4a7c15ULL) >> 32) % sample_rate == 0;
+	return ((key * 0x9e3779b97f4a7c15ULL) >> 32) < sample_below;
 }
 
 // counters_of looks up an allocator's counters through a copy of its
@@ -198,16 +200,30 @@ static __always_inline __u32 bucket_of(__u64 key, __u64 multiplier, __u32 bucket
 	return ((key * multiplier) >> 32) * buckets >> 32;
 }
 
+// ordered_store stores v at p so that no later store is seen before it by
+// another CPU. x86-64 keeps stores in order (TSO), so a plain store does,
+// kept in place by a compiler barrier; arm64 does not, and an exchange, a
+// full barrier there, does.
+#if defined(__TARGET_ARCH_x86)
+#define ordered_store(p, v)                                                                                            \
+	({                                                                                                             \
+		barrier();                                                                                             \
+		*(volatile typeof(*(p)) *)(p) = (v);                                                                   \
+		barrier();                                                                                             \
+	})
+#else
+#define ordered_store(p, v) __sync_lock_test_and_set(p, v)
+#endif
+
 // publish writes obj into a slot its caller claimed (its key TABLE_BUSY),
 // then the key: user space reads the record between two equal even seq
-// values with the key unchanged around them. The exchanges are full
-// barriers on every architecture; plain stores would let another CPU see
-// the record change with seq still even.
+// values with the key unchanged around them, so the stores must reach
+// other CPUs in this order.
 static __always_inline void publish(struct live_bucket *b, __u32 slot, __u64 key, const struct object *obj)
 {
 	struct object *rec = &b->objects[slot];
 	__u32 seq = rec->seq;
-	__sync_lock_test_and_set(&rec->seq, seq + 1);
+	ordered_store(&rec->seq, seq + 1);
 	rec->alloc_ns = obj->alloc_ns;
 	rec->call_site = obj->call_site;
 	rec->cache = obj->cache;
@@ -215,8 +231,8 @@ static __always_inline void publish(struct live_bucket *b, __u32 slot, __u64 key
 	rec->stack_id = obj->stack_id;
 	rec->allocator = obj->allocator;
 	rec->stack_skipped = obj->stack_skipped;
-	__sync_lock_test_and_set(&rec->seq, seq + 2);
-	__sync_lock_test_and_set(&b->keys[slot], key);
+	ordered_store(&rec->seq, seq + 2);
+	ordered_store(&b->keys[slot], key);
 }
 
 // claim takes the slot holding from (an empty slot, or a stale entry of
@@ -380,14 +396,11 @@ static __always_inline bool cache_skipped(__u64 key, const char *name)
 	return false;
 }
 
-static __always_inline void slab_alloc(void *ctx, __u64 call_site, const void *ptr, struct kmem_cache *s)
+static __always_inline void slab_alloc(void *ctx, __u64 call_site, const void *ptr, struct kmem_cache *s,
+				       const char *name, __u32 size)
 {
-	if (!is_object(ptr) || !sampled((__u64)ptr))
-		return;
-	__u64 cache = (__u64)s;
-	if (cache_skipped(cache, BPF_CORE_READ(s, name)))
-		return;
-	track_alloc(ctx, (__u64)ptr, call_site, cache, BPF_CORE_READ(s, size), ALLOCATOR_SLAB);
+	if (!cache_skipped((__u64)s, name))
+		track_alloc(ctx, (__u64)ptr, call_site, (__u64)s, size, ALLOCATOR_SLAB);
 }
 
 // kmalloc_family picks the cache family as kmalloc_type() does: DMA wins
@@ -463,9 +476,17 @@ static __always_inline void percpu_alloc(void *ctx, __u64 call_site, const void 
 // after it, tracks a free only when the primary did not record that
 // address, that is when the primary was skipped.
 // note_cache_free marks the cache of a slab free. Written once, then only
-// read, so the cache line is not bounced between CPUs.
-static __always_inline void note_cache_free(__u64 cache)
+// read, so the cache line is not bounced between CPUs. The CPU's counters,
+// when given, remember the cache it noted last, so a run of frees from one
+// cache looks it up once. (A cache destroyed and created again at the same
+// address is marked at the CPU's next free from another cache.)
+static __always_inline void note_cache_free(__u64 cache, struct counters *c)
 {
+	if (c) {
+		if (c->noted_cache == cache)
+			return;
+		c->noted_cache = cache;
+	}
 	struct cache_info *ci = bpf_map_lookup_elem(&caches, &cache);
 	if (ci && !ci->freed)
 		ci->freed = 1;
@@ -490,32 +511,27 @@ static __always_inline void note_object_cache_free(__u64 key)
 		return;
 	struct object *obj = find_object(key);
 	if (obj && obj->allocator == ALLOCATOR_SLAB)
-		note_cache_free(obj->cache);
+		note_cache_free(obj->cache, counters_of(ALLOCATOR_SLAB));
 }
 
-// free_event tracks a free, and says whether it was one of a tracked
-// object.
-static __always_inline bool free_event(__u64 key, __u32 allocator)
+// free_event tracks a free, and returns the CPU's counters when it was
+// one of a tracked object.
+static __always_inline struct counters *free_event(__u64 key, __u32 allocator)
 {
 	if (!tracked_free(key, allocator))
-		return false;
+		return NULL;
 	struct counters *c = counters_of(allocator);
-	if (!c)
-		return false;
-	track_free(key, allocator, c);
-	return true;
+	if (c)
+		track_free(key, allocator, c);
+	return c;
 }
 
-static __always_inline bool free_primary(__u64 key, __u32 allocator)
+static __always_inline struct counters *free_primary(__u64 key, __u32 allocator)
 {
-	if (!tracked_free(key, allocator))
-		return false;
-	struct counters *c = counters_of(allocator);
-	if (!c)
-		return false;
-	track_free(key, allocator, c);
-	c->last_free = key;
-	return true;
+	struct counters *c = free_event(key, allocator);
+	if (c)
+		c->last_free = key;
+	return c;
 }
 
 static __always_inline void free_backup(__u64 key, __u32 allocator)
@@ -535,18 +551,22 @@ static __always_inline void free_backup(__u64 key, __u32 allocator)
 
 // tp_btf: typed arguments straight from the tracepoint call, the cheapest mode.
 
+// The cache's fields are read straight from the typed pointer: a load,
+// where raw_tp needs a helper call per field.
 SEC("tp_btf/kmem_cache_alloc")
 int BPF_PROG(btf_slab_alloc, unsigned long call_site, const void *ptr, struct kmem_cache *s)
 {
-	slab_alloc(ctx, call_site, ptr, s);
+	if (is_object(ptr) && sampled((__u64)ptr))
+		slab_alloc(ctx, call_site, ptr, s, s->name, s->size);
 	return 0;
 }
 
 SEC("tp_btf/kmem_cache_free")
 int BPF_PROG(btf_slab_free, unsigned long call_site, const void *ptr, struct kmem_cache *s)
 {
-	if (free_primary((__u64)ptr, ALLOCATOR_SLAB))
-		note_cache_free((__u64)s);
+	struct counters *c = free_primary((__u64)ptr, ALLOCATOR_SLAB);
+	if (c)
+		note_cache_free((__u64)s, c);
 	return 0;
 }
 
@@ -640,15 +660,17 @@ int BPF_PROG(btf_percpu_free_bk, void *base_addr, int off, void *ptr)
 SEC("raw_tp/kmem_cache_alloc")
 int BPF_PROG(raw_slab_alloc, unsigned long call_site, const void *ptr, struct kmem_cache *s)
 {
-	slab_alloc(ctx, call_site, ptr, s);
+	if (is_object(ptr) && sampled((__u64)ptr))
+		slab_alloc(ctx, call_site, ptr, s, BPF_CORE_READ(s, name), BPF_CORE_READ(s, size));
 	return 0;
 }
 
 SEC("raw_tp/kmem_cache_free")
 int BPF_PROG(raw_slab_free, unsigned long call_site, const void *ptr, struct kmem_cache *s)
 {
-	if (free_primary((__u64)ptr, ALLOCATOR_SLAB))
-		note_cache_free((__u64)s);
+	struct counters *c = free_primary((__u64)ptr, ALLOCATOR_SLAB);
+	if (c)
+		note_cache_free((__u64)s, c);
 	return 0;
 }
 
@@ -1002,8 +1024,9 @@ int kp_alloc_return(struct pt_regs *ctx)
 SEC("kprobe")
 int BPF_KPROBE(kp_slab_free, struct kmem_cache *s, void *x)
 {
-	if (free_event((__u64)x, ALLOCATOR_SLAB))
-		note_cache_free((__u64)s);
+	struct counters *c = free_event((__u64)x, ALLOCATOR_SLAB);
+	if (c)
+		note_cache_free((__u64)s, c);
 	return 0;
 }
 
@@ -1041,6 +1064,6 @@ int BPF_KPROBE(kp_free_bulk, struct kmem_cache *s, size_t size, void **p)
 	struct bulk_free b = {.objects = p, .allocator = s ? ALLOCATOR_SLAB : ALLOCATOR_KMALLOC};
 	bpf_loop(size < MAX_BULK_FREE ? size : MAX_BULK_FREE, free_one, &b, 0);
 	if (s)
-		note_cache_free((__u64)s);
+		note_cache_free((__u64)s, NULL);
 	return 0;
 }

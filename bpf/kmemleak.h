@@ -130,9 +130,11 @@ struct counters {
 	__u64 stack_errors;
 	__u64 recovered_frees; // frees the backup free program handled for the primary
 	__u64 missed_frees; // allocations at an address still tracked: the free before went unseen
-	// Not a counter: the address the primary free program handled last on
-	// this CPU (see free_backup()), here to save the free path a lookup.
+	// Not counters, here to save the free path a lookup: the address the
+	// primary free program handled last on this CPU (see free_backup()),
+	// and the slab cache it marked freed last (note_cache_free()).
 	__u64 last_free;
+	__u64 noted_cache;
 };
 
 // The kprobe mode's attach cookie says, per hooked function, where its

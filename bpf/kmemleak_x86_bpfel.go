@@ -41,6 +41,7 @@ type KmemleakCounters struct {
 	RecoveredFrees uint64
 	MissedFrees    uint64
 	LastFree       uint64
+	NotedCache     uint64
 }
 
 type KmemleakKmallocFamily uint32
@@ -175,7 +176,7 @@ const (
 	KmemleakVarLivePercpuBuckets = "live_percpu_buckets"
 	KmemleakVarMaxSize           = "max_size"
 	KmemleakVarMinSize           = "min_size"
-	KmemleakVarSampleRate        = "sample_rate"
+	KmemleakVarSampleBelow       = "sample_below"
 	KmemleakVarStackSampleRate   = "stack_sample_rate"
 	KmemleakVarStackTraces       = "stack_traces"
 	KmemleakVarUnusedSharedEnums = "unused_shared_enums"
@@ -289,7 +290,7 @@ type KmemleakVariableSpecs struct {
 	LivePercpuBuckets *ebpf.VariableSpec `ebpf:"live_percpu_buckets"`
 	MaxSize           *ebpf.VariableSpec `ebpf:"max_size"`
 	MinSize           *ebpf.VariableSpec `ebpf:"min_size"`
-	SampleRate        *ebpf.VariableSpec `ebpf:"sample_rate"`
+	SampleBelow       *ebpf.VariableSpec `ebpf:"sample_below"`
 	StackSampleRate   *ebpf.VariableSpec `ebpf:"stack_sample_rate"`
 	StackTraces       *ebpf.VariableSpec `ebpf:"stack_traces"`
 	UnusedSharedEnums *ebpf.VariableSpec `ebpf:"unused_shared_enums"`
@@ -351,7 +352,7 @@ type KmemleakVariables struct {
 	LivePercpuBuckets *ebpf.Variable `ebpf:"live_percpu_buckets"`
 	MaxSize           *ebpf.Variable `ebpf:"max_size"`
 	MinSize           *ebpf.Variable `ebpf:"min_size"`
-	SampleRate        *ebpf.Variable `ebpf:"sample_rate"`
+	SampleBelow       *ebpf.Variable `ebpf:"sample_below"`
 	StackSampleRate   *ebpf.Variable `ebpf:"stack_sample_rate"`
 	StackTraces       *ebpf.Variable `ebpf:"stack_traces"`
 	UnusedSharedEnums *ebpf.Variable `ebpf:"unused_shared_enums"`

@@ -42,7 +42,7 @@ func runChild(args []string) error {
 	fs := flag.NewFlagSet(childArg, flag.ContinueOnError)
 	maxObjects := fs.Int("max-tracked-objects", 1_000_000, "max_tracked_objects")
 	interval := fs.Duration("interval", 10*time.Second, "collection_interval")
-	fill := fs.Int("fill", 0, "synthetic objects to insert into the live map before the first scan")
+	fill := fs.Int("fill", 0, "synthetic objects to insert into the live table before the first scan")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -2,7 +2,7 @@
 
 // Command kmemleak-bench measures what the kmemleak receiver costs, against
 // the alternatives, as root: the probes' overhead on an allocation-heavy
-// syscall loop, the scan of the live-object map, the collector's memory
+// syscall loop, the scan of the live table, the collector's memory
 // with a million tracked objects and its CPU time. It prints one table per
 // section, medians of several runs; see BENCHMARKS.md.
 //

@@ -17,7 +17,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
-// scanMethod reads the whole live map once and returns how many entries
+// scanMethod reads the whole live table (or hash map) once and returns how many entries
 // it read.
 type scanMethod struct {
 	name string
@@ -49,7 +49,7 @@ func scanMethods(tr *tracker.Tracker, hash *ebpf.Map, walker *walker) []scanMeth
 }
 
 func runScan(c config) error {
-	fmt.Printf("scan: the live map holding N synthetic objects plus what the kernel adds; medians of %d runs, methods in turn\n", c.runs)
+	fmt.Printf("scan: the live table holding N synthetic objects plus what the kernel adds; medians of %d runs, methods in turn\n", c.runs)
 	var rows [][]string
 	var ts []target
 	for _, n := range []int{100_000, 1_000_000} {
@@ -81,7 +81,7 @@ func runScan(c config) error {
 	return nil
 }
 
-// measureScans fills a tracker's live map with n objects and times every
+// measureScans fills a tracker's live table with n objects and times every
 // method runs times, in turn: took[method][run] in milliseconds.
 func measureScans(n, runs int) (took [][]float64, entries []int, names []string, err error) {
 	maxObjects := uint32(n) + 1<<18
@@ -136,14 +136,14 @@ func measureScans(n, runs int) (took [][]float64, entries []int, names []string,
 	return took, entries, names, nil
 }
 
-// walker is the do-nothing iterator on a live map.
+// walker is the do-nothing iterator on a hash map.
 type walker struct {
 	coll   *ebpf.Collection
 	iter   *link.Iter
 	walked *ebpf.Variable
 }
 
-// attachWalker loads the do-nothing iterator onto the live map.
+// attachWalker loads the do-nothing iterator onto a hash map.
 func attachWalker(live *ebpf.Map) (*walker, error) {
 	spec, specs, err := loadBenchSpecs()
 	if err != nil {

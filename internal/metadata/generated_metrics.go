@@ -863,7 +863,7 @@ type metricKmemTrackerDropped struct {
 // init fills kmem.tracker.dropped metric with initial data.
 func (m *metricKmemTrackerDropped) init() {
 	m.data.SetName("kmem.tracker.dropped")
-	m.data.SetDescription("Allocations not tracked because the live-object map was full (raise max_tracked_objects).")
+	m.data.SetDescription("Allocations not tracked because the live table was full (raise max_tracked_objects).")
 	m.data.SetUnit("{allocation}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)

@@ -602,7 +602,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.tracker.dropped"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Allocations not tracked because the live-object map was full (raise max_tracked_objects).", mi.Description())
+						assert.Equal(t, "Allocations not tracked because the live table was full (raise max_tracked_objects).", mi.Description())
 						assert.Equal(t, "{allocation}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -619,7 +619,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.tracker.dropped"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Allocations not tracked because the live-object map was full (raise max_tracked_objects).", mi.Description())
+						assert.Equal(t, "Allocations not tracked because the live table was full (raise max_tracked_objects).", mi.Description())
 						assert.Equal(t, "{allocation}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())

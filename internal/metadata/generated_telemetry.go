@@ -69,7 +69,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.KmemleakObjectsDropped, err = builder.meter.Int64Counter(
 		"otelcol_kmemleak_objects_dropped",
-		metric.WithDescription("Allocations the probes could not track because the live-object map was full. [Development]"),
+		metric.WithDescription("Allocations the probes could not track because the live table was full. [Development]"),
 		metric.WithUnit("{object}"),
 	)
 	errs = errors.Join(errs, err)
@@ -81,7 +81,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.KmemleakScanDuration, err = builder.meter.Float64Histogram(
 		"otelcol_kmemleak_scan_duration",
-		metric.WithDescription("Time a scan takes, from reading the live-object map to building the report. [Development]"),
+		metric.WithDescription("Time a scan takes, from reading the live table to building the report. [Development]"),
 		metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries([]float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}...),
 	)

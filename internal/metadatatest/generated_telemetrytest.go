@@ -40,7 +40,7 @@ func AssertEqualKmemleakEventsEmitted(t *testing.T, tt *componenttest.Telemetry,
 func AssertEqualKmemleakObjectsDropped(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_kmemleak_objects_dropped",
-		Description: "Allocations the probes could not track because the live-object map was full. [Development]",
+		Description: "Allocations the probes could not track because the live table was full. [Development]",
 		Unit:        "{object}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -72,7 +72,7 @@ func AssertEqualKmemleakObjectsScanned(t *testing.T, tt *componenttest.Telemetry
 func AssertEqualKmemleakScanDuration(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.HistogramDataPoint[float64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_kmemleak_scan_duration",
-		Description: "Time a scan takes, from reading the live-object map to building the report. [Development]",
+		Description: "Time a scan takes, from reading the live table to building the report. [Development]",
 		Unit:        "s",
 		Data: metricdata.Histogram[float64]{
 			Temporality: metricdata.CumulativeTemporality,

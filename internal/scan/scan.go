@@ -60,7 +60,7 @@ type Options struct {
 	EventStates    []verdict.State
 	StacksOn       bool // groups are per stack
 	AdaptiveStacks bool // feed suspect call sites back to the probes
-	// MaxTrackedObjects is the live map's size, for the full-map warning.
+	// MaxTrackedObjects is the live table's room, for the full-table warning.
 	MaxTrackedObjects int
 	Logger            *zap.Logger
 	// Clock is the wall clock of the verdicts; nil is time.Now.
@@ -210,7 +210,7 @@ func (p *Pipeline) newlyDropped() uint64 {
 	newly := dropped - min(p.dropped, dropped)
 	p.dropped = dropped
 	if newly > 0 {
-		p.opts.Logger.Warn("The live-object map is full: allocations went untracked, counts are lower bounds; raise max_tracked_objects",
+		p.opts.Logger.Warn("The live table is full: allocations went untracked, counts are lower bounds; raise max_tracked_objects",
 			zap.Uint64("dropped_since_last_scan", newly), zap.Int("max_tracked_objects", p.opts.MaxTrackedObjects))
 	}
 	return newly

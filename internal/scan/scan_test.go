@@ -945,9 +945,9 @@ func TestRecreatedCacheIsJudgedAfresh(t *testing.T) {
 	assert.Len(t, h.logged(zapcore.InfoLevel, "created where a destroyed one was"), 2)
 }
 
-// --- 5. A full live-object map ---
+// --- 5. A full live table ---
 
-const fullMsg = "live-object map is full"
+const fullMsg = "live table is full"
 
 func TestFullMap(t *testing.T) {
 	k := newFakeKernel()

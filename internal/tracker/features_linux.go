@@ -129,6 +129,21 @@ func checkPageSize(size int) error {
 	return nil
 }
 
+// checkKernelRelease refuses kernels older than 5.12: the live table is
+// claimed and published with BPF atomic operations on map values
+// (compare-and-swap, exchange), which the verifier accepts from 5.12 on.
+// release is uname's, e.g. "6.1.0-56-amd64".
+func checkKernelRelease(release string) error {
+	var major, minor int
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		return fmt.Errorf("cannot read the kernel version from %q: %w", release, err)
+	}
+	if major < 5 || major == 5 && minor < 12 {
+		return fmt.Errorf("Linux %s is older than 5.12: the probes' live table needs BPF atomic operations on map values (compare-and-swap), which arrived in 5.12", release)
+	}
+	return nil
+}
+
 // slabCachesDir is where SLUB lists its caches, readable by anyone.
 const slabCachesDir = "/sys/kernel/slab"
 

@@ -18,6 +18,16 @@ func TestCheckPageSize(t *testing.T) {
 	assert.Error(t, checkPageSize(65536))
 }
 
+func TestCheckKernelRelease(t *testing.T) {
+	for _, ok := range []string{"5.12.0", "6.1.0-56-amd64", "6.12.107+deb12-arm64", "6.18.44-fc-v1045", "7.0"} {
+		assert.NoError(t, checkKernelRelease(ok), ok)
+	}
+	assert.EqualError(t, checkKernelRelease("5.10.0-30-amd64"),
+		"Linux 5.10.0-30-amd64 is older than 5.12: the probes' live table needs BPF atomic operations on map values (compare-and-swap), which arrived in 5.12")
+	assert.Error(t, checkKernelRelease("4.19.0"))
+	assert.ErrorContains(t, checkKernelRelease("weird"), "cannot read the kernel version")
+}
+
 func TestKmallocMinSize(t *testing.T) {
 	sysfs := func(t *testing.T, caches ...string) string {
 		dir := t.TempDir()

@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
@@ -101,6 +102,13 @@ func checkEnvironment() error {
 	if err := checkPageSize(os.Getpagesize()); err != nil {
 		return err
 	}
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return fmt.Errorf("reading the kernel version: %w", err)
+	}
+	if err := checkKernelRelease(unix.ByteSliceToString(uts.Release[:])); err != nil {
+		return err
+	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return fmt.Errorf("kernel BTF is missing (%w): the probes are CO-RE and need a kernel built with CONFIG_DEBUG_INFO_BTF=y", err)
 	}
@@ -120,7 +128,7 @@ func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options) (map[kmem.Alloc
 		v.StackSampleRate.Set(opts.Stacks.SampleRate),
 		v.MinSize.Set(opts.MinSize),
 		v.MaxSize.Set(opts.MaxSize),
-		v.SampleRate.Set(max(opts.SampleRate, 1)),
+		v.SampleBelow.Set(uint64(1<<32)/uint64(max(opts.SampleRate, 1))),
 		v.IgnoreTgid.Set(opts.IgnoreTgid),
 		v.KmallocMinSize.Set(kmallocMinSize(slabCachesDir, slabinfo.Path)),
 	); err != nil {

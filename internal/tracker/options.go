@@ -1,5 +1,5 @@
 // Package tracker loads the eBPF allocation trackers into the kernel, picks
-// how to attach them, reads the live-object maps on each scan and writes
+// how to attach them, reads the live tables on each scan and writes
 // what user space decides back into the probes' maps.
 package tracker
 
