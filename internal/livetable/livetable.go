@@ -1,9 +1,5 @@
-// Package livetable is the probes' live-object table as user space sees it:
-// struct live_bucket of bpf/kmemleak.h, read in place where the kernel
-// writes it (a BPF array mapped into the process), with the same hashing
-// and the same claim-write-publish protocol as the probes. Reading copies
-// each record between two equal even seq values, so a record the probes
-// rewrite meanwhile is skipped rather than torn.
+//go:build linux && (amd64 || arm64)
+
 package livetable
 
 import (
