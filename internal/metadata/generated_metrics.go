@@ -200,7 +200,7 @@ type metricKmemAllocations struct {
 // init fills kmem.allocations metric with initial data.
 func (m *metricKmemAllocations) init() {
 	m.data.SetName("kmem.allocations")
-	m.data.SetDescription("Allocations seen by the probes since they attached.")
+	m.data.SetDescription("Allocations seen by the probes since they attached (with sample_rate N, N times the sampled objects' allocations).")
 	m.data.SetUnit("{allocation}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -291,7 +291,7 @@ type metricKmemFrees struct {
 // init fills kmem.frees metric with initial data.
 func (m *metricKmemFrees) init() {
 	m.data.SetName("kmem.frees")
-	m.data.SetDescription("Frees seen by the probes since they attached.")
+	m.data.SetDescription("Frees seen by the probes since they attached (with sample_rate N, N times the sampled objects' frees).")
 	m.data.SetUnit("{free}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)

@@ -254,7 +254,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.allocations"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Allocations seen by the probes since they attached.", mi.Description())
+						assert.Equal(t, "Allocations seen by the probes since they attached (with sample_rate N, N times the sampled objects' allocations).", mi.Description())
 						assert.Equal(t, "{allocation}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -271,7 +271,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.allocations"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Allocations seen by the probes since they attached.", mi.Description())
+						assert.Equal(t, "Allocations seen by the probes since they attached (with sample_rate N, N times the sampled objects' allocations).", mi.Description())
 						assert.Equal(t, "{allocation}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -298,7 +298,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.frees"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Frees seen by the probes since they attached.", mi.Description())
+						assert.Equal(t, "Frees seen by the probes since they attached (with sample_rate N, N times the sampled objects' frees).", mi.Description())
 						assert.Equal(t, "{free}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -315,7 +315,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.frees"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "Frees seen by the probes since they attached.", mi.Description())
+						assert.Equal(t, "Frees seen by the probes since they attached (with sample_rate N, N times the sampled objects' frees).", mi.Description())
 						assert.Equal(t, "{free}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())

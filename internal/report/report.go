@@ -88,13 +88,13 @@ type tally struct {
 
 // Build groups the snapshot's aged objects, largest first.
 func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
-	rep := Report{Tracked: map[kmem.Allocator]int64{}, Counters: snap.Counters, Stacks: snap.Stacks}
+	scale := int64(max(opts.SampleRate, 1))
+	rep := Report{Tracked: map[kmem.Allocator]int64{}, Counters: scaleEvents(snap.Counters, scale), Stacks: snap.Stacks}
 	for a := range snap.Counters {
 		rep.Tracked[a] = 0
 	}
 	tallies := tallyAged(snap, opts, &rep)
 	merged := merge(snap, tallies, stackNames{source: opts.Stacks, sym: sym, byID: map[kmem.GroupKey][2]string{}})
-	scale := int64(max(opts.SampleRate, 1))
 	rep.Suspects *= scale
 	groups := make([]Group, 0, len(merged))
 	for _, g := range merged {
@@ -112,6 +112,22 @@ func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
 	slices.SortFunc(groups, compareGroups)
 	rep.Groups = groups
 	return rep
+}
+
+// scaleEvents scales the allocations and frees the probes counted up by
+// the sampling rate: they count the sampled objects' only, since an
+// unsampled event touches no map.
+func scaleEvents(counters map[kmem.Allocator]kmem.Counters, scale int64) map[kmem.Allocator]kmem.Counters {
+	if scale == 1 {
+		return counters
+	}
+	out := make(map[kmem.Allocator]kmem.Counters, len(counters))
+	for a, c := range counters {
+		c.Allocs *= uint64(scale)
+		c.Frees *= uint64(scale)
+		out[a] = c
+	}
+	return out
 }
 
 // Top keeps the n largest groups of each verdict state, in their order: a

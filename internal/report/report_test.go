@@ -370,6 +370,9 @@ func TestBuildScalesSampledCounts(t *testing.T) {
 	assert.Equal(t, int64(3*16), rep.Suspects)
 	assert.Equal(t, int64(3), rep.Tracked[kmem.Slab], "the map's own count stays unscaled")
 	assert.Zero(t, rep.Withheld)
+	// The probes count the sampled objects' events only.
+	assert.Equal(t, kmem.Counters{Allocs: 16 * 100, Frees: 16 * 90}, rep.Counters[kmem.Slab])
+	assert.Equal(t, kmem.Counters{Allocs: 100, Frees: 90}, snap.Counters[kmem.Slab], "the snapshot's own are left alone")
 }
 
 // Pages are named by order, percpu objects all "percpu".
