@@ -81,15 +81,21 @@ func TestInsertReplacesAStaleEntry(t *testing.T) {
 
 // Addresses whose first bucket is full go to their second, are found and
 // deleted there, and the first bucket's overflow count goes back to zero.
-func TestOverflowToTheSecondBucket(t *testing.T) {
-	tab := newTable(t, 2000)
-	n := tab.Len()
+// firstBucketZero returns three buckets' worth of keys whose first bucket
+// is bucket 0 and whose second is another.
+func firstBucketZero(tab *Table) []uint64 {
 	var keys []uint64
 	for k := uint64(64); len(keys) < 3*slots; k += 64 {
-		if i1, i2 := indexes(k, n); i1 == 0 && i2 != 0 {
+		if i1, i2 := indexes(k, tab.Len()); i1 == 0 && i2 != 0 {
 			keys = append(keys, k)
 		}
 	}
+	return keys
+}
+
+func TestOverflowToTheSecondBucket(t *testing.T) {
+	tab := newTable(t, 2000)
+	keys := firstBucketZero(tab)
 	for _, k := range keys {
 		require.True(t, tab.Insert(k, record(k, 1)))
 	}
@@ -180,13 +186,7 @@ func TestWalkSeesNoTornRecord(t *testing.T) {
 // overflow counts right.
 func TestDeleteIf(t *testing.T) {
 	tab := newTable(t, 2000)
-	n := tab.Len()
-	var keys []uint64
-	for k := uint64(64); len(keys) < 3*slots; k += 64 {
-		if i1, i2 := indexes(k, n); i1 == 0 && i2 != 0 {
-			keys = append(keys, k)
-		}
-	}
+	keys := firstBucketZero(tab)
 	for i, k := range keys {
 		require.True(t, tab.Insert(k, record(k, uint32(i%2))))
 	}
