@@ -68,12 +68,7 @@ func (f *cacheFilter) apply(snap *kmem.Snapshot, probes Probes, log *zap.Logger)
 	if f.filteredOut == 0 {
 		return
 	}
-	var stale []kmem.CacheID
-	for _, id := range snap.Remove(func(id kmem.CacheID) bool { return f.seen[id] }) {
-		if !fresh[id] {
-			stale = append(stale, id)
-		}
-	}
+	removed := snap.Remove(func(id kmem.CacheID) bool { return f.seen[id] })
 	for id, skip := range fresh {
 		if skip {
 			if err := probes.Untrack(id); err != nil {
@@ -81,8 +76,8 @@ func (f *cacheFilter) apply(snap *kmem.Snapshot, probes Probes, log *zap.Logger)
 			}
 		}
 	}
-	if len(stale) > 0 {
-		if err := probes.DeleteCaches(stale); err != nil {
+	if len(removed) > 0 {
+		if err := probes.DeleteCaches(removed); err != nil {
 			log.Error("Deleting objects of filtered caches failed", zap.Error(err))
 		}
 	}

@@ -34,9 +34,10 @@ type Host interface {
 type Probes interface {
 	// Scan adds every live object to a snapshot begun by the caller.
 	Scan(*kmem.Snapshot) error
-	// Untrack stops tracking a cache and deletes its entries.
+	// Untrack stops tracking a cache; its entries stay until DeleteCaches.
 	Untrack(kmem.CacheID) error
-	// DeleteCaches deletes the entries of slab and kmalloc caches.
+	// DeleteCaches deletes the entries of slab and kmalloc caches, in one
+	// pass over the live table, however many caches.
 	DeleteCaches([]kmem.CacheID) error
 	// SetStackSites makes sites the call sites whose allocations get a
 	// stack in adaptive mode, the most important first.
@@ -220,7 +221,9 @@ func (p *Pipeline) newlyDropped() uint64 {
 // the phantoms it found.
 func (p *Pipeline) untrace(res truth.Result) {
 	log := p.opts.Logger
+	doomed := res.Stale
 	for _, v := range res.Verdicts {
+		doomed = append(doomed, v.ID)
 		log.Warn("Slab cache frees bypass the tracepoints; no longer tracking it",
 			zap.String("cache", v.Name), zap.Stringer("allocator", v.ID.Allocator), zap.String("reason", v.Reason),
 			zap.Int64("tracked_objects_older_than_scan", v.Old), zap.Int64("most_it_can_hold", v.Bound),
@@ -229,8 +232,8 @@ func (p *Pipeline) untrace(res truth.Result) {
 			log.Error("Untracking a cache failed", zap.String("cache", v.Name), zap.Error(err))
 		}
 	}
-	if len(res.Stale) > 0 {
-		if err := p.probes.DeleteCaches(res.Stale); err != nil {
+	if len(doomed) > 0 {
+		if err := p.probes.DeleteCaches(doomed); err != nil {
 			log.Error("Deleting entries of untraced caches failed", zap.Error(err))
 		}
 	}

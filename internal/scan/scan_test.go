@@ -250,7 +250,6 @@ func (k *fakeKernel) Scan(snap *kmem.Snapshot) error {
 func (k *fakeKernel) Untrack(id kmem.CacheID) error {
 	k.untracks = append(k.untracks, id)
 	k.untracked[id] = true
-	k.free(k.liveOf(id))
 	return nil
 }
 
@@ -404,8 +403,8 @@ func TestFilterSkipsKmallocCachesAtAttach(t *testing.T) {
 }
 
 // kmalloc objects of a filtered cache that the probes tracked between
-// attaching and being told are deleted with the skip; those that raced it,
-// by the first scan. None is ever reported.
+// attaching and being told, or that raced the skip, are deleted by the
+// first scan, in one call. None is ever reported.
 func TestFilterDeletesKmallocObjectsFromBeforeAttach(t *testing.T) {
 	k := newFakeKernel()
 	h := newPipeline(t, k, Options{Tracks: excludeFilpAndCg})
@@ -413,11 +412,11 @@ func TestFilterDeletesKmallocObjectsFromBeforeAttach(t *testing.T) {
 	k.alloc(3, kmallocObj(kmem.KmallocAccounted, 64, kmallocSite))
 	kept := k.alloc(2, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
 	require.NoError(t, h.p.Attach(k, fakeSymbolizer{}))
-	assert.Empty(t, k.liveOf(accounted), "deleted with the skip")
+	assert.Empty(t, k.deletes, "the skips delete nothing: each deletion is a pass over the table")
 	k.sneak(2, kmallocObj(kmem.KmallocAccounted, 64, kmallocSite))
 
 	res := h.scan()
-	assert.Equal(t, []kmem.CacheID{accounted}, k.deleted())
+	assert.Equal(t, [][]kmem.CacheID{{accounted}}, k.deletes)
 	assert.Empty(t, k.liveOf(accounted))
 	assert.ElementsMatch(t, kept, k.liveOf(kmem.KmallocID(kmem.KmallocNormal, 64)))
 	assert.Equal(t, []string{"kmalloc-64"}, caches(res.Report.Groups))
@@ -455,7 +454,7 @@ func TestFilterLeavesOutSlabCaches(t *testing.T) {
 	assert.Empty(t, k.liveOf(slabID(filpKey)), "filp's live entries are deleted with it")
 	assert.Equal(t, []string{"dentry", "kmalloc-64"}, caches(res.Report.Groups))
 	assert.Equal(t, int64(6), res.Scanned, "filtered objects were read too")
-	assert.Empty(t, k.deleted())
+	assert.Equal(t, [][]kmem.CacheID{{slabID(filpKey)}}, k.deletes)
 
 	// A second cache named filp appears (a module reloaded), and an
 	// allocation of the first raced its skip: the new cache is untracked,
@@ -469,7 +468,9 @@ func TestFilterLeavesOutSlabCaches(t *testing.T) {
 	require.Len(t, k.untracks, attachCalls+2)
 	assert.Equal(t, slabID(filp2Key), k.untracks[attachCalls+1])
 	assert.Empty(t, k.liveOf(slabID(filp2Key)))
-	assert.Equal(t, []kmem.CacheID{slabID(filpKey)}, k.deleted(), "the straggler's cache")
+	require.Len(t, k.deletes, 2)
+	assert.ElementsMatch(t, []kmem.CacheID{slabID(filpKey), slabID(filp2Key)}, k.deletes[1],
+		"the new cache's entries and the straggler's, in one call")
 	assert.Empty(t, k.liveOf(slabID(filpKey)))
 	assert.Equal(t, []string{"dentry", "kmalloc-64"}, caches(res.Report.Groups))
 
@@ -560,7 +561,7 @@ func TestTruthUntracksCacheOverKernelCount(t *testing.T) {
 	// a suspect, and no second warning.
 	k.sneak(1, slabObj(dentryKey, 192, dentrySite))
 	res = h.scan()
-	assert.Equal(t, []kmem.CacheID{slabID(dentryKey)}, k.deleted())
+	assert.Equal(t, [][]kmem.CacheID{{slabID(dentryKey)}, {slabID(dentryKey)}}, k.deletes, "with the verdict, then the straggler")
 	assert.Empty(t, k.liveOf(slabID(dentryKey)))
 	assert.Equal(t, []string{"filp"}, caches(res.Report.Groups))
 	assert.Equal(t, map[kmem.CacheID]string{slabID(dentryKey): "dentry"}, res.Report.Untraced)

@@ -22,7 +22,8 @@ type controlState struct {
 }
 
 // Untrack stops tracking a cache (its frees go unseen, or the
-// configuration filters it out) and deletes its entries.
+// configuration filters it out). Its entries stay: DeleteCaches deletes
+// those of any number of caches in one pass over the table.
 func (t *Tracker) Untrack(id kmem.CacheID) error {
 	switch id.Allocator {
 	case kmem.Slab:
@@ -41,7 +42,7 @@ func (t *Tracker) Untrack(id kmem.CacheID) error {
 	default:
 		return fmt.Errorf("cannot skip a cache of %s", id.Allocator)
 	}
-	return t.DeleteCaches([]kmem.CacheID{id})
+	return nil
 }
 
 // skipKmalloc sets the kmalloc cache's flag in the probes' skip table.
