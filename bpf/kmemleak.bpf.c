@@ -14,6 +14,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "kmemleak.h"
+#include "livetable.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -47,6 +48,9 @@ const volatile __u64 sample_below = 1ULL << 32;
 // runs is charged to it too: a share of interrupt-context allocations as
 // small as the CPU time the receiver uses goes untracked.
 const volatile __u32 ignore_tgid = 0;
+// Allocation times in jiffies (see struct object), where user space could
+// map them onto CLOCK_MONOTONIC.
+const volatile bool time_in_jiffies = false;
 
 // One key space per kind of address, each a live table (see struct live_bucket)
 // sized by the loader: live holds slab and kmalloc objects by address
@@ -178,12 +182,6 @@ static __always_inline struct counters *counters_of(__u32 allocator)
 	return bpf_map_lookup_elem(&stats, &key);
 }
 
-// A live table and its size.
-struct table {
-	void *map;
-	__u32 buckets;
-};
-
 static __always_inline struct table table_of(__u32 allocator)
 {
 	if (allocator == ALLOCATOR_PAGE)
@@ -193,153 +191,31 @@ static __always_inline struct table table_of(__u32 allocator)
 	return (struct table){&live, live_buckets};
 }
 
-// bucket_of maps a hash's high half onto [0, buckets) with a multiply
-// instead of a division.
-static __always_inline __u32 bucket_of(__u64 key, __u64 multiplier, __u32 buckets)
-{
-	return ((key * multiplier) >> 32) * buckets >> 32;
-}
-
-// ordered_store stores v at p so that no later store is seen before it by
-// another CPU. x86-64 keeps stores in order (TSO), so a plain store does,
-// kept in place by a compiler barrier; arm64 does not, and an exchange, a
-// full barrier there, does.
-#if defined(__TARGET_ARCH_x86)
-#define ordered_store(p, v)                                                                                            \
-	({                                                                                                             \
-		barrier();                                                                                             \
-		*(volatile typeof(*(p)) *)(p) = (v);                                                                   \
-		barrier();                                                                                             \
-	})
-#else
-#define ordered_store(p, v) __sync_lock_test_and_set(p, v)
-#endif
-
-// publish writes obj into a slot its caller claimed (its key TABLE_BUSY),
-// then the key: user space reads the record between two equal even seq
-// values with the key unchanged around them, so the stores must reach
-// other CPUs in this order.
-static __always_inline void publish(struct live_bucket *b, __u32 slot, __u64 key, const struct object *obj)
-{
-	struct object *rec = &b->objects[slot];
-	__u32 seq = rec->seq;
-	ordered_store(&rec->seq, seq + 1);
-	rec->alloc_ns = obj->alloc_ns;
-	rec->call_site = obj->call_site;
-	rec->cache = obj->cache;
-	rec->bytes = obj->bytes;
-	rec->stack_id = obj->stack_id;
-	rec->allocator = obj->allocator;
-	rec->stack_skipped = obj->stack_skipped;
-	ordered_store(&rec->seq, seq + 2);
-	ordered_store(&b->keys[slot], key);
-}
-
-// claim takes the slot holding from (an empty slot, or a stale entry of
-// the address) and writes obj into it. The compare-and-swap settles races
-// with other CPUs: it fails when another took the slot first.
-static __always_inline bool claim(struct live_bucket *b, __u64 from, __u64 key, const struct object *obj)
-{
-	for (__u32 i = 0; i < TABLE_SLOTS; i++) {
-		if (b->keys[i] == from && __sync_val_compare_and_swap(&b->keys[i], from, TABLE_BUSY) == from) {
-			publish(b, i, key, obj);
-			return true;
-		}
-	}
-	return false;
-}
-
-// used_slots counts without a branch per slot: the verifier would follow
-// every combination of full and empty slots.
-static __always_inline __u64 used_slots(const struct live_bucket *b)
-{
-	__u64 used = 0;
-	for (__u32 i = 0; i < TABLE_SLOTS; i++) {
-		__u64 key = b->keys[i], sign = key | -key;
-		// Or the compiler turns it back into a comparison and a branch.
-		barrier_var(sign);
-		used += sign >> 63; // 1 unless key is TABLE_EMPTY (0)
-	}
-	return used;
-}
-
 static __always_inline void insert_object(__u32 allocator, __u64 key, struct object *obj, struct counters *c)
 {
-	obj->alloc_ns = bpf_ktime_get_ns();
-	struct table t = table_of(allocator);
-	__u32 i1 = bucket_of(key, TABLE_HASH1, t.buckets), i2 = bucket_of(key, TABLE_HASH2, t.buckets);
-	struct live_bucket *first = bpf_map_lookup_elem(t.map, &i1);
-	struct live_bucket *second = i2 == i1 ? NULL : bpf_map_lookup_elem(t.map, &i2);
-	if (!first) {
-		c->dropped++;
-		return;
-	}
-	// The address came back after a free we missed: the new object
-	// replaces the stale entry instead of keeping it as a phantom leak,
-	// and the miss is counted, as no other counter sees it. The second
-	// bucket can hold it only while the first's overflow is not zero.
-	bool overflowed = second && first->overflow;
-	if (claim(first, key, key, obj) || (overflowed && claim(second, key, key, obj))) {
+	obj->alloc_time = time_in_jiffies ? bpf_jiffies64() : bpf_ktime_get_ns();
+	switch (table_insert(table_of(allocator), key, obj)) {
+	case INSERT_NEW:
+		break;
+	case INSERT_REPLACED:
+		// No other counter sees the free that was missed.
 		c->missed_frees++;
-		return;
+		break;
+	case INSERT_FULL:
+		c->dropped++;
+		break;
 	}
-	__u64 used = used_slots(first);
-	if ((used < TABLE_PREFER_FIRST || !second || used <= used_slots(second)) && claim(first, TABLE_EMPTY, key, obj))
-		return;
-	if (second) {
-		// Counted before the key is published: a free of it reads the
-		// second bucket only when the count says to.
-		__sync_fetch_and_add(&first->overflow, 1);
-		if (claim(second, TABLE_EMPTY, key, obj))
-			return;
-		__sync_fetch_and_sub(&first->overflow, 1);
-	}
-	c->dropped++;
-}
-
-// release clears the key of the address in the bucket, if there.
-static __always_inline bool release(struct live_bucket *b, __u64 key)
-{
-	for (__u32 i = 0; i < TABLE_SLOTS; i++) {
-		if (b->keys[i] == key && __sync_val_compare_and_swap(&b->keys[i], key, TABLE_EMPTY) == key)
-			return true;
-	}
-	return false;
 }
 
 static __always_inline bool delete_object(__u32 allocator, __u64 key)
 {
-	struct table t = table_of(allocator);
-	__u32 i1 = bucket_of(key, TABLE_HASH1, t.buckets), i2 = bucket_of(key, TABLE_HASH2, t.buckets);
-	struct live_bucket *first = bpf_map_lookup_elem(t.map, &i1);
-	if (!first)
-		return false;
-	if (release(first, key))
-		return true;
-	if (i2 == i1 || !first->overflow)
-		return false;
-	struct live_bucket *second = bpf_map_lookup_elem(t.map, &i2);
-	if (!second || !release(second, key))
-		return false;
-	__sync_fetch_and_sub(&first->overflow, 1);
-	return true;
+	return table_delete(table_of(allocator), key);
 }
 
-// find_object returns the record of a live slab or kmalloc object, or NULL;
-// unsynchronized, for reads that tolerate a record being rewritten.
+// find_object returns the record of a live slab or kmalloc object, or NULL.
 static __always_inline struct object *find_object(__u64 key)
 {
-	struct table t = table_of(ALLOCATOR_SLAB);
-	__u32 i1 = bucket_of(key, TABLE_HASH1, t.buckets), i2 = bucket_of(key, TABLE_HASH2, t.buckets);
-	struct live_bucket *b = bpf_map_lookup_elem(t.map, &i1);
-	for (int n = 0; n < 2 && b; n++) {
-		for (__u32 i = 0; i < TABLE_SLOTS; i++) {
-			if (b->keys[i] == key)
-				return &b->objects[i];
-		}
-		b = i2 == i1 ? NULL : bpf_map_lookup_elem(t.map, &i2);
-	}
-	return NULL;
+	return table_find(table_of(ALLOCATOR_SLAB), key);
 }
 
 static __always_inline bool size_tracked(__u32 bytes)
@@ -1065,5 +941,26 @@ int BPF_KPROBE(kp_free_bulk, struct kmem_cache *s, size_t size, void **p)
 	bpf_loop(size < MAX_BULK_FREE ? size : MAX_BULK_FREE, free_one, &b, 0);
 	if (s)
 		note_cache_free((__u64)s, NULL);
+	return 0;
+}
+
+// Run once by the loader (BPF_PROG_TEST_RUN), never attached: the pair of
+// clocks that maps jiffies onto CLOCK_MONOTONIC.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct clock_pair);
+} clock SEC(".maps");
+
+SEC("raw_tp")
+int read_clock(void *ctx)
+{
+	__u32 zero = 0;
+	struct clock_pair *p = bpf_map_lookup_elem(&clock, &zero);
+	if (p) {
+		p->jiffies = bpf_jiffies64();
+		p->ns = bpf_ktime_get_ns();
+	}
 	return 0;
 }

@@ -42,7 +42,11 @@ enum kmalloc_family {
 
 // A live object, as the probes record it in a slot of the live table.
 struct object {
-	__u64 alloc_ns;
+	// In jiffies where the loader set time_in_jiffies: bpf_jiffies64()
+	// is a load where bpf_ktime_get_ns() reads the clock source, and user
+	// space maps jiffies onto CLOCK_MONOTONIC (struct clock_pair). Else
+	// bpf_ktime_get_ns().
+	__u64 alloc_time;
 	__u64 call_site;
 	// slab: the kmem_cache pointer (tp_btf, raw_tp, kprobe) or a hash of
 	// the cache name (classic tracepoint, which has no pointer); in both
@@ -135,6 +139,13 @@ struct counters {
 	// and the slab cache it marked freed last (note_cache_free()).
 	__u64 last_free;
 	__u64 noted_cache;
+};
+
+// The two clocks read at once, by the loader's run of read_clock: where
+// jiffies fall on CLOCK_MONOTONIC (bpf_ktime_get_ns()).
+struct clock_pair {
+	__u64 jiffies;
+	__u64 ns;
 };
 
 // The kprobe mode's attach cookie says, per hooked function, where its

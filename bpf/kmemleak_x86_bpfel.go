@@ -31,6 +31,12 @@ type KmemleakCacheInfo struct {
 	NamePtr uint64
 }
 
+type KmemleakClockPair struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Ns      uint64
+}
+
 type KmemleakCounters struct {
 	_              structs.HostLayout
 	Allocs         uint64
@@ -79,7 +85,7 @@ type KmemleakLiveBucket struct {
 
 type KmemleakObject struct {
 	_            structs.HostLayout
-	AllocNs      uint64
+	AllocTime    uint64
 	CallSite     uint64
 	Cache        uint64
 	Bytes        uint32
@@ -123,6 +129,7 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	KmemleakMapCaches            = "caches"
+	KmemleakMapClock             = "clock"
 	KmemleakMapKmallocSkip       = "kmalloc_skip"
 	KmemleakMapLive              = "live"
 	KmemleakMapLivePages         = "live_pages"
@@ -161,6 +168,7 @@ const (
 	KmemleakProgRawSlabFree      = "raw_slab_free"
 	KmemleakProgRawSlabFreeAny   = "raw_slab_free_any"
 	KmemleakProgRawSlabFreeBk    = "raw_slab_free_bk"
+	KmemleakProgReadClock        = "read_clock"
 	KmemleakProgTpKmallocAlloc   = "tp_kmalloc_alloc"
 	KmemleakProgTpKmallocFree    = "tp_kmalloc_free"
 	KmemleakProgTpPageAlloc      = "tp_page_alloc"
@@ -179,6 +187,7 @@ const (
 	KmemleakVarSampleBelow       = "sample_below"
 	KmemleakVarStackSampleRate   = "stack_sample_rate"
 	KmemleakVarStackTraces       = "stack_traces"
+	KmemleakVarTimeInJiffies     = "time_in_jiffies"
 	KmemleakVarUnusedSharedEnums = "unused_shared_enums"
 )
 
@@ -254,6 +263,7 @@ type KmemleakProgramSpecs struct {
 	RawSlabFree      *ebpf.ProgramSpec `ebpf:"raw_slab_free"`
 	RawSlabFreeAny   *ebpf.ProgramSpec `ebpf:"raw_slab_free_any"`
 	RawSlabFreeBk    *ebpf.ProgramSpec `ebpf:"raw_slab_free_bk"`
+	ReadClock        *ebpf.ProgramSpec `ebpf:"read_clock"`
 	TpKmallocAlloc   *ebpf.ProgramSpec `ebpf:"tp_kmalloc_alloc"`
 	TpKmallocFree    *ebpf.ProgramSpec `ebpf:"tp_kmalloc_free"`
 	TpPageAlloc      *ebpf.ProgramSpec `ebpf:"tp_page_alloc"`
@@ -269,6 +279,7 @@ type KmemleakProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type KmemleakMapSpecs struct {
 	Caches      *ebpf.MapSpec `ebpf:"caches"`
+	Clock       *ebpf.MapSpec `ebpf:"clock"`
 	KmallocSkip *ebpf.MapSpec `ebpf:"kmalloc_skip"`
 	Live        *ebpf.MapSpec `ebpf:"live"`
 	LivePages   *ebpf.MapSpec `ebpf:"live_pages"`
@@ -293,6 +304,7 @@ type KmemleakVariableSpecs struct {
 	SampleBelow       *ebpf.VariableSpec `ebpf:"sample_below"`
 	StackSampleRate   *ebpf.VariableSpec `ebpf:"stack_sample_rate"`
 	StackTraces       *ebpf.VariableSpec `ebpf:"stack_traces"`
+	TimeInJiffies     *ebpf.VariableSpec `ebpf:"time_in_jiffies"`
 	UnusedSharedEnums *ebpf.VariableSpec `ebpf:"unused_shared_enums"`
 }
 
@@ -317,6 +329,7 @@ func (o *KmemleakObjects) Close() error {
 // It can be passed to LoadKmemleakObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KmemleakMaps struct {
 	Caches      *ebpf.Map `ebpf:"caches"`
+	Clock       *ebpf.Map `ebpf:"clock"`
 	KmallocSkip *ebpf.Map `ebpf:"kmalloc_skip"`
 	Live        *ebpf.Map `ebpf:"live"`
 	LivePages   *ebpf.Map `ebpf:"live_pages"`
@@ -330,6 +343,7 @@ type KmemleakMaps struct {
 func (m *KmemleakMaps) Close() error {
 	return _KmemleakClose(
 		m.Caches,
+		m.Clock,
 		m.KmallocSkip,
 		m.Live,
 		m.LivePages,
@@ -355,6 +369,7 @@ type KmemleakVariables struct {
 	SampleBelow       *ebpf.Variable `ebpf:"sample_below"`
 	StackSampleRate   *ebpf.Variable `ebpf:"stack_sample_rate"`
 	StackTraces       *ebpf.Variable `ebpf:"stack_traces"`
+	TimeInJiffies     *ebpf.Variable `ebpf:"time_in_jiffies"`
 	UnusedSharedEnums *ebpf.Variable `ebpf:"unused_shared_enums"`
 }
 
@@ -392,6 +407,7 @@ type KmemleakPrograms struct {
 	RawSlabFree      *ebpf.Program `ebpf:"raw_slab_free"`
 	RawSlabFreeAny   *ebpf.Program `ebpf:"raw_slab_free_any"`
 	RawSlabFreeBk    *ebpf.Program `ebpf:"raw_slab_free_bk"`
+	ReadClock        *ebpf.Program `ebpf:"read_clock"`
 	TpKmallocAlloc   *ebpf.Program `ebpf:"tp_kmalloc_alloc"`
 	TpKmallocFree    *ebpf.Program `ebpf:"tp_kmalloc_free"`
 	TpPageAlloc      *ebpf.Program `ebpf:"tp_page_alloc"`
@@ -434,6 +450,7 @@ func (p *KmemleakPrograms) Close() error {
 		p.RawSlabFree,
 		p.RawSlabFreeAny,
 		p.RawSlabFreeBk,
+		p.ReadClock,
 		p.TpKmallocAlloc,
 		p.TpKmallocFree,
 		p.TpPageAlloc,

@@ -4,16 +4,18 @@
 //
 // The programs the probe-overhead bench compares ours against, on the same
 // kmem tracepoints: an empty program (the cost of the hook alone), the bare
-// map insert/delete pair (the floor any tracker keyed by address pays), and
-// the kernel's samples/bpf/tracex4 (its map and value; it used kprobes on
-// kmem_cache_alloc_node/kmem_cache_free, which this bench attaches as
-// classic tracepoints because kernels without CONFIG_KPROBES refuse them).
+// map insert/delete pair (the floor any tracker keyed by address pays), the
+// same pair on our live table, and the kernel's samples/bpf/tracex4 (its
+// map and value; it used kprobes on kmem_cache_alloc_node/kmem_cache_free,
+// which this bench attaches as classic tracepoints because kernels without
+// CONFIG_KPROBES refuse them).
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
 #include "kmemleak.h"
+#include "livetable.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -78,6 +80,57 @@ SEC("tp_btf/kfree")
 int BPF_PROG(floor_kfree, unsigned long call_site, const void *ptr)
 {
 	floor_delete((__u64)ptr);
+	return 0;
+}
+
+// The same pair on our live table, sized by the bench as the probes size
+// theirs: what the table itself costs, without the rest of the probes.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct live_bucket);
+} floor_table SEC(".maps");
+
+const volatile __u32 floor_table_buckets = 1;
+
+static __always_inline void floor_table_insert(__u64 ptr)
+{
+	struct object v = {};
+	table_insert((struct table){&floor_table, floor_table_buckets}, ptr, &v);
+}
+
+static __always_inline void floor_table_delete(__u64 ptr)
+{
+	table_delete((struct table){&floor_table, floor_table_buckets}, ptr);
+}
+
+SEC("tp_btf/kmem_cache_alloc")
+int BPF_PROG(table_slab_alloc, unsigned long call_site, const void *ptr)
+{
+	floor_table_insert((__u64)ptr);
+	return 0;
+}
+
+SEC("tp_btf/kmem_cache_free")
+int BPF_PROG(table_slab_free, unsigned long call_site, const void *ptr)
+{
+	floor_table_delete((__u64)ptr);
+	return 0;
+}
+
+SEC("tp_btf/kmalloc")
+int BPF_PROG(table_kmalloc, unsigned long call_site, const void *ptr)
+{
+	floor_table_insert((__u64)ptr);
+	return 0;
+}
+
+SEC("tp_btf/kfree")
+int BPF_PROG(table_kfree, unsigned long call_site, const void *ptr)
+{
+	floor_table_delete((__u64)ptr);
 	return 0;
 }
 

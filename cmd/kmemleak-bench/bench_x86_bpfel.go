@@ -13,16 +13,23 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type benchLiveBucket struct {
+	_        structs.HostLayout
+	Keys     [15]uint64
+	Overflow uint64
+	Objects  [15]benchObject
+}
+
 type benchObject struct {
 	_            structs.HostLayout
-	AllocNs      uint64
+	AllocTime    uint64
 	CallSite     uint64
 	Cache        uint64
 	Bytes        uint32
 	StackId      int32
 	Allocator    uint16
 	StackSkipped uint16
-	_            [4]byte
+	Seq          uint32
 }
 
 type benchPair struct {
@@ -36,6 +43,7 @@ type benchPair struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	benchMapFloorMap           = "floor_map"
+	benchMapFloorTable         = "floor_table"
 	benchMapMyMap              = "my_map"
 	benchProgEmptyBtfKfree     = "empty_btf_kfree"
 	benchProgEmptyBtfKmalloc   = "empty_btf_kmalloc"
@@ -47,9 +55,14 @@ const (
 	benchProgFloorKmalloc      = "floor_kmalloc"
 	benchProgFloorSlabAlloc    = "floor_slab_alloc"
 	benchProgFloorSlabFree     = "floor_slab_free"
+	benchProgTableKfree        = "table_kfree"
+	benchProgTableKmalloc      = "table_kmalloc"
+	benchProgTableSlabAlloc    = "table_slab_alloc"
+	benchProgTableSlabFree     = "table_slab_free"
 	benchProgTracex4Alloc      = "tracex4_alloc"
 	benchProgTracex4Free       = "tracex4_free"
 	benchProgWalk              = "walk"
+	benchVarFloorTableBuckets  = "floor_table_buckets"
 	benchVarUnusedSharedEnums  = "unused_shared_enums"
 	benchVarWalked             = "walked"
 )
@@ -106,6 +119,10 @@ type benchProgramSpecs struct {
 	FloorKmalloc      *ebpf.ProgramSpec `ebpf:"floor_kmalloc"`
 	FloorSlabAlloc    *ebpf.ProgramSpec `ebpf:"floor_slab_alloc"`
 	FloorSlabFree     *ebpf.ProgramSpec `ebpf:"floor_slab_free"`
+	TableKfree        *ebpf.ProgramSpec `ebpf:"table_kfree"`
+	TableKmalloc      *ebpf.ProgramSpec `ebpf:"table_kmalloc"`
+	TableSlabAlloc    *ebpf.ProgramSpec `ebpf:"table_slab_alloc"`
+	TableSlabFree     *ebpf.ProgramSpec `ebpf:"table_slab_free"`
 	Tracex4Alloc      *ebpf.ProgramSpec `ebpf:"tracex4_alloc"`
 	Tracex4Free       *ebpf.ProgramSpec `ebpf:"tracex4_free"`
 	Walk              *ebpf.ProgramSpec `ebpf:"walk"`
@@ -115,14 +132,16 @@ type benchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchMapSpecs struct {
-	FloorMap *ebpf.MapSpec `ebpf:"floor_map"`
-	MyMap    *ebpf.MapSpec `ebpf:"my_map"`
+	FloorMap   *ebpf.MapSpec `ebpf:"floor_map"`
+	FloorTable *ebpf.MapSpec `ebpf:"floor_table"`
+	MyMap      *ebpf.MapSpec `ebpf:"my_map"`
 }
 
 // benchVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchVariableSpecs struct {
+	FloorTableBuckets *ebpf.VariableSpec `ebpf:"floor_table_buckets"`
 	UnusedSharedEnums *ebpf.VariableSpec `ebpf:"unused_shared_enums"`
 	Walked            *ebpf.VariableSpec `ebpf:"walked"`
 }
@@ -147,13 +166,15 @@ func (o *benchObjects) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchMaps struct {
-	FloorMap *ebpf.Map `ebpf:"floor_map"`
-	MyMap    *ebpf.Map `ebpf:"my_map"`
+	FloorMap   *ebpf.Map `ebpf:"floor_map"`
+	FloorTable *ebpf.Map `ebpf:"floor_table"`
+	MyMap      *ebpf.Map `ebpf:"my_map"`
 }
 
 func (m *benchMaps) Close() error {
 	return _BenchClose(
 		m.FloorMap,
+		m.FloorTable,
 		m.MyMap,
 	)
 }
@@ -162,6 +183,7 @@ func (m *benchMaps) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchVariables struct {
+	FloorTableBuckets *ebpf.Variable `ebpf:"floor_table_buckets"`
 	UnusedSharedEnums *ebpf.Variable `ebpf:"unused_shared_enums"`
 	Walked            *ebpf.Variable `ebpf:"walked"`
 }
@@ -180,6 +202,10 @@ type benchPrograms struct {
 	FloorKmalloc      *ebpf.Program `ebpf:"floor_kmalloc"`
 	FloorSlabAlloc    *ebpf.Program `ebpf:"floor_slab_alloc"`
 	FloorSlabFree     *ebpf.Program `ebpf:"floor_slab_free"`
+	TableKfree        *ebpf.Program `ebpf:"table_kfree"`
+	TableKmalloc      *ebpf.Program `ebpf:"table_kmalloc"`
+	TableSlabAlloc    *ebpf.Program `ebpf:"table_slab_alloc"`
+	TableSlabFree     *ebpf.Program `ebpf:"table_slab_free"`
 	Tracex4Alloc      *ebpf.Program `ebpf:"tracex4_alloc"`
 	Tracex4Free       *ebpf.Program `ebpf:"tracex4_free"`
 	Walk              *ebpf.Program `ebpf:"walk"`
@@ -197,6 +223,10 @@ func (p *benchPrograms) Close() error {
 		p.FloorKmalloc,
 		p.FloorSlabAlloc,
 		p.FloorSlabFree,
+		p.TableKfree,
+		p.TableKmalloc,
+		p.TableSlabAlloc,
+		p.TableSlabFree,
 		p.Tracex4Alloc,
 		p.Tracex4Free,
 		p.Walk,

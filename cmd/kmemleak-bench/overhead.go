@@ -89,6 +89,7 @@ const (
 	rowBpftrace = "bpftrace"
 	rowKstack   = "bpftrace, kstack"
 	rowFloor    = "map insert/delete only"
+	rowTable    = "live table insert/delete only"
 	rowEmpty    = "empty program"
 	// rowNoOwnFilter ends the name of a row that tracks every process.
 	rowNoOwnFilter = ", no own-process filter"
@@ -118,6 +119,7 @@ func overheadRows(maxObjects int) (rows []overheadRow, skipped []string) {
 	return append(rows,
 		programRow("tracex4", tracex4),
 		programRow(rowFloor, floorBTF),
+		programRow(rowTable, tableBTF(maxObjects)),
 		programRow(rowEmpty, emptyBTF),
 		programRow(rowEmpty, emptyRaw),
 		programRow(rowEmpty, emptyTP),
@@ -244,6 +246,7 @@ func (res *overheadResults) targets() []target {
 	return []target{
 		{what: "ours (stacks off, tp_btf) / bpftrace", value: res.ratio(off, res.index(rowBpftrace, "")), limit: 0.5},
 		{what: "ours (stacks off, tp_btf) / map insert+delete", value: res.ratio(off, res.index(rowFloor, tp)), limit: 0.8},
+		{what: "live table insert+delete / map insert+delete (tp_btf)", value: res.ratio(res.index(rowTable, tp), res.index(rowFloor, tp)), limit: 0.8},
 		{what: "ours, sample_rate 100 (tp_btf) / empty program", value: res.ratio(res.index(rowSampled, tp), res.index(rowEmpty, tp)), limit: 1.5},
 		{what: "ours adaptive / ours stacks off (tp_btf)", value: res.ratio(res.index(rowAdaptive, tp), off), limit: 1.2},
 		{what: "ours always (tp_btf) / bpftrace kstack", value: res.ratio(res.index(rowAlways, tp), res.index(rowKstack, "")), limit: 1.0},

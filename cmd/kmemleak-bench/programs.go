@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/livetable"
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
@@ -32,6 +33,8 @@ type progSet struct {
 	progs []hooked
 	// The maps its programs use: no other large map is created.
 	maps func(*benchMapSpecs) []*ebpf.MapSpec
+	// configure sizes them, where the programs do not.
+	configure func(*benchSpecs) error
 }
 
 // onEach hooks one program onto every event.
@@ -61,6 +64,22 @@ var (
 		{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.Tracex4Free }, "kmem_cache_free"}}}
 )
 
+// tableBTF is the bare insert/delete pair on our live table, sized for
+// maxObjects as the probes size theirs.
+func tableBTF(maxObjects int) progSet {
+	return progSet{mode: kmem.ModeTPBTF,
+		maps: func(m *benchMapSpecs) []*ebpf.MapSpec { return []*ebpf.MapSpec{m.FloorTable} },
+		configure: func(s *benchSpecs) error {
+			s.FloorTable.MaxEntries = livetable.Buckets(uint32(maxObjects))
+			return s.FloorTableBuckets.Set(s.FloorTable.MaxEntries)
+		},
+		progs: []hooked{
+			{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.TableSlabAlloc }, "kmem_cache_alloc"},
+			{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.TableSlabFree }, "kmem_cache_free"},
+			{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.TableKmalloc }, "kmalloc"},
+			{func(p *benchProgramSpecs) *ebpf.ProgramSpec { return p.TableKfree }, "kfree"}}}
+}
+
 // attachedSet is a loaded and attached progSet.
 type attachedSet struct {
 	coll  *ebpf.Collection
@@ -71,6 +90,11 @@ func (s progSet) attach() (*attachedSet, error) {
 	spec, specs, err := loadBenchSpecs()
 	if err != nil {
 		return nil, err
+	}
+	if s.configure != nil {
+		if err := s.configure(specs); err != nil {
+			return nil, fmt.Errorf("configuring the bench programs: %w", err)
+		}
 	}
 	var progs []*ebpf.ProgramSpec
 	for _, p := range s.progs {

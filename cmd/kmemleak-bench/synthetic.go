@@ -52,7 +52,7 @@ const syntheticBase = 0xffff000000000000
 // reports it as a suspect.
 func syntheticObject(i int) (uint64, bpf.KmemleakObject) {
 	return syntheticBase | uint64(i)<<6, bpf.KmemleakObject{
-		AllocNs: 1, CallSite: 0xffffffff81000000 + uint64(i%2000)<<4, Bytes: 64, StackId: -1,
+		AllocTime: 1, CallSite: 0xffffffff81000000 + uint64(i%2000)<<4, Bytes: 64, StackId: -1,
 		Allocator: uint16(bpf.KmemleakAllocatorALLOCATOR_SLAB),
 	}
 }

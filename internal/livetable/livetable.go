@@ -99,7 +99,7 @@ func read(rec *bpf.KmemleakObject, out *bpf.KmemleakObject) bool {
 	if seq%2 != 0 {
 		return false
 	}
-	out.AllocNs = atomic.LoadUint64(&rec.AllocNs)
+	out.AllocTime = atomic.LoadUint64(&rec.AllocTime)
 	out.CallSite = atomic.LoadUint64(&rec.CallSite)
 	out.Cache = atomic.LoadUint64(&rec.Cache)
 	bytesStack := atomic.LoadUint64((*uint64)(unsafe.Pointer(&rec.Bytes)))
@@ -204,7 +204,7 @@ func publish(b *bpf.KmemleakLiveBucket, slot int, key uint64, obj *bpf.KmemleakO
 	rec := &b.Objects[slot]
 	seq := atomic.LoadUint32(&rec.Seq)
 	atomic.StoreUint32(&rec.Seq, seq+1)
-	atomic.StoreUint64(&rec.AllocNs, obj.AllocNs)
+	atomic.StoreUint64(&rec.AllocTime, obj.AllocTime)
 	atomic.StoreUint64(&rec.CallSite, obj.CallSite)
 	atomic.StoreUint64(&rec.Cache, obj.Cache)
 	atomic.StoreUint64((*uint64)(unsafe.Pointer(&rec.Bytes)), uint64(obj.Bytes)|uint64(uint32(obj.StackId))<<32)

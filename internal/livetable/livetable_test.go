@@ -29,7 +29,7 @@ func newTable(t testing.TB, objects uint32) *Table {
 // follows from the two, so a torn read shows.
 func record(key uint64, gen uint32) *bpf.KmemleakObject {
 	return &bpf.KmemleakObject{
-		AllocNs: uint64(gen) * 7, CallSite: key, Cache: uint64(gen) << 20, Bytes: gen * 3,
+		AllocTime: uint64(gen) * 7, CallSite: key, Cache: uint64(gen) << 20, Bytes: gen * 3,
 		StackId: int32(gen % 1000), Allocator: uint16(gen % 4), StackSkipped: uint16(gen % 2),
 	}
 }

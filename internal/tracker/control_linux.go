@@ -81,7 +81,7 @@ func (t *Tracker) DeleteCaches(ids []kmem.CacheID) error {
 	}
 	var obj kmem.Object
 	t.live.DeleteIf(func(o *livetable.Object) bool {
-		return decode(o.Key, &o.KmemleakObject, &obj) && slices.Contains(ids, kmem.CacheOf(obj))
+		return decode(o.Key, &o.KmemleakObject, t.scan.clock, &obj) && slices.Contains(ids, kmem.CacheOf(obj))
 	})
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
+	"github.com/kmemleak/kmemleakreceiver/internal/jiffies"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/livetable"
 	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
@@ -63,7 +64,11 @@ func Open(opts Options) (*Tracker, error) {
 		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
 	pl := newPlan(&specs.KmemleakProgramSpecs)
-	live, err := configure(&specs, pl, opts)
+	clock, err := readClock(&specs)
+	if err != nil {
+		opts.Logger.Info("Allocation times in nanoseconds, at a cost per allocation: jiffies could not be mapped onto the monotonic clock", zap.Error(err))
+	}
+	live, err := configure(&specs, pl, opts, clock)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +93,7 @@ func Open(opts Options) (*Tracker, error) {
 		t.Close()
 		return nil, err
 	}
-	t.scan = newScanState(opts)
+	t.scan = newScanState(opts, clock)
 	t.control = controlState{stackSites: map[uint64]bool{}}
 	return t, nil
 }
@@ -121,9 +126,10 @@ func checkEnvironment() error {
 
 // configure writes the options into the object's constants and sizes its
 // maps. It returns the live map of each allocator.
-func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options) (map[kmem.Allocator]*ebpf.MapSpec, error) {
+func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.Clock) (map[kmem.Allocator]*ebpf.MapSpec, error) {
 	v := &specs.KmemleakVariableSpecs
 	if err := errors.Join(
+		v.TimeInJiffies.Set(clock != nil),
 		v.StackTraces.Set(bpfStackModes[opts.Stacks.Mode]),
 		v.StackSampleRate.Set(opts.Stacks.SampleRate),
 		v.MinSize.Set(opts.MinSize),

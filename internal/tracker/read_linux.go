@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
+	"github.com/kmemleak/kmemleakreceiver/internal/jiffies"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/livetable"
 )
@@ -27,12 +28,16 @@ type scanState struct {
 	// parts are the counts of the parts of a walk but the first, which
 	// goes to the scan's snapshot; reused from scan to scan.
 	parts []kmem.Snapshot
+	// clock maps the probes' times in jiffies; nil where they are in
+	// nanoseconds.
+	clock *jiffies.Clock
 }
 
-func newScanState(opts Options) scanState {
+func newScanState(opts Options, clock *jiffies.Clock) scanState {
 	return scanState{
 		stacksOn:   opts.TakesStacks(),
 		stackDepth: max(opts.Stacks.Depth, 1),
+		clock:      clock,
 	}
 }
 
@@ -74,7 +79,7 @@ func (t *Tracker) walk(snap *kmem.Snapshot) {
 			var obj kmem.Object
 			for _, tab := range t.tables {
 				tab.WalkPart(i, len(*parts), func(o *livetable.Object) {
-					if decode(o.Key, &o.KmemleakObject, &obj) {
+					if decode(o.Key, &o.KmemleakObject, t.scan.clock, &obj) {
 						part.Add(&obj)
 					}
 				})
@@ -89,13 +94,17 @@ func (t *Tracker) walk(snap *kmem.Snapshot) {
 
 // decode turns the probes' record into the domain's, in obj; it refuses
 // values the probes do not define.
-func decode(addr uint64, v *bpf.KmemleakObject, obj *kmem.Object) bool {
+func decode(addr uint64, v *bpf.KmemleakObject, clock *jiffies.Clock, obj *kmem.Object) bool {
 	if int(v.Allocator) >= len(allocatorOf) {
 		return false
 	}
+	allocNs := v.AllocTime
+	if clock != nil {
+		allocNs = clock.End(v.AllocTime)
+	}
 	*obj = kmem.Object{
 		Address:      addr,
-		AllocNs:      v.AllocNs,
+		AllocNs:      allocNs,
 		CallSite:     v.CallSite,
 		Cache:        v.Cache,
 		Bytes:        v.Bytes,
