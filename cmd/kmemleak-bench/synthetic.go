@@ -11,6 +11,7 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/livetable"
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
 // liveTable maps the receiver's slab and kmalloc live table into this
@@ -48,20 +49,25 @@ const syntheticBase = 0xffff000000000000
 
 // syntheticObject is the i-th synthetic live object: a slab object of a
 // cache the kernel does not name, so that the truth check leaves it alone,
-// from one of 2000 call sites, allocated at boot, so that every scan
-// reports it as a suspect.
-func syntheticObject(i int) (uint64, bpf.KmemleakObject) {
+// from one of 2000 call sites, allocated at allocTime (in the probes'
+// clock), at boot, so that every scan reports it as a suspect.
+func syntheticObject(i int, allocTime uint64) (uint64, bpf.KmemleakObject) {
 	return syntheticBase | uint64(i)<<6, bpf.KmemleakObject{
-		AllocTime: 1, CallSite: 0xffffffff81000000 + uint64(i%2000)<<4, Bytes: 64, StackId: -1,
+		AllocTime: allocTime, CallSite: 0xffffffff81000000 + uint64(i%2000)<<4, Bytes: 64, StackId: -1,
 		Allocator: uint16(bpf.KmemleakAllocatorALLOCATOR_SLAB),
 	}
 }
 
 // fillSynthetic inserts n synthetic objects into a live table, as the
-// probes would.
+// probes would, in their clock.
 func fillSynthetic(live *livetable.Mapped, n int) error {
+	// A second after boot, in jiffies where the probes stamp jiffies.
+	bootTime := uint64(1e9)
+	if clock, _ := tracker.ProbeClock(); clock != nil {
+		bootTime = clock.At(bootTime)
+	}
 	for i := range n {
-		key, obj := syntheticObject(i)
+		key, obj := syntheticObject(i, bootTime)
 		if !live.Insert(key, &obj) {
 			return fmt.Errorf("no room for synthetic object %d of %d in the live table", i, n)
 		}
@@ -82,7 +88,7 @@ func hashMap(n int) (*ebpf.Map, error) {
 	keys := make([]uint64, n)
 	vals := make([]bpf.KmemleakObject, n)
 	for i := range n {
-		keys[i], vals[i] = syntheticObject(i)
+		keys[i], vals[i] = syntheticObject(i, 1)
 	}
 	if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
 		m.Close()

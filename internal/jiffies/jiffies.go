@@ -86,3 +86,13 @@ func initial(hz uint64) uint64 {
 func (c Clock) End(j uint64) uint64 {
 	return c.at.Ns + (j-c.at.Jiffies+1)*c.tickNs
 }
+
+// At returns the tick holding CLOCK_MONOTONIC time ns, as far as the
+// reading places it: End(At(ns)) is at or after ns.
+func (c Clock) At(ns uint64) uint64 {
+	ticks := int64(ns-c.at.Ns) / int64(c.tickNs)
+	if ns < c.at.Ns && (c.at.Ns-ns)%c.tickNs != 0 {
+		ticks-- // division rounds toward zero, the tick is below
+	}
+	return c.at.Jiffies + uint64(ticks)
+}

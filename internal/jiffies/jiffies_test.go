@@ -75,3 +75,21 @@ func TestEndBoundsTheTick(t *testing.T) {
 		}
 	}
 }
+
+// At is the tick End maps back to at or after the time: the bench stamps
+// synthetic objects with it.
+func TestAtIsTheTickEndCovers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, hz := range hzs {
+		k := kernel{hz: hz, bootNs: 123456789}
+		readNs := k.bootNs + 86400e9 + rng.Uint64N(1e9)
+		c, err := Fit(k.read(readNs), k.read(readNs+MinApart))
+		require.NoError(t, err)
+		for range 10000 {
+			ns := k.bootNs + rng.Uint64N(7*86400e9)
+			end := c.End(c.At(ns))
+			require.GreaterOrEqual(t, end, ns, "HZ %d: %d ns", hz, ns)
+			require.Less(t, end-ns, 2*k.tickNs(), "HZ %d: %d ns", hz, ns)
+		}
+	}
+}

@@ -49,3 +49,17 @@ func readClock(specs *bpf.KmemleakSpecs) (*jiffies.Clock, error) {
 	}
 	return &clock, nil
 }
+
+// ProbeClock is the mapping Open gives the probes' times: nil where they
+// stamp nanoseconds, the error saying why.
+func ProbeClock() (*jiffies.Clock, error) {
+	spec, err := bpf.LoadKmemleak()
+	if err != nil {
+		return nil, fmt.Errorf("parsing the embedded BPF object: %w", err)
+	}
+	var specs bpf.KmemleakSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+	}
+	return readClock(&specs)
+}
