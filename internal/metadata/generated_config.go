@@ -160,6 +160,7 @@ const (
 	KmemOutstandingBytesMetricAttributeKeyKmemAllocator KmemOutstandingBytesMetricAttributeKey = "kmem.allocator"
 	KmemOutstandingBytesMetricAttributeKeyKmemCache     KmemOutstandingBytesMetricAttributeKey = "kmem.cache"
 	KmemOutstandingBytesMetricAttributeKeyKmemCallSite  KmemOutstandingBytesMetricAttributeKey = "kmem.call_site"
+	KmemOutstandingBytesMetricAttributeKeyKmemStackHash KmemOutstandingBytesMetricAttributeKey = "kmem.stack.hash"
 	KmemOutstandingBytesMetricAttributeKeyKmemVerdict   KmemOutstandingBytesMetricAttributeKey = "kmem.verdict"
 )
 
@@ -189,9 +190,9 @@ func (ms *KmemOutstandingBytesMetricConfig) Unmarshal(parser *confmap.Conf) erro
 func (ms *KmemOutstandingBytesMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemVerdict:
+		case KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemStackHash, KmemOutstandingBytesMetricAttributeKeyKmemVerdict:
 		default:
-			return fmt.Errorf("metric kmem.outstanding.bytes doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]", val)
+			return fmt.Errorf("metric kmem.outstanding.bytes doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]", val)
 		}
 	}
 
@@ -211,6 +212,7 @@ const (
 	KmemOutstandingGrowthMetricAttributeKeyKmemAllocator KmemOutstandingGrowthMetricAttributeKey = "kmem.allocator"
 	KmemOutstandingGrowthMetricAttributeKeyKmemCache     KmemOutstandingGrowthMetricAttributeKey = "kmem.cache"
 	KmemOutstandingGrowthMetricAttributeKeyKmemCallSite  KmemOutstandingGrowthMetricAttributeKey = "kmem.call_site"
+	KmemOutstandingGrowthMetricAttributeKeyKmemStackHash KmemOutstandingGrowthMetricAttributeKey = "kmem.stack.hash"
 	KmemOutstandingGrowthMetricAttributeKeyKmemVerdict   KmemOutstandingGrowthMetricAttributeKey = "kmem.verdict"
 )
 
@@ -240,9 +242,9 @@ func (ms *KmemOutstandingGrowthMetricConfig) Unmarshal(parser *confmap.Conf) err
 func (ms *KmemOutstandingGrowthMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict:
+		case KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemStackHash, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict:
 		default:
-			return fmt.Errorf("metric kmem.outstanding.growth doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]", val)
+			return fmt.Errorf("metric kmem.outstanding.growth doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]", val)
 		}
 	}
 
@@ -262,6 +264,7 @@ const (
 	KmemOutstandingObjectsMetricAttributeKeyKmemAllocator KmemOutstandingObjectsMetricAttributeKey = "kmem.allocator"
 	KmemOutstandingObjectsMetricAttributeKeyKmemCache     KmemOutstandingObjectsMetricAttributeKey = "kmem.cache"
 	KmemOutstandingObjectsMetricAttributeKeyKmemCallSite  KmemOutstandingObjectsMetricAttributeKey = "kmem.call_site"
+	KmemOutstandingObjectsMetricAttributeKeyKmemStackHash KmemOutstandingObjectsMetricAttributeKey = "kmem.stack.hash"
 	KmemOutstandingObjectsMetricAttributeKeyKmemVerdict   KmemOutstandingObjectsMetricAttributeKey = "kmem.verdict"
 )
 
@@ -291,9 +294,9 @@ func (ms *KmemOutstandingObjectsMetricConfig) Unmarshal(parser *confmap.Conf) er
 func (ms *KmemOutstandingObjectsMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict:
+		case KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemStackHash, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict:
 		default:
-			return fmt.Errorf("metric kmem.outstanding.objects doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]", val)
+			return fmt.Errorf("metric kmem.outstanding.objects doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]", val)
 		}
 	}
 
@@ -313,6 +316,7 @@ const (
 	KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator KmemOutstandingOldestAgeMetricAttributeKey = "kmem.allocator"
 	KmemOutstandingOldestAgeMetricAttributeKeyKmemCache     KmemOutstandingOldestAgeMetricAttributeKey = "kmem.cache"
 	KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite  KmemOutstandingOldestAgeMetricAttributeKey = "kmem.call_site"
+	KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash KmemOutstandingOldestAgeMetricAttributeKey = "kmem.stack.hash"
 	KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict   KmemOutstandingOldestAgeMetricAttributeKey = "kmem.verdict"
 )
 
@@ -342,9 +346,9 @@ func (ms *KmemOutstandingOldestAgeMetricConfig) Unmarshal(parser *confmap.Conf) 
 func (ms *KmemOutstandingOldestAgeMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict:
+		case KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict:
 		default:
-			return fmt.Errorf("metric kmem.outstanding.oldest_age doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]", val)
+			return fmt.Errorf("metric kmem.outstanding.oldest_age doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]", val)
 		}
 	}
 
@@ -893,22 +897,22 @@ func DefaultMetricsConfig() MetricsConfig {
 		KmemOutstandingBytes: KmemOutstandingBytesMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
-			EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemVerdict},
+			EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemStackHash, KmemOutstandingBytesMetricAttributeKeyKmemVerdict},
 		},
 		KmemOutstandingGrowth: KmemOutstandingGrowthMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
-			EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict},
+			EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemStackHash, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict},
 		},
 		KmemOutstandingObjects: KmemOutstandingObjectsMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
-			EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict},
+			EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemStackHash, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict},
 		},
 		KmemOutstandingOldestAge: KmemOutstandingOldestAgeMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
-			EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict},
+			EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict},
 		},
 		KmemTrackerDropped: KmemTrackerDroppedMetricConfig{
 			Enabled:             true,

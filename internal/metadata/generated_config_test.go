@@ -44,22 +44,22 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					KmemOutstandingBytes: KmemOutstandingBytesMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemStackHash, KmemOutstandingBytesMetricAttributeKeyKmemVerdict},
 					},
 					KmemOutstandingGrowth: KmemOutstandingGrowthMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemStackHash, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict},
 					},
 					KmemOutstandingObjects: KmemOutstandingObjectsMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemStackHash, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict},
 					},
 					KmemOutstandingOldestAge: KmemOutstandingOldestAgeMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict},
 					},
 					KmemTrackerDropped: KmemTrackerDroppedMetricConfig{
 						Enabled:             true,
@@ -146,22 +146,22 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					KmemOutstandingBytes: KmemOutstandingBytesMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemStackHash, KmemOutstandingBytesMetricAttributeKeyKmemVerdict},
 					},
 					KmemOutstandingGrowth: KmemOutstandingGrowthMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemStackHash, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict},
 					},
 					KmemOutstandingObjects: KmemOutstandingObjectsMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemStackHash, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict},
 					},
 					KmemOutstandingOldestAge: KmemOutstandingOldestAgeMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict},
 					},
 					KmemTrackerDropped: KmemTrackerDroppedMetricConfig{
 						Enabled:             false,
@@ -276,7 +276,7 @@ func TestKmemOutstandingBytesMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []KmemOutstandingBytesMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.bytes doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]")
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.bytes doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]")
 
 	cfg = DefaultMetricsConfig().KmemOutstandingBytes
 	cfg.AggregationStrategy = "invalid"
@@ -288,7 +288,7 @@ func TestKmemOutstandingGrowthMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []KmemOutstandingGrowthMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.growth doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]")
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.growth doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]")
 
 	cfg = DefaultMetricsConfig().KmemOutstandingGrowth
 	cfg.AggregationStrategy = "invalid"
@@ -300,7 +300,7 @@ func TestKmemOutstandingObjectsMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []KmemOutstandingObjectsMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.objects doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]")
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.objects doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]")
 
 	cfg = DefaultMetricsConfig().KmemOutstandingObjects
 	cfg.AggregationStrategy = "invalid"
@@ -312,7 +312,7 @@ func TestKmemOutstandingOldestAgeMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []KmemOutstandingOldestAgeMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.oldest_age doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.verdict]")
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.oldest_age doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]")
 
 	cfg = DefaultMetricsConfig().KmemOutstandingOldestAge
 	cfg.AggregationStrategy = "invalid"

@@ -45,7 +45,7 @@ type eventKmemLeakSuspect struct {
 	config EventConfig         // event config provided by user.
 }
 
-func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowthObjectsAttributeValue float64, kmemGrowthBytesAttributeValue float64, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
+func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowthObjectsAttributeValue float64, kmemGrowthBytesAttributeValue float64, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
 	if !e.config.Enabled {
 		return
 	}
@@ -60,6 +60,7 @@ func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommo
 	dp.Attributes().PutStr("kmem.allocator", kmemAllocatorAttributeValue)
 	dp.Attributes().PutStr("kmem.cache", kmemCacheAttributeValue)
 	dp.Attributes().PutStr("kmem.call_site", kmemCallSiteAttributeValue)
+	dp.Attributes().PutStr("kmem.stack.hash", kmemStackHashAttributeValue)
 	dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
 	dp.Attributes().PutInt("kmem.objects", kmemObjectsAttributeValue)
 	dp.Attributes().PutInt("kmem.bytes", kmemBytesAttributeValue)
@@ -220,6 +221,6 @@ func (lb *LogsBuilder) Emit(options ...ResourceLogsOption) plog.Logs {
 }
 
 // RecordKmemLeakSuspectEvent adds a log record of kmem.leak.suspect event.
-func (lb *LogsBuilder) RecordKmemLeakSuspectEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowthObjectsAttributeValue float64, kmemGrowthBytesAttributeValue float64, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
-	lb.eventKmemLeakSuspect.recordEvent(ctx, timestamp, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemVerdictAttributeValue.String(), kmemObjectsAttributeValue, kmemBytesAttributeValue, kmemOldestAgeAttributeValue, kmemGrowthObjectsAttributeValue, kmemGrowthBytesAttributeValue, kmemIncompleteAttributeValue, options...)
+func (lb *LogsBuilder) RecordKmemLeakSuspectEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowthObjectsAttributeValue float64, kmemGrowthBytesAttributeValue float64, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
+	lb.eventKmemLeakSuspect.recordEvent(ctx, timestamp, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String(), kmemObjectsAttributeValue, kmemBytesAttributeValue, kmemOldestAgeAttributeValue, kmemGrowthObjectsAttributeValue, kmemGrowthBytesAttributeValue, kmemIncompleteAttributeValue, options...)
 }

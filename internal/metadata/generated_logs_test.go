@@ -131,7 +131,7 @@ func TestLogsBuilder(t *testing.T) {
 			allEventsCount := 0
 			defaultEventsCount++
 			allEventsCount++
-			lb.RecordKmemLeakSuspectEvent(ctx, timestamp, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", AttributeKmemVerdictLeaking, 12, 10, 15.100000, 19.100000, 17.100000, false, WithKmemLeakSinceEventAttribute("kmem.leak.since-val"), WithCodeStacktraceEventAttribute("code.stacktrace-val"), WithKmemCallSiteAddressEventAttribute("kmem.call_site.address-val"))
+			lb.RecordKmemLeakSuspectEvent(ctx, timestamp, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking, 12, 10, 15.100000, 19.100000, 17.100000, false, WithKmemLeakSinceEventAttribute("kmem.leak.since-val"), WithCodeStacktraceEventAttribute("code.stacktrace-val"), WithKmemCallSiteAddressEventAttribute("kmem.call_site.address-val"))
 
 			rb := lb.NewResourceBuilder()
 			rb.SetHostName("host.name-val")
@@ -176,6 +176,9 @@ func TestLogsBuilder(t *testing.T) {
 					attrVal, ok = lr.Attributes().Get("kmem.call_site")
 					assert.True(t, ok)
 					assert.Equal(t, "kmem.call_site-val", attrVal.Str())
+					attrVal, ok = lr.Attributes().Get("kmem.stack.hash")
+					assert.True(t, ok)
+					assert.Equal(t, "kmem.stack.hash-val", attrVal.Str())
 					attrVal, ok = lr.Attributes().Get("kmem.verdict")
 					assert.True(t, ok)
 					assert.Equal(t, "leaking", attrVal.Str())

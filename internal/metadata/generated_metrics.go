@@ -102,19 +102,19 @@ var MetricsInfo = metricsInfo{
 	},
 	KmemOutstandingBytes: metricInfo{
 		Name:       "kmem.outstanding.bytes",
-		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.verdict"},
+		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.stack.hash", "kmem.verdict"},
 	},
 	KmemOutstandingGrowth: metricInfo{
 		Name:       "kmem.outstanding.growth",
-		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.verdict"},
+		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.stack.hash", "kmem.verdict"},
 	},
 	KmemOutstandingObjects: metricInfo{
 		Name:       "kmem.outstanding.objects",
-		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.verdict"},
+		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.stack.hash", "kmem.verdict"},
 	},
 	KmemOutstandingOldestAge: metricInfo{
 		Name:       "kmem.outstanding.oldest_age",
-		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.verdict"},
+		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.stack.hash", "kmem.verdict"},
 	},
 	KmemTrackerDropped: metricInfo{
 		Name:       "kmem.tracker.dropped",
@@ -471,14 +471,14 @@ type metricKmemOutstandingBytes struct {
 // init fills kmem.outstanding.bytes metric with initial data.
 func (m *metricKmemOutstandingBytes) init() {
 	m.data.SetName("kmem.outstanding.bytes")
-	m.data.SetDescription("Bytes held by live objects older than min_age, per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).")
+	m.data.SetDescription("Bytes held by live objects older than min_age, per allocator, cache, call site, stack and verdict (the top_n groups by bytes of each verdict).")
 	m.data.SetUnit("By")
 	m.data.SetEmptyGauge()
 	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricKmemOutstandingBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue string) {
+func (m *metricKmemOutstandingBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -494,6 +494,9 @@ func (m *metricKmemOutstandingBytes) recordDataPoint(start pcommon.Timestamp, ts
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingBytesMetricAttributeKeyKmemCallSite) {
 		dp.Attributes().PutStr("kmem.call_site", kmemCallSiteAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingBytesMetricAttributeKeyKmemStackHash) {
+		dp.Attributes().PutStr("kmem.stack.hash", kmemStackHashAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingBytesMetricAttributeKeyKmemVerdict) {
 		dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
@@ -569,14 +572,14 @@ type metricKmemOutstandingGrowth struct {
 // init fills kmem.outstanding.growth metric with initial data.
 func (m *metricKmemOutstandingGrowth) init() {
 	m.data.SetName("kmem.outstanding.growth")
-	m.data.SetDescription("Change per minute of the aged live objects per allocator, cache, call site and verdict (Theil–Sen slope over the verdict window).")
+	m.data.SetDescription("Change per minute of the aged live objects per allocator, cache, call site, stack and verdict (Theil–Sen slope over the verdict window).")
 	m.data.SetUnit("{object}/min")
 	m.data.SetEmptyGauge()
 	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricKmemOutstandingGrowth) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue string) {
+func (m *metricKmemOutstandingGrowth) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -592,6 +595,9 @@ func (m *metricKmemOutstandingGrowth) recordDataPoint(start pcommon.Timestamp, t
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite) {
 		dp.Attributes().PutStr("kmem.call_site", kmemCallSiteAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingGrowthMetricAttributeKeyKmemStackHash) {
+		dp.Attributes().PutStr("kmem.stack.hash", kmemStackHashAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict) {
 		dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
@@ -667,14 +673,14 @@ type metricKmemOutstandingObjects struct {
 // init fills kmem.outstanding.objects metric with initial data.
 func (m *metricKmemOutstandingObjects) init() {
 	m.data.SetName("kmem.outstanding.objects")
-	m.data.SetDescription("Live objects older than min_age, per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).")
+	m.data.SetDescription("Live objects older than min_age, per allocator, cache, call site, stack and verdict (the top_n groups by bytes of each verdict).")
 	m.data.SetUnit("{object}")
 	m.data.SetEmptyGauge()
 	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricKmemOutstandingObjects) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue string) {
+func (m *metricKmemOutstandingObjects) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -690,6 +696,9 @@ func (m *metricKmemOutstandingObjects) recordDataPoint(start pcommon.Timestamp, 
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite) {
 		dp.Attributes().PutStr("kmem.call_site", kmemCallSiteAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingObjectsMetricAttributeKeyKmemStackHash) {
+		dp.Attributes().PutStr("kmem.stack.hash", kmemStackHashAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict) {
 		dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
@@ -765,14 +774,14 @@ type metricKmemOutstandingOldestAge struct {
 // init fills kmem.outstanding.oldest_age metric with initial data.
 func (m *metricKmemOutstandingOldestAge) init() {
 	m.data.SetName("kmem.outstanding.oldest_age")
-	m.data.SetDescription("Age of the oldest live object per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).")
+	m.data.SetDescription("Age of the oldest live object per allocator, cache, call site, stack and verdict (the top_n groups by bytes of each verdict).")
 	m.data.SetUnit("s")
 	m.data.SetEmptyGauge()
 	m.data.Gauge().DataPoints().EnsureCapacity(m.capacity)
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricKmemOutstandingOldestAge) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue string) {
+func (m *metricKmemOutstandingOldestAge) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -788,6 +797,9 @@ func (m *metricKmemOutstandingOldestAge) recordDataPoint(start pcommon.Timestamp
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite) {
 		dp.Attributes().PutStr("kmem.call_site", kmemCallSiteAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash) {
+		dp.Attributes().PutStr("kmem.stack.hash", kmemStackHashAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict) {
 		dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
@@ -2056,23 +2068,23 @@ func (mb *MetricsBuilder) RecordKmemGroupsDataPoint(ts pcommon.Timestamp, val in
 }
 
 // RecordKmemOutstandingBytesDataPoint adds a data point to kmem.outstanding.bytes metric.
-func (mb *MetricsBuilder) RecordKmemOutstandingBytesDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
-	mb.metricKmemOutstandingBytes.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemVerdictAttributeValue.String())
+func (mb *MetricsBuilder) RecordKmemOutstandingBytesDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
+	mb.metricKmemOutstandingBytes.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String())
 }
 
 // RecordKmemOutstandingGrowthDataPoint adds a data point to kmem.outstanding.growth metric.
-func (mb *MetricsBuilder) RecordKmemOutstandingGrowthDataPoint(ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
-	mb.metricKmemOutstandingGrowth.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemVerdictAttributeValue.String())
+func (mb *MetricsBuilder) RecordKmemOutstandingGrowthDataPoint(ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
+	mb.metricKmemOutstandingGrowth.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String())
 }
 
 // RecordKmemOutstandingObjectsDataPoint adds a data point to kmem.outstanding.objects metric.
-func (mb *MetricsBuilder) RecordKmemOutstandingObjectsDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
-	mb.metricKmemOutstandingObjects.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemVerdictAttributeValue.String())
+func (mb *MetricsBuilder) RecordKmemOutstandingObjectsDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
+	mb.metricKmemOutstandingObjects.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String())
 }
 
 // RecordKmemOutstandingOldestAgeDataPoint adds a data point to kmem.outstanding.oldest_age metric.
-func (mb *MetricsBuilder) RecordKmemOutstandingOldestAgeDataPoint(ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
-	mb.metricKmemOutstandingOldestAge.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemVerdictAttributeValue.String())
+func (mb *MetricsBuilder) RecordKmemOutstandingOldestAgeDataPoint(ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
+	mb.metricKmemOutstandingOldestAge.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String())
 }
 
 // RecordKmemTrackerDroppedDataPoint adds a data point to kmem.tracker.dropped metric.

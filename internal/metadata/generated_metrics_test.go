@@ -111,27 +111,27 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordKmemOutstandingBytesDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", AttributeKmemVerdictLeaking)
+			mb.RecordKmemOutstandingBytesDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking)
 			if tt.name == "reaggregate_set" {
-				mb.RecordKmemOutstandingBytesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", AttributeKmemVerdictGrowing)
+				mb.RecordKmemOutstandingBytesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", "kmem.stack.hash-val-2", AttributeKmemVerdictGrowing)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordKmemOutstandingGrowthDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", AttributeKmemVerdictLeaking)
+			mb.RecordKmemOutstandingGrowthDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking)
 			if tt.name == "reaggregate_set" {
-				mb.RecordKmemOutstandingGrowthDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", AttributeKmemVerdictGrowing)
+				mb.RecordKmemOutstandingGrowthDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", "kmem.stack.hash-val-2", AttributeKmemVerdictGrowing)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordKmemOutstandingObjectsDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", AttributeKmemVerdictLeaking)
+			mb.RecordKmemOutstandingObjectsDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking)
 			if tt.name == "reaggregate_set" {
-				mb.RecordKmemOutstandingObjectsDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", AttributeKmemVerdictGrowing)
+				mb.RecordKmemOutstandingObjectsDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", "kmem.stack.hash-val-2", AttributeKmemVerdictGrowing)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordKmemOutstandingOldestAgeDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", AttributeKmemVerdictLeaking)
+			mb.RecordKmemOutstandingOldestAgeDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking)
 			if tt.name == "reaggregate_set" {
-				mb.RecordKmemOutstandingOldestAgeDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", AttributeKmemVerdictGrowing)
+				mb.RecordKmemOutstandingOldestAgeDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", "kmem.stack.hash-val-2", AttributeKmemVerdictGrowing)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -382,7 +382,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.outstanding.bytes"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Bytes held by live objects older than min_age, per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).", mi.Description())
+						assert.Equal(t, "Bytes held by live objects older than min_age, per allocator, cache, call site, stack and verdict (the top_n groups by bytes of each verdict).", mi.Description())
 						assert.Equal(t, "By", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -398,6 +398,9 @@ func TestMetricsBuilder(t *testing.T) {
 						kmemCallSiteAttrVal, ok := dp.Attributes().Get("kmem.call_site")
 						assert.True(t, ok)
 						assert.Equal(t, "kmem.call_site-val", kmemCallSiteAttrVal.Str())
+						kmemStackHashAttrVal, ok := dp.Attributes().Get("kmem.stack.hash")
+						assert.True(t, ok)
+						assert.Equal(t, "kmem.stack.hash-val", kmemStackHashAttrVal.Str())
 						kmemVerdictAttrVal, ok := dp.Attributes().Get("kmem.verdict")
 						assert.True(t, ok)
 						assert.Equal(t, "leaking", kmemVerdictAttrVal.Str())
@@ -406,7 +409,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.outstanding.bytes"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Bytes held by live objects older than min_age, per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).", mi.Description())
+						assert.Equal(t, "Bytes held by live objects older than min_age, per allocator, cache, call site, stack and verdict (the top_n groups by bytes of each verdict).", mi.Description())
 						assert.Equal(t, "By", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -428,6 +431,8 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.call_site")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.stack.hash")
+						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.verdict")
 						assert.False(t, ok)
 					}
@@ -437,7 +442,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.outstanding.growth"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Change per minute of the aged live objects per allocator, cache, call site and verdict (Theil–Sen slope over the verdict window).", mi.Description())
+						assert.Equal(t, "Change per minute of the aged live objects per allocator, cache, call site, stack and verdict (Theil–Sen slope over the verdict window).", mi.Description())
 						assert.Equal(t, "{object}/min", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -453,6 +458,9 @@ func TestMetricsBuilder(t *testing.T) {
 						kmemCallSiteAttrVal, ok := dp.Attributes().Get("kmem.call_site")
 						assert.True(t, ok)
 						assert.Equal(t, "kmem.call_site-val", kmemCallSiteAttrVal.Str())
+						kmemStackHashAttrVal, ok := dp.Attributes().Get("kmem.stack.hash")
+						assert.True(t, ok)
+						assert.Equal(t, "kmem.stack.hash-val", kmemStackHashAttrVal.Str())
 						kmemVerdictAttrVal, ok := dp.Attributes().Get("kmem.verdict")
 						assert.True(t, ok)
 						assert.Equal(t, "leaking", kmemVerdictAttrVal.Str())
@@ -461,7 +469,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.outstanding.growth"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Change per minute of the aged live objects per allocator, cache, call site and verdict (Theil–Sen slope over the verdict window).", mi.Description())
+						assert.Equal(t, "Change per minute of the aged live objects per allocator, cache, call site, stack and verdict (Theil–Sen slope over the verdict window).", mi.Description())
 						assert.Equal(t, "{object}/min", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -483,6 +491,8 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.call_site")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.stack.hash")
+						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.verdict")
 						assert.False(t, ok)
 					}
@@ -492,7 +502,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.outstanding.objects"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Live objects older than min_age, per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).", mi.Description())
+						assert.Equal(t, "Live objects older than min_age, per allocator, cache, call site, stack and verdict (the top_n groups by bytes of each verdict).", mi.Description())
 						assert.Equal(t, "{object}", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -508,6 +518,9 @@ func TestMetricsBuilder(t *testing.T) {
 						kmemCallSiteAttrVal, ok := dp.Attributes().Get("kmem.call_site")
 						assert.True(t, ok)
 						assert.Equal(t, "kmem.call_site-val", kmemCallSiteAttrVal.Str())
+						kmemStackHashAttrVal, ok := dp.Attributes().Get("kmem.stack.hash")
+						assert.True(t, ok)
+						assert.Equal(t, "kmem.stack.hash-val", kmemStackHashAttrVal.Str())
 						kmemVerdictAttrVal, ok := dp.Attributes().Get("kmem.verdict")
 						assert.True(t, ok)
 						assert.Equal(t, "leaking", kmemVerdictAttrVal.Str())
@@ -516,7 +529,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.outstanding.objects"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Live objects older than min_age, per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).", mi.Description())
+						assert.Equal(t, "Live objects older than min_age, per allocator, cache, call site, stack and verdict (the top_n groups by bytes of each verdict).", mi.Description())
 						assert.Equal(t, "{object}", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -538,6 +551,8 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.call_site")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.stack.hash")
+						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.verdict")
 						assert.False(t, ok)
 					}
@@ -547,7 +562,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.outstanding.oldest_age"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Age of the oldest live object per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).", mi.Description())
+						assert.Equal(t, "Age of the oldest live object per allocator, cache, call site, stack and verdict (the top_n groups by bytes of each verdict).", mi.Description())
 						assert.Equal(t, "s", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -563,6 +578,9 @@ func TestMetricsBuilder(t *testing.T) {
 						kmemCallSiteAttrVal, ok := dp.Attributes().Get("kmem.call_site")
 						assert.True(t, ok)
 						assert.Equal(t, "kmem.call_site-val", kmemCallSiteAttrVal.Str())
+						kmemStackHashAttrVal, ok := dp.Attributes().Get("kmem.stack.hash")
+						assert.True(t, ok)
+						assert.Equal(t, "kmem.stack.hash-val", kmemStackHashAttrVal.Str())
 						kmemVerdictAttrVal, ok := dp.Attributes().Get("kmem.verdict")
 						assert.True(t, ok)
 						assert.Equal(t, "leaking", kmemVerdictAttrVal.Str())
@@ -571,7 +589,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["kmem.outstanding.oldest_age"] = true
 						assert.Equal(t, pmetric.MetricTypeGauge, mi.Type())
 						assert.Equal(t, 1, mi.Gauge().DataPoints().Len())
-						assert.Equal(t, "Age of the oldest live object per allocator, cache, call site and verdict (the top_n groups by bytes of each verdict).", mi.Description())
+						assert.Equal(t, "Age of the oldest live object per allocator, cache, call site, stack and verdict (the top_n groups by bytes of each verdict).", mi.Description())
 						assert.Equal(t, "s", mi.Unit())
 						dp := mi.Gauge().DataPoints().At(0)
 						assert.Equal(t, start, dp.StartTimestamp())
@@ -592,6 +610,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("kmem.cache")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.call_site")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.stack.hash")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.verdict")
 						assert.False(t, ok)

@@ -33,10 +33,10 @@ func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommo
 	mb := e.Metrics
 	for _, g := range byCallSite(rep.Groups) {
 		alloc, state := allocatorAttribute(g.Allocator), verdictAttribute(g.Verdict.State)
-		mb.RecordKmemOutstandingObjectsDataPoint(now, g.Objects, alloc, g.Cache, g.CallSiteSym, state)
-		mb.RecordKmemOutstandingBytesDataPoint(now, g.Bytes, alloc, g.Cache, g.CallSiteSym, state)
-		mb.RecordKmemOutstandingOldestAgeDataPoint(now, g.OldestAge.Seconds(), alloc, g.Cache, g.CallSiteSym, state)
-		mb.RecordKmemOutstandingGrowthDataPoint(now, g.Verdict.PerMinute, alloc, g.Cache, g.CallSiteSym, state)
+		mb.RecordKmemOutstandingObjectsDataPoint(now, g.Objects, alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
+		mb.RecordKmemOutstandingBytesDataPoint(now, g.Bytes, alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
+		mb.RecordKmemOutstandingOldestAgeDataPoint(now, g.OldestAge.Seconds(), alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
+		mb.RecordKmemOutstandingGrowthDataPoint(now, g.Verdict.PerMinute, alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
 	}
 	if rep.States != nil {
 		for _, st := range verdict.States {
@@ -87,7 +87,7 @@ func (e *Emitter) EmitLogs(ctx context.Context, groups []Group, incomplete bool,
 		if v.State == verdict.Leaking {
 			opts = append(opts, metadata.WithKmemLeakSinceEventAttribute(v.Since.UTC().Format(time.RFC3339)))
 		}
-		e.Logs.RecordKmemLeakSuspectEvent(ctx, now, allocatorAttribute(g.Allocator), g.Cache, g.CallSiteSym,
+		e.Logs.RecordKmemLeakSuspectEvent(ctx, now, allocatorAttribute(g.Allocator), g.Cache, g.CallSiteSym, g.StackHash,
 			verdictAttribute(v.State), g.Objects, g.Bytes, g.OldestAge.Seconds(), v.PerMinute, v.BytesPerMinute,
 			incomplete, opts...)
 	}
@@ -96,19 +96,20 @@ func (e *Emitter) EmitLogs(ctx context.Context, groups []Group, incomplete bool,
 	return logs
 }
 
-// byCallSite sums the groups of one call site and verdict with different
-// stacks: the metrics are per call site, and two points with equal
-// attributes would be averaged, not added, by the builder.
+// byCallSite sums the groups of one call site, stack hash and verdict: two
+// stacks that differ only in offsets or addresses hash alike, and two
+// points with equal attributes would be averaged, not added, by the
+// builder.
 func byCallSite(groups []Group) []Group {
 	type site struct {
-		allocator       kmem.Allocator
-		cache, callSite string
-		state           verdict.State
+		allocator                  kmem.Allocator
+		cache, callSite, stackHash string
+		state                      verdict.State
 	}
 	index := map[site]int{}
 	var out []Group
 	for _, g := range groups {
-		k := site{g.Allocator, g.Cache, g.CallSiteSym, g.Verdict.State}
+		k := site{g.Allocator, g.Cache, g.CallSiteSym, g.StackHash, g.Verdict.State}
 		i, ok := index[k]
 		if !ok {
 			index[k] = len(out)

@@ -54,7 +54,7 @@ func newTestEmitter(mbc metadata.MetricsBuilderConfig, lbc metadata.LogsBuilderC
 
 func twoGroupReport() Report {
 	return Report{
-		Groups: []Group{
+		Groups: hashed([]Group{
 			{
 				Allocator:   kmem.Kmalloc,
 				Cache:       "kmalloc-cg-1k",
@@ -78,7 +78,7 @@ func twoGroupReport() Report {
 				OldestAge:   42 * time.Second,
 				Verdict:     verdict.Verdict{State: verdict.Steady, PerMinute: 0.5, BytesPerMinute: 96},
 			},
-		},
+		}),
 		Suspects: 2300,
 		States:   map[verdict.State]int{verdict.Leaking: 1, verdict.Steady: 40, verdict.Transient: 300},
 		Withheld: 1,

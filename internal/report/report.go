@@ -24,6 +24,7 @@ type Group struct {
 	CallSite    uint64 // the probes' call site (raw), lowest of a merged group
 	CallSiteSym string // the code that asked for memory, function+0xoff [module]
 	Stack       string // the symbolized kernel stack from CallSiteSym outwards, or ""
+	StackHash   string // Stack's fingerprint, or CallSiteSym's without a stack (stackHash)
 	Objects     int64
 	Bytes       int64
 	OldestAge   time.Duration
@@ -190,7 +191,8 @@ func merge(snap *kmem.Snapshot, tallies map[kmem.GroupKey]*tally, stacks stackNa
 		}
 		g := merged[name]
 		if g == nil {
-			g = &Group{Allocator: name.allocator, Cache: name.cache, CallSite: key.CallSite, CallSiteSym: name.callSite, Stack: name.stack}
+			g = &Group{Allocator: name.allocator, Cache: name.cache, CallSite: key.CallSite, CallSiteSym: name.callSite,
+				Stack: name.stack, StackHash: stackHash(cmp.Or(name.stack, name.callSite))}
 			merged[name] = g
 		}
 		g.CallSite = min(g.CallSite, key.CallSite) // deterministic across map orders

@@ -1,6 +1,10 @@
 package report
 
-import "strings"
+import (
+	"fmt"
+	"hash/fnv"
+	"strings"
+)
 
 // StackSource reads the kernel stacks the probes took, innermost frame
 // first.
@@ -57,4 +61,24 @@ func describeStack(frames []uint64, sym Symbolizer) (callSite, text string) {
 		return "", ""
 	}
 	return names[first], strings.Join(names[first:], "\n")
+}
+
+// stackHash fingerprints a stack text (one frame a line, as describeStack
+// writes it, or a call site alone) across hosts and boots: FNV-1a over each
+// frame's function and module, without the offset, which builds change,
+// or addresses, which KASLR does. A frame no symbol names counts as "?".
+func stackHash(text string) string {
+	h := fnv.New64a()
+	for frame := range strings.SplitSeq(text, "\n") {
+		fn, rest, _ := strings.Cut(frame, "+")
+		if fn == "unknown" || strings.HasPrefix(fn, "0x") {
+			fn = "?"
+		}
+		h.Write([]byte(fn))
+		if _, module, ok := strings.Cut(rest, " ["); ok {
+			h.Write([]byte(" [" + module))
+		}
+		h.Write([]byte{'\n'})
+	}
+	return fmt.Sprintf("%016x", h.Sum64())
 }

@@ -2,12 +2,18 @@ package report
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
 )
 
 type mapSymbolizer map[uint64]string
@@ -126,4 +132,68 @@ func TestBuildGroupsByStack(t *testing.T) {
 		"__d_alloc+0x2d\nd_alloc_pseudo+0xa\n__sys_socketpair+0x147": 1,
 		"": 2, // no stack, or one the map lost: grouped by call site
 	}, byStack)
+}
+
+// bootStack is a stack of one boot, as the probes read it: each frame is a
+// function of that boot's kallsyms at an offset.
+func bootStack(t *testing.T, kallsyms string, frames ...ksymFrame) (ksym.Namer, []uint64) {
+	t.Helper()
+	syms, err := ksym.New(kallsyms, "testdata/no-modules-file")
+	require.NoError(t, err)
+	text, err := os.ReadFile(kallsyms)
+	require.NoError(t, err)
+	starts := map[string]uint64{}
+	for line := range strings.Lines(string(text)) {
+		var addr uint64
+		var kind, fn string
+		_, err := fmt.Sscanf(line, "%x %s %s", &addr, &kind, &fn)
+		require.NoError(t, err)
+		starts[fn] = addr
+	}
+	addrs := make([]uint64, len(frames))
+	for i, f := range frames {
+		addr, ok := starts[f.fn]
+		require.True(t, ok, "%s is not in %s", f.fn, kallsyms)
+		addrs[i] = addr + f.off
+	}
+	return ksym.Namer{Symbols: syms}, addrs
+}
+
+type ksymFrame struct {
+	fn  string
+	off uint64
+}
+
+// Two boots of one kernel, KASLR placing its text and its modules
+// elsewhere in each (testdata/kallsyms_boot_a and _b): the same stack
+// hashes alike in both, at other offsets in the same functions too (a
+// rebuild moves them); another path does not.
+func TestStackHashIsTheSameAcrossBoots(t *testing.T) {
+	pipe := []ksymFrame{{"kmem_cache_alloc_noprof", 0x38}, {"nft_trans_alloc_gfp", 0x2b}, {"nf_tables_newrule", 0x120},
+		{"alloc_pipe_info", 0x2b}, {"do_pipe2", 0x4f}, {"__x64_sys_pipe2", 0x18}, {"do_syscall_64", 0x9e}}
+	hash := func(kallsyms string, frames []ksymFrame) string {
+		sym, addrs := bootStack(t, kallsyms, frames...)
+		_, text := describeStack(addrs, sym)
+		require.Contains(t, text, "nft_trans_alloc_gfp+0x2b [nf_tables]")
+		return stackHash(text)
+	}
+	a := hash("testdata/kallsyms_boot_a", pipe)
+	assert.Len(t, a, 16)
+	assert.Equal(t, a, hash("testdata/kallsyms_boot_b", pipe), "one stack, two boots")
+
+	moved := slices.Clone(pipe)
+	moved[4].off = 0x61
+	assert.Equal(t, a, hash("testdata/kallsyms_boot_b", moved), "the same functions at other offsets")
+
+	socketpair := slices.Clone(pipe)
+	socketpair[4].fn = "__sys_socketpair"
+	assert.NotEqual(t, a, hash("testdata/kallsyms_boot_a", socketpair), "another path")
+	assert.NotEqual(t, a, hash("testdata/kallsyms_boot_a", pipe[:len(pipe)-1]), "a frame fewer")
+}
+
+// A frame no symbol names hashes as "?", whether the collector shows its
+// address (include_addresses) or not: the address differs at every boot.
+func TestStackHashIgnoresUnnamedFramesAddresses(t *testing.T) {
+	assert.Equal(t, stackHash("alloc_pipe_info+0x2b\nunknown\ndo_pipe2+0x4f"), stackHash("alloc_pipe_info+0x2b\n0xffffffff9a5b2000\ndo_pipe2+0x4f"))
+	assert.NotEqual(t, stackHash("alloc_pipe_info+0x2b"), stackHash("alloc_pipe_info+0x2b [nf_tables]"), "the module is part of the frame")
 }
