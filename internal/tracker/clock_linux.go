@@ -53,13 +53,9 @@ func readClock(specs *bpf.KmemleakSpecs) (*jiffies.Clock, error) {
 // ProbeClock is the mapping Open gives the probes' times: nil where they
 // stamp nanoseconds, the error saying why.
 func ProbeClock() (*jiffies.Clock, error) {
-	spec, err := bpf.LoadKmemleak()
+	_, specs, err := loadSpecs()
 	if err != nil {
-		return nil, fmt.Errorf("parsing the embedded BPF object: %w", err)
+		return nil, err
 	}
-	var specs bpf.KmemleakSpecs
-	if err := spec.Assign(&specs); err != nil {
-		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
-	}
-	return readClock(&specs)
+	return readClock(specs)
 }

@@ -55,20 +55,16 @@ func Open(opts Options) (*Tracker, error) {
 	if err := checkEnvironment(); err != nil {
 		return nil, err
 	}
-	spec, err := bpf.LoadKmemleak()
+	spec, specs, err := loadSpecs()
 	if err != nil {
-		return nil, fmt.Errorf("parsing the embedded BPF object: %w", err)
-	}
-	var specs bpf.KmemleakSpecs
-	if err := spec.Assign(&specs); err != nil {
-		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+		return nil, err
 	}
 	pl := newPlan(&specs.KmemleakProgramSpecs)
-	clock, err := readClock(&specs)
+	clock, err := readClock(specs)
 	if err != nil {
 		opts.Logger.Info("Allocation times in nanoseconds, at a cost per allocation: jiffies could not be mapped onto the monotonic clock", zap.Error(err))
 	}
-	live, err := configure(&specs, pl, opts, clock)
+	live, err := configure(specs, pl, opts, clock)
 	if err != nil {
 		return nil, err
 	}
@@ -96,6 +92,19 @@ func Open(opts Options) (*Tracker, error) {
 	t.scan = newScanState(opts, clock)
 	t.control = controlState{stackSites: map[uint64]bool{}}
 	return t, nil
+}
+
+// loadSpecs parses the embedded BPF object, whole and typed.
+func loadSpecs() (*ebpf.CollectionSpec, *bpf.KmemleakSpecs, error) {
+	spec, err := bpf.LoadKmemleak()
+	if err != nil {
+		return nil, nil, fmt.Errorf("parsing the embedded BPF object: %w", err)
+	}
+	var specs bpf.KmemleakSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return nil, nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+	}
+	return spec, &specs, nil
 }
 
 // checkEnvironment names what the process or the kernel lacks before
