@@ -59,7 +59,8 @@ func TestFitRefusesWhatFitsNoHZ(t *testing.T) {
 
 // Every time stamped with a tick's jiffies is at or before End of it, and
 // less than two ticks before: ages are never too long, and short by at
-// most two ticks.
+// most two ticks. At, with which the bench stamps synthetic objects, is a
+// tick End maps back to within the same bounds.
 func TestEndBoundsTheTick(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, hz := range hzs {
@@ -68,28 +69,12 @@ func TestEndBoundsTheTick(t *testing.T) {
 		c, err := Fit(k.read(readNs), k.read(readNs+MinApart))
 		require.NoError(t, err)
 		for range 10000 {
-			ns := readNs + rng.Uint64N(7*86400e9)
-			end := c.End(k.read(ns).Jiffies)
-			require.GreaterOrEqual(t, end, ns, "HZ %d: an allocation at %d ns ends its tick before it happened", hz, ns)
-			require.Less(t, end-ns, 2*k.tickNs(), "HZ %d: an allocation at %d ns", hz, ns)
-		}
-	}
-}
-
-// At is the tick End maps back to at or after the time: the bench stamps
-// synthetic objects with it.
-func TestAtIsTheTickEndCovers(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
-	for _, hz := range hzs {
-		k := kernel{hz: hz, bootNs: 123456789}
-		readNs := k.bootNs + 86400e9 + rng.Uint64N(1e9)
-		c, err := Fit(k.read(readNs), k.read(readNs+MinApart))
-		require.NoError(t, err)
-		for range 10000 {
-			ns := k.bootNs + rng.Uint64N(7*86400e9)
-			end := c.End(c.At(ns))
-			require.GreaterOrEqual(t, end, ns, "HZ %d: %d ns", hz, ns)
-			require.Less(t, end-ns, 2*k.tickNs(), "HZ %d: %d ns", hz, ns)
+			ns := k.bootNs + rng.Uint64N(7*86400e9) // before the reading and after
+			for what, j := range map[string]uint64{"stamped": k.read(ns).Jiffies, "At": c.At(ns)} {
+				end := c.End(j)
+				require.GreaterOrEqual(t, end, ns, "HZ %d, %s: an allocation at %d ns ends its tick before it happened", hz, what, ns)
+				require.Less(t, end-ns, 2*k.tickNs(), "HZ %d, %s: an allocation at %d ns", hz, what, ns)
+			}
 		}
 	}
 }

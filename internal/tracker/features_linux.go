@@ -237,7 +237,8 @@ func explainPermission(err error) error {
 	return err
 }
 
-// MonotonicNow reads the clock of kmem.Object.AllocNs (bpf_ktime_get_ns).
+// MonotonicNow reads the clock of kmem.Object.AllocNs: CLOCK_MONOTONIC,
+// which the probes' jiffies are mapped onto (or bpf_ktime_get_ns's own).
 func MonotonicNow() (uint64, error) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
