@@ -51,6 +51,9 @@ const volatile __u32 ignore_tgid = 0;
 // Allocation times in jiffies (see struct object), where user space could
 // map them onto CLOCK_MONOTONIC.
 const volatile bool time_in_jiffies = false;
+// Record who allocated each object (struct object's tgid, cgroup and
+// context).
+const volatile bool attribution = false;
 
 // One key space per kind of address, each a live table (see struct live_bucket)
 // sized by the loader: live holds slab and kmalloc objects by address
@@ -119,6 +122,15 @@ struct {
 	__type(value, struct counters);
 } stats SEC(".maps");
 
+// The processes that ended since user space last read them (struct
+// exited). LRU: a burst of exits between two scans evicts the oldest.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct exited);
+} exits SEC(".maps");
+
 // NULL and ZERO_SIZE_PTR (16) are not objects: kfree(NULL) fires the
 // tracepoint, and failed allocations report NULL.
 static __always_inline bool is_object(const void *ptr)
@@ -160,6 +172,90 @@ static __always_inline void capture_stack(void *ctx, struct object *obj, struct 
 		return;
 	}
 	obj->stack_id = id;
+}
+
+// Whether each CPU serves a softirq or a hard interrupt handler, as the
+// irq tracepoints below say: the preempt count, which says it, is a
+// per-CPU variable on x86-64 that only a typed ksym reaches, and those
+// need every kernel symbol in kallsyms (CONFIG_KALLSYMS_ALL), which not
+// every kernel has. Softirqs and interrupt handlers do not nest in their
+// own kind, so a flag each is enough. Not seen: interrupts without a
+// handler tracepoint (the local timer, IPIs), which seldom allocate.
+struct irq_state {
+	__u32 softirq;
+	__u32 hardirq;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct irq_state);
+} irq_states SEC(".maps");
+
+static __always_inline struct irq_state *this_cpu_irq_state(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&irq_states, &zero);
+}
+
+// Attached with attribution, the exits before the entries: an entry seen
+// without its exit would leave the flag set.
+SEC("raw_tp/softirq_entry")
+int softirq_entry(void *ctx)
+{
+	struct irq_state *c = this_cpu_irq_state();
+	if (c)
+		c->softirq = 1;
+	return 0;
+}
+
+SEC("raw_tp/softirq_exit")
+int softirq_exit(void *ctx)
+{
+	struct irq_state *c = this_cpu_irq_state();
+	if (c)
+		c->softirq = 0;
+	return 0;
+}
+
+SEC("raw_tp/irq_handler_entry")
+int hardirq_entry(void *ctx)
+{
+	struct irq_state *c = this_cpu_irq_state();
+	if (c)
+		c->hardirq = 1;
+	return 0;
+}
+
+SEC("raw_tp/irq_handler_exit")
+int hardirq_exit(void *ctx)
+{
+	struct irq_state *c = this_cpu_irq_state();
+	if (c)
+		c->hardirq = 0;
+	return 0;
+}
+
+#define PF_KTHREAD 0x00200000 // include/linux/sched.h, the same since 2.6
+
+// record_owner says who allocated obj: in interrupt context nobody, the
+// interrupted task being a bystander; else the task's process and cgroup.
+static __always_inline void record_owner(struct object *obj)
+{
+	struct irq_state *c = this_cpu_irq_state();
+	if (c && c->hardirq) {
+		obj->context = CONTEXT_IRQ;
+		return;
+	}
+	if (c && c->softirq) {
+		obj->context = CONTEXT_SOFTIRQ;
+		return;
+	}
+	struct task_struct *task = bpf_get_current_task_btf();
+	obj->tgid = task->tgid;
+	obj->cgroup = task->cgroups->dfl_cgrp->kn->id;
+	obj->context = task->flags & PF_KTHREAD ? CONTEXT_KTHREAD : CONTEXT_TASK;
 }
 
 // sampled reports whether the object at key is one of the 1 in
@@ -244,6 +340,8 @@ static __always_inline void track_alloc(void *ctx, __u64 key, __u64 call_site, _
 		.bytes = bytes,
 		.allocator = allocator,
 	};
+	if (attribution)
+		record_owner(&obj);
 	capture_stack(ctx, &obj, c);
 	insert_object(allocator, key, &obj, c);
 }
@@ -962,5 +1060,25 @@ int read_clock(void *ctx)
 		p->jiffies = bpf_jiffies64();
 		p->ns = bpf_ktime_get_ns();
 	}
+	return 0;
+}
+
+// A process ending: the name and times of its thread group, for user
+// space to name the objects it leaves and to tell them from a later
+// process's under the same pid (struct exited). Process exits are rare
+// next to allocations; attached only with attribution.
+SEC("tracepoint/sched/sched_process_exit")
+int process_exit(void *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	// do_exit counts the group's live threads down before this event: only
+	// the last thread's exit ends the process.
+	if (task->signal->live.counter != 0)
+		return 0;
+	struct task_struct *leader = task->group_leader;
+	struct exited e = {.start_time = leader->start_time, .exit_time = bpf_ktime_get_ns()};
+	bpf_probe_read_kernel_str(e.comm, sizeof(e.comm), leader->comm);
+	__u32 tgid = task->tgid;
+	bpf_map_update_elem(&exits, &tgid, &e, BPF_ANY);
 	return 0;
 }

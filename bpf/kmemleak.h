@@ -22,6 +22,23 @@ enum stack_mode {
 	STACKS_ALWAYS,
 };
 
+// What ran the allocation, by the preempt count and the task's flags.
+enum run_context {
+	CONTEXT_TASK,
+	CONTEXT_KTHREAD,
+	CONTEXT_SOFTIRQ, // serving a softirq, on whatever task it interrupted
+	CONTEXT_IRQ, // hard interrupt or NMI
+};
+
+// A process that ended while the probes ran, by tgid, for user space to
+// name the objects it left, and to tell them from those of a later process
+// the pid is given to.
+struct exited {
+	char comm[16]; // the thread group leader's
+	__u64 start_time; // CLOCK_MONOTONIC, the leader's start
+	__u64 exit_time; // CLOCK_MONOTONIC, when its last thread exited
+};
+
 // The kmalloc caches a request can come from, as kmalloc_type() picks them
 // by gfp flags; KMALLOC_FAMILY_LARGE is above the largest cache, served by the
 // page allocator.
@@ -55,10 +72,18 @@ struct object {
 	__u64 cache;
 	__u32 bytes;
 	__s32 stack_id; // in stacks, or -1
-	__u16 allocator; // enum allocator
+	// Who allocated, where the loader set attribution: the task's process
+	// (tgid) and its cgroup v2 id's low half (the cgroup directory's inode
+	// number, which is the whole id on 64-bit kernels until 2^32 cgroups
+	// have been created), both 0 in interrupt context.
+	__u32 tgid;
+	__u32 cgroup;
+	__u8 allocator; // enum allocator
 	// The stack was taken without its innermost frame (see capture_stack):
 	// that frame is call_site.
-	__u16 stack_skipped;
+	__u8 stack_skipped;
+	__u8 context; // enum run_context
+	__u8 unused;
 	// Odd while the probes write the record: user space reads a record
 	// between two equal even values, or not at all (see the table below).
 	__u32 seq;
@@ -171,6 +196,7 @@ struct shared_enums {
 	enum table_layout table_layout;
 	enum table_key table_key;
 	enum table_hash table_hash;
+	enum run_context run_context;
 };
 const struct shared_enums *unused_shared_enums __attribute__((unused));
 

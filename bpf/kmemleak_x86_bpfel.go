@@ -50,6 +50,19 @@ type KmemleakCounters struct {
 	NotedCache     uint64
 }
 
+type KmemleakExited struct {
+	_         structs.HostLayout
+	Comm      [16]int8
+	StartTime uint64
+	ExitTime  uint64
+}
+
+type KmemleakIrqState struct {
+	_       structs.HostLayout
+	Softirq uint32
+	Hardirq uint32
+}
+
 type KmemleakKmallocFamily uint32
 
 const (
@@ -90,10 +103,23 @@ type KmemleakObject struct {
 	Cache        uint64
 	Bytes        uint32
 	StackId      int32
-	Allocator    uint16
-	StackSkipped uint16
+	Tgid         uint32
+	Cgroup       uint32
+	Allocator    uint8
+	StackSkipped uint8
+	Context      uint8
+	Unused       uint8
 	Seq          uint32
 }
+
+type KmemleakRunContext uint32
+
+const (
+	KmemleakRunContextCONTEXT_TASK    KmemleakRunContext = 0
+	KmemleakRunContextCONTEXT_KTHREAD KmemleakRunContext = 1
+	KmemleakRunContextCONTEXT_SOFTIRQ KmemleakRunContext = 2
+	KmemleakRunContextCONTEXT_IRQ     KmemleakRunContext = 3
+)
 
 type KmemleakStackMode uint32
 
@@ -130,6 +156,8 @@ const (
 const (
 	KmemleakMapCaches            = "caches"
 	KmemleakMapClock             = "clock"
+	KmemleakMapExits             = "exits"
+	KmemleakMapIrqStates         = "irq_states"
 	KmemleakMapKmallocSkip       = "kmalloc_skip"
 	KmemleakMapLive              = "live"
 	KmemleakMapLivePages         = "live_pages"
@@ -150,11 +178,14 @@ const (
 	KmemleakProgBtfSlabAlloc     = "btf_slab_alloc"
 	KmemleakProgBtfSlabFree      = "btf_slab_free"
 	KmemleakProgBtfSlabFreeBk    = "btf_slab_free_bk"
+	KmemleakProgHardirqEntry     = "hardirq_entry"
+	KmemleakProgHardirqExit      = "hardirq_exit"
 	KmemleakProgKpAllocEntry     = "kp_alloc_entry"
 	KmemleakProgKpAllocReturn    = "kp_alloc_return"
 	KmemleakProgKpFreeBulk       = "kp_free_bulk"
 	KmemleakProgKpKmallocFree    = "kp_kmalloc_free"
 	KmemleakProgKpSlabFree       = "kp_slab_free"
+	KmemleakProgProcessExit      = "process_exit"
 	KmemleakProgRawKmallocAlloc  = "raw_kmalloc_alloc"
 	KmemleakProgRawKmallocFree   = "raw_kmalloc_free"
 	KmemleakProgRawKmallocFreeBk = "raw_kmalloc_free_bk"
@@ -169,6 +200,8 @@ const (
 	KmemleakProgRawSlabFreeAny   = "raw_slab_free_any"
 	KmemleakProgRawSlabFreeBk    = "raw_slab_free_bk"
 	KmemleakProgReadClock        = "read_clock"
+	KmemleakProgSoftirqEntry     = "softirq_entry"
+	KmemleakProgSoftirqExit      = "softirq_exit"
 	KmemleakProgTpKmallocAlloc   = "tp_kmalloc_alloc"
 	KmemleakProgTpKmallocFree    = "tp_kmalloc_free"
 	KmemleakProgTpPageAlloc      = "tp_page_alloc"
@@ -177,6 +210,7 @@ const (
 	KmemleakProgTpPercpuFree     = "tp_percpu_free"
 	KmemleakProgTpSlabAlloc      = "tp_slab_alloc"
 	KmemleakProgTpSlabFree       = "tp_slab_free"
+	KmemleakVarAttribution       = "attribution"
 	KmemleakVarIgnoreTgid        = "ignore_tgid"
 	KmemleakVarKmallocMinSize    = "kmalloc_min_size"
 	KmemleakVarLiveBuckets       = "live_buckets"
@@ -245,11 +279,14 @@ type KmemleakProgramSpecs struct {
 	BtfSlabAlloc     *ebpf.ProgramSpec `ebpf:"btf_slab_alloc"`
 	BtfSlabFree      *ebpf.ProgramSpec `ebpf:"btf_slab_free"`
 	BtfSlabFreeBk    *ebpf.ProgramSpec `ebpf:"btf_slab_free_bk"`
+	HardirqEntry     *ebpf.ProgramSpec `ebpf:"hardirq_entry"`
+	HardirqExit      *ebpf.ProgramSpec `ebpf:"hardirq_exit"`
 	KpAllocEntry     *ebpf.ProgramSpec `ebpf:"kp_alloc_entry"`
 	KpAllocReturn    *ebpf.ProgramSpec `ebpf:"kp_alloc_return"`
 	KpFreeBulk       *ebpf.ProgramSpec `ebpf:"kp_free_bulk"`
 	KpKmallocFree    *ebpf.ProgramSpec `ebpf:"kp_kmalloc_free"`
 	KpSlabFree       *ebpf.ProgramSpec `ebpf:"kp_slab_free"`
+	ProcessExit      *ebpf.ProgramSpec `ebpf:"process_exit"`
 	RawKmallocAlloc  *ebpf.ProgramSpec `ebpf:"raw_kmalloc_alloc"`
 	RawKmallocFree   *ebpf.ProgramSpec `ebpf:"raw_kmalloc_free"`
 	RawKmallocFreeBk *ebpf.ProgramSpec `ebpf:"raw_kmalloc_free_bk"`
@@ -264,6 +301,8 @@ type KmemleakProgramSpecs struct {
 	RawSlabFreeAny   *ebpf.ProgramSpec `ebpf:"raw_slab_free_any"`
 	RawSlabFreeBk    *ebpf.ProgramSpec `ebpf:"raw_slab_free_bk"`
 	ReadClock        *ebpf.ProgramSpec `ebpf:"read_clock"`
+	SoftirqEntry     *ebpf.ProgramSpec `ebpf:"softirq_entry"`
+	SoftirqExit      *ebpf.ProgramSpec `ebpf:"softirq_exit"`
 	TpKmallocAlloc   *ebpf.ProgramSpec `ebpf:"tp_kmalloc_alloc"`
 	TpKmallocFree    *ebpf.ProgramSpec `ebpf:"tp_kmalloc_free"`
 	TpPageAlloc      *ebpf.ProgramSpec `ebpf:"tp_page_alloc"`
@@ -280,6 +319,8 @@ type KmemleakProgramSpecs struct {
 type KmemleakMapSpecs struct {
 	Caches      *ebpf.MapSpec `ebpf:"caches"`
 	Clock       *ebpf.MapSpec `ebpf:"clock"`
+	Exits       *ebpf.MapSpec `ebpf:"exits"`
+	IrqStates   *ebpf.MapSpec `ebpf:"irq_states"`
 	KmallocSkip *ebpf.MapSpec `ebpf:"kmalloc_skip"`
 	Live        *ebpf.MapSpec `ebpf:"live"`
 	LivePages   *ebpf.MapSpec `ebpf:"live_pages"`
@@ -294,6 +335,7 @@ type KmemleakMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type KmemleakVariableSpecs struct {
+	Attribution       *ebpf.VariableSpec `ebpf:"attribution"`
 	IgnoreTgid        *ebpf.VariableSpec `ebpf:"ignore_tgid"`
 	KmallocMinSize    *ebpf.VariableSpec `ebpf:"kmalloc_min_size"`
 	LiveBuckets       *ebpf.VariableSpec `ebpf:"live_buckets"`
@@ -330,6 +372,8 @@ func (o *KmemleakObjects) Close() error {
 type KmemleakMaps struct {
 	Caches      *ebpf.Map `ebpf:"caches"`
 	Clock       *ebpf.Map `ebpf:"clock"`
+	Exits       *ebpf.Map `ebpf:"exits"`
+	IrqStates   *ebpf.Map `ebpf:"irq_states"`
 	KmallocSkip *ebpf.Map `ebpf:"kmalloc_skip"`
 	Live        *ebpf.Map `ebpf:"live"`
 	LivePages   *ebpf.Map `ebpf:"live_pages"`
@@ -344,6 +388,8 @@ func (m *KmemleakMaps) Close() error {
 	return _KmemleakClose(
 		m.Caches,
 		m.Clock,
+		m.Exits,
+		m.IrqStates,
 		m.KmallocSkip,
 		m.Live,
 		m.LivePages,
@@ -359,6 +405,7 @@ func (m *KmemleakMaps) Close() error {
 //
 // It can be passed to LoadKmemleakObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KmemleakVariables struct {
+	Attribution       *ebpf.Variable `ebpf:"attribution"`
 	IgnoreTgid        *ebpf.Variable `ebpf:"ignore_tgid"`
 	KmallocMinSize    *ebpf.Variable `ebpf:"kmalloc_min_size"`
 	LiveBuckets       *ebpf.Variable `ebpf:"live_buckets"`
@@ -389,11 +436,14 @@ type KmemleakPrograms struct {
 	BtfSlabAlloc     *ebpf.Program `ebpf:"btf_slab_alloc"`
 	BtfSlabFree      *ebpf.Program `ebpf:"btf_slab_free"`
 	BtfSlabFreeBk    *ebpf.Program `ebpf:"btf_slab_free_bk"`
+	HardirqEntry     *ebpf.Program `ebpf:"hardirq_entry"`
+	HardirqExit      *ebpf.Program `ebpf:"hardirq_exit"`
 	KpAllocEntry     *ebpf.Program `ebpf:"kp_alloc_entry"`
 	KpAllocReturn    *ebpf.Program `ebpf:"kp_alloc_return"`
 	KpFreeBulk       *ebpf.Program `ebpf:"kp_free_bulk"`
 	KpKmallocFree    *ebpf.Program `ebpf:"kp_kmalloc_free"`
 	KpSlabFree       *ebpf.Program `ebpf:"kp_slab_free"`
+	ProcessExit      *ebpf.Program `ebpf:"process_exit"`
 	RawKmallocAlloc  *ebpf.Program `ebpf:"raw_kmalloc_alloc"`
 	RawKmallocFree   *ebpf.Program `ebpf:"raw_kmalloc_free"`
 	RawKmallocFreeBk *ebpf.Program `ebpf:"raw_kmalloc_free_bk"`
@@ -408,6 +458,8 @@ type KmemleakPrograms struct {
 	RawSlabFreeAny   *ebpf.Program `ebpf:"raw_slab_free_any"`
 	RawSlabFreeBk    *ebpf.Program `ebpf:"raw_slab_free_bk"`
 	ReadClock        *ebpf.Program `ebpf:"read_clock"`
+	SoftirqEntry     *ebpf.Program `ebpf:"softirq_entry"`
+	SoftirqExit      *ebpf.Program `ebpf:"softirq_exit"`
 	TpKmallocAlloc   *ebpf.Program `ebpf:"tp_kmalloc_alloc"`
 	TpKmallocFree    *ebpf.Program `ebpf:"tp_kmalloc_free"`
 	TpPageAlloc      *ebpf.Program `ebpf:"tp_page_alloc"`
@@ -432,11 +484,14 @@ func (p *KmemleakPrograms) Close() error {
 		p.BtfSlabAlloc,
 		p.BtfSlabFree,
 		p.BtfSlabFreeBk,
+		p.HardirqEntry,
+		p.HardirqExit,
 		p.KpAllocEntry,
 		p.KpAllocReturn,
 		p.KpFreeBulk,
 		p.KpKmallocFree,
 		p.KpSlabFree,
+		p.ProcessExit,
 		p.RawKmallocAlloc,
 		p.RawKmallocFree,
 		p.RawKmallocFreeBk,
@@ -451,6 +506,8 @@ func (p *KmemleakPrograms) Close() error {
 		p.RawSlabFreeAny,
 		p.RawSlabFreeBk,
 		p.ReadClock,
+		p.SoftirqEntry,
+		p.SoftirqExit,
 		p.TpKmallocAlloc,
 		p.TpKmallocFree,
 		p.TpPageAlloc,

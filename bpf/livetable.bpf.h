@@ -51,8 +51,11 @@ static __always_inline void publish(struct live_bucket *b, __u32 slot, __u64 key
 	rec->cache = obj->cache;
 	rec->bytes = obj->bytes;
 	rec->stack_id = obj->stack_id;
+	rec->tgid = obj->tgid;
+	rec->cgroup = obj->cgroup;
 	rec->allocator = obj->allocator;
 	rec->stack_skipped = obj->stack_skipped;
+	rec->context = obj->context;
 	ordered_store(&rec->seq, seq + 2);
 	ordered_store(&b->keys[slot], key);
 }

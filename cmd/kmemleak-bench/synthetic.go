@@ -54,7 +54,7 @@ const syntheticBase = 0xffff000000000000
 func syntheticObject(i int, allocTime uint64) (uint64, bpf.KmemleakObject) {
 	return syntheticBase | uint64(i)<<6, bpf.KmemleakObject{
 		AllocTime: allocTime, CallSite: 0xffffffff81000000 + uint64(i%2000)<<4, Bytes: 64, StackId: -1,
-		Allocator: uint16(bpf.KmemleakAllocatorALLOCATOR_SLAB),
+		Allocator: uint8(bpf.KmemleakAllocatorALLOCATOR_SLAB),
 	}
 }
 

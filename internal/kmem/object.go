@@ -19,6 +19,7 @@ type Object struct {
 	// StackSkipped: the stack lacks its innermost frame, which is CallSite.
 	StackSkipped bool
 	Allocator    Allocator
+	Owner        Owner
 }
 
 // Counters are the probes' totals for one allocator since attach.
@@ -61,6 +62,10 @@ type Snapshot struct {
 	Freed map[uint64]bool
 	// Stacks is the number of kernel stacks kept, when stacks are on.
 	Stacks int
+	// Reused holds, per tgid that a new process took after another with it
+	// ended, when the earlier one ended: objects of the tgid allocated up to
+	// then are the earlier process's (Owner.Earlier). Set before a scan.
+	Reused map[uint32]uint64
 
 	groups groupIndex
 }
@@ -85,6 +90,7 @@ type GroupKey struct {
 	StackID  int32 // -1 without a stack
 	// StackSkipped: the stack lacks its innermost frame, which is CallSite.
 	StackSkipped bool
+	Owner        Owner
 }
 
 // Tally counts a group's objects by age, as of the snapshot's Ages.
@@ -107,7 +113,13 @@ func (s *Snapshot) Begin(ages Ages) {
 // Add counts obj into its group. It is what a scan does per object, a
 // million times for a full table.
 func (s *Snapshot) Add(obj *Object) {
-	key := packed{obj.CallSite, obj.Cache, packMeta(obj.Allocator, obj.StackID, obj.StackSkipped)}
+	owner := obj.Owner
+	if len(s.Reused) > 0 && owner.Tgid != 0 {
+		if ended, ok := s.Reused[owner.Tgid]; ok && obj.AllocNs <= ended {
+			owner.Earlier = true
+		}
+	}
+	key := packed{obj.CallSite, obj.Cache, packMeta(obj.Allocator, obj.StackID, obj.StackSkipped, owner), packOwner(owner)}
 	if obj.Allocator == Kmalloc {
 		key[1] = KmallocID(KmallocFamily(obj.Cache), obj.Bytes).Key
 	}
@@ -210,26 +222,33 @@ func (s *Snapshot) Remove(drop func(CacheID) bool) []CacheID {
 	return removed
 }
 
-// packed is a GroupKey in three words, which compare faster: the call
-// site, the cache key, and the allocator, stack id and skipped flag.
-type packed [3]uint64
+// packed is a GroupKey in four words, which compare faster: the call
+// site; the cache key; the allocator, stack id, skipped flag, context and
+// earlier flag; the tgid and cgroup.
+type packed [4]uint64
 
-func packMeta(a Allocator, stackID int32, skipped bool) uint64 {
-	meta := uint64(uint32(stackID)) | uint64(a)<<40
+func packMeta(a Allocator, stackID int32, skipped bool, o Owner) uint64 {
+	meta := uint64(uint32(stackID)) | uint64(a&0xff)<<40 | uint64(o.Context)<<48
 	if skipped {
 		meta |= 1 << 32
+	}
+	if o.Earlier {
+		meta |= 1 << 33
 	}
 	return meta
 }
 
+func packOwner(o Owner) uint64 { return uint64(o.Tgid)<<32 | uint64(o.Cgroup) }
+
 func (k GroupKey) pack() packed {
-	return packed{k.CallSite, k.Cache.Key, packMeta(k.Cache.Allocator, k.StackID, k.StackSkipped)}
+	return packed{k.CallSite, k.Cache.Key, packMeta(k.Cache.Allocator, k.StackID, k.StackSkipped, k.Owner), packOwner(k.Owner)}
 }
 
 func (p packed) unpack() GroupKey {
 	return GroupKey{
-		Cache:    CacheID{Allocator: Allocator(p[2] >> 40), Key: p[1]},
+		Cache:    CacheID{Allocator: Allocator(p[2] >> 40 & 0xff), Key: p[1]},
 		CallSite: p[0], StackID: int32(uint32(p[2])), StackSkipped: p[2]>>32&1 != 0,
+		Owner: Owner{Context: Context(p[2] >> 48 & 0xff), Earlier: p[2]>>33&1 != 0, Tgid: uint32(p[3] >> 32), Cgroup: uint32(p[3])},
 	}
 }
 
@@ -257,7 +276,7 @@ func (x *groupIndex) find(key packed) *indexSlot {
 	if len(x.slots) == 0 {
 		return &indexSlot{}
 	}
-	h := key[0]*0x9e3779b97f4a7c15 ^ key[1]*0xbf58476d1ce4e5b9 ^ key[2]*0x94d049bb133111eb
+	h := key[0]*0x9e3779b97f4a7c15 ^ key[1]*0xbf58476d1ce4e5b9 ^ key[2]*0x94d049bb133111eb ^ key[3]*0xd6e8feb86659fd93
 	mask := len(x.slots) - 1
 	for i := int(h>>40) & mask; ; i = (i + 1) & mask {
 		if e := &x.slots[i]; e.tally.Objects == 0 || e.key == key {

@@ -104,8 +104,10 @@ func read(rec *bpf.KmemleakObject, out *bpf.KmemleakObject) bool {
 	out.Cache = atomic.LoadUint64(&rec.Cache)
 	bytesStack := atomic.LoadUint64((*uint64)(unsafe.Pointer(&rec.Bytes)))
 	out.Bytes, out.StackId = uint32(bytesStack), int32(bytesStack>>32)
+	owner := atomic.LoadUint64((*uint64)(unsafe.Pointer(&rec.Tgid)))
+	out.Tgid, out.Cgroup = uint32(owner), uint32(owner>>32)
 	flags := atomic.LoadUint32((*uint32)(unsafe.Pointer(&rec.Allocator)))
-	out.Allocator, out.StackSkipped = uint16(flags), uint16(flags>>16)
+	out.Allocator, out.StackSkipped, out.Context = uint8(flags), uint8(flags>>8), uint8(flags>>16)
 	out.Seq = seq
 	return atomic.LoadUint32(&rec.Seq) == seq
 }
@@ -208,7 +210,8 @@ func publish(b *bpf.KmemleakLiveBucket, slot int, key uint64, obj *bpf.KmemleakO
 	atomic.StoreUint64(&rec.CallSite, obj.CallSite)
 	atomic.StoreUint64(&rec.Cache, obj.Cache)
 	atomic.StoreUint64((*uint64)(unsafe.Pointer(&rec.Bytes)), uint64(obj.Bytes)|uint64(uint32(obj.StackId))<<32)
-	atomic.StoreUint32((*uint32)(unsafe.Pointer(&rec.Allocator)), uint32(obj.Allocator)|uint32(obj.StackSkipped)<<16)
+	atomic.StoreUint64((*uint64)(unsafe.Pointer(&rec.Tgid)), uint64(obj.Tgid)|uint64(obj.Cgroup)<<32)
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&rec.Allocator)), uint32(obj.Allocator)|uint32(obj.StackSkipped)<<8|uint32(obj.Context)<<16)
 	atomic.StoreUint32(&rec.Seq, seq+2)
 	atomic.StoreUint64(&b.Keys[slot], key)
 }

@@ -30,7 +30,7 @@ func newTable(t testing.TB, objects uint32) *Table {
 func record(key uint64, gen uint32) *bpf.KmemleakObject {
 	return &bpf.KmemleakObject{
 		AllocTime: uint64(gen) * 7, CallSite: key, Cache: uint64(gen) << 20, Bytes: gen * 3,
-		StackId: int32(gen % 1000), Allocator: uint16(gen % 4), StackSkipped: uint16(gen % 2),
+		StackId: int32(gen % 1000), Allocator: uint8(gen % 4), StackSkipped: uint8(gen % 2), Tgid: uint32(gen), Cgroup: uint32(gen * 7), Context: uint8(gen % 4),
 	}
 }
 

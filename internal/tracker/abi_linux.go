@@ -28,6 +28,12 @@ var (
 		kmem.KmallocAccounted:   bpf.KmemleakKmallocFamilyKMALLOC_FAMILY_CGROUP,
 		kmem.KmallocLarge:       bpf.KmemleakKmallocFamilyKMALLOC_FAMILY_LARGE,
 	}
+	bpfContexts = map[kmem.Context]bpf.KmemleakRunContext{
+		kmem.InTask:    bpf.KmemleakRunContextCONTEXT_TASK,
+		kmem.InKthread: bpf.KmemleakRunContextCONTEXT_KTHREAD,
+		kmem.InSoftirq: bpf.KmemleakRunContextCONTEXT_SOFTIRQ,
+		kmem.InIRQ:     bpf.KmemleakRunContextCONTEXT_IRQ,
+	}
 )
 
 // Decoding tables, indexed by the probes' values: a scan decodes millions
@@ -35,6 +41,7 @@ var (
 var (
 	allocatorOf = invert(bpfAllocators, bpf.KmemleakAllocatorALLOCATOR_COUNT)
 	familyOf    = invert(bpfKmallocFamilies, bpf.KmemleakKmallocFamilyKMALLOC_FAMILY_LARGE+1)
+	contextOf   = invert(bpfContexts, bpf.KmemleakRunContextCONTEXT_IRQ+1)
 )
 
 func invert[D comparable, B ~uint32](m map[D]B, n B) []D {

@@ -35,6 +35,10 @@ type Tracker struct {
 	live     *livetable.Mapped   // the slab and kmalloc table, if attached
 	attached map[kmem.Allocator]*attached
 	bulkFree *ebpf.Program // on kmem_cache_free_bulk, where the kernel has kprobes
+	// With attribution: the programs that tell interrupt context and
+	// follow process exits, and the latter alone.
+	attribution []*ebpf.Program
+	exits       *ebpf.Program
 	links    []link.Link
 
 	scan    scanState    // read_linux.go
@@ -84,6 +88,12 @@ func Open(opts Options) (*Tracker, error) {
 	}
 	if !opts.IgnoreBulkFrees {
 		t.hookBulkFrees(l, pl, kernel, opts.Logger)
+	}
+	if opts.Attribution {
+		if err := t.attachAttribution(l, &specs.KmemleakProgramSpecs); err != nil {
+			t.Close()
+			return nil, err
+		}
 	}
 	if err := t.mapTables(live); err != nil {
 		t.Close()
@@ -145,6 +155,7 @@ func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.
 		v.MaxSize.Set(opts.MaxSize),
 		v.SampleBelow.Set(uint64(1<<32)/uint64(max(opts.SampleRate, 1))),
 		v.IgnoreTgid.Set(opts.IgnoreTgid),
+		v.Attribution.Set(opts.Attribution),
 		v.KmallocMinSize.Set(kmallocMinSize(slabCachesDir, slabinfo.Path)),
 	); err != nil {
 		return nil, fmt.Errorf("setting the probes' constants: %w", err)
@@ -352,6 +363,29 @@ func (t *Tracker) hookBulkFrees(l *loader, pl *plan, k kernel, log *zap.Logger) 
 		zap.String("function", hook.symbol), zap.Error(err))
 }
 
+// attachAttribution attaches what attribution needs besides the
+// allocation probes: the programs that tell interrupt context (exits
+// first, see the probes) and the one that records the processes that end.
+func (t *Tracker) attachAttribution(l *loader, progs *bpf.KmemleakProgramSpecs) error {
+	todo := []attachment{
+		{program: progs.SoftirqExit, mode: kmem.ModeRawTP, group: "irq", event: "softirq_exit"},
+		{program: progs.HardirqExit, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_exit"},
+		{program: progs.SoftirqEntry, mode: kmem.ModeRawTP, group: "irq", event: "softirq_entry"},
+		{program: progs.HardirqEntry, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_entry"},
+		{program: progs.ProcessExit, mode: kmem.ModeTracepoint, group: "sched", event: "sched_process_exit"},
+	}
+	loaded, links, err := l.load(todo)
+	if err != nil {
+		return fmt.Errorf("attribution: %w (attribution: false turns it off)", err)
+	}
+	for _, at := range todo {
+		t.attribution = append(t.attribution, loaded[at.program])
+	}
+	t.exits = loaded[progs.ProcessExit]
+	t.links = append(t.links, links...)
+	return nil
+}
+
 // FollowsBulkFrees reports whether the frees of kmem_cache_free_bulk are
 // tracked.
 func (t *Tracker) FollowsBulkFrees() bool { return t.bulkFree != nil }
@@ -450,6 +484,7 @@ func (t *Tracker) Close() error {
 	if t.bulkFree != nil {
 		t.bulkFree.Close()
 	}
+	closeAll(nil, t.attribution)
 	for _, m := range t.sections {
 		m.Close()
 	}
@@ -457,7 +492,7 @@ func (t *Tracker) Close() error {
 	for _, tab := range t.tables {
 		errs = append(errs, tab.Close())
 	}
-	t.links, t.attached, t.bulkFree, t.byName, t.tables, t.live, t.sections = nil, nil, nil, nil, nil, nil, nil
+	t.links, t.attached, t.bulkFree, t.attribution, t.exits, t.byName, t.tables, t.live, t.sections = nil, nil, nil, nil, nil, nil, nil, nil, nil
 	errs = append(errs, t.maps.Close())
 	t.maps = bpf.KmemleakMaps{}
 	return errors.Join(errs...)

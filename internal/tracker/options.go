@@ -32,6 +32,9 @@ type Options struct {
 	// IgnoreTgid is a process whose allocations are not tracked: the
 	// receiver's own. 0 ignores none.
 	IgnoreTgid uint32
+	// Attribution records who allocated each object (kmem.Owner), and
+	// which processes exit (Tracker.Exits).
+	Attribution bool
 	// IgnoreBulkFrees leaves kmem_cache_free_bulk unhooked even where the
 	// kernel has kprobes: only to measure what the hook buys.
 	IgnoreBulkFrees bool

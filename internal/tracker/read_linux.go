@@ -8,8 +8,10 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/jiffies"
@@ -95,7 +97,7 @@ func (t *Tracker) walk(snap *kmem.Snapshot) {
 // decode turns the probes' record into the domain's, in obj; it refuses
 // values the probes do not define.
 func decode(addr uint64, v *bpf.KmemleakObject, clock *jiffies.Clock, obj *kmem.Object) bool {
-	if int(v.Allocator) >= len(allocatorOf) {
+	if int(v.Allocator) >= len(allocatorOf) || int(v.Context) >= len(contextOf) {
 		return false
 	}
 	allocNs := v.AllocTime
@@ -111,6 +113,7 @@ func decode(addr uint64, v *bpf.KmemleakObject, clock *jiffies.Clock, obj *kmem.
 		StackID:      v.StackId,
 		StackSkipped: v.StackSkipped != 0,
 		Allocator:    allocatorOf[v.Allocator],
+		Owner:        kmem.Owner{Context: contextOf[v.Context], Tgid: v.Tgid, Cgroup: v.Cgroup},
 	}
 	if obj.Allocator == kmem.Kmalloc {
 		if v.Cache >= uint64(len(familyOf)) {
@@ -265,4 +268,37 @@ func (t *Tracker) Stack(id int32) ([]uint64, error) {
 		}
 	}
 	return frames, nil
+}
+
+// Exits returns the processes that ended since the last call, and forgets
+// them: the probes keep the latest 16384 between two calls.
+func (t *Tracker) Exits() ([]kmem.Exit, error) {
+	if t.exits == nil {
+		return nil, nil
+	}
+	var tgids []uint32
+	var tgid uint32
+	var e bpf.KmemleakExited
+	it := t.maps.Exits.Iterate()
+	for it.Next(&tgid, &e) {
+		tgids = append(tgids, tgid)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading process exits: %w", err)
+	}
+	// Each read and deleted at once: a later process of the same tgid
+	// ending meanwhile is read now or at the next call, never lost.
+	out := make([]kmem.Exit, 0, len(tgids))
+	for _, tgid := range tgids {
+		err := t.maps.Exits.LookupAndDelete(tgid, &e)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue // evicted since
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading process exits: %w", err)
+		}
+		comm := unsafe.Slice((*byte)(unsafe.Pointer(&e.Comm[0])), len(e.Comm))
+		out = append(out, kmem.Exit{Tgid: tgid, Name: unix.ByteSliceToString(comm), StartNs: e.StartTime, ExitNs: e.ExitTime})
+	}
+	return out, nil
 }
