@@ -73,6 +73,13 @@ type Config struct {
 	// ReportInterval is how often a leak is logged again while it lasts;
 	// it is also logged when found and when its rate doubles or halves.
 	ReportInterval time.Duration `mapstructure:"report_interval"`
+	// Attribution records who allocated each object (process, cgroup,
+	// container, or interrupt context) and splits groups by it.
+	Attribution bool `mapstructure:"attribution"`
+	// CgroupRoot is where the cgroup v2 hierarchy whose paths are reported
+	// is mounted; empty finds it in /proc/self/mountinfo. In a container,
+	// the host's hierarchy mounted in.
+	CgroupRoot string `mapstructure:"cgroup_root"`
 
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
 	Events                        metadata.EventsConfig `mapstructure:"events"`
@@ -104,6 +111,7 @@ func createDefaultConfig() *Config {
 			EventStates: []string{verdict.Leaking.String()},
 		},
 		ReportInterval:       10 * time.Minute,
+		Attribution:          true,
 		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
 		Events:               metadata.DefaultEventsConfig(),
 	}
@@ -182,6 +190,9 @@ func (cfg *Config) Validate() error {
 	errs = append(errs, cfg.Verdict.validate(cfg.CollectionInterval)...)
 	if cfg.ReportInterval <= 0 {
 		errs = append(errs, fmt.Errorf("report_interval must be positive, got %v", cfg.ReportInterval))
+	}
+	if cfg.CgroupRoot != "" && !path.IsAbs(cfg.CgroupRoot) {
+		errs = append(errs, fmt.Errorf("cgroup_root must be an absolute path (where the cgroup v2 hierarchy is mounted), got %q", cfg.CgroupRoot))
 	}
 	return errors.Join(errs...)
 }
@@ -284,14 +295,15 @@ func (cfg *Config) trackerOptions() tracker.Options {
 		maxSize = uint32(cfg.MaxSize)
 	}
 	return tracker.Options{
-		Allocators: cfg.allocators(),
-		Mode:       mode,
-		MaxObjects: uint32(cfg.MaxTrackedObjects),
-		SampleRate: uint32(cfg.SampleRate),
-		Stacks:     tracker.StackOptions{Mode: stacks, Depth: cfg.StackDepth, SampleRate: uint32(cfg.StackSampleRate)},
-		MinSize:    uint32(cfg.MinSize),
-		MaxSize:    maxSize,
-		IgnoreTgid: cfg.ignoredProcess(),
+		Allocators:  cfg.allocators(),
+		Mode:        mode,
+		MaxObjects:  uint32(cfg.MaxTrackedObjects),
+		SampleRate:  uint32(cfg.SampleRate),
+		Stacks:      tracker.StackOptions{Mode: stacks, Depth: cfg.StackDepth, SampleRate: uint32(cfg.StackSampleRate)},
+		MinSize:     uint32(cfg.MinSize),
+		MaxSize:     maxSize,
+		IgnoreTgid:  cfg.ignoredProcess(),
+		Attribution: cfg.Attribution,
 	}
 }
 

@@ -49,6 +49,8 @@ func TestCreateDefaultConfig(t *testing.T) {
 	assert.Equal(t, VerdictConfig{Window: 30 * time.Minute, Persist: time.Minute, MaxGroups: 2000, EventStates: []string{"leaking"}}, cfg.Verdict,
 		"events for leaks only")
 	assert.Equal(t, 10*time.Minute, cfg.ReportInterval)
+	assert.True(t, cfg.Attribution, "attribution costs 1.01x tracking without it (BENCHMARKS.md): on")
+	assert.Empty(t, cfg.CgroupRoot, "found in mountinfo")
 	assert.Equal(t, metadata.NewDefaultMetricsBuilderConfig(), cfg.MetricsBuilderConfig)
 	assert.Equal(t, metadata.DefaultEventsConfig(), cfg.Events)
 	assert.NoError(t, confmap.Validate(cfg))
@@ -76,6 +78,8 @@ func TestLoadConfig(t *testing.T) {
 	custom.Caches = CacheFilter{Include: []string{"kmalloc-*", "dentry"}, Exclude: []string{"kmalloc-rcl-*"}}
 	custom.Verdict = VerdictConfig{Window: 2 * time.Hour, Persist: 5 * time.Minute, MaxGroups: 500, EventStates: []string{"leaking", "growing"}}
 	custom.ReportInterval = time.Hour
+	custom.Attribution = false
+	custom.CgroupRoot = "/host/sys/fs/cgroup"
 	disableAsUser(t, &custom.Metrics.KmemTrackerScanDuration)
 	disableAsUser(t, &custom.Events.KmemLeakSuspect)
 	disableAsUser(t, &custom.ResourceAttributes.HostName)
@@ -398,6 +402,11 @@ func TestValidate(t *testing.T) {
 			name:    "report_interval zero",
 			modify:  func(c *Config) { c.ReportInterval = 0 },
 			wantErr: "report_interval must be positive, got 0s",
+		},
+		{
+			name:    "cgroup_root relative",
+			modify:  func(c *Config) { c.CgroupRoot = "sys/fs/cgroup" },
+			wantErr: `cgroup_root must be an absolute path (where the cgroup v2 hierarchy is mounted), got "sys/fs/cgroup"`,
 		},
 	}
 	for _, tt := range tests {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/scan"
 	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
@@ -85,6 +87,13 @@ func (r *kmemleakReceiver) start() error {
 	opts.Logger = r.set.Logger
 	sopts := r.cfg.scanOptions(opts.TakesStacks())
 	sopts.Logger = r.set.Logger
+	if r.cfg.Attribution {
+		owners, err := r.owners()
+		if err != nil {
+			return err
+		}
+		sopts.Owners = owners
+	}
 	// Before attaching: the truth check needs the kernel's counts without
 	// any object the probes will track.
 	r.pipeline = scan.New(machine{}, sopts)
@@ -108,7 +117,8 @@ func (r *kmemleakReceiver) start() error {
 		IncludeAddresses: r.cfg.IncludeAddresses,
 		StacksOn:         opts.TakesStacks(),
 	}
-	r.emitter.Resource = r.resource(r.emitter.Metrics.NewResourceBuilder())
+	r.emitter.Resource = r.resource(owner.Owner{})
+	r.emitter.OwnerResource = r.resource
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -135,7 +145,27 @@ type machine struct{}
 func (machine) SlabCounts() (map[string]int64, error) { return slabinfo.Read(slabinfo.Path) }
 func (machine) Now() (uint64, error)                  { return tracker.MonotonicNow() }
 
-func (r *kmemleakReceiver) resource(rb *metadata.ResourceBuilder) pcommon.Resource {
+// owners is attribution's resolver: processes from /proc, cgroups from
+// cgroup_root or where the cgroup v2 hierarchy is mounted.
+func (r *kmemleakReceiver) owners() (*owner.Resolver, error) {
+	root := r.cfg.CgroupRoot
+	if root != "" {
+		if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
+			return nil, fmt.Errorf("cgroup_root %q is not a cgroup v2 hierarchy (%w): mount the host's there, or leave cgroup_root empty", root, err)
+		}
+		return owner.NewResolver("/proc", root), nil
+	}
+	root, err := owner.CgroupRoot("/proc/self/mountinfo")
+	if err != nil || root == "" {
+		r.set.Logger.Warn("No cgroup v2 hierarchy is mounted: attribution names processes, not their cgroups or containers", zap.Error(err))
+	}
+	return owner.NewResolver("/proc", root), nil
+}
+
+// resource is the receiver's resource, with the owner's attributes.
+func (r *kmemleakReceiver) resource(o owner.Owner) pcommon.Resource {
+	rb := r.emitter.Metrics.NewResourceBuilder()
+	report.SetOwner(rb, o)
 	if host, err := os.Hostname(); err == nil {
 		rb.SetHostName(host)
 	}

@@ -31,10 +31,12 @@ type overheadRow struct {
 // bench's process, so the process left out is one that never runs, and
 // every allocation pays the check, as other processes' do in production.
 func ours(mode kmem.Mode, stacks kmem.StackMode, sampleRate int) overheadRow {
-	return oursIgnoring(mode, stacks, sampleRate, math.MaxUint32)
+	return oursWith(mode, stacks, sampleRate, math.MaxUint32, false)
 }
 
-func oursIgnoring(mode kmem.Mode, stacks kmem.StackMode, sampleRate int, ignoreTgid uint32) overheadRow {
+// oursWith is ours with the own-process filter's process (0: none) and
+// attribution as given.
+func oursWith(mode kmem.Mode, stacks kmem.StackMode, sampleRate int, ignoreTgid uint32, attribution bool) overheadRow {
 	name := "ours, stack_traces " + stacks.String()
 	if sampleRate != 1 {
 		name += fmt.Sprintf(", sample_rate %d", sampleRate)
@@ -42,20 +44,24 @@ func oursIgnoring(mode kmem.Mode, stacks kmem.StackMode, sampleRate int, ignoreT
 	if ignoreTgid == 0 {
 		name += rowNoOwnFilter
 	}
+	if attribution {
+		name += rowAttribution
+	}
 	return overheadRow{
 		name:  name,
 		hooks: string(mode),
 		attach: func() (io.Closer, error) {
 			cfg := kmemleakreceiver.NewFactory().CreateDefaultConfig().(*kmemleakreceiver.Config)
 			return tracker.Open(tracker.Options{
-				Allocators: []kmem.Allocator{kmem.Slab, kmem.Kmalloc}, // the default allocators
-				Mode:       mode,
-				MaxObjects: uint32(cfg.MaxTrackedObjects),
-				SampleRate: uint32(sampleRate),
-				Stacks:     tracker.StackOptions{Mode: stacks, Depth: cfg.StackDepth},
-				MaxSize:    math.MaxUint32,
-				IgnoreTgid: ignoreTgid,
-				Logger:     zap.NewNop(),
+				Allocators:  []kmem.Allocator{kmem.Slab, kmem.Kmalloc}, // the default allocators
+				Mode:        mode,
+				MaxObjects:  uint32(cfg.MaxTrackedObjects),
+				SampleRate:  uint32(sampleRate),
+				Stacks:      tracker.StackOptions{Mode: stacks, Depth: cfg.StackDepth},
+				MaxSize:     math.MaxUint32,
+				IgnoreTgid:  ignoreTgid,
+				Attribution: attribution,
+				Logger:      zap.NewNop(),
 			})
 		},
 	}
@@ -93,6 +99,8 @@ const (
 	rowEmpty    = "empty program"
 	// rowNoOwnFilter ends the name of a row that tracks every process.
 	rowNoOwnFilter = ", no own-process filter"
+	// rowAttribution ends the name of a row that records who allocated.
+	rowAttribution = ", attribution"
 )
 
 // overheadRows lists what is measured, the reference row first after the
@@ -103,7 +111,8 @@ func overheadRows(maxObjects int) (rows []overheadRow, skipped []string) {
 	rows = []overheadRow{
 		{name: rowNone, hooks: "-"},
 		reference,
-		oursIgnoring(kmem.ModeTPBTF, kmem.StacksOff, 1, 0),
+		oursWith(kmem.ModeTPBTF, kmem.StacksOff, 1, 0, false),
+		oursWith(kmem.ModeTPBTF, kmem.StacksOff, 1, math.MaxUint32, true),
 		ours(kmem.ModeRawTP, kmem.StacksOff, 1),
 		ours(kmem.ModeTracepoint, kmem.StacksOff, 1),
 		ours(kmem.ModeTPBTF, kmem.StacksAdaptive, 1),
@@ -251,5 +260,6 @@ func (res *overheadResults) targets() []target {
 		{what: "ours adaptive / ours stacks off (tp_btf)", value: res.ratio(res.index(rowAdaptive, tp), off), limit: 1.2},
 		{what: "ours always (tp_btf) / bpftrace kstack", value: res.ratio(res.index(rowAlways, tp), res.index(rowKstack, "")), limit: 1.0},
 		{what: "own-process filter: ours / ours without it (stacks off, tp_btf)", value: res.ratio(off, res.index(rowOff+rowNoOwnFilter, tp)), limit: 1.1},
+		{what: "attribution on / off (stacks off, tp_btf)", value: res.ratio(res.index(rowOff+rowAttribution, tp), off), limit: 1.1},
 	}
 }

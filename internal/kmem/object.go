@@ -185,6 +185,17 @@ func (s *Snapshot) Group(key GroupKey) *Tally {
 	return nil
 }
 
+// Owners yields the owner of every group, once or more each.
+func (s *Snapshot) Owners() iter.Seq[Owner] {
+	return func(yield func(Owner) bool) {
+		for key := range s.Groups() {
+			if !yield(key.Owner) {
+				return
+			}
+		}
+	}
+}
+
 // Objects counts the objects of every group.
 func (s *Snapshot) Objects() int64 {
 	var n int64

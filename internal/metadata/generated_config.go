@@ -1038,24 +1038,48 @@ func (rac *ResourceAttributeConfig) Unmarshal(parser *confmap.Conf) error {
 
 // ResourceAttributesConfig provides config for kmemleak resource attributes.
 type ResourceAttributesConfig struct {
-	HostName       ResourceAttributeConfig `mapstructure:"host.name"`
-	KmemAttachMode ResourceAttributeConfig `mapstructure:"kmem.attach_mode"`
-	OsType         ResourceAttributeConfig `mapstructure:"os.type"`
-	OsVersion      ResourceAttributeConfig `mapstructure:"os.version"`
+	ContainerID           ResourceAttributeConfig `mapstructure:"container.id"`
+	HostName              ResourceAttributeConfig `mapstructure:"host.name"`
+	K8sPodUID             ResourceAttributeConfig `mapstructure:"k8s.pod.uid"`
+	KmemAttachMode        ResourceAttributeConfig `mapstructure:"kmem.attach_mode"`
+	KmemContext           ResourceAttributeConfig `mapstructure:"kmem.context"`
+	OsType                ResourceAttributeConfig `mapstructure:"os.type"`
+	OsVersion             ResourceAttributeConfig `mapstructure:"os.version"`
+	ProcessExecutableName ResourceAttributeConfig `mapstructure:"process.executable.name"`
+	ProcessLinuxCgroup    ResourceAttributeConfig `mapstructure:"process.linux.cgroup"`
+	ProcessPid            ResourceAttributeConfig `mapstructure:"process.pid"`
 }
 
 func DefaultResourceAttributesConfig() ResourceAttributesConfig {
 	return ResourceAttributesConfig{
+		ContainerID: ResourceAttributeConfig{
+			Enabled: true,
+		},
 		HostName: ResourceAttributeConfig{
 			Enabled: true,
 		},
+		K8sPodUID: ResourceAttributeConfig{
+			Enabled: true,
+		},
 		KmemAttachMode: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		KmemContext: ResourceAttributeConfig{
 			Enabled: true,
 		},
 		OsType: ResourceAttributeConfig{
 			Enabled: true,
 		},
 		OsVersion: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		ProcessExecutableName: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		ProcessLinuxCgroup: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		ProcessPid: ResourceAttributeConfig{
 			Enabled: true,
 		},
 	}

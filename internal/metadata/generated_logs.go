@@ -116,17 +116,35 @@ func NewLogsBuilder(lbc LogsBuilderConfig, settings receiver.Settings) *LogsBuil
 		resourceAttributeIncludeFilter: make(map[string]filter.Filter),
 		resourceAttributeExcludeFilter: make(map[string]filter.Filter),
 	}
+	if lbc.ResourceAttributes.ContainerID.EventsInclude != nil {
+		lb.resourceAttributeIncludeFilter["container.id"] = filter.CreateFilter(lbc.ResourceAttributes.ContainerID.EventsInclude)
+	}
+	if lbc.ResourceAttributes.ContainerID.EventsExclude != nil {
+		lb.resourceAttributeExcludeFilter["container.id"] = filter.CreateFilter(lbc.ResourceAttributes.ContainerID.EventsExclude)
+	}
 	if lbc.ResourceAttributes.HostName.EventsInclude != nil {
 		lb.resourceAttributeIncludeFilter["host.name"] = filter.CreateFilter(lbc.ResourceAttributes.HostName.EventsInclude)
 	}
 	if lbc.ResourceAttributes.HostName.EventsExclude != nil {
 		lb.resourceAttributeExcludeFilter["host.name"] = filter.CreateFilter(lbc.ResourceAttributes.HostName.EventsExclude)
 	}
+	if lbc.ResourceAttributes.K8sPodUID.EventsInclude != nil {
+		lb.resourceAttributeIncludeFilter["k8s.pod.uid"] = filter.CreateFilter(lbc.ResourceAttributes.K8sPodUID.EventsInclude)
+	}
+	if lbc.ResourceAttributes.K8sPodUID.EventsExclude != nil {
+		lb.resourceAttributeExcludeFilter["k8s.pod.uid"] = filter.CreateFilter(lbc.ResourceAttributes.K8sPodUID.EventsExclude)
+	}
 	if lbc.ResourceAttributes.KmemAttachMode.EventsInclude != nil {
 		lb.resourceAttributeIncludeFilter["kmem.attach_mode"] = filter.CreateFilter(lbc.ResourceAttributes.KmemAttachMode.EventsInclude)
 	}
 	if lbc.ResourceAttributes.KmemAttachMode.EventsExclude != nil {
 		lb.resourceAttributeExcludeFilter["kmem.attach_mode"] = filter.CreateFilter(lbc.ResourceAttributes.KmemAttachMode.EventsExclude)
+	}
+	if lbc.ResourceAttributes.KmemContext.EventsInclude != nil {
+		lb.resourceAttributeIncludeFilter["kmem.context"] = filter.CreateFilter(lbc.ResourceAttributes.KmemContext.EventsInclude)
+	}
+	if lbc.ResourceAttributes.KmemContext.EventsExclude != nil {
+		lb.resourceAttributeExcludeFilter["kmem.context"] = filter.CreateFilter(lbc.ResourceAttributes.KmemContext.EventsExclude)
 	}
 	if lbc.ResourceAttributes.OsType.EventsInclude != nil {
 		lb.resourceAttributeIncludeFilter["os.type"] = filter.CreateFilter(lbc.ResourceAttributes.OsType.EventsInclude)
@@ -139,6 +157,24 @@ func NewLogsBuilder(lbc LogsBuilderConfig, settings receiver.Settings) *LogsBuil
 	}
 	if lbc.ResourceAttributes.OsVersion.EventsExclude != nil {
 		lb.resourceAttributeExcludeFilter["os.version"] = filter.CreateFilter(lbc.ResourceAttributes.OsVersion.EventsExclude)
+	}
+	if lbc.ResourceAttributes.ProcessExecutableName.EventsInclude != nil {
+		lb.resourceAttributeIncludeFilter["process.executable.name"] = filter.CreateFilter(lbc.ResourceAttributes.ProcessExecutableName.EventsInclude)
+	}
+	if lbc.ResourceAttributes.ProcessExecutableName.EventsExclude != nil {
+		lb.resourceAttributeExcludeFilter["process.executable.name"] = filter.CreateFilter(lbc.ResourceAttributes.ProcessExecutableName.EventsExclude)
+	}
+	if lbc.ResourceAttributes.ProcessLinuxCgroup.EventsInclude != nil {
+		lb.resourceAttributeIncludeFilter["process.linux.cgroup"] = filter.CreateFilter(lbc.ResourceAttributes.ProcessLinuxCgroup.EventsInclude)
+	}
+	if lbc.ResourceAttributes.ProcessLinuxCgroup.EventsExclude != nil {
+		lb.resourceAttributeExcludeFilter["process.linux.cgroup"] = filter.CreateFilter(lbc.ResourceAttributes.ProcessLinuxCgroup.EventsExclude)
+	}
+	if lbc.ResourceAttributes.ProcessPid.EventsInclude != nil {
+		lb.resourceAttributeIncludeFilter["process.pid"] = filter.CreateFilter(lbc.ResourceAttributes.ProcessPid.EventsInclude)
+	}
+	if lbc.ResourceAttributes.ProcessPid.EventsExclude != nil {
+		lb.resourceAttributeExcludeFilter["process.pid"] = filter.CreateFilter(lbc.ResourceAttributes.ProcessPid.EventsExclude)
 	}
 
 	return lb

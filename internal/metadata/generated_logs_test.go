@@ -30,10 +30,16 @@ func TestLogsBuilderAppendLogRecord(t *testing.T) {
 	lb := NewLogsBuilder(loadLogsBuilderConfig(t, "all_set"), settings)
 
 	rb := lb.NewResourceBuilder()
+	rb.SetContainerID("container.id-val")
 	rb.SetHostName("host.name-val")
+	rb.SetK8sPodUID("k8s.pod.uid-val")
 	rb.SetKmemAttachMode("kmem.attach_mode-val")
+	rb.SetKmemContext("kmem.context-val")
 	rb.SetOsType("os.type-val")
 	rb.SetOsVersion("os.version-val")
+	rb.SetProcessExecutableName("process.executable.name-val")
+	rb.SetProcessLinuxCgroup("process.linux.cgroup-val")
+	rb.SetProcessPid(11)
 	res := rb.Emit()
 
 	// append the first log record
@@ -134,10 +140,16 @@ func TestLogsBuilder(t *testing.T) {
 			lb.RecordKmemLeakSuspectEvent(ctx, timestamp, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking, 12, 10, 15.100000, 19.100000, 17.100000, false, WithKmemLeakSinceEventAttribute("kmem.leak.since-val"), WithCodeStacktraceEventAttribute("code.stacktrace-val"), WithKmemCallSiteAddressEventAttribute("kmem.call_site.address-val"))
 
 			rb := lb.NewResourceBuilder()
+			rb.SetContainerID("container.id-val")
 			rb.SetHostName("host.name-val")
+			rb.SetK8sPodUID("k8s.pod.uid-val")
 			rb.SetKmemAttachMode("kmem.attach_mode-val")
+			rb.SetKmemContext("kmem.context-val")
 			rb.SetOsType("os.type-val")
 			rb.SetOsVersion("os.version-val")
+			rb.SetProcessExecutableName("process.executable.name-val")
+			rb.SetProcessLinuxCgroup("process.linux.cgroup-val")
+			rb.SetProcessPid(11)
 			res := rb.Emit()
 			logs := lb.Emit(WithLogsResource(res))
 

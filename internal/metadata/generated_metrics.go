@@ -1909,17 +1909,35 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		resourceAttributeIncludeFilter:       make(map[string]filter.Filter),
 		resourceAttributeExcludeFilter:       make(map[string]filter.Filter),
 	}
+	if mbc.ResourceAttributes.ContainerID.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["container.id"] = filter.CreateFilter(mbc.ResourceAttributes.ContainerID.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.ContainerID.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["container.id"] = filter.CreateFilter(mbc.ResourceAttributes.ContainerID.MetricsExclude)
+	}
 	if mbc.ResourceAttributes.HostName.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["host.name"] = filter.CreateFilter(mbc.ResourceAttributes.HostName.MetricsInclude)
 	}
 	if mbc.ResourceAttributes.HostName.MetricsExclude != nil {
 		mb.resourceAttributeExcludeFilter["host.name"] = filter.CreateFilter(mbc.ResourceAttributes.HostName.MetricsExclude)
 	}
+	if mbc.ResourceAttributes.K8sPodUID.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["k8s.pod.uid"] = filter.CreateFilter(mbc.ResourceAttributes.K8sPodUID.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.K8sPodUID.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["k8s.pod.uid"] = filter.CreateFilter(mbc.ResourceAttributes.K8sPodUID.MetricsExclude)
+	}
 	if mbc.ResourceAttributes.KmemAttachMode.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["kmem.attach_mode"] = filter.CreateFilter(mbc.ResourceAttributes.KmemAttachMode.MetricsInclude)
 	}
 	if mbc.ResourceAttributes.KmemAttachMode.MetricsExclude != nil {
 		mb.resourceAttributeExcludeFilter["kmem.attach_mode"] = filter.CreateFilter(mbc.ResourceAttributes.KmemAttachMode.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.KmemContext.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["kmem.context"] = filter.CreateFilter(mbc.ResourceAttributes.KmemContext.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.KmemContext.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["kmem.context"] = filter.CreateFilter(mbc.ResourceAttributes.KmemContext.MetricsExclude)
 	}
 	if mbc.ResourceAttributes.OsType.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["os.type"] = filter.CreateFilter(mbc.ResourceAttributes.OsType.MetricsInclude)
@@ -1932,6 +1950,24 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 	}
 	if mbc.ResourceAttributes.OsVersion.MetricsExclude != nil {
 		mb.resourceAttributeExcludeFilter["os.version"] = filter.CreateFilter(mbc.ResourceAttributes.OsVersion.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.ProcessExecutableName.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["process.executable.name"] = filter.CreateFilter(mbc.ResourceAttributes.ProcessExecutableName.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.ProcessExecutableName.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["process.executable.name"] = filter.CreateFilter(mbc.ResourceAttributes.ProcessExecutableName.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.ProcessLinuxCgroup.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["process.linux.cgroup"] = filter.CreateFilter(mbc.ResourceAttributes.ProcessLinuxCgroup.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.ProcessLinuxCgroup.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["process.linux.cgroup"] = filter.CreateFilter(mbc.ResourceAttributes.ProcessLinuxCgroup.MetricsExclude)
+	}
+	if mbc.ResourceAttributes.ProcessPid.MetricsInclude != nil {
+		mb.resourceAttributeIncludeFilter["process.pid"] = filter.CreateFilter(mbc.ResourceAttributes.ProcessPid.MetricsInclude)
+	}
+	if mbc.ResourceAttributes.ProcessPid.MetricsExclude != nil {
+		mb.resourceAttributeExcludeFilter["process.pid"] = filter.CreateFilter(mbc.ResourceAttributes.ProcessPid.MetricsExclude)
 	}
 
 	for _, op := range options {

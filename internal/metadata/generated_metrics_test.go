@@ -198,10 +198,16 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordKmemTrackerWithheldGroupsDataPoint(ts, 1)
 
 			rb := mb.NewResourceBuilder()
+			rb.SetContainerID("container.id-val")
 			rb.SetHostName("host.name-val")
+			rb.SetK8sPodUID("k8s.pod.uid-val")
 			rb.SetKmemAttachMode("kmem.attach_mode-val")
+			rb.SetKmemContext("kmem.context-val")
 			rb.SetOsType("os.type-val")
 			rb.SetOsVersion("os.version-val")
+			rb.SetProcessExecutableName("process.executable.name-val")
+			rb.SetProcessLinuxCgroup("process.linux.cgroup-val")
+			rb.SetProcessPid(11)
 			res := rb.Emit()
 			metrics := mb.Emit(WithResource(res))
 			if tt.name == "reaggregate_set" {

@@ -21,6 +21,13 @@ func NewResourceBuilder(rac ResourceAttributesConfig) *ResourceBuilder {
 	}
 }
 
+// SetContainerID sets provided value as "container.id" attribute.
+func (rb *ResourceBuilder) SetContainerID(val string) {
+	if rb.config.ContainerID.Enabled {
+		rb.res.Attributes().PutStr("container.id", val)
+	}
+}
+
 // SetHostName sets provided value as "host.name" attribute.
 func (rb *ResourceBuilder) SetHostName(val string) {
 	if rb.config.HostName.Enabled {
@@ -28,10 +35,24 @@ func (rb *ResourceBuilder) SetHostName(val string) {
 	}
 }
 
+// SetK8sPodUID sets provided value as "k8s.pod.uid" attribute.
+func (rb *ResourceBuilder) SetK8sPodUID(val string) {
+	if rb.config.K8sPodUID.Enabled {
+		rb.res.Attributes().PutStr("k8s.pod.uid", val)
+	}
+}
+
 // SetKmemAttachMode sets provided value as "kmem.attach_mode" attribute.
 func (rb *ResourceBuilder) SetKmemAttachMode(val string) {
 	if rb.config.KmemAttachMode.Enabled {
 		rb.res.Attributes().PutStr("kmem.attach_mode", val)
+	}
+}
+
+// SetKmemContext sets provided value as "kmem.context" attribute.
+func (rb *ResourceBuilder) SetKmemContext(val string) {
+	if rb.config.KmemContext.Enabled {
+		rb.res.Attributes().PutStr("kmem.context", val)
 	}
 }
 
@@ -46,6 +67,27 @@ func (rb *ResourceBuilder) SetOsType(val string) {
 func (rb *ResourceBuilder) SetOsVersion(val string) {
 	if rb.config.OsVersion.Enabled {
 		rb.res.Attributes().PutStr("os.version", val)
+	}
+}
+
+// SetProcessExecutableName sets provided value as "process.executable.name" attribute.
+func (rb *ResourceBuilder) SetProcessExecutableName(val string) {
+	if rb.config.ProcessExecutableName.Enabled {
+		rb.res.Attributes().PutStr("process.executable.name", val)
+	}
+}
+
+// SetProcessLinuxCgroup sets provided value as "process.linux.cgroup" attribute.
+func (rb *ResourceBuilder) SetProcessLinuxCgroup(val string) {
+	if rb.config.ProcessLinuxCgroup.Enabled {
+		rb.res.Attributes().PutStr("process.linux.cgroup", val)
+	}
+}
+
+// SetProcessPid sets provided value as "process.pid" attribute.
+func (rb *ResourceBuilder) SetProcessPid(val int64) {
+	if rb.config.ProcessPid.Enabled {
+		rb.res.Attributes().PutInt("process.pid", val)
 	}
 }
 

@@ -13,34 +13,55 @@ func TestResourceBuilder(t *testing.T) {
 		t.Run(tt, func(t *testing.T) {
 			cfg := loadResourceAttributesConfig(t, tt)
 			rb := NewResourceBuilder(cfg)
+			rb.SetContainerID("container.id-val")
 			rb.SetHostName("host.name-val")
+			rb.SetK8sPodUID("k8s.pod.uid-val")
 			rb.SetKmemAttachMode("kmem.attach_mode-val")
+			rb.SetKmemContext("kmem.context-val")
 			rb.SetOsType("os.type-val")
 			rb.SetOsVersion("os.version-val")
+			rb.SetProcessExecutableName("process.executable.name-val")
+			rb.SetProcessLinuxCgroup("process.linux.cgroup-val")
+			rb.SetProcessPid(11)
 
 			res := rb.Emit()
 			assert.Equal(t, 0, rb.Emit().Attributes().Len()) // Second call should return empty Resource
 
 			switch tt {
 			case "default":
-				assert.Equal(t, 4, res.Attributes().Len())
+				assert.Equal(t, 10, res.Attributes().Len())
 			case "all_set":
-				assert.Equal(t, 4, res.Attributes().Len())
+				assert.Equal(t, 10, res.Attributes().Len())
 			case "none_set":
 				assert.Equal(t, 0, res.Attributes().Len())
 				return
 			default:
 				assert.Failf(t, "unexpected test case: %s", tt)
 			}
+			containerIDAttrVal, ok := res.Attributes().Get("container.id")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "container.id-val", containerIDAttrVal.Str())
+			}
 			hostNameAttrVal, ok := res.Attributes().Get("host.name")
 			assert.True(t, ok)
 			if ok {
 				assert.Equal(t, "host.name-val", hostNameAttrVal.Str())
 			}
+			k8sPodUIDAttrVal, ok := res.Attributes().Get("k8s.pod.uid")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "k8s.pod.uid-val", k8sPodUIDAttrVal.Str())
+			}
 			kmemAttachModeAttrVal, ok := res.Attributes().Get("kmem.attach_mode")
 			assert.True(t, ok)
 			if ok {
 				assert.Equal(t, "kmem.attach_mode-val", kmemAttachModeAttrVal.Str())
+			}
+			kmemContextAttrVal, ok := res.Attributes().Get("kmem.context")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "kmem.context-val", kmemContextAttrVal.Str())
 			}
 			osTypeAttrVal, ok := res.Attributes().Get("os.type")
 			assert.True(t, ok)
@@ -51,6 +72,21 @@ func TestResourceBuilder(t *testing.T) {
 			assert.True(t, ok)
 			if ok {
 				assert.Equal(t, "os.version-val", osVersionAttrVal.Str())
+			}
+			processExecutableNameAttrVal, ok := res.Attributes().Get("process.executable.name")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "process.executable.name-val", processExecutableNameAttrVal.Str())
+			}
+			processLinuxCgroupAttrVal, ok := res.Attributes().Get("process.linux.cgroup")
+			assert.True(t, ok)
+			if ok {
+				assert.Equal(t, "process.linux.cgroup-val", processLinuxCgroupAttrVal.Str())
+			}
+			processPidAttrVal, ok := res.Attributes().Get("process.pid")
+			assert.True(t, ok)
+			if ok {
+				assert.EqualValues(t, 11, processPidAttrVal.Int())
 			}
 		})
 	}

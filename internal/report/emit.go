@@ -3,6 +3,7 @@ package report
 import (
 	"cmp"
 	"context"
+	"iter"
 	"maps"
 	"slices"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
@@ -25,18 +27,27 @@ type Emitter struct {
 	Resource         pcommon.Resource
 	IncludeAddresses bool
 	StacksOn         bool // report the stack map's fill
+	// OwnerResource is the resource of an owner's groups: Resource and the
+	// owner's process, cgroup and container. Groups without an owner are
+	// Resource's.
+	OwnerResource func(owner.Owner) pcommon.Resource
 }
 
 // EmitMetrics records one scan: the reported groups, the probes' counters
 // and the tracker's health.
 func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommon.Timestamp) pmetric.Metrics {
 	mb := e.Metrics
-	for _, g := range byCallSite(rep.Groups) {
-		alloc, state := allocatorAttribute(g.Allocator), verdictAttribute(g.Verdict.State)
-		mb.RecordKmemOutstandingObjectsDataPoint(now, g.Objects, alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
-		mb.RecordKmemOutstandingBytesDataPoint(now, g.Bytes, alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
-		mb.RecordKmemOutstandingOldestAgeDataPoint(now, g.OldestAge.Seconds(), alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
-		mb.RecordKmemOutstandingGrowthDataPoint(now, g.Verdict.PerMinute, alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
+	for o, groups := range byOwner(byCallSite(rep.Groups)) {
+		for _, g := range groups {
+			alloc, state := allocatorAttribute(g.Allocator), verdictAttribute(g.Verdict.State)
+			mb.RecordKmemOutstandingObjectsDataPoint(now, g.Objects, alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
+			mb.RecordKmemOutstandingBytesDataPoint(now, g.Bytes, alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
+			mb.RecordKmemOutstandingOldestAgeDataPoint(now, g.OldestAge.Seconds(), alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
+			mb.RecordKmemOutstandingGrowthDataPoint(now, g.Verdict.PerMinute, alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
+		}
+		if o.Attributed() {
+			mb.EmitForResource(metadata.WithResource(e.OwnerResource(o)))
+		}
 	}
 	if rep.States != nil {
 		for _, st := range verdict.States {
@@ -75,25 +86,65 @@ func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommo
 // caller picks which of a report's groups deserve one (their verdicts).
 // incomplete marks them all as lower bounds (the tracker dropped objects).
 func (e *Emitter) EmitLogs(ctx context.Context, groups []Group, incomplete bool, now pcommon.Timestamp) plog.Logs {
-	for _, g := range groups {
-		var opts []metadata.EventAttributeOption
-		if g.Stack != "" {
-			opts = append(opts, metadata.WithCodeStacktraceEventAttribute(g.Stack))
+	for o, groups := range byOwner(groups) {
+		for _, g := range groups {
+			e.recordEvent(ctx, g, incomplete, now)
 		}
-		if e.IncludeAddresses {
-			opts = append(opts, metadata.WithKmemCallSiteAddressEventAttribute("0x"+strconv.FormatUint(g.CallSite, 16)))
+		if o.Attributed() {
+			e.Logs.EmitForResource(metadata.WithLogsResource(e.OwnerResource(o)))
 		}
-		v := g.Verdict
-		if v.State == verdict.Leaking {
-			opts = append(opts, metadata.WithKmemLeakSinceEventAttribute(v.Since.UTC().Format(time.RFC3339)))
-		}
-		e.Logs.RecordKmemLeakSuspectEvent(ctx, now, allocatorAttribute(g.Allocator), g.Cache, g.CallSiteSym, g.StackHash,
-			verdictAttribute(v.State), g.Objects, g.Bytes, g.OldestAge.Seconds(), v.PerMinute, v.BytesPerMinute,
-			incomplete, opts...)
 	}
 	logs := e.Logs.Emit(metadata.WithLogsResource(e.Resource))
 	completeRecords(logs, now)
 	return logs
+}
+
+func (e *Emitter) recordEvent(ctx context.Context, g Group, incomplete bool, now pcommon.Timestamp) {
+	var opts []metadata.EventAttributeOption
+	if g.Stack != "" {
+		opts = append(opts, metadata.WithCodeStacktraceEventAttribute(g.Stack))
+	}
+	if e.IncludeAddresses {
+		opts = append(opts, metadata.WithKmemCallSiteAddressEventAttribute("0x"+strconv.FormatUint(g.CallSite, 16)))
+	}
+	v := g.Verdict
+	if v.State == verdict.Leaking {
+		opts = append(opts, metadata.WithKmemLeakSinceEventAttribute(v.Since.UTC().Format(time.RFC3339)))
+	}
+	e.Logs.RecordKmemLeakSuspectEvent(ctx, now, allocatorAttribute(g.Allocator), g.Cache, g.CallSiteSym, g.StackHash,
+		verdictAttribute(v.State), g.Objects, g.Bytes, g.OldestAge.Seconds(), v.PerMinute, v.BytesPerMinute,
+		incomplete, opts...)
+}
+
+// byOwner splits groups by owner, in the order the owners first come,
+// each owner's groups in their order: the groups without one last, for
+// they go with the receiver's own resource.
+func byOwner(groups []Group) iter.Seq2[owner.Owner, []Group] {
+	return func(yield func(owner.Owner, []Group) bool) {
+		index := map[owner.Owner]int{}
+		var owners []owner.Owner
+		var parts [][]Group
+		for _, g := range groups {
+			i, ok := index[g.Owner]
+			if !ok {
+				i = len(parts)
+				index[g.Owner] = i
+				owners = append(owners, g.Owner)
+				parts = append(parts, nil)
+			}
+			parts[i] = append(parts[i], g)
+		}
+		if i, ok := index[owner.Owner{}]; ok {
+			unowned := parts[i]
+			owners = append(slices.Delete(owners, i, i+1), owner.Owner{})
+			parts = append(slices.Delete(parts, i, i+1), unowned)
+		}
+		for i, o := range owners {
+			if !yield(o, parts[i]) {
+				return
+			}
+		}
+	}
 }
 
 // byCallSite sums the groups of one call site, stack hash and verdict: two
@@ -105,11 +156,12 @@ func byCallSite(groups []Group) []Group {
 		allocator                  kmem.Allocator
 		cache, callSite, stackHash string
 		state                      verdict.State
+		owner                      owner.Owner
 	}
 	index := map[site]int{}
 	var out []Group
 	for _, g := range groups {
-		k := site{g.Allocator, g.Cache, g.CallSiteSym, g.StackHash, g.Verdict.State}
+		k := site{g.Allocator, g.Cache, g.CallSiteSym, g.StackHash, g.Verdict.State, g.Owner}
 		i, ok := index[k]
 		if !ok {
 			index[k] = len(out)
@@ -154,4 +206,35 @@ func allocatorAttribute(a kmem.Allocator) metadata.AttributeKmemAllocator {
 
 func verdictAttribute(s verdict.State) metadata.AttributeKmemVerdict {
 	return metadata.MapAttributeKmemVerdict[s.String()]
+}
+
+// SetOwner sets an owner's resource attributes: what ran the allocations,
+// and for a task or kernel thread its process, cgroup, container and pod,
+// as far as they are known. The semantic conventions' names, for contrib's
+// k8sattributes processor to find the pod by container.id or k8s.pod.uid.
+func SetOwner(rb *metadata.ResourceBuilder, o owner.Owner) {
+	switch {
+	case !o.Attributed():
+		return
+	case o.Other:
+		rb.SetKmemContext("other")
+		return
+	}
+	rb.SetKmemContext(o.Context.String())
+	if o.Context.Interrupt() {
+		return
+	}
+	rb.SetProcessPid(int64(o.Pid))
+	if o.Name != "" {
+		rb.SetProcessExecutableName(o.Name)
+	}
+	if o.Cgroup != "" {
+		rb.SetProcessLinuxCgroup(o.Cgroup)
+	}
+	if id := o.Workload.ContainerID; id != "" {
+		rb.SetContainerID(id)
+	}
+	if uid := o.Workload.PodUID; uid != "" {
+		rb.SetK8sPodUID(uid)
+	}
 }

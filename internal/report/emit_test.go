@@ -19,8 +19,10 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/kmemleak/kmemleakreceiver/internal/cgroup"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
@@ -39,17 +41,77 @@ const scanDuration = 12500 * time.Microsecond
 func newTestEmitter(mbc metadata.MetricsBuilderConfig, lbc metadata.LogsBuilderConfig, includeAddresses bool) *Emitter {
 	settings := receivertest.NewNopSettings(metadata.Type)
 	mb := metadata.NewMetricsBuilder(mbc, settings, metadata.WithStartTime(startTime))
-	rb := mb.NewResourceBuilder()
-	rb.SetHostName("node-7")
-	rb.SetOsType("linux")
-	rb.SetOsVersion("6.8.0-45-generic")
-	rb.SetKmemAttachMode("tp_btf")
+	resource := func(o owner.Owner) pcommon.Resource {
+		rb := mb.NewResourceBuilder()
+		SetOwner(rb, o)
+		rb.SetHostName("node-7")
+		rb.SetOsType("linux")
+		rb.SetOsVersion("6.8.0-45-generic")
+		rb.SetKmemAttachMode("tp_btf")
+		return rb.Emit()
+	}
 	return &Emitter{
 		Metrics:          mb,
 		Logs:             metadata.NewLogsBuilder(lbc, settings),
-		Resource:         rb.Emit(),
+		Resource:         resource(owner.Owner{}),
+		OwnerResource:    resource,
 		IncludeAddresses: includeAddresses,
 	}
+}
+
+// ownerReport is a leak at one call site by a container's process and a
+// process outside containers, objects a softirq made, and the fold of the
+// other owners.
+func ownerReport() Report {
+	leak := verdict.Verdict{State: verdict.Leaking, PerMinute: 400, BytesPerMinute: 409600,
+		Since: time.Date(2025, time.March, 4, 10, 3, 24, 0, time.UTC), Report: true}
+	nginx := owner.Owner{Context: kmem.InTask, Pid: 4242, Name: "nginx",
+		Cgroup:   "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1a2b3c4d_0000_4111_8222_333344445555.slice/cri-containerd-" + containerID + ".scope",
+		Workload: cgroup.Workload{ContainerID: containerID, Runtime: "containerd", PodUID: "1a2b3c4d-0000-4111-8222-333344445555"}}
+	bash := owner.Owner{Context: kmem.InTask, Pid: 977, Name: "bash", Exited: true, Cgroup: "/user.slice/user-1000.slice/session-3.scope"}
+	pipe := func(o owner.Owner, objects int64) Group {
+		return Group{Allocator: kmem.Kmalloc, Cache: "kmalloc-cg-1k", CallSite: 0xffffffff81a2b3c4, CallSiteSym: "alloc_pipe_info+0x2b",
+			Owner: o, Objects: objects, Bytes: objects * 1024, OldestAge: 95 * time.Second, Verdict: leak}
+	}
+	return Report{
+		Groups: hashed([]Group{
+			pipe(nginx, 1500),
+			pipe(bash, 400),
+			{Allocator: kmem.Slab, Cache: "TCP", CallSite: 0xffffffff81b00010, CallSiteSym: "sk_prot_alloc+0x30",
+				Owner: owner.Owner{Context: kmem.InSoftirq}, Objects: 50, Bytes: 50 * 2432, OldestAge: time.Minute,
+				Verdict: verdict.Verdict{State: verdict.Steady}},
+			pipe(owner.Folded, 100),
+		}),
+		Tracked:  map[kmem.Allocator]int64{kmem.Slab: 12000, kmem.Kmalloc: 34000},
+		Counters: map[kmem.Allocator]kmem.Counters{kmem.Slab: {Allocs: 1000, Frees: 900}, kmem.Kmalloc: {Allocs: 5000, Frees: 3000}},
+	}
+}
+
+const containerID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// With attribution, each owner's groups are under a resource of their own,
+// the host's with the owner's process, cgroup, container and pod (for the
+// k8sattributes processor); the receiver's health stays on the host's.
+func TestEmitPerOwnerResources(t *testing.T) {
+	e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), metadata.DefaultLogsBuilderConfig(), false)
+	rep := ownerReport()
+	md := e.EmitMetrics(rep, scanDuration, scanTime)
+	assertGoldenMetrics(t, "metrics_owners.yaml", md)
+	require.Equal(t, 5, md.ResourceMetrics().Len(), "four owners and the host")
+	nginx := md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()
+	assert.Equal(t, map[string]any{
+		"host.name": "node-7", "os.type": "linux", "os.version": "6.8.0-45-generic", "kmem.attach_mode": "tp_btf",
+		"kmem.context": "task", "process.pid": int64(4242), "process.executable.name": "nginx", "container.id": containerID,
+		"k8s.pod.uid":          "1a2b3c4d-0000-4111-8222-333344445555",
+		"process.linux.cgroup": "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1a2b3c4d_0000_4111_8222_333344445555.slice/cri-containerd-" + containerID + ".scope",
+	}, nginx)
+	host := md.ResourceMetrics().At(4).Resource().Attributes()
+	_, hasContext := host.Get("kmem.context")
+	assert.False(t, hasContext, "the receiver's own metrics are the host's")
+
+	logs := e.EmitLogs(context.Background(), rep.Groups, false, scanTime)
+	assertGoldenLogs(t, "logs_owners.yaml", logs)
+	assert.Equal(t, 4, logs.ResourceLogs().Len(), "one resource per owner")
 }
 
 func twoGroupReport() Report {
@@ -106,7 +168,7 @@ func assertGoldenMetrics(t *testing.T, file string, actual pmetric.Metrics) {
 	require.NoError(t, err)
 	// The golden writer sorts data points by attributes; the order of data
 	// points within a metric carries no meaning.
-	require.NoError(t, pmetrictest.CompareMetrics(expected, actual, pmetrictest.IgnoreMetricDataPointsOrder()))
+	require.NoError(t, pmetrictest.CompareMetrics(expected, actual, pmetrictest.IgnoreMetricDataPointsOrder(), pmetrictest.IgnoreResourceMetricsOrder()))
 }
 
 func assertGoldenLogs(t *testing.T, file string, actual plog.Logs) {
@@ -118,7 +180,7 @@ func assertGoldenLogs(t *testing.T, file string, actual plog.Logs) {
 	}
 	expected, err := golden.ReadLogs(path)
 	require.NoError(t, err)
-	require.NoError(t, plogtest.CompareLogs(expected, actual))
+	require.NoError(t, plogtest.CompareLogs(expected, actual, plogtest.IgnoreResourceLogsOrder()))
 }
 
 // metricNames lists the names of the emitted metrics.

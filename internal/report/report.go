@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
@@ -16,15 +17,21 @@ type Symbolizer interface {
 	Symbolize(addr uint64) string
 }
 
+// Owners names who allocated (owner.Resolver).
+type Owners interface {
+	Describe(kmem.Owner) owner.Owner
+}
+
 // Group is the live objects older than min_age that share an allocator,
-// a cache and a call site.
+// a cache, a call site (or stack) and, with attribution, an owner.
 type Group struct {
 	Allocator   kmem.Allocator
 	Cache       string
-	CallSite    uint64 // the probes' call site (raw), lowest of a merged group
-	CallSiteSym string // the code that asked for memory, function+0xoff [module]
-	Stack       string // the symbolized kernel stack from CallSiteSym outwards, or ""
-	StackHash   string // Stack's fingerprint, or CallSiteSym's without a stack (stackHash)
+	CallSite    uint64      // the probes' call site (raw), lowest of a merged group
+	CallSiteSym string      // the code that asked for memory, function+0xoff [module]
+	Stack       string      // the symbolized kernel stack from CallSiteSym outwards, or ""
+	StackHash   string      // Stack's fingerprint, or CallSiteSym's without a stack (stackHash)
+	Owner       owner.Owner // the zero Owner without attribution
 	Objects     int64
 	Bytes       int64
 	OldestAge   time.Duration
@@ -46,6 +53,8 @@ type Options struct {
 	// SampleRate is the probes' 1-in-N object sampling: reported counts
 	// and bytes are scaled up by it. 0 and 1 mean every object.
 	SampleRate int
+	// Owners names the owners objects carry; nil without attribution.
+	Owners Owners
 }
 
 // Report is what one scan found.
@@ -95,7 +104,7 @@ func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
 		rep.Tracked[a] = 0
 	}
 	tallies := tallyAged(snap, opts, &rep)
-	merged := merge(snap, tallies, stackNames{source: opts.Stacks, sym: sym, byID: map[kmem.GroupKey][2]string{}})
+	merged := merge(snap, tallies, stackNames{source: opts.Stacks, sym: sym, byID: map[kmem.GroupKey][2]string{}}, owners(opts.Owners))
 	rep.Suspects *= scale
 	groups := make([]Group, 0, len(merged))
 	for _, g := range merged {
@@ -132,16 +141,64 @@ func scaleEvents(counters map[kmem.Allocator]kmem.Counters, scale int64) map[kme
 }
 
 // Top keeps the n largest groups of each verdict state, in their order: a
-// small leak is reported next to the large pools that outweigh it.
+// small leak is reported next to the large pools that outweigh it. With
+// attribution the others are not dropped but folded, per call site and
+// stack, into one group owned by owner.Folded, of which the n largest of
+// each state are kept too: at most 2n groups a state, whatever the node
+// runs.
 func Top(groups []Group, n int) []Group {
 	kept := make(map[verdict.State]int, len(verdict.States))
-	var out []Group
+	var out, rest []Group
 	for _, g := range groups {
+		switch {
+		case kept[g.Verdict.State] < n:
+			kept[g.Verdict.State]++
+			out = append(out, g)
+		case g.Owner.Attributed():
+			rest = append(rest, g)
+		}
+	}
+	if len(rest) == 0 {
+		return out
+	}
+	folded := fold(rest)
+	clear(kept)
+	for _, g := range folded {
 		if kept[g.Verdict.State] < n {
 			kept[g.Verdict.State]++
 			out = append(out, g)
 		}
 	}
+	slices.SortFunc(out, compareGroups)
+	return out
+}
+
+// fold sums groups that differ only in their owners into one each, owned
+// by owner.Folded, largest first.
+func fold(groups []Group) []Group {
+	type site struct {
+		allocator                         kmem.Allocator
+		cache, callSite, stack, stackHash string
+	}
+	index := map[site]int{}
+	var out []Group
+	for _, g := range groups {
+		k := site{g.Allocator, g.Cache, g.CallSiteSym, g.Stack, g.StackHash}
+		i, ok := index[k]
+		if !ok {
+			index[k] = len(out)
+			g.Owner = owner.Folded
+			out = append(out, g)
+			continue
+		}
+		f := &out[i]
+		f.CallSite = min(f.CallSite, g.CallSite)
+		f.Objects += g.Objects
+		f.Bytes += g.Bytes
+		f.Survivors += g.Survivors
+		f.OldestAge = max(f.OldestAge, g.OldestAge)
+	}
+	slices.SortFunc(out, compareGroups)
 	return out
 }
 
@@ -156,6 +213,9 @@ func tallyAged(snap *kmem.Snapshot, opts Options, rep *Report) map[kmem.GroupKey
 		}
 		if opts.Stacks == nil {
 			key.StackID, key.StackSkipped = -1, false
+		}
+		if opts.Owners == nil {
+			key.Owner = kmem.Owner{}
 		}
 		t := tallies[key]
 		if t == nil {
@@ -175,16 +235,34 @@ func tallyAged(snap *kmem.Snapshot, opts Options, rep *Report) map[kmem.GroupKey
 type exported struct {
 	allocator              kmem.Allocator
 	cache, callSite, stack string
+	owner                  owner.Owner
+}
+
+// owners describes each owner once per report; without attribution every
+// owner is the zero one.
+func owners(o Owners) func(kmem.Owner) owner.Owner {
+	if o == nil {
+		return func(kmem.Owner) owner.Owner { return owner.Owner{} }
+	}
+	seen := map[kmem.Owner]owner.Owner{}
+	return func(k kmem.Owner) owner.Owner {
+		d, ok := seen[k]
+		if !ok {
+			d = o.Describe(k)
+			seen[k] = d
+		}
+		return d
+	}
 }
 
 // merge names the tallies and merges them by exported name: two
 // addresses that both come out "unknown" must not become two series with
 // equal attributes, and two stacks that differ only in the allocator's
 // frames are one.
-func merge(snap *kmem.Snapshot, tallies map[kmem.GroupKey]*tally, stacks stackNames) map[exported]*Group {
+func merge(snap *kmem.Snapshot, tallies map[kmem.GroupKey]*tally, stacks stackNames, describe func(kmem.Owner) owner.Owner) map[exported]*Group {
 	merged := map[exported]*Group{}
 	for key, t := range tallies {
-		name := exported{allocator: key.Cache.Allocator, cache: snap.CacheName(key.Cache)}
+		name := exported{allocator: key.Cache.Allocator, cache: snap.CacheName(key.Cache), owner: describe(key.Owner)}
 		name.callSite, name.stack = stacks.describe(key)
 		if name.callSite == "" {
 			name.callSite = stacks.sym.Symbolize(key.CallSite)
@@ -192,7 +270,7 @@ func merge(snap *kmem.Snapshot, tallies map[kmem.GroupKey]*tally, stacks stackNa
 		g := merged[name]
 		if g == nil {
 			g = &Group{Allocator: name.allocator, Cache: name.cache, CallSite: key.CallSite, CallSiteSym: name.callSite,
-				Stack: name.stack, StackHash: stackHash(cmp.Or(name.stack, name.callSite))}
+				Stack: name.stack, StackHash: stackHash(cmp.Or(name.stack, name.callSite)), Owner: name.owner}
 			merged[name] = g
 		}
 		g.CallSite = min(g.CallSite, key.CallSite) // deterministic across map orders
@@ -214,7 +292,29 @@ func compareGroups(a, b Group) int {
 		cmp.Compare(a.Cache, b.Cache),
 		cmp.Compare(a.CallSite, b.CallSite),
 		cmp.Compare(a.Stack, b.Stack),
+		compareOwners(a.Owner, b.Owner),
 	)
+}
+
+func compareOwners(a, b owner.Owner) int {
+	return cmp.Or(
+		compareBools(a.Other, b.Other),
+		cmp.Compare(a.Context, b.Context),
+		cmp.Compare(a.Pid, b.Pid),
+		compareBools(a.Exited, b.Exited),
+		cmp.Compare(a.Name, b.Name),
+		cmp.Compare(a.Cgroup, b.Cgroup),
+	)
+}
+
+func compareBools(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 // stackNames describes each stack once per report.

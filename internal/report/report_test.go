@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
@@ -291,6 +292,59 @@ func TestTop(t *testing.T) {
 	}, Top(groups, 2))
 	assert.Equal(t, groups, Top(groups, 50))
 }
+
+// With attribution, the groups outside each state's top n are folded per
+// call site and stack into one owned by owner.Folded, and the n largest of
+// those kept: at most 2n groups a state, however many owners there are.
+func TestTopFoldsTheOtherOwners(t *testing.T) {
+	leak := verdict.Verdict{State: verdict.Leaking}
+	g := func(site string, pid uint32, bytes int64) Group {
+		return Group{CallSiteSym: site, StackHash: "h" + site, Owner: owner.Owner{Pid: pid, Name: "p"}, Objects: bytes / 8, Bytes: bytes, Verdict: leak}
+	}
+	groups := []Group{g("a", 1, 1000), g("b", 1, 900), g("a", 2, 500), g("a", 3, 100), g("b", 4, 50), g("c", 5, 10)}
+	got := Top(groups, 2)
+	folded := func(site string, parts ...Group) Group {
+		f := Group{CallSiteSym: site, StackHash: "h" + site, Owner: owner.Folded, Verdict: leak}
+		for _, p := range parts {
+			f.Objects += p.Objects
+			f.Bytes += p.Bytes
+		}
+		return f
+	}
+	assert.Equal(t, []Group{g("a", 1, 1000), g("b", 1, 900), folded("a", g("a", 2, 500), g("a", 3, 100)), folded("b", g("b", 4, 50))}, got)
+
+	var many []Group
+	for pid := range uint32(1000) {
+		many = append(many, g(fmt.Sprint("site", pid%7), pid+1, int64(10_000-pid)))
+	}
+	assert.Len(t, Top(many, 5), 10, "n owned groups and n folds a state")
+}
+
+func TestBuildSplitsGroupsByOwner(t *testing.T) {
+	nginx := kmem.Owner{Context: kmem.InTask, Tgid: 10, Cgroup: 5}
+	irq := kmem.Owner{Context: kmem.InSoftirq}
+	objs := []kmem.Object{
+		slabObj(dentryKey, siteA, 192, time.Minute), slabObj(dentryKey, siteA, 192, time.Minute), slabObj(dentryKey, siteA, 192, time.Minute),
+	}
+	objs[0].Owner, objs[1].Owner, objs[2].Owner = nginx, nginx, irq
+	names := describer{nginx: {Context: kmem.InTask, Pid: 10, Name: "nginx", Cgroup: "/a"}, irq: {Context: kmem.InSoftirq}}
+
+	rep := Build(newSnapshot(objs...), Options{Owners: names}, &fakeSymbolizer{names: testNames})
+	require.Len(t, rep.Groups, 2)
+	assert.Equal(t, names[nginx], rep.Groups[0].Owner)
+	assert.Equal(t, int64(2), rep.Groups[0].Objects)
+	assert.Equal(t, names[irq], rep.Groups[1].Owner)
+	assert.Equal(t, rep.Groups[0].StackHash, rep.Groups[1].StackHash, "the fingerprint is the code's, not the owner's")
+
+	rep = Build(newSnapshot(objs...), Options{}, &fakeSymbolizer{names: testNames})
+	require.Len(t, rep.Groups, 1, "without attribution the owners are not told apart")
+	assert.Equal(t, int64(3), rep.Groups[0].Objects)
+	assert.False(t, rep.Groups[0].Owner.Attributed())
+}
+
+type describer map[kmem.Owner]owner.Owner
+
+func (d describer) Describe(o kmem.Owner) owner.Owner { return d[o] }
 
 // Survivors are the aged objects that were aged at the previous scan too:
 // with scans 10 s apart and min_age 30 s, those older than 40 s.

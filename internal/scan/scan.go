@@ -9,6 +9,7 @@ package scan
 import (
 	"cmp"
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 	"time"
@@ -46,6 +47,19 @@ type Probes interface {
 	Stack(id int32) ([]uint64, error)
 	// KmallocCaches lists every kmalloc cache the probes can skip.
 	KmallocCaches() []kmem.CacheID
+	// Exits returns the processes that ended since the last call (with
+	// attribution; none without).
+	Exits() ([]kmem.Exit, error)
+}
+
+// Owners names who allocated, across scans (owner.Resolver).
+type Owners interface {
+	report.Owners
+	// Begin starts a scan with the processes that ended since the last,
+	// and returns the tgids taken over by a new process (kmem.Snapshot.Reused).
+	Begin(exits []kmem.Exit) map[uint32]uint64
+	// End forgets what no live object's owner needs.
+	End(live iter.Seq[kmem.Owner])
 }
 
 // Options say what a scan reports and how.
@@ -63,7 +77,9 @@ type Options struct {
 	AdaptiveStacks bool // feed suspect call sites back to the probes
 	// MaxTrackedObjects is the live table's room, for the full-table warning.
 	MaxTrackedObjects int
-	Logger            *zap.Logger
+	// Owners names the owners the probes record; nil without attribution.
+	Owners Owners
+	Logger *zap.Logger
 	// Clock is the wall clock of the verdicts; nil is time.Now.
 	Clock func() time.Time
 }
@@ -132,6 +148,13 @@ func (p *Pipeline) Scan() (Result, error) {
 	kernel := p.slabCounts()
 	p.snap.Begin(p.ages(now))
 	p.lastScan = now
+	if owners := p.opts.Owners; owners != nil {
+		exits, err := p.probes.Exits()
+		if err != nil {
+			return Result{}, err
+		}
+		p.snap.Reused = owners.Begin(exits)
+	}
 	if err := p.probes.Scan(&p.snap); err != nil {
 		return Result{}, err
 	}
@@ -148,7 +171,11 @@ func (p *Pipeline) Scan() (Result, error) {
 	if p.opts.StacksOn {
 		ropts.Stacks = p.probes
 	}
+	ropts.Owners = p.opts.Owners
 	res.Report = report.Build(&p.snap, ropts, p.symbols)
+	if p.opts.Owners != nil {
+		p.opts.Owners.End(p.snap.Owners())
+	}
 	res.Report.Untraced = p.truth.Untraced()
 	events, sites := p.judgeGroups(&res.Report)
 	res.Events = events
@@ -265,6 +292,10 @@ func (p *Pipeline) judgeGroups(rep *report.Report) (events, bySite []report.Grou
 		if site.Stack == "" && g.Stack != "" {
 			site.Stack = g.Stack
 		}
+		// Its owner: the largest group's.
+		if !site.Owner.Attributed() {
+			site.Owner = g.Owner
+		}
 	}
 	samples := make(map[string]verdict.Sample, len(sites))
 	for key, site := range sites {
@@ -284,11 +315,13 @@ func (p *Pipeline) judgeGroups(rep *report.Report) (events, bySite []report.Grou
 	for i := range rep.Groups {
 		g := &rep.Groups[i]
 		g.Verdict = sites[siteKey(*g)].Verdict
-		if g.Verdict.Report && slices.Contains(p.opts.EventStates, g.Verdict.State) {
-			events = append(events, *g)
-		}
 	}
 	rep.Groups = report.Top(rep.Groups, p.opts.TopN)
+	for _, g := range rep.Groups {
+		if g.Verdict.Report && slices.Contains(p.opts.EventStates, g.Verdict.State) {
+			events = append(events, g)
+		}
+	}
 	return events, bySite
 }
 
@@ -299,6 +332,9 @@ func (p *Pipeline) warnLeak(g report.Group) {
 		zap.String("objects_per_min", fmt.Sprintf("%.1f", g.Verdict.PerMinute)),
 		zap.String("bytes_per_min", fmt.Sprintf("%.0f", g.Verdict.BytesPerMinute)),
 		zap.Time("since", g.Verdict.Since), zap.Int64("objects", g.Objects), zap.Int64("bytes", g.Bytes),
+	}
+	if g.Owner.Attributed() {
+		fields = append(fields, zap.Stringer("largest_owner", g.Owner))
 	}
 	if g.Stack != "" {
 		fields = append(fields, zap.String("stack", g.Stack))

@@ -3,6 +3,7 @@ package scan
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"path"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
@@ -91,6 +93,7 @@ type fakeKernel struct {
 	untracked  map[kmem.CacheID]bool // caches the probes skip
 	stacks     map[int32][]uint64
 	kmalloc    []kmem.CacheID
+	exits      []kmem.Exit // processes ended since the last scan
 
 	slab    map[string]int64 // the kernel's counts
 	slabErr error
@@ -276,6 +279,12 @@ func (k *fakeKernel) Stack(id int32) ([]uint64, error) {
 }
 
 func (k *fakeKernel) KmallocCaches() []kmem.CacheID { return slices.Clone(k.kmalloc) }
+
+func (k *fakeKernel) Exits() ([]kmem.Exit, error) {
+	exits := k.exits
+	k.exits = nil
+	return exits, nil
+}
 
 // Objects to allocate, without a stack.
 
@@ -1049,4 +1058,88 @@ func TestScanErrors(t *testing.T) {
 		assert.ErrorIs(t, err, k.nowErr)
 		assert.Zero(t, k.scans, "no cutoff, no scan")
 	})
+}
+
+// fakeOwners names owners by pid and remembers what the pipeline told it.
+type fakeOwners struct {
+	exits  []kmem.Exit        // every Begin's
+	reused map[uint32]uint64  // what Begin returns
+	live   map[kmem.Owner]int // the last End's
+}
+
+func (f *fakeOwners) Begin(exits []kmem.Exit) map[uint32]uint64 {
+	f.exits = append(f.exits, exits...)
+	return f.reused
+}
+
+func (f *fakeOwners) Describe(o kmem.Owner) owner.Owner {
+	name := fmt.Sprintf("proc%d", o.Tgid)
+	if o.Earlier {
+		name = "earlier"
+	}
+	return owner.Owner{Context: o.Context, Pid: o.Tgid, Name: name, Exited: o.Earlier}
+}
+
+func (f *fakeOwners) End(live iter.Seq[kmem.Owner]) {
+	f.live = map[kmem.Owner]int{}
+	for o := range live {
+		f.live[o]++
+	}
+}
+
+func TestAttributionSplitsALeakByOwnerAndFoldsTheRest(t *testing.T) {
+	k := newFakeKernel()
+	owners := &fakeOwners{}
+	h := start(t, k, Options{MinAge: 30 * time.Second, TopN: 2, Owners: owners})
+	leakBy := func(pid uint32, n int) {
+		obj := kmallocObj(kmem.KmallocNormal, 64, kmallocSite)
+		obj.Owner = kmem.Owner{Context: kmem.InTask, Tgid: pid, Cgroup: 3}
+		k.alloc(n, obj)
+	}
+	k.exits = []kmem.Exit{{Tgid: 99, Name: "gone"}}
+	var events []report.Group
+	var res Result
+	for range 20 {
+		leakBy(10, 6)
+		leakBy(11, 3)
+		leakBy(12, 1)
+		res = h.scan()
+		events = append(events, res.Events...)
+	}
+	assert.Equal(t, []kmem.Exit{{Tgid: 99, Name: "gone"}}, owners.exits, "the probes' exits reach the resolver once")
+	assert.Len(t, owners.live, 3, "End hears of every live owner")
+
+	var sites []string
+	for _, g := range res.Report.Groups {
+		require.Equal(t, verdict.Leaking, g.Verdict.State, "the site's verdict is every owner's")
+		sites = append(sites, g.Owner.String())
+	}
+	assert.Equal(t, []string{"proc10 (pid 10)", "proc11 (pid 11)", "[other]"}, sites, "the top 2 owners, the third folded")
+	require.Len(t, events, 3, "one event per reported group when the leak was found")
+	assert.Equal(t, "proc10 (pid 10)", events[0].Owner.String())
+
+	warned := h.logged(zapcore.WarnLevel, "Kernel memory leak")
+	require.Len(t, warned, 1, "one leak: the call site")
+	assert.Equal(t, "proc10 (pid 10)", warned[0].ContextMap()["largest_owner"])
+}
+
+// Objects of a pid allocated before a new process took it are the ended
+// process's: Begin's answer splits them in the scan.
+func TestAttributionSplitsAReusedPid(t *testing.T) {
+	k := newFakeKernel()
+	owners := &fakeOwners{}
+	h := start(t, k, Options{MinAge: 30 * time.Second, Owners: owners})
+	obj := kmallocObj(kmem.KmallocNormal, 64, kmallocSite)
+	obj.Owner = kmem.Owner{Context: kmem.InTask, Tgid: 10}
+	k.alloc(4, obj)
+	owners.reused = map[uint32]uint64{10: uint64(k.mono)}
+	k.advance(time.Second)
+	k.alloc(2, obj)
+	k.advance(time.Minute)
+	res := h.scan()
+	byName := map[string]int64{}
+	for _, g := range res.Report.Groups {
+		byName[g.Owner.Name] += g.Objects
+	}
+	assert.Equal(t, map[string]int64{"earlier": 4, "proc10": 2}, byName)
 }

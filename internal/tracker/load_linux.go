@@ -39,7 +39,7 @@ type Tracker struct {
 	// follow process exits, and the latter alone.
 	attribution []*ebpf.Program
 	exits       *ebpf.Program
-	links    []link.Link
+	links       []link.Link
 
 	scan    scanState    // read_linux.go
 	control controlState // control_linux.go
