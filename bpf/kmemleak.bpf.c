@@ -1067,7 +1067,7 @@ int read_clock(void *ctx)
 // space to name the objects it leaves and to tell them from a later
 // process's under the same pid (struct exited). Process exits are rare
 // next to allocations; attached only with attribution.
-SEC("tracepoint/sched/sched_process_exit")
+SEC("raw_tp/sched_process_exit")
 int process_exit(void *ctx)
 {
 	struct task_struct *task = bpf_get_current_task_btf();

@@ -372,7 +372,7 @@ func (t *Tracker) attachAttribution(l *loader, progs *bpf.KmemleakProgramSpecs) 
 		{program: progs.HardirqExit, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_exit"},
 		{program: progs.SoftirqEntry, mode: kmem.ModeRawTP, group: "irq", event: "softirq_entry"},
 		{program: progs.HardirqEntry, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_entry"},
-		{program: progs.ProcessExit, mode: kmem.ModeTracepoint, group: "sched", event: "sched_process_exit"},
+		{program: progs.ProcessExit, mode: kmem.ModeRawTP, group: "sched", event: "sched_process_exit"},
 	}
 	loaded, links, err := l.load(todo)
 	if err != nil {
