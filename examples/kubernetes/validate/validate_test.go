@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -52,6 +53,12 @@ func objects(t *testing.T, file string) map[string][]any {
 			obj = &appsv1.DaemonSet{}
 		case "Deployment":
 			obj = &appsv1.Deployment{}
+		case "ServiceAccount":
+			obj = &corev1.ServiceAccount{}
+		case "ClusterRole":
+			obj = &rbacv1.ClusterRole{}
+		case "ClusterRoleBinding":
+			obj = &rbacv1.ClusterRoleBinding{}
 		default:
 			t.Fatalf("%s: no check for kind %q", file, meta.Kind)
 		}
@@ -85,10 +92,23 @@ func TestDaemonSet(t *testing.T) {
 	for _, m := range c.VolumeMounts {
 		mounts[m.MountPath] = true
 	}
-	for _, path := range []string{"/sys/kernel/btf", "/sys/kernel/tracing", "/etc/otelcol"} {
+	for _, path := range []string{"/sys/kernel/btf", "/sys/kernel/tracing", "/etc/otelcol", "/host/sys/fs/cgroup"} {
 		if !mounts[path] {
 			t.Errorf("nothing mounted at %s", path)
 		}
+	}
+	// Attribution: the host's pids, and the k8s_attributes processor's
+	// access to the node's pods.
+	spec := ds.Spec.Template.Spec
+	if !spec.HostPID {
+		t.Error("attribution names processes by host pid: hostPID must be true")
+	}
+	if len(objs["ClusterRoleBinding"]) != 1 || len(objs["ServiceAccount"]) != 1 {
+		t.Fatal("want the service account k8s_attributes uses, bound to its role")
+	}
+	binding := objs["ClusterRoleBinding"][0].(*rbacv1.ClusterRoleBinding)
+	if spec.ServiceAccountName != binding.Subjects[0].Name || binding.Subjects[0].Name != objs["ServiceAccount"][0].(*corev1.ServiceAccount).Name {
+		t.Errorf("the pod runs as %q, the role is bound to %q", spec.ServiceAccountName, binding.Subjects[0].Name)
 	}
 }
 
@@ -164,7 +184,10 @@ func validateCollectorConfig(t *testing.T, what string, config []byte) {
 	if err := os.WriteFile(path, config, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(bin, "validate", "--config", path).CombinedOutput(); err != nil {
+	cmd := exec.Command(bin, "validate", "--config", path)
+	// As the DaemonSet sets it, for k8s_attributes.
+	cmd.Env = append(os.Environ(), "K8S_NODE_NAME=node-1")
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("%s: otelcol-kmemleak validate: %v\n%s", what, err, out)
 	}
 }
