@@ -102,14 +102,15 @@ e2e: $(DIST)
 # pre-6.10 allocator names, older tracepoint layouts) and 6.12 (kprobes, the
 # _noprof names), x86-64 and arm64: every allocator in every attach mode,
 # the kmem_cache_free_bulk hook, attach and detach under load, the kmalloc
-# caches the probes name, a missed free counted; a module of our own
+# caches the probes name, a missed free counted; attribution (processes in
+# cgroups the test makes, one that exited, softirqs); a module of our own
 # (kernels/kmltest, built against Debian's headers for each kernel by
 # kernels/kmod.sh) leaking, keeping long-lived objects that do not leak,
 # and reloaded; and the built collector, for the kernel's architecture,
 # starts, scans and stops.
 KERNELS ?= linux-image-6.1.0-56-amd64 linux-image-6.12.107+deb12-amd64-unsigned \
 	linux-image-6.1.0-56-arm64 linux-image-6.12.107+deb12-arm64-unsigned
-KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver|AttachDetach|KmallocCaches|ReusedAddress|AllocationTimes|KernelModule)
+KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver|AttachDetach|KmallocCaches|ReusedAddress|AllocationTimes|Attribution|KernelModule)
 # The module tests take about 2.5 minutes a kernel: `make test` runs them on
 # the x86-64 kernels, to keep CI under 30 minutes; MODULE_KERNELS='$(KERNELS)'
 # runs them on arm64 too (they pass there as well).

@@ -76,6 +76,8 @@ cat > "$root/init" <<INIT
 #!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sys /sys
+# Attribution's cgroup paths, and the cgroups its test makes.
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t devtmpfs dev /dev
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t tmpfs tmp /tmp

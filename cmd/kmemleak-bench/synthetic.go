@@ -50,11 +50,13 @@ const syntheticBase = 0xffff000000000000
 // syntheticObject is the i-th synthetic live object: a slab object of a
 // cache the kernel does not name, so that the truth check leaves it alone,
 // from one of 2000 call sites, allocated at allocTime (in the probes'
-// clock), at boot, so that every scan reports it as a suspect.
+// clock), at boot, so that every scan reports it as a suspect, by one of
+// 300 processes in 30 cgroups (6000 groups with attribution).
 func syntheticObject(i int, allocTime uint64) (uint64, bpf.KmemleakObject) {
 	return syntheticBase | uint64(i)<<6, bpf.KmemleakObject{
 		AllocTime: allocTime, CallSite: 0xffffffff81000000 + uint64(i%2000)<<4, Bytes: 64, StackId: -1,
-		Allocator: uint8(bpf.KmemleakAllocatorALLOCATOR_SLAB),
+		Tgid: 1_000_000 + uint32(i%300), Cgroup: 1 + uint32(i%30),
+		Allocator: uint8(bpf.KmemleakAllocatorALLOCATOR_SLAB), Context: uint8(bpf.KmemleakRunContextCONTEXT_TASK),
 	}
 }
 
