@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"golang.org/x/sys/unix"
 
+	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 )
 
@@ -146,20 +147,6 @@ func testCgroup(t *testing.T, root, name string) (string, int) {
 	return "/" + name, fd
 }
 
-// ownCgroup is the test process's cgroup v2 path.
-func ownCgroup(t *testing.T) string {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/cgroup")
-	require.NoError(t, err)
-	for line := range strings.Lines(string(data)) {
-		if path, ok := strings.CutPrefix(strings.TrimSpace(line), "0::"); ok {
-			return path
-		}
-	}
-	t.Fatal("the test process is in no cgroup v2")
-	return ""
-}
-
 // Two children in cgroups of their own, holding pipes, and a third in the
 // test's cgroup that hands its pipes to the test and exits: each comes out
 // as its own owner with its pid, name and cgroup, holding two objects per
@@ -206,7 +193,7 @@ func TestIntegrationAttributionNamesProcessesCgroupsAndExits(t *testing.T) {
 	}{
 		a.pid: {"holder-a", pathA, nA},
 		b.pid: {"holder-b", pathB, nB},
-		c.pid: {"holder-c", ownCgroup(t), nC},
+		c.pid: {"holder-c", kerneltest.OwnCgroup(t), nC},
 	}
 	md := waitForMetrics(t, p.metrics, "each holder's pipes are reported under its own process", func(md pmetric.Metrics) bool {
 		owners := byOwner(md)
@@ -258,33 +245,16 @@ func TestIntegrationAttributionSoftirqIsNotTheTestProcess(t *testing.T) {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
-	var conns []net.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	connect := func(n int) {
-		for range n {
-			c, err := net.Dial("tcp4", ln.Addr().String())
-			require.NoError(t, err)
-			a, err := ln.Accept()
-			require.NoError(t, err)
-			conns = append(conns, c, a)
-		}
-	}
 	// A slab cache that has shown no traced free since attach is believed
 	// only up to what the kernel's count grew by (package truth), a count
 	// that moves by whole per-CPU slabs: right after another test closed
 	// hundreds of sockets it may not have grown at all. Sockets freed now
 	// show the TCP cache's frees are seen.
-	connect(10)
-	for _, c := range conns {
+	for _, c := range kerneltest.Connect(t, ln, 10) {
 		require.NoError(t, c.Close())
 	}
-	conns = nil
 	const n = 200
-	connect(n)
+	kerneltest.Connect(t, ln, n)
 	self := fmt.Sprintf("task/%d", os.Getpid())
 	md := waitForMetrics(t, p.metrics, "the accepted sockets are the softirq's", func(md pmetric.Metrics) bool {
 		owners := byOwner(md)

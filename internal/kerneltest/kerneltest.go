@@ -6,7 +6,9 @@
 package kerneltest
 
 import (
+	"net"
 	"os"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -56,4 +58,48 @@ func ClosePipes(pipes [][2]int) {
 			pipes[i] = [2]int{-1, -1}
 		}
 	}
+}
+
+// Connect makes n loopback TCP connections to ln, both ends kept open until
+// the test ends unless closed before: each accepted socket is made in the
+// softirq that receives the handshake's last ACK, whatever task that
+// softirq interrupted; the connecting ones by the test's system calls.
+func Connect(t testing.TB, ln net.Listener, n int) []net.Conn {
+	t.Helper()
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range n {
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		conns = append(conns, c)
+		a, err := ln.Accept()
+		if err != nil {
+			t.Fatalf("accept: %v", err)
+		}
+		conns = append(conns, a)
+	}
+	return conns
+}
+
+// OwnCgroup is the test process's cgroup v2 path, from the hierarchy's
+// root.
+func OwnCgroup(t testing.TB) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		if path, ok := strings.CutPrefix(strings.TrimSpace(line), "0::"); ok {
+			return path
+		}
+	}
+	t.Fatal("the test process is in no cgroup v2")
+	return ""
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
 	"github.com/kmemleak/kmemleakreceiver/internal/livetable"
+	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 )
 
 func openAttributing(t *testing.T) *Tracker {
@@ -51,21 +53,14 @@ func ownersAt(t *testing.T, tr *Tracker, fn string) map[kmem.Owner]int {
 // ownCgroupInode is the inode number of this process's cgroup v2 directory.
 func ownCgroupInode(t *testing.T) uint32 {
 	t.Helper()
-	data, err := os.ReadFile("/proc/self/cgroup")
+	root, err := owner.CgroupRoot("/proc/self/mountinfo")
 	require.NoError(t, err)
-	for line := range strings.Lines(string(data)) {
-		if path, ok := strings.CutPrefix(strings.TrimSpace(line), "0::"); ok {
-			for _, root := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
-				var st syscall.Stat_t
-				if syscall.Stat(root+"/cgroup.controllers", &st) == nil || syscall.Stat(root+"/cgroup.procs", &st) == nil {
-					require.NoError(t, syscall.Stat(root+path, &st))
-					return uint32(st.Ino)
-				}
-			}
-		}
+	if root == "" {
+		t.Skip("no cgroup v2 hierarchy is mounted")
 	}
-	t.Skip("no cgroup v2 hierarchy here")
-	return 0
+	var st syscall.Stat_t
+	require.NoError(t, syscall.Stat(filepath.Join(root, kerneltest.OwnCgroup(t)), &st))
+	return uint32(st.Ino)
 }
 
 func TestIntegrationAttributionRecordsTheTaskAndItsCgroup(t *testing.T) {
@@ -110,20 +105,8 @@ func TestIntegrationAttributionTellsSoftirqs(t *testing.T) {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
-	var conns []net.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
 	const n = 50
-	for range n {
-		c, err := net.Dial("tcp4", ln.Addr().String())
-		require.NoError(t, err)
-		a, err := ln.Accept()
-		require.NoError(t, err)
-		conns = append(conns, c, a)
-	}
+	kerneltest.Connect(t, ln, n)
 	socks := ownersAt(t, tr, "sk_prot_alloc")
 	t.Logf("owners of sockets: %v", socks)
 	var ours int
