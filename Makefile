@@ -91,10 +91,13 @@ collector-test: $(DIST)
 # manifests and Helm values decode strictly into the Kubernetes API types.
 examples-test: $(DIST)
 	OTLP_ENDPOINT=backend.example:4317 OTLP_API_KEY=example $(DIST) validate --config examples/otlp-backend.yaml
+	$(DIST) validate --config examples/profiles.yaml --feature-gates=service.profilesSupport
 	cd examples/kubernetes/validate && KMEMLEAK_COLLECTOR=$(CURDIR)/$(DIST) $(GO) test -count=1 -v ./...
 
 # The built collector, exporting over OTLP/gRPC and OTLP/HTTP to a server in
-# the test; also its components and validate subcommands.
+# the test, profiles too (converted by cmd/kmemleak-pprof, read by
+# `go tool pprof`, their flame graph rendered by headless Chromium); also
+# its components and validate subcommands.
 e2e: $(DIST)
 	KMEMLEAK_COLLECTOR=$(CURDIR)/$(DIST) $(GO) test -tags e2e -count=1 -v ./e2e
 

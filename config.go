@@ -76,6 +76,9 @@ type Config struct {
 	// Attribution records who allocated each object (process, cgroup,
 	// container, or interrupt context) and splits groups by it.
 	Attribution bool `mapstructure:"attribution"`
+	// ProfileInterval is how often the profiles of in-use kernel memory
+	// are built, from the scan then due, for a profiles pipeline.
+	ProfileInterval time.Duration `mapstructure:"profile_interval"`
 	// CgroupRoot is where the cgroup v2 hierarchy whose paths are reported
 	// is mounted; empty finds it in /proc/self/mountinfo. In a container,
 	// the host's hierarchy mounted in.
@@ -112,6 +115,7 @@ func createDefaultConfig() *Config {
 		},
 		ReportInterval:       10 * time.Minute,
 		Attribution:          true,
+		ProfileInterval:      time.Minute,
 		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
 		Events:               metadata.DefaultEventsConfig(),
 	}
@@ -190,6 +194,9 @@ func (cfg *Config) Validate() error {
 	errs = append(errs, cfg.Verdict.validate(cfg.CollectionInterval)...)
 	if cfg.ReportInterval <= 0 {
 		errs = append(errs, fmt.Errorf("report_interval must be positive, got %v", cfg.ReportInterval))
+	}
+	if cfg.ProfileInterval < cfg.CollectionInterval {
+		errs = append(errs, fmt.Errorf("profile_interval must be at least collection_interval (%v): profiles are built from scans, got %v", cfg.CollectionInterval, cfg.ProfileInterval))
 	}
 	if cfg.CgroupRoot != "" && !path.IsAbs(cfg.CgroupRoot) {
 		errs = append(errs, fmt.Errorf("cgroup_root must be an absolute path (where the cgroup v2 hierarchy is mounted), got %q", cfg.CgroupRoot))

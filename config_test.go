@@ -51,6 +51,7 @@ func TestCreateDefaultConfig(t *testing.T) {
 	assert.Equal(t, 10*time.Minute, cfg.ReportInterval)
 	assert.True(t, cfg.Attribution, "attribution costs 1.01x tracking without it (BENCHMARKS.md): on")
 	assert.Empty(t, cfg.CgroupRoot, "found in mountinfo")
+	assert.Equal(t, time.Minute, cfg.ProfileInterval)
 	assert.Equal(t, metadata.NewDefaultMetricsBuilderConfig(), cfg.MetricsBuilderConfig)
 	assert.Equal(t, metadata.DefaultEventsConfig(), cfg.Events)
 	assert.NoError(t, confmap.Validate(cfg))
@@ -80,6 +81,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.ReportInterval = time.Hour
 	custom.Attribution = false
 	custom.CgroupRoot = "/host/sys/fs/cgroup"
+	custom.ProfileInterval = 5 * time.Minute
 	disableAsUser(t, &custom.Metrics.KmemTrackerScanDuration)
 	disableAsUser(t, &custom.Events.KmemLeakSuspect)
 	disableAsUser(t, &custom.ResourceAttributes.HostName)
@@ -402,6 +404,11 @@ func TestValidate(t *testing.T) {
 			name:    "report_interval zero",
 			modify:  func(c *Config) { c.ReportInterval = 0 },
 			wantErr: "report_interval must be positive, got 0s",
+		},
+		{
+			name:    "profile_interval below collection_interval",
+			modify:  func(c *Config) { c.ProfileInterval = 5 * time.Second },
+			wantErr: "profile_interval must be at least collection_interval (10s): profiles are built from scans, got 5s",
 		},
 		{
 			name:    "cgroup_root relative",

@@ -6,6 +6,7 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/xconsumer"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/xreceiver"
 
@@ -19,7 +20,17 @@ func NewFactory() receiver.Factory {
 		func() component.Config { return createDefaultConfig() },
 		xreceiver.WithMetrics(createMetrics, metadata.MetricsStability),
 		xreceiver.WithLogs(createLogs, metadata.LogsStability),
+		xreceiver.WithProfiles(createProfiles, metadata.ProfilesStability),
 	)
+}
+
+func createProfiles(_ context.Context, set receiver.Settings, cfg component.Config, next xconsumer.Profiles) (xreceiver.Profiles, error) {
+	r, err := receivers.getOrCreate(cfg.(*Config), set)
+	if err != nil {
+		return nil, err
+	}
+	r.profiles = next
+	return r, nil
 }
 
 func createMetrics(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {

@@ -14,6 +14,7 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/xconsumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/receiver"
 	"go.uber.org/zap"
@@ -23,6 +24,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
+	"github.com/kmemleak/kmemleakreceiver/internal/profile"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/scan"
 	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
@@ -32,8 +34,9 @@ import (
 type kmemleakReceiver struct {
 	cfg        *Config
 	set        receiver.Settings
-	metrics    consumer.Metrics // nil unless a metrics pipeline uses the receiver
-	logs       consumer.Logs    // nil unless a logs pipeline uses the receiver
+	metrics    consumer.Metrics   // nil unless a metrics pipeline uses the receiver
+	logs       consumer.Logs      // nil unless a logs pipeline uses the receiver
+	profiles   xconsumer.Profiles // nil unless a profiles pipeline uses the receiver
 	onShutdown func()
 
 	mu      sync.Mutex // guards the lifecycle: Start and Shutdown come once per pipeline
@@ -50,6 +53,9 @@ type kmemleakReceiver struct {
 	symbols  *ksym.Symbolizer // nil when kallsyms cannot be read
 	emitter  report.Emitter
 	errors   errorLimiter
+	// lastProfile is when the last profiles were built, or the receiver
+	// started.
+	lastProfile time.Time
 }
 
 func newReceiver(cfg *Config, set receiver.Settings, onShutdown func()) (*kmemleakReceiver, error) {
@@ -120,6 +126,7 @@ func (r *kmemleakReceiver) start() error {
 	r.emitter.Resource = r.resource(owner.Owner{})
 	r.emitter.OwnerResource = r.resource
 
+	r.lastProfile = time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.done = make(chan struct{})
@@ -243,12 +250,33 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 			r.errors.log(log, "Passing metrics to the next consumer failed", err)
 		}
 	}
+	if r.profiles != nil {
+		r.emitProfiles(ctx, res.Aged, start)
+	}
 	if r.logs != nil && len(res.Events) > 0 {
 		if err := r.logs.ConsumeLogs(ctx, r.emitter.EmitLogs(ctx, res.Events, res.Report.Incomplete(), now)); err != nil {
 			r.errors.log(log, "Passing leak-suspect events to the next consumer failed", err)
 		} else {
 			r.telemetry.KmemleakEventsEmitted.Add(ctx, int64(len(res.Events)))
 		}
+	}
+}
+
+// emitProfiles passes the profiles of a scan that began at start to the
+// profiles consumer, once profile_interval has passed since the last.
+func (r *kmemleakReceiver) emitProfiles(ctx context.Context, groups []report.Group, start time.Time) {
+	// Scans come a collection_interval apart, give or take the ticker's
+	// jitter: half of one is the tolerance.
+	since := start.Sub(r.lastProfile)
+	if since < r.cfg.ProfileInterval-r.cfg.CollectionInterval/2 {
+		return
+	}
+	r.lastProfile = start
+	pd := profile.Build(groups, profile.Options{
+		Resource: r.emitter.Resource, Scope: metadata.ScopeName, Version: r.set.BuildInfo.Version, Time: start, Duration: since,
+	})
+	if err := r.profiles.ConsumeProfiles(ctx, pd); err != nil {
+		r.errors.log(r.set.Logger, "Passing profiles to the next consumer failed", err)
 	}
 }
 

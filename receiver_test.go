@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.opentelemetry.io/collector/receiver/xreceiver"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
@@ -61,13 +62,14 @@ func testConfig() *Config {
 }
 
 type pipeline struct {
-	rcv     receiver.Metrics
-	metrics *consumertest.MetricsSink
-	logs    *consumertest.LogsSink
+	rcv      receiver.Metrics
+	metrics  *consumertest.MetricsSink
+	logs     *consumertest.LogsSink
+	profiles *consumertest.ProfilesSink
 }
 
 // startReceiver builds the receiver the way the collector does, with one
-// metrics and one logs pipeline sharing it.
+// metrics, one logs and one profiles pipeline sharing it.
 func startReceiver(t *testing.T, cfg *Config) pipeline {
 	t.Helper()
 	set := receivertest.NewNopSettings(metadata.Type)
@@ -89,12 +91,15 @@ func startReceiverOrSkip(t *testing.T, cfg *Config) pipeline {
 func startReceiverWith(t *testing.T, set receiver.Settings, cfg *Config, skipOn ...string) pipeline {
 	t.Helper()
 	f := NewFactory()
-	p := pipeline{metrics: new(consumertest.MetricsSink), logs: new(consumertest.LogsSink)}
+	p := pipeline{metrics: new(consumertest.MetricsSink), logs: new(consumertest.LogsSink), profiles: new(consumertest.ProfilesSink)}
 	m, err := f.CreateMetrics(context.Background(), set, cfg, p.metrics)
 	require.NoError(t, err)
 	l, err := f.CreateLogs(context.Background(), set, cfg, p.logs)
 	require.NoError(t, err)
+	pr, err := f.(xreceiver.Factory).CreateProfiles(context.Background(), set, cfg, p.profiles)
+	require.NoError(t, err)
 	require.Same(t, m, l, "metrics and logs must share one receiver so the probes load once")
+	require.Same(t, m, pr, "profiles too")
 	p.rcv = m
 	if err := m.Start(context.Background(), componenttest.NewNopHost()); err != nil {
 		require.NoError(t, m.Shutdown(context.Background()))

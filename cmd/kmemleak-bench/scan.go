@@ -11,9 +11,14 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.uber.org/zap"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
+	"github.com/kmemleak/kmemleakreceiver/internal/owner"
+	"github.com/kmemleak/kmemleakreceiver/internal/profile"
+	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
@@ -28,7 +33,15 @@ type scanMethod struct {
 // and the passes over hash, the same objects in a hash map. Each has its
 // own buffers, reused from scan to scan as the receiver reuses them; the
 // per-key reads come last.
-func scanMethods(tr *tracker.Tracker, hash *ebpf.Map, walker *walker) []scanMethod {
+// pidOwners names owners by pid alone: the synthetic objects' processes
+// do not exist.
+type pidOwners struct{}
+
+func (pidOwners) Describe(o kmem.Owner) owner.Owner {
+	return owner.Owner{Context: o.Context, Pid: o.Tgid}
+}
+
+func scanMethods(tr *tracker.Tracker, hash *ebpf.Map, walker *walker, sym report.Symbolizer) []scanMethod {
 	var snap kmem.Snapshot
 	methods := []scanMethod{
 		{"ours (Tracker.Scan: the live table in place, counted by group)", func() (int, error) {
@@ -39,6 +52,12 @@ func scanMethods(tr *tracker.Tracker, hash *ebpf.Map, walker *walker) []scanMeth
 			snap.Begin(kmem.Ages{Now: now, Cutoff: now, Aged: now})
 			err = tr.Scan(&snap)
 			return int(snap.Objects()), err
+		}},
+		// After the scan above: what a profiles pipeline adds to it.
+		{"ours, then every aged group's report and profile (report.Build, profile.Build)", func() (int, error) {
+			rep := report.Build(&snap, report.Options{Owners: pidOwners{}}, sym)
+			pd := profile.Build(rep.Groups, profile.Options{Resource: pcommon.NewResource(), Time: time.Now()})
+			return pd.SampleCount(), nil
 		}},
 		{"hash map, per key (NextKey+Lookup, tracex4)", func() (int, error) { return scanPerKey(hash) }},
 	}
@@ -115,7 +134,11 @@ func measureScans(n, runs int) (took [][]float64, entries []int, names []string,
 		defer walker.Close()
 	}
 
-	methods := scanMethods(tr, hash, walker)
+	symbols, err := ksym.New("/proc/kallsyms", "/proc/modules")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	methods := scanMethods(tr, hash, walker, ksym.Namer{Symbols: symbols})
 	took = make([][]float64, len(methods))
 	entries = make([]int, len(methods))
 	// Run 0 is not counted: it sizes the buffers that later runs reuse.

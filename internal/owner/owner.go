@@ -7,6 +7,7 @@ package owner
 import (
 	"cmp"
 	"fmt"
+	"strconv"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/cgroup"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
@@ -57,6 +58,30 @@ func (o Owner) String() string {
 		s += ", container " + shortID(o.Workload.ContainerID)
 	}
 	return s + ")"
+}
+
+// Attributes are o's attributes by their semantic-convention names, as
+// name and value pairs (the pid in decimal), those that are known:
+// kmem.context alone for an interrupt or the folded rest.
+func (o Owner) Attributes() [][2]string {
+	switch {
+	case !o.Attributed():
+		return nil
+	case o.Other:
+		return [][2]string{{"kmem.context", "other"}}
+	case o.Context.Interrupt():
+		return [][2]string{{"kmem.context", o.Context.String()}}
+	}
+	out := [][2]string{{"kmem.context", o.Context.String()}, {"process.pid", strconv.FormatUint(uint64(o.Pid), 10)}}
+	for _, kv := range [][2]string{
+		{"process.executable.name", o.Name}, {"process.linux.cgroup", o.Cgroup},
+		{"container.id", o.Workload.ContainerID}, {"k8s.pod.uid", o.Workload.PodUID},
+	} {
+		if kv[1] != "" {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 func shortID(id string) string { return id[:min(len(id), 12)] }

@@ -208,33 +208,24 @@ func verdictAttribute(s verdict.State) metadata.AttributeKmemVerdict {
 	return metadata.MapAttributeKmemVerdict[s.String()]
 }
 
-// SetOwner sets an owner's resource attributes: what ran the allocations,
-// and for a task or kernel thread its process, cgroup, container and pod,
-// as far as they are known. The semantic conventions' names, for contrib's
-// k8sattributes processor to find the pod by container.id or k8s.pod.uid.
+// SetOwner sets an owner's resource attributes (owner.Owner.Attributes):
+// what ran the allocations, and for a task or kernel thread its process,
+// cgroup, container and pod, as far as they are known. The semantic
+// conventions' names, for contrib's k8sattributes processor to find the
+// pod by container.id or k8s.pod.uid.
 func SetOwner(rb *metadata.ResourceBuilder, o owner.Owner) {
-	switch {
-	case !o.Attributed():
-		return
-	case o.Other:
-		rb.SetKmemContext("other")
-		return
+	set := map[string]func(string){
+		"kmem.context":            rb.SetKmemContext,
+		"process.executable.name": rb.SetProcessExecutableName,
+		"process.linux.cgroup":    rb.SetProcessLinuxCgroup,
+		"container.id":            rb.SetContainerID,
+		"k8s.pod.uid":             rb.SetK8sPodUID,
+		"process.pid": func(pid string) {
+			n, _ := strconv.ParseInt(pid, 10, 64)
+			rb.SetProcessPid(n)
+		},
 	}
-	rb.SetKmemContext(o.Context.String())
-	if o.Context.Interrupt() {
-		return
-	}
-	rb.SetProcessPid(int64(o.Pid))
-	if o.Name != "" {
-		rb.SetProcessExecutableName(o.Name)
-	}
-	if o.Cgroup != "" {
-		rb.SetProcessLinuxCgroup(o.Cgroup)
-	}
-	if id := o.Workload.ContainerID; id != "" {
-		rb.SetContainerID(id)
-	}
-	if uid := o.Workload.PodUID; uid != "" {
-		rb.SetK8sPodUID(uid)
+	for _, kv := range o.Attributes() {
+		set[kv[0]](kv[1])
 	}
 }

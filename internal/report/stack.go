@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"hash/fnv"
+	"strconv"
 	"strings"
 )
 
@@ -63,20 +64,41 @@ func describeStack(frames []uint64, sym Symbolizer) (callSite, text string) {
 	return names[first], strings.Join(names[first:], "\n")
 }
 
-// stackHash fingerprints a stack text (one frame a line, as describeStack
-// writes it, or a call site alone) across hosts and boots: FNV-1a over each
-// frame's function and module, without the offset, which builds change,
-// or addresses, which KASLR does. A frame no symbol names counts as "?".
+// Frame is one frame of a stack text, as the symbolizer writes it:
+// function+0xoffset [module].
+type Frame struct {
+	Function string // "?" when no symbol names the frame
+	Offset   uint64
+	Module   string // "" for the kernel's own text
+}
+
+// Frames splits a stack text (one frame a line, as describeStack writes
+// it, or a call site alone) into its frames.
+func Frames(text string) []Frame {
+	var out []Frame
+	for line := range strings.SplitSeq(text, "\n") {
+		fn, rest, _ := strings.Cut(line, "+")
+		f := Frame{Function: fn}
+		if fn == "unknown" || strings.HasPrefix(fn, "0x") {
+			f.Function = "?"
+		}
+		off, module, _ := strings.Cut(rest, " [")
+		f.Offset, _ = strconv.ParseUint(strings.TrimPrefix(off, "0x"), 16, 64)
+		f.Module = strings.TrimSuffix(module, "]")
+		out = append(out, f)
+	}
+	return out
+}
+
+// stackHash fingerprints a stack text across hosts and boots: FNV-1a over
+// each frame's function and module, without the offset, which builds
+// change, or addresses, which KASLR does.
 func stackHash(text string) string {
 	h := fnv.New64a()
-	for frame := range strings.SplitSeq(text, "\n") {
-		fn, rest, _ := strings.Cut(frame, "+")
-		if fn == "unknown" || strings.HasPrefix(fn, "0x") {
-			fn = "?"
-		}
-		h.Write([]byte(fn))
-		if _, module, ok := strings.Cut(rest, " ["); ok {
-			h.Write([]byte(" [" + module))
+	for _, f := range Frames(text) {
+		h.Write([]byte(f.Function))
+		if f.Module != "" {
+			h.Write([]byte(" [" + f.Module + "]"))
 		}
 		h.Write([]byte{'\n'})
 	}

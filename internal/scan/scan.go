@@ -106,6 +106,9 @@ type Pipeline struct {
 type Result struct {
 	Report report.Report  // finished: verdicts and untraced caches filled in
 	Events []report.Group // the groups that deserve an event this scan
+	// Aged are every group of aged objects, with its verdict, of which
+	// Report has the top_n of each verdict: what profiles show.
+	Aged []report.Group
 	// Scanned is the number of objects read from the probes, before any
 	// was filtered out.
 	Scanned int64
@@ -177,8 +180,14 @@ func (p *Pipeline) Scan() (Result, error) {
 		p.opts.Owners.End(p.snap.Owners())
 	}
 	res.Report.Untraced = p.truth.Untraced()
-	events, sites := p.judgeGroups(&res.Report)
-	res.Events = events
+	sites := p.judgeGroups(&res.Report)
+	res.Aged = res.Report.Groups
+	res.Report.Groups = report.Top(res.Report.Groups, p.opts.TopN)
+	for _, g := range res.Report.Groups {
+		if g.Verdict.Report && slices.Contains(p.opts.EventStates, g.Verdict.State) {
+			res.Events = append(res.Events, g)
+		}
+	}
 	p.summarize(res.Report, sites)
 	if p.opts.AdaptiveStacks {
 		if err := p.probes.SetStackSites(callSites(res.Report.Groups)); err != nil {
@@ -267,13 +276,12 @@ func (p *Pipeline) untrace(res truth.Result) {
 }
 
 // judgeGroups gives every call site its verdict, and each of its groups
-// the site's, counts the sites of each verdict, keeps the top_n groups of
-// each verdict for the metrics, and returns an event for each group of a
-// site that deserves one: events are per stack, with the site's verdict. Sites, not stacks, are judged: in adaptive mode a site's
+// the site's, counts the sites of each verdict, and returns the sites.
+// Events are per group, with the site's verdict. Sites, not stacks, are judged: in adaptive mode a site's
 // stacks are taken only once it is suspect, so its stack groups start
 // late, and its older objects stay in a group without a stack. A site
 // past verdict.max_groups has no history: it counts as transient.
-func (p *Pipeline) judgeGroups(rep *report.Report) (events, bySite []report.Group) {
+func (p *Pipeline) judgeGroups(rep *report.Report) (bySite []report.Group) {
 	sites := map[string]*report.Group{}
 	var order []string
 	for _, g := range rep.Groups {
@@ -316,13 +324,7 @@ func (p *Pipeline) judgeGroups(rep *report.Report) (events, bySite []report.Grou
 		g := &rep.Groups[i]
 		g.Verdict = sites[siteKey(*g)].Verdict
 	}
-	rep.Groups = report.Top(rep.Groups, p.opts.TopN)
-	for _, g := range rep.Groups {
-		if g.Verdict.Report && slices.Contains(p.opts.EventStates, g.Verdict.State) {
-			events = append(events, g)
-		}
-	}
-	return events, bySite
+	return bySite
 }
 
 // warnLeak is the one line in the collector's log for a new leak.
