@@ -157,9 +157,11 @@ func flameGraph(t *testing.T, pprofFile, dir string) {
 	ui := exec.Command("go", "tool", "pprof", "-no_browser", "-http="+addr, "-sample_index=inuse_objects", pprofFile)
 	var uiOut bytes.Buffer
 	ui.Stdout, ui.Stderr = &uiOut, &uiOut
+	// `go tool` runs pprof as a child: the group goes, both of them.
+	ui.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, ui.Start())
 	t.Cleanup(func() {
-		ui.Process.Kill()
+		syscall.Kill(-ui.Process.Pid, syscall.SIGKILL)
 		ui.Wait()
 	})
 	page := "http://" + addr + "/ui/flamegraph?si=inuse_objects"
