@@ -8,6 +8,7 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/xconsumer"
 	"go.opentelemetry.io/collector/receiver"
 )
 
@@ -16,8 +17,9 @@ import (
 type kmemleakReceiver struct {
 	component.StartFunc
 	component.ShutdownFunc
-	metrics consumer.Metrics
-	logs    consumer.Logs
+	metrics  consumer.Metrics
+	logs     consumer.Logs
+	profiles xconsumer.Profiles
 }
 
 // The probes are built for x86-64 and arm64 (bpf/gen.go): on other Linux
