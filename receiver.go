@@ -123,8 +123,8 @@ func (r *kmemleakReceiver) start() error {
 		IncludeAddresses: r.cfg.IncludeAddresses,
 		StacksOn:         opts.TakesStacks(),
 	}
-	r.emitter.Resource = r.resource(owner.Owner{})
-	r.emitter.OwnerResource = r.resource
+	r.emitter.Resource = r.resource()
+	r.emitter.OwnerResource = r.ownerResource
 
 	r.lastProfile = time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -169,10 +169,21 @@ func (r *kmemleakReceiver) owners() (*owner.Resolver, error) {
 	return owner.NewResolver("/proc", root), nil
 }
 
-// resource is the receiver's resource, with the owner's attributes.
-func (r *kmemleakReceiver) resource(o owner.Owner) pcommon.Resource {
+// ownerResource is the receiver's resource with an owner's attributes:
+// the host's are read once, at start.
+func (r *kmemleakReceiver) ownerResource(o owner.Owner) pcommon.Resource {
 	rb := r.emitter.Metrics.NewResourceBuilder()
 	report.SetOwner(rb, o)
+	res := rb.Emit()
+	for k, v := range r.emitter.Resource.Attributes().All() {
+		v.CopyTo(res.Attributes().PutEmpty(k))
+	}
+	return res
+}
+
+// resource is the receiver's own resource: the host's.
+func (r *kmemleakReceiver) resource() pcommon.Resource {
+	rb := r.emitter.Metrics.NewResourceBuilder()
 	if host, err := os.Hostname(); err == nil {
 		rb.SetHostName(host)
 	}

@@ -214,18 +214,21 @@ func verdictAttribute(s verdict.State) metadata.AttributeKmemVerdict {
 // conventions' names, for contrib's k8sattributes processor to find the
 // pod by container.id or k8s.pod.uid.
 func SetOwner(rb *metadata.ResourceBuilder, o owner.Owner) {
-	set := map[string]func(string){
-		"kmem.context":            rb.SetKmemContext,
-		"process.executable.name": rb.SetProcessExecutableName,
-		"process.linux.cgroup":    rb.SetProcessLinuxCgroup,
-		"container.id":            rb.SetContainerID,
-		"k8s.pod.uid":             rb.SetK8sPodUID,
-		"process.pid": func(pid string) {
-			n, _ := strconv.ParseInt(pid, 10, 64)
-			rb.SetProcessPid(n)
-		},
-	}
 	for _, kv := range o.Attributes() {
-		set[kv[0]](kv[1])
+		switch kv[0] {
+		case "kmem.context":
+			rb.SetKmemContext(kv[1])
+		case "process.pid":
+			pid, _ := strconv.ParseInt(kv[1], 10, 64)
+			rb.SetProcessPid(pid)
+		case "process.executable.name":
+			rb.SetProcessExecutableName(kv[1])
+		case "process.linux.cgroup":
+			rb.SetProcessLinuxCgroup(kv[1])
+		case "container.id":
+			rb.SetContainerID(kv[1])
+		case "k8s.pod.uid":
+			rb.SetK8sPodUID(kv[1])
+		}
 	}
 }
