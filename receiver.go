@@ -28,6 +28,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/scan"
 	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
+	"github.com/kmemleak/kmemleakreceiver/internal/staleness"
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
@@ -52,6 +53,7 @@ type kmemleakReceiver struct {
 	pipeline *scan.Pipeline
 	symbols  *ksym.Symbolizer // nil when kallsyms cannot be read
 	emitter  report.Emitter
+	stale    staleness.Marker
 	errors   errorLimiter
 	// lastProfile is when the last profiles were built, or the receiver
 	// started.
@@ -257,7 +259,9 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 	now := pcommon.NewTimestampFromTime(time.Now())
 
 	if r.metrics != nil {
-		if err := r.metrics.ConsumeMetrics(ctx, r.emitter.EmitMetrics(res.Report, took, now)); err != nil {
+		md := r.emitter.EmitMetrics(res.Report, took, now)
+		r.stale.Mark(md, now)
+		if err := r.metrics.ConsumeMetrics(ctx, md); err != nil {
 			r.errors.log(log, "Passing metrics to the next consumer failed", err)
 		}
 	}

@@ -184,7 +184,10 @@ func outstandingObjects(md pmetric.Metrics) []pmetric.NumberDataPoint {
 					continue
 				}
 				for _, dp := range m.Gauge().DataPoints().All() {
-					out = append(out, dp)
+					// A series the scan ended (package staleness) is not in it.
+					if !dp.Flags().NoRecordedValue() {
+						out = append(out, dp)
+					}
 				}
 			}
 		}

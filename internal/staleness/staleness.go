@@ -1,0 +1,159 @@
+// Package staleness ends the metric series a scan stops reporting.
+//
+// A group of objects leaves the report when its objects are freed, when
+// its verdict changes (kmem.verdict is one of its attributes) or when it
+// falls out of top_n. Without a word on it, a backend such as Prometheus
+// keeps answering with the group's last value for its lookback (5 minutes):
+// a freed leak still alerts, and a group that moved from growing to
+// leaking counts twice in every sum. The OTLP data model's answer is a
+// point flagged "no recorded value", which the Prometheus exporters turn
+// into a staleness marker.
+package staleness
+
+import (
+	"slices"
+	"strings"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+)
+
+// Marker remembers the series of the last batch it saw.
+type Marker struct {
+	last *pmetric.Metrics // nil until the first Mark
+}
+
+// Mark adds to md, at time now, a no-recorded-value point for every gauge
+// or sum series of the previous batch that md lacks, under that series'
+// resource, scope and metric. Series are told apart by resource, scope,
+// metric name and point attributes.
+func (m *Marker) Mark(md pmetric.Metrics, now pcommon.Timestamp) {
+	current := index(md)
+	last := m.last
+	m.last = new(pmetric.NewMetrics())
+	md.CopyTo(*m.last)
+	if last == nil {
+		return
+	}
+	for _, rm := range last.ResourceMetrics().All() {
+		rk := attributesKey(rm.Resource().Attributes())
+		for _, sm := range rm.ScopeMetrics().All() {
+			sk := rk + scopeKey(sm.Scope())
+			for _, metric := range sm.Metrics().All() {
+				for _, dp := range points(metric).All() {
+					if _, ok := current.points[seriesKey(sk, metric, dp)]; ok {
+						continue
+					}
+					stale := current.metric(md, rm, sm, metric).AppendEmpty()
+					dp.Attributes().CopyTo(stale.Attributes())
+					stale.SetStartTimestamp(dp.StartTimestamp())
+					stale.SetTimestamp(now)
+					stale.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
+				}
+			}
+		}
+	}
+}
+
+// batch indexes a batch's resources, scopes, metrics and series by key.
+type batch struct {
+	resources map[string]pmetric.ResourceMetrics
+	scopes    map[string]pmetric.ScopeMetrics // by resource and scope key
+	metrics   map[string]pmetric.Metric       // by resource, scope and name
+	points    map[string]struct{}             // by resource, scope, name and attributes
+}
+
+func index(md pmetric.Metrics) *batch {
+	b := &batch{
+		resources: map[string]pmetric.ResourceMetrics{},
+		scopes:    map[string]pmetric.ScopeMetrics{},
+		metrics:   map[string]pmetric.Metric{},
+		points:    map[string]struct{}{},
+	}
+	for _, rm := range md.ResourceMetrics().All() {
+		rk := attributesKey(rm.Resource().Attributes())
+		b.resources[rk] = rm
+		for _, sm := range rm.ScopeMetrics().All() {
+			sk := rk + scopeKey(sm.Scope())
+			b.scopes[sk] = sm
+			for _, metric := range sm.Metrics().All() {
+				b.metrics[sk+metric.Name()] = metric
+				for _, dp := range points(metric).All() {
+					b.points[seriesKey(sk, metric, dp)] = struct{}{}
+				}
+			}
+		}
+	}
+	return b
+}
+
+// metric returns the data points of md's metric like the given one, in a
+// resource and scope like the given ones, creating what md lacks.
+func (b *batch) metric(md pmetric.Metrics, rm pmetric.ResourceMetrics, sm pmetric.ScopeMetrics, like pmetric.Metric) pmetric.NumberDataPointSlice {
+	rk := attributesKey(rm.Resource().Attributes())
+	r, ok := b.resources[rk]
+	if !ok {
+		r = md.ResourceMetrics().AppendEmpty()
+		rm.Resource().CopyTo(r.Resource())
+		r.SetSchemaUrl(rm.SchemaUrl())
+		b.resources[rk] = r
+	}
+	sk := rk + scopeKey(sm.Scope())
+	s, ok := b.scopes[sk]
+	if !ok {
+		s = r.ScopeMetrics().AppendEmpty()
+		sm.Scope().CopyTo(s.Scope())
+		s.SetSchemaUrl(sm.SchemaUrl())
+		b.scopes[sk] = s
+	}
+	mk := sk + like.Name()
+	metric, ok := b.metrics[mk]
+	if !ok {
+		metric = s.Metrics().AppendEmpty()
+		metric.SetName(like.Name())
+		metric.SetDescription(like.Description())
+		metric.SetUnit(like.Unit())
+		switch like.Type() {
+		case pmetric.MetricTypeGauge:
+			metric.SetEmptyGauge()
+		case pmetric.MetricTypeSum:
+			sum := metric.SetEmptySum()
+			sum.SetAggregationTemporality(like.Sum().AggregationTemporality())
+			sum.SetIsMonotonic(like.Sum().IsMonotonic())
+		}
+		b.metrics[mk] = metric
+	}
+	return points(metric)
+}
+
+// points are a gauge's or a sum's data points; the receiver makes no other
+// kind of metric, and other kinds get an empty slice (never marked).
+func points(m pmetric.Metric) pmetric.NumberDataPointSlice {
+	switch m.Type() {
+	case pmetric.MetricTypeGauge:
+		return m.Gauge().DataPoints()
+	case pmetric.MetricTypeSum:
+		return m.Sum().DataPoints()
+	}
+	return pmetric.NewNumberDataPointSlice()
+}
+
+// seriesKey names a point's series: its resource and scope (sk), metric
+// name and attributes.
+func seriesKey(sk string, m pmetric.Metric, dp pmetric.NumberDataPoint) string {
+	return sk + m.Name() + "\x02" + attributesKey(dp.Attributes())
+}
+
+func scopeKey(s pcommon.InstrumentationScope) string {
+	return "\x03" + s.Name() + "\x00" + s.Version() + "\x00" + attributesKey(s.Attributes()) + "\x03"
+}
+
+// attributesKey is the same for equal attribute sets, in any order.
+func attributesKey(attrs pcommon.Map) string {
+	kvs := make([]string, 0, attrs.Len())
+	for k, v := range attrs.All() {
+		kvs = append(kvs, k+"\x00"+v.AsString())
+	}
+	slices.Sort(kvs)
+	return strings.Join(kvs, "\x01")
+}
