@@ -87,18 +87,26 @@ collector-test: $(DIST)
 	grep -q 'allocators: unknown allocator "pages"' _build/invalid.err
 	@echo "collector validate: bad config refused with the fields named"
 
-# Every example config passes the built collector's validate; the Kubernetes
-# manifests and Helm values decode strictly into the Kubernetes API types.
+# Every example config passes the built collector's validate; the alerting
+# rules pass promtool's check and their unit tests; the Kubernetes manifests
+# and Helm values decode strictly into the Kubernetes API types.
 examples-test: $(DIST)
 	OTLP_ENDPOINT=backend.example:4317 OTLP_API_KEY=example $(DIST) validate --config examples/otlp-backend.yaml
 	$(DIST) validate --config examples/profiles.yaml --feature-gates=service.profilesSupport
+	$(DIST) validate --config examples/prometheus.yaml
+	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus; }
+	promtool check rules examples/prometheus/alerts.yaml
+	cd examples/prometheus && promtool test rules alerts_test.yaml
 	cd examples/kubernetes/validate && KMEMLEAK_COLLECTOR=$(CURDIR)/$(DIST) $(GO) test -count=1 -v ./...
 
 # The built collector, exporting over OTLP/gRPC and OTLP/HTTP to a server in
 # the test, profiles too (converted by cmd/kmemleak-pprof, read by
-# `go tool pprof`, their flame graph rendered by headless Chromium); also
+# `go tool pprof`, their flame graph rendered by headless Chromium), and
+# with examples/prometheus.yaml to a real Prometheus that evaluates
+# examples/prometheus/alerts.yaml and answers the README's queries; also
 # its components and validate subcommands.
 e2e: $(DIST)
+	@command -v prometheus >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus; }
 	KMEMLEAK_COLLECTOR=$(CURDIR)/$(DIST) $(GO) test -tags e2e -count=1 -v ./e2e
 
 # The leak tests on other kernels under qemu: Debian's Linux 6.1 (kprobes,
