@@ -11,8 +11,7 @@
 package staleness
 
 import (
-	"slices"
-	"strings"
+	"hash/maphash"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -36,12 +35,13 @@ func (m *Marker) Mark(md pmetric.Metrics, now pcommon.Timestamp) {
 		return
 	}
 	for _, rm := range last.ResourceMetrics().All() {
-		rk := attributesKey(rm.Resource().Attributes())
+		rk := attributesHash(rm.Resource().Attributes())
 		for _, sm := range rm.ScopeMetrics().All() {
-			sk := rk + scopeKey(sm.Scope())
+			sk := scopeOf(rk, sm.Scope())
 			for _, metric := range sm.Metrics().All() {
+				mk := metricID{sk, metric.Name()}
 				for _, dp := range points(metric).All() {
-					if _, ok := current.points[seriesKey(sk, metric, dp)]; ok {
+					if _, ok := current.points[seriesID{mk, attributesHash(dp.Attributes())}]; ok {
 						continue
 					}
 					stale := current.metric(md, rm, sm, metric).AppendEmpty()
@@ -55,31 +55,54 @@ func (m *Marker) Mark(md pmetric.Metrics, now pcommon.Timestamp) {
 	}
 }
 
-// batch indexes a batch's resources, scopes, metrics and series by key.
+// Series are told apart by hashes of their attribute sets: a collision
+// (one in 2^64) costs a staleness marker.
+type (
+	scopeID struct {
+		resource      uint64
+		name, version string
+		attributes    uint64
+	}
+	metricID struct {
+		scope scopeID
+		name  string
+	}
+	seriesID struct {
+		metric     metricID
+		attributes uint64
+	}
+)
+
+func scopeOf(resource uint64, s pcommon.InstrumentationScope) scopeID {
+	return scopeID{resource, s.Name(), s.Version(), attributesHash(s.Attributes())}
+}
+
+// batch indexes a batch's resources, scopes, metrics and series.
 type batch struct {
-	resources map[string]pmetric.ResourceMetrics
-	scopes    map[string]pmetric.ScopeMetrics // by resource and scope key
-	metrics   map[string]pmetric.Metric       // by resource, scope and name
-	points    map[string]struct{}             // by resource, scope, name and attributes
+	resources map[uint64]pmetric.ResourceMetrics
+	scopes    map[scopeID]pmetric.ScopeMetrics
+	metrics   map[metricID]pmetric.Metric
+	points    map[seriesID]struct{}
 }
 
 func index(md pmetric.Metrics) *batch {
 	b := &batch{
-		resources: map[string]pmetric.ResourceMetrics{},
-		scopes:    map[string]pmetric.ScopeMetrics{},
-		metrics:   map[string]pmetric.Metric{},
-		points:    map[string]struct{}{},
+		resources: map[uint64]pmetric.ResourceMetrics{},
+		scopes:    map[scopeID]pmetric.ScopeMetrics{},
+		metrics:   map[metricID]pmetric.Metric{},
+		points:    map[seriesID]struct{}{},
 	}
 	for _, rm := range md.ResourceMetrics().All() {
-		rk := attributesKey(rm.Resource().Attributes())
+		rk := attributesHash(rm.Resource().Attributes())
 		b.resources[rk] = rm
 		for _, sm := range rm.ScopeMetrics().All() {
-			sk := rk + scopeKey(sm.Scope())
+			sk := scopeOf(rk, sm.Scope())
 			b.scopes[sk] = sm
 			for _, metric := range sm.Metrics().All() {
-				b.metrics[sk+metric.Name()] = metric
+				mk := metricID{sk, metric.Name()}
+				b.metrics[mk] = metric
 				for _, dp := range points(metric).All() {
-					b.points[seriesKey(sk, metric, dp)] = struct{}{}
+					b.points[seriesID{mk, attributesHash(dp.Attributes())}] = struct{}{}
 				}
 			}
 		}
@@ -90,7 +113,7 @@ func index(md pmetric.Metrics) *batch {
 // metric returns the data points of md's metric like the given one, in a
 // resource and scope like the given ones, creating what md lacks.
 func (b *batch) metric(md pmetric.Metrics, rm pmetric.ResourceMetrics, sm pmetric.ScopeMetrics, like pmetric.Metric) pmetric.NumberDataPointSlice {
-	rk := attributesKey(rm.Resource().Attributes())
+	rk := attributesHash(rm.Resource().Attributes())
 	r, ok := b.resources[rk]
 	if !ok {
 		r = md.ResourceMetrics().AppendEmpty()
@@ -98,7 +121,7 @@ func (b *batch) metric(md pmetric.Metrics, rm pmetric.ResourceMetrics, sm pmetri
 		r.SetSchemaUrl(rm.SchemaUrl())
 		b.resources[rk] = r
 	}
-	sk := rk + scopeKey(sm.Scope())
+	sk := scopeOf(rk, sm.Scope())
 	s, ok := b.scopes[sk]
 	if !ok {
 		s = r.ScopeMetrics().AppendEmpty()
@@ -106,7 +129,7 @@ func (b *batch) metric(md pmetric.Metrics, rm pmetric.ResourceMetrics, sm pmetri
 		s.SetSchemaUrl(sm.SchemaUrl())
 		b.scopes[sk] = s
 	}
-	mk := sk + like.Name()
+	mk := metricID{sk, like.Name()}
 	metric, ok := b.metrics[mk]
 	if !ok {
 		metric = s.Metrics().AppendEmpty()
@@ -138,22 +161,20 @@ func points(m pmetric.Metric) pmetric.NumberDataPointSlice {
 	return pmetric.NewNumberDataPointSlice()
 }
 
-// seriesKey names a point's series: its resource and scope (sk), metric
-// name and attributes.
-func seriesKey(sk string, m pmetric.Metric, dp pmetric.NumberDataPoint) string {
-	return sk + m.Name() + "\x02" + attributesKey(dp.Attributes())
-}
+var seed = maphash.MakeSeed()
 
-func scopeKey(s pcommon.InstrumentationScope) string {
-	return "\x03" + s.Name() + "\x00" + s.Version() + "\x00" + attributesKey(s.Attributes()) + "\x03"
-}
-
-// attributesKey is the same for equal attribute sets, in any order.
-func attributesKey(attrs pcommon.Map) string {
-	kvs := make([]string, 0, attrs.Len())
+// attributesHash is the same for equal attribute sets in any order: the
+// sum of their pairs' hashes.
+func attributesHash(attrs pcommon.Map) uint64 {
+	var h maphash.Hash
+	h.SetSeed(seed)
+	var sum uint64
 	for k, v := range attrs.All() {
-		kvs = append(kvs, k+"\x00"+v.AsString())
+		h.Reset()
+		h.WriteString(k)
+		h.WriteByte(0)
+		h.WriteString(v.AsString())
+		sum += h.Sum64()
 	}
-	slices.Sort(kvs)
-	return strings.Join(kvs, "\x01")
+	return sum
 }

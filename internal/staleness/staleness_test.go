@@ -1,6 +1,7 @@
 package staleness
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -194,5 +195,33 @@ func TestUnchangedSeriesAreNotEnded(t *testing.T) {
 		md := scanOf(ts, s...)
 		m.Mark(md, ts)
 		assert.Empty(t, stalePoints(md))
+	}
+}
+
+// A scan at the most series the report makes with top_n 500 (8 x top_n
+// groups per outstanding metric, four of them, 16000 points), a tenth of
+// them replaced from one scan to the next.
+func BenchmarkMark(b *testing.B) {
+	scans := make([][]series, 2)
+	for i := range 4000 {
+		for _, metric := range []string{"kmem.outstanding.objects", "kmem.outstanding.bytes", "kmem.outstanding.oldest_age", "kmem.outstanding.growth"} {
+			for scan := range scans {
+				verdict := "steady"
+				if i%10 == 0 && scan == 1 {
+					verdict = "leaking"
+				}
+				scans[scan] = append(scans[scan], series{owner: strconv.Itoa(i % 300), metric: metric, verdict: verdict + strconv.Itoa(i), value: int64(i)})
+			}
+		}
+	}
+	batches := []pmetric.Metrics{scanOf(2, scans[0]...), scanOf(4, scans[1]...)}
+	var m Marker
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		md := pmetric.NewMetrics()
+		batches[i%2].CopyTo(md)
+		b.StartTimer()
+		m.Mark(md, pcommon.Timestamp(i))
 	}
 }
