@@ -46,6 +46,22 @@ func collector(t *testing.T) string {
 	return bin
 }
 
+// runUntilTheEnd starts cmd and stops it with SIGTERM when the test ends;
+// if the test failed, its output goes to the test's log.
+func runUntilTheEnd(t *testing.T, name string, cmd *exec.Cmd) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		err := cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s exit: %v; output:\n%s", name, err, out.String())
+		}
+	})
+}
+
 // received is what the OTLP server got.
 type received struct {
 	mu      sync.Mutex
@@ -190,17 +206,7 @@ func TestCollectorExportsOverOTLP(t *testing.T) {
 			config := filepath.Join(t.TempDir(), "config.yaml")
 			require.NoError(t, os.WriteFile(config,
 				fmt.Appendf(nil, configTemplate, tt.exporter, endpoint, tt.extra, tt.exporter, tt.exporter), 0o600))
-			var stderr bytes.Buffer
-			cmd := exec.Command(bin, "--config", config)
-			cmd.Stderr = &stderr
-			require.NoError(t, cmd.Start())
-			t.Cleanup(func() {
-				cmd.Process.Signal(syscall.SIGTERM)
-				err := cmd.Wait()
-				if t.Failed() {
-					t.Logf("collector exit: %v; output:\n%s", err, stderr.String())
-				}
-			})
+			runUntilTheEnd(t, "collector", exec.Command(bin, "--config", config))
 
 			// Leak pipes once the collector is up, until it says so.
 			require.Eventually(t, func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.metrics) > 0 },

@@ -94,17 +94,7 @@ func TestCollectorExportsProfiles(t *testing.T) {
 	dir := t.TempDir()
 	config := filepath.Join(dir, "config.yaml")
 	require.NoError(t, os.WriteFile(config, fmt.Appendf(nil, profilesConfig, l.Addr()), 0o600))
-	var stderr bytes.Buffer
-	cmd := exec.Command(bin, "--config", config, "--feature-gates=service.profilesSupport")
-	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		err := cmd.Wait()
-		if t.Failed() {
-			t.Logf("collector exit: %v; output:\n%s", err, stderr.String())
-		}
-	})
+	runUntilTheEnd(t, "collector", exec.Command(bin, "--config", config, "--feature-gates=service.profilesSupport"))
 	require.Eventually(t, func() bool { return got.count() > 0 }, 30*time.Second, 100*time.Millisecond, "no profiles arrived")
 
 	const held = 400

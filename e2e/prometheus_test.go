@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -166,18 +165,8 @@ func startPrometheus(t *testing.T) *prometheus {
 	addr := l.Addr().String()
 	l.Close()
 
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "--config.file="+config, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--web.enable-remote-write-receiver")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		err := cmd.Wait()
-		if t.Failed() {
-			t.Logf("prometheus exit: %v; output:\n%s", err, out.String())
-		}
-	})
+	runUntilTheEnd(t, "prometheus", exec.Command(bin, "--config.file="+config, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--web.enable-remote-write-receiver"))
 	p := &prometheus{t: t, base: "http://" + addr}
 	require.Eventually(t, func() bool {
 		resp, err := http.Get(p.base + "/-/ready")
@@ -354,7 +343,6 @@ func TestCollectorWritesToPrometheus(t *testing.T) {
 	var uts unix.Utsname
 	require.NoError(t, unix.Uname(&uts))
 
-	var stderr bytes.Buffer
 	cmd := exec.Command(bin, "--config", filepath.Join("..", "examples", "prometheus.yaml"),
 		"--set=receivers::kmemleak::collection_interval=1s",
 		"--set=receivers::kmemleak::initial_delay=0s",
@@ -363,15 +351,7 @@ func TestCollectorWritesToPrometheus(t *testing.T) {
 		"--set=receivers::kmemleak::verdict::persist=3s",
 		"--set=service::telemetry::metrics::level=none")
 	cmd.Env = append(os.Environ(), "PROMETHEUS_URL="+prom.base)
-	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		err := cmd.Wait()
-		if t.Failed() {
-			t.Logf("collector exit: %v; output:\n%s", err, stderr.String())
-		}
-	})
+	runUntilTheEnd(t, "collector", cmd)
 	require.Eventually(t, func() bool { return len(prom.query("kmem_tracker_scan_duration_seconds")) > 0 },
 		30*time.Second, 500*time.Millisecond, "no scan arrived in Prometheus")
 
