@@ -15,7 +15,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -131,22 +130,6 @@ func startHolder(t *testing.T, dir, name string, n, cgroupFD int, handOver *os.F
 	return h
 }
 
-// testCgroup creates a cgroup for the test under the cgroup v2 root, and
-// returns its path from the root and an fd of it.
-func testCgroup(t *testing.T, root, name string) (string, int) {
-	t.Helper()
-	dir := filepath.Join(root, name)
-	require.NoError(t, os.Mkdir(dir, 0o755))
-	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		unix.Close(fd)
-		// Once the holders have exited; they do in earlier cleanups.
-		require.Eventually(t, func() bool { return os.Remove(dir) == nil }, 5*time.Second, 50*time.Millisecond)
-	})
-	return "/" + name, fd
-}
-
 // Two children in cgroups of their own, holding pipes, and a third in the
 // test's cgroup that hands its pipes to the test and exits: each comes out
 // as its own owner with its pid, name and cgroup, holding two objects per
@@ -166,8 +149,8 @@ func TestIntegrationAttributionNamesProcessesCgroupsAndExits(t *testing.T) {
 	p := startReceiver(t, testConfig())
 
 	dir := t.TempDir()
-	pathA, fdA := testCgroup(t, root, fmt.Sprintf("kmemleak-test-%d-a", os.Getpid()))
-	pathB, fdB := testCgroup(t, root, fmt.Sprintf("kmemleak-test-%d-b", os.Getpid()))
+	pathA, fdA := kerneltest.Cgroup(t, root, fmt.Sprintf("kmemleak-test-%d-a", os.Getpid()))
+	pathB, fdB := kerneltest.Cgroup(t, root, fmt.Sprintf("kmemleak-test-%d-b", os.Getpid()))
 	socks, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
 	mine := os.NewFile(uintptr(socks[0]), "handover-parent")

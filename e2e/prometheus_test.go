@@ -26,6 +26,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 )
 
@@ -128,17 +129,8 @@ func containerCgroup(t *testing.T) (path, id string, fd int) {
 	raw := make([]byte, 32)
 	rand.Read(raw)
 	id = hex.EncodeToString(raw)
-	name := "docker-" + id + ".scope"
-	dir := filepath.Join(root, name)
-	require.NoError(t, os.Mkdir(dir, 0o755))
-	fd, err = unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		unix.Close(fd)
-		// After the leaker exited: it stops in a later-registered cleanup.
-		require.Eventually(t, func() bool { return os.Remove(dir) == nil }, 5*time.Second, 50*time.Millisecond)
-	})
-	return "/" + name, id, fd
+	path, fd = kerneltest.Cgroup(t, root, "docker-"+id+".scope")
+	return path, id, fd
 }
 
 // prometheus is the test's Prometheus server.
@@ -285,10 +277,8 @@ func number(t *testing.T, v any) float64 {
 }
 
 // readmeQueries are the PromQL block of the README: title -> query.
-func readmeQueries(t *testing.T) map[string]string {
-	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
-	require.NoError(t, err)
-	_, block, ok := strings.Cut(string(readme), "```promql\n")
+func readmeQueries(t *testing.T, readme string) map[string]string {
+	_, block, ok := strings.Cut(readme, "```promql\n")
 	require.True(t, ok, "the README has no promql block")
 	block, _, _ = strings.Cut(block, "```")
 	queries := map[string]string{}
@@ -308,11 +298,9 @@ func readmeQueries(t *testing.T) map[string]string {
 }
 
 // readmeNames are the README's table of metric names: OTLP -> Prometheus.
-func readmeNames(t *testing.T) map[string]string {
-	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
-	require.NoError(t, err)
+func readmeNames(t *testing.T, readme string) map[string]string {
 	names := map[string]string{}
-	for _, m := range regexp.MustCompile("(?m)^\\| `(kmem\\.[a-z_.]+)` \\| `(kmem_[a-z_]+)`").FindAllStringSubmatch(string(readme), -1) {
+	for _, m := range regexp.MustCompile("(?m)^\\| `(kmem\\.[a-z_.]+)` \\| `(kmem_[a-z_]+)`").FindAllStringSubmatch(readme, -1) {
 		names[m[1]] = m[2]
 	}
 	require.NotEmpty(t, names, "the README has no table of Prometheus names")
@@ -337,7 +325,9 @@ func TestCollectorWritesToPrometheus(t *testing.T) {
 	}
 	bin := collector(t)
 	prom := startPrometheus(t)
-	queries, names := readmeQueries(t), readmeNames(t)
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	require.NoError(t, err)
+	queries, names := readmeQueries(t, string(readme)), readmeNames(t, string(readme))
 	host, err := os.Hostname()
 	require.NoError(t, err)
 	var uts unix.Utsname

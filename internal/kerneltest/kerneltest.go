@@ -8,8 +8,10 @@ package kerneltest
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -102,4 +104,35 @@ func OwnCgroup(t testing.TB) string {
 	}
 	t.Fatal("the test process is in no cgroup v2")
 	return ""
+}
+
+// Cgroup creates a cgroup named name under the cgroup v2 root, for
+// children started in it (SysProcAttr.UseCgroupFD), and returns its path
+// from the root and an fd of it. It is removed once the test's children in
+// it have exited: stop them in cleanups registered after this one.
+func Cgroup(t testing.TB, root, name string) (string, int) {
+	t.Helper()
+	dir := filepath.Join(root, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.Close(fd)
+		// A child's exit can take a moment to leave the cgroup.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			err := os.Remove(dir)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("removing the test's cgroup: %v", err)
+				return
+			}
+		}
+	})
+	return "/" + name, fd
 }
