@@ -4,6 +4,7 @@ package kmemleakreceiver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,11 +21,13 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/kmemleak/kmemleakreceiver/internal/holders"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/profile"
+	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/scan"
 	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
@@ -44,6 +47,7 @@ type kmemleakReceiver struct {
 	started bool
 	stopped bool
 	tracker *tracker.Tracker
+	holders *holders.Iterators // nil when the kernel cannot list what tasks hold
 	cancel  context.CancelFunc
 	done    chan struct{}
 
@@ -85,8 +89,14 @@ func (r *kmemleakReceiver) Start(_ context.Context, _ component.Host) error {
 	return nil
 }
 
-// start loads the probes and starts the scan loop.
-func (r *kmemleakReceiver) start() error {
+// start loads the probes and starts the scan loop; on failure it releases
+// whatever it put into the kernel.
+func (r *kmemleakReceiver) start() (err error) {
+	defer func() {
+		if err != nil {
+			_ = r.release()
+		}
+	}()
 	// First, so that a user without them hears of nothing else.
 	if err := tracker.CheckPrivileges(); err != nil {
 		return err
@@ -102,21 +112,21 @@ func (r *kmemleakReceiver) start() error {
 		}
 		sopts.Owners = owners
 	}
+	r.holders = r.openHolders()
+	if r.holders != nil {
+		sopts.Holders = r.holders
+	}
 	// Before attaching: the truth check needs the kernel's counts without
 	// any object the probes will track.
-	r.pipeline = scan.New(machine{}, sopts)
-	tr, err := tracker.Open(opts)
-	if err != nil {
+	r.pipeline = scan.New(newMachine(), sopts)
+	if r.tracker, err = tracker.Open(opts); err != nil {
 		return err
 	}
-	r.tracker = tr
 	r.symbols = r.loadSymbols()
-	if err := r.pipeline.Attach(tr, ksym.Namer{Symbols: r.symbols, IncludeAddresses: r.cfg.IncludeAddresses}); err != nil {
-		_ = tr.Close()
+	if err := r.pipeline.Attach(r.tracker, ksym.Namer{Symbols: r.symbols, IncludeAddresses: r.cfg.IncludeAddresses}); err != nil {
 		return err
 	}
 	if r.telemetry, err = metadata.NewTelemetryBuilder(r.set.TelemetrySettings); err != nil {
-		_ = tr.Close()
 		return fmt.Errorf("creating the receiver's own metrics: %w", err)
 	}
 	r.emitter = report.Emitter{
@@ -136,6 +146,30 @@ func (r *kmemleakReceiver) start() error {
 	return nil
 }
 
+// openHolders loads the iterators that list what live tasks hold, for the
+// verdicts to tell processes starting from leaks. Without them (kernels
+// before 5.12) the receiver runs on, and says what that costs.
+func (r *kmemleakReceiver) openHolders() *holders.Iterators {
+	it, err := holders.Open()
+	if err != nil {
+		r.set.Logger.Warn("Cannot list what live tasks hold: growth of processes' own structures may be called leaking", zap.Error(err))
+		return nil
+	}
+	return it
+}
+
+// release closes what Start put into the kernel.
+func (r *kmemleakReceiver) release() error {
+	var errs []error
+	if r.tracker != nil {
+		errs = append(errs, r.tracker.Close())
+	}
+	if r.holders != nil {
+		errs = append(errs, r.holders.Close())
+	}
+	return errors.Join(errs...)
+}
+
 // kallsymsPath is where kernel symbols are read; a variable for tests.
 var kallsymsPath = "/proc/kallsyms"
 
@@ -148,11 +182,18 @@ func (r *kmemleakReceiver) loadSymbols() *ksym.Symbolizer {
 	return sym
 }
 
-// machine is the scan pipeline's Host: the kernel's slab counts and clock.
-type machine struct{}
+// machine is the scan pipeline's Host: the kernel's slab counts, clock and
+// reclaim.
+type machine struct {
+	caches *reclaim.Caches
+}
+
+func newMachine() machine { return machine{caches: reclaim.NewCaches(reclaim.SlabDir)} }
 
 func (machine) SlabCounts() (map[string]int64, error) { return slabinfo.Read(slabinfo.Path) }
 func (machine) Now() (uint64, error)                  { return tracker.MonotonicNow() }
+func (machine) Reclaim() (reclaim.Counters, error)    { return reclaim.ReadVMStat(reclaim.VMStatPath) }
+func (m machine) Reclaimable(cache string) bool       { return m.caches.Reclaimable(cache) }
 
 // owners is attribution's resolver: processes from /proc, cgroups from
 // cgroup_root or where the cgroup v2 hierarchy is mounted.
@@ -312,7 +353,7 @@ func (r *kmemleakReceiver) Shutdown(ctx context.Context) error {
 	case <-r.done:
 		defer probes.release(r.set.ID)
 		r.telemetry.Shutdown()
-		return r.tracker.Close()
+		return r.release()
 	case <-ctx.Done():
 		// The loop is stuck in a consumer that ignores cancellation. Closing
 		// the maps under it could hand their fd numbers to other files, so
@@ -320,7 +361,7 @@ func (r *kmemleakReceiver) Shutdown(ctx context.Context) error {
 		go func() {
 			<-r.done
 			r.telemetry.Shutdown()
-			_ = r.tracker.Close()
+			_ = r.release()
 			probes.release(r.set.ID)
 		}()
 		return fmt.Errorf("kmemleak: the scan loop did not stop in time (%w); probes are released when it does", ctx.Err())

@@ -66,6 +66,10 @@ type Snapshot struct {
 	// ended, when the earlier one ended: objects of the tgid allocated up to
 	// then are the earlier process's (Owner.Earlier). Set before a scan.
 	Reused map[uint32]uint64
+	// Holds are what live tasks hold, listed just before the scan, or nil
+	// when they were not: the aged objects among them are counted per
+	// group (Tally.HeldByTask, HeldAsFile). Set before a scan.
+	Holds *Holds
 
 	groups groupIndex
 }
@@ -101,6 +105,11 @@ type Tally struct {
 	AgedBytes int64
 	Survivors int64  // allocated at or before Ages.Survived
 	OldestNs  uint64 // the earliest allocation time
+	// Of the aged objects, those a live task holds (Snapshot.Holds): as its
+	// own structures, or as its open files, and the process that holds the
+	// files (SeveralHolders for more than one).
+	HeldByTask, HeldAsFile int64
+	FileHolder             uint32
 }
 
 // Begin readies s for a scan with the given ages, forgetting the previous
@@ -108,6 +117,13 @@ type Tally struct {
 func (s *Snapshot) Begin(ages Ages) {
 	s.Ages = ages
 	s.groups.clear()
+}
+
+// BeginPart readies s to count a part of whole's objects, with whole's
+// ages and what its scan knows of owners and holders, for Merge.
+func (s *Snapshot) BeginPart(whole *Snapshot) {
+	s.Begin(whole.Ages)
+	s.Reused, s.Holds = whole.Reused, whole.Holds
 }
 
 // Add counts obj into its group. It is what a scan does per object, a
@@ -139,6 +155,11 @@ func (s *Snapshot) Add(obj *Object) {
 		if obj.AllocNs <= s.Ages.Survived {
 			t.Survivors++
 		}
+		if s.Holds != nil {
+			if h, ok := s.Holds.Objects[obj.Address]; ok {
+				t.held(h)
+			}
+		}
 	}
 }
 
@@ -162,6 +183,9 @@ func (s *Snapshot) Merge(other *Snapshot) {
 		t.AgedBytes += o.tally.AgedBytes
 		t.Survivors += o.tally.Survivors
 		t.OldestNs = min(t.OldestNs, o.tally.OldestNs)
+		t.HeldByTask += o.tally.HeldByTask
+		t.HeldAsFile += o.tally.HeldAsFile
+		t.FileHolder = MergeHolders(t.FileHolder, o.tally.FileHolder)
 	}
 }
 

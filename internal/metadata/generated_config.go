@@ -157,11 +157,12 @@ func (ms *KmemGroupsMetricConfig) Validate() error {
 type KmemOutstandingBytesMetricAttributeKey string
 
 const (
-	KmemOutstandingBytesMetricAttributeKeyKmemAllocator KmemOutstandingBytesMetricAttributeKey = "kmem.allocator"
-	KmemOutstandingBytesMetricAttributeKeyKmemCache     KmemOutstandingBytesMetricAttributeKey = "kmem.cache"
-	KmemOutstandingBytesMetricAttributeKeyKmemCallSite  KmemOutstandingBytesMetricAttributeKey = "kmem.call_site"
-	KmemOutstandingBytesMetricAttributeKeyKmemStackHash KmemOutstandingBytesMetricAttributeKey = "kmem.stack.hash"
-	KmemOutstandingBytesMetricAttributeKeyKmemVerdict   KmemOutstandingBytesMetricAttributeKey = "kmem.verdict"
+	KmemOutstandingBytesMetricAttributeKeyKmemAllocator         KmemOutstandingBytesMetricAttributeKey = "kmem.allocator"
+	KmemOutstandingBytesMetricAttributeKeyKmemCache             KmemOutstandingBytesMetricAttributeKey = "kmem.cache"
+	KmemOutstandingBytesMetricAttributeKeyKmemCallSite          KmemOutstandingBytesMetricAttributeKey = "kmem.call_site"
+	KmemOutstandingBytesMetricAttributeKeyKmemStackHash         KmemOutstandingBytesMetricAttributeKey = "kmem.stack.hash"
+	KmemOutstandingBytesMetricAttributeKeyKmemVerdict           KmemOutstandingBytesMetricAttributeKey = "kmem.verdict"
+	KmemOutstandingBytesMetricAttributeKeyKmemGrowthExplainedBy KmemOutstandingBytesMetricAttributeKey = "kmem.growth.explained_by"
 )
 
 // KmemOutstandingBytesMetricConfig provides config for the kmem.outstanding.bytes metric.
@@ -190,9 +191,9 @@ func (ms *KmemOutstandingBytesMetricConfig) Unmarshal(parser *confmap.Conf) erro
 func (ms *KmemOutstandingBytesMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemStackHash, KmemOutstandingBytesMetricAttributeKeyKmemVerdict:
+		case KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemStackHash, KmemOutstandingBytesMetricAttributeKeyKmemVerdict, KmemOutstandingBytesMetricAttributeKeyKmemGrowthExplainedBy:
 		default:
-			return fmt.Errorf("metric kmem.outstanding.bytes doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]", val)
+			return fmt.Errorf("metric kmem.outstanding.bytes doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict, kmem.growth.explained_by]", val)
 		}
 	}
 
@@ -209,11 +210,12 @@ func (ms *KmemOutstandingBytesMetricConfig) Validate() error {
 type KmemOutstandingGrowthMetricAttributeKey string
 
 const (
-	KmemOutstandingGrowthMetricAttributeKeyKmemAllocator KmemOutstandingGrowthMetricAttributeKey = "kmem.allocator"
-	KmemOutstandingGrowthMetricAttributeKeyKmemCache     KmemOutstandingGrowthMetricAttributeKey = "kmem.cache"
-	KmemOutstandingGrowthMetricAttributeKeyKmemCallSite  KmemOutstandingGrowthMetricAttributeKey = "kmem.call_site"
-	KmemOutstandingGrowthMetricAttributeKeyKmemStackHash KmemOutstandingGrowthMetricAttributeKey = "kmem.stack.hash"
-	KmemOutstandingGrowthMetricAttributeKeyKmemVerdict   KmemOutstandingGrowthMetricAttributeKey = "kmem.verdict"
+	KmemOutstandingGrowthMetricAttributeKeyKmemAllocator         KmemOutstandingGrowthMetricAttributeKey = "kmem.allocator"
+	KmemOutstandingGrowthMetricAttributeKeyKmemCache             KmemOutstandingGrowthMetricAttributeKey = "kmem.cache"
+	KmemOutstandingGrowthMetricAttributeKeyKmemCallSite          KmemOutstandingGrowthMetricAttributeKey = "kmem.call_site"
+	KmemOutstandingGrowthMetricAttributeKeyKmemStackHash         KmemOutstandingGrowthMetricAttributeKey = "kmem.stack.hash"
+	KmemOutstandingGrowthMetricAttributeKeyKmemVerdict           KmemOutstandingGrowthMetricAttributeKey = "kmem.verdict"
+	KmemOutstandingGrowthMetricAttributeKeyKmemGrowthExplainedBy KmemOutstandingGrowthMetricAttributeKey = "kmem.growth.explained_by"
 )
 
 // KmemOutstandingGrowthMetricConfig provides config for the kmem.outstanding.growth metric.
@@ -242,9 +244,9 @@ func (ms *KmemOutstandingGrowthMetricConfig) Unmarshal(parser *confmap.Conf) err
 func (ms *KmemOutstandingGrowthMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemStackHash, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict:
+		case KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemStackHash, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict, KmemOutstandingGrowthMetricAttributeKeyKmemGrowthExplainedBy:
 		default:
-			return fmt.Errorf("metric kmem.outstanding.growth doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]", val)
+			return fmt.Errorf("metric kmem.outstanding.growth doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict, kmem.growth.explained_by]", val)
 		}
 	}
 
@@ -261,11 +263,12 @@ func (ms *KmemOutstandingGrowthMetricConfig) Validate() error {
 type KmemOutstandingObjectsMetricAttributeKey string
 
 const (
-	KmemOutstandingObjectsMetricAttributeKeyKmemAllocator KmemOutstandingObjectsMetricAttributeKey = "kmem.allocator"
-	KmemOutstandingObjectsMetricAttributeKeyKmemCache     KmemOutstandingObjectsMetricAttributeKey = "kmem.cache"
-	KmemOutstandingObjectsMetricAttributeKeyKmemCallSite  KmemOutstandingObjectsMetricAttributeKey = "kmem.call_site"
-	KmemOutstandingObjectsMetricAttributeKeyKmemStackHash KmemOutstandingObjectsMetricAttributeKey = "kmem.stack.hash"
-	KmemOutstandingObjectsMetricAttributeKeyKmemVerdict   KmemOutstandingObjectsMetricAttributeKey = "kmem.verdict"
+	KmemOutstandingObjectsMetricAttributeKeyKmemAllocator         KmemOutstandingObjectsMetricAttributeKey = "kmem.allocator"
+	KmemOutstandingObjectsMetricAttributeKeyKmemCache             KmemOutstandingObjectsMetricAttributeKey = "kmem.cache"
+	KmemOutstandingObjectsMetricAttributeKeyKmemCallSite          KmemOutstandingObjectsMetricAttributeKey = "kmem.call_site"
+	KmemOutstandingObjectsMetricAttributeKeyKmemStackHash         KmemOutstandingObjectsMetricAttributeKey = "kmem.stack.hash"
+	KmemOutstandingObjectsMetricAttributeKeyKmemVerdict           KmemOutstandingObjectsMetricAttributeKey = "kmem.verdict"
+	KmemOutstandingObjectsMetricAttributeKeyKmemGrowthExplainedBy KmemOutstandingObjectsMetricAttributeKey = "kmem.growth.explained_by"
 )
 
 // KmemOutstandingObjectsMetricConfig provides config for the kmem.outstanding.objects metric.
@@ -294,9 +297,9 @@ func (ms *KmemOutstandingObjectsMetricConfig) Unmarshal(parser *confmap.Conf) er
 func (ms *KmemOutstandingObjectsMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemStackHash, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict:
+		case KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemStackHash, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict, KmemOutstandingObjectsMetricAttributeKeyKmemGrowthExplainedBy:
 		default:
-			return fmt.Errorf("metric kmem.outstanding.objects doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]", val)
+			return fmt.Errorf("metric kmem.outstanding.objects doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict, kmem.growth.explained_by]", val)
 		}
 	}
 
@@ -313,11 +316,12 @@ func (ms *KmemOutstandingObjectsMetricConfig) Validate() error {
 type KmemOutstandingOldestAgeMetricAttributeKey string
 
 const (
-	KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator KmemOutstandingOldestAgeMetricAttributeKey = "kmem.allocator"
-	KmemOutstandingOldestAgeMetricAttributeKeyKmemCache     KmemOutstandingOldestAgeMetricAttributeKey = "kmem.cache"
-	KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite  KmemOutstandingOldestAgeMetricAttributeKey = "kmem.call_site"
-	KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash KmemOutstandingOldestAgeMetricAttributeKey = "kmem.stack.hash"
-	KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict   KmemOutstandingOldestAgeMetricAttributeKey = "kmem.verdict"
+	KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator         KmemOutstandingOldestAgeMetricAttributeKey = "kmem.allocator"
+	KmemOutstandingOldestAgeMetricAttributeKeyKmemCache             KmemOutstandingOldestAgeMetricAttributeKey = "kmem.cache"
+	KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite          KmemOutstandingOldestAgeMetricAttributeKey = "kmem.call_site"
+	KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash         KmemOutstandingOldestAgeMetricAttributeKey = "kmem.stack.hash"
+	KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict           KmemOutstandingOldestAgeMetricAttributeKey = "kmem.verdict"
+	KmemOutstandingOldestAgeMetricAttributeKeyKmemGrowthExplainedBy KmemOutstandingOldestAgeMetricAttributeKey = "kmem.growth.explained_by"
 )
 
 // KmemOutstandingOldestAgeMetricConfig provides config for the kmem.outstanding.oldest_age metric.
@@ -346,9 +350,9 @@ func (ms *KmemOutstandingOldestAgeMetricConfig) Unmarshal(parser *confmap.Conf) 
 func (ms *KmemOutstandingOldestAgeMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict:
+		case KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict, KmemOutstandingOldestAgeMetricAttributeKeyKmemGrowthExplainedBy:
 		default:
-			return fmt.Errorf("metric kmem.outstanding.oldest_age doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]", val)
+			return fmt.Errorf("metric kmem.outstanding.oldest_age doesn't have an attribute %v, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict, kmem.growth.explained_by]", val)
 		}
 	}
 
@@ -897,22 +901,22 @@ func DefaultMetricsConfig() MetricsConfig {
 		KmemOutstandingBytes: KmemOutstandingBytesMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
-			EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemStackHash, KmemOutstandingBytesMetricAttributeKeyKmemVerdict},
+			EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemStackHash, KmemOutstandingBytesMetricAttributeKeyKmemVerdict, KmemOutstandingBytesMetricAttributeKeyKmemGrowthExplainedBy},
 		},
 		KmemOutstandingGrowth: KmemOutstandingGrowthMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
-			EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemStackHash, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict},
+			EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemStackHash, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict, KmemOutstandingGrowthMetricAttributeKeyKmemGrowthExplainedBy},
 		},
 		KmemOutstandingObjects: KmemOutstandingObjectsMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
-			EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemStackHash, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict},
+			EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemStackHash, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict, KmemOutstandingObjectsMetricAttributeKeyKmemGrowthExplainedBy},
 		},
 		KmemOutstandingOldestAge: KmemOutstandingOldestAgeMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategyAvg,
-			EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict},
+			EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict, KmemOutstandingOldestAgeMetricAttributeKeyKmemGrowthExplainedBy},
 		},
 		KmemTrackerDropped: KmemTrackerDroppedMetricConfig{
 			Enabled:             true,

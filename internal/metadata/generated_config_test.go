@@ -44,22 +44,22 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					KmemOutstandingBytes: KmemOutstandingBytesMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemStackHash, KmemOutstandingBytesMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemStackHash, KmemOutstandingBytesMetricAttributeKeyKmemVerdict, KmemOutstandingBytesMetricAttributeKeyKmemGrowthExplainedBy},
 					},
 					KmemOutstandingGrowth: KmemOutstandingGrowthMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemStackHash, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemStackHash, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict, KmemOutstandingGrowthMetricAttributeKeyKmemGrowthExplainedBy},
 					},
 					KmemOutstandingObjects: KmemOutstandingObjectsMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemStackHash, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemStackHash, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict, KmemOutstandingObjectsMetricAttributeKeyKmemGrowthExplainedBy},
 					},
 					KmemOutstandingOldestAge: KmemOutstandingOldestAgeMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict, KmemOutstandingOldestAgeMetricAttributeKeyKmemGrowthExplainedBy},
 					},
 					KmemTrackerDropped: KmemTrackerDroppedMetricConfig{
 						Enabled:             true,
@@ -152,22 +152,22 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					KmemOutstandingBytes: KmemOutstandingBytesMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemStackHash, KmemOutstandingBytesMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingBytesMetricAttributeKey{KmemOutstandingBytesMetricAttributeKeyKmemAllocator, KmemOutstandingBytesMetricAttributeKeyKmemCache, KmemOutstandingBytesMetricAttributeKeyKmemCallSite, KmemOutstandingBytesMetricAttributeKeyKmemStackHash, KmemOutstandingBytesMetricAttributeKeyKmemVerdict, KmemOutstandingBytesMetricAttributeKeyKmemGrowthExplainedBy},
 					},
 					KmemOutstandingGrowth: KmemOutstandingGrowthMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemStackHash, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingGrowthMetricAttributeKey{KmemOutstandingGrowthMetricAttributeKeyKmemAllocator, KmemOutstandingGrowthMetricAttributeKeyKmemCache, KmemOutstandingGrowthMetricAttributeKeyKmemCallSite, KmemOutstandingGrowthMetricAttributeKeyKmemStackHash, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict, KmemOutstandingGrowthMetricAttributeKeyKmemGrowthExplainedBy},
 					},
 					KmemOutstandingObjects: KmemOutstandingObjectsMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemStackHash, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingObjectsMetricAttributeKey{KmemOutstandingObjectsMetricAttributeKeyKmemAllocator, KmemOutstandingObjectsMetricAttributeKeyKmemCache, KmemOutstandingObjectsMetricAttributeKeyKmemCallSite, KmemOutstandingObjectsMetricAttributeKeyKmemStackHash, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict, KmemOutstandingObjectsMetricAttributeKeyKmemGrowthExplainedBy},
 					},
 					KmemOutstandingOldestAge: KmemOutstandingOldestAgeMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategyAvg,
-						EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict},
+						EnabledAttributes:   []KmemOutstandingOldestAgeMetricAttributeKey{KmemOutstandingOldestAgeMetricAttributeKeyKmemAllocator, KmemOutstandingOldestAgeMetricAttributeKeyKmemCache, KmemOutstandingOldestAgeMetricAttributeKeyKmemCallSite, KmemOutstandingOldestAgeMetricAttributeKeyKmemStackHash, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict, KmemOutstandingOldestAgeMetricAttributeKeyKmemGrowthExplainedBy},
 					},
 					KmemTrackerDropped: KmemTrackerDroppedMetricConfig{
 						Enabled:             false,
@@ -288,7 +288,7 @@ func TestKmemOutstandingBytesMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []KmemOutstandingBytesMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.bytes doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]")
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.bytes doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict, kmem.growth.explained_by]")
 
 	cfg = DefaultMetricsConfig().KmemOutstandingBytes
 	cfg.AggregationStrategy = "invalid"
@@ -300,7 +300,7 @@ func TestKmemOutstandingGrowthMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []KmemOutstandingGrowthMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.growth doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]")
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.growth doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict, kmem.growth.explained_by]")
 
 	cfg = DefaultMetricsConfig().KmemOutstandingGrowth
 	cfg.AggregationStrategy = "invalid"
@@ -312,7 +312,7 @@ func TestKmemOutstandingObjectsMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []KmemOutstandingObjectsMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.objects doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]")
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.objects doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict, kmem.growth.explained_by]")
 
 	cfg = DefaultMetricsConfig().KmemOutstandingObjects
 	cfg.AggregationStrategy = "invalid"
@@ -324,7 +324,7 @@ func TestKmemOutstandingOldestAgeMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []KmemOutstandingOldestAgeMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.oldest_age doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict]")
+	require.ErrorContains(t, cfg.Validate(), "metric kmem.outstanding.oldest_age doesn't have an attribute invalid, valid attributes: [kmem.allocator, kmem.cache, kmem.call_site, kmem.stack.hash, kmem.verdict, kmem.growth.explained_by]")
 
 	cfg = DefaultMetricsConfig().KmemOutstandingOldestAge
 	cfg.AggregationStrategy = "invalid"

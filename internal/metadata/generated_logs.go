@@ -40,12 +40,18 @@ func WithKmemLeakSinceEventAttribute(kmemLeakSinceAttributeValue string) EventAt
 	})
 }
 
+func WithKmemVerdictReasonEventAttribute(kmemVerdictReasonAttributeValue string) EventAttributeOption {
+	return eventAttributeOptionFunc(func(dp plog.LogRecord) {
+		dp.Attributes().PutStr("kmem.verdict.reason", kmemVerdictReasonAttributeValue)
+	})
+}
+
 type eventKmemLeakSuspect struct {
 	data   plog.LogRecordSlice // data buffer for generated log records.
 	config EventConfig         // event config provided by user.
 }
 
-func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowthObjectsAttributeValue float64, kmemGrowthBytesAttributeValue float64, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
+func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowthObjectsAttributeValue float64, kmemGrowthBytesAttributeValue float64, kmemGrowthExplainedByAttributeValue string, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
 	if !e.config.Enabled {
 		return
 	}
@@ -67,6 +73,7 @@ func (e *eventKmemLeakSuspect) recordEvent(ctx context.Context, timestamp pcommo
 	dp.Attributes().PutDouble("kmem.oldest_age", kmemOldestAgeAttributeValue)
 	dp.Attributes().PutDouble("kmem.growth.objects", kmemGrowthObjectsAttributeValue)
 	dp.Attributes().PutDouble("kmem.growth.bytes", kmemGrowthBytesAttributeValue)
+	dp.Attributes().PutStr("kmem.growth.explained_by", kmemGrowthExplainedByAttributeValue)
 	dp.Attributes().PutBool("kmem.incomplete", kmemIncompleteAttributeValue)
 
 	for _, op := range options {
@@ -257,6 +264,6 @@ func (lb *LogsBuilder) Emit(options ...ResourceLogsOption) plog.Logs {
 }
 
 // RecordKmemLeakSuspectEvent adds a log record of kmem.leak.suspect event.
-func (lb *LogsBuilder) RecordKmemLeakSuspectEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowthObjectsAttributeValue float64, kmemGrowthBytesAttributeValue float64, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
-	lb.eventKmemLeakSuspect.recordEvent(ctx, timestamp, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String(), kmemObjectsAttributeValue, kmemBytesAttributeValue, kmemOldestAgeAttributeValue, kmemGrowthObjectsAttributeValue, kmemGrowthBytesAttributeValue, kmemIncompleteAttributeValue, options...)
+func (lb *LogsBuilder) RecordKmemLeakSuspectEvent(ctx context.Context, timestamp pcommon.Timestamp, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict, kmemObjectsAttributeValue int64, kmemBytesAttributeValue int64, kmemOldestAgeAttributeValue float64, kmemGrowthObjectsAttributeValue float64, kmemGrowthBytesAttributeValue float64, kmemGrowthExplainedByAttributeValue AttributeKmemGrowthExplainedBy, kmemIncompleteAttributeValue bool, options ...EventAttributeOption) {
+	lb.eventKmemLeakSuspect.recordEvent(ctx, timestamp, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String(), kmemObjectsAttributeValue, kmemBytesAttributeValue, kmemOldestAgeAttributeValue, kmemGrowthObjectsAttributeValue, kmemGrowthBytesAttributeValue, kmemGrowthExplainedByAttributeValue.String(), kmemIncompleteAttributeValue, options...)
 }

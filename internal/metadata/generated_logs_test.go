@@ -137,7 +137,7 @@ func TestLogsBuilder(t *testing.T) {
 			allEventsCount := 0
 			defaultEventsCount++
 			allEventsCount++
-			lb.RecordKmemLeakSuspectEvent(ctx, timestamp, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking, 12, 10, 15.100000, 19.100000, 17.100000, false, WithKmemLeakSinceEventAttribute("kmem.leak.since-val"), WithCodeStacktraceEventAttribute("code.stacktrace-val"), WithKmemCallSiteAddressEventAttribute("kmem.call_site.address-val"))
+			lb.RecordKmemLeakSuspectEvent(ctx, timestamp, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking, 12, 10, 15.100000, 19.100000, 17.100000, AttributeKmemGrowthExplainedByNone, false, WithKmemLeakSinceEventAttribute("kmem.leak.since-val"), WithKmemVerdictReasonEventAttribute("kmem.verdict.reason-val"), WithCodeStacktraceEventAttribute("code.stacktrace-val"), WithKmemCallSiteAddressEventAttribute("kmem.call_site.address-val"))
 
 			rb := lb.NewResourceBuilder()
 			rb.SetContainerID("container.id-val")
@@ -209,12 +209,18 @@ func TestLogsBuilder(t *testing.T) {
 					attrVal, ok = lr.Attributes().Get("kmem.growth.bytes")
 					assert.True(t, ok)
 					assert.Equal(t, 17.100000, attrVal.Double())
+					attrVal, ok = lr.Attributes().Get("kmem.growth.explained_by")
+					assert.True(t, ok)
+					assert.Equal(t, "none", attrVal.Str())
 					attrVal, ok = lr.Attributes().Get("kmem.incomplete")
 					assert.True(t, ok)
 					assert.False(t, attrVal.Bool())
 					attrVal, ok = lr.Attributes().Get("kmem.leak.since")
 					assert.True(t, ok)
 					assert.Equal(t, "kmem.leak.since-val", attrVal.Str())
+					attrVal, ok = lr.Attributes().Get("kmem.verdict.reason")
+					assert.True(t, ok)
+					assert.Equal(t, "kmem.verdict.reason-val", attrVal.Str())
 					attrVal, ok = lr.Attributes().Get("code.stacktrace")
 					assert.True(t, ok)
 					assert.Equal(t, "code.stacktrace-val", attrVal.Str())

@@ -53,6 +53,36 @@ var MapAttributeKmemAllocator = map[string]AttributeKmemAllocator{
 	"percpu":  AttributeKmemAllocatorPercpu,
 }
 
+// AttributeKmemGrowthExplainedBy specifies the value kmem.growth.explained_by attribute.
+type AttributeKmemGrowthExplainedBy int
+
+const (
+	_ AttributeKmemGrowthExplainedBy = iota
+	AttributeKmemGrowthExplainedByNone
+	AttributeKmemGrowthExplainedByReclaimableCache
+	AttributeKmemGrowthExplainedByLiveTasks
+)
+
+// String returns the string representation of the AttributeKmemGrowthExplainedBy.
+func (av AttributeKmemGrowthExplainedBy) String() string {
+	switch av {
+	case AttributeKmemGrowthExplainedByNone:
+		return "none"
+	case AttributeKmemGrowthExplainedByReclaimableCache:
+		return "reclaimable_cache"
+	case AttributeKmemGrowthExplainedByLiveTasks:
+		return "live_tasks"
+	}
+	return ""
+}
+
+// MapAttributeKmemGrowthExplainedBy is a helper map of string to AttributeKmemGrowthExplainedBy attribute value.
+var MapAttributeKmemGrowthExplainedBy = map[string]AttributeKmemGrowthExplainedBy{
+	"none":              AttributeKmemGrowthExplainedByNone,
+	"reclaimable_cache": AttributeKmemGrowthExplainedByReclaimableCache,
+	"live_tasks":        AttributeKmemGrowthExplainedByLiveTasks,
+}
+
 // AttributeKmemVerdict specifies the value kmem.verdict attribute.
 type AttributeKmemVerdict int
 
@@ -102,19 +132,19 @@ var MetricsInfo = metricsInfo{
 	},
 	KmemOutstandingBytes: metricInfo{
 		Name:       "kmem.outstanding.bytes",
-		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.stack.hash", "kmem.verdict"},
+		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.stack.hash", "kmem.verdict", "kmem.growth.explained_by"},
 	},
 	KmemOutstandingGrowth: metricInfo{
 		Name:       "kmem.outstanding.growth",
-		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.stack.hash", "kmem.verdict"},
+		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.stack.hash", "kmem.verdict", "kmem.growth.explained_by"},
 	},
 	KmemOutstandingObjects: metricInfo{
 		Name:       "kmem.outstanding.objects",
-		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.stack.hash", "kmem.verdict"},
+		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.stack.hash", "kmem.verdict", "kmem.growth.explained_by"},
 	},
 	KmemOutstandingOldestAge: metricInfo{
 		Name:       "kmem.outstanding.oldest_age",
-		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.stack.hash", "kmem.verdict"},
+		Attributes: []string{"kmem.allocator", "kmem.cache", "kmem.call_site", "kmem.stack.hash", "kmem.verdict", "kmem.growth.explained_by"},
 	},
 	KmemTrackerDropped: metricInfo{
 		Name:       "kmem.tracker.dropped",
@@ -478,7 +508,7 @@ func (m *metricKmemOutstandingBytes) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricKmemOutstandingBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string) {
+func (m *metricKmemOutstandingBytes) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string, kmemGrowthExplainedByAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -500,6 +530,9 @@ func (m *metricKmemOutstandingBytes) recordDataPoint(start pcommon.Timestamp, ts
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingBytesMetricAttributeKeyKmemVerdict) {
 		dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingBytesMetricAttributeKeyKmemGrowthExplainedBy) {
+		dp.Attributes().PutStr("kmem.growth.explained_by", kmemGrowthExplainedByAttributeValue)
 	}
 
 	var s string
@@ -579,7 +612,7 @@ func (m *metricKmemOutstandingGrowth) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricKmemOutstandingGrowth) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string) {
+func (m *metricKmemOutstandingGrowth) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string, kmemGrowthExplainedByAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -601,6 +634,9 @@ func (m *metricKmemOutstandingGrowth) recordDataPoint(start pcommon.Timestamp, t
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingGrowthMetricAttributeKeyKmemVerdict) {
 		dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingGrowthMetricAttributeKeyKmemGrowthExplainedBy) {
+		dp.Attributes().PutStr("kmem.growth.explained_by", kmemGrowthExplainedByAttributeValue)
 	}
 
 	var s string
@@ -680,7 +716,7 @@ func (m *metricKmemOutstandingObjects) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricKmemOutstandingObjects) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string) {
+func (m *metricKmemOutstandingObjects) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string, kmemGrowthExplainedByAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -702,6 +738,9 @@ func (m *metricKmemOutstandingObjects) recordDataPoint(start pcommon.Timestamp, 
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingObjectsMetricAttributeKeyKmemVerdict) {
 		dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingObjectsMetricAttributeKeyKmemGrowthExplainedBy) {
+		dp.Attributes().PutStr("kmem.growth.explained_by", kmemGrowthExplainedByAttributeValue)
 	}
 
 	var s string
@@ -781,7 +820,7 @@ func (m *metricKmemOutstandingOldestAge) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricKmemOutstandingOldestAge) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string) {
+func (m *metricKmemOutstandingOldestAge) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue string, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue string, kmemGrowthExplainedByAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -803,6 +842,9 @@ func (m *metricKmemOutstandingOldestAge) recordDataPoint(start pcommon.Timestamp
 	}
 	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingOldestAgeMetricAttributeKeyKmemVerdict) {
 		dp.Attributes().PutStr("kmem.verdict", kmemVerdictAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, KmemOutstandingOldestAgeMetricAttributeKeyKmemGrowthExplainedBy) {
+		dp.Attributes().PutStr("kmem.growth.explained_by", kmemGrowthExplainedByAttributeValue)
 	}
 
 	var s string
@@ -2104,23 +2146,23 @@ func (mb *MetricsBuilder) RecordKmemGroupsDataPoint(ts pcommon.Timestamp, val in
 }
 
 // RecordKmemOutstandingBytesDataPoint adds a data point to kmem.outstanding.bytes metric.
-func (mb *MetricsBuilder) RecordKmemOutstandingBytesDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
-	mb.metricKmemOutstandingBytes.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String())
+func (mb *MetricsBuilder) RecordKmemOutstandingBytesDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict, kmemGrowthExplainedByAttributeValue AttributeKmemGrowthExplainedBy) {
+	mb.metricKmemOutstandingBytes.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String(), kmemGrowthExplainedByAttributeValue.String())
 }
 
 // RecordKmemOutstandingGrowthDataPoint adds a data point to kmem.outstanding.growth metric.
-func (mb *MetricsBuilder) RecordKmemOutstandingGrowthDataPoint(ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
-	mb.metricKmemOutstandingGrowth.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String())
+func (mb *MetricsBuilder) RecordKmemOutstandingGrowthDataPoint(ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict, kmemGrowthExplainedByAttributeValue AttributeKmemGrowthExplainedBy) {
+	mb.metricKmemOutstandingGrowth.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String(), kmemGrowthExplainedByAttributeValue.String())
 }
 
 // RecordKmemOutstandingObjectsDataPoint adds a data point to kmem.outstanding.objects metric.
-func (mb *MetricsBuilder) RecordKmemOutstandingObjectsDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
-	mb.metricKmemOutstandingObjects.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String())
+func (mb *MetricsBuilder) RecordKmemOutstandingObjectsDataPoint(ts pcommon.Timestamp, val int64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict, kmemGrowthExplainedByAttributeValue AttributeKmemGrowthExplainedBy) {
+	mb.metricKmemOutstandingObjects.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String(), kmemGrowthExplainedByAttributeValue.String())
 }
 
 // RecordKmemOutstandingOldestAgeDataPoint adds a data point to kmem.outstanding.oldest_age metric.
-func (mb *MetricsBuilder) RecordKmemOutstandingOldestAgeDataPoint(ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict) {
-	mb.metricKmemOutstandingOldestAge.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String())
+func (mb *MetricsBuilder) RecordKmemOutstandingOldestAgeDataPoint(ts pcommon.Timestamp, val float64, kmemAllocatorAttributeValue AttributeKmemAllocator, kmemCacheAttributeValue string, kmemCallSiteAttributeValue string, kmemStackHashAttributeValue string, kmemVerdictAttributeValue AttributeKmemVerdict, kmemGrowthExplainedByAttributeValue AttributeKmemGrowthExplainedBy) {
+	mb.metricKmemOutstandingOldestAge.recordDataPoint(mb.startTime, ts, val, kmemAllocatorAttributeValue.String(), kmemCacheAttributeValue, kmemCallSiteAttributeValue, kmemStackHashAttributeValue, kmemVerdictAttributeValue.String(), kmemGrowthExplainedByAttributeValue.String())
 }
 
 // RecordKmemTrackerDroppedDataPoint adds a data point to kmem.tracker.dropped metric.

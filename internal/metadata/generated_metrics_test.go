@@ -111,27 +111,27 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordKmemOutstandingBytesDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking)
+			mb.RecordKmemOutstandingBytesDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking, AttributeKmemGrowthExplainedByNone)
 			if tt.name == "reaggregate_set" {
-				mb.RecordKmemOutstandingBytesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", "kmem.stack.hash-val-2", AttributeKmemVerdictGrowing)
+				mb.RecordKmemOutstandingBytesDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", "kmem.stack.hash-val-2", AttributeKmemVerdictGrowing, AttributeKmemGrowthExplainedByReclaimableCache)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordKmemOutstandingGrowthDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking)
+			mb.RecordKmemOutstandingGrowthDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking, AttributeKmemGrowthExplainedByNone)
 			if tt.name == "reaggregate_set" {
-				mb.RecordKmemOutstandingGrowthDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", "kmem.stack.hash-val-2", AttributeKmemVerdictGrowing)
+				mb.RecordKmemOutstandingGrowthDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", "kmem.stack.hash-val-2", AttributeKmemVerdictGrowing, AttributeKmemGrowthExplainedByReclaimableCache)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordKmemOutstandingObjectsDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking)
+			mb.RecordKmemOutstandingObjectsDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking, AttributeKmemGrowthExplainedByNone)
 			if tt.name == "reaggregate_set" {
-				mb.RecordKmemOutstandingObjectsDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", "kmem.stack.hash-val-2", AttributeKmemVerdictGrowing)
+				mb.RecordKmemOutstandingObjectsDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", "kmem.stack.hash-val-2", AttributeKmemVerdictGrowing, AttributeKmemGrowthExplainedByReclaimableCache)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordKmemOutstandingOldestAgeDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking)
+			mb.RecordKmemOutstandingOldestAgeDataPoint(ts, 1, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking, AttributeKmemGrowthExplainedByNone)
 			if tt.name == "reaggregate_set" {
-				mb.RecordKmemOutstandingOldestAgeDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", "kmem.stack.hash-val-2", AttributeKmemVerdictGrowing)
+				mb.RecordKmemOutstandingOldestAgeDataPoint(ts, 3, AttributeKmemAllocatorKmalloc, "kmem.cache-val-2", "kmem.call_site-val-2", "kmem.stack.hash-val-2", AttributeKmemVerdictGrowing, AttributeKmemGrowthExplainedByReclaimableCache)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -410,6 +410,9 @@ func TestMetricsBuilder(t *testing.T) {
 						kmemVerdictAttrVal, ok := dp.Attributes().Get("kmem.verdict")
 						assert.True(t, ok)
 						assert.Equal(t, "leaking", kmemVerdictAttrVal.Str())
+						kmemGrowthExplainedByAttrVal, ok := dp.Attributes().Get("kmem.growth.explained_by")
+						assert.True(t, ok)
+						assert.Equal(t, "none", kmemGrowthExplainedByAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["kmem.outstanding.bytes"], "Found a duplicate in the metrics slice: kmem.outstanding.bytes")
 						validatedMetrics["kmem.outstanding.bytes"] = true
@@ -441,6 +444,8 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.verdict")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.growth.explained_by")
+						assert.False(t, ok)
 					}
 				case "kmem.outstanding.growth":
 					if tt.name != "reaggregate_set" {
@@ -470,6 +475,9 @@ func TestMetricsBuilder(t *testing.T) {
 						kmemVerdictAttrVal, ok := dp.Attributes().Get("kmem.verdict")
 						assert.True(t, ok)
 						assert.Equal(t, "leaking", kmemVerdictAttrVal.Str())
+						kmemGrowthExplainedByAttrVal, ok := dp.Attributes().Get("kmem.growth.explained_by")
+						assert.True(t, ok)
+						assert.Equal(t, "none", kmemGrowthExplainedByAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["kmem.outstanding.growth"], "Found a duplicate in the metrics slice: kmem.outstanding.growth")
 						validatedMetrics["kmem.outstanding.growth"] = true
@@ -501,6 +509,8 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.verdict")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.growth.explained_by")
+						assert.False(t, ok)
 					}
 				case "kmem.outstanding.objects":
 					if tt.name != "reaggregate_set" {
@@ -530,6 +540,9 @@ func TestMetricsBuilder(t *testing.T) {
 						kmemVerdictAttrVal, ok := dp.Attributes().Get("kmem.verdict")
 						assert.True(t, ok)
 						assert.Equal(t, "leaking", kmemVerdictAttrVal.Str())
+						kmemGrowthExplainedByAttrVal, ok := dp.Attributes().Get("kmem.growth.explained_by")
+						assert.True(t, ok)
+						assert.Equal(t, "none", kmemGrowthExplainedByAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["kmem.outstanding.objects"], "Found a duplicate in the metrics slice: kmem.outstanding.objects")
 						validatedMetrics["kmem.outstanding.objects"] = true
@@ -561,6 +574,8 @@ func TestMetricsBuilder(t *testing.T) {
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.verdict")
 						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.growth.explained_by")
+						assert.False(t, ok)
 					}
 				case "kmem.outstanding.oldest_age":
 					if tt.name != "reaggregate_set" {
@@ -590,6 +605,9 @@ func TestMetricsBuilder(t *testing.T) {
 						kmemVerdictAttrVal, ok := dp.Attributes().Get("kmem.verdict")
 						assert.True(t, ok)
 						assert.Equal(t, "leaking", kmemVerdictAttrVal.Str())
+						kmemGrowthExplainedByAttrVal, ok := dp.Attributes().Get("kmem.growth.explained_by")
+						assert.True(t, ok)
+						assert.Equal(t, "none", kmemGrowthExplainedByAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["kmem.outstanding.oldest_age"], "Found a duplicate in the metrics slice: kmem.outstanding.oldest_age")
 						validatedMetrics["kmem.outstanding.oldest_age"] = true
@@ -620,6 +638,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("kmem.stack.hash")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("kmem.verdict")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("kmem.growth.explained_by")
 						assert.False(t, ok)
 					}
 				case "kmem.tracker.dropped":

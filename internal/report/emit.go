@@ -39,11 +39,11 @@ func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommo
 	mb := e.Metrics
 	for o, groups := range byOwner(byCallSite(rep.Groups)) {
 		for _, g := range groups {
-			alloc, state := allocatorAttribute(g.Allocator), verdictAttribute(g.Verdict.State)
-			mb.RecordKmemOutstandingObjectsDataPoint(now, g.Objects, alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
-			mb.RecordKmemOutstandingBytesDataPoint(now, g.Bytes, alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
-			mb.RecordKmemOutstandingOldestAgeDataPoint(now, g.OldestAge.Seconds(), alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
-			mb.RecordKmemOutstandingGrowthDataPoint(now, g.Verdict.PerMinute, alloc, g.Cache, g.CallSiteSym, g.StackHash, state)
+			alloc, state, by := allocatorAttribute(g.Allocator), verdictAttribute(g.Verdict.State), explainedByAttribute(g.Verdict.ExplainedBy)
+			mb.RecordKmemOutstandingObjectsDataPoint(now, g.Objects, alloc, g.Cache, g.CallSiteSym, g.StackHash, state, by)
+			mb.RecordKmemOutstandingBytesDataPoint(now, g.Bytes, alloc, g.Cache, g.CallSiteSym, g.StackHash, state, by)
+			mb.RecordKmemOutstandingOldestAgeDataPoint(now, g.OldestAge.Seconds(), alloc, g.Cache, g.CallSiteSym, g.StackHash, state, by)
+			mb.RecordKmemOutstandingGrowthDataPoint(now, g.Verdict.PerMinute, alloc, g.Cache, g.CallSiteSym, g.StackHash, state, by)
 		}
 		if o.Attributed() {
 			mb.EmitForResource(metadata.WithResource(e.OwnerResource(o)))
@@ -111,9 +111,12 @@ func (e *Emitter) recordEvent(ctx context.Context, g Group, incomplete bool, now
 	if v.State == verdict.Leaking {
 		opts = append(opts, metadata.WithKmemLeakSinceEventAttribute(v.Since.UTC().Format(time.RFC3339)))
 	}
+	if v.Reason != "" {
+		opts = append(opts, metadata.WithKmemVerdictReasonEventAttribute(v.Reason))
+	}
 	e.Logs.RecordKmemLeakSuspectEvent(ctx, now, allocatorAttribute(g.Allocator), g.Cache, g.CallSiteSym, g.StackHash,
 		verdictAttribute(v.State), g.Objects, g.Bytes, g.OldestAge.Seconds(), v.PerMinute, v.BytesPerMinute,
-		incomplete, opts...)
+		explainedByAttribute(v.ExplainedBy), incomplete, opts...)
 }
 
 // byOwner splits groups by owner, in the order the owners first come,
@@ -202,6 +205,10 @@ func compareCacheIDs(a, b kmem.CacheID) int {
 
 func allocatorAttribute(a kmem.Allocator) metadata.AttributeKmemAllocator {
 	return metadata.MapAttributeKmemAllocator[a.String()]
+}
+
+func explainedByAttribute(e verdict.Explanation) metadata.AttributeKmemGrowthExplainedBy {
+	return metadata.MapAttributeKmemGrowthExplainedBy[e.String()]
 }
 
 func verdictAttribute(s verdict.State) metadata.AttributeKmemVerdict {

@@ -38,8 +38,24 @@ type Group struct {
 	// Survivors are the objects that were already older than min_age at
 	// the previous scan (kmem.Ages.Survived).
 	Survivors int64
+	// Of the objects, those live tasks held when last listed (zero when
+	// they were not): as their own structures, or as open files of
+	// FileHolder's (kmem.SeveralHolders for more than one process).
+	HeldByTask, HeldAsFile int64
+	FileHolder             uint32
 	// Set by the caller from the group's history.
 	Verdict verdict.Verdict
+}
+
+// Add counts o's objects into g.
+func (g *Group) Add(o Group) {
+	g.Objects += o.Objects
+	g.Bytes += o.Bytes
+	g.Survivors += o.Survivors
+	g.OldestAge = max(g.OldestAge, o.OldestAge)
+	g.HeldByTask += o.HeldByTask
+	g.HeldAsFile += o.HeldAsFile
+	g.FileHolder = kmem.MergeHolders(g.FileHolder, o.FileHolder)
 }
 
 // Options say what Build reports. Which objects are aged, and which
@@ -88,14 +104,6 @@ func (r Report) Incomplete() bool {
 	return false
 }
 
-// tally is a group's aged objects before names are resolved.
-type tally struct {
-	objects   int64
-	bytes     int64
-	oldest    uint64
-	survivors int64
-}
-
 // Build groups the snapshot's aged objects, largest first.
 func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
 	scale := int64(max(opts.SampleRate, 1))
@@ -117,6 +125,8 @@ func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
 		g.Objects *= scale
 		g.Bytes *= scale
 		g.Survivors *= scale
+		g.HeldByTask *= scale
+		g.HeldAsFile *= scale
 		groups = append(groups, *g)
 	}
 	slices.SortFunc(groups, compareGroups)
@@ -193,10 +203,7 @@ func fold(groups []Group) []Group {
 		}
 		f := &out[i]
 		f.CallSite = min(f.CallSite, g.CallSite)
-		f.Objects += g.Objects
-		f.Bytes += g.Bytes
-		f.Survivors += g.Survivors
-		f.OldestAge = max(f.OldestAge, g.OldestAge)
+		f.Add(g)
 	}
 	slices.SortFunc(out, compareGroups)
 	return out
@@ -204,8 +211,9 @@ func fold(groups []Group) []Group {
 
 // tallyAged sums the snapshot's aged objects per group, without the stack
 // when stacks are off, and counts every object per allocator into rep.
-func tallyAged(snap *kmem.Snapshot, opts Options, rep *Report) map[kmem.GroupKey]*tally {
-	tallies := map[kmem.GroupKey]*tally{}
+// The groups have their counts only, not yet their names.
+func tallyAged(snap *kmem.Snapshot, opts Options, rep *Report) map[kmem.GroupKey]*Group {
+	tallies := map[kmem.GroupKey]*Group{}
 	for key, g := range snap.Groups() {
 		rep.Tracked[key.Cache.Allocator] += g.Objects
 		if g.Aged == 0 {
@@ -219,13 +227,13 @@ func tallyAged(snap *kmem.Snapshot, opts Options, rep *Report) map[kmem.GroupKey
 		}
 		t := tallies[key]
 		if t == nil {
-			t = &tally{}
+			t = &Group{}
 			tallies[key] = t
 		}
-		t.objects += g.Aged
-		t.bytes += g.AgedBytes
-		t.oldest = max(t.oldest, snap.Age(g))
-		t.survivors += g.Survivors
+		t.Add(Group{
+			Objects: g.Aged, Bytes: g.AgedBytes, OldestAge: time.Duration(snap.Age(g)), Survivors: g.Survivors,
+			HeldByTask: g.HeldByTask, HeldAsFile: g.HeldAsFile, FileHolder: g.FileHolder,
+		})
 		rep.Suspects += g.Aged
 	}
 	return tallies
@@ -259,7 +267,7 @@ func owners(o Owners) func(kmem.Owner) owner.Owner {
 // addresses that both come out "unknown" must not become two series with
 // equal attributes, and two stacks that differ only in the allocator's
 // frames are one.
-func merge(snap *kmem.Snapshot, tallies map[kmem.GroupKey]*tally, stacks stackNames, describe func(kmem.Owner) owner.Owner) map[exported]*Group {
+func merge(snap *kmem.Snapshot, tallies map[kmem.GroupKey]*Group, stacks stackNames, describe func(kmem.Owner) owner.Owner) map[exported]*Group {
 	merged := map[exported]*Group{}
 	for key, t := range tallies {
 		name := exported{allocator: key.Cache.Allocator, cache: snap.CacheName(key.Cache), owner: describe(key.Owner)}
@@ -274,10 +282,7 @@ func merge(snap *kmem.Snapshot, tallies map[kmem.GroupKey]*tally, stacks stackNa
 			merged[name] = g
 		}
 		g.CallSite = min(g.CallSite, key.CallSite) // deterministic across map orders
-		g.Objects += t.objects
-		g.Bytes += t.bytes
-		g.Survivors += t.survivors
-		g.OldestAge = max(g.OldestAge, time.Duration(t.oldest))
+		g.Add(*t)
 	}
 	return merged
 }

@@ -10,6 +10,7 @@ import (
 	"cmp"
 	"fmt"
 	"iter"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/truth"
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
@@ -29,6 +31,15 @@ type Host interface {
 	SlabCounts() (map[string]int64, error)
 	// Now reads CLOCK_MONOTONIC, the clock of kmem.Object.AllocNs.
 	Now() (uint64, error)
+	// Reclaim reads the kernel's reclaim counters since boot.
+	Reclaim() (reclaim.Counters, error)
+	// Reclaimable says whether the kernel's shrinkers reclaim a slab cache.
+	Reclaimable(cache string) bool
+}
+
+// Holders lists what live tasks hold (holders.Iterators).
+type Holders interface {
+	Read() (*kmem.Holds, error)
 }
 
 // Probes is the tracker as a scan uses it.
@@ -79,7 +90,11 @@ type Options struct {
 	MaxTrackedObjects int
 	// Owners names the owners the probes record; nil without attribution.
 	Owners Owners
-	Logger *zap.Logger
+	// Holders lists what live tasks hold, read before the scans that need
+	// it: while some call site rises like a leak. Nil when the kernel
+	// cannot list them.
+	Holders Holders
+	Logger  *zap.Logger
 	// Clock is the wall clock of the verdicts; nil is time.Now.
 	Clock func() time.Time
 }
@@ -100,6 +115,13 @@ type Pipeline struct {
 	// dropped is the allocations dropped for a full map, as of the last scan.
 	dropped          uint64
 	warnedNoSlabinfo bool // the truth check is off, and the user was told
+	// reclaim is the kernel's reclaim counters at the last scan; reclaimOK
+	// says they could be read.
+	reclaim   reclaim.Counters
+	reclaimOK bool
+	// warnedHolders: listing what live tasks hold failed, and the user
+	// was told.
+	warnedHolders bool
 }
 
 // Result is what one scan found.
@@ -150,6 +172,7 @@ func (p *Pipeline) Scan() (Result, error) {
 	}
 	kernel := p.slabCounts()
 	p.snap.Begin(p.ages(now))
+	p.snap.Holds = p.holds()
 	p.lastScan = now
 	if owners := p.opts.Owners; owners != nil {
 		exits, err := p.probes.Exits()
@@ -180,7 +203,7 @@ func (p *Pipeline) Scan() (Result, error) {
 		p.opts.Owners.End(p.snap.Owners())
 	}
 	res.Report.Untraced = p.truth.Untraced()
-	sites := p.judgeGroups(&res.Report)
+	sites := p.judgeGroups(&res.Report, now)
 	res.Aged = res.Report.Groups
 	res.Report.Groups = report.Top(res.Report.Groups, p.opts.TopN)
 	for _, g := range res.Report.Groups {
@@ -253,6 +276,40 @@ func (p *Pipeline) newlyDropped() uint64 {
 	return newly
 }
 
+// holds lists what live tasks hold when a call site rises like a leak:
+// the verdict needs to know whether they explain it. Nil otherwise, or
+// when they cannot be listed.
+func (p *Pipeline) holds() *kmem.Holds {
+	if p.opts.Holders == nil || !p.judge.Candidates() {
+		return nil
+	}
+	holds, err := p.opts.Holders.Read()
+	if err != nil {
+		if !p.warnedHolders {
+			p.warnedHolders = true
+			p.opts.Logger.Warn("Cannot list what live tasks hold: growth of processes' own structures may be called leaking", zap.Error(err))
+		}
+		return nil
+	}
+	return holds
+}
+
+// reclaimed is how hard the kernel reclaimed since the last scan: none on
+// the first scan, or when the counters cannot be read.
+func (p *Pipeline) reclaimed() verdict.Reclaim {
+	c, err := p.host.Reclaim()
+	if err != nil {
+		p.reclaimOK = false
+		return verdict.Reclaim{}
+	}
+	var r verdict.Reclaim
+	if p.reclaimOK {
+		r = verdict.Reclaim{Scanned: c.SlabsScanned - p.reclaim.SlabsScanned, Dropped: c.DropSlab > p.reclaim.DropSlab}
+	}
+	p.reclaim, p.reclaimOK = c, true
+	return r
+}
+
 // untrace stops tracking the caches the truth check convicted, and deletes
 // the phantoms it found.
 func (p *Pipeline) untrace(res truth.Result) {
@@ -277,47 +334,38 @@ func (p *Pipeline) untrace(res truth.Result) {
 
 // judgeGroups gives every call site its verdict, and each of its groups
 // the site's, counts the sites of each verdict, and returns the sites.
-// Events are per group, with the site's verdict. Sites, not stacks, are judged: in adaptive mode a site's
-// stacks are taken only once it is suspect, so its stack groups start
-// late, and its older objects stay in a group without a stack. A site
-// past verdict.max_groups has no history: it counts as transient.
-func (p *Pipeline) judgeGroups(rep *report.Report) (bySite []report.Group) {
-	sites := map[string]*report.Group{}
+// Events are per group, with the site's verdict. Sites, not stacks, are
+// judged: in adaptive mode a site's stacks are taken only once it is
+// suspect, so its stack groups start late, and its older objects stay in a
+// group without a stack. A site past verdict.max_groups has no history: it
+// counts as transient.
+func (p *Pipeline) judgeGroups(rep *report.Report, now uint64) (bySite []report.Group) {
+	sites := map[string]*site{}
 	var order []string
 	for _, g := range rep.Groups {
 		key := siteKey(g)
-		site := sites[key]
-		if site == nil {
-			site = &report.Group{Allocator: g.Allocator, Cache: g.Cache, CallSite: g.CallSite, CallSiteSym: g.CallSiteSym}
-			sites[key] = site
+		s := sites[key]
+		if s == nil {
+			s = &site{Group: report.Group{Allocator: g.Allocator, Cache: g.Cache, CallSite: g.CallSite, CallSiteSym: g.CallSiteSym}}
+			sites[key] = s
 			order = append(order, key)
 		}
-		site.Objects += g.Objects
-		site.Bytes += g.Bytes
-		site.Survivors += g.Survivors
-		site.OldestAge = max(site.OldestAge, g.OldestAge)
-		// The stack of the WARN line: the site's largest group that has one.
-		if site.Stack == "" && g.Stack != "" {
-			site.Stack = g.Stack
-		}
-		// Its owner: the largest group's.
-		if !site.Owner.Attributed() {
-			site.Owner = g.Owner
-		}
+		s.add(g)
 	}
+	live := p.liveTasks(now)
 	samples := make(map[string]verdict.Sample, len(sites))
-	for key, site := range sites {
-		samples[key] = verdict.Sample{Objects: site.Objects, Bytes: site.Bytes, OldestAge: site.OldestAge, Survivors: site.Survivors}
+	for key, s := range sites {
+		samples[key] = p.sample(s, live)
 	}
-	verdicts := p.judge.Observe(p.opts.Clock(), samples)
+	verdicts := p.judge.Observe(p.opts.Clock(), p.reclaimed(), samples)
 	rep.States = make(map[verdict.State]int, len(verdict.States))
 	for _, key := range order {
-		site := sites[key]
-		site.Verdict = verdicts[key]
-		bySite = append(bySite, *site)
-		rep.States[site.Verdict.State]++
-		if site.Verdict.Began {
-			p.warnLeak(*site)
+		s := sites[key]
+		s.Verdict = verdicts[key]
+		bySite = append(bySite, s.Group)
+		rep.States[s.Verdict.State]++
+		if s.Verdict.Began {
+			p.warnLeak(s.Group)
 		}
 	}
 	for i := range rep.Groups {
@@ -327,6 +375,105 @@ func (p *Pipeline) judgeGroups(rep *report.Report) (bySite []report.Group) {
 	return bySite
 }
 
+// site is a call site's groups summed, and who allocated them.
+type site struct {
+	report.Group // the stack and owner of its largest group with one
+	// exited counts the objects of processes that have ended.
+	exited int64
+}
+
+func (s *site) add(g report.Group) {
+	s.Group.Add(g)
+	// The stack of the WARN line: the site's largest group that has one.
+	if s.Stack == "" && g.Stack != "" {
+		s.Stack = g.Stack
+	}
+	if !s.Owner.Attributed() {
+		s.Owner = g.Owner
+	}
+	if g.Owner.Exited {
+		s.exited += g.Objects
+	}
+}
+
+// sample is what the verdict is told of a site: its counts, whether its
+// cache is reclaimable, what holds its objects.
+func (p *Pipeline) sample(s *site, live string) verdict.Sample {
+	out := verdict.Sample{Objects: s.Objects, Bytes: s.Bytes, OldestAge: s.OldestAge, Survivors: s.Survivors}
+	if s.Allocator == kmem.Slab || s.Allocator == kmem.Kmalloc {
+		out.Reclaimable = p.host.Reclaimable(s.Cache)
+	}
+	// Nine in ten: objects allocated since the holders were listed, and
+	// tasks exiting meanwhile, are not seen held.
+	if s.HeldByTask*10 >= s.Objects*9 && s.Objects > 0 {
+		out.Held = "live tasks' own structures (" + percent(s.HeldByTask, s.Objects) + " of its objects)" + live
+	}
+	out.Clue = p.clue(s)
+	return out
+}
+
+// clue says what points at a leak in a site: who holds its objects, or
+// that they outlive who allocated them, or who did.
+func (p *Pipeline) clue(s *site) string {
+	switch {
+	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
+		if s.FileHolder == kmem.SeveralHolders {
+			return "held by several processes, their open files (" + percent(s.HeldAsFile, s.Objects) + ")"
+		}
+		return "held by " + p.processName(s.FileHolder) + ", its open files (" + percent(s.HeldAsFile, s.Objects) + ")"
+	case s.exited*2 >= s.Objects && s.Objects > 0:
+		return "allocating processes exited (" + percent(s.exited, s.Objects) + " of its objects), still rising"
+	case s.Owner.Attributed() && !s.Owner.Other:
+		return "allocated by " + s.Owner.String() + ", still rising"
+	}
+	return ""
+}
+
+// processName names a live process that holds objects, by the holders'
+// listing.
+func (p *Pipeline) processName(tgid uint32) string {
+	name := "?"
+	if holds := p.snap.Holds; holds != nil {
+		name = cmp.Or(holds.Processes[tgid].Name, name)
+	}
+	return fmt.Sprintf("%s (pid %d)", name, tgid)
+}
+
+// liveTasks says which processes started within the verdict window, for
+// the reason of growth their structures explain: "; 3 processes started in
+// the last 30m0s: sleep x2, nginx".
+func (p *Pipeline) liveTasks(now uint64) string {
+	holds := p.snap.Holds
+	if holds == nil {
+		return ""
+	}
+	since := now - min(uint64(p.opts.Verdict.Window), now)
+	names := map[string]int{}
+	started := 0
+	for _, proc := range holds.Processes {
+		if proc.StartNs >= since {
+			names[proc.Name]++
+			started++
+		}
+	}
+	if started == 0 {
+		return "; no process started in the last " + p.opts.Verdict.Window.String()
+	}
+	byCount := slices.SortedFunc(maps.Keys(names), func(a, b string) int { return cmp.Or(cmp.Compare(names[b], names[a]), cmp.Compare(a, b)) })
+	var parts []string
+	for _, name := range byCount[:min(len(byCount), 3)] {
+		if names[name] > 1 {
+			name += fmt.Sprintf(" x%d", names[name])
+		}
+		parts = append(parts, name)
+	}
+	return fmt.Sprintf("; %d processes started in the last %v: %s", started, p.opts.Verdict.Window, strings.Join(parts, ", "))
+}
+
+func percent(part, whole int64) string {
+	return fmt.Sprintf("%d%%", part*100/max(whole, 1))
+}
+
 // warnLeak is the one line in the collector's log for a new leak.
 func (p *Pipeline) warnLeak(g report.Group) {
 	fields := []zap.Field{
@@ -334,6 +481,7 @@ func (p *Pipeline) warnLeak(g report.Group) {
 		zap.String("objects_per_min", fmt.Sprintf("%.1f", g.Verdict.PerMinute)),
 		zap.String("bytes_per_min", fmt.Sprintf("%.0f", g.Verdict.BytesPerMinute)),
 		zap.Time("since", g.Verdict.Since), zap.Int64("objects", g.Objects), zap.Int64("bytes", g.Bytes),
+		zap.String("reason", g.Verdict.Reason),
 	}
 	if g.Owner.Attributed() {
 		fields = append(fields, zap.Stringer("largest_owner", g.Owner))
@@ -344,8 +492,8 @@ func (p *Pipeline) warnLeak(g report.Group) {
 	p.opts.Logger.Warn("Kernel memory leak", fields...)
 }
 
-// summaryGroups is how many of the largest steady groups a scan's summary
-// names.
+// summaryGroups is how many of the largest growing and other groups a
+// scan's summary names.
 const summaryGroups = 3
 
 // summarize is the one line a scan writes to the collector's log; sites
@@ -355,11 +503,15 @@ func (p *Pipeline) summarize(rep report.Report, sites []report.Group) {
 	for _, n := range rep.Tracked {
 		tracked += n
 	}
-	var leaks, largest []string
+	var leaks, growing, largest []string
 	for _, g := range sites {
 		switch {
 		case g.Verdict.State == verdict.Leaking:
-			leaks = append(leaks, fmt.Sprintf("%s (%s) %+.1f/min", g.CallSiteSym, g.Cache, g.Verdict.PerMinute))
+			leaks = append(leaks, fmt.Sprintf("%s (%s) %+.1f/min: %s", g.CallSiteSym, g.Cache, g.Verdict.PerMinute, g.Verdict.Reason))
+		case g.Verdict.State == verdict.Growing:
+			if len(growing) < summaryGroups {
+				growing = append(growing, fmt.Sprintf("%s (%s) %+.1f/min: %s", g.CallSiteSym, g.Cache, g.Verdict.PerMinute, g.Verdict.Reason))
+			}
 		case len(largest) < summaryGroups:
 			largest = append(largest, fmt.Sprintf("%s (%s) %d objects, %s", g.CallSiteSym, g.Cache, g.Objects, byteSize(g.Bytes)))
 		}
@@ -368,7 +520,7 @@ func (p *Pipeline) summarize(rep report.Report, sites []report.Group) {
 		zap.Int64("live_objects", tracked), zap.Int64("aged_objects", rep.Suspects),
 		zap.Int("leaking", rep.States[verdict.Leaking]), zap.Int("growing", rep.States[verdict.Growing]),
 		zap.Int("steady", rep.States[verdict.Steady]), zap.Int("transient", rep.States[verdict.Transient]),
-		zap.Strings("leaks", leaks), zap.Strings("largest_long_lived", largest))
+		zap.Strings("leaks", leaks), zap.Strings("largest_growing", growing), zap.Strings("largest_long_lived", largest))
 }
 
 // byteSize writes n bytes for a person: 512 B, 12.3 KiB, 4.0 MiB.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
+	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
@@ -94,6 +95,11 @@ type fakeKernel struct {
 	stacks     map[int32][]uint64
 	kmalloc    []kmem.CacheID
 	exits      []kmem.Exit // processes ended since the last scan
+	vmstat     reclaim.Counters
+	// The slab caches the kernel reclaims, and what live tasks hold now.
+	reclaimable map[string]bool
+	held        map[uint64]kmem.Holder
+	processes   map[uint32]kmem.Process
 
 	slab    map[string]int64 // the kernel's counts
 	slabErr error
@@ -108,6 +114,7 @@ type fakeKernel struct {
 	deletes    [][]kmem.CacheID
 	stackSites [][]uint64
 	stackReads []int32
+	holdReads  int
 }
 
 func newFakeKernel() *fakeKernel {
@@ -205,6 +212,26 @@ func (k *fakeKernel) SlabCounts() (map[string]int64, error) {
 		return nil, k.slabErr
 	}
 	return maps.Clone(k.slab), nil
+}
+
+func (k *fakeKernel) Reclaim() (reclaim.Counters, error) { return k.vmstat, nil }
+
+func (k *fakeKernel) Reclaimable(cache string) bool { return k.reclaimable[cache] }
+
+// Read lists what live tasks hold, as holders.Iterators does.
+func (k *fakeKernel) Read() (*kmem.Holds, error) {
+	k.holdReads++
+	return &kmem.Holds{Objects: maps.Clone(k.held), Processes: maps.Clone(k.processes)}, nil
+}
+
+// hold makes live tasks hold objects at addrs.
+func (k *fakeKernel) hold(addrs []uint64, h kmem.Holder) {
+	if k.held == nil {
+		k.held = map[uint64]kmem.Holder{}
+	}
+	for _, a := range addrs {
+		k.held[a] = h
+	}
 }
 
 func (k *fakeKernel) Now() (uint64, error) {
@@ -695,12 +722,13 @@ func TestVerdicts(t *testing.T) {
 	assert.Equal(t, "kstrdup+0x31", fields["call_site"])
 	assert.Equal(t, "36.0", fields["objects_per_min"])
 	assert.Equal(t, "2304", fields["bytes_per_min"])
+	assert.Equal(t, "keeps rising, and nothing that holds kernel memory explains it", fields["reason"])
 
 	scans := h.logged(zapcore.InfoLevel, "Scan")
 	require.Len(t, scans, 30, "one summary line a scan")
 	last := scans[29].ContextMap()
 	assert.Equal(t, int64(1), last["leaking"])
-	assert.Equal(t, []any{"kstrdup+0x31 (kmalloc-64) +36.0/min"}, last["leaks"])
+	assert.Equal(t, []any{"kstrdup+0x31 (kmalloc-64) +36.0/min: keeps rising, and nothing that holds kernel memory explains it"}, last["leaks"])
 	assert.Equal(t, []any{"seq_buf_alloc+0x22 (kmalloc-512) 30 objects, 15.0 KiB", "d_alloc+0x1e (dentry) 20 objects, 3.8 KiB"},
 		last["largest_long_lived"])
 }
@@ -1065,6 +1093,7 @@ type fakeOwners struct {
 	exits  []kmem.Exit        // every Begin's
 	reused map[uint32]uint64  // what Begin returns
 	live   map[kmem.Owner]int // the last End's
+	exited map[uint32]bool    // processes that have ended
 }
 
 func (f *fakeOwners) Begin(exits []kmem.Exit) map[uint32]uint64 {
@@ -1077,7 +1106,7 @@ func (f *fakeOwners) Describe(o kmem.Owner) owner.Owner {
 	if o.Earlier {
 		name = "earlier"
 	}
-	return owner.Owner{Context: o.Context, Pid: o.Tgid, Name: name, Exited: o.Earlier}
+	return owner.Owner{Context: o.Context, Pid: o.Tgid, Name: name, Exited: o.Earlier || f.exited[o.Tgid]}
 }
 
 func (f *fakeOwners) End(live iter.Seq[kmem.Owner]) {
@@ -1142,4 +1171,102 @@ func TestAttributionSplitsAReusedPid(t *testing.T) {
 		byName[g.Owner.Name] += g.Objects
 	}
 	assert.Equal(t, map[string]int64{"earlier": 4, "proc10": 2}, byName)
+}
+
+// --- Growth that something explains ---
+
+// explained runs a site that gains 6 objects a scan, each scan after step
+// has set up the kernel, and returns every scan's group of the site.
+func explained(t *testing.T, k *fakeKernel, cache string, obj kmem.Object, scans int, step func(i int, addrs []uint64)) (*harness, []report.Group) {
+	h := start(t, k, Options{MinAge: 30 * time.Second, Holders: k})
+	var out []report.Group
+	for i := 1; i <= scans; i++ {
+		step(i, k.alloc(6, obj))
+		res := h.scan()
+		g, _ := group(res.Report.Groups, cache)
+		out = append(out, g)
+	}
+	return h, out
+}
+
+// A reclaimable cache rising like a leak grows while no reclaim has tested
+// it; once its objects stay through a drop of the caches it is a leak.
+func TestReclaimableCacheIsALeakOnlyOnceItSurvivesReclaim(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "dentry"
+	k.reclaimable = map[string]bool{"dentry": true}
+	h, groups := explained(t, k, k.cacheNames[dentryKey], slabObj(dentryKey, 192, dentrySite), 30, func(i int, _ []uint64) {
+		if i == 20 {
+			k.vmstat.DropSlab++
+		}
+	})
+	for i, g := range groups[:19] {
+		assert.NotEqual(t, verdict.Leaking, g.Verdict.State, "scan %d", i+1)
+	}
+	assert.Equal(t, verdict.Growing, groups[18].Verdict.State)
+	assert.Equal(t, "reclaimable cache, no reclaim seen", groups[18].Verdict.Reason)
+	assert.Equal(t, verdict.ReclaimableCache, groups[18].Verdict.ExplainedBy)
+	scans := h.logged(zapcore.InfoLevel, "Scan")
+	assert.Equal(t, []any{"d_alloc+0x1e (dentry) +36.0/min: reclaimable cache, no reclaim seen"}, scans[18].ContextMap()["largest_growing"])
+	assert.Equal(t, verdict.Leaking, groups[19].Verdict.State, "survived the drop")
+	assert.Contains(t, groups[19].Verdict.Reason, "reclaimable cache, survived reclaim")
+}
+
+// A site whose objects are live tasks' own structures is growing, with the
+// processes that started; the holders are listed only while a site rises
+// like a leak.
+func TestLiveTasksExplainTheirStructures(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "task_struct"
+	k.processes = map[uint32]kmem.Process{
+		40: {Name: "sleep", StartNs: uint64(firstMonotonic) + uint64(time.Minute)},
+		41: {Name: "sleep", StartNs: uint64(firstMonotonic) + uint64(2*time.Minute)},
+		42: {Name: "nginx", StartNs: uint64(firstMonotonic) + uint64(3*time.Minute)},
+		1:  {Name: "init", StartNs: 1},
+	}
+	_, groups := explained(t, k, k.cacheNames[dentryKey], slabObj(dentryKey, 192, dentrySite), 30, func(_ int, addrs []uint64) {
+		k.hold(addrs, kmem.Holder{Tgid: 40, Hold: kmem.HeldByTask})
+	})
+	for i, g := range groups {
+		assert.NotEqual(t, verdict.Leaking, g.Verdict.State, "scan %d", i+1)
+	}
+	last := groups[len(groups)-1].Verdict
+	assert.Equal(t, verdict.Growing, last.State)
+	assert.Equal(t, verdict.LiveTasks, last.ExplainedBy)
+	assert.Equal(t, "live tasks' own structures (100% of its objects); 3 processes started in the last 10m0s: sleep x2, nginx", last.Reason)
+	assert.Less(t, k.holdReads, 30, "not listed before the site rose")
+	assert.Positive(t, k.holdReads)
+}
+
+// A leak of open files names the process that holds them.
+func TestLeakOfOpenFilesNamesItsHolder(t *testing.T) {
+	k := newFakeKernel()
+	k.processes = map[uint32]kmem.Process{812: {Name: "python3", StartNs: 1}}
+	_, groups := explained(t, k, "kmalloc-cg-192", kmallocObj(kmem.KmallocAccounted, 192, kmallocSite), 30, func(_ int, addrs []uint64) {
+		k.hold(addrs, kmem.Holder{Tgid: 812, Hold: kmem.HeldAsFile})
+	})
+	last := groups[len(groups)-1].Verdict
+	assert.Equal(t, verdict.Leaking, last.State)
+	assert.Equal(t, "held by python3 (pid 812), its open files (100%)", last.Reason)
+}
+
+// Objects that outlive the processes that allocated them, still rising: a
+// leak, and its reason says so.
+func TestLeakOutlivingItsAllocatorsSaysSo(t *testing.T) {
+	k := newFakeKernel()
+	owners := &fakeOwners{exited: map[uint32]bool{}}
+	h := start(t, k, Options{MinAge: 30 * time.Second, Owners: owners, Holders: k})
+	var last verdict.Verdict
+	for i := 1; i <= 30; i++ {
+		obj := kmallocObj(kmem.KmallocNormal, 64, kmallocSite)
+		obj.Owner = kmem.Owner{Context: kmem.InTask, Tgid: uint32(1000 + i)}
+		k.alloc(6, obj)
+		owners.exited[uint32(1000+i)] = true
+		res := h.scan()
+		for _, g := range res.Report.Groups {
+			last = g.Verdict
+		}
+	}
+	assert.Equal(t, verdict.Leaking, last.State)
+	assert.Equal(t, "allocating processes exited (100% of its objects), still rising", last.Reason)
 }

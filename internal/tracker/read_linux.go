@@ -75,7 +75,7 @@ func (t *Tracker) walk(snap *kmem.Snapshot) {
 		part := snap
 		if i > 0 {
 			part = &(*parts)[i]
-			part.Begin(snap.Ages)
+			part.BeginPart(snap)
 		}
 		wg.Go(func() {
 			var obj kmem.Object

@@ -59,7 +59,47 @@ type Sample struct {
 	// at the previous scan: the group's aged objects freed since then are
 	// the previous scan's Objects less these.
 	Survivors int64
+	// Reclaimable: the group's cache is one the kernel's shrinkers reclaim
+	// (SLAB_RECLAIM_ACCOUNT: dentries, inodes, buffer heads, the page
+	// cache's xarray nodes). It grows while the kernel has memory to spare,
+	// so its rise is a leak only once it has survived reclaim.
+	Reclaimable bool
+	// Held, when set, says what legitimately holds the group's objects
+	// (live tasks' own structures): a rise that would be a leak is growing
+	// instead, with this reason.
+	Held string
+	// Clue says what the group's objects point at, for a leak's reason:
+	// who allocated them, whether they outlive it, who holds them.
+	Clue string
 }
+
+// Reclaim is how hard the kernel reclaimed memory since the previous scan.
+type Reclaim struct {
+	// Scanned is the objects the shrinkers scanned (/proc/vmstat
+	// slabs_scanned).
+	Scanned int64
+	// Dropped: someone dropped the caches (drop_caches), which frees every
+	// unused object of every reclaimable cache.
+	Dropped bool
+}
+
+// Explanation is what a growth is explained by, for alerts to tell
+// explained from unexplained growth.
+type Explanation int
+
+const (
+	Unexplained Explanation = iota
+	// ReclaimableCache: a cache the kernel reclaims, growing while no
+	// reclaim has tested it, or shrinking when one did.
+	ReclaimableCache
+	// LiveTasks: the objects are live tasks' own structures; they go
+	// when their tasks do.
+	LiveTasks
+)
+
+var explanationNames = [...]string{"none", "reclaimable_cache", "live_tasks"}
+
+func (e Explanation) String() string { return explanationNames[e] }
 
 // Verdict is a group's state after one more scan.
 type Verdict struct {
@@ -69,6 +109,12 @@ type Verdict struct {
 	PerMinute, BytesPerMinute float64
 	// Since is, for a leak, when its oldest object was allocated.
 	Since time.Time
+	// Reason says, for a person, why a group that is not steady or
+	// transient is what it is: what explains its growth, or what points at
+	// a leak.
+	Reason string
+	// ExplainedBy is what explains a growing group's rise, if anything.
+	ExplainedBy Explanation
 	// Began says the group turned leaking this scan.
 	Began bool
 	// Report says the verdict deserves an event now: the group is new, its
@@ -121,12 +167,18 @@ type point struct {
 	bytes   int64
 	oldest  time.Duration
 	freed   int64 // aged objects freed since the previous point
+	// reclaimed: since the previous point the kernel reclaimed hard
+	// enough to reach the group's objects, were they reclaimable.
+	reclaimed bool
 }
 
 type group struct {
 	points   []point
 	lastSeen time.Time
 	hits     int // consecutive scans that found a leak
+	// candidate: the last scan found the group rising like a leak, whether
+	// or not something explained it.
+	candidate bool
 
 	leaking bool
 	// floor is the count a leak must stay above to stay a leak: half way
@@ -152,14 +204,15 @@ func New(opts Options) *Judge {
 	return &Judge{opts: opts, groups: map[string]*group{}}
 }
 
-// Observe records one scan's samples by group key and returns each
-// followed group's verdict. Groups unseen for a window are forgotten.
-func (j *Judge) Observe(now time.Time, samples map[string]Sample) map[string]Verdict {
+// Observe records one scan's samples by group key, and how hard the kernel
+// reclaimed since the last scan, and returns each followed group's verdict.
+// Groups unseen for a window are forgotten.
+func (j *Judge) Observe(now time.Time, reclaim Reclaim, samples map[string]Sample) map[string]Verdict {
 	out := make(map[string]Verdict, len(samples))
 	var newcomers []string
 	for key, s := range samples {
 		if g := j.groups[key]; g != nil {
-			out[key] = g.observe(now, s, j.opts)
+			out[key] = g.observe(now, s, reclaim, j.opts)
 		} else {
 			newcomers = append(newcomers, key)
 		}
@@ -174,7 +227,7 @@ func (j *Judge) Observe(now time.Time, samples map[string]Sample) map[string]Ver
 		}
 		g := &group{}
 		j.groups[key] = g
-		out[key] = g.observe(now, samples[key], j.opts)
+		out[key] = g.observe(now, samples[key], reclaim, j.opts)
 	}
 	for key, g := range j.groups {
 		if now.Sub(g.lastSeen) > j.opts.Window {
@@ -185,8 +238,16 @@ func (j *Judge) Observe(now time.Time, samples map[string]Sample) map[string]Ver
 	return out
 }
 
-// Followed is the number of groups the judge has a history for.
-func (j *Judge) Followed() int { return len(j.groups) }
+// Candidates reports whether the last scan found a group rising like a
+// leak: then the next scan needs to know what holds its objects.
+func (j *Judge) Candidates() bool {
+	for _, g := range j.groups {
+		if g.candidate {
+			return true
+		}
+	}
+	return false
+}
 
 // evict forgets the least recently seen group that is not a leak and that
 // the previous scan did not see.
@@ -205,10 +266,11 @@ func (j *Judge) evict() bool {
 	return true
 }
 
-func (g *group) observe(now time.Time, s Sample, opts Options) Verdict {
+func (g *group) observe(now time.Time, s Sample, reclaim Reclaim, opts Options) Verdict {
 	g.lastSeen = now
-	g.add(point{now, s.Objects, s.Bytes, s.OldestAge, g.freedSince(s)}, now.Add(-opts.Window))
-	return g.judge(now, opts)
+	reclaimed := reclaim.Dropped || reclaim.Scanned > 0 && reclaim.Scanned >= s.Objects
+	g.add(point{now, s.Objects, s.Bytes, s.OldestAge, g.freedSince(s), reclaimed}, now.Add(-opts.Window))
+	return g.judge(now, s, opts)
 }
 
 // freedSince is how many of the group's aged objects of its last sample
@@ -237,10 +299,20 @@ func (g *group) add(p point, horizon time.Time) {
 	}
 }
 
-func (g *group) judge(now time.Time, opts Options) Verdict {
+func (g *group) judge(now time.Time, s Sample, opts Options) Verdict {
 	t := g.trend()
 	last := g.points[len(g.points)-1]
-	v := Verdict{State: g.state(t, last, opts.Persist), PerMinute: t.perMinute, BytesPerMinute: t.bytesPerMinute}
+	why, by := g.explain(s)
+	v := Verdict{State: g.state(t, last, opts.Persist, by != Unexplained), PerMinute: t.perMinute, BytesPerMinute: t.bytesPerMinute}
+	switch v.State {
+	case Leaking:
+		v.Reason = cmp.Or(s.Clue, "keeps rising, and nothing that holds kernel memory explains it")
+		if s.Reclaimable {
+			v.Reason = "reclaimable cache, survived reclaim; " + v.Reason
+		}
+	case Growing:
+		v.Reason, v.ExplainedBy = cmp.Or(why, "rising, not yet surely a leak"), by
+	}
 	if v.State == Leaking {
 		v.Since, v.Began, g.began = g.since, g.began, false
 	}
@@ -253,22 +325,53 @@ func (g *group) judge(now time.Time, opts Options) Verdict {
 	return v
 }
 
-// state decides, and remembers a leak once it is found.
-func (g *group) state(t trend, last point, persist time.Duration) State {
+// explain says what legitimately explains the group's growth, if
+// anything: live tasks holding its objects, or a reclaimable cache that no
+// reclaim has tested, or that shrank when one did. A reclaimable cache
+// whose objects stayed through reclaim is not explained.
+func (g *group) explain(s Sample) (string, Explanation) {
+	if s.Held != "" {
+		return s.Held, LiveTasks
+	}
+	if !s.Reclaimable {
+		return "", Unexplained
+	}
+	tested := false
+	for i, p := range g.points {
+		if i == 0 || !p.reclaimed {
+			continue
+		}
+		if p.freed > g.points[i-1].objects/100 {
+			return "reclaimable cache, shrank under reclaim", ReclaimableCache
+		}
+		tested = true
+	}
+	if !tested {
+		return "reclaimable cache, no reclaim seen", ReclaimableCache
+	}
+	return "", Unexplained
+}
+
+// state decides, and remembers a leak once it is found. A rise that would
+// be a leak but is explained is growing.
+func (g *group) state(t trend, last point, persist time.Duration, explained bool) State {
 	if g.leaking {
 		// A leak that pauses stays one while what it left stays and the
 		// window still shows the rise: about half a window of pause.
-		if t.persists && last.objects >= g.floor && t.z >= zGrowing {
+		if t.persists && last.objects >= g.floor && t.z >= zGrowing && !explained {
 			return Leaking
 		}
 		g.leaking = false
 	}
-	if t.leak && last.oldest >= persist {
+	g.candidate = t.leak && last.oldest >= persist
+	if g.candidate {
 		g.hits++
 	} else {
 		g.hits = 0
 	}
 	switch {
+	case g.hits >= confirmScans && explained:
+		return Growing
 	case g.hits >= confirmScans:
 		g.leaking, g.began = true, true
 		g.floor = t.start + (last.objects-t.start)/2

@@ -143,7 +143,7 @@ func run(c config, w workload, d time.Duration, seed uint64) (time.Duration, Ver
 		if s.Objects == 0 {
 			continue
 		}
-		last = j.Observe(epoch.Add(now), map[string]Sample{"g": s})["g"]
+		last = j.Observe(epoch.Add(now), Reclaim{}, map[string]Sample{"g": s})["g"]
 		if last.State == Leaking && first < 0 {
 			first = now
 		}
@@ -239,16 +239,16 @@ func TestCapKeepsTheGroupsThatStay(t *testing.T) {
 	at := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
 	s := Sample{Objects: 10, Bytes: 1920, OldestAge: time.Minute, Survivors: 10}
 	for i := range 5 {
-		out := j.Observe(at.Add(time.Duration(i)*10*time.Second), map[string]Sample{"a": s, "b": s, "new": s})
+		out := j.Observe(at.Add(time.Duration(i)*10*time.Second), Reclaim{}, map[string]Sample{"a": s, "b": s, "new": s})
 		assert.Len(t, out, 2, "scan %d", i)
 		assert.NotContains(t, out, "new", "scan %d", i)
 	}
 	// b goes; one scan later its place is free.
-	out := j.Observe(at.Add(50*time.Second), map[string]Sample{"a": s, "new": s})
+	out := j.Observe(at.Add(50*time.Second), Reclaim{}, map[string]Sample{"a": s, "new": s})
 	assert.NotContains(t, out, "new", "b was seen by the previous scan")
-	out = j.Observe(at.Add(60*time.Second), map[string]Sample{"a": s, "new": s})
+	out = j.Observe(at.Add(60*time.Second), Reclaim{}, map[string]Sample{"a": s, "new": s})
 	assert.Contains(t, out, "new")
-	assert.Equal(t, 2, j.Followed())
+	assert.Len(t, j.groups, 2)
 }
 
 // A leak's first leaking verdict says it began; the next ones do not.
@@ -259,7 +259,7 @@ func TestBeganOnce(t *testing.T) {
 	for now := time.Duration(0); now < 10*time.Minute; now += 10 * time.Second {
 		n := int64(now / time.Second) // one object a second, none freed
 		s := Sample{Objects: n, Bytes: 64 * n, OldestAge: now, Survivors: max(n-10, 0)}
-		if v := j.Observe(at.Add(now), map[string]Sample{"g": s})["g"]; v.Began {
+		if v := j.Observe(at.Add(now), Reclaim{}, map[string]Sample{"g": s})["g"]; v.Began {
 			assert.Equal(t, Leaking, v.State)
 			assert.True(t, v.Report)
 			began = append(began, now)
@@ -276,4 +276,116 @@ func TestParseState(t *testing.T) {
 	}
 	_, ok := ParseState("leak")
 	assert.False(t, ok)
+}
+
+// rising drives one group that gains an object a second and frees none
+// for d, with what each scan adds to its sample and the reclaim before it,
+// and returns every verdict by scan time.
+func rising(d time.Duration, adjust func(now time.Duration, s *Sample) Reclaim) map[time.Duration]Verdict {
+	j := New(defaults.opts)
+	at := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	out := map[time.Duration]Verdict{}
+	for now := 10 * time.Second; now < d; now += 10 * time.Second {
+		n := int64(now / time.Second)
+		s := Sample{Objects: n, Bytes: 64 * n, OldestAge: now, Survivors: n - 10}
+		reclaim := adjust(now, &s)
+		out[now] = j.Observe(at.Add(now), reclaim, map[string]Sample{"g": s})["g"]
+	}
+	return out
+}
+
+// A leak's verdict says why: the clue the scan gave, or that nothing
+// explains it.
+func TestLeaksSayWhy(t *testing.T) {
+	v := rising(5*time.Minute, func(time.Duration, *Sample) Reclaim { return Reclaim{} })[4*time.Minute+50*time.Second]
+	assert.Equal(t, Leaking, v.State)
+	assert.Equal(t, "keeps rising, and nothing that holds kernel memory explains it", v.Reason)
+	v = rising(5*time.Minute, func(_ time.Duration, s *Sample) Reclaim {
+		s.Clue = "allocating processes exited, still rising"
+		return Reclaim{}
+	})[4*time.Minute+50*time.Second]
+	assert.Equal(t, Leaking, v.State)
+	assert.Equal(t, "allocating processes exited, still rising", v.Reason)
+	assert.Equal(t, Unexplained, v.ExplainedBy)
+}
+
+// A reclaimable cache that rises like a leak is growing while no reclaim
+// has tested it, and while it shrinks under reclaim; once it keeps its
+// objects through reclaim it is a leak.
+func TestReclaimableCachesLeakOnlyThroughReclaim(t *testing.T) {
+	end := 12*time.Minute + 50*time.Second
+	untested := rising(13*time.Minute, func(_ time.Duration, s *Sample) Reclaim {
+		s.Reclaimable = true
+		return Reclaim{Scanned: 10} // light reclaim elsewhere: fewer objects than the group has
+	})
+	for now, v := range untested {
+		assert.NotEqual(t, Leaking, v.State, "at %v", now)
+	}
+	assert.Equal(t, Growing, untested[end].State)
+	assert.Equal(t, ReclaimableCache, untested[end].ExplainedBy)
+	assert.Equal(t, "reclaimable cache, no reclaim seen", untested[end].Reason)
+
+	// Caches dropped at 6 minutes: the group kept every object.
+	survived := rising(13*time.Minute, func(now time.Duration, s *Sample) Reclaim {
+		s.Reclaimable = true
+		return Reclaim{Dropped: now == 6*time.Minute}
+	})
+	assert.NotEqual(t, Leaking, survived[5*time.Minute+50*time.Second].State)
+	assert.Equal(t, Leaking, survived[6*time.Minute+10*time.Second].State)
+	assert.Equal(t, Unexplained, survived[end].ExplainedBy)
+	assert.Contains(t, survived[end].Reason, "reclaimable cache, survived reclaim")
+
+	// Shrinkers scanned more than it holds at 6 minutes, and it lost a
+	// tenth of its objects.
+	shrank := rising(13*time.Minute, func(now time.Duration, s *Sample) Reclaim {
+		s.Reclaimable = true
+		if now == 6*time.Minute {
+			s.Survivors -= s.Objects / 10
+			return Reclaim{Scanned: 100_000}
+		}
+		return Reclaim{}
+	})
+	for now, v := range shrank {
+		assert.NotEqual(t, Leaking, v.State, "at %v", now)
+	}
+	assert.Equal(t, "reclaimable cache, shrank under reclaim", shrank[end].Reason)
+}
+
+// Objects that live tasks hold are growing, not a leak, for as long as the
+// scans say so; a leak found before the holders were known ends when they
+// are, and one that loses its explanation is a leak at once.
+func TestHeldObjectsAreNotLeaks(t *testing.T) {
+	held := "live tasks' own structures"
+	vs := rising(13*time.Minute, func(now time.Duration, s *Sample) Reclaim {
+		if now < 3*time.Minute || now >= 8*time.Minute {
+			s.Held = held
+		}
+		return Reclaim{}
+	})
+	assert.Equal(t, Growing, vs[2*time.Minute+50*time.Second].State)
+	assert.Equal(t, LiveTasks, vs[2*time.Minute+50*time.Second].ExplainedBy)
+	assert.Equal(t, held, vs[2*time.Minute+50*time.Second].Reason)
+	assert.Equal(t, Leaking, vs[3*time.Minute].State)
+	assert.True(t, vs[3*time.Minute].Began)
+	assert.Equal(t, Leaking, vs[7*time.Minute+50*time.Second].State)
+	assert.Equal(t, Growing, vs[8*time.Minute].State)
+	assert.True(t, vs[8*time.Minute].Report, "the change from leaking is reported")
+}
+
+// The next scan needs the holders only while some group rises like a leak.
+func TestCandidates(t *testing.T) {
+	j := New(defaults.opts)
+	at := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	flat := Sample{Objects: 100, Bytes: 6400, OldestAge: 5 * time.Minute, Survivors: 100}
+	for now := 10 * time.Second; now < 5*time.Minute; now += 10 * time.Second {
+		j.Observe(at.Add(now), Reclaim{}, map[string]Sample{"g": flat})
+		assert.False(t, j.Candidates())
+	}
+	var candidate bool
+	for now := 5 * time.Minute; now < 10*time.Minute; now += 10 * time.Second {
+		n := int64(now / time.Second)
+		j.Observe(at.Add(now), Reclaim{}, map[string]Sample{"g": flat, "h": {Objects: n, Bytes: 64 * n, OldestAge: now, Survivors: n - 10}})
+		candidate = candidate || j.Candidates()
+	}
+	assert.True(t, candidate)
 }

@@ -1,0 +1,131 @@
+//go:build ignore
+
+// SPDX-License-Identifier: GPL-2.0
+//
+// What live tasks hold: BPF iterators over every task, its open files and
+// its memory mappings write the addresses of the kernel objects each holds
+// (struct held, in holders.h), for user space to find in the live table. A
+// call site whose objects are live tasks' own structures grows because
+// processes start, not because the kernel leaks; one whose objects are a
+// task's open files is named by who holds them.
+//
+// The iterators run when user space reads them, never on an allocation:
+// they cost the hot path nothing.
+
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "holders.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+// S_IFMT and S_IFSOCK of include/uapi/linux/stat.h.
+#define MODE_TYPE 0170000
+#define MODE_SOCKET 0140000
+
+// Linked anon_vma_chain entries read per mapping: a mapping has one per
+// anon_vma it shares (one, or a few after forks).
+#define CHAINS_PER_VMA 4
+
+static __always_inline void emit(struct seq_file *seq, const void *addr, __u32 tgid, enum held_kind kind)
+{
+	if (!addr)
+		return;
+	struct held h = { .addr = (__u64)addr, .tgid = tgid, .kind = kind };
+	bpf_seq_write(seq, &h, sizeof(h));
+}
+
+// A process's start and name, once per thread group, for user space to say
+// which processes hold what.
+static __always_inline void emit_process(struct seq_file *seq, struct task_struct *t)
+{
+	struct held_process p = {
+		.head = { .addr = 0, .tgid = t->tgid, .kind = HELD_PROCESS },
+		.start_time = t->start_time,
+	};
+	bpf_probe_read_kernel_str(p.comm, sizeof(p.comm), t->comm);
+	bpf_seq_write(seq, &p, sizeof(p));
+}
+
+// Every task's own structures: what fork and exec allocate for it and what
+// goes when it is reaped.
+SEC("iter/task")
+int held_by_tasks(struct bpf_iter__task *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *t = ctx->task;
+	if (!t)
+		return 0;
+	__u32 tgid = t->tgid;
+	if (t->pid == tgid)
+		emit_process(seq, t);
+	emit(seq, t, tgid, HELD_BY_TASK);
+	emit(seq, t->thread_pid, tgid, HELD_BY_TASK);
+	emit(seq, t->signal, tgid, HELD_BY_TASK);
+	emit(seq, t->sighand, tgid, HELD_BY_TASK);
+	emit(seq, t->mm, tgid, HELD_BY_TASK);
+	emit(seq, t->fs, tgid, HELD_BY_TASK);
+	emit(seq, t->cred, tgid, HELD_BY_TASK);
+	emit(seq, t->real_cred, tgid, HELD_BY_TASK);
+	if (bpf_core_field_exists(t->security))
+		emit(seq, BPF_CORE_READ(t, security), tgid, HELD_BY_TASK);
+	if (bpf_core_field_exists(t->delays))
+		emit(seq, BPF_CORE_READ(t, delays), tgid, HELD_BY_TASK);
+	struct files_struct *files = t->files;
+	if (files) {
+		emit(seq, files, tgid, HELD_BY_TASK);
+		struct fdtable *fdt = BPF_CORE_READ(files, fdt);
+		emit(seq, fdt, tgid, HELD_BY_TASK);
+		emit(seq, BPF_CORE_READ(fdt, fd), tgid, HELD_BY_TASK);
+		emit(seq, BPF_CORE_READ(fdt, open_fds), tgid, HELD_BY_TASK);
+	}
+	return 0;
+}
+
+// Every open file of every task, and what the file holds: a pipe's
+// buffers, an eventfd's context, a socket and its sock.
+SEC("iter/task_file")
+int held_as_files(struct bpf_iter__task_file *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *t = ctx->task;
+	struct file *f = ctx->file;
+	if (!t || !f)
+		return 0;
+	__u32 tgid = t->tgid;
+	void *private = f->private_data;
+	emit(seq, f, tgid, HELD_AS_FILE);
+	emit(seq, private, tgid, HELD_AS_FILE);
+	emit(seq, f->f_path.dentry, tgid, HELD_AS_FILE);
+	struct inode *inode = f->f_inode;
+	emit(seq, inode, tgid, HELD_AS_FILE);
+	if (inode && private && (BPF_CORE_READ(inode, i_mode) & MODE_TYPE) == MODE_SOCKET)
+		emit(seq, BPF_CORE_READ((struct socket *)private, sk), tgid, HELD_AS_FILE);
+	return 0;
+}
+
+// Every mapping of every process, its anon_vma and the chain entries that
+// link them.
+SEC("iter/task_vma")
+int held_by_mappings(struct bpf_iter__task_vma *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *t = ctx->task;
+	struct vm_area_struct *vma = ctx->vma;
+	if (!t || !vma)
+		return 0;
+	__u32 tgid = t->tgid;
+	emit(seq, vma, tgid, HELD_BY_TASK);
+	emit(seq, vma->anon_vma, tgid, HELD_BY_TASK);
+	emit(seq, vma->vm_file, tgid, HELD_BY_TASK);
+	struct list_head *head = &vma->anon_vma_chain;
+	struct list_head *pos = BPF_CORE_READ(head, next);
+	for (int i = 0; i < CHAINS_PER_VMA && pos && pos != head; i++) {
+		struct anon_vma_chain *avc = container_of(pos, struct anon_vma_chain, same_vma);
+		emit(seq, avc, tgid, HELD_BY_TASK);
+		pos = BPF_CORE_READ(avc, same_vma.next);
+	}
+	return 0;
+}

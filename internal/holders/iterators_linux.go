@@ -1,0 +1,81 @@
+//go:build linux && (amd64 || arm64)
+
+package holders
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/kmemleak/kmemleakreceiver/bpf"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+)
+
+var (
+	_ = [1]struct{}{}[unsafe.Sizeof(bpf.HoldersHeld{})-heldSize]
+	_ = [1]struct{}{}[unsafe.Sizeof(bpf.HoldersHeldProcess{})-processSize]
+	_ = [1]struct{}{}[bpf.HoldersHeldKindHELD_BY_TASK-kindByTask]
+	_ = [1]struct{}{}[bpf.HoldersHeldKindHELD_AS_FILE-kindAsFile]
+	_ = [1]struct{}{}[bpf.HoldersHeldKindHELD_PROCESS-kindProcess]
+)
+
+// Iterators are the holder iterators, loaded and attached.
+type Iterators struct {
+	objs  bpf.HoldersObjects
+	links []*link.Iter
+}
+
+// Open loads and attaches the iterators. Kernels before 5.12 (no task_vma
+// iterator) or without BTF refuse them.
+func Open() (*Iterators, error) {
+	it := &Iterators{}
+	if err := bpf.LoadHoldersObjects(&it.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("loading the holder iterators: %w", verr)
+		}
+		return nil, fmt.Errorf("loading the holder iterators: %w", err)
+	}
+	for _, p := range []*ebpf.Program{it.objs.HeldByTasks, it.objs.HeldAsFiles, it.objs.HeldByMappings} {
+		l, err := link.AttachIter(link.IterOptions{Program: p})
+		if err != nil {
+			it.Close()
+			return nil, fmt.Errorf("attaching the holder iterator %s: %w", p, err)
+		}
+		it.links = append(it.links, l)
+	}
+	return it, nil
+}
+
+// Read runs the iterators and returns what live tasks hold now.
+func (it *Iterators) Read() (*kmem.Holds, error) {
+	holds := &kmem.Holds{Objects: map[uint64]kmem.Holder{}, Processes: map[uint32]kmem.Process{}}
+	for _, l := range it.links {
+		if err := read(l, holds); err != nil {
+			return nil, err
+		}
+	}
+	return holds, nil
+}
+
+func read(l *link.Iter, holds *kmem.Holds) error {
+	r, err := l.Open()
+	if err != nil {
+		return fmt.Errorf("running a holder iterator: %w", err)
+	}
+	defer r.Close()
+	return decode(r, holds)
+}
+
+// Close detaches and unloads the iterators.
+func (it *Iterators) Close() error {
+	var errs []error
+	for _, l := range it.links {
+		errs = append(errs, l.Close())
+	}
+	errs = append(errs, it.objs.Close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,54 @@
+//go:build linux && (amd64 || arm64)
+
+package holders
+
+import (
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
+	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+)
+
+// The iterators list this process, with its name and start, and the
+// objects of the pipes it opens as its files.
+func TestIntegrationHoldersListThisProcess(t *testing.T) {
+	kerneltest.RequireBPF(t)
+	it, err := Open()
+	require.NoError(t, err)
+	defer it.Close()
+	count := func() (byTask, asFile int, p kmem.Process) {
+		holds, err := it.Read()
+		require.NoError(t, err)
+		for _, h := range holds.Objects {
+			if h.Tgid != uint32(os.Getpid()) {
+				continue
+			}
+			switch h.Hold {
+			case kmem.HeldByTask:
+				byTask++
+			case kmem.HeldAsFile:
+				asFile++
+			}
+		}
+		return byTask, asFile, holds.Processes[uint32(os.Getpid())]
+	}
+	byTask, before, p := count()
+	assert.Greater(t, byTask, 20, "a Go process's task structures and mappings")
+	comm, err := os.ReadFile("/proc/self/comm")
+	require.NoError(t, err)
+	assert.Equal(t, string(comm[:len(comm)-1]), p.Name)
+	now, err := tracker.MonotonicNow()
+	require.NoError(t, err)
+	assert.Less(t, p.StartNs, now)
+
+	pipes := kerneltest.OpenPipes(t, 100)
+	defer kerneltest.ClosePipes(pipes)
+	_, after, _ := count()
+	// Per pipe: two files and the pipe's buffers, at least.
+	assert.GreaterOrEqual(t, after-before, 300)
+}
