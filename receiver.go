@@ -25,6 +25,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
+	"github.com/kmemleak/kmemleakreceiver/internal/mountinfo"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/profile"
 	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
@@ -32,6 +33,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/scan"
 	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
 	"github.com/kmemleak/kmemleakreceiver/internal/staleness"
+	"github.com/kmemleak/kmemleakreceiver/internal/tmpfs"
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
@@ -194,6 +196,14 @@ func (machine) SlabCounts() (map[string]int64, error) { return slabinfo.Read(sla
 func (machine) Now() (uint64, error)                  { return tracker.MonotonicNow() }
 func (machine) Reclaim() (reclaim.Counters, error)    { return reclaim.ReadVMStat(reclaim.VMStatPath) }
 func (m machine) Reclaimable(cache string) bool       { return m.caches.Reclaimable(cache) }
+
+func (machine) TmpfsFiles() (int64, error) {
+	mounts, err := mountinfo.Read(mountinfo.Path)
+	if err != nil {
+		return 0, err
+	}
+	return tmpfs.Files(mounts)
+}
 
 // owners is attribution's resolver: processes from /proc, cgroups from
 // cgroup_root or where the cgroup v2 hierarchy is mounted.

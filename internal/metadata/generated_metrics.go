@@ -61,6 +61,7 @@ const (
 	AttributeKmemGrowthExplainedByNone
 	AttributeKmemGrowthExplainedByReclaimableCache
 	AttributeKmemGrowthExplainedByLiveTasks
+	AttributeKmemGrowthExplainedByTmpfsFiles
 )
 
 // String returns the string representation of the AttributeKmemGrowthExplainedBy.
@@ -72,6 +73,8 @@ func (av AttributeKmemGrowthExplainedBy) String() string {
 		return "reclaimable_cache"
 	case AttributeKmemGrowthExplainedByLiveTasks:
 		return "live_tasks"
+	case AttributeKmemGrowthExplainedByTmpfsFiles:
+		return "tmpfs_files"
 	}
 	return ""
 }
@@ -81,6 +84,7 @@ var MapAttributeKmemGrowthExplainedBy = map[string]AttributeKmemGrowthExplainedB
 	"none":              AttributeKmemGrowthExplainedByNone,
 	"reclaimable_cache": AttributeKmemGrowthExplainedByReclaimableCache,
 	"live_tasks":        AttributeKmemGrowthExplainedByLiveTasks,
+	"tmpfs_files":       AttributeKmemGrowthExplainedByTmpfsFiles,
 }
 
 // AttributeKmemVerdict specifies the value kmem.verdict attribute.

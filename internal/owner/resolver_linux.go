@@ -3,7 +3,6 @@
 package owner
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io/fs"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/internal/cgroup"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/mountinfo"
 )
 
 // stampSlack is how much later than its allocation the probes may stamp an
@@ -230,42 +230,14 @@ func (r *Resolver) walk() {
 // CgroupRoot finds where the cgroup v2 hierarchy is mounted, from a
 // mountinfo file (/proc/self/mountinfo): /sys/fs/cgroup on unified
 // machines, /sys/fs/cgroup/unified on hybrid ones. "" when none is.
-func CgroupRoot(mountinfo string) (string, error) {
-	f, err := os.Open(mountinfo)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
-		fields := strings.Fields(sc.Text())
-		for i, f := range fields {
-			if f == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" && len(fields) > 4 && fields[3] == "/" {
-				return unescapeMount(fields[4]), nil
-			}
+func CgroupRoot(path string) (string, error) {
+	mounts, err := mountinfo.Read(path)
+	for _, m := range mounts {
+		if m.FSType == "cgroup2" && m.Root == "/" {
+			return m.Point, nil
 		}
 	}
-	return "", sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return "", err
 }
 
 // bootToMono is CLOCK_BOOTTIME's lead over CLOCK_MONOTONIC: how long the

@@ -29,19 +29,28 @@ type Caches struct {
 	known map[string]bool
 }
 
+// companions are caches whose objects belong to objects of reclaimable
+// caches, allocated and freed with them, though their own caches are not
+// flagged.
+var companions = map[string]bool{
+	// Inodes' security blobs (security_inode_alloc, security_inode_free):
+	// they go when the shrinkers reclaim their inodes.
+	"lsm_inode_cache": true,
+}
+
 // NewCaches reads caches from dir (SlabDir), once per name.
 func NewCaches(dir string) *Caches {
 	return &Caches{dir: dir, known: map[string]bool{}}
 }
 
 // Reclaimable reports whether the kernel's shrinkers reclaim the cache
-// named name. Without sysfs, kmalloc's reclaimable caches still say so by
-// their name.
+// named name, or the objects its objects belong to. Without sysfs,
+// kmalloc's reclaimable caches still say so by their name.
 func (c *Caches) Reclaimable(name string) bool {
 	if r, ok := c.known[name]; ok {
 		return r
 	}
-	r := strings.HasPrefix(name, "kmalloc-rcl-")
+	r := strings.HasPrefix(name, "kmalloc-rcl-") || companions[name]
 	if b, err := os.ReadFile(filepath.Join(c.dir, name, "reclaim_account")); err == nil {
 		r = bytes.HasPrefix(b, []byte("1"))
 	}

@@ -16,6 +16,7 @@ func TestReclaimable(t *testing.T) {
 	assert.False(t, c.Reclaimable("pid"))
 	assert.False(t, c.Reclaimable("kmalloc-64"), "no entry")
 	assert.True(t, c.Reclaimable("kmalloc-rcl-64"), "no entry, but the name says it")
+	assert.True(t, c.Reclaimable("lsm_inode_cache"), "inodes' security blobs go with their inodes")
 }
 
 func TestReadVMStat(t *testing.T) {

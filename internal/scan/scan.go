@@ -20,6 +20,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
+	"github.com/kmemleak/kmemleakreceiver/internal/tmpfs"
 	"github.com/kmemleak/kmemleakreceiver/internal/truth"
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
@@ -35,6 +36,8 @@ type Host interface {
 	Reclaim() (reclaim.Counters, error)
 	// Reclaimable says whether the kernel's shrinkers reclaim a slab cache.
 	Reclaimable(cache string) bool
+	// TmpfsFiles counts the files tmpfs mounts hold.
+	TmpfsFiles() (int64, error)
 }
 
 // Holders lists what live tasks hold (holders.Iterators).
@@ -357,6 +360,7 @@ func (p *Pipeline) judgeGroups(rep *report.Report, now uint64) (bySite []report.
 	for key, s := range sites {
 		samples[key] = p.sample(s, live)
 	}
+	p.countTmpfsFiles(samples)
 	verdicts := p.judge.Observe(p.opts.Clock(), p.reclaimed(), samples)
 	rep.States = make(map[verdict.State]int, len(verdict.States))
 	for _, key := range order {
@@ -403,6 +407,7 @@ func (p *Pipeline) sample(s *site, live string) verdict.Sample {
 	if s.Allocator == kmem.Slab || s.Allocator == kmem.Kmalloc {
 		out.Reclaimable = p.host.Reclaimable(s.Cache)
 	}
+	out.OnePerTmpfsFile = s.Allocator == kmem.Slab && s.Cache == tmpfs.Cache
 	// Nine in ten: objects allocated since the holders were listed, and
 	// tasks exiting meanwhile, are not seen held.
 	if s.HeldByTask*10 >= s.Objects*9 && s.Objects > 0 {
@@ -410,6 +415,28 @@ func (p *Pipeline) sample(s *site, live string) verdict.Sample {
 	}
 	out.Clue = p.clue(s)
 	return out
+}
+
+// countTmpfsFiles tells the samples of tmpfs inodes how many files tmpfs
+// holds, read only when there are any.
+func (p *Pipeline) countTmpfsFiles(samples map[string]verdict.Sample) {
+	var files int64
+	read := false
+	for key, s := range samples {
+		if !s.OnePerTmpfsFile {
+			continue
+		}
+		if !read {
+			var err error
+			if files, err = p.host.TmpfsFiles(); err != nil {
+				p.opts.Logger.Debug("Cannot count the files tmpfs holds", zap.Error(err))
+				return
+			}
+			read = true
+		}
+		s.TmpfsFiles = files
+		samples[key] = s
+	}
 }
 
 // clue says what points at a leak in a site: who holds its objects, or

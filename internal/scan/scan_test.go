@@ -100,6 +100,7 @@ type fakeKernel struct {
 	reclaimable map[string]bool
 	held        map[uint64]kmem.Holder
 	processes   map[uint32]kmem.Process
+	tmpfsFiles  int64
 
 	slab    map[string]int64 // the kernel's counts
 	slabErr error
@@ -217,6 +218,8 @@ func (k *fakeKernel) SlabCounts() (map[string]int64, error) {
 func (k *fakeKernel) Reclaim() (reclaim.Counters, error) { return k.vmstat, nil }
 
 func (k *fakeKernel) Reclaimable(cache string) bool { return k.reclaimable[cache] }
+
+func (k *fakeKernel) TmpfsFiles() (int64, error) { return k.tmpfsFiles, nil }
 
 // Read lists what live tasks hold, as holders.Iterators does.
 func (k *fakeKernel) Read() (*kmem.Holds, error) {
@@ -1269,4 +1272,19 @@ func TestLeakOutlivingItsAllocatorsSaysSo(t *testing.T) {
 	}
 	assert.Equal(t, verdict.Leaking, last.State)
 	assert.Equal(t, "allocating processes exited (100% of its objects), still rising", last.Reason)
+}
+
+// tmpfs inodes that rise as tmpfs mounts gain files are growing.
+func TestTmpfsFilesExplainTmpfsInodes(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "shmem_inode_cache"
+	_, groups := explained(t, k, "shmem_inode_cache", slabObj(dentryKey, 760, dentrySite), 30, func(int, []uint64) {
+		k.tmpfsFiles += 6
+	})
+	for i, g := range groups {
+		assert.NotEqual(t, verdict.Leaking, g.Verdict.State, "scan %d", i+1)
+	}
+	last := groups[len(groups)-1].Verdict
+	assert.Equal(t, verdict.TmpfsFiles, last.ExplainedBy)
+	assert.Equal(t, "files kept in tmpfs (its mounts gain 36.0 files/min)", last.Reason)
 }

@@ -11,6 +11,7 @@ package verdict
 
 import (
 	"cmp"
+	"fmt"
 	"math"
 	"slices"
 	"time"
@@ -64,6 +65,11 @@ type Sample struct {
 	// cache's xarray nodes). It grows while the kernel has memory to spare,
 	// so its rise is a leak only once it has survived reclaim.
 	Reclaimable bool
+	// TmpfsFiles, for a group of tmpfs inodes (OnePerTmpfsFile), is how
+	// many files tmpfs mounts hold: files kept there explain as much
+	// growth.
+	TmpfsFiles      int64
+	OnePerTmpfsFile bool
 	// Held, when set, says what legitimately holds the group's objects
 	// (live tasks' own structures): a rise that would be a leak is growing
 	// instead, with this reason.
@@ -95,9 +101,12 @@ const (
 	// LiveTasks: the objects are live tasks' own structures; they go
 	// when their tasks do.
 	LiveTasks
+	// TmpfsFiles: the objects are tmpfs inodes, and tmpfs mounts gained
+	// files as fast.
+	TmpfsFiles
 )
 
-var explanationNames = [...]string{"none", "reclaimable_cache", "live_tasks"}
+var explanationNames = [...]string{"none", "reclaimable_cache", "live_tasks", "tmpfs_files"}
 
 func (e Explanation) String() string { return explanationNames[e] }
 
@@ -170,6 +179,7 @@ type point struct {
 	// reclaimed: since the previous point the kernel reclaimed hard
 	// enough to reach the group's objects, were they reclaimable.
 	reclaimed bool
+	files     int64 // Sample.TmpfsFiles
 }
 
 type group struct {
@@ -269,7 +279,7 @@ func (j *Judge) evict() bool {
 func (g *group) observe(now time.Time, s Sample, reclaim Reclaim, opts Options) Verdict {
 	g.lastSeen = now
 	reclaimed := reclaim.Dropped || reclaim.Scanned > 0 && reclaim.Scanned >= s.Objects
-	g.add(point{now, s.Objects, s.Bytes, s.OldestAge, g.freedSince(s), reclaimed}, now.Add(-opts.Window))
+	g.add(point{now, s.Objects, s.Bytes, s.OldestAge, g.freedSince(s), reclaimed, s.TmpfsFiles}, now.Add(-opts.Window))
 	return g.judge(now, s, opts)
 }
 
@@ -332,6 +342,17 @@ func (g *group) judge(now time.Time, s Sample, opts Options) Verdict {
 func (g *group) explain(s Sample) (string, Explanation) {
 	if s.Held != "" {
 		return s.Held, LiveTasks
+	}
+	if s.OnePerTmpfsFile {
+		xs, ys, _ := series(g.points)
+		files := make([]float64, len(g.points))
+		for i, p := range g.points {
+			files[i] = float64(p.files)
+		}
+		// Nine in ten: tmpfs also holds files made before min_age ago.
+		if gained := theilSen(xs, files); gained > 0 && gained >= 0.9*theilSen(xs, ys) {
+			return fmt.Sprintf("files kept in tmpfs (its mounts gain %.1f files/min)", gained), TmpfsFiles
+		}
 	}
 	if !s.Reclaimable {
 		return "", Unexplained

@@ -389,3 +389,23 @@ func TestCandidates(t *testing.T) {
 	}
 	assert.True(t, candidate)
 }
+
+// tmpfs inodes that rise with the files tmpfs mounts hold are growing; the
+// same rise with no files kept there is a leak.
+func TestTmpfsFilesExplainTheirInodes(t *testing.T) {
+	end := 9*time.Minute + 50*time.Second
+	kept := rising(10*time.Minute, func(now time.Duration, s *Sample) Reclaim {
+		s.OnePerTmpfsFile, s.TmpfsFiles = true, 500+int64(now/time.Second)
+		return Reclaim{}
+	})
+	for now, v := range kept {
+		assert.NotEqual(t, Leaking, v.State, "at %v", now)
+	}
+	assert.Equal(t, TmpfsFiles, kept[end].ExplainedBy)
+	assert.Equal(t, "files kept in tmpfs (its mounts gain 60.0 files/min)", kept[end].Reason)
+	gone := rising(10*time.Minute, func(now time.Duration, s *Sample) Reclaim {
+		s.OnePerTmpfsFile, s.TmpfsFiles = true, 500+int64(now/time.Second)/3
+		return Reclaim{}
+	})
+	assert.Equal(t, Leaking, gone[end].State, "a third of the rise kept as files")
+}
