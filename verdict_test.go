@@ -5,13 +5,17 @@ package kmemleakreceiver
 import (
 	"fmt"
 	"maps"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"golang.org/x/sys/unix"
 
@@ -179,9 +183,11 @@ func TestIntegrationVerdictsOnLabelledWorkloads(t *testing.T) {
 		wg.Add(1)
 		go w.run(t, stop, &wg)
 	}
+	services := startServices(t, stop, 4*time.Second)
 	time.Sleep(3 * time.Minute)
 	close(stop)
 	wg.Wait()
+	<-services
 
 	found := map[string]time.Duration{} // function -> first leaking verdict, from the start
 	background := map[string]int64{}    // unlabelled functions called leaking -> most objects
@@ -224,10 +230,94 @@ func TestIntegrationVerdictsOnLabelledWorkloads(t *testing.T) {
 			assert.False(t, called, "%s: called leaking after %v", w.name, at)
 		}
 	}
+	// Services started: their task structures grow, explained by the live
+	// tasks that hold them, never a leak.
+	explained := map[string]string{}
+	for _, md := range p.metrics.AllMetrics() {
+		if at, ok := scanTime(md); !ok || at.Before(start) {
+			continue
+		}
+		for _, dp := range outstandingObjects(md) {
+			site, _ := dp.Attributes().Get("kmem.call_site")
+			by, _ := dp.Attributes().Get("kmem.growth.explained_by")
+			fn, _, _ := strings.Cut(site.Str(), "+")
+			if slices.Contains(processSites, fn) && by.Str() != "none" {
+				explained[fn] = by.Str()
+			}
+		}
+	}
+	for _, fn := range processSites {
+		_, called := found[fn]
+		assert.False(t, called, "process creation's %s called leaking while services started", fn)
+		delete(background, fn)
+	}
+	t.Logf("process creation's sites whose growth was explained: %v", explained)
+	assert.Contains(t, slices.Collect(maps.Values(explained)), "live_tasks", "no process creation site was explained by live tasks")
+
+	// The fast leak's events say who holds it.
+	reason := leakReason(p.logs.AllLogs(), labelledWorkloads[0].function)
+	assert.Contains(t, reason, fmt.Sprintf("(pid %d), its open files", os.Getpid()), "the fast leak's reason")
+
 	precision := float64(truePositives) / float64(max(truePositives+falsePositives, 1))
 	recall := float64(truePositives) / float64(leaks)
 	t.Logf("precision %.2f, recall %.2f over %d labelled workloads; the machine's own groups called leaking: %v",
 		precision, recall, len(labelledWorkloads), slices.Sorted(maps.Keys(background)))
+}
+
+// processSites are the functions that allocate a process's own
+// structures when it is forked and exec'd, as the kernels tested name them.
+var processSites = []string{
+	"dup_task_struct", "copy_process", "alloc_pid", "copy_signal", "copy_sighand", "copy_files", "dup_fd",
+	"copy_fs", "prepare_creds", "prepare_exec_creds", "dup_mm", "mm_alloc", "vm_area_dup", "vm_area_alloc",
+	"anon_vma_fork", "anon_vma_clone", "__anon_vma_prepare", "alloc_bprm", "security_task_alloc",
+	"security_prepare_creds", "lsm_blob_alloc", "mas_alloc_nodes", "mm_init",
+}
+
+// startServices starts a long-lived process every interval until stop
+// closes; they are killed when the test ends. The returned channel closes
+// when it stops starting them.
+func startServices(t *testing.T, stop <-chan struct{}, interval time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			cmd := exec.Command("sleep", "3600")
+			if err := cmd.Start(); err != nil {
+				t.Errorf("starting a service: %v", err)
+				return
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return done
+}
+
+// leakReason is the reason of the last leak event of a call site's
+// function.
+func leakReason(logs []plog.Logs, function string) string {
+	var reason string
+	for _, ld := range logs {
+		for _, rl := range ld.ResourceLogs().All() {
+			for _, sl := range rl.ScopeLogs().All() {
+				for _, lr := range sl.LogRecords().All() {
+					site, _ := lr.Attributes().Get("kmem.call_site")
+					state, _ := lr.Attributes().Get("kmem.verdict")
+					r, _ := lr.Attributes().Get("kmem.verdict.reason")
+					if fn, _, _ := strings.Cut(site.Str(), "+"); fn == function && state.Str() == "leaking" {
+						reason = r.Str()
+					}
+				}
+			}
+		}
+	}
+	return reason
 }
 
 func roundOrNever(d time.Duration, ok bool) string {

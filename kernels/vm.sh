@@ -61,6 +61,7 @@ cp "$busybox" "$root/bin/busybox"
 for cmd in sh mount poweroff cat echo true ip grep seq sleep insmod rmmod taskset; do ln -s busybox "$root/bin/$cmd"; done
 CGO_ENABLED=0 GOARCH=$arch go test -c -o "$root/receiver.test" .
 CGO_ENABLED=0 GOARCH=$arch go test -c -o "$root/tracker.test" ./internal/tracker
+CGO_ENABLED=0 GOARCH=$arch go test -c -o "$root/holders.test" ./internal/holders
 if [ -n "${KMEMLEAK_MODULES:-}" ]; then
 	mkdir "$root/modules"
 	cp "$KMEMLEAK_MODULES"/kmltest.ko "$KMEMLEAK_MODULES"/kmlpad.ko "$root/modules/" ||
@@ -88,7 +89,7 @@ export PATH=/bin
 [ -d /modules ] && export KMEMLEAK_TEST_MODULES=/modules
 echo "kernel: \$(cat /proc/sys/kernel/osrelease)"
 status=0
-for t in /receiver.test /tracker.test; do
+for t in /receiver.test /tracker.test /holders.test; do
 	TMPDIR=/tmp \$t -test.run '$tests' -test.v -test.count=1 || status=1
 done
 if [ -x /otelcol-kmemleak ]; then

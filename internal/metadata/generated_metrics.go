@@ -62,6 +62,7 @@ const (
 	AttributeKmemGrowthExplainedByReclaimableCache
 	AttributeKmemGrowthExplainedByLiveTasks
 	AttributeKmemGrowthExplainedByTmpfsFiles
+	AttributeKmemGrowthExplainedByAllocatorBookkeeping
 )
 
 // String returns the string representation of the AttributeKmemGrowthExplainedBy.
@@ -75,16 +76,19 @@ func (av AttributeKmemGrowthExplainedBy) String() string {
 		return "live_tasks"
 	case AttributeKmemGrowthExplainedByTmpfsFiles:
 		return "tmpfs_files"
+	case AttributeKmemGrowthExplainedByAllocatorBookkeeping:
+		return "allocator_bookkeeping"
 	}
 	return ""
 }
 
 // MapAttributeKmemGrowthExplainedBy is a helper map of string to AttributeKmemGrowthExplainedBy attribute value.
 var MapAttributeKmemGrowthExplainedBy = map[string]AttributeKmemGrowthExplainedBy{
-	"none":              AttributeKmemGrowthExplainedByNone,
-	"reclaimable_cache": AttributeKmemGrowthExplainedByReclaimableCache,
-	"live_tasks":        AttributeKmemGrowthExplainedByLiveTasks,
-	"tmpfs_files":       AttributeKmemGrowthExplainedByTmpfsFiles,
+	"none":                  AttributeKmemGrowthExplainedByNone,
+	"reclaimable_cache":     AttributeKmemGrowthExplainedByReclaimableCache,
+	"live_tasks":            AttributeKmemGrowthExplainedByLiveTasks,
+	"tmpfs_files":           AttributeKmemGrowthExplainedByTmpfsFiles,
+	"allocator_bookkeeping": AttributeKmemGrowthExplainedByAllocatorBookkeeping,
 }
 
 // AttributeKmemVerdict specifies the value kmem.verdict attribute.

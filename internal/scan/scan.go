@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/kmemleak/kmemleakreceiver/internal/bookkeeping"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
@@ -408,6 +409,8 @@ func (p *Pipeline) sample(s *site, live string) verdict.Sample {
 		out.Reclaimable = p.host.Reclaimable(s.Cache)
 	}
 	out.OnePerTmpfsFile = s.Allocator == kmem.Slab && s.Cache == tmpfs.Cache
+	fn, _, _ := strings.Cut(s.CallSiteSym, "+")
+	out.Bookkeeping = bookkeeping.Of(fn)
 	// Nine in ten: objects allocated since the holders were listed, and
 	// tasks exiting meanwhile, are not seen held.
 	if s.HeldByTask*10 >= s.Objects*9 && s.Objects > 0 {

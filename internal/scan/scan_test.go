@@ -44,6 +44,7 @@ const (
 	bigSite     = 0xffffffff81100040
 	pageSite    = 0xffffffff81100050
 	damonSite   = 0xffffffff81100060
+	sheafSite   = 0xffffffff81100070
 
 	// Frames of the stacks only.
 	allocFrame = 0xffffffff81200010 // the allocator's own frame
@@ -58,6 +59,7 @@ var symbols = map[uint64]string{
 	bigSite:     "seq_buf_alloc+0x22",
 	pageSite:    "pipe_write+0x1c4",
 	damonSite:   "damon_new_region+0x12",
+	sheafSite:   "alloc_empty_sheaf+0x2c",
 	allocFrame:  "kmem_cache_alloc_noprof+0x1a5",
 	openFrame:   "path_openat+0x3c",
 	mkdirFrame:  "do_mkdirat+0x8e",
@@ -1287,4 +1289,17 @@ func TestTmpfsFilesExplainTmpfsInodes(t *testing.T) {
 	last := groups[len(groups)-1].Verdict
 	assert.Equal(t, verdict.TmpfsFiles, last.ExplainedBy)
 	assert.Equal(t, "files kept in tmpfs (its mounts gain 36.0 files/min)", last.Reason)
+}
+
+// The allocators' own bookkeeping rises with every cache: growing, never a
+// leak of its own.
+func TestAllocatorBookkeepingIsNotALeak(t *testing.T) {
+	k := newFakeKernel()
+	_, groups := explained(t, k, "kmalloc-512", kmallocObj(kmem.KmallocNormal, 512, sheafSite), 30, func(int, []uint64) {})
+	for i, g := range groups {
+		assert.NotEqual(t, verdict.Leaking, g.Verdict.State, "scan %d", i+1)
+	}
+	last := groups[len(groups)-1].Verdict
+	assert.Equal(t, verdict.AllocatorBookkeeping, last.ExplainedBy)
+	assert.Equal(t, "the allocator's own bookkeeping (SLUB sheaves), which follows the memory it manages", last.Reason)
 }

@@ -70,6 +70,9 @@ type Sample struct {
 	// growth.
 	TmpfsFiles      int64
 	OnePerTmpfsFile bool
+	// Bookkeeping, when set, says the group is an allocator's own
+	// bookkeeping, which follows the memory it manages for everyone else.
+	Bookkeeping string
 	// Held, when set, says what legitimately holds the group's objects
 	// (live tasks' own structures): a rise that would be a leak is growing
 	// instead, with this reason.
@@ -104,9 +107,12 @@ const (
 	// TmpfsFiles: the objects are tmpfs inodes, and tmpfs mounts gained
 	// files as fast.
 	TmpfsFiles
+	// AllocatorBookkeeping: the objects are an allocator's own, which
+	// follow the memory it manages for every other call site.
+	AllocatorBookkeeping
 )
 
-var explanationNames = [...]string{"none", "reclaimable_cache", "live_tasks", "tmpfs_files"}
+var explanationNames = [...]string{"none", "reclaimable_cache", "live_tasks", "tmpfs_files", "allocator_bookkeeping"}
 
 func (e Explanation) String() string { return explanationNames[e] }
 
@@ -342,6 +348,9 @@ func (g *group) judge(now time.Time, s Sample, opts Options) Verdict {
 func (g *group) explain(s Sample) (string, Explanation) {
 	if s.Held != "" {
 		return s.Held, LiveTasks
+	}
+	if s.Bookkeeping != "" {
+		return "the allocator's own bookkeeping (" + s.Bookkeeping + "), which follows the memory it manages", AllocatorBookkeeping
 	}
 	if s.OnePerTmpfsFile {
 		xs, ys, _ := series(g.points)
