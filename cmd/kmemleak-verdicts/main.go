@@ -18,13 +18,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/collector/component/componenttest"
@@ -73,7 +76,10 @@ func run(duration time.Duration, logPath string) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), duration)
+	// Interrupted, the workloads stop and what they made is removed.
+	interrupted, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	ctx, cancel := context.WithTimeout(interrupted, duration)
 	defer cancel()
 	start := time.Now()
 	fmt.Printf("kmemleak-verdicts: %d workloads for %v, the receiver at its defaults\n", len(workloads), duration)
@@ -88,6 +94,9 @@ func run(duration time.Duration, logPath string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", workloads[i].name, err)
 		}
+	}
+	if interrupted.Err() != nil {
+		return errors.New("interrupted")
 	}
 	return rec.judge(start, duration)
 }

@@ -181,10 +181,10 @@ func (s *suite) undo() {
 }
 
 // command is a program of a workload, in a process group of its own that
-// is killed whole when ctx ends.
+// is killed whole when ctx ends, and killed if the suite dies.
 func (s *suite) command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	return cmd
 }
