@@ -10,18 +10,15 @@ import (
 	"cmp"
 	"fmt"
 	"iter"
-	"maps"
 	"slices"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/bookkeeping"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
-	"github.com/kmemleak/kmemleakreceiver/internal/tmpfs"
 	"github.com/kmemleak/kmemleakreceiver/internal/truth"
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
@@ -280,40 +277,6 @@ func (p *Pipeline) newlyDropped() uint64 {
 	return newly
 }
 
-// holds lists what live tasks hold when a call site rises like a leak:
-// the verdict needs to know whether they explain it. Nil otherwise, or
-// when they cannot be listed.
-func (p *Pipeline) holds() *kmem.Holds {
-	if p.opts.Holders == nil || !p.judge.Candidates() {
-		return nil
-	}
-	holds, err := p.opts.Holders.Read()
-	if err != nil {
-		if !p.warnedHolders {
-			p.warnedHolders = true
-			p.opts.Logger.Warn("Cannot list what live tasks hold: growth of processes' own structures may be called leaking", zap.Error(err))
-		}
-		return nil
-	}
-	return holds
-}
-
-// reclaimed is how hard the kernel reclaimed since the last scan: none on
-// the first scan, or when the counters cannot be read.
-func (p *Pipeline) reclaimed() verdict.Reclaim {
-	c, err := p.host.Reclaim()
-	if err != nil {
-		p.reclaimOK = false
-		return verdict.Reclaim{}
-	}
-	var r verdict.Reclaim
-	if p.reclaimOK {
-		r = verdict.Reclaim{Scanned: c.SlabsScanned - p.reclaim.SlabsScanned, Dropped: c.DropSlab > p.reclaim.DropSlab}
-	}
-	p.reclaim, p.reclaimOK = c, true
-	return r
-}
-
 // untrace stops tracking the caches the truth check convicted, and deletes
 // the phantoms it found.
 func (p *Pipeline) untrace(res truth.Result) {
@@ -378,130 +341,6 @@ func (p *Pipeline) judgeGroups(rep *report.Report, now uint64) (bySite []report.
 		g.Verdict = sites[siteKey(*g)].Verdict
 	}
 	return bySite
-}
-
-// site is a call site's groups summed, and who allocated them.
-type site struct {
-	report.Group // the stack and owner of its largest group with one
-	// exited counts the objects of processes that have ended.
-	exited int64
-}
-
-func (s *site) add(g report.Group) {
-	s.Group.Add(g)
-	// The stack of the WARN line: the site's largest group that has one.
-	if s.Stack == "" && g.Stack != "" {
-		s.Stack = g.Stack
-	}
-	if !s.Owner.Attributed() {
-		s.Owner = g.Owner
-	}
-	if g.Owner.Exited {
-		s.exited += g.Objects
-	}
-}
-
-// sample is what the verdict is told of a site: its counts, whether its
-// cache is reclaimable, what holds its objects.
-func (p *Pipeline) sample(s *site, live string) verdict.Sample {
-	out := verdict.Sample{Objects: s.Objects, Bytes: s.Bytes, OldestAge: s.OldestAge, Survivors: s.Survivors}
-	if s.Allocator == kmem.Slab || s.Allocator == kmem.Kmalloc {
-		out.Reclaimable = p.host.Reclaimable(s.Cache)
-	}
-	out.OnePerTmpfsFile = s.Allocator == kmem.Slab && s.Cache == tmpfs.Cache
-	fn, _, _ := strings.Cut(s.CallSiteSym, "+")
-	out.Bookkeeping = bookkeeping.Of(fn)
-	// Nine in ten: objects allocated since the holders were listed, and
-	// tasks exiting meanwhile, are not seen held.
-	if s.HeldByTask*10 >= s.Objects*9 && s.Objects > 0 {
-		out.Held = "live tasks' own structures (" + percent(s.HeldByTask, s.Objects) + " of its objects)" + live
-	}
-	out.Clue = p.clue(s)
-	return out
-}
-
-// countTmpfsFiles tells the samples of tmpfs inodes how many files tmpfs
-// holds, read only when there are any.
-func (p *Pipeline) countTmpfsFiles(samples map[string]verdict.Sample) {
-	var files int64
-	read := false
-	for key, s := range samples {
-		if !s.OnePerTmpfsFile {
-			continue
-		}
-		if !read {
-			var err error
-			if files, err = p.host.TmpfsFiles(); err != nil {
-				p.opts.Logger.Debug("Cannot count the files tmpfs holds", zap.Error(err))
-				return
-			}
-			read = true
-		}
-		s.TmpfsFiles = files
-		samples[key] = s
-	}
-}
-
-// clue says what points at a leak in a site: who holds its objects, or
-// that they outlive who allocated them, or who did.
-func (p *Pipeline) clue(s *site) string {
-	switch {
-	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
-		if s.FileHolder == kmem.SeveralHolders {
-			return "held by several processes, their open files (" + percent(s.HeldAsFile, s.Objects) + ")"
-		}
-		return "held by " + p.processName(s.FileHolder) + ", its open files (" + percent(s.HeldAsFile, s.Objects) + ")"
-	case s.exited*2 >= s.Objects && s.Objects > 0:
-		return "allocating processes exited (" + percent(s.exited, s.Objects) + " of its objects), still rising"
-	case s.Owner.Attributed() && !s.Owner.Other:
-		return "allocated by " + s.Owner.String() + ", still rising"
-	}
-	return ""
-}
-
-// processName names a live process that holds objects, by the holders'
-// listing.
-func (p *Pipeline) processName(tgid uint32) string {
-	name := "?"
-	if holds := p.snap.Holds; holds != nil {
-		name = cmp.Or(holds.Processes[tgid].Name, name)
-	}
-	return fmt.Sprintf("%s (pid %d)", name, tgid)
-}
-
-// liveTasks says which processes started within the verdict window, for
-// the reason of growth their structures explain: "; 3 processes started in
-// the last 30m0s: sleep x2, nginx".
-func (p *Pipeline) liveTasks(now uint64) string {
-	holds := p.snap.Holds
-	if holds == nil {
-		return ""
-	}
-	since := now - min(uint64(p.opts.Verdict.Window), now)
-	names := map[string]int{}
-	started := 0
-	for _, proc := range holds.Processes {
-		if proc.StartNs >= since {
-			names[proc.Name]++
-			started++
-		}
-	}
-	if started == 0 {
-		return "; no process started in the last " + p.opts.Verdict.Window.String()
-	}
-	byCount := slices.SortedFunc(maps.Keys(names), func(a, b string) int { return cmp.Or(cmp.Compare(names[b], names[a]), cmp.Compare(a, b)) })
-	var parts []string
-	for _, name := range byCount[:min(len(byCount), 3)] {
-		if names[name] > 1 {
-			name += fmt.Sprintf(" x%d", names[name])
-		}
-		parts = append(parts, name)
-	}
-	return fmt.Sprintf("; %d processes started in the last %v: %s", started, p.opts.Verdict.Window, strings.Join(parts, ", "))
-}
-
-func percent(part, whole int64) string {
-	return fmt.Sprintf("%d%%", part*100/max(whole, 1))
 }
 
 // warnLeak is the one line in the collector's log for a new leak.
