@@ -438,7 +438,8 @@ func openFDs(t *testing.T) []string {
 // TestIntegrationLeastPrivilege runs this test binary again as nobody with
 // chosen capabilities: with CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH
 // (for /proc/slabinfo, root's only) the receiver scans, the truth check
-// included; with CAP_BPF or CAP_PERFMON missing, Start names it instead of
+// included, and lists what live tasks hold; with CAP_BPF or CAP_PERFMON
+// missing, Start names it instead of
 // failing with a bare EPERM.
 func TestIntegrationLeastPrivilege(t *testing.T) {
 	if os.Getenv("KMEMLEAK_UNPRIVILEGED_CHILD") == "1" {
@@ -464,8 +465,8 @@ func TestIntegrationLeastPrivilege(t *testing.T) {
 		caps string
 		want []string
 	}{
-		{"+bpf,+perfmon,+dac_read_search", []string{"START OK", "truth check on"}},
-		{"+bpf,+perfmon", []string{"START OK", "truth check off"}},
+		{"+bpf,+perfmon,+dac_read_search", []string{"START OK", "truth check on", "holders listed"}},
+		{"+bpf,+perfmon", []string{"START OK", "truth check off", "holders listed"}},
 		{"+bpf", []string{"START ERROR: kmemleak: missing CAP_PERFMON:", "run the collector as root or grant them"}},
 		{"+perfmon", []string{"START ERROR: kmemleak: missing CAP_BPF:"}},
 		{"", []string{"START ERROR: kmemleak: missing CAP_BPF and CAP_PERFMON"}},
@@ -506,5 +507,9 @@ func runUnprivilegedChild(t *testing.T) {
 	if logs.FilterMessageSnippet("Cannot read the kernel's slab counts").Len() > 0 {
 		truth = "truth check off"
 	}
-	os.Stdout.WriteString("START OK, " + truth + "\n")
+	holders := "holders listed"
+	if logs.FilterMessageSnippet("Cannot list what live tasks hold").Len() > 0 {
+		holders = "holders not listed"
+	}
+	os.Stdout.WriteString("START OK, " + truth + ", " + holders + "\n")
 }
