@@ -29,34 +29,40 @@ type Caches struct {
 	known map[string]bool
 }
 
-// companions are caches whose objects belong to objects of reclaimable
-// caches, allocated and freed with them, though their own caches are not
-// flagged.
-var companions = map[string]bool{
-	// Inodes' security blobs (security_inode_alloc, security_inode_free):
-	// they go when the shrinkers reclaim their inodes.
-	"lsm_inode_cache": true,
-}
-
 // NewCaches reads caches from dir (SlabDir), once per name.
 func NewCaches(dir string) *Caches {
 	return &Caches{dir: dir, known: map[string]bool{}}
 }
 
 // Reclaimable reports whether the kernel's shrinkers reclaim the cache
-// named name, or the objects its objects belong to. Without sysfs,
-// kmalloc's reclaimable caches still say so by their name.
+// named name. Without sysfs, kmalloc's reclaimable caches still say so by
+// their name.
 func (c *Caches) Reclaimable(name string) bool {
 	if r, ok := c.known[name]; ok {
 		return r
 	}
-	r := strings.HasPrefix(name, "kmalloc-rcl-") || companions[name]
+	r := strings.HasPrefix(name, "kmalloc-rcl-")
 	if b, err := os.ReadFile(filepath.Join(c.dir, name, "reclaim_account")); err == nil {
-		r = bytes.HasPrefix(b, []byte("1"))
+		r = r || bytes.HasPrefix(b, []byte("1"))
 	}
 	c.known[name] = r
 	return r
 }
+
+// companions are the call sites, by function, whose objects belong to an
+// object of a reclaimable cache, allocated with it and freed with it, though
+// their own caches are not flagged: what they belong to.
+var companions = map[string]string{
+	// security_inode_free frees the blob with the inode.
+	"security_inode_alloc": "inodes' security blobs",
+	// An inode's file lock context, made on its first lock and freed with
+	// the inode (locks_free_lock_context).
+	"locks_get_lock_context": "inodes' file lock contexts",
+}
+
+// Companion says what reclaimable objects a call site's function allocates
+// for, or "" when it does not.
+func Companion(function string) string { return companions[function] }
 
 // Counters are the kernel's reclaim counters since boot.
 type Counters struct {

@@ -16,7 +16,9 @@ func TestReclaimable(t *testing.T) {
 	assert.False(t, c.Reclaimable("pid"))
 	assert.False(t, c.Reclaimable("kmalloc-64"), "no entry")
 	assert.True(t, c.Reclaimable("kmalloc-rcl-64"), "no entry, but the name says it")
-	assert.True(t, c.Reclaimable("lsm_inode_cache"), "inodes' security blobs go with their inodes")
+	assert.False(t, c.Reclaimable("lsm_inode_cache"), "the flag says no")
+	assert.Equal(t, "inodes' security blobs", Companion("security_inode_alloc"))
+	assert.Empty(t, Companion("alloc_pipe_info"))
 }
 
 func TestReadVMStat(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/internal/bookkeeping"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/tmpfs"
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
@@ -59,6 +60,9 @@ type site struct {
 	report.Group // the stack and owner of its largest group with one
 	// exited counts the objects of processes that have ended.
 	exited int64
+	// mostHeld is the owner of the group with the most objects live tasks
+	// hold as open files: who holds them, when several do.
+	mostHeld report.Group
 }
 
 func (s *site) add(g report.Group) {
@@ -73,17 +77,23 @@ func (s *site) add(g report.Group) {
 	if g.Owner.Exited {
 		s.exited += g.Objects
 	}
+	if g.HeldAsFile > s.mostHeld.HeldAsFile {
+		s.mostHeld = g
+	}
 }
 
 // sample is what the verdict is told of a site: its counts, whether its
 // cache is reclaimable, what holds its objects.
 func (p *Pipeline) sample(s *site, live string) verdict.Sample {
 	out := verdict.Sample{Objects: s.Objects, Bytes: s.Bytes, OldestAge: s.OldestAge, Survivors: s.Survivors}
-	if s.Allocator == kmem.Slab || s.Allocator == kmem.Kmalloc {
-		out.Reclaimable = p.host.Reclaimable(s.Cache)
+	fn, _, _ := strings.Cut(s.CallSiteSym, "+")
+	switch {
+	case (s.Allocator == kmem.Slab || s.Allocator == kmem.Kmalloc) && p.host.Reclaimable(s.Cache):
+		out.Reclaimable = "reclaimable cache"
+	case reclaim.Companion(fn) != "":
+		out.Reclaimable = reclaim.Companion(fn) + ", reclaimed with them"
 	}
 	out.OnePerTmpfsFile = s.Allocator == kmem.Slab && s.Cache == tmpfs.Cache
-	fn, _, _ := strings.Cut(s.CallSiteSym, "+")
 	out.Bookkeeping = bookkeeping.Of(fn)
 	// Nine in ten: objects allocated since the holders were listed, and
 	// tasks exiting meanwhile, are not seen held.
@@ -122,7 +132,11 @@ func (p *Pipeline) clue(s *site) string {
 	switch {
 	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
 		if s.FileHolder == kmem.SeveralHolders {
-			return "held by several processes, their open files (" + percent(s.HeldAsFile, s.Objects) + ")"
+			most := ""
+			if o := s.mostHeld.Owner; o.Attributed() && !o.Other && !o.Exited {
+				most = "; most allocated by " + o.String()
+			}
+			return "held by several processes, their open files (" + percent(s.HeldAsFile, s.Objects) + ")" + most
 		}
 		return "held by " + p.processName(s.FileHolder) + ", its open files (" + percent(s.HeldAsFile, s.Objects) + ")"
 	case s.exited*2 >= s.Objects && s.Objects > 0:

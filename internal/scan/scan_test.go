@@ -45,6 +45,7 @@ const (
 	pageSite    = 0xffffffff81100050
 	damonSite   = 0xffffffff81100060
 	sheafSite   = 0xffffffff81100070
+	lsmSite     = 0xffffffff81100080
 
 	// Frames of the stacks only.
 	allocFrame = 0xffffffff81200010 // the allocator's own frame
@@ -60,6 +61,7 @@ var symbols = map[uint64]string{
 	pageSite:    "pipe_write+0x1c4",
 	damonSite:   "damon_new_region+0x12",
 	sheafSite:   "alloc_empty_sheaf+0x2c",
+	lsmSite:     "security_inode_alloc+0x28",
 	allocFrame:  "kmem_cache_alloc_noprof+0x1a5",
 	openFrame:   "path_openat+0x3c",
 	mkdirFrame:  "do_mkdirat+0x8e",
@@ -1302,4 +1304,42 @@ func TestAllocatorBookkeepingIsNotALeak(t *testing.T) {
 	last := groups[len(groups)-1].Verdict
 	assert.Equal(t, verdict.AllocatorBookkeeping, last.ExplainedBy)
 	assert.Equal(t, "the allocator's own bookkeeping (SLUB sheaves), which follows the memory it manages", last.Reason)
+}
+
+// Inodes' security blobs go with their inodes: growing like a reclaimable
+// cache, though their own cache is not flagged.
+func TestCompanionsOfReclaimableObjectsAreReclaimable(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "lsm_inode_cache"
+	_, groups := explained(t, k, "lsm_inode_cache", slabObj(dentryKey, 32, lsmSite), 30, func(int, []uint64) {})
+	for i, g := range groups {
+		assert.NotEqual(t, verdict.Leaking, g.Verdict.State, "scan %d", i+1)
+	}
+	last := groups[len(groups)-1].Verdict
+	assert.Equal(t, verdict.ReclaimableCache, last.ExplainedBy)
+	assert.Equal(t, "inodes' security blobs, reclaimed with them, no reclaim seen", last.Reason)
+}
+
+// Open files held by several processes: the reason names who allocated the
+// most of them.
+func TestLeakOfFilesHeldBySeveralNamesTheLargest(t *testing.T) {
+	k := newFakeKernel()
+	k.processes = map[uint32]kmem.Process{812: {Name: "python3"}, 900: {Name: "go"}}
+	owners := &fakeOwners{}
+	h := start(t, k, Options{MinAge: 30 * time.Second, Owners: owners, Holders: k})
+	var last verdict.Verdict
+	for i := 1; i <= 30; i++ {
+		obj := kmallocObj(kmem.KmallocNormal, 64, kmallocSite)
+		obj.Owner = kmem.Owner{Context: kmem.InTask, Tgid: 812}
+		k.hold(k.alloc(6, obj), kmem.Holder{Tgid: 812, Hold: kmem.HeldAsFile})
+		if i == 1 {
+			obj.Owner.Tgid = 900
+			k.hold(k.alloc(1, obj), kmem.Holder{Tgid: 900, Hold: kmem.HeldAsFile})
+		}
+		for _, g := range h.scan().Report.Groups {
+			last = g.Verdict
+		}
+	}
+	assert.Equal(t, verdict.Leaking, last.State)
+	assert.Equal(t, "held by several processes, their open files (100%); most allocated by proc812 (pid 812)", last.Reason)
 }

@@ -60,11 +60,12 @@ type Sample struct {
 	// at the previous scan: the group's aged objects freed since then are
 	// the previous scan's Objects less these.
 	Survivors int64
-	// Reclaimable: the group's cache is one the kernel's shrinkers reclaim
-	// (SLAB_RECLAIM_ACCOUNT: dentries, inodes, buffer heads, the page
-	// cache's xarray nodes). It grows while the kernel has memory to spare,
-	// so its rise is a leak only once it has survived reclaim.
-	Reclaimable bool
+	// Reclaimable, when set, says what the kernel's shrinkers reclaim of the
+	// group's objects: "reclaimable cache" (SLAB_RECLAIM_ACCOUNT: dentries,
+	// inodes, buffer heads, the page cache's xarray nodes), or the objects
+	// they belong to. They grow while the kernel has memory to spare, so
+	// their rise is a leak only once it has survived reclaim.
+	Reclaimable string
 	// TmpfsFiles, for a group of tmpfs inodes (OnePerTmpfsFile), is how
 	// many files tmpfs mounts hold: files kept there explain as much
 	// growth.
@@ -323,8 +324,8 @@ func (g *group) judge(now time.Time, s Sample, opts Options) Verdict {
 	switch v.State {
 	case Leaking:
 		v.Reason = cmp.Or(s.Clue, "keeps rising, and nothing that holds kernel memory explains it")
-		if s.Reclaimable {
-			v.Reason = "reclaimable cache, survived reclaim; " + v.Reason
+		if s.Reclaimable != "" {
+			v.Reason = s.Reclaimable + ", survived reclaim; " + v.Reason
 		}
 	case Growing:
 		v.Reason, v.ExplainedBy = cmp.Or(why, "rising, not yet surely a leak"), by
@@ -363,7 +364,7 @@ func (g *group) explain(s Sample) (string, Explanation) {
 			return fmt.Sprintf("files kept in tmpfs (its mounts gain %.1f files/min)", gained), TmpfsFiles
 		}
 	}
-	if !s.Reclaimable {
+	if s.Reclaimable == "" {
 		return "", Unexplained
 	}
 	tested := false
@@ -372,12 +373,12 @@ func (g *group) explain(s Sample) (string, Explanation) {
 			continue
 		}
 		if p.freed > g.points[i-1].objects/100 {
-			return "reclaimable cache, shrank under reclaim", ReclaimableCache
+			return s.Reclaimable + ", shrank under reclaim", ReclaimableCache
 		}
 		tested = true
 	}
 	if !tested {
-		return "reclaimable cache, no reclaim seen", ReclaimableCache
+		return s.Reclaimable + ", no reclaim seen", ReclaimableCache
 	}
 	return "", Unexplained
 }

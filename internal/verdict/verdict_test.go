@@ -315,7 +315,7 @@ func TestLeaksSayWhy(t *testing.T) {
 func TestReclaimableCachesLeakOnlyThroughReclaim(t *testing.T) {
 	end := 12*time.Minute + 50*time.Second
 	untested := rising(13*time.Minute, func(_ time.Duration, s *Sample) Reclaim {
-		s.Reclaimable = true
+		s.Reclaimable = "reclaimable cache"
 		return Reclaim{Scanned: 10} // light reclaim elsewhere: fewer objects than the group has
 	})
 	for now, v := range untested {
@@ -327,7 +327,7 @@ func TestReclaimableCachesLeakOnlyThroughReclaim(t *testing.T) {
 
 	// Caches dropped at 6 minutes: the group kept every object.
 	survived := rising(13*time.Minute, func(now time.Duration, s *Sample) Reclaim {
-		s.Reclaimable = true
+		s.Reclaimable = "reclaimable cache"
 		return Reclaim{Dropped: now == 6*time.Minute}
 	})
 	assert.NotEqual(t, Leaking, survived[5*time.Minute+50*time.Second].State)
@@ -338,7 +338,7 @@ func TestReclaimableCachesLeakOnlyThroughReclaim(t *testing.T) {
 	// Shrinkers scanned more than it holds at 6 minutes, and it lost a
 	// tenth of its objects.
 	shrank := rising(13*time.Minute, func(now time.Duration, s *Sample) Reclaim {
-		s.Reclaimable = true
+		s.Reclaimable = "reclaimable cache"
 		if now == 6*time.Minute {
 			s.Survivors -= s.Objects / 10
 			return Reclaim{Scanned: 100_000}
