@@ -14,6 +14,9 @@
 // precision or recall is under 1 or a leak was found late.
 //
 //	sudo go run ./cmd/kmemleak-verdicts -duration 30m
+//
+// With -leaks-only it runs the planted leaks alone, for a long run beside
+// whatever the machine does anyway (building and testing this project).
 package main
 
 import (
@@ -44,7 +47,11 @@ import (
 func main() {
 	duration := flag.Duration("duration", 30*time.Minute, "how long the workloads run")
 	logPath := flag.String("log", "", "write the receiver's log (every Scan line and leak, with reasons) to this file")
+	leaksOnly := flag.Bool("leaks-only", false, "run the planted leaks only: the machine's own work is the rest (a build, the tests)")
 	flag.Parse()
+	if *leaksOnly {
+		workloads = slices.DeleteFunc(workloads, func(w workload) bool { return len(w.leaks) == 0 })
+	}
 	if err := run(*duration, *logPath); err != nil {
 		fmt.Fprintln(os.Stderr, "kmemleak-verdicts:", err)
 		os.Exit(1)
