@@ -26,6 +26,9 @@ var (
 type Iterators struct {
 	objs  bpf.HoldersObjects
 	links []*link.Iter
+	// holds is the last listing, its maps reused by the next: a busy
+	// server's is hundreds of thousands of objects.
+	holds kmem.Holds
 }
 
 // Open loads and attaches the iterators. Kernels before 5.12 (no task_vma
@@ -50,9 +53,15 @@ func Open() (*Iterators, error) {
 	return it, nil
 }
 
-// Read runs the iterators and returns what live tasks hold now.
+// Read runs the iterators and returns what live tasks hold now, valid
+// until the next Read.
 func (it *Iterators) Read() (*kmem.Holds, error) {
-	holds := &kmem.Holds{Objects: map[uint64]kmem.Holder{}, Processes: map[uint32]kmem.Process{}}
+	holds := &it.holds
+	if holds.Objects == nil {
+		holds.Objects, holds.Processes = map[uint64]kmem.Holder{}, map[uint32]kmem.Process{}
+	}
+	clear(holds.Objects)
+	clear(holds.Processes)
 	for _, l := range it.links {
 		if err := read(l, holds); err != nil {
 			return nil, err

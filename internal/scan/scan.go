@@ -38,7 +38,8 @@ type Host interface {
 	TmpfsFiles() (int64, error)
 }
 
-// Holders lists what live tasks hold (holders.Iterators).
+// Holders lists what live tasks hold (holders.Iterators); a listing is
+// valid until the next.
 type Holders interface {
 	Read() (*kmem.Holds, error)
 }
