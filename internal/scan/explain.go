@@ -127,8 +127,17 @@ func (p *Pipeline) countTmpfsFiles(samples map[string]verdict.Sample) {
 }
 
 // clue says what points at a leak in a site: who holds its objects, or
-// that they outlive who allocated them, or who did.
+// that they outlive who allocated them, or who did; and how many are live
+// tasks' own structures, when some are but too few to explain it.
 func (p *Pipeline) clue(s *site) string {
+	clue := p.holderClue(s)
+	if s.HeldByTask > 0 && s.HeldByTask*10 < s.Objects*9 {
+		clue = strings.TrimPrefix(clue+"; ", "; ") + percent(s.HeldByTask, s.Objects) + " live tasks' own structures"
+	}
+	return clue
+}
+
+func (p *Pipeline) holderClue(s *site) string {
 	switch {
 	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
 		if s.FileHolder == kmem.SeveralHolders {

@@ -1343,3 +1343,15 @@ func TestLeakOfFilesHeldBySeveralNamesTheLargest(t *testing.T) {
 	assert.Equal(t, verdict.Leaking, last.State)
 	assert.Equal(t, "held by several processes, their open files (100%); most allocated by proc812 (pid 812)", last.Reason)
 }
+
+// Half of a site's objects live tasks' own: too few to explain its rise,
+// and the reason says how many.
+func TestHalfHeldByTasksIsNotExplained(t *testing.T) {
+	k := newFakeKernel()
+	_, groups := explained(t, k, "kmalloc-64", kmallocObj(kmem.KmallocNormal, 64, kmallocSite), 30, func(_ int, addrs []uint64) {
+		k.hold(addrs[:3], kmem.Holder{Tgid: 40, Hold: kmem.HeldByTask})
+	})
+	last := groups[len(groups)-1].Verdict
+	assert.Equal(t, verdict.Leaking, last.State)
+	assert.Equal(t, "50% live tasks' own structures", last.Reason)
+}
