@@ -469,8 +469,13 @@ func series(pts []point) (xs, ys, bs []float64) {
 // wanders: Mann–Kendall takes autocorrelated wander for a trend) must also
 // lift its floor, the least count of each quarter, far beyond its wander.
 func leakLike(pts []point) bool {
-	t := fit(pts)
 	xs, ys, _ := series(pts)
+	// A step is a cache filling at once or a batch starting, not a leak:
+	// what rises after it is judged on its own.
+	if i := step(ys); i > 0 {
+		return len(pts)-i >= minSamples && leakLike(pts[i:])
+	}
+	t := fit(pts)
 	if t.z < zLeak || t.perMinute <= 0 || !t.persists || !rises(quarters(ys, median)) || !keepsPace(xs, ys) {
 		return false
 	}
@@ -487,6 +492,27 @@ func leakLike(pts []point) bool {
 	}
 	floors := quarters(ys, minimum)
 	return rises(floors) && floors[3]-floors[0] >= max(3, 4*spread(xs, ys, t.perMinute))
+}
+
+// step finds the one interval that holds at least half of the count's
+// whole range and is four times any other rise, and returns the index of
+// the count after it; 0 when there is none. A leak rises in steps of its
+// own size, even a slow one (one object at a time), so none of its rises
+// stands out four times.
+func step(ys []float64) int {
+	at, largest, second := 0, 0.0, 0.0
+	for i := 1; i < len(ys); i++ {
+		switch rise := ys[i] - ys[i-1]; {
+		case rise > largest:
+			at, largest, second = i, rise, largest
+		case rise > second:
+			second = rise
+		}
+	}
+	if largest <= 0 || 2*largest < slices.Max(ys)-slices.Min(ys) || largest < 4*second {
+		return 0
+	}
+	return at
 }
 
 // spread is the median distance of the counts from their Theil–Sen line:

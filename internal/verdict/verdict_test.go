@@ -409,3 +409,41 @@ func TestTmpfsFilesExplainTheirInodes(t *testing.T) {
 	})
 	assert.Equal(t, Leaking, gone[end].State, "a third of the rise kept as files")
 }
+
+// A batch that opens 2,000 objects at once and holds them for 4 minutes,
+// beside a group's small pool of other objects, is a step: not a leak; a
+// leak rising on its own after a step still is.
+func TestStepsAreNotLeaks(t *testing.T) {
+	batch := rising(12*time.Minute, func(now time.Duration, s *Sample) Reclaim {
+		pool := int64(now/time.Minute) % 3 // one object more, then fewer
+		s.Objects, s.Survivors = 10+pool, 10+pool
+		if now >= time.Minute && now < 5*time.Minute {
+			s.Objects += 2000
+			s.Survivors += 2000
+		}
+		s.Bytes, s.OldestAge = 192*s.Objects, now
+		return Reclaim{}
+	})
+	for now, v := range batch {
+		assert.NotEqual(t, Leaking, v.State, "at %v", now)
+	}
+	leakAfter := rising(15*time.Minute, func(now time.Duration, s *Sample) Reclaim {
+		s.Objects = 10
+		if now >= time.Minute {
+			s.Objects += 2000
+		}
+		if now >= 3*time.Minute {
+			s.Objects += int64((now - 3*time.Minute) / (3 * time.Second)) // 20/min
+		}
+		s.Survivors, s.Bytes, s.OldestAge = s.Objects, 192*s.Objects, now
+		return Reclaim{}
+	})
+	assert.Equal(t, Leaking, leakAfter[14*time.Minute+50*time.Second].State, "the leak after the step")
+}
+
+func TestStep(t *testing.T) {
+	assert.Equal(t, 3, step([]float64{10, 10, 11, 2011, 2011, 2012}))
+	assert.Equal(t, 0, step([]float64{1, 2, 3, 4, 5}), "a slow leak, one at a time")
+	assert.Equal(t, 0, step([]float64{10, 110, 110, 210, 210}), "two bursts alike")
+	assert.Equal(t, 0, step([]float64{5, 5, 5}), "flat")
+}
