@@ -25,6 +25,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define MODE_TYPE 0170000
 #define MODE_SOCKET 0140000
 
+// PF_KTHREAD of include/linux/sched.h.
+#define TASK_IS_KTHREAD 0x00200000
+
 // Linked anon_vma_chain entries read per mapping: a mapping has one per
 // anon_vma it shares (one, or a few after forks).
 #define CHAINS_PER_VMA 4
@@ -69,10 +72,26 @@ int held_by_tasks(struct bpf_iter__task *ctx)
 	emit(seq, t->fs, tgid, HELD_BY_TASK);
 	emit(seq, t->cred, tgid, HELD_BY_TASK);
 	emit(seq, t->real_cred, tgid, HELD_BY_TASK);
+	if (bpf_core_field_exists(t->cred->security)) {
+		emit(seq, BPF_CORE_READ(t, cred, security), tgid, HELD_BY_TASK);
+		emit(seq, BPF_CORE_READ(t, real_cred, security), tgid, HELD_BY_TASK);
+	}
 	if (bpf_core_field_exists(t->security))
 		emit(seq, BPF_CORE_READ(t, security), tgid, HELD_BY_TASK);
 	if (bpf_core_field_exists(t->delays))
 		emit(seq, BPF_CORE_READ(t, delays), tgid, HELD_BY_TASK);
+	// A vmalloc'ed stack's area (CONFIG_VMAP_STACK).
+	if (bpf_core_field_exists(t->stack_vm_area))
+		emit(seq, BPF_CORE_READ(t, stack_vm_area), tgid, HELD_BY_TASK);
+	// A kernel thread's struct kthread, its name, and what the thread
+	// works on (a workqueue worker's struct worker).
+	if (bpf_core_field_exists(t->worker_private) && (t->flags & TASK_IS_KTHREAD)) {
+		struct kthread *k = BPF_CORE_READ(t, worker_private);
+		emit(seq, k, tgid, HELD_BY_TASK);
+		emit(seq, BPF_CORE_READ(k, data), tgid, HELD_BY_TASK);
+		if (bpf_core_field_exists(k->full_name))
+			emit(seq, BPF_CORE_READ(k, full_name), tgid, HELD_BY_TASK);
+	}
 	struct files_struct *files = t->files;
 	if (files) {
 		emit(seq, files, tgid, HELD_BY_TASK);

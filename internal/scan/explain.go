@@ -60,9 +60,11 @@ type site struct {
 	report.Group // the stack and owner of its largest group with one
 	// exited counts the objects of processes that have ended.
 	exited int64
-	// mostHeld is the owner of the group with the most objects live tasks
-	// hold as open files: who holds them, when several do.
+	// mostHeld is the group with the most objects live tasks hold as open
+	// files: who holds them, when several do; holding counts the groups
+	// with any.
 	mostHeld report.Group
+	holding  int
 }
 
 func (s *site) add(g report.Group) {
@@ -80,7 +82,15 @@ func (s *site) add(g report.Group) {
 	if g.HeldAsFile > s.mostHeld.HeldAsFile {
 		s.mostHeld = g
 	}
+	if g.HeldAsFile > 0 {
+		s.holding++
+	}
 }
+
+// spreadHolders is how many processes' open files, none holding more than
+// a quarter, make a growth of services starting rather than one process
+// leaking descriptors.
+const spreadHolders = 4
 
 // sample is what the verdict is told of a site: its counts, whether its
 // cache is reclaimable, what holds its objects.
@@ -97,8 +107,12 @@ func (p *Pipeline) sample(s *site, live string) verdict.Sample {
 	out.Bookkeeping = bookkeeping.Of(fn)
 	// Nine in ten: objects allocated since the holders were listed, and
 	// tasks exiting meanwhile, are not seen held.
-	if s.HeldByTask*10 >= s.Objects*9 && s.Objects > 0 {
+	switch {
+	case s.Objects == 0:
+	case s.HeldByTask*10 >= s.Objects*9:
 		out.Held = "live tasks' own structures (" + percent(s.HeldByTask, s.Objects) + " of its objects)" + live
+	case s.HeldAsFile*10 >= s.Objects*9 && s.holding >= spreadHolders && s.mostHeld.HeldAsFile*4 <= s.HeldAsFile:
+		out.Held = fmt.Sprintf("open files of %d live processes, none holding a quarter of them", s.holding)
 	}
 	out.Clue = p.clue(s)
 	return out
