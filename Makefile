@@ -103,8 +103,8 @@ examples-test: $(DIST)
 # the test, profiles too (converted by cmd/kmemleak-pprof, read by
 # `go tool pprof`, their flame graph rendered by headless Chromium), and
 # with examples/prometheus.yaml to a real Prometheus that evaluates
-# examples/prometheus/alerts.yaml and answers the README's queries; also
-# its components and validate subcommands.
+# examples/prometheus/alerts.yaml and answers the queries of
+# docs/prometheus.md; also its components and validate subcommands.
 e2e: $(DIST)
 	@command -v prometheus >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus; }
 	KMEMLEAK_COLLECTOR=$(CURDIR)/$(DIST) $(GO) test -tags e2e -count=1 -v ./e2e

@@ -276,10 +276,14 @@ func number(t *testing.T, v any) float64 {
 	return f
 }
 
-// readmeQueries are the PromQL block of the README: title -> query.
-func readmeQueries(t *testing.T, readme string) map[string]string {
-	_, block, ok := strings.Cut(readme, "```promql\n")
-	require.True(t, ok, "the README has no promql block")
+// prometheusDoc is the page of the documentation with the metrics'
+// Prometheus names, the queries and the alerts, from the repository's root.
+const prometheusDoc = "docs/prometheus.md"
+
+// docQueries are the PromQL block of prometheusDoc: title -> query.
+func docQueries(t *testing.T, doc string) map[string]string {
+	_, block, ok := strings.Cut(doc, "```promql\n")
+	require.True(t, ok, "%s has no promql block", prometheusDoc)
 	block, _, _ = strings.Cut(block, "```")
 	queries := map[string]string{}
 	var title string
@@ -289,7 +293,7 @@ func readmeQueries(t *testing.T, readme string) map[string]string {
 		case strings.HasPrefix(line, "# "):
 			title = strings.TrimPrefix(line, "# ")
 		case line != "":
-			require.NotEmpty(t, title, "a README query without a title: %s", line)
+			require.NotEmpty(t, title, "a query of %s without a title: %s", prometheusDoc, line)
 			queries[title] = line
 			title = ""
 		}
@@ -297,13 +301,13 @@ func readmeQueries(t *testing.T, readme string) map[string]string {
 	return queries
 }
 
-// readmeNames are the README's table of metric names: OTLP -> Prometheus.
-func readmeNames(t *testing.T, readme string) map[string]string {
+// docNames are prometheusDoc's table of metric names: OTLP -> Prometheus.
+func docNames(t *testing.T, doc string) map[string]string {
 	names := map[string]string{}
-	for _, m := range regexp.MustCompile("(?m)^\\| `(kmem\\.[a-z_.]+)` \\| `(kmem_[a-z_]+)`").FindAllStringSubmatch(readme, -1) {
+	for _, m := range regexp.MustCompile("(?m)^\\| `(kmem\\.[a-z_.]+)` \\| `(kmem_[a-z_]+)`").FindAllStringSubmatch(doc, -1) {
 		names[m[1]] = m[2]
 	}
-	require.NotEmpty(t, names, "the README has no table of Prometheus names")
+	require.NotEmpty(t, names, "%s has no table of Prometheus names", prometheusDoc)
 	return names
 }
 
@@ -314,8 +318,8 @@ func isPipeSite(labels map[string]string) bool {
 // The built collector, on examples/prometheus.yaml as it is (shorter
 // intervals by --set), writes to a real Prometheus that loads
 // examples/prometheus/alerts.yaml. A process in a container-like cgroup
-// leaks pipes: the metric names are the README's, the resource attributes
-// arrive as labels, every README query answers as it says, and
+// leaks pipes: the metric names are docs/prometheus.md's, the resource
+// attributes arrive as labels, every query of that page answers as it says, and
 // KernelMemoryLeak fires for alloc_pipe_info; when the process exits its
 // series end at once (staleness markers) and the alert resolves.
 func TestCollectorWritesToPrometheus(t *testing.T) {
@@ -325,9 +329,9 @@ func TestCollectorWritesToPrometheus(t *testing.T) {
 	}
 	bin := collector(t)
 	prom := startPrometheus(t)
-	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	doc, err := os.ReadFile(filepath.Join("..", prometheusDoc))
 	require.NoError(t, err)
-	queries, names := readmeQueries(t, string(readme)), readmeNames(t, string(readme))
+	queries, names := docQueries(t, string(doc)), docNames(t, string(doc))
 	host, err := os.Hostname()
 	require.NoError(t, err)
 	var uts unix.Utsname
@@ -392,11 +396,11 @@ func TestCollectorWritesToPrometheus(t *testing.T) {
 			if want == "kmem_tracker_untraced_caches" {
 				continue // only while a cache is untraced
 			}
-			assert.True(t, have[want], "the README names %s %s; Prometheus has no such metric", otlp, want)
+			assert.True(t, have[want], "%s names %s %s; Prometheus has no such metric", prometheusDoc, otlp, want)
 		}
 		for n := range have {
 			if strings.HasPrefix(n, "kmem_") {
-				assert.True(t, documented[n], "Prometheus has %s, which the README's table lacks", n)
+				assert.True(t, documented[n], "Prometheus has %s, which the table of %s lacks", n, prometheusDoc)
 			}
 		}
 	})
@@ -447,7 +451,7 @@ func TestCollectorWritesToPrometheus(t *testing.T) {
 		assert.GreaterOrEqual(t, leaking[0].Value, 1.0, "the node's call sites with the leaking verdict")
 	})
 
-	t.Run("README queries", func(t *testing.T) {
+	t.Run("documented queries", func(t *testing.T) {
 		checks := map[string]func(t *testing.T, q string){
 			"Leaking call sites per node, in bytes": func(t *testing.T, q string) {
 				assert.True(t, anyPositive(prom.query(q), func(m map[string]string) bool { return m["host_name"] == host && isPipeSite(m) }))
@@ -517,13 +521,13 @@ func TestCollectorWritesToPrometheus(t *testing.T) {
 		}
 		for title, q := range queries {
 			check, ok := checks[title]
-			if !assert.True(t, ok, "the README has a query this test does not run: %q", title) {
+			if !assert.True(t, ok, "%s has a query this test does not run: %q", prometheusDoc, title) {
 				continue
 			}
 			t.Run(title, func(t *testing.T) { t.Logf("%s", q); check(t, q) })
 		}
 		for title := range checks {
-			assert.Contains(t, queries, title, "the README lost a query")
+			assert.Contains(t, queries, title, "%s lost a query", prometheusDoc)
 		}
 	})
 
