@@ -105,7 +105,7 @@ int held_by_tasks(struct bpf_iter__task *ctx)
 
 // Every open file of every task, and what the file holds: a pipe's
 // buffers, an eventfd's context, a socket and its sock, the credentials it
-// was opened with.
+// was opened with, its security blob.
 SEC("iter/task_file")
 int held_as_files(struct bpf_iter__task_file *ctx)
 {
@@ -120,6 +120,8 @@ int held_as_files(struct bpf_iter__task_file *ctx)
 	emit(seq, private, tgid, HELD_AS_FILE);
 	emit(seq, f->f_path.dentry, tgid, HELD_AS_FILE);
 	emit(seq, f->f_cred, tgid, HELD_AS_FILE);
+	if (bpf_core_field_exists(f->f_security))
+		emit(seq, BPF_CORE_READ(f, f_security), tgid, HELD_AS_FILE);
 	struct inode *inode = f->f_inode;
 	emit(seq, inode, tgid, HELD_AS_FILE);
 	if (inode && private && (BPF_CORE_READ(inode, i_mode) & MODE_TYPE) == MODE_SOCKET)

@@ -58,11 +58,32 @@ var companions = map[string]string{
 	// An inode's file lock context, made on its first lock and freed with
 	// the inode (locks_free_lock_context).
 	"locks_get_lock_context": "inodes' file lock contexts",
+	// A fast symlink's target, cached on its ext4 inode (i_link) and freed
+	// with it; through kmemdup_nul.
+	"ext4_cache_fast_symlink": "inodes' cached symlink targets",
 }
 
-// Companion says what reclaimable objects a call site's function allocates
-// for, or "" when it does not.
-func Companion(function string) string { return companions[function] }
+// copiers are helpers that allocate for their callers: the caller says
+// what the copy belongs to.
+var copiers = map[string]bool{
+	"kmemdup": true, "kmemdup_nul": true, "kstrdup": true, "kstrndup": true, "kstrdup_const": true, "kvmemdup": true,
+}
+
+// Companion says what reclaimable objects a call site allocates for, or ""
+// when it does not. functions are its frames' functions, innermost first:
+// the call site's, then its callers' where its stack is known; a copier's
+// caller speaks for it.
+func Companion(functions []string) string {
+	for _, fn := range functions {
+		if what, ok := companions[fn]; ok {
+			return what
+		}
+		if !copiers[fn] {
+			return ""
+		}
+	}
+	return ""
+}
 
 // Counters are the kernel's reclaim counters since boot.
 type Counters struct {

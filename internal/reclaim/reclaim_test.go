@@ -17,8 +17,11 @@ func TestReclaimable(t *testing.T) {
 	assert.False(t, c.Reclaimable("kmalloc-64"), "no entry")
 	assert.True(t, c.Reclaimable("kmalloc-rcl-64"), "no entry, but the name says it")
 	assert.False(t, c.Reclaimable("lsm_inode_cache"), "the flag says no")
-	assert.Equal(t, "inodes' security blobs", Companion("security_inode_alloc"))
-	assert.Empty(t, Companion("alloc_pipe_info"))
+	assert.Equal(t, "inodes' security blobs", Companion([]string{"security_inode_alloc"}))
+	assert.Equal(t, "inodes' cached symlink targets", Companion([]string{"kmemdup_nul", "ext4_cache_fast_symlink", "ext4_symlink"}))
+	assert.Empty(t, Companion([]string{"kmemdup_nul", "kernfs_new_node"}), "a copier's caller speaks for it")
+	assert.Empty(t, Companion([]string{"alloc_pipe_info", "security_inode_alloc"}), "only a copier's caller")
+	assert.Empty(t, Companion(nil))
 }
 
 func TestReadVMStat(t *testing.T) {

@@ -100,8 +100,8 @@ func (p *Pipeline) sample(s *site, live string) verdict.Sample {
 	switch {
 	case (s.Allocator == kmem.Slab || s.Allocator == kmem.Kmalloc) && p.host.Reclaimable(s.Cache):
 		out.Reclaimable = "reclaimable cache"
-	case reclaim.Companion(fn) != "":
-		out.Reclaimable = reclaim.Companion(fn) + ", reclaimed with them"
+	case reclaim.Companion(functions(s)) != "":
+		out.Reclaimable = reclaim.Companion(functions(s)) + ", reclaimed with them"
 	}
 	out.OnePerTmpfsFile = s.Allocator == kmem.Slab && s.Cache == tmpfs.Cache
 	out.Bookkeeping = bookkeeping.Of(fn)
@@ -115,6 +115,17 @@ func (p *Pipeline) sample(s *site, live string) verdict.Sample {
 		out.Held = fmt.Sprintf("open files of %d live processes, none holding a quarter of them", s.holding)
 	}
 	out.Clue = p.clue(s)
+	return out
+}
+
+// functions are the functions of a site's call site and, where its stack
+// is known, of the frames outwards.
+func functions(s *site) []string {
+	var out []string
+	for frame := range strings.SplitSeq(cmp.Or(s.Stack, s.CallSiteSym), "\n") {
+		fn, _, _ := strings.Cut(frame, "+")
+		out = append(out, fn)
+	}
 	return out
 }
 

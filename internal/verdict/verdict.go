@@ -494,22 +494,27 @@ func leakLike(pts []point) bool {
 	return rises(floors) && floors[3]-floors[0] >= max(3, 4*spread(xs, ys, t.perMinute))
 }
 
-// step finds the one interval that holds at least half of the count's
-// whole range and is four times any other rise, and returns the index of
-// the count after it; 0 when there is none. A leak rises in steps of its
-// own size, even a slow one (one object at a time), so none of its rises
-// stands out four times.
+// step finds the rise that makes at least half of the count's whole range
+// and is four times its typical rise (the median of its other rises), and
+// returns the index of the count after it; 0 when there is none. A leak
+// rises in steps of its own size, even a slow one (one object at a time);
+// a batch starting or a cache filling at once stands out, even beside the
+// rises of a group settling after the probes attach.
 func step(ys []float64) int {
-	at, largest, second := 0, 0.0, 0.0
+	at, largest := 0, 0.0
+	var others []float64
 	for i := 1; i < len(ys); i++ {
 		switch rise := ys[i] - ys[i-1]; {
 		case rise > largest:
-			at, largest, second = i, rise, largest
-		case rise > second:
-			second = rise
+			if largest > 0 {
+				others = append(others, largest)
+			}
+			at, largest = i, rise
+		case rise > 0:
+			others = append(others, rise)
 		}
 	}
-	if largest <= 0 || 2*largest < slices.Max(ys)-slices.Min(ys) || largest < 4*second {
+	if largest == 0 || 2*largest < slices.Max(ys)-slices.Min(ys) || largest < 4*median(others) {
 		return 0
 	}
 	return at

@@ -445,5 +445,6 @@ func TestStep(t *testing.T) {
 	assert.Equal(t, 3, step([]float64{10, 10, 11, 2011, 2011, 2012}))
 	assert.Equal(t, 0, step([]float64{1, 2, 3, 4, 5}), "a slow leak, one at a time")
 	assert.Equal(t, 0, step([]float64{10, 110, 110, 210, 210}), "two bursts alike")
+	assert.Equal(t, 5, step([]float64{0, 300, 800, 900, 910, 4910, 4915, 4920, 4926}), "a batch beside a group settling")
 	assert.Equal(t, 0, step([]float64{5, 5, 5}), "flat")
 }
