@@ -104,8 +104,7 @@ int held_by_tasks(struct bpf_iter__task *ctx)
 }
 
 // Every open file of every task, and what the file holds: a pipe's
-// buffers, an eventfd's context, a socket and its sock, the credentials it
-// was opened with, its security blob.
+// buffers, an eventfd's context, a socket and its sock, its security blob.
 SEC("iter/task_file")
 int held_as_files(struct bpf_iter__task_file *ctx)
 {
@@ -119,7 +118,12 @@ int held_as_files(struct bpf_iter__task_file *ctx)
 	emit(seq, f, tgid, HELD_AS_FILE);
 	emit(seq, private, tgid, HELD_AS_FILE);
 	emit(seq, f->f_path.dentry, tgid, HELD_AS_FILE);
-	emit(seq, f->f_cred, tgid, HELD_AS_FILE);
+	// The credentials it was opened with: a task's, shared by every file
+	// it opens, made when the task forked or exec'd; with the task's own.
+	const struct cred *cred = f->f_cred;
+	emit(seq, cred, tgid, HELD_BY_TASK);
+	if (bpf_core_field_exists(cred->security))
+		emit(seq, BPF_CORE_READ(cred, security), tgid, HELD_BY_TASK);
 	if (bpf_core_field_exists(f->f_security))
 		emit(seq, BPF_CORE_READ(f, f_security), tgid, HELD_AS_FILE);
 	struct inode *inode = f->f_inode;
