@@ -31,10 +31,6 @@ func (a Allocator) String() string {
 	return fmt.Sprintf("allocator(%d)", uint32(a))
 }
 
-// Slabs reports whether a allocates from slab caches, whose objects share
-// one key space and which the kernel counts in /proc/slabinfo.
-func (a Allocator) Slabs() bool { return a == Slab || a == Kmalloc }
-
 // ParseAllocator maps a configured name to its Allocator.
 func ParseAllocator(name string) (Allocator, error) {
 	for _, a := range Allocators {

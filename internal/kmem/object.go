@@ -201,14 +201,6 @@ func (s *Snapshot) Groups() iter.Seq2[GroupKey, *Tally] {
 	}
 }
 
-// Group returns a group's tally, or nil when it has no object.
-func (s *Snapshot) Group(key GroupKey) *Tally {
-	if e := s.groups.find(key.pack()); e.tally.Objects > 0 {
-		return &e.tally
-	}
-	return nil
-}
-
 // Owners yields the owner of every group, once or more each.
 func (s *Snapshot) Owners() iter.Seq[Owner] {
 	return func(yield func(Owner) bool) {
