@@ -140,7 +140,7 @@ func TestIntegrationAttributionNamesProcessesCgroupsAndExits(t *testing.T) {
 		runHolder(t)
 		return
 	}
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	root, err := owner.CgroupRoot("/proc/self/mountinfo")
 	require.NoError(t, err)
 	if root == "" {
@@ -223,7 +223,7 @@ func receiveFDs(t *testing.T, fd, n int) []int {
 // those under kmem.context softirq, not under the test's process, which
 // made the connecting sockets.
 func TestIntegrationAttributionSoftirqIsNotTheTestProcess(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	p := startReceiver(t, testConfig())
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -34,17 +34,6 @@ import (
 // heldPipes is how many pipes the leak test keeps open.
 const heldPipes = 2000
 
-// requireBPF skips tests that load probes where they cannot load.
-func requireBPF(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("integration test: needs root (CAP_BPF and CAP_PERFMON) to load eBPF programs")
-	}
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		t.Skip("integration test: kernel BTF (/sys/kernel/btf/vmlinux) is missing")
-	}
-}
-
 func testConfig() *Config {
 	cfg := createDefaultConfig()
 	cfg.CollectionInterval = 500 * time.Millisecond
