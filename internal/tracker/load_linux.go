@@ -53,8 +53,9 @@ type attached struct {
 	primaryFree *ebpf.Program
 }
 
-// Open checks what the kernel and the process allow, loads the maps, and
-// attaches each allocator's programs in the first mode that works.
+// Open checks what the kernel allows, loads the maps, and attaches each
+// allocator's programs in the first mode that works. The caller checks the
+// process's capabilities first, with CheckPrivileges.
 func Open(opts Options) (*Tracker, error) {
 	if err := checkEnvironment(); err != nil {
 		return nil, err
@@ -117,12 +118,8 @@ func loadSpecs() (*ebpf.CollectionSpec, *bpf.KmemleakSpecs, error) {
 	return spec, &specs, nil
 }
 
-// checkEnvironment names what the process or the kernel lacks before
-// anything is loaded.
+// checkEnvironment names what the kernel lacks before anything is loaded.
 func checkEnvironment() error {
-	if err := CheckPrivileges(); err != nil {
-		return err
-	}
 	if err := checkPageSize(os.Getpagesize()); err != nil {
 		return err
 	}
