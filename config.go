@@ -16,9 +16,12 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
-// Bounds of max_tracked_objects. Every entry is preallocated in kernel
-// memory (about 90 bytes each), so the upper bound keeps a typo from pinning
-// gigabytes; the lower bound keeps the map useful at all.
+// Bounds of max_tracked_objects. The live table is preallocated in kernel
+// memory for it, about 81 bytes per object of room in each table in use
+// (848-byte buckets of 15 objects, filled to 70% at most: see
+// livetable.Buckets), so the upper bound keeps a typo from pinning
+// gigabytes (1.3 GiB a table at most); the lower bound keeps the map useful
+// at all.
 const (
 	minTrackedObjects = 1024
 	maxTrackedObjects = 16 << 20
