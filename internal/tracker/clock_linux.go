@@ -28,8 +28,11 @@ func readClock(specs *bpf.KmemleakSpecs) (*jiffies.Clock, error) {
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return nil, fmt.Errorf("loading read_clock: %w", err)
 	}
-	defer objs.Clock.Close()
-	defer objs.ReadClock.Close()
+	defer func() {
+		// Only file descriptors, read from and done with.
+		_ = objs.Clock.Close()
+		_ = objs.ReadClock.Close()
+	}()
 	var readings [2]jiffies.Reading
 	for i := range readings {
 		if i > 0 {

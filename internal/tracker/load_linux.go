@@ -56,7 +56,7 @@ type attached struct {
 // Open checks what the kernel allows, loads the maps, and attaches each
 // allocator's programs in the first mode that works. The caller checks the
 // process's capabilities first, with CheckPrivileges.
-func Open(opts Options) (*Tracker, error) {
+func Open(opts Options) (_ *Tracker, err error) {
 	if err := checkEnvironment(); err != nil {
 		return nil, err
 	}
@@ -78,13 +78,16 @@ func Open(opts Options) (*Tracker, error) {
 		return nil, err
 	}
 	t := &Tracker{attached: map[kmem.Allocator]*attached{}}
+	defer func() {
+		if err != nil {
+			_ = t.Close() // the error returned says what failed; this only cleans up
+		}
+	}()
 	if err := t.createMaps(spec); err != nil {
-		t.Close()
 		return nil, err
 	}
 	l := &loader{spec: spec, cache: btf.NewCache(), maps: t.byName}
 	if err := t.attachAll(l, pl, kernel, opts); err != nil {
-		t.Close()
 		return nil, err
 	}
 	if !opts.IgnoreBulkFrees {
@@ -92,12 +95,10 @@ func Open(opts Options) (*Tracker, error) {
 	}
 	if opts.Attribution {
 		if err := t.attachAttribution(l, &specs.KmemleakProgramSpecs); err != nil {
-			t.Close()
 			return nil, err
 		}
 	}
 	if err := t.mapTables(live); err != nil {
-		t.Close()
 		return nil, err
 	}
 	t.scan = newScanState(opts, clock)
@@ -428,7 +429,7 @@ func (l *loader) load(todo []attachment) (map[*ebpf.ProgramSpec]*ebpf.Program, [
 		}
 		lk, err := attachProgram(progs[at.program], at)
 		if err != nil {
-			closeAll(links, slices.Collect(maps.Values(progs)))
+			_ = closeAll(links, slices.Collect(maps.Values(progs))) // the attach error is the one to return
 			return nil, nil, fmt.Errorf("attaching to %s: %w", at, explainPermission(err))
 		}
 		links = append(links, lk)
@@ -461,31 +462,31 @@ func AttachTracepoint(prog *ebpf.Program, m kmem.Mode, group, event string) (lin
 	return nil, fmt.Errorf("%s is no tracepoint mode", m)
 }
 
-func closeAll(links []link.Link, progs []*ebpf.Program) {
+func closeAll(links []link.Link, progs []*ebpf.Program) error {
+	var errs []error
 	for _, l := range links {
-		l.Close()
+		errs = append(errs, l.Close())
 	}
 	for _, p := range progs {
-		p.Close()
+		errs = append(errs, p.Close())
 	}
+	return errors.Join(errs...)
 }
 
-// Close detaches and unloads everything; safe to call more than once.
+// Close detaches and unloads everything, and returns every error it met
+// doing so; safe to call more than once.
 func (t *Tracker) Close() error {
-	for _, l := range t.links {
-		l.Close()
-	}
+	errs := []error{closeAll(t.links, nil)}
 	for _, at := range t.attached {
-		closeAll(nil, at.programs)
+		errs = append(errs, closeAll(nil, at.programs))
 	}
 	if t.bulkFree != nil {
-		t.bulkFree.Close()
+		errs = append(errs, t.bulkFree.Close())
 	}
-	closeAll(nil, t.attribution)
+	errs = append(errs, closeAll(nil, t.attribution))
 	for _, m := range t.sections {
-		m.Close()
+		errs = append(errs, m.Close())
 	}
-	var errs []error
 	for _, tab := range t.tables {
 		errs = append(errs, tab.Close())
 	}
