@@ -83,10 +83,10 @@ func runHolder(t *testing.T) {
 		for chunk := range slices.Chunk(fds, 200) {
 			require.NoError(t, unix.Sendmsg(3, []byte{0}, unix.UnixRights(chunk...), nil, 0))
 		}
-		os.Stdout.WriteString("READY\n")
+		fmt.Println("READY")
 		return
 	}
-	os.Stdout.WriteString("READY\n")
+	fmt.Println("READY")
 	_, _ = io.Copy(io.Discard, os.Stdin)
 }
 

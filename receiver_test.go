@@ -5,6 +5,7 @@ package kmemleakreceiver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -487,7 +488,7 @@ func runUnprivilegedChild(t *testing.T) {
 	m, err := NewFactory().CreateMetrics(context.Background(), set, testConfig(), sink)
 	require.NoError(t, err)
 	if err := m.Start(context.Background(), componenttest.NewNopHost()); err != nil {
-		os.Stdout.WriteString("START ERROR: " + err.Error() + "\n")
+		fmt.Println("START ERROR: " + err.Error())
 		return
 	}
 	defer func() { require.NoError(t, m.Shutdown(context.Background())) }()
@@ -500,5 +501,5 @@ func runUnprivilegedChild(t *testing.T) {
 	if logs.FilterMessageSnippet("Cannot list what live tasks hold").Len() > 0 {
 		holders = "holders not listed"
 	}
-	os.Stdout.WriteString("START OK, " + truth + ", " + holders + "\n")
+	fmt.Println("START OK, " + truth + ", " + holders)
 }

@@ -129,7 +129,7 @@ func serveHTTP(t *testing.T, r *received) string {
 		r.addMetrics(er.Metrics())
 		resp, _ := pmetricotlp.NewExportResponse().MarshalProto()
 		w.Header().Set("Content-Type", "application/x-protobuf")
-		w.Write(resp)
+		_, _ = w.Write(resp) // a response lost is an export retried
 	})
 	mux.HandleFunc("/v1/logs", func(w http.ResponseWriter, req *http.Request) {
 		body := readBody(req)
@@ -141,7 +141,7 @@ func serveHTTP(t *testing.T, r *received) string {
 		r.addLogs(er.Logs())
 		resp, _ := plogotlp.NewExportResponse().MarshalProto()
 		w.Header().Set("Content-Type", "application/x-protobuf")
-		w.Write(resp)
+		_, _ = w.Write(resp) // a response lost is an export retried
 	})
 	s := &http.Server{Handler: mux}
 	go s.Serve(l)

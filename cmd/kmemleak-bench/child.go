@@ -83,8 +83,7 @@ func runChild(args []string) (err error) {
 		if err != nil {
 			return err
 		}
-		err = fillSynthetic(live, *fill)
-		live.Close()
+		err = errors.Join(fillSynthetic(live, *fill), live.Close())
 		if err != nil {
 			return err
 		}
