@@ -139,7 +139,7 @@ func checkKernelRelease(release string) error {
 		return fmt.Errorf("cannot read the kernel version from %q: %w", release, err)
 	}
 	if major < 5 || major == 5 && minor < 12 {
-		return fmt.Errorf("Linux %s is older than 5.12: the probes' live table needs BPF atomic operations on map values (compare-and-swap), which arrived in 5.12", release)
+		return fmt.Errorf("kernel %s is older than Linux 5.12: the probes' live table needs BPF atomic operations on map values (compare-and-swap), which arrived in 5.12", release)
 	}
 	return nil
 }
