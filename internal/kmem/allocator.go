@@ -12,6 +12,7 @@ import (
 // Allocator is a kernel allocator the probes can follow.
 type Allocator uint32
 
+// The allocators, by the tracepoints or functions they are followed at.
 const (
 	Slab    Allocator = iota // kmem_cache_alloc / kmem_cache_free
 	Kmalloc                  // kmalloc / kfree
@@ -44,6 +45,7 @@ func ParseAllocator(name string) (Allocator, error) {
 // Mode is how a program is attached to its tracepoint.
 type Mode string
 
+// The attach modes, by their configured names.
 const (
 	ModeAuto       Mode = "auto"       // the cheapest mode the kernel accepts
 	ModeTPBTF      Mode = "tp_btf"     // BTF-typed tracepoint: cheapest, needs kernel BTF (5.5+)
@@ -86,10 +88,11 @@ func joinNames[T any](items []T) string {
 // StackMode says which allocations get a kernel stack.
 type StackMode uint32
 
+// The stack modes of stack_traces.
 const (
-	StacksOff      StackMode = iota
-	StacksAdaptive           // allocations from suspect call sites, and a sample
-	StacksAlways
+	StacksOff      StackMode = iota // none
+	StacksAdaptive                  // allocations from suspect call sites, and a sample
+	StacksAlways                    // every allocation tracked
 )
 
 var stackModeNames = map[StackMode]string{StacksOff: "off", StacksAdaptive: "adaptive", StacksAlways: "always"}

@@ -16,6 +16,7 @@ type CacheID struct {
 // put objects above the largest kmalloc cache in KmallocLarge.
 type KmallocFamily uint64
 
+// The kmalloc families, by the prefix of their caches' names.
 const (
 	KmallocNormal      KmallocFamily = iota // kmalloc-N
 	KmallocDMA                              // dma-kmalloc-N
