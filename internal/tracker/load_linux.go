@@ -159,7 +159,7 @@ func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.
 		return nil, fmt.Errorf("setting the probes' constants: %w", err)
 	}
 	m := &specs.KmemleakMapSpecs
-	m.Stacks.ValueSize = uint32(8 * max(opts.Stacks.Depth, 1))
+	m.Stacks.ValueSize = uint32(8 * min(max(opts.Stacks.Depth, 1), kmem.MaxStackDepth))
 	// With no stacks taken the map is still created, at its smallest.
 	m.Stacks.MaxEntries = 1
 	if opts.TakesStacks() {
