@@ -83,10 +83,10 @@ func runHolder(t *testing.T) {
 		for chunk := range slices.Chunk(fds, 200) {
 			require.NoError(t, unix.Sendmsg(3, []byte{0}, unix.UnixRights(chunk...), nil, 0))
 		}
-		os.Stdout.WriteString("READY\n")
+		fmt.Println("READY")
 		return
 	}
-	os.Stdout.WriteString("READY\n")
+	fmt.Println("READY")
 	_, _ = io.Copy(io.Discard, os.Stdin)
 }
 
@@ -140,7 +140,7 @@ func TestIntegrationAttributionNamesProcessesCgroupsAndExits(t *testing.T) {
 		runHolder(t)
 		return
 	}
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	root, err := owner.CgroupRoot("/proc/self/mountinfo")
 	require.NoError(t, err)
 	if root == "" {
@@ -223,7 +223,7 @@ func receiveFDs(t *testing.T, fd, n int) []int {
 // those under kmem.context softirq, not under the test's process, which
 // made the connecting sockets.
 func TestIntegrationAttributionSoftirqIsNotTheTestProcess(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	p := startReceiver(t, testConfig())
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	require.NoError(t, err)

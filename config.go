@@ -16,9 +16,12 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
-// Bounds of max_tracked_objects. Every entry is preallocated in kernel
-// memory (about 90 bytes each), so the upper bound keeps a typo from pinning
-// gigabytes; the lower bound keeps the map useful at all.
+// Bounds of max_tracked_objects. The live table is preallocated in kernel
+// memory for it, about 81 bytes per object of room in each table in use
+// (848-byte buckets of 15 objects, filled to 70% at most: see
+// livetable.Buckets), so the upper bound keeps a typo from pinning
+// gigabytes (1.3 GiB a table at most); the lower bound keeps the map useful
+// at all.
 const (
 	minTrackedObjects = 1024
 	maxTrackedObjects = 16 << 20
@@ -242,6 +245,8 @@ func (cfg *Config) validateStacks() []error {
 	}
 	if cfg.StackSampleRate < 0 {
 		errs = append(errs, fmt.Errorf("stack_sample_rate must not be negative (0 samples none), got %d", cfg.StackSampleRate))
+	} else if int64(cfg.StackSampleRate) > math.MaxUint32 {
+		errs = append(errs, fmt.Errorf("stack_sample_rate must be at most %d, got %d", uint32(math.MaxUint32), cfg.StackSampleRate))
 	}
 	return errs
 }
@@ -299,19 +304,25 @@ func (cfg *Config) trackerOptions() tracker.Options {
 	stacks, _ := kmem.ParseStackMode(cfg.StackTraces)
 	maxSize := uint32(math.MaxUint32)
 	if cfg.MaxSize > 0 {
-		maxSize = uint32(cfg.MaxSize)
+		maxSize = toUint32(cfg.MaxSize)
 	}
 	return tracker.Options{
 		Allocators:  cfg.allocators(),
 		Mode:        mode,
-		MaxObjects:  uint32(cfg.MaxTrackedObjects),
-		SampleRate:  uint32(cfg.SampleRate),
-		Stacks:      tracker.StackOptions{Mode: stacks, Depth: cfg.StackDepth, SampleRate: uint32(cfg.StackSampleRate)},
-		MinSize:     uint32(cfg.MinSize),
+		MaxObjects:  toUint32(cfg.MaxTrackedObjects),
+		SampleRate:  toUint32(cfg.SampleRate),
+		Stacks:      tracker.StackOptions{Mode: stacks, Depth: cfg.StackDepth, SampleRate: toUint32(cfg.StackSampleRate)},
+		MinSize:     toUint32(cfg.MinSize),
 		MaxSize:     maxSize,
 		IgnoreTgid:  cfg.ignoredProcess(),
 		Attribution: cfg.Attribution,
 	}
+}
+
+// toUint32 is a field Validate has bounded, as the probes take it; the
+// clamp only keeps a config that skipped Validate from wrapping around.
+func toUint32(v int) uint32 {
+	return uint32(min(max(int64(v), 0), math.MaxUint32))
 }
 
 // ignoredProcess is the process whose allocations the probes leave out:
@@ -320,7 +331,7 @@ func (cfg *Config) ignoredProcess() uint32 {
 	if cfg.trackOwnProcess {
 		return 0
 	}
-	return uint32(os.Getpid())
+	return uint32(os.Getpid()) //nolint:gosec // G115: pids are below 2^22 (PID_MAX_LIMIT)
 }
 
 // scanOptions returns what the scans need; call only after Validate.

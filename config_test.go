@@ -2,8 +2,10 @@ package kmemleakreceiver
 
 import (
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -431,6 +433,21 @@ func TestValidate(t *testing.T) {
 			assert.Len(t, unjoin(err), 1, "errors: %v", err)
 		})
 	}
+}
+
+// A stack_sample_rate the probes' 32 bits cannot hold is refused, not
+// wrapped around (only a 64-bit int can hold one).
+func TestValidateStackSampleRateFitsTheProbes(t *testing.T) {
+	if strconv.IntSize < 64 {
+		t.Skip("an int cannot exceed 32 bits here")
+	}
+	cfg := createDefaultConfig()
+	cfg.StackSampleRate = math.MaxInt
+	require.ErrorContains(t, cfg.Validate(), "stack_sample_rate must be at most 4294967295, got ")
+	most := int64(math.MaxUint32) // a variable, so that 32-bit builds compile
+	cfg.StackSampleRate = int(most)
+	require.NoError(t, cfg.Validate())
+	assert.Equal(t, uint32(math.MaxUint32), cfg.trackerOptions().Stacks.SampleRate)
 }
 
 func TestValidateReportsEveryError(t *testing.T) {

@@ -4,6 +4,8 @@ package kmemleakreceiver
 
 import (
 	"bufio"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -28,8 +30,8 @@ func TestHelperHoldPipes(t *testing.T) {
 		return
 	}
 	kerneltest.OpenPipes(t, n)
-	os.Stdout.WriteString("ready\n")
-	bufio.NewReader(os.Stdin).ReadString('\n') // until the parent closes it
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes it
 }
 
 // holdPipesInChild starts a child process that holds n pipes until the

@@ -66,7 +66,7 @@ func waitForProfile(t *testing.T, sink *consumertest.ProfilesSink, what string, 
 // Held pipes raise inuse_objects of the stack through pipe2(2) by two
 // objects a pipe, and closing them lowers it again.
 func TestIntegrationProfilesShowHeldPipes(t *testing.T) {
-	requireBPF(t)
+	kerneltest.RequireBPF(t)
 	cfg := testConfig()
 	cfg.StackTraces = "always"
 	cfg.ProfileInterval = cfg.CollectionInterval

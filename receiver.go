@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -305,7 +306,7 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 	}
 	took := time.Since(start)
 	r.telemetry.KmemleakObjectsScanned.Add(ctx, res.Scanned)
-	r.telemetry.KmemleakObjectsDropped.Add(ctx, int64(res.NewlyDropped))
+	r.telemetry.KmemleakObjectsDropped.Add(ctx, int64(min(res.NewlyDropped, math.MaxInt64)))
 	r.telemetry.KmemleakScanDuration.Record(ctx, took.Seconds())
 	now := pcommon.NewTimestampFromTime(time.Now())
 

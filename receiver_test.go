@@ -5,6 +5,7 @@ package kmemleakreceiver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -33,17 +34,6 @@ import (
 
 // heldPipes is how many pipes the leak test keeps open.
 const heldPipes = 2000
-
-// requireBPF skips tests that load probes where they cannot load.
-func requireBPF(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("integration test: needs root (CAP_BPF and CAP_PERFMON) to load eBPF programs")
-	}
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		t.Skip("integration test: kernel BTF (/sys/kernel/btf/vmlinux) is missing")
-	}
-}
 
 func testConfig() *Config {
 	cfg := createDefaultConfig()
@@ -498,7 +488,7 @@ func runUnprivilegedChild(t *testing.T) {
 	m, err := NewFactory().CreateMetrics(context.Background(), set, testConfig(), sink)
 	require.NoError(t, err)
 	if err := m.Start(context.Background(), componenttest.NewNopHost()); err != nil {
-		os.Stdout.WriteString("START ERROR: " + err.Error() + "\n")
+		fmt.Println("START ERROR: " + err.Error())
 		return
 	}
 	defer func() { require.NoError(t, m.Shutdown(context.Background())) }()
@@ -511,5 +501,5 @@ func runUnprivilegedChild(t *testing.T) {
 	if logs.FilterMessageSnippet("Cannot list what live tasks hold").Len() > 0 {
 		holders = "holders not listed"
 	}
-	os.Stdout.WriteString("START OK, " + truth + ", " + holders + "\n")
+	fmt.Println("START OK, " + truth + ", " + holders)
 }

@@ -28,9 +28,10 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/encoding/gzip" // the otlp_grpc exporter compresses by default
+
+	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
 )
 
 // collector is the binary under test, built by `make build`.
@@ -128,7 +129,7 @@ func serveHTTP(t *testing.T, r *received) string {
 		r.addMetrics(er.Metrics())
 		resp, _ := pmetricotlp.NewExportResponse().MarshalProto()
 		w.Header().Set("Content-Type", "application/x-protobuf")
-		w.Write(resp)
+		_, _ = w.Write(resp) // a response lost is an export retried
 	})
 	mux.HandleFunc("/v1/logs", func(w http.ResponseWriter, req *http.Request) {
 		body := readBody(req)
@@ -140,7 +141,7 @@ func serveHTTP(t *testing.T, r *received) string {
 		r.addLogs(er.Logs())
 		resp, _ := plogotlp.NewExportResponse().MarshalProto()
 		w.Header().Set("Content-Type", "application/x-protobuf")
-		w.Write(resp)
+		_, _ = w.Write(resp) // a response lost is an export retried
 	})
 	s := &http.Server{Handler: mux}
 	go s.Serve(l)
@@ -214,7 +215,7 @@ func TestCollectorExportsOverOTLP(t *testing.T) {
 			var held int
 			for start := time.Now(); pipeEvents(r) == 0; held += 50 {
 				require.Less(t, time.Since(start), time.Minute, "no kmem.leak.suspect event called the leaking pipes leaking")
-				holdPipes(t, 50)
+				kerneltest.OpenPipes(t, 50)
 				time.Sleep(250 * time.Millisecond)
 			}
 			t.Logf("called leaking after %d pipes", held)
@@ -224,20 +225,6 @@ func TestCollectorExportsOverOTLP(t *testing.T) {
 				"the held pipes never arrived as kmem.outstanding.objects")
 			checkResourceAndNames(t, r)
 		})
-	}
-}
-
-func holdPipes(t *testing.T, n int) {
-	var fds []int
-	t.Cleanup(func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	})
-	for range n {
-		var p [2]int
-		require.NoError(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
-		fds = append(fds, p[0], p[1])
 	}
 }
 

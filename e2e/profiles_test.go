@@ -22,6 +22,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pprofile/pprofileotlp"
 	"google.golang.org/grpc"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
 )
 
 // grpcProfiles keeps every OTLP profiles export request it gets, as sent.
@@ -98,7 +100,7 @@ func TestCollectorExportsProfiles(t *testing.T) {
 	require.Eventually(t, func() bool { return got.count() > 0 }, 30*time.Second, 100*time.Millisecond, "no profiles arrived")
 
 	const held = 400
-	holdPipes(t, held)
+	kerneltest.OpenPipes(t, held)
 	// Aged after min_age (2 s), in the profile of the scan after.
 	after := got.count()
 	require.Eventually(t, func() bool { return got.count() >= after+5 }, 30*time.Second, 100*time.Millisecond, "profiles stopped")

@@ -36,20 +36,19 @@ const leakerEnv = "KMEMLEAK_E2E_LEAKER"
 
 func runLeaker() {
 	in := bufio.NewScanner(os.Stdin)
-	var fds []int
 	for in.Scan() {
 		n, err := strconv.Atoi(in.Text())
 		if err != nil {
 			fmt.Println(err)
 			os.Exit(1)
 		}
+		// Never closed: held until the leaker exits.
 		for range n {
 			var p [2]int
 			if err := unix.Pipe2(p[:], 0); err != nil {
 				fmt.Println(err)
 				os.Exit(1)
 			}
-			fds = append(fds, p[0], p[1])
 		}
 		fmt.Println("OK")
 	}

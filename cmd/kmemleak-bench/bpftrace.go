@@ -73,7 +73,7 @@ func startBpftrace(kstack bool, maxObjects int) (*bpftraceProbe, error) {
 		err = errors.New("bpftrace did not attach its probes within a minute")
 	}
 	if err != nil {
-		p.Close()
+		_ = p.Close() // err says what failed
 		return nil, fmt.Errorf("%w: %s", err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	return p, nil

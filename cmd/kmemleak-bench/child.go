@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -38,7 +39,7 @@ const (
 	childScan  = "scan"
 )
 
-func runChild(args []string) error {
+func runChild(args []string) (err error) {
 	fs := flag.NewFlagSet(childArg, flag.ContinueOnError)
 	maxObjects := fs.Int("max-tracked-objects", 1_000_000, "max_tracked_objects")
 	interval := fs.Duration("interval", 10*time.Second, "collection_interval")
@@ -76,14 +77,13 @@ func runChild(args []string) error {
 	if err := rcv.Start(ctx, componenttest.NewNopHost()); err != nil {
 		return err
 	}
-	defer rcv.Shutdown(ctx)
+	defer func() { err = errors.Join(err, rcv.Shutdown(ctx)) }()
 	if *fill > 0 {
 		live, err := liveTable(uint32(*maxObjects))
 		if err != nil {
 			return err
 		}
-		err = fillSynthetic(live, *fill)
-		live.Close()
+		err = errors.Join(fillSynthetic(live, *fill), live.Close())
 		if err != nil {
 			return err
 		}

@@ -51,7 +51,7 @@ func startCollector(args ...string) (*collector, error) {
 		close(c.lines)
 	}()
 	if line, err := c.next(time.Minute); err != nil || line != childReady {
-		c.Close()
+		_ = c.Close() // what it printed says what failed
 		return nil, fmt.Errorf("the receiver did not start: %q %v", line, err)
 	}
 	return c, nil
@@ -86,8 +86,8 @@ func (c *collector) nextScan(timeout time.Duration) (seconds, heapMiB float64, e
 }
 
 func (c *collector) Close() error {
-	c.stdin.Close()
-	return c.cmd.Wait()
+	// Its stdin closed, the child shuts the receiver down and exits.
+	return errors.Join(c.stdin.Close(), c.cmd.Wait())
 }
 
 func (c *collector) pid() int { return c.cmd.Process.Pid }
@@ -163,7 +163,7 @@ func bpfMaps(pid int) ([]bpfMap, error) {
 				if info, err := em.Info(); err == nil {
 					m.name, m.maxEntries = info.Name, info.MaxEntries
 				}
-				em.Close()
+				_ = em.Close() // only read from
 			}
 		}
 		maps = append(maps, m)

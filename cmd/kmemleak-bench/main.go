@@ -10,8 +10,10 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"runtime"
@@ -81,6 +83,12 @@ func run(c config) error {
 	return nil
 }
 
+// closeInto closes c, adding its error to *err: `defer closeInto(&err, c)`
+// in a function whose error result is named err.
+func closeInto(err *error, c io.Closer) {
+	*err = errors.Join(*err, c.Close())
+}
+
 // locked runs f holding the lock file, if one was given.
 func (c config) locked(f func() error) error {
 	if c.lock == "" {
@@ -90,7 +98,7 @@ func (c config) locked(f func() error) error {
 	if err != nil {
 		return fmt.Errorf("opening the lock file: %w", err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // releases the lock, as exiting would
 	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
 		return fmt.Errorf("locking %s: %w", c.lock, err)
 	}

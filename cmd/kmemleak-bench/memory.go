@@ -17,13 +17,13 @@ const (
 )
 
 func runMemory(c config) error {
-	return c.locked(func() error {
+	return c.locked(func() (err error) {
 		col, err := startCollector("-max-tracked-objects", strconv.Itoa(memoryMaxObjects),
 			"-interval", "100ms", "-fill", strconv.Itoa(synthetic))
 		if err != nil {
 			return err
 		}
-		defer col.Close()
+		defer closeInto(&err, col)
 		var rss, anon, heap, took []float64
 		for range c.scans {
 			d, h, err := col.nextScan(time.Minute)
@@ -99,12 +99,12 @@ func printMemory(c config, m memorySeries, took []float64, maps []bpfMap) {
 }
 
 func runCPU(c config) error {
-	return c.locked(func() error {
+	return c.locked(func() (err error) {
 		col, err := startCollector()
 		if err != nil {
 			return err
 		}
-		defer col.Close()
+		defer closeInto(&err, col)
 		if _, _, err := col.nextScan(time.Minute); err != nil {
 			return err
 		}

@@ -167,14 +167,13 @@ func (res *overheadResults) measureRound(w workload, iterations, cpu int) error 
 
 // measureRow attaches the row, times the loop and detaches; the reference
 // row's counters come back too.
-func measureRow(row overheadRow, w workload, iterations, cpu int) (float64, map[kmem.Allocator]kmem.Counters, error) {
+func measureRow(row overheadRow, w workload, iterations, cpu int) (ns float64, counters map[kmem.Allocator]kmem.Counters, err error) {
 	var probe io.Closer
 	if row.attach != nil {
-		var err error
 		if probe, err = row.attach(); err != nil {
 			return 0, nil, err
 		}
-		defer probe.Close()
+		defer closeInto(&err, probe)
 	}
 	// The loop allocates nothing in Go: a collection now keeps the
 	// collector's work out of it.
@@ -183,7 +182,7 @@ func measureRow(row overheadRow, w workload, iterations, cpu int) (float64, map[
 	if err != nil {
 		return 0, nil, err
 	}
-	ns := float64(took.Nanoseconds()) / float64(iterations)
+	ns = float64(took.Nanoseconds()) / float64(iterations)
 	if !row.reference {
 		return ns, nil, nil
 	}

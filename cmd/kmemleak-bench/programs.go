@@ -112,7 +112,7 @@ func (s progSet) attach() (*attachedSet, error) {
 	for i, p := range s.progs {
 		l, err := tracker.AttachTracepoint(coll.Programs[progs[i].Name], s.mode, "kmem", p.event)
 		if err != nil {
-			a.Close()
+			_ = a.Close() // the attach error is the one to return
 			return nil, fmt.Errorf("attaching %s to kmem:%s: %w", progs[i].Name, p.event, err)
 		}
 		a.links = append(a.links, l)

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -124,12 +125,12 @@ func measureScans(n, runs int) (took [][]float64, entries []int, names []string,
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	defer tr.Close()
+	defer closeInto(&err, tr)
 	live, err := liveTable(maxObjects)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	defer live.Close()
+	defer closeInto(&err, live)
 	if err := fillSynthetic(live, n); err != nil {
 		return nil, nil, nil, err
 	}
@@ -137,14 +138,14 @@ func measureScans(n, runs int) (took [][]float64, entries []int, names []string,
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	defer hash.Close()
+	defer closeInto(&err, hash)
 	// Some kernels refuse iterator programs (tracing programs, refused
 	// with fentry here): that row is left out there, saying so.
 	walker, err := attachWalker(hash)
 	if err != nil {
 		fmt.Println("scan: no do-nothing iterator row:", err)
 	} else {
-		defer walker.Close()
+		defer closeInto(&err, walker)
 	}
 
 	symbols, err := ksym.New("/proc/kallsyms", "/proc/modules")
@@ -155,7 +156,7 @@ func measureScans(n, runs int) (took [][]float64, entries []int, names []string,
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	defer it.Close()
+	defer closeInto(&err, it)
 	methods := scanMethods(tr, hash, walker, &heldObjects{it: it, pad: busyServerHolds}, ksym.Namer{Symbols: symbols})
 	took = make([][]float64, len(methods))
 	entries = make([]int, len(methods))
@@ -234,8 +235,8 @@ func (w *walker) walk() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer r.Close()
-	if _, err := io.Copy(io.Discard, r); err != nil {
+	_, err = io.Copy(io.Discard, r)
+	if err = errors.Join(err, r.Close()); err != nil {
 		return 0, err
 	}
 	var n uint64

@@ -29,17 +29,17 @@ func liveTable(maxObjects uint32) (*livetable.Mapped, error) {
 		}
 		if info, err := m.Info(); err == nil && info.Name == bpf.KmemleakMapLive && m.MaxEntries() == livetable.Buckets(maxObjects) {
 			if found != nil {
-				found.Close()
+				_ = found.Close() // only looked at
 			}
 			found = m
 			continue
 		}
-		m.Close()
+		_ = m.Close() // only looked at
 	}
 	if found == nil {
 		return nil, errors.New("the receiver's live table was not found")
 	}
-	defer found.Close()
+	defer func() { _ = found.Close() }() // the mapping outlives the descriptor
 	return livetable.Map(found)
 }
 
@@ -93,7 +93,7 @@ func hashMap(n int) (*ebpf.Map, error) {
 		keys[i], vals[i] = syntheticObject(i, 1)
 	}
 	if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
-		m.Close()
+		_ = m.Close() // the insert error is the one to return
 		return nil, fmt.Errorf("inserting %d synthetic objects into a hash map: %w", n, err)
 	}
 	return m, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -23,15 +24,19 @@ func median(xs []float64) float64 {
 
 // table prints tab-separated rows aligned.
 func table(w io.Writer, header string, rows [][]string) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, header+"\t")
+	var b strings.Builder
+	b.WriteString(header + "\t\n")
 	for _, r := range rows {
 		for _, cell := range r {
-			fmt.Fprint(tw, cell, "\t")
+			b.WriteString(cell + "\t")
 		}
-		fmt.Fprintln(tw)
+		b.WriteByte('\n')
 	}
-	tw.Flush()
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	// As with fmt.Println, which prints the rest of the report, a failed
+	// write to the terminal has nowhere to be reported.
+	_, _ = io.WriteString(tw, b.String())
+	_ = tw.Flush()
 }
 
 // num formats a measurement with three significant digits or so.

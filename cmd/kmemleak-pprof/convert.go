@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 
@@ -89,8 +90,8 @@ func newConverter() *converter {
 // stacks. A sample of the other sample type with the same stack and
 // labels is the same pprof sample.
 func (c *converter) add(allocator string, v int, src source) error {
-	c.out.TimeNanos = max(c.out.TimeNanos, int64(src.p.Time()))
-	c.out.DurationNanos = max(c.out.DurationNanos, int64(src.p.DurationNano()))
+	c.out.TimeNanos = max(c.out.TimeNanos, int64(min(src.p.Time(), math.MaxInt64)))
+	c.out.DurationNanos = max(c.out.DurationNanos, int64(min(src.p.DurationNano(), math.MaxInt64)))
 	root := c.location("", "["+allocator+"]", 0)
 	for _, s := range src.p.Samples().All() {
 		if s.Values().Len() == 0 {

@@ -28,7 +28,7 @@ import (
 func main() {
 	out := flag.String("o", "kmem.pb.gz", "the pprof file to write")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: kmemleak-pprof [-o kmem.pb.gz] FILE...\n\n"+
+		_, _ = fmt.Fprintf(flag.CommandLine.Output(), "usage: kmemleak-pprof [-o kmem.pb.gz] FILE...\n\n"+
 			"FILE holds OTLP profiles from the kmemleak receiver: the file exporter's JSON lines, or a binary OTLP export request.\n\n")
 		flag.PrintDefaults()
 	}
@@ -61,7 +61,7 @@ func run(out string, files []string) error {
 		return err
 	}
 	if err := p.Write(f); err != nil {
-		f.Close()
+		_ = f.Close() // the write error is the one to return
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
 	return f.Close()

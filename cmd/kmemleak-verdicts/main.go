@@ -67,7 +67,7 @@ func run(duration time.Duration, logPath string) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	s := &suite{dir: dir, project: project, modCache: goEnv("GOMODCACHE")}
 	defer s.undo()
 

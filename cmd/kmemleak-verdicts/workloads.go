@@ -59,7 +59,7 @@ var workloads = []workload{
 		run: func(ctx context.Context, s *suite) error {
 			trees := []string{"/usr", s.modCache, "/var", "/root", "/etc", "/opt"}
 			for i := 0; ; i++ {
-				s.command(ctx, "find", trees[i%len(trees)], "-xdev", "-ls").Run()
+				_ = s.command(ctx, "find", trees[i%len(trees)], "-xdev", "-ls").Run() // killed at the end, unreadable files: all the same
 				if !sleep(ctx, 2*time.Minute) {
 					return nil
 				}
@@ -79,7 +79,7 @@ var workloads = []workload{
 		run: func(ctx context.Context, s *suite) error {
 			for i := 0; ; i++ {
 				f := filepath.Join(s.dir, fmt.Sprintf("big-%d", i))
-				s.command(ctx, "sh", "-c", fmt.Sprintf("head -c 512M /dev/zero > %s && sync %s && cat %s > /dev/null", f, f, f)).Run()
+				_ = s.command(ctx, "sh", "-c", fmt.Sprintf("head -c 512M /dev/zero > %s && sync %s && cat %s > /dev/null", f, f, f)).Run() // killed at the end
 				if !sleep(ctx, 4*time.Minute) {
 					return nil
 				}
@@ -113,7 +113,7 @@ var workloads = []workload{
 				if err := cmd.Start(); err != nil {
 					return err
 				}
-				go cmd.Wait()
+				go func() { _ = cmd.Wait() }() // reaped; how it ends does not matter
 				if !sleep(ctx, 2*time.Minute) {
 					return nil
 				}
@@ -144,13 +144,13 @@ var workloads = []workload{
 		name: "tmpfs files created and kept, 6 a minute",
 		run: func(ctx context.Context, s *suite) error {
 			dir := filepath.Join(s.dir, "tmpfs")
-			if err := os.MkdirAll(dir, 0o755); err != nil {
+			if err := os.MkdirAll(dir, 0o750); err != nil {
 				return err
 			}
 			if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64m"); err != nil {
 				return fmt.Errorf("mounting a tmpfs: %w", err)
 			}
-			s.cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+			s.cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
 			return s.until(ctx, s.command(ctx, "sh", "-c", fmt.Sprintf("i=0; while :; do echo kept > %s/file-$i; i=$((i+1)); sleep 10; done", dir)))
 		},
 	},
@@ -206,7 +206,7 @@ func (s *suite) until(ctx context.Context, cmd *exec.Cmd) error {
 
 // pythonOnce runs a script to its end, or until ctx ends.
 func (s *suite) pythonOnce(ctx context.Context, script string) {
-	s.command(ctx, "python3", "-c", script).Run()
+	_ = s.command(ctx, "python3", "-c", script).Run() // killed when ctx ends
 }
 
 var ipcID = regexp.MustCompile(`id: (\d+)`)
@@ -226,7 +226,7 @@ func (s *suite) ipcmk(ctx context.Context, flag string, interval time.Duration) 
 			return fmt.Errorf("ipcmk %v: %v: %s", args, err, out)
 		}
 		id := string(m[1])
-		s.cleanup(func() { exec.Command("ipcrm", map[string]string{"-Q": "-q", "-S": "-s"}[flag], id).Run() })
+		s.cleanup(func() { _ = exec.Command("ipcrm", map[string]string{"-Q": "-q", "-S": "-s"}[flag], id).Run() })
 		if !sleep(ctx, interval) {
 			return nil
 		}
@@ -264,7 +264,7 @@ func (s *suite) addKeys(ctx context.Context, interval time.Duration) error {
 			return fmt.Errorf("add_key: %v: %s", err, out)
 		}
 		serial := strings.TrimSpace(string(out))
-		s.cleanup(func() { exec.Command("python3", "-c", invalidate, serial).Run() })
+		s.cleanup(func() { _ = exec.Command("python3", "-c", invalidate, serial).Run() })
 		if !sleep(ctx, interval) {
 			return nil
 		}

@@ -3,6 +3,7 @@
 package churn
 
 import (
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -17,25 +18,24 @@ import (
 // purpose: one file name (one negative dentry), and connections reset
 // instead of closed (no TIME_WAIT sockets), so that what stays allocated
 // afterwards is not its doing.
-func Run(stop <-chan struct{}, rounds *atomic.Int64) error {
+func Run(stop <-chan struct{}, rounds *atomic.Int64) (err error) {
 	dir, err := os.MkdirTemp("", "kmemleak-churn")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { err = errors.Join(err, os.RemoveAll(dir)) }()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	defer l.Close()
+	defer func() { err = errors.Join(err, l.Close()) }()
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			c.(*net.TCPConn).SetLinger(0)
-			c.Close()
+			reset(c)
 		}
 	}()
 	path := filepath.Join(dir, "churn")
@@ -57,9 +57,16 @@ func Run(stop <-chan struct{}, rounds *atomic.Int64) error {
 		// The server resets connections as soon as it accepts them, so a
 		// dial may see the reset before it returns: that is fine.
 		if c, err := net.Dial("tcp", l.Addr().String()); err == nil {
-			c.(*net.TCPConn).SetLinger(0)
-			c.Close()
+			reset(c)
 		}
 		rounds.Add(1)
 	}
+}
+
+// reset closes a connection with a reset (SO_LINGER 0), which leaves no
+// TIME_WAIT socket behind. Its errors are ignored: the other end may have
+// reset it first, and either way nothing of it stays.
+func reset(c net.Conn) {
+	_ = c.(*net.TCPConn).SetLinger(0)
+	_ = c.Close()
 }

@@ -45,7 +45,7 @@ func Open() (*Iterators, error) {
 	for _, p := range []*ebpf.Program{it.objs.HeldByTasks, it.objs.HeldAsFiles, it.objs.HeldByMappings} {
 		l, err := link.AttachIter(link.IterOptions{Program: p})
 		if err != nil {
-			it.Close()
+			_ = it.Close() // the attach error is the one to return
 			return nil, fmt.Errorf("attaching the holder iterator %s: %w", p, err)
 		}
 		it.links = append(it.links, l)
@@ -75,8 +75,8 @@ func read(l *link.Iter, holds *kmem.Holds) error {
 	if err != nil {
 		return fmt.Errorf("running a holder iterator: %w", err)
 	}
-	defer r.Close()
-	return decode(r, holds)
+	err = decode(r, holds)
+	return errors.Join(err, r.Close())
 }
 
 // Close detaches and unloads the iterators.

@@ -48,7 +48,7 @@ type Clock struct {
 func Fit(first, second Reading) (Clock, error) {
 	apart := second.Ns - first.Ns
 	if second.Ns < first.Ns || apart < MinApart {
-		return Clock{}, fmt.Errorf("readings %d ns apart, where HZ needs %d", int64(apart), uint64(MinApart))
+		return Clock{}, fmt.Errorf("readings %d ns apart, where HZ needs %d", int64(apart), uint64(MinApart)) //nolint:gosec // G115: read signed, a second reading before the first shows as negative
 	}
 	var fits []Clock
 	for _, hz := range hzs {
@@ -61,7 +61,7 @@ func Fit(first, second Reading) (Clock, error) {
 		}
 		// Wrapping arithmetic: jiffies below INITIAL_JIFFIES put boot
 		// after the reading, a miss like any other.
-		bootNs := int64(first.Ns - (first.Jiffies-initial(hz))*c.tickNs)
+		bootNs := int64(first.Ns - (first.Jiffies-initial(hz))*c.tickNs) //nolint:gosec // G115: wrapping on purpose, as said above
 		if math.Abs(float64(bootNs)) > bootSlack {
 			continue
 		}
@@ -90,9 +90,9 @@ func (c Clock) End(j uint64) uint64 {
 // At returns the tick holding CLOCK_MONOTONIC time ns, as far as the
 // reading places it: End(At(ns)) is at or after ns.
 func (c Clock) At(ns uint64) uint64 {
-	ticks := int64(ns-c.at.Ns) / int64(c.tickNs)
+	ticks := int64(ns-c.at.Ns) / int64(c.tickNs) //nolint:gosec // G115: the distance read signed, ns may be before the reading; a tick is under a second
 	if ns < c.at.Ns && (c.at.Ns-ns)%c.tickNs != 0 {
 		ticks-- // division rounds toward zero, the tick is below
 	}
-	return c.at.Jiffies + uint64(ticks)
+	return c.at.Jiffies + uint64(ticks) //nolint:gosec // G115: two's complement adds a negative distance too
 }

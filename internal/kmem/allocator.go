@@ -12,6 +12,7 @@ import (
 // Allocator is a kernel allocator the probes can follow.
 type Allocator uint32
 
+// The allocators, by the tracepoints or functions they are followed at.
 const (
 	Slab    Allocator = iota // kmem_cache_alloc / kmem_cache_free
 	Kmalloc                  // kmalloc / kfree
@@ -31,10 +32,6 @@ func (a Allocator) String() string {
 	return fmt.Sprintf("allocator(%d)", uint32(a))
 }
 
-// Slabs reports whether a allocates from slab caches, whose objects share
-// one key space and which the kernel counts in /proc/slabinfo.
-func (a Allocator) Slabs() bool { return a == Slab || a == Kmalloc }
-
 // ParseAllocator maps a configured name to its Allocator.
 func ParseAllocator(name string) (Allocator, error) {
 	for _, a := range Allocators {
@@ -48,6 +45,7 @@ func ParseAllocator(name string) (Allocator, error) {
 // Mode is how a program is attached to its tracepoint.
 type Mode string
 
+// The attach modes, by their configured names.
 const (
 	ModeAuto       Mode = "auto"       // the cheapest mode the kernel accepts
 	ModeTPBTF      Mode = "tp_btf"     // BTF-typed tracepoint: cheapest, needs kernel BTF (5.5+)
@@ -90,10 +88,11 @@ func joinNames[T any](items []T) string {
 // StackMode says which allocations get a kernel stack.
 type StackMode uint32
 
+// The stack modes of stack_traces.
 const (
-	StacksOff      StackMode = iota
-	StacksAdaptive           // allocations from suspect call sites, and a sample
-	StacksAlways
+	StacksOff      StackMode = iota // none
+	StacksAdaptive                  // allocations from suspect call sites, and a sample
+	StacksAlways                    // every allocation tracked
 )
 
 var stackModeNames = map[StackMode]string{StacksOff: "off", StacksAdaptive: "adaptive", StacksAlways: "always"}

@@ -1,6 +1,9 @@
 package kmem
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // CacheID identifies a cache the way the probes do: objects of equal
 // CacheID have equal CacheName, and objects of different CacheID do not.
@@ -16,6 +19,7 @@ type CacheID struct {
 // put objects above the largest kmalloc cache in KmallocLarge.
 type KmallocFamily uint64
 
+// The kmalloc families, by the prefix of their caches' names.
 const (
 	KmallocNormal      KmallocFamily = iota // kmalloc-N
 	KmallocDMA                              // dma-kmalloc-N
@@ -39,7 +43,7 @@ func KmallocID(family KmallocFamily, bytes uint32) CacheID {
 
 // Kmalloc returns the family and size class of a kmalloc cache's ID.
 func (id CacheID) Kmalloc() (KmallocFamily, uint32) {
-	return KmallocFamily(id.Key >> 32), uint32(id.Key)
+	return KmallocFamily(id.Key >> 32), uint32(id.Key & math.MaxUint32)
 }
 
 // IsKmallocLarge reports whether id is kmalloc-large, which is no slab

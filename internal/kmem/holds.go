@@ -4,12 +4,12 @@ package kmem
 type Hold uint8
 
 const (
-	// HeldByTask: the object is a live task's own structure (its
+	// HeldByTask means the object is a live task's own structure (its
 	// task_struct, pid, mm, mappings, credentials, file table): it goes
 	// when the task does.
 	HeldByTask Hold = iota + 1
-	// HeldAsFile: the object is a live task's open file, or what the file
-	// holds (a pipe's buffers, a socket).
+	// HeldAsFile means the object is a live task's open file, or what
+	// the file holds (a pipe's buffers, a socket).
 	HeldAsFile
 )
 

@@ -2,6 +2,7 @@ package kmem
 
 import (
 	"iter"
+	"math"
 	"slices"
 )
 
@@ -201,14 +202,6 @@ func (s *Snapshot) Groups() iter.Seq2[GroupKey, *Tally] {
 	}
 }
 
-// Group returns a group's tally, or nil when it has no object.
-func (s *Snapshot) Group(key GroupKey) *Tally {
-	if e := s.groups.find(key.pack()); e.tally.Objects > 0 {
-		return &e.tally
-	}
-	return nil
-}
-
 // Owners yields the owner of every group, once or more each.
 func (s *Snapshot) Owners() iter.Seq[Owner] {
 	return func(yield func(Owner) bool) {
@@ -263,7 +256,7 @@ func (s *Snapshot) Remove(drop func(CacheID) bool) []CacheID {
 type packed [4]uint64
 
 func packMeta(a Allocator, stackID int32, skipped bool, o Owner) uint64 {
-	meta := uint64(uint32(stackID)) | uint64(a&0xff)<<40 | uint64(o.Context)<<48
+	meta := uint64(uint32(stackID)) | uint64(a&0xff)<<40 | uint64(o.Context)<<48 //nolint:gosec // G115: the stack id's bits, -1 (none) as 0xffffffff; unpack reads them back
 	if skipped {
 		meta |= 1 << 32
 	}
@@ -282,8 +275,8 @@ func (k GroupKey) pack() packed {
 func (p packed) unpack() GroupKey {
 	return GroupKey{
 		Cache:    CacheID{Allocator: Allocator(p[2] >> 40 & 0xff), Key: p[1]},
-		CallSite: p[0], StackID: int32(uint32(p[2])), StackSkipped: p[2]>>32&1 != 0,
-		Owner: Owner{Context: Context(p[2] >> 48 & 0xff), Earlier: p[2]>>33&1 != 0, Tgid: uint32(p[3] >> 32), Cgroup: uint32(p[3])},
+		CallSite: p[0], StackID: int32(uint32(p[2])), StackSkipped: p[2]>>32&1 != 0, //nolint:gosec // G115: the bits packMeta packed
+		Owner: Owner{Context: Context(p[2] >> 48 & 0xff), Earlier: p[2]>>33&1 != 0, Tgid: uint32(p[3] >> 32), Cgroup: uint32(p[3] & math.MaxUint32)},
 	}
 }
 

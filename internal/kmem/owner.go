@@ -3,6 +3,7 @@ package kmem
 // Context is what ran an allocation.
 type Context uint8
 
+// The contexts an allocation runs in.
 const (
 	InTask    Context = iota // a process's task
 	InKthread                // a kernel thread

@@ -144,16 +144,21 @@ func (b *tableBuilder) add(addr uint64, typ byte, name, module []byte) error {
 	if module != nil {
 		i, seen := b.moduleIdx[string(module)]
 		if !seen {
-			if len(b.modules) > math.MaxUint16 {
+			n := len(b.modules)
+			if n > math.MaxUint16 {
 				return errors.New("ksym: kallsyms lists more than 65535 modules")
 			}
-			i = uint16(len(b.modules))
+			i = uint16(n)
 			b.modules = append(b.modules, string(module))
 			b.moduleIdx[b.modules[i]] = i
 		}
 		mod = i
 	}
-	if uint64(b.names.Len()+1+len(name)) > math.MaxUint32 {
+	nameLen := len(name)
+	if nameLen > math.MaxUint16 {
+		return errors.New("ksym: a kallsyms symbol name is longer than 65535 bytes")
+	}
+	if int64(b.names.Len())+1+int64(len(name)) > math.MaxUint32 {
 		return errors.New("ksym: kallsyms symbol names exceed 4 GiB")
 	}
 	// Grow by doubling rather than append's 1.25x for large slices: both
@@ -166,8 +171,8 @@ func (b *tableBuilder) add(addr uint64, typ byte, name, module []byte) error {
 	b.names.WriteByte(typ)
 	b.syms = append(b.syms, sym{
 		addr:    addr,
-		name:    uint32(b.names.Len()),
-		nameLen: uint16(len(name)),
+		name:    uint32(b.names.Len()), //nolint:gosec // G115: checked above, with the name it starts
+		nameLen: uint16(nameLen),
 		module:  mod,
 	})
 	b.names.Write(name)

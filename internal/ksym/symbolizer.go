@@ -80,7 +80,7 @@ func load(path string, modules loadedModules) (*Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ksym: %w", err)
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // read only: closing loses nothing
 	t, err := parse(f, modules)
 	if err != nil {
 		return nil, fmt.Errorf("%w (%s)", err, path)

@@ -4,6 +4,7 @@ package livetable
 
 import (
 	"fmt"
+	"math"
 	"sync/atomic"
 	"unsafe"
 
@@ -45,7 +46,7 @@ func New(mem []byte) (*Table, error) {
 func Buckets(objects uint32) uint32 {
 	// Filled to 70% at most: with two choices of bucket, fuller tables
 	// start to drop allocations (see the table test).
-	return max(1, uint32((uint64(objects)*10/7+uint64(slots)-1)/uint64(slots)))
+	return max(1, uint32((uint64(objects)*10/7+uint64(slots)-1)/uint64(slots))) //nolint:gosec // G115: at most (2^32-1)*10/7/15 buckets
 }
 
 // Len is the number of buckets.
@@ -57,7 +58,7 @@ func indexes(key uint64, n int) (uint32, uint32) {
 }
 
 func bucketOf(key, multiplier uint64, n int) uint32 {
-	return uint32((key * multiplier) >> 32 * uint64(n) >> 32)
+	return uint32((key * multiplier) >> 32 * uint64(n) >> 32) //nolint:gosec // G115: n is a table's length, and the result below it
 }
 
 // Object is a record as read, with its address.
@@ -103,11 +104,11 @@ func read(rec *bpf.KmemleakObject, out *bpf.KmemleakObject) bool {
 	out.CallSite = atomic.LoadUint64(&rec.CallSite)
 	out.Cache = atomic.LoadUint64(&rec.Cache)
 	bytesStack := atomic.LoadUint64((*uint64)(unsafe.Pointer(&rec.Bytes)))
-	out.Bytes, out.StackId = uint32(bytesStack), int32(bytesStack>>32)
+	out.Bytes, out.StackId = uint32(bytesStack&math.MaxUint32), int32(bytesStack>>32) //nolint:gosec // G115: the two halves publish packed
 	owner := atomic.LoadUint64((*uint64)(unsafe.Pointer(&rec.Tgid)))
-	out.Tgid, out.Cgroup = uint32(owner), uint32(owner>>32)
+	out.Tgid, out.Cgroup = uint32(owner&math.MaxUint32), uint32(owner>>32)
 	flags := atomic.LoadUint32((*uint32)(unsafe.Pointer(&rec.Allocator)))
-	out.Allocator, out.StackSkipped, out.Context = uint8(flags), uint8(flags>>8), uint8(flags>>16)
+	out.Allocator, out.StackSkipped, out.Context = uint8(flags&0xff), uint8(flags>>8&0xff), uint8(flags>>16&0xff)
 	out.Seq = seq
 	return atomic.LoadUint32(&rec.Seq) == seq
 }
@@ -209,7 +210,7 @@ func publish(b *bpf.KmemleakLiveBucket, slot int, key uint64, obj *bpf.KmemleakO
 	atomic.StoreUint64(&rec.AllocTime, obj.AllocTime)
 	atomic.StoreUint64(&rec.CallSite, obj.CallSite)
 	atomic.StoreUint64(&rec.Cache, obj.Cache)
-	atomic.StoreUint64((*uint64)(unsafe.Pointer(&rec.Bytes)), uint64(obj.Bytes)|uint64(uint32(obj.StackId))<<32)
+	atomic.StoreUint64((*uint64)(unsafe.Pointer(&rec.Bytes)), uint64(obj.Bytes)|uint64(uint32(obj.StackId))<<32) //nolint:gosec // G115: the stack id's bits, as the probes store them
 	atomic.StoreUint64((*uint64)(unsafe.Pointer(&rec.Tgid)), uint64(obj.Tgid)|uint64(obj.Cgroup)<<32)
 	atomic.StoreUint32((*uint32)(unsafe.Pointer(&rec.Allocator)), uint32(obj.Allocator)|uint32(obj.StackSkipped)<<8|uint32(obj.Context)<<16)
 	atomic.StoreUint32(&rec.Seq, seq+2)

@@ -29,7 +29,7 @@ func Map(m *ebpf.Map) (*Mapped, error) {
 	}
 	tab, err := New(mem[:size])
 	if err != nil {
-		unix.Munmap(mem)
+		_ = unix.Munmap(mem) // New's error is the one to return
 		return nil, err
 	}
 	return &Mapped{Table: tab, mem: mem}, nil

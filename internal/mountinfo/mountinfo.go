@@ -25,7 +25,7 @@ func Read(path string) ([]Mount, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // read only: closing loses nothing
 	var out []Mount
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

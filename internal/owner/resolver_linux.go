@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io/fs"
 	"iter"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -221,8 +222,10 @@ func (r *Resolver) walk() {
 		if err != nil {
 			return nil
 		}
-		r.paths[uint32(st.Ino)] = filepath.Clean("/" + rel)
-		delete(r.absent, uint32(st.Ino))
+		// The probes keep a cgroup id's low half (bpf/kmemleak.h).
+		id := uint32(st.Ino & math.MaxUint32)
+		r.paths[id] = filepath.Clean("/" + rel)
+		delete(r.absent, id)
 		return nil
 	})
 }

@@ -64,7 +64,7 @@ func TestDescribeNamesLiveAndExitedProcesses(t *testing.T) {
 	r.End(func(yield func(kmem.Owner) bool) { yield(kmem.Owner{Tgid: 200}) })
 	r.Begin(nil)
 	assert.Equal(t, "cron-job", r.Describe(kmem.Owner{Tgid: 200, Context: kmem.InTask}).Name)
-	r.End(func(yield func(kmem.Owner) bool) {})
+	r.End(func(func(kmem.Owner) bool) {}) // no owner at all
 	r.Begin(nil)
 	assert.Empty(t, r.Describe(kmem.Owner{Tgid: 200, Context: kmem.InTask}).Name)
 }

@@ -67,7 +67,7 @@ func Build(groups []report.Group, opts Options) pprofile.Profiles {
 			p.PeriodType().SetTypeStrindex(b.str("space"))
 			p.PeriodType().SetUnitStrindex(b.str("bytes"))
 			p.SetTime(pcommon.NewTimestampFromTime(opts.Time))
-			p.SetDurationNano(uint64(opts.Duration))
+			p.SetDurationNano(uint64(max(opts.Duration, 0)))
 			p.AttributeIndices().Append(b.attr("kmem.allocator", a.String()))
 			for _, g := range gs {
 				s := p.Samples().AppendEmpty()
@@ -108,10 +108,17 @@ func newBuilder(dict pprofile.ProfilesDictionary) *builder {
 	return b
 }
 
+// next is the index of the next entry of a dictionary table that has n:
+// OTLP's indexes are int32, and a profile's tables (a scan's groups, their
+// frames and names) hold far fewer than 2^31 entries.
+func next(n int) int32 {
+	return int32(n) //nolint:gosec // G115: see above
+}
+
 func (b *builder) str(s string) int32 {
 	i, ok := b.strings[s]
 	if !ok {
-		i = int32(b.dict.StringTable().Len())
+		i = next(b.dict.StringTable().Len())
 		b.dict.StringTable().Append(s)
 		b.strings[s] = i
 	}
@@ -122,7 +129,7 @@ func (b *builder) mapping(module string) int32 {
 	name := cmp.Or(module, KernelMapping)
 	i, ok := b.mappings[name]
 	if !ok {
-		i = int32(b.dict.MappingTable().Len())
+		i = next(b.dict.MappingTable().Len())
 		b.dict.MappingTable().AppendEmpty().SetFilenameStrindex(b.str(name))
 		b.mappings[name] = i
 	}
@@ -132,7 +139,7 @@ func (b *builder) mapping(module string) int32 {
 func (b *builder) function(name string) int32 {
 	i, ok := b.functions[name]
 	if !ok {
-		i = int32(b.dict.FunctionTable().Len())
+		i = next(b.dict.FunctionTable().Len())
 		f := b.dict.FunctionTable().AppendEmpty()
 		f.SetNameStrindex(b.str(name))
 		f.SetSystemNameStrindex(b.str(name))
@@ -147,7 +154,7 @@ func (b *builder) function(name string) int32 {
 func (b *builder) location(f report.Frame) int32 {
 	i, ok := b.locations[f]
 	if !ok {
-		i = int32(b.dict.LocationTable().Len())
+		i = next(b.dict.LocationTable().Len())
 		loc := b.dict.LocationTable().AppendEmpty()
 		loc.SetMappingIndex(b.mapping(f.Module))
 		loc.SetAddress(f.Offset)
@@ -162,7 +169,7 @@ func (b *builder) stack(g report.Group) int32 {
 	text := cmp.Or(g.Stack, g.CallSiteSym)
 	i, ok := b.stacks[text]
 	if !ok {
-		i = int32(b.dict.StackTable().Len())
+		i = next(b.dict.StackTable().Len())
 		st := b.dict.StackTable().AppendEmpty()
 		for _, f := range report.Frames(text) {
 			st.LocationIndices().Append(b.location(f))
@@ -176,7 +183,7 @@ func (b *builder) attr(key, value string) int32 {
 	k := [2]string{key, value}
 	i, ok := b.attrs[k]
 	if !ok {
-		i = int32(b.dict.AttributeTable().Len())
+		i = next(b.dict.AttributeTable().Len())
 		kv := b.dict.AttributeTable().AppendEmpty()
 		kv.SetKeyStrindex(b.str(key))
 		kv.Value().SetStr(value)

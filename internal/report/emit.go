@@ -5,6 +5,7 @@ import (
 	"context"
 	"iter"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -60,16 +61,16 @@ func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommo
 			continue
 		}
 		alloc := allocatorAttribute(a)
-		mb.RecordKmemAllocationsDataPoint(now, int64(c.Allocs), alloc)
-		mb.RecordKmemFreesDataPoint(now, int64(c.Frees), alloc)
-		mb.RecordKmemTrackerDroppedDataPoint(now, int64(c.Dropped), alloc)
-		mb.RecordKmemTrackerUntrackedFreesDataPoint(now, int64(c.UntrackedFrees), alloc)
+		mb.RecordKmemAllocationsDataPoint(now, count(c.Allocs), alloc)
+		mb.RecordKmemFreesDataPoint(now, count(c.Frees), alloc)
+		mb.RecordKmemTrackerDroppedDataPoint(now, count(c.Dropped), alloc)
+		mb.RecordKmemTrackerUntrackedFreesDataPoint(now, count(c.UntrackedFrees), alloc)
 		mb.RecordKmemTrackerObjectsDataPoint(now, rep.Tracked[a], alloc)
-		mb.RecordKmemTrackerRecursionMissesDataPoint(now, int64(c.RecursionMisses), alloc)
-		mb.RecordKmemTrackerFreeRecursionMissesDataPoint(now, int64(c.FreeMisses), alloc)
-		mb.RecordKmemTrackerRecoveredFreesDataPoint(now, int64(c.RecoveredFrees), alloc)
-		mb.RecordKmemTrackerMissedFreesDataPoint(now, int64(c.MissedFrees), alloc)
-		mb.RecordKmemTrackerStackErrorsDataPoint(now, int64(c.StackErrors), alloc)
+		mb.RecordKmemTrackerRecursionMissesDataPoint(now, count(c.RecursionMisses), alloc)
+		mb.RecordKmemTrackerFreeRecursionMissesDataPoint(now, count(c.FreeMisses), alloc)
+		mb.RecordKmemTrackerRecoveredFreesDataPoint(now, count(c.RecoveredFrees), alloc)
+		mb.RecordKmemTrackerMissedFreesDataPoint(now, count(c.MissedFrees), alloc)
+		mb.RecordKmemTrackerStackErrorsDataPoint(now, count(c.StackErrors), alloc)
 	}
 	if e.StacksOn {
 		mb.RecordKmemTrackerStacksDataPoint(now, int64(rep.Stacks))
@@ -239,3 +240,8 @@ func SetOwner(rb *metadata.ResourceBuilder, o owner.Owner) {
 		}
 	}
 }
+
+// count is a counter the probes keep in 64 bits as the int64 of a metric;
+// one would take centuries of allocations to pass 2^63, and then stays
+// there rather than turn negative.
+func count(n uint64) int64 { return int64(min(n, math.MaxInt64)) }

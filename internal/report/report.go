@@ -4,6 +4,7 @@ package report
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"time"
 
@@ -142,9 +143,10 @@ func scaleEvents(counters map[kmem.Allocator]kmem.Counters, scale int64) map[kme
 		return counters
 	}
 	out := make(map[kmem.Allocator]kmem.Counters, len(counters))
+	by := uint64(max(scale, 1)) // a sampling rate, 1 or more
 	for a, c := range counters {
-		c.Allocs *= uint64(scale)
-		c.Frees *= uint64(scale)
+		c.Allocs *= by
+		c.Frees *= by
 		out[a] = c
 	}
 	return out
@@ -231,7 +233,7 @@ func tallyAged(snap *kmem.Snapshot, opts Options, rep *Report) map[kmem.GroupKey
 			tallies[key] = t
 		}
 		t.Add(Group{
-			Objects: g.Aged, Bytes: g.AgedBytes, OldestAge: time.Duration(snap.Age(g)), Survivors: g.Survivors,
+			Objects: g.Aged, Bytes: g.AgedBytes, OldestAge: time.Duration(min(snap.Age(g), math.MaxInt64)), Survivors: g.Survivors,
 			HeldByTask: g.HeldByTask, HeldAsFile: g.HeldAsFile, FileHolder: g.FileHolder,
 		})
 		rep.Suspects += g.Aged

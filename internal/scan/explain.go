@@ -68,7 +68,7 @@ type site struct {
 }
 
 func (s *site) add(g report.Group) {
-	s.Group.Add(g)
+	s.Add(g)
 	// The stack of the WARN line: the site's largest group that has one.
 	if s.Stack == "" && g.Stack != "" {
 		s.Stack = g.Stack
@@ -199,7 +199,7 @@ func (p *Pipeline) liveTasks(now uint64) string {
 	if holds == nil {
 		return ""
 	}
-	since := now - min(uint64(p.opts.Verdict.Window), now)
+	since := now - min(uint64(max(p.opts.Verdict.Window, 0)), now)
 	names := map[string]int{}
 	started := 0
 	for _, proc := range holds.Processes {

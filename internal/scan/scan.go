@@ -226,7 +226,7 @@ func (p *Pipeline) Scan() (Result, error) {
 // check's cutoff is now, aged objects are min_age old, and survivors were
 // aged when the previous scan began.
 func (p *Pipeline) ages(now uint64) kmem.Ages {
-	minAge := uint64(p.opts.MinAge)
+	minAge := uint64(max(p.opts.MinAge, 0))
 	ages := kmem.Ages{Now: now, Cutoff: now, Aged: now - min(minAge, now)}
 	if p.lastScan > 0 {
 		ages.Survived = p.lastScan - min(minAge, p.lastScan)

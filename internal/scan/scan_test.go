@@ -1182,12 +1182,15 @@ func TestAttributionSplitsAReusedPid(t *testing.T) {
 
 // --- Growth that something explains ---
 
+// explainedScans is how many scans explained runs.
+const explainedScans = 30
+
 // explained runs a site that gains 6 objects a scan, each scan after step
 // has set up the kernel, and returns every scan's group of the site.
-func explained(t *testing.T, k *fakeKernel, cache string, obj kmem.Object, scans int, step func(i int, addrs []uint64)) (*harness, []report.Group) {
+func explained(t *testing.T, k *fakeKernel, cache string, obj kmem.Object, step func(i int, addrs []uint64)) (*harness, []report.Group) {
 	h := start(t, k, Options{MinAge: 30 * time.Second, Holders: k})
 	var out []report.Group
-	for i := 1; i <= scans; i++ {
+	for i := 1; i <= explainedScans; i++ {
 		step(i, k.alloc(6, obj))
 		res := h.scan()
 		g, _ := group(res.Report.Groups, cache)
@@ -1202,7 +1205,7 @@ func TestReclaimableCacheIsALeakOnlyOnceItSurvivesReclaim(t *testing.T) {
 	k := newFakeKernel()
 	k.cacheNames[dentryKey] = "dentry"
 	k.reclaimable = map[string]bool{"dentry": true}
-	h, groups := explained(t, k, k.cacheNames[dentryKey], slabObj(dentryKey, 192, dentrySite), 30, func(i int, _ []uint64) {
+	h, groups := explained(t, k, k.cacheNames[dentryKey], slabObj(dentryKey, 192, dentrySite), func(i int, _ []uint64) {
 		if i == 20 {
 			k.vmstat.DropSlab++
 		}
@@ -1231,7 +1234,7 @@ func TestLiveTasksExplainTheirStructures(t *testing.T) {
 		42: {Name: "nginx", StartNs: uint64(firstMonotonic) + uint64(3*time.Minute)},
 		1:  {Name: "init", StartNs: 1},
 	}
-	_, groups := explained(t, k, k.cacheNames[dentryKey], slabObj(dentryKey, 192, dentrySite), 30, func(_ int, addrs []uint64) {
+	_, groups := explained(t, k, k.cacheNames[dentryKey], slabObj(dentryKey, 192, dentrySite), func(_ int, addrs []uint64) {
 		k.hold(addrs, kmem.Holder{Tgid: 40, Hold: kmem.HeldByTask})
 	})
 	for i, g := range groups {
@@ -1249,7 +1252,7 @@ func TestLiveTasksExplainTheirStructures(t *testing.T) {
 func TestLeakOfOpenFilesNamesItsHolder(t *testing.T) {
 	k := newFakeKernel()
 	k.processes = map[uint32]kmem.Process{812: {Name: "python3", StartNs: 1}}
-	_, groups := explained(t, k, "kmalloc-cg-192", kmallocObj(kmem.KmallocAccounted, 192, kmallocSite), 30, func(_ int, addrs []uint64) {
+	_, groups := explained(t, k, "kmalloc-cg-192", kmallocObj(kmem.KmallocAccounted, 192, kmallocSite), func(_ int, addrs []uint64) {
 		k.hold(addrs, kmem.Holder{Tgid: 812, Hold: kmem.HeldAsFile})
 	})
 	last := groups[len(groups)-1].Verdict
@@ -1282,7 +1285,7 @@ func TestLeakOutlivingItsAllocatorsSaysSo(t *testing.T) {
 func TestTmpfsFilesExplainTmpfsInodes(t *testing.T) {
 	k := newFakeKernel()
 	k.cacheNames[dentryKey] = "shmem_inode_cache"
-	_, groups := explained(t, k, "shmem_inode_cache", slabObj(dentryKey, 760, dentrySite), 30, func(int, []uint64) {
+	_, groups := explained(t, k, "shmem_inode_cache", slabObj(dentryKey, 760, dentrySite), func(int, []uint64) {
 		k.tmpfsFiles += 6
 	})
 	for i, g := range groups {
@@ -1297,7 +1300,7 @@ func TestTmpfsFilesExplainTmpfsInodes(t *testing.T) {
 // leak of its own.
 func TestAllocatorBookkeepingIsNotALeak(t *testing.T) {
 	k := newFakeKernel()
-	_, groups := explained(t, k, "kmalloc-512", kmallocObj(kmem.KmallocNormal, 512, sheafSite), 30, func(int, []uint64) {})
+	_, groups := explained(t, k, "kmalloc-512", kmallocObj(kmem.KmallocNormal, 512, sheafSite), func(int, []uint64) {})
 	for i, g := range groups {
 		assert.NotEqual(t, verdict.Leaking, g.Verdict.State, "scan %d", i+1)
 	}
@@ -1311,7 +1314,7 @@ func TestAllocatorBookkeepingIsNotALeak(t *testing.T) {
 func TestCompanionsOfReclaimableObjectsAreReclaimable(t *testing.T) {
 	k := newFakeKernel()
 	k.cacheNames[dentryKey] = "lsm_inode_cache"
-	_, groups := explained(t, k, "lsm_inode_cache", slabObj(dentryKey, 32, lsmSite), 30, func(int, []uint64) {})
+	_, groups := explained(t, k, "lsm_inode_cache", slabObj(dentryKey, 32, lsmSite), func(int, []uint64) {})
 	for i, g := range groups {
 		assert.NotEqual(t, verdict.Leaking, g.Verdict.State, "scan %d", i+1)
 	}
@@ -1348,7 +1351,7 @@ func TestLeakOfFilesHeldBySeveralNamesTheLargest(t *testing.T) {
 // and the reason says how many.
 func TestHalfHeldByTasksIsNotExplained(t *testing.T) {
 	k := newFakeKernel()
-	_, groups := explained(t, k, "kmalloc-64", kmallocObj(kmem.KmallocNormal, 64, kmallocSite), 30, func(_ int, addrs []uint64) {
+	_, groups := explained(t, k, "kmalloc-64", kmallocObj(kmem.KmallocNormal, 64, kmallocSite), func(_ int, addrs []uint64) {
 		k.hold(addrs[:3], kmem.Holder{Tgid: 40, Hold: kmem.HeldByTask})
 	})
 	last := groups[len(groups)-1].Verdict

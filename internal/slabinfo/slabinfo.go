@@ -21,7 +21,7 @@ func Read(path string) (map[string]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // read only: closing loses nothing
 	return Parse(f)
 }
 

@@ -4,6 +4,7 @@ package tmpfs
 
 import (
 	"fmt"
+	"math"
 
 	"golang.org/x/sys/unix"
 
@@ -24,7 +25,8 @@ func Files(mounts []mountinfo.Mount) (int64, error) {
 		if err := unix.Statfs(m.Point, &st); err != nil {
 			return 0, fmt.Errorf("statfs %s: %w", m.Point, err)
 		}
-		files += int64(st.Files - st.Ffree)
+		used := st.Files - min(st.Ffree, st.Files)
+		files += int64(min(used, math.MaxInt64))
 	}
 	return files, nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/jiffies"
@@ -27,8 +28,11 @@ func readClock(specs *bpf.KmemleakSpecs) (*jiffies.Clock, error) {
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return nil, fmt.Errorf("loading read_clock: %w", err)
 	}
-	defer objs.Clock.Close()
-	defer objs.ReadClock.Close()
+	defer func() {
+		// Only file descriptors, read from and done with.
+		_ = objs.Clock.Close()
+		_ = objs.ReadClock.Close()
+	}()
 	var readings [2]jiffies.Reading
 	for i := range readings {
 		if i > 0 {
@@ -58,4 +62,14 @@ func ProbeClock() (*jiffies.Clock, error) {
 		return nil, err
 	}
 	return readClock(specs)
+}
+
+// MonotonicNow reads the clock of kmem.Object.AllocNs: CLOCK_MONOTONIC,
+// which the probes' jiffies are mapped onto (or bpf_ktime_get_ns's own).
+func MonotonicNow() (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0, fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
+	}
+	return uint64(ts.Nano()), nil //nolint:gosec // G115: CLOCK_MONOTONIC counts up from boot, never negative
 }

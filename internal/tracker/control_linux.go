@@ -64,9 +64,9 @@ func (t *Tracker) skipKmalloc(id kmem.CacheID) error {
 // of their skip table, a size class or not.
 func (t *Tracker) KmallocCaches() []kmem.CacheID {
 	var out []kmem.CacheID
+	slots := len(t.control.kmallocSkip.Skip[0]) // as many for every family
 	for _, family := range kmem.KmallocFamilies {
-		slots := t.control.kmallocSkip.Skip[bpfKmallocFamilies[family]]
-		for slot := 1; slot < len(slots); slot++ {
+		for slot := 1; slot < slots; slot++ {
 			out = append(out, kmem.KmallocID(family, uint32(slot*8)))
 		}
 	}

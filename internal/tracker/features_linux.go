@@ -139,7 +139,7 @@ func checkKernelRelease(release string) error {
 		return fmt.Errorf("cannot read the kernel version from %q: %w", release, err)
 	}
 	if major < 5 || major == 5 && minor < 12 {
-		return fmt.Errorf("Linux %s is older than 5.12: the probes' live table needs BPF atomic operations on map values (compare-and-swap), which arrived in 5.12", release)
+		return fmt.Errorf("kernel %s is older than Linux 5.12: the probes' live table needs BPF atomic operations on map values (compare-and-swap), which arrived in 5.12", release)
 	}
 	return nil
 }
@@ -180,7 +180,9 @@ const (
 )
 
 // CheckPrivileges names the missing capability up front; the kernel's EPERM
-// from bpf(2) does not say which one it wanted.
+// from bpf(2) does not say which one it wanted. Open does not call it: its
+// callers do, before anything else they load (the receiver before its
+// holder iterators), so that a user without them hears of nothing else.
 func CheckPrivileges() error {
 	eff, err := effectiveCaps()
 	if err != nil {
@@ -235,14 +237,4 @@ func explainPermission(err error) error {
 		return fmt.Errorf("%w (the kernel refused: check CAP_BPF/CAP_PERFMON, kernel.unprivileged_bpf_disabled, and lockdown)", err)
 	}
 	return err
-}
-
-// MonotonicNow reads the clock of kmem.Object.AllocNs: CLOCK_MONOTONIC,
-// which the probes' jiffies are mapped onto (or bpf_ktime_get_ns's own).
-func MonotonicNow() (uint64, error) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0, fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
-	}
-	return uint64(ts.Nano()), nil
 }

@@ -23,7 +23,7 @@ func TestCheckKernelRelease(t *testing.T) {
 		assert.NoError(t, checkKernelRelease(ok), ok)
 	}
 	assert.EqualError(t, checkKernelRelease("5.10.0-30-amd64"),
-		"Linux 5.10.0-30-amd64 is older than 5.12: the probes' live table needs BPF atomic operations on map values (compare-and-swap), which arrived in 5.12")
+		"kernel 5.10.0-30-amd64 is older than Linux 5.12: the probes' live table needs BPF atomic operations on map values (compare-and-swap), which arrived in 5.12")
 	assert.Error(t, checkKernelRelease("4.19.0"))
 	assert.ErrorContains(t, checkKernelRelease("weird"), "cannot read the kernel version")
 }

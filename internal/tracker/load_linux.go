@@ -53,9 +53,10 @@ type attached struct {
 	primaryFree *ebpf.Program
 }
 
-// Open checks what the kernel and the process allow, loads the maps, and
-// attaches each allocator's programs in the first mode that works.
-func Open(opts Options) (*Tracker, error) {
+// Open checks what the kernel allows, loads the maps, and attaches each
+// allocator's programs in the first mode that works. The caller checks the
+// process's capabilities first, with CheckPrivileges.
+func Open(opts Options) (_ *Tracker, err error) {
 	if err := checkEnvironment(); err != nil {
 		return nil, err
 	}
@@ -77,13 +78,16 @@ func Open(opts Options) (*Tracker, error) {
 		return nil, err
 	}
 	t := &Tracker{attached: map[kmem.Allocator]*attached{}}
+	defer func() {
+		if err != nil {
+			_ = t.Close() // the error returned says what failed; this only cleans up
+		}
+	}()
 	if err := t.createMaps(spec); err != nil {
-		t.Close()
 		return nil, err
 	}
 	l := &loader{spec: spec, cache: btf.NewCache(), maps: t.byName}
 	if err := t.attachAll(l, pl, kernel, opts); err != nil {
-		t.Close()
 		return nil, err
 	}
 	if !opts.IgnoreBulkFrees {
@@ -91,12 +95,10 @@ func Open(opts Options) (*Tracker, error) {
 	}
 	if opts.Attribution {
 		if err := t.attachAttribution(l, &specs.KmemleakProgramSpecs); err != nil {
-			t.Close()
 			return nil, err
 		}
 	}
 	if err := t.mapTables(live); err != nil {
-		t.Close()
 		return nil, err
 	}
 	t.scan = newScanState(opts, clock)
@@ -117,12 +119,8 @@ func loadSpecs() (*ebpf.CollectionSpec, *bpf.KmemleakSpecs, error) {
 	return spec, &specs, nil
 }
 
-// checkEnvironment names what the process or the kernel lacks before
-// anything is loaded.
+// checkEnvironment names what the kernel lacks before anything is loaded.
 func checkEnvironment() error {
-	if err := CheckPrivileges(); err != nil {
-		return err
-	}
 	if err := checkPageSize(os.Getpagesize()); err != nil {
 		return err
 	}
@@ -161,7 +159,7 @@ func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.
 		return nil, fmt.Errorf("setting the probes' constants: %w", err)
 	}
 	m := &specs.KmemleakMapSpecs
-	m.Stacks.ValueSize = uint32(8 * max(opts.Stacks.Depth, 1))
+	m.Stacks.ValueSize = uint32(8 * min(max(opts.Stacks.Depth, 1), kmem.MaxStackDepth))
 	// With no stacks taken the map is still created, at its smallest.
 	m.Stacks.MaxEntries = 1
 	if opts.TakesStacks() {
@@ -431,7 +429,7 @@ func (l *loader) load(todo []attachment) (map[*ebpf.ProgramSpec]*ebpf.Program, [
 		}
 		lk, err := attachProgram(progs[at.program], at)
 		if err != nil {
-			closeAll(links, slices.Collect(maps.Values(progs)))
+			_ = closeAll(links, slices.Collect(maps.Values(progs))) // the attach error is the one to return
 			return nil, nil, fmt.Errorf("attaching to %s: %w", at, explainPermission(err))
 		}
 		links = append(links, lk)
@@ -464,31 +462,31 @@ func AttachTracepoint(prog *ebpf.Program, m kmem.Mode, group, event string) (lin
 	return nil, fmt.Errorf("%s is no tracepoint mode", m)
 }
 
-func closeAll(links []link.Link, progs []*ebpf.Program) {
+func closeAll(links []link.Link, progs []*ebpf.Program) error {
+	var errs []error
 	for _, l := range links {
-		l.Close()
+		errs = append(errs, l.Close())
 	}
 	for _, p := range progs {
-		p.Close()
+		errs = append(errs, p.Close())
 	}
+	return errors.Join(errs...)
 }
 
-// Close detaches and unloads everything; safe to call more than once.
+// Close detaches and unloads everything, and returns every error it met
+// doing so; safe to call more than once.
 func (t *Tracker) Close() error {
-	for _, l := range t.links {
-		l.Close()
-	}
+	errs := []error{closeAll(t.links, nil)}
 	for _, at := range t.attached {
-		closeAll(nil, at.programs)
+		errs = append(errs, closeAll(nil, at.programs))
 	}
 	if t.bulkFree != nil {
-		t.bulkFree.Close()
+		errs = append(errs, t.bulkFree.Close())
 	}
-	closeAll(nil, t.attribution)
+	errs = append(errs, closeAll(nil, t.attribution))
 	for _, m := range t.sections {
-		m.Close()
+		errs = append(errs, m.Close())
 	}
-	var errs []error
 	for _, tab := range t.tables {
 		errs = append(errs, tab.Close())
 	}

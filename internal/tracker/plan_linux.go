@@ -113,7 +113,7 @@ func (pl *plan) choices(a kmem.Allocator, m kmem.Mode, k kernel) ([][]attachment
 	if err != nil {
 		return nil, fmt.Errorf("reading kernel symbols to find the functions to hook: %w", err)
 	}
-	defer kallsyms.Close()
+	defer kallsyms.Close() //nolint:errcheck // read only: closing loses nothing
 	todo, err := pl.kprobeAttachments(a, kallsyms, k.params)
 	if err != nil {
 		return nil, err

@@ -24,7 +24,7 @@ type fakeKernel struct {
 	symbols string                          // testdata kallsyms; "" for no kprobes
 }
 
-func (k fakeKernel) tracepoint(m kmem.Mode, group, event string) error {
+func (k fakeKernel) tracepoint(m kmem.Mode, _, event string) error {
 	if why, ok := k.missing[m][event]; ok {
 		return errors.New(why)
 	}

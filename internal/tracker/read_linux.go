@@ -8,10 +8,8 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/jiffies"
@@ -191,13 +189,14 @@ func (t *Tracker) readCaches(snap *kmem.Snapshot) error {
 	return nil
 }
 
+// cString is a NUL-terminated C char array as a string.
 func cString(b []int8) string {
 	out := make([]byte, 0, len(b))
 	for _, c := range b {
 		if c == 0 {
 			break
 		}
-		out = append(out, byte(c))
+		out = append(out, byte(c)) //nolint:gosec // G115: a C char's bits, as they are
 	}
 	return string(out)
 }
@@ -297,8 +296,7 @@ func (t *Tracker) Exits() ([]kmem.Exit, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading process exits: %w", err)
 		}
-		comm := unsafe.Slice((*byte)(unsafe.Pointer(&e.Comm[0])), len(e.Comm))
-		out = append(out, kmem.Exit{Tgid: tgid, Name: unix.ByteSliceToString(comm), StartNs: e.StartTime, ExitNs: e.ExitTime})
+		out = append(out, kmem.Exit{Tgid: tgid, Name: cString(e.Comm[:]), StartNs: e.StartTime, ExitNs: e.ExitTime})
 	}
 	return out, nil
 }

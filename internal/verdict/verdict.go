@@ -98,17 +98,18 @@ type Reclaim struct {
 type Explanation int
 
 const (
+	// Unexplained is growth nothing here explains.
 	Unexplained Explanation = iota
-	// ReclaimableCache: a cache the kernel reclaims, growing while no
+	// ReclaimableCache is a cache the kernel reclaims, growing while no
 	// reclaim has tested it, or shrinking when one did.
 	ReclaimableCache
-	// LiveTasks: the objects are live tasks' own structures; they go
+	// LiveTasks means the objects are live tasks' own structures; they go
 	// when their tasks do.
 	LiveTasks
-	// TmpfsFiles: the objects are tmpfs inodes, and tmpfs mounts gained
+	// TmpfsFiles means the objects are tmpfs inodes, and tmpfs mounts gained
 	// files as fast.
 	TmpfsFiles
-	// AllocatorBookkeeping: the objects are an allocator's own, which
+	// AllocatorBookkeeping means the objects are an allocator's own, which
 	// follow the memory it manages for every other call site.
 	AllocatorBookkeeping
 )
