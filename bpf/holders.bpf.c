@@ -80,9 +80,13 @@ int held_by_tasks(struct bpf_iter__task *ctx)
 		emit(seq, BPF_CORE_READ(t, security), tgid, HELD_BY_TASK);
 	if (bpf_core_field_exists(t->delays))
 		emit(seq, BPF_CORE_READ(t, delays), tgid, HELD_BY_TASK);
-	// A vmalloc'ed stack's area (CONFIG_VMAP_STACK).
-	if (bpf_core_field_exists(t->stack_vm_area))
-		emit(seq, BPF_CORE_READ(t, stack_vm_area), tgid, HELD_BY_TASK);
+	// A vmalloc'ed stack's area (CONFIG_VMAP_STACK) and its array of
+	// pages.
+	if (bpf_core_field_exists(t->stack_vm_area)) {
+		struct vm_struct *area = BPF_CORE_READ(t, stack_vm_area);
+		emit(seq, area, tgid, HELD_BY_TASK);
+		emit(seq, BPF_CORE_READ(area, pages), tgid, HELD_BY_TASK);
+	}
 	// A kernel thread's struct kthread, its name, and what the thread
 	// works on (a workqueue worker's struct worker).
 	if (bpf_core_field_exists(t->worker_private) && (t->flags & TASK_IS_KTHREAD)) {
@@ -134,7 +138,7 @@ int held_as_files(struct bpf_iter__task_file *ctx)
 }
 
 // Every mapping of every process, its anon_vma and the chain entries that
-// link them.
+// link them, its file and the credentials that file was opened with.
 SEC("iter/task_vma")
 int held_by_mappings(struct bpf_iter__task_vma *ctx)
 {
@@ -146,7 +150,16 @@ int held_by_mappings(struct bpf_iter__task_vma *ctx)
 	__u32 tgid = t->tgid;
 	emit(seq, vma, tgid, HELD_BY_TASK);
 	emit(seq, vma->anon_vma, tgid, HELD_BY_TASK);
-	emit(seq, vma->vm_file, tgid, HELD_BY_TASK);
+	struct file *file = vma->vm_file;
+	emit(seq, file, tgid, HELD_BY_TASK);
+	if (file) {
+		// The credentials an executable was opened with by exec: the
+		// process's before exec replaced them, held as long as the mapping.
+		const struct cred *cred = BPF_CORE_READ(file, f_cred);
+		emit(seq, cred, tgid, HELD_BY_TASK);
+		if (bpf_core_field_exists(cred->security))
+			emit(seq, BPF_CORE_READ(cred, security), tgid, HELD_BY_TASK);
+	}
 	struct list_head *head = &vma->anon_vma_chain;
 	struct list_head *pos = BPF_CORE_READ(head, next);
 	for (int i = 0; i < CHAINS_PER_VMA && pos && pos != head; i++) {
