@@ -158,7 +158,7 @@ _build/kmod-%/kmltest.ko: kernels/kmod.sh kernels/kmltest/Kbuild kernels/kmltest
 # page cache, builds, services starting, a batch, TIME_WAIT, tmpfs files)
 # and planted leaks, for VERDICT_DURATION; it fails on any call site called
 # leaking that is not a planted leak, and on a leak missed or found late.
-# make test runs 6 minutes of it: the 20/min leak must be found, nothing
+# make test runs 4 minutes of it: the 20/min leak must be found, nothing
 # else called leaking.
 VERDICT_DURATION ?= 30m
 verdict-suite:
@@ -166,7 +166,7 @@ verdict-suite:
 	$(GO) run ./cmd/kmemleak-verdicts -duration $(VERDICT_DURATION) -log _build/verdict-suite.log
 
 verdict-suite-short:
-	$(MAKE) verdict-suite VERDICT_DURATION=6m
+	$(MAKE) verdict-suite VERDICT_DURATION=4m
 
 # The measurements of BENCHMARKS.md, as root; bpftrace, which some rows
 # compare against, is installed if missing. Flags go in BENCH_FLAGS, e.g.
