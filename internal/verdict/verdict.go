@@ -251,6 +251,10 @@ func (j *Judge) Observe(now time.Time, reclaim Reclaim, samples map[string]Sampl
 		if now.Sub(g.lastSeen) > j.opts.Window {
 			delete(j.groups, key)
 		}
+		// A group this scan did not see rises like nothing now.
+		if g.lastSeen != now {
+			g.candidate = false
+		}
 	}
 	j.previous = now
 	return out

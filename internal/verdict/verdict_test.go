@@ -388,6 +388,9 @@ func TestCandidates(t *testing.T) {
 		candidate = candidate || j.Candidates()
 	}
 	assert.True(t, candidate)
+	// The rising group is gone: nothing needs the holders now.
+	j.Observe(at.Add(10*time.Minute), Reclaim{}, map[string]Sample{"g": flat})
+	assert.False(t, j.Candidates())
 }
 
 // tmpfs inodes that rise with the files tmpfs mounts hold are growing; the
