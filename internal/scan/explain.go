@@ -98,6 +98,9 @@ func (p *Pipeline) sample(s *site, live string) verdict.Sample {
 	out := verdict.Sample{Objects: s.Objects, Bytes: s.Bytes, OldestAge: s.OldestAge, Survivors: s.Survivors}
 	fn, _, _ := strings.Cut(s.CallSiteSym, "+")
 	switch {
+	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
+		// Open files pin their dentries and inodes: no shrinker takes
+		// them, whatever their cache.
 	case (s.Allocator == kmem.Slab || s.Allocator == kmem.Kmalloc) && p.host.Reclaimable(s.Cache):
 		out.Reclaimable = "reclaimable cache"
 	case reclaim.Companion(functions(s)) != "":

@@ -1379,3 +1379,18 @@ func TestOpenFilesOfManyProcessesAreNotALeak(t *testing.T) {
 	assert.Equal(t, verdict.LiveTasks, last.ExplainedBy)
 	assert.Equal(t, "open files of 28 live processes, none holding a quarter of them", last.Reason, "the aged ones")
 }
+
+// Dentries that open files hold are pinned: a reclaimable cache's site
+// rising with them is a leak, named by who holds them.
+func TestOpenFilesPinReclaimableObjects(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "dentry"
+	k.reclaimable = map[string]bool{"dentry": true}
+	k.processes = map[uint32]kmem.Process{812: {Name: "python3"}}
+	_, groups := explained(t, k, "dentry", slabObj(dentryKey, 192, dentrySite), func(_ int, addrs []uint64) {
+		k.hold(addrs, kmem.Holder{Tgid: 812, Hold: kmem.HeldAsFile})
+	})
+	last := groups[len(groups)-1].Verdict
+	assert.Equal(t, verdict.Leaking, last.State)
+	assert.Equal(t, "held by python3 (pid 812), its open files (100%)", last.Reason)
+}
