@@ -24,7 +24,7 @@ var (
 
 // Iterators are the holder iterators, loaded and attached.
 type Iterators struct {
-	objs  bpf.HoldersObjects
+	progs bpf.HoldersPrograms
 	links []*link.Iter
 	// holds is the last listing, its maps reused by the next: a busy
 	// server's is hundreds of thousands of objects.
@@ -34,15 +34,24 @@ type Iterators struct {
 // Open loads and attaches the iterators. Kernels before 5.12 (no task_vma
 // iterator) or without BTF refuse them.
 func Open() (*Iterators, error) {
+	spec, err := bpf.LoadHolders()
+	if err != nil {
+		return nil, err
+	}
+	// The object's only data is the unused pointer that puts the records'
+	// types into its BTF (bpf/holders.h), which no program reads: a .bss
+	// map made for it would stay mapped, and alive, after Close.
+	delete(spec.Maps, ".bss")
+	delete(spec.Variables, bpf.HoldersVarUnusedHeldTypes)
 	it := &Iterators{}
-	if err := bpf.LoadHoldersObjects(&it.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&it.progs, nil); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("loading the holder iterators: %w", verr)
 		}
 		return nil, fmt.Errorf("loading the holder iterators: %w", err)
 	}
-	for _, p := range []*ebpf.Program{it.objs.HeldByTasks, it.objs.HeldAsFiles, it.objs.HeldByMappings} {
+	for _, p := range []*ebpf.Program{it.progs.HeldByTasks, it.progs.HeldAsFiles, it.progs.HeldByMappings} {
 		l, err := link.AttachIter(link.IterOptions{Program: p})
 		if err != nil {
 			_ = it.Close() // the attach error is the one to return
@@ -85,6 +94,6 @@ func (it *Iterators) Close() error {
 	for _, l := range it.links {
 		errs = append(errs, l.Close())
 	}
-	errs = append(errs, it.objs.Close())
+	errs = append(errs, it.progs.Close())
 	return errors.Join(errs...)
 }
