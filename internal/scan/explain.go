@@ -11,6 +11,7 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/internal/bookkeeping"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/tmpfs"
@@ -60,11 +61,22 @@ type site struct {
 	report.Group // the stack and owner of its largest group with one
 	// exited counts the objects of processes that have ended.
 	exited int64
-	// mostHeld is the group with the most objects live tasks hold as open
-	// files: who holds them, when several do; holding counts the groups
-	// with any.
-	mostHeld report.Group
-	holding  int
+	// heldAsFiles sums, per owner, the objects live tasks hold as open
+	// files: who holds them, when several do.
+	heldAsFiles map[owner.Owner]int64
+}
+
+// mostHeld is the owner whose groups live tasks hold the most of as open
+// files, and how many.
+func (s *site) mostHeld() (owner.Owner, int64) {
+	var most owner.Owner
+	var n int64
+	for o, held := range s.heldAsFiles {
+		if held > n || held == n && o.Pid < most.Pid {
+			most, n = o, held
+		}
+	}
+	return most, n
 }
 
 func (s *site) add(g report.Group) {
@@ -79,11 +91,11 @@ func (s *site) add(g report.Group) {
 	if g.Owner.Exited {
 		s.exited += g.Objects
 	}
-	if g.HeldAsFile > s.mostHeld.HeldAsFile {
-		s.mostHeld = g
-	}
 	if g.HeldAsFile > 0 {
-		s.holding++
+		if s.heldAsFiles == nil {
+			s.heldAsFiles = map[owner.Owner]int64{}
+		}
+		s.heldAsFiles[g.Owner] += g.HeldAsFile
 	}
 }
 
@@ -96,26 +108,27 @@ const spreadHolders = 4
 // cache is reclaimable, what holds its objects.
 func (p *Pipeline) sample(s *site, live string) verdict.Sample {
 	out := verdict.Sample{Objects: s.Objects, Bytes: s.Bytes, OldestAge: s.OldestAge, Survivors: s.Survivors}
-	fn, _, _ := strings.Cut(s.CallSiteSym, "+")
-	switch {
+	functions := functions(s)
+	switch companion := reclaim.Companion(functions); {
 	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
 		// Open files pin their dentries and inodes: no shrinker takes
 		// them, whatever their cache.
 	case (s.Allocator == kmem.Slab || s.Allocator == kmem.Kmalloc) && p.host.Reclaimable(s.Cache):
 		out.Reclaimable = "reclaimable cache"
-	case reclaim.Companion(functions(s)) != "":
-		out.Reclaimable = reclaim.Companion(functions(s)) + ", reclaimed with them"
+	case companion != "":
+		out.Reclaimable = companion + ", reclaimed with them"
 	}
 	out.OnePerTmpfsFile = s.Allocator == kmem.Slab && s.Cache == tmpfs.Cache
-	out.Bookkeeping = bookkeeping.Of(fn)
+	out.Bookkeeping = bookkeeping.Of(functions[0])
 	// Nine in ten: objects allocated since the holders were listed, and
 	// tasks exiting meanwhile, are not seen held.
+	_, most := s.mostHeld()
 	switch {
 	case s.Objects == 0:
 	case s.HeldByTask*10 >= s.Objects*9:
 		out.Held = "live tasks' own structures (" + percent(s.HeldByTask, s.Objects) + " of its objects)" + live
-	case s.HeldAsFile*10 >= s.Objects*9 && s.holding >= spreadHolders && s.mostHeld.HeldAsFile*4 <= s.HeldAsFile:
-		out.Held = fmt.Sprintf("open files of %d live processes, none holding a quarter of them", s.holding)
+	case s.HeldAsFile*10 >= s.Objects*9 && len(s.heldAsFiles) >= spreadHolders && most*4 <= s.HeldAsFile:
+		out.Held = fmt.Sprintf("open files of %d live processes, none holding a quarter of them", len(s.heldAsFiles))
 	}
 	out.Clue = p.clue(s)
 	return out
@@ -124,10 +137,10 @@ func (p *Pipeline) sample(s *site, live string) verdict.Sample {
 // functions are the functions of a site's call site and, where its stack
 // is known, of the frames outwards.
 func functions(s *site) []string {
-	var out []string
-	for frame := range strings.SplitSeq(cmp.Or(s.Stack, s.CallSiteSym), "\n") {
-		fn, _, _ := strings.Cut(frame, "+")
-		out = append(out, fn)
+	frames := report.Frames(cmp.Or(s.Stack, s.CallSiteSym))
+	out := make([]string, len(frames))
+	for i, f := range frames {
+		out[i] = f.Function
 	}
 	return out
 }
@@ -170,7 +183,7 @@ func (p *Pipeline) holderClue(s *site) string {
 	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
 		if s.FileHolder == kmem.SeveralHolders {
 			most := ""
-			if o := s.mostHeld.Owner; o.Attributed() && !o.Other && !o.Exited {
+			if o, _ := s.mostHeld(); o.Attributed() && !o.Other && !o.Exited {
 				most = "; most allocated by " + o.String()
 			}
 			return "held by several processes, their open files (" + percent(s.HeldAsFile, s.Objects) + ")" + most
