@@ -8,6 +8,7 @@ package holders
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -58,7 +59,7 @@ func decode(r io.Reader, holds *kmem.Holds) error {
 			}
 			holds.Processes[tgid] = kmem.Process{
 				StartNs: binary.NativeEndian.Uint64(rec[heldSize:]),
-				Name:    cString(rec[heldSize+8 : processSize]),
+				Name:    comm(rec[heldSize+8 : processSize]),
 			}
 		default:
 			return fmt.Errorf("a held object of unknown kind %d", kind)
@@ -66,11 +67,8 @@ func decode(r io.Reader, holds *kmem.Holds) error {
 	}
 }
 
-func cString(b []byte) string {
-	for i, c := range b {
-		if c == 0 {
-			return string(b[:i])
-		}
-	}
-	return string(b)
+// comm is a NUL-padded task name.
+func comm(b []byte) string {
+	name, _, _ := bytes.Cut(b, []byte{0})
+	return string(name)
 }
