@@ -26,7 +26,7 @@ import (
 // the verdict needs to know whether they explain it. Nil otherwise, or
 // when they cannot be listed.
 func (p *Pipeline) holds() *kmem.Holds {
-	if p.opts.Holders == nil || !p.judge.Candidates() {
+	if p.opts.Holders == nil || len(p.candidates) == 0 {
 		return nil
 	}
 	holds, err := p.opts.Holders.Read()
@@ -37,7 +37,23 @@ func (p *Pipeline) holds() *kmem.Holds {
 		}
 		return nil
 	}
+	holds.Sites = p.candidates
 	return holds
+}
+
+// candidateSites are the call sites of the groups of the sites keyed
+// (siteKey): a site is a name, which several addresses may share.
+func candidateSites(keys []string, groups []report.Group) map[uint64]bool {
+	if len(keys) == 0 {
+		return nil
+	}
+	sites := map[uint64]bool{}
+	for _, g := range groups {
+		if slices.Contains(keys, siteKey(g)) {
+			sites[g.CallSite] = true
+		}
+	}
+	return sites
 }
 
 // reclaimed is how hard the kernel reclaimed since the last scan: none on

@@ -124,6 +124,10 @@ type Pipeline struct {
 	// warnedHolders: listing what live tasks hold failed, and the user
 	// was told.
 	warnedHolders bool
+	// candidates are the call sites the last scan found rising like a
+	// leak (verdict.Judge.Candidates): the next scan looks up who holds
+	// their objects.
+	candidates map[uint64]bool
 }
 
 // Result is what one scan found.
@@ -341,6 +345,7 @@ func (p *Pipeline) judgeGroups(rep *report.Report, now uint64) (bySite []report.
 		g := &rep.Groups[i]
 		g.Verdict = sites[siteKey(*g)].Verdict
 	}
+	p.candidates = candidateSites(p.judge.Candidates(), rep.Groups)
 	return bySite
 }
 
