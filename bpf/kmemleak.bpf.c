@@ -1042,6 +1042,82 @@ int BPF_KPROBE(kp_free_bulk, struct kmem_cache *s, size_t size, void **p)
 	return 0;
 }
 
+// kfree_rcu batches end in kfree_bulk, which no tracepoint shows; where
+// the kernel has no kprobes either (kp_free_bulk), the batches are read
+// where they wait instead: when the workqueue runs the two functions that
+// free them, every object of the slab channel of the lists they free from
+// is as good as freed. kvfree_call_rcu committed it to the free, so its
+// address cannot come back before it is freed: forgetting it now, however
+// early, never forgets a live object. (A node recycled while it is read
+// can show an old object's address: the one race, and its cost is one
+// object no longer counted.) The loader sets the functions' addresses from
+// kallsyms; 0 leaves the program doing nothing.
+const volatile __u64 kfree_rcu_monitor_fn = 0; // frees the per-CPU lists whose grace period passed
+const volatile __u64 kfree_rcu_work_fn = 0; // frees the lists handed to it after a grace period
+
+// A node holds a page of pointers; a batch, a few nodes.
+#define RCU_BATCH_NODES 16
+#define RCU_BATCH_RECORDS 512
+
+// rcu_node_records is where a node's pointers start: bpf_loop passes its
+// callback a pointer to the stack only.
+struct rcu_node_records {
+	void **first;
+};
+
+static long forget_rcu_record(__u64 i, struct rcu_node_records *r)
+{
+	__u64 key = 0;
+	bpf_probe_read_kernel(&key, sizeof(key), &r->first[i]);
+	if (!is_object((const void *)key) || !sampled(key))
+		return 0;
+	struct object *obj = find_object(key);
+	if (!obj)
+		return 0;
+	__u32 allocator = obj->allocator == ALLOCATOR_SLAB ? ALLOCATOR_SLAB : ALLOCATOR_KMALLOC;
+	__u64 cache = obj->cache;
+	struct counters *c = counters_of(allocator);
+	if (!c || !delete_object(allocator, key))
+		return 0;
+	c->frees++;
+	if (allocator == ALLOCATOR_SLAB)
+		note_cache_free(cache, NULL);
+	return 0;
+}
+
+// forget_rcu_batches forgets the objects of the slab channel's list of
+// nodes (struct kvfree_rcu_bulk_data) that starts at head.
+static __always_inline void forget_rcu_batches(void *head)
+{
+	struct list_head *pos = NULL;
+	bpf_probe_read_kernel(&pos, sizeof(pos), head);
+	for (int n = 0; n < RCU_BATCH_NODES && pos && (void *)pos != head; n++) {
+		struct kvfree_rcu_bulk_data *node = (void *)pos - bpf_core_field_offset(struct kvfree_rcu_bulk_data, list);
+		__u64 records = BPF_CORE_READ(node, nr_records);
+		struct rcu_node_records r = {(void *)node + bpf_core_field_offset(struct kvfree_rcu_bulk_data, records)};
+		bpf_loop(records < RCU_BATCH_RECORDS ? records : RCU_BATCH_RECORDS, forget_rcu_record, &r, 0);
+		if (bpf_probe_read_kernel(&pos, sizeof(pos), &pos->next))
+			break;
+	}
+}
+
+SEC("tp_btf/workqueue_execute_start")
+int BPF_PROG(rcu_batch_free, struct work_struct *work)
+{
+	__u64 fn = (__u64)work->func;
+	if (!fn)
+		return 0;
+	if (fn == kfree_rcu_work_fn) {
+		// rcu_work.work is where the work struct sits in it.
+		struct kfree_rcu_cpu_work *w = (void *)work - bpf_core_field_offset(struct kfree_rcu_cpu_work, rcu_work);
+		forget_rcu_batches((void *)w + bpf_core_field_offset(struct kfree_rcu_cpu_work, bulk_head_free));
+	} else if (fn == kfree_rcu_monitor_fn) {
+		struct kfree_rcu_cpu *c = (void *)work - bpf_core_field_offset(struct kfree_rcu_cpu, monitor_work);
+		forget_rcu_batches((void *)c + bpf_core_field_offset(struct kfree_rcu_cpu, bulk_head));
+	}
+	return 0;
+}
+
 // Run once by the loader (BPF_PROG_TEST_RUN), never attached: the pair of
 // clocks that maps jiffies onto CLOCK_MONOTONIC.
 struct {

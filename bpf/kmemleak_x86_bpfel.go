@@ -199,6 +199,7 @@ const (
 	KmemleakProgRawSlabFree      = "raw_slab_free"
 	KmemleakProgRawSlabFreeAny   = "raw_slab_free_any"
 	KmemleakProgRawSlabFreeBk    = "raw_slab_free_bk"
+	KmemleakProgRcuBatchFree     = "rcu_batch_free"
 	KmemleakProgReadClock        = "read_clock"
 	KmemleakProgSoftirqEntry     = "softirq_entry"
 	KmemleakProgSoftirqExit      = "softirq_exit"
@@ -212,6 +213,8 @@ const (
 	KmemleakProgTpSlabFree       = "tp_slab_free"
 	KmemleakVarAttribution       = "attribution"
 	KmemleakVarIgnoreTgid        = "ignore_tgid"
+	KmemleakVarKfreeRcuMonitorFn = "kfree_rcu_monitor_fn"
+	KmemleakVarKfreeRcuWorkFn    = "kfree_rcu_work_fn"
 	KmemleakVarKmallocMinSize    = "kmalloc_min_size"
 	KmemleakVarLiveBuckets       = "live_buckets"
 	KmemleakVarLivePagesBuckets  = "live_pages_buckets"
@@ -300,6 +303,7 @@ type KmemleakProgramSpecs struct {
 	RawSlabFree      *ebpf.ProgramSpec `ebpf:"raw_slab_free"`
 	RawSlabFreeAny   *ebpf.ProgramSpec `ebpf:"raw_slab_free_any"`
 	RawSlabFreeBk    *ebpf.ProgramSpec `ebpf:"raw_slab_free_bk"`
+	RcuBatchFree     *ebpf.ProgramSpec `ebpf:"rcu_batch_free"`
 	ReadClock        *ebpf.ProgramSpec `ebpf:"read_clock"`
 	SoftirqEntry     *ebpf.ProgramSpec `ebpf:"softirq_entry"`
 	SoftirqExit      *ebpf.ProgramSpec `ebpf:"softirq_exit"`
@@ -337,6 +341,8 @@ type KmemleakMapSpecs struct {
 type KmemleakVariableSpecs struct {
 	Attribution       *ebpf.VariableSpec `ebpf:"attribution"`
 	IgnoreTgid        *ebpf.VariableSpec `ebpf:"ignore_tgid"`
+	KfreeRcuMonitorFn *ebpf.VariableSpec `ebpf:"kfree_rcu_monitor_fn"`
+	KfreeRcuWorkFn    *ebpf.VariableSpec `ebpf:"kfree_rcu_work_fn"`
 	KmallocMinSize    *ebpf.VariableSpec `ebpf:"kmalloc_min_size"`
 	LiveBuckets       *ebpf.VariableSpec `ebpf:"live_buckets"`
 	LivePagesBuckets  *ebpf.VariableSpec `ebpf:"live_pages_buckets"`
@@ -407,6 +413,8 @@ func (m *KmemleakMaps) Close() error {
 type KmemleakVariables struct {
 	Attribution       *ebpf.Variable `ebpf:"attribution"`
 	IgnoreTgid        *ebpf.Variable `ebpf:"ignore_tgid"`
+	KfreeRcuMonitorFn *ebpf.Variable `ebpf:"kfree_rcu_monitor_fn"`
+	KfreeRcuWorkFn    *ebpf.Variable `ebpf:"kfree_rcu_work_fn"`
 	KmallocMinSize    *ebpf.Variable `ebpf:"kmalloc_min_size"`
 	LiveBuckets       *ebpf.Variable `ebpf:"live_buckets"`
 	LivePagesBuckets  *ebpf.Variable `ebpf:"live_pages_buckets"`
@@ -457,6 +465,7 @@ type KmemleakPrograms struct {
 	RawSlabFree      *ebpf.Program `ebpf:"raw_slab_free"`
 	RawSlabFreeAny   *ebpf.Program `ebpf:"raw_slab_free_any"`
 	RawSlabFreeBk    *ebpf.Program `ebpf:"raw_slab_free_bk"`
+	RcuBatchFree     *ebpf.Program `ebpf:"rcu_batch_free"`
 	ReadClock        *ebpf.Program `ebpf:"read_clock"`
 	SoftirqEntry     *ebpf.Program `ebpf:"softirq_entry"`
 	SoftirqExit      *ebpf.Program `ebpf:"softirq_exit"`
@@ -505,6 +514,7 @@ func (p *KmemleakPrograms) Close() error {
 		p.RawSlabFree,
 		p.RawSlabFreeAny,
 		p.RawSlabFreeBk,
+		p.RcuBatchFree,
 		p.ReadClock,
 		p.SoftirqEntry,
 		p.SoftirqExit,

@@ -278,20 +278,20 @@ func (t *Table) Len() int {
 }
 
 // FindFunctions reports which of names are functions of the core kernel in
-// kallsyms-format text: text symbols outside any module. Addresses do not
-// matter, so it works where kernel.kptr_restrict hides them.
-func FindFunctions(r io.Reader, names []string) (map[string]bool, error) {
+// kallsyms-format text (text symbols outside any module), with their
+// addresses: 0 where kernel.kptr_restrict hides them, found all the same.
+func FindFunctions(r io.Reader, names []string) (map[string]uint64, error) {
 	wanted := make(map[string]bool, len(names))
 	for _, n := range names {
 		wanted[n] = true
 	}
-	found := map[string]bool{}
+	found := map[string]uint64{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 256<<10), 256<<10)
 	for sc.Scan() {
-		_, typ, name, module, ok := parseLine(sc.Bytes())
+		addr, typ, name, module, ok := parseLine(sc.Bytes())
 		if ok && module == nil && isText(typ) && wanted[string(name)] {
-			found[string(name)] = true
+			found[string(name)] = addr
 		}
 	}
 	if err := sc.Err(); err != nil {

@@ -99,13 +99,13 @@ func (pl *plan) kprobeAttachments(a kmem.Allocator, kallsyms io.Reader, params f
 	if err != nil {
 		return nil, err
 	}
-	if !found[free.symbol] {
+	if _, ok := found[free.symbol]; !ok {
 		return nil, fmt.Errorf("kallsyms has no function %s", free.symbol)
 	}
 	var out []attachment
 	var errs []error
 	for _, names := range kprobeAllocFunctions[a] {
-		i := slices.IndexFunc(names, func(n string) bool { return found[n] })
+		i := slices.IndexFunc(names, func(n string) bool { _, ok := found[n]; return ok })
 		if i < 0 {
 			continue
 		}

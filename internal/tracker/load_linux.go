@@ -35,6 +35,8 @@ type Tracker struct {
 	live     *livetable.Mapped   // the slab and kmalloc table, if attached
 	attached map[kmem.Allocator]*attached
 	bulkFree *ebpf.Program // on kmem_cache_free_bulk, where the kernel has kprobes
+	// Else on the workqueue, where the kfree_rcu batches are freed.
+	rcuBatches *ebpf.Program
 	// With attribution: the programs that tell interrupt context and
 	// follow process exits, and the latter alone.
 	attribution []*ebpf.Program
@@ -69,11 +71,16 @@ func Open(opts Options) (_ *Tracker, err error) {
 	if err != nil {
 		opts.Logger.Info("Allocation times in nanoseconds, at a cost per allocation: jiffies could not be mapped onto the monotonic clock", zap.Error(err))
 	}
-	live, err := configure(specs, pl, opts, clock)
+	kernel, err := newRunningKernel()
 	if err != nil {
 		return nil, err
 	}
-	kernel, err := newRunningKernel()
+	var rcuBatches map[string]uint64
+	var rcuErr error
+	if !opts.IgnoreBulkFrees {
+		rcuBatches, rcuErr = findRCUBatchFunctions(kernel)
+	}
+	live, err := configure(specs, pl, opts, clock, rcuBatches)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +98,7 @@ func Open(opts Options) (_ *Tracker, err error) {
 		return nil, err
 	}
 	if !opts.IgnoreBulkFrees {
-		t.hookBulkFrees(l, pl, kernel, opts.Logger)
+		t.hookBulkFrees(l, pl, kernel, rcuErr, opts.Logger)
 	}
 	if opts.Attribution {
 		if err := t.attachAttribution(l, &specs.KmemleakProgramSpecs); err != nil {
@@ -143,9 +150,11 @@ func checkEnvironment() error {
 
 // configure writes the options into the object's constants and sizes its
 // maps. It returns the live map of each allocator.
-func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.Clock) (map[kmem.Allocator]*ebpf.MapSpec, error) {
+func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.Clock, rcuBatches map[string]uint64) (map[kmem.Allocator]*ebpf.MapSpec, error) {
 	v := &specs.KmemleakVariableSpecs
 	if err := errors.Join(
+		v.KfreeRcuMonitorFn.Set(rcuBatches["kfree_rcu_monitor"]),
+		v.KfreeRcuWorkFn.Set(rcuBatches["kfree_rcu_work"]),
 		v.TimeInJiffies.Set(clock != nil),
 		v.StackTraces.Set(bpfStackModes[opts.Stacks.Mode]),
 		v.StackSampleRate.Set(opts.Stacks.SampleRate),
@@ -336,10 +345,12 @@ func (t *Tracker) keep(a kmem.Allocator, m kmem.Mode, todo []attachment, progs m
 	t.links = append(t.links, links...)
 }
 
-// hookBulkFrees follows the frees no tracepoint shows, where the kernel has
-// kprobes. Without it, nothing is lost but coverage: the truth check finds
-// the caches freed in bulk and stops tracking them.
-func (t *Tracker) hookBulkFrees(l *loader, pl *plan, k kernel, log *zap.Logger) {
+// hookBulkFrees follows the frees no tracepoint shows: every bulk free
+// where the kernel has kprobes, else the kfree_rcu batches where their
+// functions were found (rcuErr says why not). Without either, nothing is
+// lost but coverage: the truth check finds the caches freed in bulk and
+// stops tracking them.
+func (t *Tracker) hookBulkFrees(l *loader, pl *plan, k kernel, rcuErr error, log *zap.Logger) {
 	_, slab := t.attached[kmem.Slab]
 	_, kmalloc := t.attached[kmem.Kmalloc]
 	if !slab && !kmalloc {
@@ -348,17 +359,31 @@ func (t *Tracker) hookBulkFrees(l *loader, pl *plan, k kernel, log *zap.Logger) 
 	hook := pl.bulkFree()
 	err := k.kprobes()
 	if err == nil {
-		var progs map[*ebpf.ProgramSpec]*ebpf.Program
-		var links []link.Link
-		if progs, links, err = l.load([]attachment{hook}); err == nil {
-			t.bulkFree = progs[hook.program]
-			t.links = append(t.links, links...)
+		if t.bulkFree, err = t.loadOne(l, hook); err == nil {
 			log.Info("Following bulk frees, which no tracepoint shows", zap.String("function", hook.symbol))
 			return
 		}
 	}
+	batches := pl.rcuBatches()
+	if rcuErr == nil {
+		if t.rcuBatches, rcuErr = t.loadOne(l, batches); rcuErr == nil {
+			log.Info("Following kfree_rcu batches as the workqueue frees them; other bulk frees will be found by the truth check and their caches untracked",
+				zap.String("function", hook.symbol), zap.NamedError("kprobe_error", err))
+			return
+		}
+	}
 	log.Info("Not following bulk frees: caches freed in bulk will be found by the truth check and untracked",
-		zap.String("function", hook.symbol), zap.Error(err))
+		zap.String("function", hook.symbol), zap.Error(err), zap.NamedError("kfree_rcu_batches_error", rcuErr))
+}
+
+// loadOne loads and attaches one program that is not an allocator's.
+func (t *Tracker) loadOne(l *loader, at attachment) (*ebpf.Program, error) {
+	progs, links, err := l.load([]attachment{at})
+	if err != nil {
+		return nil, err
+	}
+	t.links = append(t.links, links...)
+	return progs[at.program], nil
 }
 
 // attachAttribution attaches what attribution needs besides the
@@ -387,6 +412,10 @@ func (t *Tracker) attachAttribution(l *loader, progs *bpf.KmemleakProgramSpecs) 
 // FollowsBulkFrees reports whether the frees of kmem_cache_free_bulk are
 // tracked.
 func (t *Tracker) FollowsBulkFrees() bool { return t.bulkFree != nil }
+
+// FollowsRCUBatches reports whether the kfree_rcu batches' frees are
+// tracked: by the bulk-free hook, or read from the batches.
+func (t *Tracker) FollowsRCUBatches() bool { return t.bulkFree != nil || t.rcuBatches != nil }
 
 // Modes reports the attach mode each allocator ended up with.
 func (t *Tracker) Modes() map[kmem.Allocator]kmem.Mode {
@@ -480,8 +509,10 @@ func (t *Tracker) Close() error {
 	for _, at := range t.attached {
 		errs = append(errs, closeAll(nil, at.programs))
 	}
-	if t.bulkFree != nil {
-		errs = append(errs, t.bulkFree.Close())
+	for _, p := range []*ebpf.Program{t.bulkFree, t.rcuBatches} {
+		if p != nil {
+			errs = append(errs, p.Close())
+		}
 	}
 	errs = append(errs, closeAll(nil, t.attribution))
 	for _, m := range t.sections {
@@ -490,7 +521,7 @@ func (t *Tracker) Close() error {
 	for _, tab := range t.tables {
 		errs = append(errs, tab.Close())
 	}
-	t.links, t.attached, t.bulkFree, t.attribution, t.exits, t.byName, t.tables, t.live, t.sections = nil, nil, nil, nil, nil, nil, nil, nil, nil
+	t.links, t.attached, t.bulkFree, t.rcuBatches, t.attribution, t.exits, t.byName, t.tables, t.live, t.sections = nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
 	errs = append(errs, t.maps.Close())
 	t.maps = bpf.KmemleakMaps{}
 	return errors.Join(errs...)

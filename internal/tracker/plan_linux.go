@@ -12,6 +12,7 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
 )
 
 // attachment is one program on one tracepoint (group:event, e.g.
@@ -148,6 +149,36 @@ func (pl *plan) withRawFrees(a kmem.Allocator, todo []attachment) []attachment {
 // call of it.
 func (pl *plan) bulkFree() attachment {
 	return attachment{program: pl.progs.KpFreeBulk, mode: kmem.ModeKprobe, symbol: "kmem_cache_free_bulk"}
+}
+
+// rcuBatches reads the kfree_rcu batches as the workqueue frees them, for
+// kernels without kprobes (see rcu_batch_free).
+func (pl *plan) rcuBatches() attachment {
+	return attachment{program: pl.progs.RcuBatchFree, mode: kmem.ModeTPBTF, group: "workqueue", event: "workqueue_execute_start"}
+}
+
+// rcuBatchFunctions are the functions whose work frees the kfree_rcu
+// batches.
+var rcuBatchFunctions = []string{"kfree_rcu_monitor", "kfree_rcu_work"}
+
+// findRCUBatchFunctions returns the addresses of rcuBatchFunctions, or nil
+// when kallsyms lacks one or hides its address.
+func findRCUBatchFunctions(k kernel) (map[string]uint64, error) {
+	kallsyms, err := k.kallsyms()
+	if err != nil {
+		return nil, err
+	}
+	defer kallsyms.Close() //nolint:errcheck // read only: closing loses nothing
+	found, err := ksym.FindFunctions(kallsyms, rcuBatchFunctions)
+	if err != nil {
+		return nil, err
+	}
+	for _, fn := range rcuBatchFunctions {
+		if found[fn] == 0 {
+			return nil, fmt.Errorf("kallsyms has no address for %s (kernel.kptr_restrict, or another kernel version)", fn)
+		}
+	}
+	return found, nil
 }
 
 // liveMaps are the object's maps of live objects, one per key space.
