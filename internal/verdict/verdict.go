@@ -172,6 +172,11 @@ const (
 	zGrowing = 1.65
 	// confirmScans is how many scans in a row must find a leak.
 	confirmScans = 2
+	// minRise is the fewest objects a leak adds in its window: a process
+	// keeping two or three objects until it exits (a memory policy, seen
+	// called leaking at 0.04/min) is not worth a page, and a leak of one
+	// object a minute clears it in five.
+	minRise = 5
 	// mixedEvidence is the least window a leak in a group that also frees
 	// its aged objects is judged on: a pool's wander can lift its floor for
 	// minutes (a bounded random walk of +-50 around 5,000 did for 6).
@@ -482,7 +487,8 @@ func leakLike(pts []point) bool {
 		return len(pts)-i >= minSamples && leakLike(pts[i:])
 	}
 	t := fit(pts)
-	if t.z < zLeak || t.perMinute <= 0 || !t.persists || !rises(quarters(ys, median)) || !keepsPace(xs, ys) {
+	if t.z < zLeak || t.perMinute <= 0 || !t.persists || ys[len(ys)-1]-float64(t.start) < minRise ||
+		!rises(quarters(ys, median)) || !keepsPace(xs, ys) {
 		return false
 	}
 	var freed, most int64

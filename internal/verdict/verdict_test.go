@@ -452,3 +452,35 @@ func TestStep(t *testing.T) {
 	assert.Equal(t, 5, step([]float64{0, 300, 800, 900, 910, 4910, 4915, 4920, 4926}), "a batch beside a group settling")
 	assert.Equal(t, 0, step([]float64{5, 5, 5}), "flat")
 }
+
+// kept allocates one object at each of its times and keeps it.
+type kept struct {
+	objects
+	at []time.Duration
+}
+
+func (k *kept) step(t time.Duration, _ *rand.Rand) {
+	if slices.Contains(k.at, t) {
+		k.objects = append(k.objects, t)
+	}
+}
+
+// A handful of objects added over minutes and kept (a process's memory
+// policies until it exits) rises as steadily as a slow leak, but is not
+// one worth a page; a leak of one object a minute is still found within
+// its 12 minutes.
+func TestAHandfulIsNoLeak(t *testing.T) {
+	few := &kept{at: []time.Duration{0, 4 * time.Minute, 8 * time.Minute, 12 * time.Minute}}
+	found, last := run(defaults, few, 20*time.Minute, 1)
+	assert.Equal(t, time.Duration(-1), found, "4 objects in 12 minutes called leaking")
+	assert.NotEqual(t, Leaking, last.State)
+
+	var slow kept
+	for m := range 20 {
+		slow.at = append(slow.at, time.Duration(m)*time.Minute)
+	}
+	found, _ = run(defaults, &slow, 20*time.Minute, 1)
+	assert.Positive(t, found, "a leak of one object a minute not found")
+	assert.LessOrEqual(t, found, 12*time.Minute)
+	t.Logf("one object a minute found after %s", found)
+}
