@@ -27,6 +27,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/mountinfo"
+	"github.com/kmemleak/kmemleakreceiver/internal/otlp"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/profile"
 	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
@@ -59,7 +60,7 @@ type kmemleakReceiver struct {
 	// Owned by the scan loop.
 	pipeline *scan.Pipeline
 	symbols  *ksym.Symbolizer // nil when kallsyms cannot be read
-	emitter  report.Emitter
+	emitter  otlp.Emitter
 	stale    staleness.Marker
 	errors   errorLimiter
 	// lastProfile is when the last profiles were built, or the receiver
@@ -132,7 +133,7 @@ func (r *kmemleakReceiver) start() (err error) {
 	if r.telemetry, err = metadata.NewTelemetryBuilder(r.set.TelemetrySettings); err != nil {
 		return fmt.Errorf("creating the receiver's own metrics: %w", err)
 	}
-	r.emitter = report.Emitter{
+	r.emitter = otlp.Emitter{
 		Metrics:          metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set),
 		Logs:             metadata.NewLogsBuilder(r.cfg.logsBuilderConfig(), r.set),
 		IncludeAddresses: r.cfg.IncludeAddresses,
@@ -227,7 +228,7 @@ func (r *kmemleakReceiver) owners() (*owner.Resolver, error) {
 // the host's are read once, at start.
 func (r *kmemleakReceiver) ownerResource(o owner.Owner) pcommon.Resource {
 	rb := r.emitter.Metrics.NewResourceBuilder()
-	report.SetOwner(rb, o)
+	otlp.SetOwner(rb, o)
 	res := rb.Emit()
 	for k, v := range r.emitter.Resource.Attributes().All() {
 		v.CopyTo(res.Attributes().PutEmpty(k))
