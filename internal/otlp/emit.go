@@ -231,8 +231,7 @@ func SetOwner(rb *metadata.ResourceBuilder, o owner.Owner) {
 		case "kmem.context":
 			rb.SetKmemContext(kv[1])
 		case "process.pid":
-			pid, _ := strconv.ParseInt(kv[1], 10, 64)
-			rb.SetProcessPid(pid)
+			rb.SetProcessPid(int64(o.Pid)) // an integer here, not the pair's decimal text
 		case "process.executable.name":
 			rb.SetProcessExecutableName(kv[1])
 		case "process.linux.cgroup":
