@@ -287,7 +287,7 @@ func (p *Pipeline) newlyDropped() uint64 {
 func (p *Pipeline) untrace(res truth.Result) {
 	log := p.opts.Logger
 	doomed := res.Stale
-	for _, v := range res.Verdicts {
+	for _, v := range res.Untraced {
 		doomed = append(doomed, v.ID)
 		log.Warn("Slab cache frees bypass the tracepoints; no longer tracking it",
 			zap.String("cache", v.Name), zap.Stringer("allocator", v.ID.Allocator), zap.String("reason", v.Reason),
