@@ -59,7 +59,7 @@ type kmemleakReceiver struct {
 
 	// Owned by the scan loop.
 	pipeline *scan.Pipeline
-	symbols  *ksym.Symbolizer // nil when kallsyms cannot be read
+	symbols  *ksym.Kallsyms // nil when kallsyms cannot be read
 	emitter  otlp.Emitter
 	stale    staleness.Marker
 	errors   errorLimiter
@@ -127,7 +127,7 @@ func (r *kmemleakReceiver) start() (err error) {
 		return err
 	}
 	r.symbols = r.loadSymbols()
-	if err := r.pipeline.Attach(r.tracker, ksym.Namer{Symbols: r.symbols, IncludeAddresses: r.cfg.IncludeAddresses}); err != nil {
+	if err := r.pipeline.Attach(r.tracker, ksym.Symbolizer{Symbols: r.symbols, IncludeAddresses: r.cfg.IncludeAddresses}); err != nil {
 		return err
 	}
 	if r.telemetry, err = metadata.NewTelemetryBuilder(r.set.TelemetrySettings); err != nil {
@@ -177,7 +177,7 @@ func (r *kmemleakReceiver) release() error {
 // kallsymsPath is where kernel symbols are read; a variable for tests.
 var kallsymsPath = "/proc/kallsyms"
 
-func (r *kmemleakReceiver) loadSymbols() *ksym.Symbolizer {
+func (r *kmemleakReceiver) loadSymbols() *ksym.Kallsyms {
 	sym, err := ksym.New(kallsymsPath, "/proc/modules")
 	if err != nil {
 		r.set.Logger.Warn("Kernel symbols are unavailable, call sites will not be named", zap.Error(err))

@@ -157,7 +157,7 @@ func measureScans(n, runs int) (took [][]float64, entries []int, names []string,
 		return nil, nil, nil, err
 	}
 	defer closeInto(&err, it)
-	methods := scanMethods(tr, hash, walker, &heldObjects{it: it, pad: busyServerHolds}, ksym.Namer{Symbols: symbols})
+	methods := scanMethods(tr, hash, walker, &heldObjects{it: it, pad: busyServerHolds}, ksym.Symbolizer{Symbols: symbols})
 	took = make([][]float64, len(methods))
 	entries = make([]int, len(methods))
 	// Run 0 is not counted: it sizes the buffers that later runs reuse.
