@@ -58,11 +58,11 @@ type kmemleakReceiver struct {
 	telemetry *metadata.TelemetryBuilder // the receiver's own metrics, in the collector's telemetry
 
 	// Owned by the scan loop.
-	pipeline *scan.Pipeline
-	symbols  *ksym.Kallsyms // nil when kallsyms cannot be read
-	emitter  otlp.Emitter
-	stale    staleness.Marker
-	errors   errorLimiter
+	scanner *scan.Scanner
+	symbols *ksym.Kallsyms // nil when kallsyms cannot be read
+	emitter otlp.Emitter
+	stale   staleness.Marker
+	errors  errorLimiter
 	// lastProfile is when the last profiles were built, or the receiver
 	// started.
 	lastProfile time.Time
@@ -122,12 +122,12 @@ func (r *kmemleakReceiver) start() (err error) {
 	}
 	// Before attaching: the truth check needs the kernel's counts without
 	// any object the probes will track.
-	r.pipeline = scan.New(newMachine(), sopts)
+	r.scanner = scan.New(newMachine(), sopts)
 	if r.tracker, err = tracker.Open(opts); err != nil {
 		return err
 	}
 	r.symbols = r.loadSymbols()
-	if err := r.pipeline.Attach(r.tracker, ksym.Symbolizer{Symbols: r.symbols, IncludeAddresses: r.cfg.IncludeAddresses}); err != nil {
+	if err := r.scanner.Attach(r.tracker, ksym.Symbolizer{Symbols: r.symbols, IncludeAddresses: r.cfg.IncludeAddresses}); err != nil {
 		return err
 	}
 	if r.telemetry, err = metadata.NewTelemetryBuilder(r.set.TelemetrySettings); err != nil {
@@ -186,7 +186,7 @@ func (r *kmemleakReceiver) loadSymbols() *ksym.Kallsyms {
 	return sym
 }
 
-// machine is the scan pipeline's Host: the kernel's slab counts, clock and
+// machine is the scanner's Machine: the kernel's slab counts, clock and
 // reclaim.
 type machine struct {
 	caches *reclaim.Caches
@@ -300,7 +300,7 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 			log.Warn("Reloading kernel symbols after a module change failed; using the old table", zap.Error(err))
 		}
 	}
-	res, err := r.pipeline.Scan()
+	res, err := r.scanner.Scan()
 	if err != nil {
 		r.errors.log(log, "Scan of live kernel objects failed", err)
 		return
