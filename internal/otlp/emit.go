@@ -177,9 +177,7 @@ func byCallSite(groups []report.Group) []report.Group {
 			out = append(out, g)
 			continue
 		}
-		out[i].Objects += g.Objects
-		out[i].Bytes += g.Bytes
-		out[i].OldestAge = max(out[i].OldestAge, g.OldestAge)
+		out[i].Add(g)
 		out[i].Verdict.PerMinute += g.Verdict.PerMinute
 	}
 	return out

@@ -391,3 +391,38 @@ func BenchmarkEmit(b *testing.B) {
 		e.EmitLogs(ctx, rep.Groups, false, scanTime)
 	}
 }
+
+// Groups that differ only in what the stack hash leaves out (offsets,
+// addresses) are one series: their points are summed, not averaged by
+// the builder.
+func TestEmitMetricsSumsGroupsThatHashAlike(t *testing.T) {
+	e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), metadata.DefaultLogsBuilderConfig(), false)
+	group := func(stack string, objects int64, oldest time.Duration, perMinute float64) report.Group {
+		return report.Group{Allocator: kmem.Kmalloc, Cache: "kmalloc-cg-1k", CallSiteSym: "alloc_pipe_info+0x2b",
+			Stack: stack, StackHash: "ba6ca1f1488d0263", Objects: objects, Bytes: objects * 1024, OldestAge: oldest,
+			Verdict: verdict.Verdict{State: verdict.Growing, PerMinute: perMinute}}
+	}
+	md := e.EmitMetrics(report.Report{Groups: []report.Group{
+		group("alloc_pipe_info+0x2b\ndo_pipe2+0x4f", 10, time.Minute, 2),
+		group("alloc_pipe_info+0x2b\ndo_pipe2+0x51", 5, 2*time.Minute, 1),
+	}}, scanDuration, scanTime)
+
+	want := map[string]float64{
+		"kmem.outstanding.objects": 15, "kmem.outstanding.bytes": 15 * 1024,
+		"kmem.outstanding.oldest_age": 120, "kmem.outstanding.growth": 3,
+	}
+	got := map[string]float64{}
+	for _, rm := range md.ResourceMetrics().All() {
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				if _, ok := want[m.Name()]; !ok {
+					continue
+				}
+				require.Equal(t, 1, m.Gauge().DataPoints().Len(), "%s: one point", m.Name())
+				dp := m.Gauge().DataPoints().At(0)
+				got[m.Name()] = dp.DoubleValue() + float64(dp.IntValue())
+			}
+		}
+	}
+	assert.Equal(t, want, got)
+}
