@@ -27,6 +27,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/mountinfo"
+	"github.com/kmemleak/kmemleakreceiver/internal/otlp"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/profile"
 	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
@@ -57,11 +58,11 @@ type kmemleakReceiver struct {
 	telemetry *metadata.TelemetryBuilder // the receiver's own metrics, in the collector's telemetry
 
 	// Owned by the scan loop.
-	pipeline *scan.Pipeline
-	symbols  *ksym.Symbolizer // nil when kallsyms cannot be read
-	emitter  report.Emitter
-	stale    staleness.Marker
-	errors   errorLimiter
+	scanner *scan.Scanner
+	symbols *ksym.Kallsyms // nil when kallsyms cannot be read
+	emitter otlp.Emitter
+	stale   staleness.Marker
+	errors  errorLimiter
 	// lastProfile is when the last profiles were built, or the receiver
 	// started.
 	lastProfile time.Time
@@ -121,18 +122,18 @@ func (r *kmemleakReceiver) start() (err error) {
 	}
 	// Before attaching: the truth check needs the kernel's counts without
 	// any object the probes will track.
-	r.pipeline = scan.New(newMachine(), sopts)
+	r.scanner = scan.New(newMachine(), sopts)
 	if r.tracker, err = tracker.Open(opts); err != nil {
 		return err
 	}
 	r.symbols = r.loadSymbols()
-	if err := r.pipeline.Attach(r.tracker, ksym.Namer{Symbols: r.symbols, IncludeAddresses: r.cfg.IncludeAddresses}); err != nil {
+	if err := r.scanner.Attach(r.tracker, ksym.Symbolizer{Symbols: r.symbols, IncludeAddresses: r.cfg.IncludeAddresses}); err != nil {
 		return err
 	}
 	if r.telemetry, err = metadata.NewTelemetryBuilder(r.set.TelemetrySettings); err != nil {
 		return fmt.Errorf("creating the receiver's own metrics: %w", err)
 	}
-	r.emitter = report.Emitter{
+	r.emitter = otlp.Emitter{
 		Metrics:          metadata.NewMetricsBuilder(r.cfg.MetricsBuilderConfig, r.set),
 		Logs:             metadata.NewLogsBuilder(r.cfg.logsBuilderConfig(), r.set),
 		IncludeAddresses: r.cfg.IncludeAddresses,
@@ -176,7 +177,7 @@ func (r *kmemleakReceiver) release() error {
 // kallsymsPath is where kernel symbols are read; a variable for tests.
 var kallsymsPath = "/proc/kallsyms"
 
-func (r *kmemleakReceiver) loadSymbols() *ksym.Symbolizer {
+func (r *kmemleakReceiver) loadSymbols() *ksym.Kallsyms {
 	sym, err := ksym.New(kallsymsPath, "/proc/modules")
 	if err != nil {
 		r.set.Logger.Warn("Kernel symbols are unavailable, call sites will not be named", zap.Error(err))
@@ -185,7 +186,7 @@ func (r *kmemleakReceiver) loadSymbols() *ksym.Symbolizer {
 	return sym
 }
 
-// machine is the scan pipeline's Host: the kernel's slab counts, clock and
+// machine is the scanner's Machine: the kernel's slab counts, clock and
 // reclaim.
 type machine struct {
 	caches *reclaim.Caches
@@ -227,7 +228,7 @@ func (r *kmemleakReceiver) owners() (*owner.Resolver, error) {
 // the host's are read once, at start.
 func (r *kmemleakReceiver) ownerResource(o owner.Owner) pcommon.Resource {
 	rb := r.emitter.Metrics.NewResourceBuilder()
-	report.SetOwner(rb, o)
+	otlp.SetOwner(rb, o)
 	res := rb.Emit()
 	for k, v := range r.emitter.Resource.Attributes().All() {
 		v.CopyTo(res.Attributes().PutEmpty(k))
@@ -299,7 +300,7 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 			log.Warn("Reloading kernel symbols after a module change failed; using the old table", zap.Error(err))
 		}
 	}
-	res, err := r.pipeline.Scan()
+	res, err := r.scanner.Scan()
 	if err != nil {
 		r.errors.log(log, "Scan of live kernel objects failed", err)
 		return

@@ -187,7 +187,7 @@ func measureRow(row overheadRow, w workload, iterations, cpu int) (ns float64, c
 		return ns, nil, nil
 	}
 	var snap kmem.Snapshot
-	err = probe.(*tracker.Tracker).Scan(&snap)
+	err = probe.(*tracker.Tracker).Read(&snap)
 	return ns, snap.Counters, err
 }
 

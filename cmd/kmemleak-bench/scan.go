@@ -52,11 +52,11 @@ func scanMethods(tr *tracker.Tracker, hash *ebpf.Map, walker *walker, held *held
 		}
 		snap.Begin(kmem.Ages{Now: now, Cutoff: now, Aged: now})
 		snap.Holds = holds
-		err = tr.Scan(&snap)
+		err = tr.Read(&snap)
 		return int(snap.Objects()), err
 	}
 	methods := []scanMethod{
-		{"ours (Tracker.Scan: the live table in place, counted by group)", func() (int, error) { return scan(nil) }},
+		{"ours (Tracker.Read: the live table in place, counted by group)", func() (int, error) { return scan(nil) }},
 		// What a scan adds while some call site rises like a leak: list
 		// what live tasks hold, and look every aged object up in it.
 		{"ours, listing what live tasks hold (holders.Iterators.Read) then counting the held objects of 10 rising call sites", func() (int, error) {
@@ -157,7 +157,7 @@ func measureScans(n, runs int) (took [][]float64, entries []int, names []string,
 		return nil, nil, nil, err
 	}
 	defer closeInto(&err, it)
-	methods := scanMethods(tr, hash, walker, &heldObjects{it: it, pad: busyServerHolds}, ksym.Namer{Symbols: symbols})
+	methods := scanMethods(tr, hash, walker, &heldObjects{it: it, pad: busyServerHolds}, ksym.Symbolizer{Symbols: symbols})
 	took = make([][]float64, len(methods))
 	entries = make([]int, len(methods))
 	// Run 0 is not counted: it sizes the buffers that later runs reuse.

@@ -62,7 +62,7 @@ type sym struct {
 }
 
 // Table is an immutable, sorted symbol table. Immutability is what lets a
-// Symbolizer swap tables atomically while readers keep using the old one.
+// Kallsyms swap tables atomically while readers keep using the old one.
 type Table struct {
 	syms    []sym // sorted by addr, one entry per address
 	names   string

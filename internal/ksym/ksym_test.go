@@ -158,7 +158,7 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-func TestSymbolizerRefresh(t *testing.T) {
+func TestKallsymsRefresh(t *testing.T) {
 	dir := t.TempDir()
 	kallsyms := filepath.Join(dir, "kallsyms")
 	modules := filepath.Join(dir, "modules")
@@ -215,7 +215,7 @@ func TestSymbolizerRefresh(t *testing.T) {
 	}
 }
 
-func TestSymbolizerNoModulesFile(t *testing.T) {
+func TestKallsymsNoModulesFile(t *testing.T) {
 	dir := t.TempDir()
 	kallsyms := filepath.Join(dir, "kallsyms")
 	writeFile(t, kallsyms, "ffffffff81000000 T _stext\n")
@@ -238,7 +238,7 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
-func TestSymbolizerConcurrent(t *testing.T) {
+func TestKallsymsConcurrent(t *testing.T) {
 	dir := t.TempDir()
 	kallsyms := filepath.Join(dir, "kallsyms")
 	modules := filepath.Join(dir, "modules")
@@ -372,7 +372,7 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-func TestNamer(t *testing.T) {
+func TestSymbolizer(t *testing.T) {
 	dir := t.TempDir()
 	kallsyms := filepath.Join(dir, "kallsyms")
 	if err := os.WriteFile(kallsyms, []byte("ffffffff81000000 T _stext\nffffffff81000100 T alloc_pipe_info\nffffffff81000200 T _etext\n"), 0o600); err != nil {
@@ -382,15 +382,15 @@ func TestNamer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check := func(n Namer, addr uint64, want string) {
+	check := func(n Symbolizer, addr uint64, want string) {
 		t.Helper()
 		if got := n.Symbolize(addr); got != want {
-			t.Errorf("Namer{symbols: %t, addresses: %t}.Symbolize(%#x) = %q, want %q", n.Symbols != nil, n.IncludeAddresses, addr, got, want)
+			t.Errorf("Symbolizer{symbols: %t, addresses: %t}.Symbolize(%#x) = %q, want %q", n.Symbols != nil, n.IncludeAddresses, addr, got, want)
 		}
 	}
-	check(Namer{Symbols: sym}, 0xffffffff8100012b, "alloc_pipe_info+0x2b")
+	check(Symbolizer{Symbols: sym}, 0xffffffff8100012b, "alloc_pipe_info+0x2b")
 	// No symbol, or no table at all: the address only where the user asked.
-	for _, n := range []Namer{{Symbols: sym}, {}} {
+	for _, n := range []Symbolizer{{Symbols: sym}, {}} {
 		check(n, 0x10, "unknown")
 		n.IncludeAddresses = true
 		check(n, 0x10, "0x10")

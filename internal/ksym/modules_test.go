@@ -12,7 +12,7 @@ import (
 // down) when kernels/kmltest's modules were loaded: kmltest, unloaded, and
 // loaded again after kmlpad, which had taken kmltest's old place, into the
 // memory kmlpad's init text had been freed from.
-func TestSymbolizerModuleLoadedOverFreedInitText(t *testing.T) {
+func TestKallsymsModuleLoadedOverFreedInitText(t *testing.T) {
 	dir := t.TempDir()
 	kallsyms := filepath.Join(dir, "kallsyms")
 	modules := filepath.Join(dir, "modules")

@@ -1,5 +1,6 @@
-// Package report turns a scan of live objects into leak-suspect groups and
-// the receiver's metrics and log events.
+// Package report groups a scan's aged objects into leak-suspect groups, by
+// call site or stack and owner, and keeps the top ones; internal/otlp
+// exports them.
 package report
 
 import (

@@ -136,7 +136,7 @@ func TestBuildGroupsByStack(t *testing.T) {
 
 // bootStack is a stack of one boot, as the probes read it: each frame is a
 // function of that boot's kallsyms at an offset.
-func bootStack(t *testing.T, kallsyms string, frames ...ksymFrame) (ksym.Namer, []uint64) {
+func bootStack(t *testing.T, kallsyms string, frames ...ksymFrame) (ksym.Symbolizer, []uint64) {
 	t.Helper()
 	syms, err := ksym.New(kallsyms, "testdata/no-modules-file")
 	require.NoError(t, err)
@@ -156,7 +156,7 @@ func bootStack(t *testing.T, kallsyms string, frames ...ksymFrame) (ksym.Namer, 
 		require.True(t, ok, "%s is not in %s", f.fn, kallsyms)
 		addrs[i] = addr + f.off
 	}
-	return ksym.Namer{Symbols: syms}, addrs
+	return ksym.Symbolizer{Symbols: syms}, addrs
 }
 
 type ksymFrame struct {

@@ -25,7 +25,7 @@ import (
 // holds lists what live tasks hold when a call site rises like a leak:
 // the verdict needs to know whether they explain it. Nil otherwise, or
 // when they cannot be listed.
-func (p *Pipeline) holds() *kmem.Holds {
+func (p *Scanner) holds() *kmem.Holds {
 	if p.opts.Holders == nil || len(p.candidates) == 0 {
 		return nil
 	}
@@ -58,8 +58,8 @@ func candidateSites(keys []string, groups []report.Group) map[uint64]bool {
 
 // reclaimed is how hard the kernel reclaimed since the last scan: none on
 // the first scan, or when the counters cannot be read.
-func (p *Pipeline) reclaimed() verdict.Reclaim {
-	c, err := p.host.Reclaim()
+func (p *Scanner) reclaimed() verdict.Reclaim {
+	c, err := p.machine.Reclaim()
 	if err != nil {
 		p.reclaimOK = false
 		return verdict.Reclaim{}
@@ -122,14 +122,14 @@ const spreadHolders = 4
 
 // sample is what the verdict is told of a site: its counts, whether its
 // cache is reclaimable, what holds its objects.
-func (p *Pipeline) sample(s *site, live string) verdict.Sample {
+func (p *Scanner) sample(s *site, live string) verdict.Sample {
 	out := verdict.Sample{Objects: s.Objects, Bytes: s.Bytes, OldestAge: s.OldestAge, Survivors: s.Survivors}
 	functions := functions(s)
 	switch companion := reclaim.Companion(functions); {
 	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
 		// Open files pin their dentries and inodes: no shrinker takes
 		// them, whatever their cache.
-	case (s.Allocator == kmem.Slab || s.Allocator == kmem.Kmalloc) && p.host.Reclaimable(s.Cache):
+	case (s.Allocator == kmem.Slab || s.Allocator == kmem.Kmalloc) && p.machine.Reclaimable(s.Cache):
 		out.Reclaimable = "reclaimable cache"
 	case companion != "":
 		out.Reclaimable = companion + ", reclaimed with them"
@@ -163,7 +163,7 @@ func functions(s *site) []string {
 
 // countTmpfsFiles tells the samples of tmpfs inodes how many files tmpfs
 // holds, read only when there are any.
-func (p *Pipeline) countTmpfsFiles(samples map[string]verdict.Sample) {
+func (p *Scanner) countTmpfsFiles(samples map[string]verdict.Sample) {
 	var files int64
 	read := false
 	for key, s := range samples {
@@ -172,7 +172,7 @@ func (p *Pipeline) countTmpfsFiles(samples map[string]verdict.Sample) {
 		}
 		if !read {
 			var err error
-			if files, err = p.host.TmpfsFiles(); err != nil {
+			if files, err = p.machine.TmpfsFiles(); err != nil {
 				p.opts.Logger.Debug("Cannot count the files tmpfs holds", zap.Error(err))
 				return
 			}
@@ -186,7 +186,7 @@ func (p *Pipeline) countTmpfsFiles(samples map[string]verdict.Sample) {
 // clue says what points at a leak in a site: who holds its objects, or
 // that they outlive who allocated them, or who did; and how many are live
 // tasks' own structures, when some are but too few to explain it.
-func (p *Pipeline) clue(s *site) string {
+func (p *Scanner) clue(s *site) string {
 	clue := p.holderClue(s)
 	if s.HeldByTask > 0 && s.HeldByTask*10 < s.Objects*9 {
 		clue = strings.TrimPrefix(clue+"; ", "; ") + percent(s.HeldByTask, s.Objects) + " live tasks' own structures"
@@ -194,7 +194,7 @@ func (p *Pipeline) clue(s *site) string {
 	return clue
 }
 
-func (p *Pipeline) holderClue(s *site) string {
+func (p *Scanner) holderClue(s *site) string {
 	switch {
 	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
 		if s.FileHolder == kmem.SeveralHolders {
@@ -215,7 +215,7 @@ func (p *Pipeline) holderClue(s *site) string {
 
 // processName names a live process that holds objects, by the holders'
 // listing.
-func (p *Pipeline) processName(tgid uint32) string {
+func (p *Scanner) processName(tgid uint32) string {
 	name := "?"
 	if holds := p.snap.Holds; holds != nil {
 		name = cmp.Or(holds.Processes[tgid].Name, name)
@@ -226,7 +226,7 @@ func (p *Pipeline) processName(tgid uint32) string {
 // liveTasks says which processes started within the verdict window, for
 // the reason of growth their structures explain: "; 3 processes started in
 // the last 30m0s: sleep x2, nginx".
-func (p *Pipeline) liveTasks(now uint64) string {
+func (p *Scanner) liveTasks(now uint64) string {
 	holds := p.snap.Holds
 	if holds == nil {
 		return ""

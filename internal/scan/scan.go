@@ -23,8 +23,8 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
-// Host is what a scan reads of the machine besides the probes.
-type Host interface {
+// Machine is what a scan reads of the machine besides the probes.
+type Machine interface {
 	// SlabCounts reads the kernel's count of active objects per slab cache
 	// (/proc/slabinfo).
 	SlabCounts() (map[string]int64, error)
@@ -46,8 +46,8 @@ type Holders interface {
 
 // Probes is the tracker as a scan uses it.
 type Probes interface {
-	// Scan adds every live object to a snapshot begun by the caller.
-	Scan(*kmem.Snapshot) error
+	// Read adds every live object to a snapshot begun by the caller.
+	Read(*kmem.Snapshot) error
 	// Untrack stops tracking a cache; its entries stay until DeleteCaches.
 	Untrack(kmem.CacheID) error
 	// DeleteCaches deletes the entries of slab and kmalloc caches, in one
@@ -101,9 +101,9 @@ type Options struct {
 	Clock func() time.Time
 }
 
-// Pipeline is the scans of one receiver, and what they remember.
-type Pipeline struct {
-	host    Host
+// Scanner is the scans of one receiver, and what they remember.
+type Scanner struct {
+	machine Machine
 	probes  Probes
 	symbols report.Symbolizer
 	opts    Options
@@ -145,14 +145,14 @@ type Result struct {
 	NewlyDropped uint64
 }
 
-// New returns the pipeline of a receiver about to attach its probes: it
+// New returns the scanner of a receiver about to attach its probes: it
 // reads the kernel's counts now, for the truth check needs them without
 // any object the probes will track.
-func New(host Host, opts Options) *Pipeline {
+func New(machine Machine, opts Options) *Scanner {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	p := &Pipeline{host: host, opts: opts, judge: verdict.New(opts.Verdict)}
+	p := &Scanner{machine: machine, opts: opts, judge: verdict.New(opts.Verdict)}
 	p.truth = truth.NewChecker(p.slabCounts())
 	p.filter = cacheFilter{tracks: opts.Tracks, seen: map[kmem.CacheID]bool{}}
 	return p
@@ -163,16 +163,16 @@ func New(host Host, opts Options) *Pipeline {
 // probes' own programs, which are in every stack they take). It leaves out
 // the kmalloc caches the filter does not keep: their names are all known up
 // front.
-func (p *Pipeline) Attach(probes Probes, symbols report.Symbolizer) error {
+func (p *Scanner) Attach(probes Probes, symbols report.Symbolizer) error {
 	p.probes, p.symbols = probes, symbols
 	return p.filter.skipKmalloc(probes)
 }
 
 // Scan reads the probes and makes the scan's report.
-func (p *Pipeline) Scan() (Result, error) {
+func (p *Scanner) Scan() (Result, error) {
 	// The order matters to the truth check: objects allocated before cutoff
 	// were alive when the kernel counted, which was before the scan.
-	now, err := p.host.Now()
+	now, err := p.machine.Now()
 	if err != nil {
 		return Result{}, err
 	}
@@ -187,7 +187,7 @@ func (p *Pipeline) Scan() (Result, error) {
 		}
 		p.snap.Reused = owners.Begin(exits)
 	}
-	if err := p.probes.Scan(&p.snap); err != nil {
+	if err := p.probes.Read(&p.snap); err != nil {
 		return Result{}, err
 	}
 	res := Result{Scanned: p.snap.Objects(), NewlyDropped: p.newlyDropped()}
@@ -229,7 +229,7 @@ func (p *Pipeline) Scan() (Result, error) {
 // ages are the times a scan that begins now sorts objects by: the truth
 // check's cutoff is now, aged objects are min_age old, and survivors were
 // aged when the previous scan began.
-func (p *Pipeline) ages(now uint64) kmem.Ages {
+func (p *Scanner) ages(now uint64) kmem.Ages {
 	minAge := uint64(max(p.opts.MinAge, 0))
 	ages := kmem.Ages{Now: now, Cutoff: now, Aged: now - min(minAge, now)}
 	if p.lastScan > 0 {
@@ -242,7 +242,7 @@ func (p *Pipeline) ages(now uint64) kmem.Ages {
 // since the last scan with another created at the same address (a module
 // unloaded and loaded again): the new cache is filtered by its own name,
 // and tracked and checked afresh.
-func (p *Pipeline) forgetRecreated() {
+func (p *Scanner) forgetRecreated() {
 	for _, key := range p.snap.Recreated {
 		id := kmem.CacheID{Allocator: kmem.Slab, Key: key}
 		name := p.snap.CacheNames[key]
@@ -256,8 +256,8 @@ func (p *Pipeline) forgetRecreated() {
 // nil, with one warning, when it cannot: then caches with untraced frees
 // are neither found nor filtered, and their objects are reported as
 // suspects.
-func (p *Pipeline) slabCounts() map[string]int64 {
-	counts, err := p.host.SlabCounts()
+func (p *Scanner) slabCounts() map[string]int64 {
+	counts, err := p.machine.SlabCounts()
 	if err != nil && !p.warnedNoSlabinfo {
 		p.warnedNoSlabinfo = true
 		p.opts.Logger.Warn("Cannot read the kernel's slab counts: caches whose frees bypass the tracepoints will show up as leaks",
@@ -268,7 +268,7 @@ func (p *Pipeline) slabCounts() map[string]int64 {
 
 // newlyDropped says, once per scan at most, that the map was full: the
 // probes dropped allocations, so every count is a lower bound.
-func (p *Pipeline) newlyDropped() uint64 {
+func (p *Scanner) newlyDropped() uint64 {
 	var dropped uint64
 	for _, c := range p.snap.Counters {
 		dropped += c.Dropped
@@ -284,10 +284,10 @@ func (p *Pipeline) newlyDropped() uint64 {
 
 // untrace stops tracking the caches the truth check convicted, and deletes
 // the phantoms it found.
-func (p *Pipeline) untrace(res truth.Result) {
+func (p *Scanner) untrace(res truth.Result) {
 	log := p.opts.Logger
 	doomed := res.Stale
-	for _, v := range res.Verdicts {
+	for _, v := range res.Untraced {
 		doomed = append(doomed, v.ID)
 		log.Warn("Slab cache frees bypass the tracepoints; no longer tracking it",
 			zap.String("cache", v.Name), zap.Stringer("allocator", v.ID.Allocator), zap.String("reason", v.Reason),
@@ -311,7 +311,7 @@ func (p *Pipeline) untrace(res truth.Result) {
 // suspect, so its stack groups start late, and its older objects stay in a
 // group without a stack. A site past verdict.max_groups has no history: it
 // counts as transient.
-func (p *Pipeline) judgeGroups(rep *report.Report, now uint64) (bySite []report.Group) {
+func (p *Scanner) judgeGroups(rep *report.Report, now uint64) (bySite []report.Group) {
 	sites := map[string]*site{}
 	var order []string
 	for _, g := range rep.Groups {
@@ -350,7 +350,7 @@ func (p *Pipeline) judgeGroups(rep *report.Report, now uint64) (bySite []report.
 }
 
 // warnLeak is the one line in the collector's log for a new leak.
-func (p *Pipeline) warnLeak(g report.Group) {
+func (p *Scanner) warnLeak(g report.Group) {
 	fields := []zap.Field{
 		zap.String("call_site", g.CallSiteSym), zap.Stringer("allocator", g.Allocator), zap.String("cache", g.Cache),
 		zap.String("objects_per_min", fmt.Sprintf("%.1f", g.Verdict.PerMinute)),
@@ -373,7 +373,7 @@ const summaryGroups = 3
 
 // summarize is the one line a scan writes to the collector's log; sites
 // are the report's groups by call site, largest first.
-func (p *Pipeline) summarize(rep report.Report, sites []report.Group) {
+func (p *Scanner) summarize(rep report.Report, sites []report.Group) {
 	var tracked int64
 	for _, n := range rep.Tracked {
 		tracked += n

@@ -24,9 +24,9 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
-// The pipeline against a fake kernel: the fake holds the live objects the
+// The scanner against a fake kernel: the fake holds the live objects the
 // probes would track, the kernel's slab counts and both clocks, and
-// records what the pipeline asks of the probes.
+// records what the scanner asks of the probes.
 
 // Slab cache keys, as the probes would report them.
 const (
@@ -84,7 +84,7 @@ const firstMonotonic = 1000 * time.Second
 // scanEvery is the time between two scans.
 const scanEvery = 10 * time.Second
 
-// fakeKernel implements both Host and Probes.
+// fakeKernel implements both Machine and Probes.
 type fakeKernel struct {
 	mono     time.Duration // CLOCK_MONOTONIC
 	wallBase time.Time     // the wall clock at mono 0
@@ -109,12 +109,12 @@ type fakeKernel struct {
 	slab    map[string]int64 // the kernel's counts
 	slabErr error
 	nowErr  error
-	scanErr error
+	readErr error
 
-	// What the pipeline did.
-	calls      []string // the Host and Probes methods called, in order
+	// What the scanner did.
+	calls      []string // the Machine and Probes methods called, in order
 	slabReads  int
-	scans      int
+	reads      int
 	untracks   []kmem.CacheID
 	deletes    [][]kmem.CacheID
 	stackSites [][]uint64
@@ -225,10 +225,14 @@ func (k *fakeKernel) Reclaimable(cache string) bool { return k.reclaimable[cache
 
 func (k *fakeKernel) TmpfsFiles() (int64, error) { return k.tmpfsFiles, nil }
 
-// Read lists what live tasks hold, as holders.Iterators does.
-func (k *fakeKernel) Read() (*kmem.Holds, error) {
-	k.holdReads++
-	return &kmem.Holds{Objects: maps.Clone(k.held), Processes: maps.Clone(k.processes)}, nil
+// fakeHolders lists what the fake kernel's live tasks hold, as
+// holders.Iterators does: a type of its own, for its Read is not the
+// probes'.
+type fakeHolders struct{ k *fakeKernel }
+
+func (f fakeHolders) Read() (*kmem.Holds, error) {
+	f.k.holdReads++
+	return &kmem.Holds{Objects: maps.Clone(f.k.held), Processes: maps.Clone(f.k.processes)}, nil
 }
 
 // hold makes live tasks hold objects at addrs.
@@ -249,13 +253,13 @@ func (k *fakeKernel) Now() (uint64, error) {
 	return uint64(k.mono), nil
 }
 
-// Scan fills snap as the tracker does: objects added, cache names and
+// Read fills snap as the tracker does: objects added, cache names and
 // frees accumulated, TakenNs the time of the scan.
-func (k *fakeKernel) Scan(snap *kmem.Snapshot) error {
-	k.calls = append(k.calls, "Scan")
-	k.scans++
-	if k.scanErr != nil {
-		return k.scanErr
+func (k *fakeKernel) Read(snap *kmem.Snapshot) error {
+	k.calls = append(k.calls, "Read")
+	k.reads++
+	if k.readErr != nil {
+		return k.readErr
 	}
 	for _, obj := range k.live {
 		snap.Add(&obj)
@@ -336,25 +340,25 @@ func pageObj(order uint64, site uint64) kmem.Object {
 
 func slabID(key uint64) kmem.CacheID { return kmem.CacheID{Allocator: kmem.Slab, Key: key} }
 
-// harness is a pipeline attached to a fake kernel.
+// harness is a scanner attached to a fake kernel.
 type harness struct {
 	t    *testing.T
 	k    *fakeKernel
-	p    *Pipeline
+	p    *Scanner
 	logs *observer.ObservedLogs
 }
 
-// start creates the pipeline and attaches the fake's probes. Options left
+// start creates the scanner and attaches the fake's probes. Options left
 // zero get the defaults a test rarely cares about.
 func start(t *testing.T, k *fakeKernel, opts Options) *harness {
 	t.Helper()
-	h := newPipeline(t, k, opts)
+	h := newScanner(t, k, opts)
 	require.NoError(t, h.p.Attach(k, fakeSymbolizer{}))
 	return h
 }
 
-// newPipeline is start without the Attach.
-func newPipeline(t *testing.T, k *fakeKernel, opts Options) *harness {
+// newScanner is start without the Attach.
+func newScanner(t *testing.T, k *fakeKernel, opts Options) *harness {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	opts.Logger = zap.New(core)
@@ -429,7 +433,7 @@ func excludeFilpAndCg(name string) bool {
 
 func TestFilterSkipsKmallocCachesAtAttach(t *testing.T) {
 	k := newFakeKernel()
-	h := newPipeline(t, k, Options{Tracks: excludeFilpAndCg})
+	h := newScanner(t, k, Options{Tracks: excludeFilpAndCg})
 	require.Empty(t, k.untracks, "nothing is untracked before the probes are attached")
 	require.NoError(t, h.p.Attach(k, fakeSymbolizer{}))
 
@@ -450,7 +454,7 @@ func TestFilterSkipsKmallocCachesAtAttach(t *testing.T) {
 // first scan, in one call. None is ever reported.
 func TestFilterDeletesKmallocObjectsFromBeforeAttach(t *testing.T) {
 	k := newFakeKernel()
-	h := newPipeline(t, k, Options{Tracks: excludeFilpAndCg})
+	h := newScanner(t, k, Options{Tracks: excludeFilpAndCg})
 	accounted := kmem.KmallocID(kmem.KmallocAccounted, 64)
 	k.alloc(3, kmallocObj(kmem.KmallocAccounted, 64, kmallocSite))
 	kept := k.alloc(2, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
@@ -467,7 +471,7 @@ func TestFilterDeletesKmallocObjectsFromBeforeAttach(t *testing.T) {
 
 func TestFilterAttachFailure(t *testing.T) {
 	k := newFakeKernel()
-	h := newPipeline(t, k, Options{Tracks: excludeFilpAndCg})
+	h := newScanner(t, k, Options{Tracks: excludeFilpAndCg})
 	failing := &failingUntrack{fakeKernel: k, err: errors.New("map update failed")}
 	assert.ErrorIs(t, h.p.Attach(failing, fakeSymbolizer{}), failing.err)
 }
@@ -1069,18 +1073,18 @@ func TestScanReadsInOrder(t *testing.T) {
 	k.calls = nil
 	h.scan()
 	require.GreaterOrEqual(t, len(k.calls), 3)
-	assert.Equal(t, []string{"Now", "SlabCounts", "Scan"}, k.calls[:3])
+	assert.Equal(t, []string{"Now", "SlabCounts", "Read"}, k.calls[:3])
 }
 
 func TestScanErrors(t *testing.T) {
 	t.Run("probes", func(t *testing.T) {
 		k := newFakeKernel()
 		h := start(t, k, Options{})
-		k.scanErr = errors.New("batch lookup failed")
+		k.readErr = errors.New("batch lookup failed")
 		_, err := h.p.Scan()
-		assert.ErrorIs(t, err, k.scanErr)
+		assert.ErrorIs(t, err, k.readErr)
 
-		k.scanErr = nil
+		k.readErr = nil
 		k.alloc(1, kmallocObj(kmem.KmallocNormal, 64, kmallocSite))
 		res := h.scan()
 		assert.Len(t, res.Report.Groups, 1, "the next scan works")
@@ -1091,11 +1095,11 @@ func TestScanErrors(t *testing.T) {
 		k.nowErr = errors.New("clock_gettime failed")
 		_, err := h.p.Scan()
 		assert.ErrorIs(t, err, k.nowErr)
-		assert.Zero(t, k.scans, "no cutoff, no scan")
+		assert.Zero(t, k.reads, "no cutoff, no read")
 	})
 }
 
-// fakeOwners names owners by pid and remembers what the pipeline told it.
+// fakeOwners names owners by pid and remembers what the scanner told it.
 type fakeOwners struct {
 	exits  []kmem.Exit        // every Begin's
 	reused map[uint32]uint64  // what Begin returns
@@ -1188,7 +1192,7 @@ const explainedScans = 30
 // explained runs a site that gains 6 objects a scan, each scan after step
 // has set up the kernel, and returns every scan's group of the site.
 func explained(t *testing.T, k *fakeKernel, cache string, obj kmem.Object, step func(i int, addrs []uint64)) (*harness, []report.Group) {
-	h := start(t, k, Options{MinAge: 30 * time.Second, Holders: k})
+	h := start(t, k, Options{MinAge: 30 * time.Second, Holders: fakeHolders{k}})
 	var out []report.Group
 	for i := 1; i <= explainedScans; i++ {
 		step(i, k.alloc(6, obj))
@@ -1265,7 +1269,7 @@ func TestLeakOfOpenFilesNamesItsHolder(t *testing.T) {
 func TestLeakOutlivingItsAllocatorsSaysSo(t *testing.T) {
 	k := newFakeKernel()
 	owners := &fakeOwners{exited: map[uint32]bool{}}
-	h := start(t, k, Options{MinAge: 30 * time.Second, Owners: owners, Holders: k})
+	h := start(t, k, Options{MinAge: 30 * time.Second, Owners: owners, Holders: fakeHolders{k}})
 	var last verdict.Verdict
 	for i := 1; i <= 30; i++ {
 		obj := kmallocObj(kmem.KmallocNormal, 64, kmallocSite)
@@ -1329,7 +1333,7 @@ func TestLeakOfFilesHeldBySeveralNamesTheLargest(t *testing.T) {
 	k := newFakeKernel()
 	k.processes = map[uint32]kmem.Process{812: {Name: "python3"}, 900: {Name: "go"}}
 	owners := &fakeOwners{}
-	h := start(t, k, Options{MinAge: 30 * time.Second, Owners: owners, Holders: k})
+	h := start(t, k, Options{MinAge: 30 * time.Second, Owners: owners, Holders: fakeHolders{k}})
 	var last verdict.Verdict
 	for i := 1; i <= 30; i++ {
 		obj := kmallocObj(kmem.KmallocNormal, 64, kmallocSite)
@@ -1365,7 +1369,7 @@ func TestHalfHeldByTasksIsNotExplained(t *testing.T) {
 func TestOpenFilesOfManyProcessesAreNotALeak(t *testing.T) {
 	k := newFakeKernel()
 	owners := &fakeOwners{}
-	h := start(t, k, Options{MinAge: 30 * time.Second, Owners: owners, Holders: k})
+	h := start(t, k, Options{MinAge: 30 * time.Second, Owners: owners, Holders: fakeHolders{k}})
 	var last verdict.Verdict
 	for i := 1; i <= 30; i++ {
 		obj := kmallocObj(kmem.KmallocNormal, 64, kmallocSite)

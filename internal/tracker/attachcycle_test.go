@@ -53,7 +53,7 @@ func TestIntegrationAttachDetachUnderFreeLoad(t *testing.T) {
 		var snap kmem.Snapshot
 		// Attached while the load runs a round or more: the probes fire.
 		for rounds.Load() < before+2 {
-			require.NoError(t, tr.Scan(&snap))
+			require.NoError(t, tr.Read(&snap))
 		}
 		require.NoError(t, tr.Close(), "cycle %d, %s", i, mode)
 	}

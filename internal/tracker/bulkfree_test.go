@@ -89,7 +89,7 @@ func takeAndReleaseLeases(t *testing.T, path string) {
 // phantomsLeft runs a workload that frees its objects with kfree_rcu under
 // a tracker of allocator a, and counts the objects allocated at callSite
 // it still holds once RCU has had time to free them.
-func phantomsLeft(t *testing.T, sym *ksym.Symbolizer, a kmem.Allocator, ignoreBulkFrees bool, workload func(*testing.T), callSite string) (left int64) {
+func phantomsLeft(t *testing.T, sym *ksym.Kallsyms, a kmem.Allocator, ignoreBulkFrees bool, workload func(*testing.T), callSite string) (left int64) {
 	tr, err := Open(Options{
 		Allocators: []kmem.Allocator{a}, Mode: kmem.ModeAuto, MaxObjects: 1 << 20, MaxSize: ^uint32(0),
 		Stacks: StackOptions{Depth: 1}, IgnoreBulkFrees: ignoreBulkFrees, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),

@@ -91,6 +91,6 @@ func scan(t *testing.T, tr *Tracker) *kmem.Snapshot {
 	t.Helper()
 	var snap kmem.Snapshot
 	snap.Begin(kmem.Ages{})
-	require.NoError(t, tr.Scan(&snap))
+	require.NoError(t, tr.Read(&snap))
 	return &snap
 }

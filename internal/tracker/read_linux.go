@@ -41,10 +41,10 @@ func newScanState(opts Options, clock *jiffies.Clock) scanState {
 	}
 }
 
-// Scan adds the live tables' objects to snap, which the caller has begun.
+// Read adds the live tables' objects to snap, which the caller has begun.
 // The tables keep changing while they are read, so an object freed during
-// the scan may still be counted and a new one may not.
-func (t *Tracker) Scan(snap *kmem.Snapshot) error {
+// the read may still be counted and a new one may not.
+func (t *Tracker) Read(snap *kmem.Snapshot) error {
 	t.walk(snap)
 	var err error
 	if snap.Counters, err = t.counters(); err != nil {

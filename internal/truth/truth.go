@@ -16,8 +16,8 @@ import (
 // a slab count that is somehow off once.
 const strikesToUntrace = 2
 
-// Verdict names a cache found to have untraced frees.
-type Verdict struct {
+// UntracedCache is a cache found to have untraced frees.
+type UntracedCache struct {
 	ID     kmem.CacheID
 	Name   string
 	Old    int64 // tracked objects allocated before the kernel was asked
@@ -47,7 +47,7 @@ func NewChecker(baseline map[string]int64) *Checker {
 
 // Result is what one check found.
 type Result struct {
-	Verdicts []Verdict // caches found untraced in this scan
+	Untraced []UntracedCache // caches found untraced in this scan
 	// Stale are the caches untraced earlier that still have entries,
 	// allocated before the probes learned of it: phantoms too, to delete.
 	Stale []kmem.CacheID
@@ -97,10 +97,10 @@ func (c *Checker) Check(snap *kmem.Snapshot, kernel map[string]int64) Result {
 		}
 		delete(strikes, id)
 		c.untraced[id] = name
-		res.Verdicts = append(res.Verdicts, Verdict{ID: id, Name: name, Old: old, Bound: b.untrace, Kernel: kernel[name], Reason: b.reason()})
+		res.Untraced = append(res.Untraced, UntracedCache{ID: id, Name: name, Old: old, Bound: b.untrace, Kernel: kernel[name], Reason: b.reason()})
 	}
 	c.strikes = strikes
-	if len(res.Verdicts) > 0 {
+	if len(res.Untraced) > 0 {
 		snap.Remove(func(id kmem.CacheID) bool { return c.untraced[id] != "" })
 	}
 	return res

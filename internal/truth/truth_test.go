@@ -31,7 +31,7 @@ import (
 // old objects (30 s after the first), and only if it fails the check there
 // and in the next one.
 
-// The reasons a verdict gives, word for word.
+// The reasons the check gives for untracking a cache, word for word.
 const (
 	overKernel = "more tracked objects than the kernel has allocated"
 	noFree     = "no traced free since attach, and more tracked objects than the kernel's count grew by"
@@ -140,7 +140,7 @@ type pop struct {
 	young int // allocated at or after the cutoff
 }
 
-type wantVerdict struct {
+type wantUntraced struct {
 	cache  string
 	old    int64
 	bound  int64
@@ -156,7 +156,7 @@ type scanSpec struct {
 	kernel   map[string]int64 // nil: testdata/<scenario>/scan-N.slabinfo
 	objects  []pop
 	freed    []string // slab caches that have shown a traced free
-	verdicts []wantVerdict
+	untraced []wantUntraced
 	stale    []string         // caches whose objects come back in Stale
 	bounds   map[string]int64 // Result.Bounds, exactly
 }
@@ -225,7 +225,7 @@ func TestCheckScenarios(t *testing.T) {
 						// Growth 4, untrace above max(63, 4+32): second strike.
 						objects:  with(pop{"maple_node", 3000, 120}),
 						freed:    freed,
-						verdicts: []wantVerdict{{cache: "maple_node", old: 3000, bound: 63, kernel: 602, noFree: true}},
+						untraced: []wantUntraced{{cache: "maple_node", old: 3000, bound: 63, kernel: 602, noFree: true}},
 						bounds:   map[string]int64{"maple_node": 0, "dentry": 139352, "filp": 646, "vm_area_struct": 2118},
 					},
 					{
@@ -267,7 +267,7 @@ func TestCheckScenarios(t *testing.T) {
 					{
 						objects:  []pop{{"eventpoll_epi", 1568, 12}, {"eventpoll_pwq", 300, 10}, {"filp", 200, 0}},
 						freed:    freed,
-						verdicts: []wantVerdict{{cache: "eventpoll_epi", old: 1568, bound: 512, kernel: 512}},
+						untraced: []wantUntraced{{cache: "eventpoll_epi", old: 1568, bound: 512, kernel: 512}},
 						bounds:   map[string]int64{"eventpoll_epi": 0, "eventpoll_pwq": 504, "filp": 651},
 					},
 					{
@@ -294,7 +294,7 @@ func TestCheckScenarios(t *testing.T) {
 					{
 						objects:  []pop{{"sock_inode_cache", 1001, 0}},
 						freed:    freed,
-						verdicts: []wantVerdict{{cache: "sock_inode_cache", old: 1001, bound: 1000, kernel: 1000}},
+						untraced: []wantUntraced{{cache: "sock_inode_cache", old: 1001, bound: 1000, kernel: 1000}},
 						bounds:   over,
 					},
 					{objects: []pop{{"sock_inode_cache", 0, 3}}, freed: freed, stale: []string{"sock_inode_cache"}, bounds: map[string]int64{}},
@@ -320,7 +320,7 @@ func TestCheckScenarios(t *testing.T) {
 						kernel:   kernel,
 						objects:  []pop{{"eventpoll_epi", 600, 0}},
 						freed:    freed,
-						verdicts: []wantVerdict{{cache: "eventpoll_epi", old: 600, bound: 512, kernel: 512}},
+						untraced: []wantUntraced{{cache: "eventpoll_epi", old: 600, bound: 512, kernel: 512}},
 						bounds:   over,
 					},
 					{kernel: kernel, objects: []pop{{"eventpoll_epi", 1, 1}}, freed: freed, stale: []string{"eventpoll_epi"}, bounds: map[string]int64{}},
@@ -348,7 +348,7 @@ func TestCheckScenarios(t *testing.T) {
 						kernel:   kernel,
 						objects:  objects,
 						freed:    freed,
-						verdicts: []wantVerdict{{cache: "eventpoll_pwq", old: 600, bound: 504, kernel: 504}},
+						untraced: []wantUntraced{{cache: "eventpoll_pwq", old: 600, bound: 504, kernel: 504}},
 						bounds:   over,
 					},
 				}
@@ -427,7 +427,7 @@ func TestCheckScenarios(t *testing.T) {
 				{
 					objects:  []pop{{"task_struct", 5, 0}, {"signal_cache", 64, 0}},
 					freed:    []string{"task_struct"},
-					verdicts: []wantVerdict{{cache: "signal_cache", old: 64, bound: 63, kernel: 200, noFree: true}},
+					untraced: []wantUntraced{{cache: "signal_cache", old: 64, bound: 63, kernel: 200, noFree: true}},
 					bounds:   map[string]int64{"task_struct": 421, "signal_cache": 0},
 				},
 			},
@@ -471,7 +471,7 @@ func TestCheckScenarios(t *testing.T) {
 				{
 					objects:  []pop{{"new_cache", 60, 5}, {"old_cache", 60, 5}, {"filp", 10, 0}},
 					freed:    []string{"filp"},
-					verdicts: []wantVerdict{{cache: "new_cache", old: 60, bound: 50, kernel: 50}},
+					untraced: []wantUntraced{{cache: "new_cache", old: 60, bound: 50, kernel: 50}},
 					bounds:   map[string]int64{"new_cache": 0, "old_cache": 0, "filp": 640},
 				},
 				{
@@ -498,7 +498,7 @@ func TestCheckScenarios(t *testing.T) {
 				at := scanSpec{kernel: kernel, objects: []pop{{"noisy_cache", 232, 0}}, bounds: map[string]int64{"noisy_cache": 232}}
 				over := scanSpec{kernel: kernel, objects: []pop{{"noisy_cache", 233, 0}}, bounds: map[string]int64{"noisy_cache": 0}}
 				last := over
-				last.verdicts = []wantVerdict{{cache: "noisy_cache", old: 233, bound: 232, kernel: 300, noFree: true}}
+				last.untraced = []wantUntraced{{cache: "noisy_cache", old: 233, bound: 232, kernel: 300, noFree: true}}
 				return []scanSpec{
 					over, over, over, // 0 s, 10 s, 20 s: too young
 					at,   // 30 s: not over
@@ -530,7 +530,7 @@ func TestCheckScenarios(t *testing.T) {
 					{
 						kernel:   kernel,
 						objects:  []pop{{"batched_cache", 1061, 0}},
-						verdicts: []wantVerdict{{cache: "batched_cache", old: 1061, bound: 1060, kernel: 2010, noFree: true}},
+						untraced: []wantUntraced{{cache: "batched_cache", old: 1061, bound: 1060, kernel: 2010, noFree: true}},
 						bounds:   withheld,
 					},
 				}
@@ -547,7 +547,7 @@ func TestCheckScenarios(t *testing.T) {
 				under := scanSpec{kernel: kernel, objects: []pop{{"shrinking_cache", 300, 0}}, bounds: map[string]int64{"shrinking_cache": 300}}
 				over := scanSpec{kernel: kernel, objects: []pop{{"shrinking_cache", 301, 0}}, bounds: map[string]int64{"shrinking_cache": 0}}
 				last := over
-				last.verdicts = []wantVerdict{{cache: "shrinking_cache", old: 301, bound: 300, kernel: 10000, noFree: true}}
+				last.untraced = []wantUntraced{{cache: "shrinking_cache", old: 301, bound: 300, kernel: 10000, noFree: true}}
 				return []scanSpec{over, over, over, under, over, last}
 			}(),
 		},
@@ -601,7 +601,7 @@ func TestCheckScenarios(t *testing.T) {
 					kernel:   map[string]int64{"damon_region": 2030},
 					objects:  []pop{{"damon_region", 2031, 10}},
 					freed:    []string{"damon_region"},
-					verdicts: []wantVerdict{{cache: "damon_region", old: 2031, bound: 2030, kernel: 2030}},
+					untraced: []wantUntraced{{cache: "damon_region", old: 2031, bound: 2030, kernel: 2030}},
 					bounds:   map[string]int64{"damon_region": 0},
 				},
 			},
@@ -629,7 +629,7 @@ func TestCheckScenarios(t *testing.T) {
 						after:    time.Second,
 						kernel:   kernel,
 						objects:  []pop{{"maple_node", 100, 0}},
-						verdicts: []wantVerdict{{cache: "maple_node", old: 100, bound: 63, kernel: 600, noFree: true}},
+						untraced: []wantUntraced{{cache: "maple_node", old: 100, bound: 63, kernel: 600, noFree: true}},
 						bounds:   over,
 					},
 				}
@@ -644,7 +644,7 @@ func TestCheckScenarios(t *testing.T) {
 				{
 					kernel:   map[string]int64{"late_cache": 30},
 					objects:  []pop{{"late_cache", 31, 0}},
-					verdicts: []wantVerdict{{cache: "late_cache", old: 31, bound: 30, kernel: 30}},
+					untraced: []wantUntraced{{cache: "late_cache", old: 31, bound: 30, kernel: 30}},
 					bounds:   map[string]int64{"late_cache": 0},
 				},
 			},
@@ -665,7 +665,7 @@ func TestCheckScenarios(t *testing.T) {
 					{objects: with(pop{"kmalloc-cg-512", 150, 5}), bounds: b},
 					{
 						objects:  with(pop{"kmalloc-cg-512", 150, 5}),
-						verdicts: []wantVerdict{{cache: "kmalloc-cg-512", old: 150, bound: 100, kernel: 100}},
+						untraced: []wantUntraced{{cache: "kmalloc-cg-512", old: 150, bound: 100, kernel: 100}},
 						bounds:   b,
 					},
 					{
@@ -709,7 +709,7 @@ func TestCheckScenarios(t *testing.T) {
 					bounds:  b,
 				}
 				last := over
-				last.verdicts = []wantVerdict{{cache: "fuse_request#2", old: 500, bound: 63, kernel: 400, noFree: true}}
+				last.untraced = []wantUntraced{{cache: "fuse_request#2", old: 500, bound: 63, kernel: 400, noFree: true}}
 				return []scanSpec{
 					{
 						// fuse_request: 400 for #1 (frees seen), 20+32
@@ -760,7 +760,7 @@ func TestCheckScenarios(t *testing.T) {
 						kernel:  kernel,
 						objects: []pop{{"maple_node", 1000, 7}, {"eventpoll_epi", 1000, 3}, {"kmalloc-cg-512", 50, 0}},
 						freed:   freed,
-						verdicts: []wantVerdict{
+						untraced: []wantUntraced{
 							{cache: "maple_node", old: 1000, bound: 63, kernel: 600, noFree: true},
 							{cache: "eventpoll_epi", old: 1000, bound: 512, kernel: 512},
 						},
@@ -777,7 +777,7 @@ func TestCheckScenarios(t *testing.T) {
 						kernel:   kernel,
 						objects:  []pop{{"kmalloc-cg-512", 150, 0}},
 						freed:    freed,
-						verdicts: []wantVerdict{{cache: "kmalloc-cg-512", old: 150, bound: 100, kernel: 100}},
+						untraced: []wantUntraced{{cache: "kmalloc-cg-512", old: 150, bound: 100, kernel: 100}},
 						bounds:   map[string]int64{"kmalloc-cg-512": 0},
 					},
 					{
@@ -810,7 +810,7 @@ func runScenario(t *testing.T, sc scenario) {
 		require.ErrorIs(t, err, os.ErrNotExist, "testdata/%s has more scans than the scenario", sc.dir)
 	}
 	checker := NewChecker(baseline)
-	wantUntraced := map[kmem.CacheID]string{}
+	untracedSoFar := map[kmem.CacheID]string{}
 	rng := rand.New(rand.NewPCG(1, 2))
 
 	cutoff := uint64(firstCutoff)
@@ -829,13 +829,13 @@ func runScenario(t *testing.T, sc scenario) {
 
 			res := checker.Check(snap, kernel)
 
-			// Verdicts, matched by cache: the order is not part of the contract.
+			// The caches untraced, matched by cache: the order is not part of the contract.
 			dropped := map[string]bool{}
-			require.Len(t, verdictNames(res.Verdicts), len(spec.verdicts), "verdicts")
-			for _, want := range spec.verdicts {
+			require.Len(t, untracedNames(res.Untraced), len(spec.untraced), "untraced")
+			for _, want := range spec.untraced {
 				c := cache(t, want.cache)
-				v, found := findVerdict(res.Verdicts, c.id())
-				require.True(t, found, "no verdict for %s among %v", want.cache, verdictNames(res.Verdicts))
+				v, found := findUntraced(res.Untraced, c.id())
+				require.True(t, found, "%s is not among the untraced %v", want.cache, untracedNames(res.Untraced))
 				assert.Equal(t, c.name, v.Name)
 				assert.Equal(t, want.old, v.Old, "old")
 				assert.Equal(t, want.bound, v.Bound, "bound")
@@ -846,7 +846,7 @@ func runScenario(t *testing.T, sc scenario) {
 					assert.Equal(t, overKernel, v.Reason)
 				}
 				dropped[want.cache] = true
-				wantUntraced[c.id()] = c.name
+				untracedSoFar[c.id()] = c.name
 			}
 
 			var wantStale []kmem.CacheID
@@ -872,7 +872,7 @@ func runScenario(t *testing.T, sc scenario) {
 			if spec.bounds != nil {
 				assert.Equal(t, spec.bounds, res.Bounds, "bounds")
 			}
-			assert.Equal(t, wantUntraced, checker.Untraced(), "untraced")
+			assert.Equal(t, untracedSoFar, checker.Untraced(), "untraced")
 		})
 		if !ok {
 			return // later scans depend on this one
@@ -924,16 +924,16 @@ func buildSnapshot(t *testing.T, scan int, cutoff uint64, spec scanSpec, rng *ra
 	return snap, byCache
 }
 
-func findVerdict(vs []Verdict, id kmem.CacheID) (Verdict, bool) {
+func findUntraced(vs []UntracedCache, id kmem.CacheID) (UntracedCache, bool) {
 	for _, v := range vs {
 		if v.ID == id {
 			return v, true
 		}
 	}
-	return Verdict{}, false
+	return UntracedCache{}, false
 }
 
-func verdictNames(vs []Verdict) []string {
+func untracedNames(vs []UntracedCache) []string {
 	names := make([]string, len(vs))
 	for i, v := range vs {
 		names[i] = fmt.Sprintf("%s(%v)", v.Name, v.ID)
@@ -946,7 +946,7 @@ func TestCheckEmptySnapshot(t *testing.T) {
 	snap := &kmem.Snapshot{}
 	snap.Begin(kmem.Ages{Now: 1000, Cutoff: 1000})
 	res := c.Check(snap, map[string]int64{"dentry": 10})
-	assert.Empty(t, res.Verdicts)
+	assert.Empty(t, res.Untraced)
 	assert.Empty(t, res.Stale)
 	assert.NotNil(t, res.Bounds)
 	assert.Empty(t, res.Bounds)
@@ -1038,6 +1038,6 @@ func BenchmarkCheck(b *testing.B) {
 	for b.Loop() {
 		res = c.Check(snap, kernel)
 	}
-	require.Empty(b, res.Verdicts)
+	require.Empty(b, res.Untraced)
 	require.Len(b, res.Bounds, 200)
 }

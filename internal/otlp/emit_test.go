@@ -1,4 +1,4 @@
-package report
+package otlp
 
 import (
 	"context"
@@ -23,10 +23,11 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
+	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
-// Run `go test ./internal/report -run TestEmit -update` to rewrite the golden
+// Run `go test ./internal/otlp -run TestEmit -update` to rewrite the golden
 // files, then review the diff. The golden writers fail the run on purpose so
 // that an -update run never passes; run again without -update.
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -62,26 +63,26 @@ func newTestEmitter(mbc metadata.MetricsBuilderConfig, lbc metadata.LogsBuilderC
 // ownerReport is a leak at one call site by a container's process and a
 // process outside containers, objects a softirq made, and the fold of the
 // other owners.
-func ownerReport() Report {
+func ownerReport() report.Report {
 	leak := verdict.Verdict{State: verdict.Leaking, PerMinute: 400, BytesPerMinute: 409600,
 		Since: time.Date(2025, time.March, 4, 10, 3, 24, 0, time.UTC), Report: true}
 	nginx := owner.Owner{Context: kmem.InTask, Pid: 4242, Name: "nginx",
 		Cgroup:   "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1a2b3c4d_0000_4111_8222_333344445555.slice/cri-containerd-" + containerID + ".scope",
 		Workload: cgroup.Workload{ContainerID: containerID, Runtime: "containerd", PodUID: "1a2b3c4d-0000-4111-8222-333344445555"}}
 	bash := owner.Owner{Context: kmem.InTask, Pid: 977, Name: "bash", Exited: true, Cgroup: "/user.slice/user-1000.slice/session-3.scope"}
-	pipe := func(o owner.Owner, objects int64) Group {
-		return Group{Allocator: kmem.Kmalloc, Cache: "kmalloc-cg-1k", CallSite: 0xffffffff81a2b3c4, CallSiteSym: "alloc_pipe_info+0x2b",
-			Owner: o, Objects: objects, Bytes: objects * 1024, OldestAge: 95 * time.Second, Verdict: leak}
+	pipe := func(o owner.Owner, objects int64) report.Group {
+		return report.Group{Allocator: kmem.Kmalloc, Cache: "kmalloc-cg-1k", CallSite: 0xffffffff81a2b3c4, CallSiteSym: "alloc_pipe_info+0x2b",
+			StackHash: "49e34a9e2b1dd41a", Owner: o, Objects: objects, Bytes: objects * 1024, OldestAge: 95 * time.Second, Verdict: leak}
 	}
-	return Report{
-		Groups: hashed([]Group{
+	return report.Report{
+		Groups: []report.Group{
 			pipe(nginx, 1500),
 			pipe(bash, 400),
 			{Allocator: kmem.Slab, Cache: "TCP", CallSite: 0xffffffff81b00010, CallSiteSym: "sk_prot_alloc+0x30",
-				Owner: owner.Owner{Context: kmem.InSoftirq}, Objects: 50, Bytes: 50 * 2432, OldestAge: time.Minute,
+				StackHash: "01b86f621699f84b", Owner: owner.Owner{Context: kmem.InSoftirq}, Objects: 50, Bytes: 50 * 2432, OldestAge: time.Minute,
 				Verdict: verdict.Verdict{State: verdict.Steady}},
 			pipe(owner.Folded, 100),
-		}),
+		},
 		Tracked:  map[kmem.Allocator]int64{kmem.Slab: 12000, kmem.Kmalloc: 34000},
 		Counters: map[kmem.Allocator]kmem.Counters{kmem.Slab: {Allocs: 1000, Frees: 900}, kmem.Kmalloc: {Allocs: 5000, Frees: 3000}},
 	}
@@ -114,9 +115,12 @@ func TestEmitPerOwnerResources(t *testing.T) {
 	assert.Equal(t, 4, logs.ResourceLogs().Len(), "one resource per owner")
 }
 
-func twoGroupReport() Report {
-	return Report{
-		Groups: hashed([]Group{
+// twoGroupReport is a leak with a stack and a growing group without one.
+// Stack hashes here are what report.Build gives these stacks and call
+// sites, as the golden files have them.
+func twoGroupReport() report.Report {
+	return report.Report{
+		Groups: []report.Group{
 			{
 				Allocator:   kmem.Kmalloc,
 				Cache:       "kmalloc-cg-1k",
@@ -124,6 +128,7 @@ func twoGroupReport() Report {
 				CallSiteSym: "alloc_pipe_info+0x2b",
 				Stack: "alloc_pipe_info+0x2b\ncreate_pipe_files+0x45\n__do_pipe_flags+0x3a\ndo_pipe2+0x4f\n" +
 					"__x64_sys_pipe2+0x18\ndo_syscall_64+0x9e\nentry_SYSCALL_64_after_hwframe+0x76",
+				StackHash: "ba6ca1f1488d0263",
 				Objects:   2000,
 				Bytes:     2048000,
 				OldestAge: 95*time.Second + 500*time.Millisecond,
@@ -136,13 +141,14 @@ func twoGroupReport() Report {
 				Cache:       "dentry",
 				CallSite:    0xffffffffc0a01234,
 				CallSiteSym: "d_alloc+0x2e",
+				StackHash:   "7f8034440ed589d9",
 				Objects:     300,
 				Bytes:       57600,
 				OldestAge:   42 * time.Second,
 				Verdict: verdict.Verdict{State: verdict.Growing, PerMinute: 0.5, BytesPerMinute: 96,
 					Reason: "reclaimable cache, no reclaim seen", ExplainedBy: verdict.ReclaimableCache},
 			},
-		}),
+		},
 		Suspects: 2300,
 		States:   map[verdict.State]int{verdict.Leaking: 1, verdict.Steady: 40, verdict.Transient: 300},
 		Withheld: 1,
@@ -218,14 +224,14 @@ func TestEmitMetrics(t *testing.T) {
 	tests := []struct {
 		name        string
 		config      metadata.MetricsBuilderConfig
-		report      Report
+		rep         report.Report
 		golden      string
 		wantMetrics []string
 	}{
 		{
 			name:   "two groups",
 			config: metadata.NewDefaultMetricsBuilderConfig(),
-			report: twoGroupReport(),
+			rep:    twoGroupReport(),
 			golden: "metrics_two_groups.yaml",
 			wantMetrics: []string{
 				"kmem.allocations", "kmem.frees",
@@ -240,7 +246,7 @@ func TestEmitMetrics(t *testing.T) {
 		{
 			name:   "metric disabled",
 			config: withoutOldestAge,
-			report: twoGroupReport(),
+			rep:    twoGroupReport(),
 			golden: "metrics_oldest_age_disabled.yaml",
 			wantMetrics: []string{
 				"kmem.allocations", "kmem.frees",
@@ -257,7 +263,7 @@ func TestEmitMetrics(t *testing.T) {
 			// metrics, and the tracker's health for kmalloc alone.
 			name:   "no suspects",
 			config: metadata.NewDefaultMetricsBuilderConfig(),
-			report: Report{
+			rep: report.Report{
 				Tracked:  map[kmem.Allocator]int64{kmem.Kmalloc: 0},
 				Counters: map[kmem.Allocator]kmem.Counters{kmem.Kmalloc: {Allocs: 10, Frees: 10}},
 			},
@@ -273,7 +279,7 @@ func TestEmitMetrics(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newTestEmitter(tt.config, metadata.DefaultLogsBuilderConfig(), false)
-			md := e.EmitMetrics(tt.report, scanDuration, scanTime)
+			md := e.EmitMetrics(tt.rep, scanDuration, scanTime)
 			assert.ElementsMatch(t, tt.wantMetrics, metricNames(md))
 			assertGoldenMetrics(t, tt.golden, md)
 		})
@@ -364,9 +370,9 @@ func TestEmitTwice(t *testing.T) {
 
 func BenchmarkEmit(b *testing.B) {
 	rep := twoGroupReport()
-	rep.Groups = make([]Group, 50)
+	rep.Groups = make([]report.Group, 50)
 	for i := range rep.Groups {
-		rep.Groups[i] = Group{
+		rep.Groups[i] = report.Group{
 			Allocator:   kmem.Allocators[i%len(kmem.Allocators)],
 			Cache:       fmt.Sprintf("kmalloc-%d", 8<<(i%10)),
 			CallSite:    0xffffffff81000000 + uint64(i)<<8,
@@ -384,4 +390,39 @@ func BenchmarkEmit(b *testing.B) {
 		e.EmitMetrics(rep, scanDuration, scanTime)
 		e.EmitLogs(ctx, rep.Groups, false, scanTime)
 	}
+}
+
+// Groups that differ only in what the stack hash leaves out (offsets,
+// addresses) are one series: their points are summed, not averaged by
+// the builder.
+func TestEmitMetricsSumsGroupsThatHashAlike(t *testing.T) {
+	e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), metadata.DefaultLogsBuilderConfig(), false)
+	group := func(stack string, objects int64, oldest time.Duration, perMinute float64) report.Group {
+		return report.Group{Allocator: kmem.Kmalloc, Cache: "kmalloc-cg-1k", CallSiteSym: "alloc_pipe_info+0x2b",
+			Stack: stack, StackHash: "ba6ca1f1488d0263", Objects: objects, Bytes: objects * 1024, OldestAge: oldest,
+			Verdict: verdict.Verdict{State: verdict.Growing, PerMinute: perMinute}}
+	}
+	md := e.EmitMetrics(report.Report{Groups: []report.Group{
+		group("alloc_pipe_info+0x2b\ndo_pipe2+0x4f", 10, time.Minute, 2),
+		group("alloc_pipe_info+0x2b\ndo_pipe2+0x51", 5, 2*time.Minute, 1),
+	}}, scanDuration, scanTime)
+
+	want := map[string]float64{
+		"kmem.outstanding.objects": 15, "kmem.outstanding.bytes": 15 * 1024,
+		"kmem.outstanding.oldest_age": 120, "kmem.outstanding.growth": 3,
+	}
+	got := map[string]float64{}
+	for _, rm := range md.ResourceMetrics().All() {
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				if _, ok := want[m.Name()]; !ok {
+					continue
+				}
+				require.Equal(t, 1, m.Gauge().DataPoints().Len(), "%s: one point", m.Name())
+				dp := m.Gauge().DataPoints().At(0)
+				got[m.Name()] = dp.DoubleValue() + float64(dp.IntValue())
+			}
+		}
+	}
+	assert.Equal(t, want, got)
 }

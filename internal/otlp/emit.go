@@ -1,4 +1,7 @@
-package report
+// Package otlp turns a scan's report into pdata through mdatagen's
+// generated builders: the metrics, the leak-suspect events, and a
+// resource per owner.
+package otlp
 
 import (
 	"cmp"
@@ -17,6 +20,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
+	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
 
@@ -36,7 +40,7 @@ type Emitter struct {
 
 // EmitMetrics records one scan: the reported groups, the probes' counters
 // and the tracker's health.
-func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommon.Timestamp) pmetric.Metrics {
+func (e *Emitter) EmitMetrics(rep report.Report, scanDuration time.Duration, now pcommon.Timestamp) pmetric.Metrics {
 	mb := e.Metrics
 	for o, groups := range byOwner(byCallSite(rep.Groups)) {
 		for _, g := range groups {
@@ -86,7 +90,7 @@ func (e *Emitter) EmitMetrics(rep Report, scanDuration time.Duration, now pcommo
 // EmitLogs records one kmem.leak.suspect event per group given: the
 // caller picks which of a report's groups deserve one (their verdicts).
 // incomplete marks them all as lower bounds (the tracker dropped objects).
-func (e *Emitter) EmitLogs(ctx context.Context, groups []Group, incomplete bool, now pcommon.Timestamp) plog.Logs {
+func (e *Emitter) EmitLogs(ctx context.Context, groups []report.Group, incomplete bool, now pcommon.Timestamp) plog.Logs {
 	for o, groups := range byOwner(groups) {
 		for _, g := range groups {
 			e.recordEvent(ctx, g, incomplete, now)
@@ -100,7 +104,7 @@ func (e *Emitter) EmitLogs(ctx context.Context, groups []Group, incomplete bool,
 	return logs
 }
 
-func (e *Emitter) recordEvent(ctx context.Context, g Group, incomplete bool, now pcommon.Timestamp) {
+func (e *Emitter) recordEvent(ctx context.Context, g report.Group, incomplete bool, now pcommon.Timestamp) {
 	var opts []metadata.EventAttributeOption
 	if g.Stack != "" {
 		opts = append(opts, metadata.WithCodeStacktraceEventAttribute(g.Stack))
@@ -123,11 +127,11 @@ func (e *Emitter) recordEvent(ctx context.Context, g Group, incomplete bool, now
 // byOwner splits groups by owner, in the order the owners first come,
 // each owner's groups in their order: the groups without one last, for
 // they go with the receiver's own resource.
-func byOwner(groups []Group) iter.Seq2[owner.Owner, []Group] {
-	return func(yield func(owner.Owner, []Group) bool) {
+func byOwner(groups []report.Group) iter.Seq2[owner.Owner, []report.Group] {
+	return func(yield func(owner.Owner, []report.Group) bool) {
 		index := map[owner.Owner]int{}
 		var owners []owner.Owner
-		var parts [][]Group
+		var parts [][]report.Group
 		for _, g := range groups {
 			i, ok := index[g.Owner]
 			if !ok {
@@ -155,7 +159,7 @@ func byOwner(groups []Group) iter.Seq2[owner.Owner, []Group] {
 // stacks that differ only in offsets or addresses hash alike, and two
 // points with equal attributes would be averaged, not added, by the
 // builder.
-func byCallSite(groups []Group) []Group {
+func byCallSite(groups []report.Group) []report.Group {
 	type site struct {
 		allocator                  kmem.Allocator
 		cache, callSite, stackHash string
@@ -163,7 +167,7 @@ func byCallSite(groups []Group) []Group {
 		owner                      owner.Owner
 	}
 	index := map[site]int{}
-	var out []Group
+	var out []report.Group
 	for _, g := range groups {
 		k := site{g.Allocator, g.Cache, g.CallSiteSym, g.StackHash, g.Verdict.State, g.Owner}
 		i, ok := index[k]
@@ -173,9 +177,7 @@ func byCallSite(groups []Group) []Group {
 			out = append(out, g)
 			continue
 		}
-		out[i].Objects += g.Objects
-		out[i].Bytes += g.Bytes
-		out[i].OldestAge = max(out[i].OldestAge, g.OldestAge)
+		out[i].Add(g)
 		out[i].Verdict.PerMinute += g.Verdict.PerMinute
 	}
 	return out
@@ -227,8 +229,7 @@ func SetOwner(rb *metadata.ResourceBuilder, o owner.Owner) {
 		case "kmem.context":
 			rb.SetKmemContext(kv[1])
 		case "process.pid":
-			pid, _ := strconv.ParseInt(kv[1], 10, 64)
-			rb.SetProcessPid(pid)
+			rb.SetProcessPid(int64(o.Pid)) // an integer here, not the pair's decimal text
 		case "process.executable.name":
 			rb.SetProcessExecutableName(kv[1])
 		case "process.linux.cgroup":
