@@ -19,7 +19,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/cgroup"
+	"github.com/kmemleak/kmemleakreceiver/internal/workload"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
@@ -68,7 +68,7 @@ func ownerReport() report.Report {
 		Since: time.Date(2025, time.March, 4, 10, 3, 24, 0, time.UTC), Report: true}
 	nginx := owner.Owner{Context: kmem.InTask, Pid: 4242, Name: "nginx",
 		Cgroup:   "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1a2b3c4d_0000_4111_8222_333344445555.slice/cri-containerd-" + containerID + ".scope",
-		Workload: cgroup.Workload{ContainerID: containerID, Runtime: "containerd", PodUID: "1a2b3c4d-0000-4111-8222-333344445555"}}
+		Workload: workload.Workload{ContainerID: containerID, Runtime: "containerd", PodUID: "1a2b3c4d-0000-4111-8222-333344445555"}}
 	bash := owner.Owner{Context: kmem.InTask, Pid: 977, Name: "bash", Exited: true, Cgroup: "/user.slice/user-1000.slice/session-3.scope"}
 	pipe := func(o owner.Owner, objects int64) report.Group {
 		return report.Group{Allocator: kmem.Kmalloc, Cache: "kmalloc-cg-1k", CallSite: 0xffffffff81a2b3c4, CallSiteSym: "alloc_pipe_info+0x2b",

@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/cgroup"
+	"github.com/kmemleak/kmemleakreceiver/internal/workload"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
@@ -29,7 +29,7 @@ type Owner struct {
 	// Cgroup is the cgroup v2 path from the hierarchy's root ("/" for the
 	// root); "" when unknown.
 	Cgroup   string
-	Workload cgroup.Workload
+	Workload workload.Workload
 }
 
 // Folded is the owner of a call site's objects outside the reported

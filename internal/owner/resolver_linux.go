@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/cgroup"
+	"github.com/kmemleak/kmemleakreceiver/internal/workload"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/mountinfo"
 )
@@ -50,7 +50,7 @@ type Resolver struct {
 	// and whether the hierarchy was walked.
 	comms  map[uint32]string
 	walked bool
-	parsed map[string]cgroup.Workload
+	parsed map[string]workload.Workload
 }
 
 // NewResolver reads processes from proc and cgroups from cgroupRoot (""
@@ -59,7 +59,7 @@ func NewResolver(proc, cgroupRoot string) *Resolver {
 	return &Resolver{
 		proc: proc, cgroupRoot: cgroupRoot, bootToMono: bootToMono,
 		exits: map[uint32]kmem.Exit{}, paths: map[uint32]string{}, absent: map[uint32]bool{},
-		parsed: map[string]cgroup.Workload{},
+		parsed: map[string]workload.Workload{},
 	}
 }
 
@@ -104,7 +104,7 @@ func (r *Resolver) Describe(o kmem.Owner) Owner {
 	if out.Cgroup != "" {
 		w, ok := r.parsed[out.Cgroup]
 		if !ok {
-			w = cgroup.Parse(out.Cgroup)
+			w = workload.Parse(out.Cgroup)
 			r.parsed[out.Cgroup] = w
 		}
 		out.Workload = w

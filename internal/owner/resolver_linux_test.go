@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/cgroup"
+	"github.com/kmemleak/kmemleakreceiver/internal/workload"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
@@ -113,7 +113,7 @@ func TestCgroupPathsAndContainers(t *testing.T) {
 
 	got := r.Describe(kmem.Owner{Context: kmem.InTask, Tgid: 7, Cgroup: ino})
 	assert.Equal(t, "/"+rel, got.Cgroup)
-	assert.Equal(t, cgroup.Workload{ContainerID: id, Runtime: "containerd", PodUID: "1a2b3c4d-0000-4111-8222-333344445555"}, got.Workload)
+	assert.Equal(t, workload.Workload{ContainerID: id, Runtime: "containerd", PodUID: "1a2b3c4d-0000-4111-8222-333344445555"}, got.Workload)
 	assert.Equal(t, "/", r.Describe(kmem.Owner{Context: kmem.InTask, Tgid: 7, Cgroup: inode(t, root)}).Cgroup)
 
 	// A cgroup removed after it was seen keeps its path while objects
@@ -164,6 +164,6 @@ func TestOwnerString(t *testing.T) {
 	assert.Equal(t, "[softirq]", Owner{Context: kmem.InSoftirq}.String())
 	assert.Equal(t, "[other]", Folded.String())
 	assert.Equal(t, "nginx (pid 7, container 0123456789ab)",
-		Owner{Pid: 7, Name: "nginx", Workload: cgroup.Workload{ContainerID: "0123456789abcdef"}}.String())
+		Owner{Pid: 7, Name: "nginx", Workload: workload.Workload{ContainerID: "0123456789abcdef"}}.String())
 	assert.Equal(t, "? (pid 9, exited)", Owner{Pid: 9, Exited: true}.String())
 }

@@ -13,7 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pprofile"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/cgroup"
+	"github.com/kmemleak/kmemleakreceiver/internal/workload"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
@@ -31,7 +31,7 @@ const pipeStack = "alloc_pipe_info+0x2b\ncreate_pipe_files+0x45\ndo_pipe2+0x4f\n
 // took; and the fold of the rest.
 func groups() []report.Group {
 	nginx := owner.Owner{Context: kmem.InTask, Pid: 4242, Name: "nginx", Cgroup: "/kubepods.slice/x.scope",
-		Workload: cgroup.Workload{ContainerID: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}}
+		Workload: workload.Workload{ContainerID: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}}
 	bash := owner.Owner{Context: kmem.InTask, Pid: 977, Name: "bash", Exited: true}
 	pipe := func(o owner.Owner, n int64) report.Group {
 		return report.Group{Allocator: kmem.Kmalloc, Cache: "kmalloc-cg-1k", CallSiteSym: "alloc_pipe_info+0x2b", Stack: pipeStack,

@@ -1,7 +1,7 @@
-// Package cgroup names what a cgroup v2 path says of the workload in it:
+// Package workload names what a cgroup v2 path says of the workload in it:
 // the container and the Kubernetes pod, as the container runtimes and the
 // kubelet's cgroup drivers lay their cgroups out.
-package cgroup
+package workload
 
 import (
 	"regexp"
