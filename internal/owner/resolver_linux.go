@@ -17,9 +17,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kmemleak/kmemleakreceiver/internal/workload"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/mountinfo"
+	"github.com/kmemleak/kmemleakreceiver/internal/workload"
 )
 
 // stampSlack is how much later than its allocation the probes may stamp an
