@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/kmemleak/kmemleakreceiver/internal/cgroups"
 	"github.com/kmemleak/kmemleakreceiver/internal/holders"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
@@ -198,6 +199,15 @@ func (machine) SlabCounts() (map[string]int64, error) { return slabinfo.Read(sla
 func (machine) Now() (uint64, error)                  { return tracker.MonotonicNow() }
 func (machine) Reclaim() (reclaim.Counters, error)    { return reclaim.ReadVMStat(reclaim.VMStatPath) }
 func (m machine) Reclaimable(cache string) bool       { return m.caches.Reclaimable(cache) }
+
+func (machine) Cgroups() (int64, error) {
+	f, err := os.Open("/proc/cgroups")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close() //nolint:errcheck // read only: closing loses nothing
+	return cgroups.Count(f)
+}
 
 func (machine) TmpfsFiles() (int64, error) {
 	mounts, err := mountinfo.Read(mountinfo.Path)

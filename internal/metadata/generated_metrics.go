@@ -63,6 +63,7 @@ const (
 	AttributeKmemGrowthExplainedByLiveTasks
 	AttributeKmemGrowthExplainedByTmpfsFiles
 	AttributeKmemGrowthExplainedByAllocatorBookkeeping
+	AttributeKmemGrowthExplainedByCgroups
 )
 
 // String returns the string representation of the AttributeKmemGrowthExplainedBy.
@@ -78,6 +79,8 @@ func (av AttributeKmemGrowthExplainedBy) String() string {
 		return "tmpfs_files"
 	case AttributeKmemGrowthExplainedByAllocatorBookkeeping:
 		return "allocator_bookkeeping"
+	case AttributeKmemGrowthExplainedByCgroups:
+		return "cgroups"
 	}
 	return ""
 }
@@ -89,6 +92,7 @@ var MapAttributeKmemGrowthExplainedBy = map[string]AttributeKmemGrowthExplainedB
 	"live_tasks":            AttributeKmemGrowthExplainedByLiveTasks,
 	"tmpfs_files":           AttributeKmemGrowthExplainedByTmpfsFiles,
 	"allocator_bookkeeping": AttributeKmemGrowthExplainedByAllocatorBookkeeping,
+	"cgroups":               AttributeKmemGrowthExplainedByCgroups,
 }
 
 // AttributeKmemVerdict specifies the value kmem.verdict attribute.

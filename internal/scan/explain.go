@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/bookkeeping"
+	"github.com/kmemleak/kmemleakreceiver/internal/cgroups"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
@@ -135,6 +136,7 @@ func (p *Scanner) sample(s *site, live string) verdict.Sample {
 		out.Reclaimable = companion + ", reclaimed with them"
 	}
 	out.OnePerTmpfsFile = s.Allocator == kmem.Slab && s.Cache == tmpfs.Cache
+	out.PerCgroup = cgroups.Made(functions)
 	out.Bookkeeping = bookkeeping.Of(functions[0])
 	// Nine in ten: objects allocated since the holders were listed, and
 	// tasks exiting meanwhile, are not seen held.
@@ -161,24 +163,25 @@ func functions(s *site) []string {
 	return out
 }
 
-// countTmpfsFiles tells the samples of tmpfs inodes how many files tmpfs
-// holds, read only when there are any.
-func (p *Scanner) countTmpfsFiles(samples map[string]verdict.Sample) {
-	var files int64
-	read := false
+// count tells the samples that want it (of tmpfs inodes, of cgroups'
+// structures) a count, read once and only when one does.
+func (p *Scanner) count(samples map[string]verdict.Sample, what string, read func() (int64, error),
+	wants func(verdict.Sample) bool, set func(*verdict.Sample, int64)) {
+	var n int64
+	done := false
 	for key, s := range samples {
-		if !s.OnePerTmpfsFile {
+		if !wants(s) {
 			continue
 		}
-		if !read {
+		if !done {
 			var err error
-			if files, err = p.machine.TmpfsFiles(); err != nil {
-				p.opts.Logger.Debug("Cannot count the files tmpfs holds", zap.Error(err))
+			if n, err = read(); err != nil {
+				p.opts.Logger.Debug("Cannot count "+what, zap.Error(err))
 				return
 			}
-			read = true
+			done = true
 		}
-		s.TmpfsFiles = files
+		set(&s, n)
 		samples[key] = s
 	}
 }

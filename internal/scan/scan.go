@@ -36,6 +36,8 @@ type Machine interface {
 	Reclaimable(cache string) bool
 	// TmpfsFiles counts the files tmpfs mounts hold.
 	TmpfsFiles() (int64, error)
+	// Cgroups counts the cgroups the kernel keeps, dying ones included.
+	Cgroups() (int64, error)
 }
 
 // Holders lists what live tasks hold (holders.Iterators); a listing is
@@ -329,7 +331,10 @@ func (p *Scanner) judgeGroups(rep *report.Report, now uint64) (bySite []report.G
 	for key, s := range sites {
 		samples[key] = p.sample(s, live)
 	}
-	p.countTmpfsFiles(samples)
+	p.count(samples, "the files tmpfs holds", p.machine.TmpfsFiles,
+		func(s verdict.Sample) bool { return s.OnePerTmpfsFile }, func(s *verdict.Sample, n int64) { s.TmpfsFiles = n })
+	p.count(samples, "the cgroups the kernel keeps", p.machine.Cgroups,
+		func(s verdict.Sample) bool { return s.PerCgroup }, func(s *verdict.Sample, n int64) { s.Cgroups = n })
 	verdicts := p.judge.Observe(p.opts.Clock(), p.reclaimed(), samples)
 	rep.States = make(map[verdict.State]int, len(verdict.States))
 	for _, key := range order {

@@ -46,6 +46,7 @@ const (
 	damonSite   = 0xffffffff81100060
 	sheafSite   = 0xffffffff81100070
 	lsmSite     = 0xffffffff81100080
+	memcgSite   = 0xffffffff81100090
 
 	// Frames of the stacks only.
 	allocFrame = 0xffffffff81200010 // the allocator's own frame
@@ -61,6 +62,7 @@ var symbols = map[uint64]string{
 	pageSite:    "pipe_write+0x1c4",
 	damonSite:   "damon_new_region+0x12",
 	sheafSite:   "alloc_empty_sheaf+0x2c",
+	memcgSite:   "mem_cgroup_css_alloc+0x4d",
 	lsmSite:     "security_inode_alloc+0x28",
 	allocFrame:  "kmem_cache_alloc_noprof+0x1a5",
 	openFrame:   "path_openat+0x3c",
@@ -105,6 +107,7 @@ type fakeKernel struct {
 	held        map[uint64]kmem.Holder
 	processes   map[uint32]kmem.Process
 	tmpfsFiles  int64
+	cgroups     int64
 
 	slab    map[string]int64 // the kernel's counts
 	slabErr error
@@ -224,6 +227,8 @@ func (k *fakeKernel) Reclaim() (reclaim.Counters, error) { return k.vmstat, nil 
 func (k *fakeKernel) Reclaimable(cache string) bool { return k.reclaimable[cache] }
 
 func (k *fakeKernel) TmpfsFiles() (int64, error) { return k.tmpfsFiles, nil }
+
+func (k *fakeKernel) Cgroups() (int64, error) { return k.cgroups, nil }
 
 // fakeHolders lists what the fake kernel's live tasks hold, as
 // holders.Iterators does: a type of its own, for its Read is not the
@@ -1298,6 +1303,30 @@ func TestTmpfsFilesExplainTmpfsInodes(t *testing.T) {
 	last := groups[len(groups)-1].Verdict
 	assert.Equal(t, verdict.TmpfsFiles, last.ExplainedBy)
 	assert.Equal(t, "files kept in tmpfs (its mounts gain 36.0 files/min)", last.Reason)
+}
+
+// Cgroups' structures rise with the cgroups a container host makes, from
+// processes that exit at once: growing while the kernel keeps more
+// cgroups; the same rise with cgroups made and removed is a leak.
+func TestCgroupsExplainTheirStructures(t *testing.T) {
+	k := newFakeKernel()
+	k.cgroups = 40
+	_, groups := explained(t, k, "kmalloc-cg-2k", kmallocObj(kmem.KmallocAccounted, 2048, memcgSite), func(i int, _ []uint64) {
+		if i%3 == 0 {
+			k.cgroups += 2
+		}
+	})
+	for i, g := range groups {
+		assert.NotEqual(t, verdict.Leaking, g.Verdict.State, "scan %d", i+1)
+	}
+	last := groups[len(groups)-1].Verdict
+	assert.Equal(t, verdict.Cgroups, last.ExplainedBy)
+	assert.Contains(t, last.Reason, "structures of cgroups, kept while they exist (")
+
+	k = newFakeKernel()
+	k.cgroups = 40
+	_, groups = explained(t, k, "kmalloc-cg-2k", kmallocObj(kmem.KmallocAccounted, 2048, memcgSite), func(int, []uint64) {})
+	assert.Equal(t, verdict.Leaking, groups[len(groups)-1].Verdict.State, "no more cgroups kept")
 }
 
 // The allocators' own bookkeeping rises with every cache: growing, never a

@@ -71,6 +71,11 @@ type Sample struct {
 	// growth.
 	TmpfsFiles      int64
 	OnePerTmpfsFile bool
+	// Cgroups, for a group of cgroups' structures (PerCgroup), is how many
+	// cgroups the kernel keeps, dying ones included: cgroups made and kept
+	// explain its growth.
+	Cgroups   int64
+	PerCgroup bool
 	// Bookkeeping, when set, says the group is an allocator's own
 	// bookkeeping, which follows the memory it manages for everyone else.
 	Bookkeeping string
@@ -112,9 +117,12 @@ const (
 	// AllocatorBookkeeping means the objects are an allocator's own, which
 	// follow the memory it manages for every other call site.
 	AllocatorBookkeeping
+	// Cgroups means the objects are cgroups' structures, and the kernel
+	// kept more cgroups at the end of the window than at its start.
+	Cgroups
 )
 
-var explanationNames = [...]string{"none", "reclaimable_cache", "live_tasks", "tmpfs_files", "allocator_bookkeeping"}
+var explanationNames = [...]string{"none", "reclaimable_cache", "live_tasks", "tmpfs_files", "allocator_bookkeeping", "cgroups"}
 
 func (e Explanation) String() string { return explanationNames[e] }
 
@@ -193,6 +201,7 @@ type point struct {
 	// enough to reach the group's objects, were they reclaimable.
 	reclaimed bool
 	files     int64 // Sample.TmpfsFiles
+	cgroups   int64 // Sample.Cgroups
 }
 
 type group struct {
@@ -297,7 +306,7 @@ func (j *Judge) evict() bool {
 func (g *group) observe(now time.Time, s Sample, reclaim Reclaim, opts Options) Verdict {
 	g.lastSeen = now
 	reclaimed := reclaim.Dropped || reclaim.Scanned > 0 && reclaim.Scanned >= s.Objects
-	g.add(point{now, s.Objects, s.Bytes, s.OldestAge, g.freedSince(s), reclaimed, s.TmpfsFiles}, now.Add(-opts.Window))
+	g.add(point{now, s.Objects, s.Bytes, s.OldestAge, g.freedSince(s), reclaimed, s.TmpfsFiles, s.Cgroups}, now.Add(-opts.Window))
 	return g.judge(now, s, opts)
 }
 
@@ -374,6 +383,12 @@ func (g *group) explain(s Sample) (string, Explanation) {
 		if gained := theilSen(xs, files); gained > 0 && gained >= 0.9*theilSen(xs, ys) {
 			return fmt.Sprintf("files kept in tmpfs (its mounts gain %.1f files/min)", gained), TmpfsFiles
 		}
+	}
+	// Any rise of the count: a cgroup brings dozens of objects to some
+	// sites (its kernfs files), one to others.
+	if first, last := g.points[0], g.points[len(g.points)-1]; s.PerCgroup && last.cgroups > first.cgroups {
+		return fmt.Sprintf("structures of cgroups, kept while they exist (%d cgroups, %+d in %s)",
+			last.cgroups, last.cgroups-first.cgroups, last.at.Sub(first.at).Round(time.Second)), Cgroups
 	}
 	if s.Reclaimable == "" {
 		return "", Unexplained

@@ -414,6 +414,26 @@ func TestTmpfsFilesExplainTheirInodes(t *testing.T) {
 	assert.Equal(t, Leaking, gone[end].State, "a third of the rise kept as files")
 }
 
+// A rise of cgroups' structures is explained while the kernel keeps more
+// cgroups than at the window's start, by however many.
+func TestCgroupsExplainTheirStructures(t *testing.T) {
+	end := 9*time.Minute + 50*time.Second
+	kept := rising(10*time.Minute, func(now time.Duration, s *Sample) Reclaim {
+		s.PerCgroup, s.Cgroups = true, 30+int64(now/time.Minute)
+		return Reclaim{}
+	})
+	for now, v := range kept {
+		assert.NotEqual(t, Leaking, v.State, "at %v", now)
+	}
+	assert.Equal(t, Cgroups, kept[end].ExplainedBy)
+	assert.Equal(t, "structures of cgroups, kept while they exist (39 cgroups, +9 in 9m40s)", kept[end].Reason)
+	churned := rising(10*time.Minute, func(_ time.Duration, s *Sample) Reclaim {
+		s.PerCgroup, s.Cgroups = true, 30
+		return Reclaim{}
+	})
+	assert.Equal(t, Leaking, churned[end].State, "cgroups made and removed")
+}
+
 // A batch that opens 2,000 objects at once and holds them for 4 minutes,
 // beside a group's small pool of other objects, is a step: not a leak; a
 // leak rising on its own after a step still is.
