@@ -456,14 +456,21 @@ type trend struct {
 }
 
 func (g *group) trend() trend {
-	t := fit(g.points)
 	n := len(g.points)
 	for _, from := range []int{0, n / 2} {
-		if tail := g.points[from:]; len(tail) >= minSamples && leakLike(tail) {
-			t.leak = true
+		if tail := g.points[from:]; len(tail) >= minSamples {
+			if rising := leakLike(tail); rising != nil {
+				// The rates and the start are the leak's: a window whose
+				// first half was a batch ending falls, the leak after it
+				// does not.
+				t := fit(rising)
+				t.persists = fit(g.points).persists
+				t.leak = true
+				return t
+			}
 		}
 	}
-	return t
+	return fit(g.points)
 }
 
 // fit is the trend of pts without the leak test.
@@ -488,23 +495,27 @@ func series(pts []point) (xs, ys, bs []float64) {
 	return xs, ys, bs
 }
 
-// leakLike: the count rises significantly against its own noise,
+// leakLike returns the points that rise like a leak, all of pts or what
+// follows a step, or nil: the count rises significantly against its own noise,
 // steadily (not a step, not a population settling), and the oldest objects
 // stay. A group that frees none of its aged objects is judged on that
 // alone; one that frees some (a leak hidden in a pool, or a pool that
 // wanders: Mann–Kendall takes autocorrelated wander for a trend) must also
 // lift its floor, the least count of each quarter, far beyond its wander.
-func leakLike(pts []point) bool {
+func leakLike(pts []point) []point {
 	xs, ys, _ := series(pts)
 	// A step is a cache filling at once or a batch starting, not a leak:
 	// what rises after it is judged on its own.
 	if i := step(ys); i > 0 {
-		return len(pts)-i >= minSamples && leakLike(pts[i:])
+		if len(pts)-i < minSamples {
+			return nil
+		}
+		return leakLike(pts[i:])
 	}
 	t := fit(pts)
 	if t.z < zLeak || t.perMinute <= 0 || !t.persists || ys[len(ys)-1]-float64(t.start) < minRise ||
 		!rises(quarters(ys, median)) || !keepsPace(xs, ys) {
-		return false
+		return nil
 	}
 	var freed, most int64
 	for _, p := range pts[1:] {
@@ -512,13 +523,15 @@ func leakLike(pts []point) bool {
 		most = max(most, p.objects)
 	}
 	if freed <= most/100 {
-		return true
+		return pts
 	}
 	if pts[len(pts)-1].at.Sub(pts[0].at) < mixedEvidence {
-		return false
+		return nil
 	}
-	floors := quarters(ys, minimum)
-	return rises(floors) && floors[3]-floors[0] >= max(3, 4*spread(xs, ys, t.perMinute))
+	if floors := quarters(ys, minimum); !rises(floors) || floors[3]-floors[0] < max(3, 4*spread(xs, ys, t.perMinute)) {
+		return nil
+	}
+	return pts
 }
 
 // step finds the rise that makes at least half of the count's whole range

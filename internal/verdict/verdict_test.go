@@ -504,3 +504,38 @@ func TestAHandfulIsNoLeak(t *testing.T) {
 	assert.LessOrEqual(t, found, 12*time.Minute)
 	t.Logf("one object a minute found after %s", found)
 }
+
+// batch holds size objects from start to stop, then frees them.
+type batch struct {
+	objects
+	size        int
+	start, stop time.Duration
+}
+
+func (b *batch) step(t time.Duration, _ *rand.Rand) {
+	switch t {
+	case b.start:
+		for range b.size {
+			b.objects = append(b.objects, t)
+		}
+	case b.stop:
+		b.objects = b.objects[:0]
+	}
+}
+
+// A leak at a call site that a batch also used and released is a leak
+// rising at its own rate: the window's fall when the batch ended is not
+// its rate (a leak was reported at -613 objects a minute).
+func TestALeakAfterABatchHasItsOwnRate(t *testing.T) {
+	leaking := 0
+	for _, stop := range []time.Duration{4 * time.Minute, 8 * time.Minute, 12 * time.Minute} {
+		for _, d := range []time.Duration{16 * time.Minute, 20 * time.Minute, 24 * time.Minute} {
+			w := &both{&batch{size: 2000, start: 30 * time.Second, stop: stop}, &leak{perMinute: 4, start: stop}}
+			if _, last := run(defaults, w, d, 1); last.State == Leaking {
+				leaking++
+				assert.InDelta(t, 4, last.PerMinute, 1, "batch until %v, after %v", stop, d)
+			}
+		}
+	}
+	assert.GreaterOrEqual(t, leaking, 6, "the leak after the batch was not found")
+}
