@@ -22,12 +22,20 @@ import (
 func exported(at time.Time, pipes int64) pprofile.Profiles {
 	groups := []report.Group{
 		{Allocator: kmem.Kmalloc, Cache: "kmalloc-cg-1k", CallSiteSym: "alloc_pipe_info+0x2b",
-			Stack: "alloc_pipe_info+0x2b\ncreate_pipe_files+0x45\ndo_pipe2+0x4f", StackHash: "1111111111111111",
+			Frames: frames("alloc_pipe_info+0x2b", "create_pipe_files+0x45", "do_pipe2+0x4f"), StackHash: "1111111111111111",
 			Owner: owner.Owner{Context: kmem.InTask, Pid: 42, Name: "holder"}, Objects: pipes, Bytes: pipes * 1024},
 		{Allocator: kmem.Slab, Cache: "kmltest_cache", CallSiteSym: "kmltest_cache_one+0x17 [kmltest]", StackHash: "2222222222222222",
 			Objects: 7, Bytes: 448},
 	}
 	return profile.Build(groups, profile.Options{Resource: pcommon.NewResource(), Scope: "kmemleak", Time: at, Duration: time.Minute})
+}
+
+// frames is a stack as the symbolizer names its frames.
+func frames(symbols ...string) (out []report.Frame) {
+	for _, s := range symbols {
+		out = append(out, report.SymbolFrame(s))
+	}
+	return out
 }
 
 func TestConvert(t *testing.T) {

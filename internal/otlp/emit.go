@@ -106,8 +106,8 @@ func (e *Emitter) EmitLogs(ctx context.Context, groups []report.Group, incomplet
 
 func (e *Emitter) recordEvent(ctx context.Context, g report.Group, incomplete bool, now pcommon.Timestamp) {
 	var opts []metadata.EventAttributeOption
-	if g.Stack != "" {
-		opts = append(opts, metadata.WithCodeStacktraceEventAttribute(g.Stack))
+	if stack := g.StackText(); stack != "" {
+		opts = append(opts, metadata.WithCodeStacktraceEventAttribute(stack))
 	}
 	if e.IncludeAddresses {
 		opts = append(opts, metadata.WithKmemCallSiteAddressEventAttribute("0x"+strconv.FormatUint(g.CallSite, 16)))
@@ -173,7 +173,7 @@ func byCallSite(groups []report.Group) []report.Group {
 		i, ok := index[k]
 		if !ok {
 			index[k] = len(out)
-			g.Stack = ""
+			g.Frames = nil
 			out = append(out, g)
 			continue
 		}

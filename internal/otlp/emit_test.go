@@ -126,8 +126,8 @@ func twoGroupReport() report.Report {
 				Cache:       "kmalloc-cg-1k",
 				CallSite:    0xffffffff81a2b3c4,
 				CallSiteSym: "alloc_pipe_info+0x2b",
-				Stack: "alloc_pipe_info+0x2b\ncreate_pipe_files+0x45\n__do_pipe_flags+0x3a\ndo_pipe2+0x4f\n" +
-					"__x64_sys_pipe2+0x18\ndo_syscall_64+0x9e\nentry_SYSCALL_64_after_hwframe+0x76",
+				Frames: frames("alloc_pipe_info+0x2b", "create_pipe_files+0x45", "__do_pipe_flags+0x3a", "do_pipe2+0x4f",
+					"__x64_sys_pipe2+0x18", "do_syscall_64+0x9e", "entry_SYSCALL_64_after_hwframe+0x76"),
 				StackHash: "ba6ca1f1488d0263",
 				Objects:   2000,
 				Bytes:     2048000,
@@ -162,6 +162,14 @@ func twoGroupReport() report.Report {
 			kmem.KmallocID(kmem.KmallocAccounted, 512):      "kmalloc-cg-512",
 		},
 	}
+}
+
+// frames is a stack as the symbolizer names its frames.
+func frames(symbols ...string) (out []report.Frame) {
+	for _, s := range symbols {
+		out = append(out, report.SymbolFrame(s))
+	}
+	return out
 }
 
 func assertGoldenMetrics(t *testing.T, file string, actual pmetric.Metrics) {
@@ -397,14 +405,14 @@ func BenchmarkEmit(b *testing.B) {
 // the builder.
 func TestEmitMetricsSumsGroupsThatHashAlike(t *testing.T) {
 	e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), metadata.DefaultLogsBuilderConfig(), false)
-	group := func(stack string, objects int64, oldest time.Duration, perMinute float64) report.Group {
+	group := func(stack []report.Frame, objects int64, oldest time.Duration, perMinute float64) report.Group {
 		return report.Group{Allocator: kmem.Kmalloc, Cache: "kmalloc-cg-1k", CallSiteSym: "alloc_pipe_info+0x2b",
-			Stack: stack, StackHash: "ba6ca1f1488d0263", Objects: objects, Bytes: objects * 1024, OldestAge: oldest,
+			Frames: stack, StackHash: "ba6ca1f1488d0263", Objects: objects, Bytes: objects * 1024, OldestAge: oldest,
 			Verdict: verdict.Verdict{State: verdict.Growing, PerMinute: perMinute}}
 	}
 	md := e.EmitMetrics(report.Report{Groups: []report.Group{
-		group("alloc_pipe_info+0x2b\ndo_pipe2+0x4f", 10, time.Minute, 2),
-		group("alloc_pipe_info+0x2b\ndo_pipe2+0x51", 5, 2*time.Minute, 1),
+		group(frames("alloc_pipe_info+0x2b", "do_pipe2+0x4f"), 10, time.Minute, 2),
+		group(frames("alloc_pipe_info+0x2b", "do_pipe2+0x51"), 5, 2*time.Minute, 1),
 	}}, scanDuration, scanTime)
 
 	want := map[string]float64{

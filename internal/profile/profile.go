@@ -87,7 +87,7 @@ type builder struct {
 	strings   map[string]int32
 	mappings  map[string]int32
 	functions map[string]int32
-	locations map[report.Frame]int32
+	locations map[location]int32
 	stacks    map[string]int32
 	attrs     map[[2]string]int32
 }
@@ -95,7 +95,7 @@ type builder struct {
 func newBuilder(dict pprofile.ProfilesDictionary) *builder {
 	b := &builder{
 		dict: dict, strings: map[string]int32{}, mappings: map[string]int32{}, functions: map[string]int32{},
-		locations: map[report.Frame]int32{}, stacks: map[string]int32{}, attrs: map[[2]string]int32{},
+		locations: map[location]int32{}, stacks: map[string]int32{}, attrs: map[[2]string]int32{},
 	}
 	// Index 0 of every table is the empty entry, as the format requires.
 	b.str("")
@@ -148,30 +148,39 @@ func (b *builder) function(name string) int32 {
 	return i
 }
 
+// location is what a profile's location says of a frame; the frame's
+// symbol is not part of it: every frame no symbol names is one location.
+type location struct {
+	function string
+	offset   uint64
+	module   string
+}
+
 // location is a frame: its function, in its module's mapping, at its
 // offset in the function as the address (never the kernel address,
 // which KASLR hides).
 func (b *builder) location(f report.Frame) int32 {
-	i, ok := b.locations[f]
+	key := location{f.Function, f.Offset, f.Module}
+	i, ok := b.locations[key]
 	if !ok {
 		i = next(b.dict.LocationTable().Len())
 		loc := b.dict.LocationTable().AppendEmpty()
 		loc.SetMappingIndex(b.mapping(f.Module))
 		loc.SetAddress(f.Offset)
 		loc.Lines().AppendEmpty().SetFunctionIndex(b.function(f.Function))
-		b.locations[f] = i
+		b.locations[key] = i
 	}
 	return i
 }
 
 // stack is a group's stack, innermost frame first, or its call site alone.
 func (b *builder) stack(g report.Group) int32 {
-	text := cmp.Or(g.Stack, g.CallSiteSym)
+	text := cmp.Or(g.StackText(), g.CallSiteSym)
 	i, ok := b.stacks[text]
 	if !ok {
 		i = next(b.dict.StackTable().Len())
 		st := b.dict.StackTable().AppendEmpty()
-		for _, f := range report.Frames(text) {
+		for _, f := range g.StackOrCallSite() {
 			st.LocationIndices().Append(b.location(f))
 		}
 		b.stacks[text] = i

@@ -23,7 +23,15 @@ import (
 // review the diff; the run with -update fails on purpose.
 var update = flag.Bool("update", false, "rewrite testdata/profiles.json")
 
-const pipeStack = "alloc_pipe_info+0x2b\ncreate_pipe_files+0x45\ndo_pipe2+0x4f\n__x64_sys_pipe2+0x18\ndo_syscall_64+0x9e"
+var pipeStack = frames("alloc_pipe_info+0x2b", "create_pipe_files+0x45", "do_pipe2+0x4f", "__x64_sys_pipe2+0x18", "do_syscall_64+0x9e")
+
+// frames is a stack as the symbolizer names its frames.
+func frames(symbols ...string) (out []report.Frame) {
+	for _, s := range symbols {
+		out = append(out, report.SymbolFrame(s))
+	}
+	return out
+}
 
 // groups is a scan's groups: a pipe leak by a container's process and by
 // another, with the same stack; a socketpair at the same call site by
@@ -34,19 +42,19 @@ func groups() []report.Group {
 		Workload: workload.Workload{ContainerID: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}}
 	bash := owner.Owner{Context: kmem.InTask, Pid: 977, Name: "bash", Exited: true}
 	pipe := func(o owner.Owner, n int64) report.Group {
-		return report.Group{Allocator: kmem.Kmalloc, Cache: "kmalloc-cg-1k", CallSiteSym: "alloc_pipe_info+0x2b", Stack: pipeStack,
+		return report.Group{Allocator: kmem.Kmalloc, Cache: "kmalloc-cg-1k", CallSiteSym: "alloc_pipe_info+0x2b", Frames: pipeStack,
 			StackHash: "1111111111111111", Owner: o, Objects: n, Bytes: n * 1024}
 	}
 	return []report.Group{
 		pipe(nginx, 1500),
 		pipe(bash, 400),
 		{Allocator: kmem.Kmalloc, Cache: "kmalloc-cg-1k", CallSiteSym: "alloc_pipe_info+0x2b",
-			Stack:     "alloc_pipe_info+0x2b\nunix_socketpair+0x10\n__sys_socketpair+0x7e\ndo_syscall_64+0x9e",
+			Frames:    frames("alloc_pipe_info+0x2b", "unix_socketpair+0x10", "__sys_socketpair+0x7e", "do_syscall_64+0x9e"),
 			StackHash: "2222222222222222", Owner: nginx, Objects: 10, Bytes: 10240},
 		{Allocator: kmem.Slab, Cache: "kmltest_cache", CallSiteSym: "kmltest_cache_one+0x17 [kmltest]",
 			StackHash: "3333333333333333", Owner: owner.Owner{Context: kmem.InKthread, Pid: 55, Name: "kworker/0:1"}, Objects: 7, Bytes: 448},
 		{Allocator: kmem.Page, Cache: "order-0", CallSiteSym: "tcp_data_queue+0x20",
-			Stack: "tcp_data_queue+0x20\ntcp_rcv_established+0x1a0\n0xffffffff81000000", StackHash: "4444444444444444",
+			Frames: frames("tcp_data_queue+0x20", "tcp_rcv_established+0x1a0", "0xffffffff81000000"), StackHash: "4444444444444444",
 			Owner: owner.Owner{Context: kmem.InSoftirq}, Objects: 3, Bytes: 12288},
 		pipe(owner.Folded, 25),
 	}

@@ -31,8 +31,8 @@ type Group struct {
 	Cache       string
 	CallSite    uint64      // the probes' call site (raw), lowest of a merged group
 	CallSiteSym string      // the code that asked for memory, function+0xoff [module]
-	Stack       string      // the symbolized kernel stack from CallSiteSym outwards, or ""
-	StackHash   string      // Stack's fingerprint, or CallSiteSym's without a stack (stackHash)
+	Frames      []Frame     // the kernel stack from CallSiteSym outwards, or nil
+	StackHash   string      // the fingerprint of StackOrCallSite (stackHash)
 	Owner       owner.Owner // the zero Owner without attribution
 	Objects     int64
 	Bytes       int64
@@ -47,6 +47,20 @@ type Group struct {
 	FileHolder             uint32
 	// Set by the caller from the group's history.
 	Verdict verdict.Verdict
+}
+
+// StackText is the group's stack one frame a line, or "" without one.
+func (g Group) StackText() string {
+	return stackText(g.Frames)
+}
+
+// StackOrCallSite is the group's stack or, without one, its call site
+// alone: the code its objects came from.
+func (g Group) StackOrCallSite() []Frame {
+	if len(g.Frames) > 0 {
+		return g.Frames
+	}
+	return []Frame{SymbolFrame(g.CallSiteSym)}
 }
 
 // Add counts o's objects into g.
@@ -114,7 +128,7 @@ func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
 		rep.Tracked[a] = 0
 	}
 	tallies := tallyAged(snap, opts, &rep)
-	merged := merge(snap, tallies, stackNames{source: opts.Stacks, sym: sym, byID: map[kmem.GroupKey][2]string{}}, owners(opts.Owners))
+	merged := merge(snap, tallies, stackNames{source: opts.Stacks, sym: sym, byID: map[kmem.GroupKey]describedStack{}}, owners(opts.Owners))
 	rep.Suspects *= scale
 	groups := make([]Group, 0, len(merged))
 	for _, g := range merged {
@@ -196,7 +210,7 @@ func fold(groups []Group) []Group {
 	index := map[site]int{}
 	var out []Group
 	for _, g := range groups {
-		k := site{g.Allocator, g.Cache, g.CallSiteSym, g.Stack, g.StackHash}
+		k := site{g.Allocator, g.Cache, g.CallSiteSym, g.StackText(), g.StackHash}
 		i, ok := index[k]
 		if !ok {
 			index[k] = len(out)
@@ -274,14 +288,18 @@ func merge(snap *kmem.Snapshot, tallies map[kmem.GroupKey]*Group, stacks stackNa
 	merged := map[exported]*Group{}
 	for key, t := range tallies {
 		name := exported{allocator: key.Cache.Allocator, cache: snap.CacheName(key.Cache), owner: describe(key.Owner)}
-		name.callSite, name.stack = stacks.describe(key)
-		if name.callSite == "" {
+		stack := stacks.describe(key)
+		name.stack = stack.text
+		if len(stack.frames) > 0 {
+			name.callSite = stack.frames[0].Symbol
+		} else {
 			name.callSite = stacks.sym.Symbolize(key.CallSite)
 		}
 		g := merged[name]
 		if g == nil {
 			g = &Group{Allocator: name.allocator, Cache: name.cache, CallSite: key.CallSite, CallSiteSym: name.callSite,
-				Stack: name.stack, StackHash: stackHash(cmp.Or(name.stack, name.callSite)), Owner: name.owner}
+				Frames: stack.frames, Owner: name.owner}
+			g.StackHash = stackHash(g.StackOrCallSite())
 			merged[name] = g
 		}
 		g.CallSite = min(g.CallSite, key.CallSite) // deterministic across map orders
@@ -299,7 +317,7 @@ func compareGroups(a, b Group) int {
 		cmp.Compare(a.Allocator, b.Allocator),
 		cmp.Compare(a.Cache, b.Cache),
 		cmp.Compare(a.CallSite, b.CallSite),
-		cmp.Compare(a.Stack, b.Stack),
+		compareStacks(a.Frames, b.Frames),
 		compareOwners(a.Owner, b.Owner),
 	)
 }
@@ -329,15 +347,21 @@ func compareBools(a, b bool) int {
 type stackNames struct {
 	source StackSource
 	sym    Symbolizer
-	byID   map[kmem.GroupKey][2]string
+	byID   map[kmem.GroupKey]describedStack
 }
 
-// describe returns the call site and stack text of a group's stack, or
-// empty strings when there is none (id -1, stacks off, or a stack the map
-// no longer has).
-func (s stackNames) describe(key kmem.GroupKey) (callSite, text string) {
+// describedStack is a stack's frames from its call site outwards, and their
+// text, which tells stacks apart when groups are merged.
+type describedStack struct {
+	frames []Frame
+	text   string
+}
+
+// describe returns a group's stack, or none (id -1, stacks off, or a stack
+// the map no longer has).
+func (s stackNames) describe(key kmem.GroupKey) describedStack {
 	if key.StackID < 0 || s.source == nil {
-		return "", ""
+		return describedStack{}
 	}
 	// A skipped stack lacks its innermost frame, the call site: the same id
 	// reads differently for each call site.
@@ -346,15 +370,16 @@ func (s stackNames) describe(key kmem.GroupKey) (callSite, text string) {
 		id.StackSkipped, id.CallSite = true, key.CallSite
 	}
 	if d, ok := s.byID[id]; ok {
-		return d[0], d[1]
+		return d
 	}
-	var d [2]string
-	if frames, err := s.source.Stack(key.StackID); err == nil {
-		if key.StackSkipped && (len(frames) == 0 || frames[0] != key.CallSite) {
-			frames = append([]uint64{key.CallSite}, frames...)
+	var d describedStack
+	if addrs, err := s.source.Stack(key.StackID); err == nil {
+		if key.StackSkipped && (len(addrs) == 0 || addrs[0] != key.CallSite) {
+			addrs = append([]uint64{key.CallSite}, addrs...)
 		}
-		d[0], d[1] = describeStack(frames, s.sym)
+		d.frames = describeStack(addrs, s.sym)
+		d.text = stackText(d.frames)
 	}
 	s.byID[id] = d
-	return d[0], d[1]
+	return d
 }

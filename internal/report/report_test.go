@@ -1,7 +1,6 @@
 package report
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
 	"testing"
@@ -523,7 +522,7 @@ func BenchmarkBuild(b *testing.B) {
 func hashed(groups []Group) []Group {
 	out := slices.Clone(groups)
 	for i := range out {
-		out[i].StackHash = stackHash(cmp.Or(out[i].Stack, out[i].CallSiteSym))
+		out[i].StackHash = stackHash(out[i].StackOrCallSite())
 	}
 	return out
 }

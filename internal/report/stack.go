@@ -1,8 +1,10 @@
 package report
 
 import (
+	"cmp"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -30,15 +32,14 @@ var (
 	allocatorFrameSuffixes = []string{"_noprof"}
 )
 
-func isAllocatorFrame(frame string) bool {
-	fn, _, _ := strings.Cut(frame, "+")
+func isAllocatorFrame(f Frame) bool {
 	for _, p := range allocatorFramePrefixes {
-		if strings.HasPrefix(fn, p) {
+		if strings.HasPrefix(f.Function, p) {
 			return true
 		}
 	}
 	for _, s := range allocatorFrameSuffixes {
-		if strings.HasSuffix(fn, s) {
+		if strings.HasSuffix(f.Function, s) {
 			return true
 		}
 	}
@@ -47,55 +48,72 @@ func isAllocatorFrame(frame string) bool {
 
 // describeStack symbolizes a stack and drops the allocator's frames from
 // its top. The first frame left is the code that asked for memory: the
-// call site the group is named after. The stack text has one frame a line,
-// from that frame outwards.
-func describeStack(frames []uint64, sym Symbolizer) (callSite, text string) {
-	names := make([]string, len(frames))
-	for i, f := range frames {
-		names[i] = sym.Symbolize(f)
+// call site the group is named after.
+func describeStack(addrs []uint64, sym Symbolizer) []Frame {
+	if len(addrs) == 0 {
+		return nil
+	}
+	frames := make([]Frame, len(addrs))
+	for i, a := range addrs {
+		frames[i] = SymbolFrame(sym.Symbolize(a))
 	}
 	first := 0
-	for first < len(names)-1 && isAllocatorFrame(names[first]) {
+	for first < len(frames)-1 && isAllocatorFrame(frames[first]) {
 		first++
 	}
-	if len(names) == 0 {
-		return "", ""
-	}
-	return names[first], strings.Join(names[first:], "\n")
+	return frames[first:]
 }
 
-// Frame is one frame of a stack text, as the symbolizer writes it:
-// function+0xoffset [module].
+// Frame is one frame of a stack: the symbolizer's name for it, and that
+// name's parts, which fingerprints and profiles use.
 type Frame struct {
+	// Symbol is the name as the symbolizer wrote it, function+0xoffset
+	// [module], or "unknown" or the address when no symbol names the frame:
+	// what stack texts show.
+	Symbol   string
 	Function string // "?" when no symbol names the frame
 	Offset   uint64
 	Module   string // "" for the kernel's own text
 }
 
-// Frames splits a stack text (one frame a line, as describeStack writes
-// it, or a call site alone) into its frames.
-func Frames(text string) []Frame {
-	var out []Frame
-	for line := range strings.SplitSeq(text, "\n") {
-		fn, rest, _ := strings.Cut(line, "+")
-		f := Frame{Function: fn}
-		if fn == "unknown" || strings.HasPrefix(fn, "0x") {
-			f.Function = "?"
-		}
-		off, module, _ := strings.Cut(rest, " [")
-		f.Offset, _ = strconv.ParseUint(strings.TrimPrefix(off, "0x"), 16, 64)
-		f.Module = strings.TrimSuffix(module, "]")
-		out = append(out, f)
+// SymbolFrame is the frame a symbolizer's name stands for: a stack's frame,
+// or a call site alone.
+func SymbolFrame(symbol string) Frame {
+	fn, rest, _ := strings.Cut(symbol, "+")
+	f := Frame{Symbol: symbol, Function: fn}
+	if fn == "unknown" || strings.HasPrefix(fn, "0x") {
+		f.Function = "?"
 	}
-	return out
+	off, module, _ := strings.Cut(rest, " [")
+	f.Offset, _ = strconv.ParseUint(strings.TrimPrefix(off, "0x"), 16, 64)
+	f.Module = strings.TrimSuffix(module, "]")
+	return f
 }
 
-// stackHash fingerprints a stack text across hosts and boots: FNV-1a over
-// each frame's function and module, without the offset, which builds
-// change, or addresses, which KASLR does.
-func stackHash(text string) string {
+// stackText is frames one a line, as the kernel's backtraces write them.
+func stackText(frames []Frame) string {
+	var b strings.Builder
+	for i, f := range frames {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(f.Symbol)
+	}
+	return b.String()
+}
+
+// compareStacks orders stacks as their texts would order, without writing
+// them: a symbol has no byte below the newline that joins them.
+func compareStacks(a, b []Frame) int {
+	return slices.CompareFunc(a, b, func(x, y Frame) int { return cmp.Compare(x.Symbol, y.Symbol) })
+}
+
+// stackHash fingerprints a stack across hosts and boots: FNV-1a over each
+// frame's function and module, without the offset, which builds change, or
+// addresses, which KASLR does.
+func stackHash(frames []Frame) string {
 	h := fnv.New64a()
-	for _, f := range Frames(text) {
+	for _, f := range frames {
 		h.Write([]byte(f.Function))
 		if f.Module != "" {
 			h.Write([]byte(" [" + f.Module + "]"))

@@ -52,9 +52,13 @@ func TestDescribeStackSkipsTheAllocatorFrames(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			site, stack := describeStack(tt.frames, sym)
+			stack := describeStack(tt.frames, sym)
+			site := ""
+			if len(stack) > 0 {
+				site = stack[0].Symbol
+			}
 			assert.Equal(t, tt.wantSite, site)
-			assert.Equal(t, tt.wantStack, stack)
+			assert.Equal(t, tt.wantStack, stackText(stack))
 		})
 	}
 }
@@ -75,7 +79,7 @@ func TestIsAllocatorFrame(t *testing.T) {
 		"sk_prot_alloc+0x3c":                 false,
 		"kmem_cache_free+0x10":               false,
 	} {
-		assert.Equal(t, want, isAllocatorFrame(frame), frame)
+		assert.Equal(t, want, isAllocatorFrame(SymbolFrame(frame)), frame)
 	}
 }
 
@@ -125,7 +129,7 @@ func TestBuildGroupsByStack(t *testing.T) {
 	byStack := map[string]int64{}
 	for _, g := range rep.Groups {
 		assert.Equal(t, "__d_alloc+0x2d", g.CallSiteSym)
-		byStack[g.Stack] += g.Objects
+		byStack[g.StackText()] += g.Objects
 	}
 	assert.Equal(t, map[string]int64{
 		"__d_alloc+0x2d\nd_alloc_pseudo+0xa\ndo_pipe2+0x4d":          4, // stacks 1, 3 and the skipped 4
@@ -173,9 +177,9 @@ func TestStackHashIsTheSameAcrossBoots(t *testing.T) {
 		{"alloc_pipe_info", 0x2b}, {"do_pipe2", 0x4f}, {"__x64_sys_pipe2", 0x18}, {"do_syscall_64", 0x9e}}
 	hash := func(kallsyms string, frames []ksymFrame) string {
 		sym, addrs := bootStack(t, kallsyms, frames...)
-		_, text := describeStack(addrs, sym)
-		require.Contains(t, text, "nft_trans_alloc_gfp+0x2b [nf_tables]")
-		return stackHash(text)
+		stack := describeStack(addrs, sym)
+		require.Contains(t, stackText(stack), "nft_trans_alloc_gfp+0x2b [nf_tables]")
+		return stackHash(stack)
 	}
 	a := hash("testdata/kallsyms_boot_a", pipe)
 	assert.Len(t, a, 16)
@@ -194,6 +198,41 @@ func TestStackHashIsTheSameAcrossBoots(t *testing.T) {
 // A frame no symbol names hashes as "?", whether the collector shows its
 // address (include_addresses) or not: the address differs at every boot.
 func TestStackHashIgnoresUnnamedFramesAddresses(t *testing.T) {
-	assert.Equal(t, stackHash("alloc_pipe_info+0x2b\nunknown\ndo_pipe2+0x4f"), stackHash("alloc_pipe_info+0x2b\n0xffffffff9a5b2000\ndo_pipe2+0x4f"))
-	assert.NotEqual(t, stackHash("alloc_pipe_info+0x2b"), stackHash("alloc_pipe_info+0x2b [nf_tables]"), "the module is part of the frame")
+	assert.Equal(t, stackHash(symbolFrames("alloc_pipe_info+0x2b", "unknown", "do_pipe2+0x4f")),
+		stackHash(symbolFrames("alloc_pipe_info+0x2b", "0xffffffff9a5b2000", "do_pipe2+0x4f")))
+	assert.NotEqual(t, stackHash(symbolFrames("alloc_pipe_info+0x2b")), stackHash(symbolFrames("alloc_pipe_info+0x2b [nf_tables]")),
+		"the module is part of the frame")
+}
+
+func symbolFrames(symbols ...string) []Frame {
+	out := make([]Frame, len(symbols))
+	for i, s := range symbols {
+		out[i] = SymbolFrame(s)
+	}
+	return out
+}
+
+func TestSymbolFrame(t *testing.T) {
+	for symbol, want := range map[string]Frame{
+		"alloc_pipe_info+0x2b":                 {Function: "alloc_pipe_info", Offset: 0x2b},
+		"nft_trans_alloc_gfp+0x2b [nf_tables]": {Function: "nft_trans_alloc_gfp", Offset: 0x2b, Module: "nf_tables"},
+		"unknown":                              {Function: "?"},
+		"0xffffffff9a5b2000":                   {Function: "?"},
+	} {
+		want.Symbol = symbol
+		assert.Equal(t, want, SymbolFrame(symbol))
+	}
+}
+
+// Groups are ordered by their stacks as they were when stacks were text.
+func TestCompareStacksIsTheTextsOrder(t *testing.T) {
+	stacks := [][]string{
+		nil, {"a+0x1"}, {"a+0x1", "b+0x2"}, {"a+0x1", "b+0x2 [m]"}, {"a+0x10"}, {"a+0x1 [m]"}, {"ab+0x1"}, {"unknown"},
+	}
+	for _, x := range stacks {
+		for _, y := range stacks {
+			want := strings.Compare(strings.Join(x, "\n"), strings.Join(y, "\n"))
+			assert.Equal(t, want, compareStacks(symbolFrames(x...), symbolFrames(y...)), "%q %q", x, y)
+		}
+	}
 }

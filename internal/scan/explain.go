@@ -99,8 +99,8 @@ func (s *site) mostHeld() (owner.Owner, int64) {
 func (s *site) add(g report.Group) {
 	s.Add(g)
 	// The stack of the WARN line: the site's largest group that has one.
-	if s.Stack == "" && g.Stack != "" {
-		s.Stack = g.Stack
+	if len(s.Frames) == 0 && len(g.Frames) > 0 {
+		s.Frames = g.Frames
 	}
 	if !s.Owner.Attributed() {
 		s.Owner = g.Owner
@@ -155,7 +155,7 @@ func (p *Scanner) sample(s *site, live string) verdict.Sample {
 // functions are the functions of a site's call site and, where its stack
 // is known, of the frames outwards.
 func functions(s *site) []string {
-	frames := report.Frames(cmp.Or(s.Stack, s.CallSiteSym))
+	frames := s.StackOrCallSite()
 	out := make([]string, len(frames))
 	for i, f := range frames {
 		out[i] = f.Function

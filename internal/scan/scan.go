@@ -366,8 +366,8 @@ func (p *Scanner) warnLeak(g report.Group) {
 	if g.Owner.Attributed() {
 		fields = append(fields, zap.Stringer("largest_owner", g.Owner))
 	}
-	if g.Stack != "" {
-		fields = append(fields, zap.String("stack", g.Stack))
+	if stack := g.StackText(); stack != "" {
+		fields = append(fields, zap.String("stack", stack))
 	}
 	p.opts.Logger.Warn("Kernel memory leak", fields...)
 }

@@ -907,7 +907,7 @@ func TestStacks(t *testing.T) {
 		}
 		var got []described
 		for _, g := range res.Report.Groups {
-			got = append(got, described{g.Cache, g.CallSiteSym, g.Stack, g.Objects})
+			got = append(got, described{g.Cache, g.CallSiteSym, g.StackText(), g.Objects})
 		}
 		assert.ElementsMatch(t, []described{
 			{"dentry", "d_alloc+0x1e", "d_alloc+0x1e\npath_openat+0x3c", 3},
@@ -925,7 +925,7 @@ func TestStacks(t *testing.T) {
 		require.True(t, ok)
 		assert.Equal(t, int64(5), g.Objects, "one group per call site")
 		assert.Equal(t, "d_alloc+0x1e", g.CallSiteSym)
-		assert.Empty(t, g.Stack)
+		assert.Empty(t, g.Frames)
 		assert.Empty(t, k.stackReads)
 	})
 }
@@ -952,7 +952,7 @@ func TestVerdictPerCallSiteAcrossStacks(t *testing.T) {
 	}
 	require.Len(t, res.Report.Groups, 2, "a group without a stack and one with")
 	for _, g := range res.Report.Groups {
-		assert.Equal(t, verdict.Leaking, g.Verdict.State, "%q", g.Stack)
+		assert.Equal(t, verdict.Leaking, g.Verdict.State, "%q", g.StackText())
 		assert.InDelta(t, 36, g.Verdict.PerMinute, 1e-6, "the site's rate")
 	}
 	assert.Equal(t, 1, res.Report.States[verdict.Leaking], "one site")
@@ -960,7 +960,7 @@ func TestVerdictPerCallSiteAcrossStacks(t *testing.T) {
 	// one without a stack (6 scans of 6) and the one with (4 scans aged).
 	require.Len(t, events, 2)
 	assert.Equal(t, []int64{36, 24}, []int64{events[0].Objects, events[1].Objects})
-	assert.Equal(t, []string{"", "kstrdup+0x31\npath_openat+0x3c"}, []string{events[0].Stack, events[1].Stack})
+	assert.Equal(t, []string{"", "kstrdup+0x31\npath_openat+0x3c"}, []string{events[0].StackText(), events[1].StackText()})
 	for _, e := range events {
 		assert.Equal(t, verdict.Leaking, e.Verdict.State)
 	}
