@@ -315,6 +315,7 @@ func (r *kmemleakReceiver) scan(ctx context.Context) {
 		r.errors.log(log, "Scan of live kernel objects failed", err)
 		return
 	}
+	logScan(log, res)
 	took := time.Since(start)
 	r.telemetry.KmemleakObjectsScanned.Add(ctx, res.Scanned)
 	r.telemetry.KmemleakObjectsDropped.Add(ctx, int64(min(res.NewlyDropped, math.MaxInt64)))

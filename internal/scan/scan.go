@@ -8,7 +8,6 @@ package scan
 
 import (
 	"cmp"
-	"fmt"
 	"iter"
 	"slices"
 	"strings"
@@ -139,6 +138,11 @@ type Result struct {
 	// Aged are every group of aged objects, with its verdict, of which
 	// Report has the top_n of each verdict: what profiles show.
 	Aged []report.Group
+	// Sites are every call site judged this scan, its groups summed, with
+	// its verdict (Verdict.Began: it turned leaking this scan), in the
+	// order of their largest groups: what the collector's log says of a
+	// scan.
+	Sites []report.Group
 	// Scanned is the number of objects read from the probes, before any
 	// was filtered out.
 	Scanned int64
@@ -211,7 +215,7 @@ func (p *Scanner) Scan() (Result, error) {
 		p.opts.Owners.End(p.snap.Owners())
 	}
 	res.Report.Untraced = p.truth.Untraced()
-	sites := p.judgeGroups(&res.Report, now)
+	res.Sites = p.judgeGroups(&res.Report, now)
 	res.Aged = res.Report.Groups
 	res.Report.Groups = report.Top(res.Report.Groups, p.opts.TopN)
 	for _, g := range res.Report.Groups {
@@ -219,7 +223,6 @@ func (p *Scanner) Scan() (Result, error) {
 			res.Events = append(res.Events, g)
 		}
 	}
-	p.summarize(res.Report, sites)
 	if p.opts.AdaptiveStacks {
 		if err := p.probes.SetStackSites(callSites(res.Report.Groups)); err != nil {
 			p.opts.Logger.Error("Asking for the stacks of suspect call sites failed", zap.Error(err))
@@ -342,9 +345,6 @@ func (p *Scanner) judgeGroups(rep *report.Report, now uint64) (bySite []report.G
 		s.Verdict = verdicts[key]
 		bySite = append(bySite, s.Group)
 		rep.States[s.Verdict.State]++
-		if s.Verdict.Began {
-			p.warnLeak(s.Group)
-		}
 	}
 	for i := range rep.Groups {
 		g := &rep.Groups[i]
@@ -352,69 +352,6 @@ func (p *Scanner) judgeGroups(rep *report.Report, now uint64) (bySite []report.G
 	}
 	p.candidates = candidateSites(p.judge.Candidates(), rep.Groups)
 	return bySite
-}
-
-// warnLeak is the one line in the collector's log for a new leak.
-func (p *Scanner) warnLeak(g report.Group) {
-	fields := []zap.Field{
-		zap.String("call_site", g.CallSiteSym), zap.Stringer("allocator", g.Allocator), zap.String("cache", g.Cache),
-		zap.String("objects_per_min", fmt.Sprintf("%.1f", g.Verdict.PerMinute)),
-		zap.String("bytes_per_min", fmt.Sprintf("%.0f", g.Verdict.BytesPerMinute)),
-		zap.Time("since", g.Verdict.Since), zap.Int64("objects", g.Objects), zap.Int64("bytes", g.Bytes),
-		zap.String("reason", g.Verdict.Reason),
-	}
-	if g.Owner.Attributed() {
-		fields = append(fields, zap.Stringer("largest_owner", g.Owner))
-	}
-	if stack := g.StackText(); stack != "" {
-		fields = append(fields, zap.String("stack", stack))
-	}
-	p.opts.Logger.Warn("Kernel memory leak", fields...)
-}
-
-// summaryGroups is how many of the largest growing and other groups a
-// scan's summary names.
-const summaryGroups = 3
-
-// summarize is the one line a scan writes to the collector's log; sites
-// are the report's groups by call site, largest first.
-func (p *Scanner) summarize(rep report.Report, sites []report.Group) {
-	var tracked int64
-	for _, n := range rep.Tracked {
-		tracked += n
-	}
-	var leaks, growing, largest []string
-	for _, g := range sites {
-		switch {
-		case g.Verdict.State == verdict.Leaking:
-			leaks = append(leaks, fmt.Sprintf("%s (%s) %+.1f/min: %s", g.CallSiteSym, g.Cache, g.Verdict.PerMinute, g.Verdict.Reason))
-		case g.Verdict.State == verdict.Growing:
-			if len(growing) < summaryGroups {
-				growing = append(growing, fmt.Sprintf("%s (%s) %+.1f/min: %s", g.CallSiteSym, g.Cache, g.Verdict.PerMinute, g.Verdict.Reason))
-			}
-		case len(largest) < summaryGroups:
-			largest = append(largest, fmt.Sprintf("%s (%s) %d objects, %s", g.CallSiteSym, g.Cache, g.Objects, byteSize(g.Bytes)))
-		}
-	}
-	p.opts.Logger.Info("Scan",
-		zap.Int64("live_objects", tracked), zap.Int64("aged_objects", rep.Suspects),
-		zap.Int("leaking", rep.States[verdict.Leaking]), zap.Int("growing", rep.States[verdict.Growing]),
-		zap.Int("steady", rep.States[verdict.Steady]), zap.Int("transient", rep.States[verdict.Transient]),
-		zap.Strings("leaks", leaks), zap.Strings("largest_growing", growing), zap.Strings("largest_long_lived", largest))
-}
-
-// byteSize writes n bytes for a person: 512 B, 12.3 KiB, 4.0 MiB.
-func byteSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	value, prefix := float64(n)/unit, 0
-	for value >= unit && prefix < 3 {
-		value /= unit
-		prefix++
-	}
-	return fmt.Sprintf("%.1f %ciB", value, "KMGT"[prefix])
 }
 
 // siteKey is what a verdict is per: allocator, cache and call site.

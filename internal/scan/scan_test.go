@@ -347,10 +347,11 @@ func slabID(key uint64) kmem.CacheID { return kmem.CacheID{Allocator: kmem.Slab,
 
 // harness is a scanner attached to a fake kernel.
 type harness struct {
-	t    *testing.T
-	k    *fakeKernel
-	p    *Scanner
-	logs *observer.ObservedLogs
+	t       *testing.T
+	k       *fakeKernel
+	p       *Scanner
+	logs    *observer.ObservedLogs
+	results []Result // of every scan, in order
 }
 
 // start creates the scanner and attaches the fake's probes. Options left
@@ -390,7 +391,38 @@ func (h *harness) scan() Result {
 	h.k.advance(scanEvery)
 	res, err := h.p.Scan()
 	require.NoError(h.t, err)
+	h.results = append(h.results, res)
 	return res
+}
+
+// began returns the call sites that turned leaking, over every scan so
+// far: those the collector's log warns of.
+func (h *harness) began() []report.Group {
+	var out []report.Group
+	for _, res := range h.results {
+		for _, s := range res.Sites {
+			if s.Verdict.Began {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// summarized is what the collector's log says of a site every scan.
+type summarized struct {
+	callSite, cache string
+	state           verdict.State
+	objects, bytes  int64
+}
+
+// sitesIn returns a scan's sites, in order, as its summary sees them.
+func sitesIn(res Result) []summarized {
+	var out []summarized
+	for _, s := range res.Sites {
+		out = append(out, summarized{s.CallSiteSym, s.Cache, s.Verdict.State, s.Objects, s.Bytes})
+	}
+	return out
 }
 
 // logged returns the entries whose message contains snippet, and checks
@@ -695,8 +727,9 @@ func TestTruthOffWithoutSlabCounts(t *testing.T) {
 // --- 3. Verdicts ---
 
 // A leak of 6 objects a scan, next to a steady cache and a pool that
-// recycles its objects: only the leak is called one, gets an event and a
-// WARN line, and the summary line of each scan counts it.
+// recycles its objects: only the leak is called one, gets an event and
+// turns leaking once (the WARN line), and each scan's sites and counts
+// (its summary line) have it.
 func TestVerdicts(t *testing.T) {
 	k := newFakeKernel()
 	k.cacheNames[dentryKey] = "dentry"
@@ -732,21 +765,23 @@ func TestVerdicts(t *testing.T) {
 	require.Len(t, events, 1, "one event: when the leak was found (report_interval is an hour)")
 	assert.Equal(t, "kstrdup+0x31", events[0].CallSiteSym)
 
-	warned := h.logged(zapcore.WarnLevel, "Kernel memory leak")
-	require.Len(t, warned, 1)
-	fields := warned[0].ContextMap()
-	assert.Equal(t, "kstrdup+0x31", fields["call_site"])
-	assert.Equal(t, "36.0", fields["objects_per_min"])
-	assert.Equal(t, "2304", fields["bytes_per_min"])
-	assert.Equal(t, "keeps rising, and nothing that holds kernel memory explains it", fields["reason"])
+	began := h.began()
+	require.Len(t, began, 1)
+	assert.Equal(t, "kstrdup+0x31", began[0].CallSiteSym)
+	assert.InDelta(t, 36, began[0].Verdict.PerMinute, 1e-6)
+	assert.InDelta(t, 2304, began[0].Verdict.BytesPerMinute, 1e-6)
+	assert.Equal(t, "keeps rising, and nothing that holds kernel memory explains it", began[0].Verdict.Reason)
 
-	scans := h.logged(zapcore.InfoLevel, "Scan")
-	require.Len(t, scans, 30, "one summary line a scan")
-	last := scans[29].ContextMap()
-	assert.Equal(t, int64(1), last["leaking"])
-	assert.Equal(t, []any{"kstrdup+0x31 (kmalloc-64) +36.0/min: keeps rising, and nothing that holds kernel memory explains it"}, last["leaks"])
-	assert.Equal(t, []any{"seq_buf_alloc+0x22 (kmalloc-512) 30 objects, 15.0 KiB", "d_alloc+0x1e (dentry) 20 objects, 3.8 KiB"},
-		last["largest_long_lived"])
+	last := h.results[29]
+	assert.Equal(t, 1, last.Report.States[verdict.Leaking])
+	assert.Equal(t, []summarized{
+		{"seq_buf_alloc+0x22", "kmalloc-512", verdict.Transient, 30, 30 * 512},
+		{"kstrdup+0x31", "kmalloc-64", verdict.Leaking, 168, 168 * 64},
+		{"d_alloc+0x1e", "dentry", verdict.Steady, 20, 20 * 192},
+	}, sitesIn(last))
+	leak := last.Sites[1]
+	assert.InDelta(t, 36, leak.Verdict.PerMinute, 1e-6)
+	assert.Equal(t, "keeps rising, and nothing that holds kernel memory explains it", leak.Verdict.Reason)
 }
 
 // Survivors are the group's objects already aged at the previous scan.
@@ -822,12 +857,6 @@ func TestVerdictGroupCap(t *testing.T) {
 	assert.Equal(t, verdict.Steady, steady.Verdict.State)
 	assert.Equal(t, verdict.Transient, leak.Verdict.State, "not followed")
 	assert.Empty(t, res.Events)
-}
-
-func TestByteSize(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 12_600: "12.3 KiB", 5 << 20: "5.0 MiB", 3 << 40: "3.0 TiB"} {
-		assert.Equal(t, want, byteSize(n), "%d", n)
-	}
 }
 
 // --- 4. Stack sites and stacks ---
@@ -933,8 +962,8 @@ func TestStacks(t *testing.T) {
 // A call site is judged as a whole: in adaptive mode its stacks start
 // once it is suspect, and its leak goes on in a stack group while its
 // older objects stay in the group without a stack. Both groups get the
-// site's verdict and an event each; the WARN line has the site's totals
-// and its stack.
+// site's verdict and an event each; the site turns leaking once (the WARN
+// line), with its totals and its stack.
 func TestVerdictPerCallSiteAcrossStacks(t *testing.T) {
 	k := newFakeKernel()
 	k.stacks[7] = []uint64{allocFrame, kmallocSite, openFrame}
@@ -964,10 +993,10 @@ func TestVerdictPerCallSiteAcrossStacks(t *testing.T) {
 	for _, e := range events {
 		assert.Equal(t, verdict.Leaking, e.Verdict.State)
 	}
-	warned := h.logged(zapcore.WarnLevel, "Kernel memory leak")
-	require.Len(t, warned, 1, "one line per site")
-	assert.Equal(t, int64(60), warned[0].ContextMap()["objects"], "the site's aged objects")
-	assert.Equal(t, "kstrdup+0x31\npath_openat+0x3c", warned[0].ContextMap()["stack"])
+	began := h.began()
+	require.Len(t, began, 1, "one line per site")
+	assert.Equal(t, int64(60), began[0].Objects, "the site's aged objects")
+	assert.Equal(t, "kstrdup+0x31\npath_openat+0x3c", began[0].StackText())
 }
 
 // A cache created where a destroyed one was (a module reloaded) is
@@ -1163,9 +1192,9 @@ func TestAttributionSplitsALeakByOwnerAndFoldsTheRest(t *testing.T) {
 	require.Len(t, events, 3, "one event per reported group when the leak was found")
 	assert.Equal(t, "proc10 (pid 10)", events[0].Owner.String())
 
-	warned := h.logged(zapcore.WarnLevel, "Kernel memory leak")
-	require.Len(t, warned, 1, "one leak: the call site")
-	assert.Equal(t, "proc10 (pid 10)", warned[0].ContextMap()["largest_owner"])
+	began := h.began()
+	require.Len(t, began, 1, "one leak: the call site")
+	assert.Equal(t, "proc10 (pid 10)", began[0].Owner.String())
 }
 
 // Objects of a pid allocated before a new process took it are the ended
@@ -1225,8 +1254,16 @@ func TestReclaimableCacheIsALeakOnlyOnceItSurvivesReclaim(t *testing.T) {
 	assert.Equal(t, verdict.Growing, groups[18].Verdict.State)
 	assert.Equal(t, "reclaimable cache, no reclaim seen", groups[18].Verdict.Reason)
 	assert.Equal(t, verdict.ReclaimableCache, groups[18].Verdict.ExplainedBy)
-	scans := h.logged(zapcore.InfoLevel, "Scan")
-	assert.Equal(t, []any{"d_alloc+0x1e (dentry) +36.0/min: reclaimable cache, no reclaim seen"}, scans[18].ContextMap()["largest_growing"])
+	var growing []report.Group
+	for _, s := range h.results[18].Sites {
+		if s.Verdict.State == verdict.Growing {
+			growing = append(growing, s)
+		}
+	}
+	require.Len(t, growing, 1)
+	assert.Equal(t, []string{"d_alloc+0x1e", "dentry"}, []string{growing[0].CallSiteSym, growing[0].Cache})
+	assert.InDelta(t, 36, growing[0].Verdict.PerMinute, 1e-6)
+	assert.Equal(t, "reclaimable cache, no reclaim seen", growing[0].Verdict.Reason)
 	assert.Equal(t, verdict.Leaking, groups[19].Verdict.State, "survived the drop")
 	assert.Contains(t, groups[19].Verdict.Reason, "reclaimable cache, survived reclaim")
 }
