@@ -107,6 +107,25 @@ int held_by_tasks(struct bpf_iter__task *ctx)
 	return 0;
 }
 
+#define IPPROTO_TCP 6
+
+// emit_sock emits a socket's sock and, for TCP, the buckets of the port it
+// is bound to (shared by the sockets bound to it, made by the first): a
+// service's listening socket holds its port. An MPTCP socket's (Go's
+// listeners are, by default) belong to its subflow, which is not read.
+static __always_inline void emit_sock(struct seq_file *seq, struct sock *sk, __u32 tgid)
+{
+	if (!sk)
+		return;
+	emit(seq, sk, tgid, HELD_AS_FILE);
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return;
+	struct inet_connection_sock *icsk = (void *)sk;
+	emit(seq, BPF_CORE_READ(icsk, icsk_bind_hash), tgid, HELD_AS_FILE);
+	if (bpf_core_field_exists(icsk->icsk_bind2_hash))
+		emit(seq, BPF_CORE_READ(icsk, icsk_bind2_hash), tgid, HELD_AS_FILE);
+}
+
 // Every open file of every task, and what the file holds: a pipe's
 // buffers, an eventfd's context, a socket and its sock, its security blob.
 SEC("iter/task_file")
@@ -133,7 +152,7 @@ int held_as_files(struct bpf_iter__task_file *ctx)
 	struct inode *inode = f->f_inode;
 	emit(seq, inode, tgid, HELD_AS_FILE);
 	if (inode && private && (BPF_CORE_READ(inode, i_mode) & MODE_TYPE) == MODE_SOCKET)
-		emit(seq, BPF_CORE_READ((struct socket *)private, sk), tgid, HELD_AS_FILE);
+		emit_sock(seq, BPF_CORE_READ((struct socket *)private, sk), tgid);
 	return 0;
 }
 

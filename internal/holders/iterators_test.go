@@ -3,6 +3,8 @@
 package holders
 
 import (
+	"context"
+	"net"
 	"os"
 	"testing"
 
@@ -51,4 +53,45 @@ func TestIntegrationHoldersListThisProcess(t *testing.T) {
 	_, after, _ := count()
 	// Per pipe: two files and the pipe's buffers, at least.
 	assert.GreaterOrEqual(t, after-before, 300)
+}
+
+// A bound TCP socket holds its port's buckets (inet_bind_bucket, and
+// inet_bind2_bucket where the kernel has it), which a bound UDP socket does
+// not: a service's listening socket explains them.
+func TestIntegrationHoldersListTheBucketsOfBoundPorts(t *testing.T) {
+	kerneltest.RequireBPF(t)
+	it, err := Open()
+	require.NoError(t, err)
+	defer it.Close()
+	held := func() int {
+		holds, err := it.Read()
+		require.NoError(t, err)
+		n := 0
+		for _, h := range holds.Objects {
+			if h.Tgid == uint32(os.Getpid()) && h.Hold == kmem.HeldAsFile {
+				n++
+			}
+		}
+		return n
+	}
+	const sockets = 20
+	before := held()
+	// Go listens with MPTCP by default, whose port is its subflow's.
+	var tcpOnly net.ListenConfig
+	tcpOnly.SetMultipathTCP(false)
+	for range sockets {
+		l, err := tcpOnly.Listen(context.Background(), "tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer l.Close()
+	}
+	tcp := held() - before
+	before = held()
+	for range sockets {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer c.Close()
+	}
+	udp := held() - before
+	t.Logf("held by %d bound sockets: TCP %d, UDP %d", sockets, tcp, udp)
+	assert.GreaterOrEqual(t, tcp-udp, sockets, "a bound TCP socket's port buckets are not listed")
 }

@@ -1294,6 +1294,29 @@ func TestLiveTasksExplainTheirStructures(t *testing.T) {
 	assert.Positive(t, k.holdReads)
 }
 
+// A site whose objects are live tasks' structures but for a few (the
+// stacks the kernel keeps for reuse after tasks exit) is explained: the
+// few are fewer than a leak adds.
+func TestAFewUnheldAmongLiveTasksStructures(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[dentryKey] = "task_struct"
+	k.processes = map[uint32]kmem.Process{40: {Name: "sleep", StartNs: 1}}
+	h := start(t, k, Options{MinAge: 30 * time.Second, Holders: fakeHolders{k}})
+	obj := slabObj(dentryKey, 192, dentrySite)
+	k.alloc(verdict.MinRise-1, obj)
+	var last verdict.Verdict
+	for i := 1; i <= explainedScans; i++ {
+		if i%2 == 0 {
+			k.hold(k.alloc(1, obj), kmem.Holder{Tgid: 40, Hold: kmem.HeldByTask})
+		}
+		g, _ := group(h.scan().Report.Groups, "task_struct")
+		assert.NotEqual(t, verdict.Leaking, g.Verdict.State, "scan %d", i)
+		last = g.Verdict
+	}
+	assert.Equal(t, verdict.LiveTasks, last.ExplainedBy)
+	assert.Contains(t, last.Reason, "live tasks' own structures (77% of its objects)")
+}
+
 // A leak of open files names the process that holds them.
 func TestLeakOfOpenFilesNamesItsHolder(t *testing.T) {
 	k := newFakeKernel()

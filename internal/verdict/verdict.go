@@ -180,11 +180,13 @@ const (
 	zGrowing = 1.65
 	// confirmScans is how many scans in a row must find a leak.
 	confirmScans = 2
-	// minRise is the fewest objects a leak adds in its window: a process
+	// MinRise is the fewest objects a leak adds in its window (and so a
+	// site with fewer objects than this that nothing holds has no leak to
+	// call, whatever holds the rest): a process
 	// keeping two or three objects until it exits (a memory policy, seen
 	// called leaking at 0.04/min) is not worth a page, and a leak of one
 	// object a minute clears it in five.
-	minRise = 5
+	MinRise = 5
 	// mixedEvidence is the least window a leak in a group that also frees
 	// its aged objects is judged on: a pool's wander can lift its floor for
 	// minutes (a bounded random walk of +-50 around 5,000 did for 6).
@@ -513,7 +515,7 @@ func leakLike(pts []point) []point {
 		return leakLike(pts[i:])
 	}
 	t := fit(pts)
-	if t.z < zLeak || t.perMinute <= 0 || !t.persists || ys[len(ys)-1]-float64(t.start) < minRise ||
+	if t.z < zLeak || t.perMinute <= 0 || !t.persists || ys[len(ys)-1]-float64(t.start) < MinRise ||
 		!rises(quarters(ys, median)) || !keepsPace(xs, ys) {
 		return nil
 	}
