@@ -24,6 +24,7 @@ char LICENSE[] SEC("license") = "GPL";
 // S_IFMT and S_IFSOCK of include/uapi/linux/stat.h.
 #define MODE_TYPE 0170000
 #define MODE_SOCKET 0140000
+#define MODE_FIFO 0010000
 
 // PF_KTHREAD of include/linux/sched.h.
 #define TASK_IS_KTHREAD 0x00200000
@@ -151,8 +152,13 @@ int held_as_files(struct bpf_iter__task_file *ctx)
 		emit(seq, BPF_CORE_READ(f, f_security), tgid, HELD_AS_FILE);
 	struct inode *inode = f->f_inode;
 	emit(seq, inode, tgid, HELD_AS_FILE);
-	if (inode && private && (BPF_CORE_READ(inode, i_mode) & MODE_TYPE) == MODE_SOCKET)
+	if (!inode || !private)
+		return 0;
+	__u16 type = BPF_CORE_READ(inode, i_mode) & MODE_TYPE;
+	if (type == MODE_SOCKET)
 		emit_sock(seq, BPF_CORE_READ((struct socket *)private, sk), tgid);
+	else if (type == MODE_FIFO) // a pipe's ring of buffers, besides the pipe
+		emit(seq, BPF_CORE_READ((struct pipe_inode_info *)private, bufs), tgid, HELD_AS_FILE);
 	return 0;
 }
 

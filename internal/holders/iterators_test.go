@@ -51,8 +51,10 @@ func TestIntegrationHoldersListThisProcess(t *testing.T) {
 	pipes := kerneltest.OpenPipes(t, 100)
 	defer kerneltest.ClosePipes(pipes)
 	_, after, _ := count()
-	// Per pipe: two files and the pipe's buffers, at least.
-	assert.GreaterOrEqual(t, after-before, 300)
+	// Per pipe: two files and their security blobs, the dentry and inode
+	// they share, the pipe and its ring of buffers.
+	t.Logf("held by 100 pipes: %d", after-before)
+	assert.GreaterOrEqual(t, after-before, 800)
 }
 
 // A bound TCP socket holds its port's buckets (inet_bind_bucket, and
