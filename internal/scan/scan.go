@@ -1,9 +1,9 @@
 // Package scan is what the receiver does every collection_interval, from
 // reading the probes' maps to a finished report: the cache filter, the
 // truth check and the untracking it decides, the report, each group's
-// verdict, and the stack call sites fed back to the probes. It talks to the kernel
-// through two small interfaces, so that all of it is tested against a fake
-// kernel without privileges.
+// verdict, and the stack call sites fed back to the probes. It talks to the
+// kernel through small interfaces (Machine, Probes, Holders, Owners), so
+// that all of it is tested against a fake kernel without privileges.
 package scan
 
 import (
