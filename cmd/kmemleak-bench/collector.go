@@ -139,34 +139,54 @@ type bpfMap struct {
 
 // bpfMaps lists the maps the process holds open, from its fdinfo.
 func bpfMaps(pid int) ([]bpfMap, error) {
+	held, err := heldBPF(pid, "map_id")
+	if err != nil {
+		return nil, err
+	}
+	var maps []bpfMap
+	for _, h := range held {
+		memlock, err := strconv.ParseFloat(procField(h.fdinfo, "memlock"), 64)
+		if err != nil {
+			continue // closed meanwhile
+		}
+		m := bpfMap{name: fmt.Sprintf("map %d", h.id), memlockMiB: memlock / (1 << 20)}
+		if em, err := ebpf.NewMapFromID(ebpf.MapID(h.id)); err == nil {
+			if info, err := em.Info(); err == nil {
+				m.name, m.maxEntries = info.Name, info.MaxEntries
+			}
+			_ = em.Close() // only read from
+		}
+		maps = append(maps, m)
+	}
+	return maps, nil
+}
+
+// heldObject is a BPF object a process holds open, and the fdinfo of one
+// of the descriptors that hold it.
+type heldObject struct {
+	id     uint32
+	fdinfo string
+}
+
+// heldBPF lists the BPF objects of one kind a process holds open, each
+// once, by the fdinfo field that gives their ID (map_id, prog_id): a
+// program is also held through its links.
+func heldBPF(pid int, idField string) ([]heldObject, error) {
 	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	seen := map[string]bool{}
-	var maps []bpfMap
+	seen := map[uint32]bool{}
+	var held []heldObject
 	for _, e := range entries {
 		path := dir + "/" + e.Name()
-		id := procField(path, "map_id")
-		if id == "unknown" || seen[id] {
-			continue
+		id, err := strconv.ParseUint(procField(path, idField), 10, 32)
+		if err != nil || seen[uint32(id)] {
+			continue // not of that kind, closed meanwhile, or seen
 		}
-		seen[id] = true
-		memlock, err := strconv.ParseFloat(procField(path, "memlock"), 64)
-		if err != nil {
-			continue // closed meanwhile
-		}
-		m := bpfMap{name: "map " + id, memlockMiB: memlock / (1 << 20)}
-		if n, err := strconv.ParseUint(id, 10, 32); err == nil {
-			if em, err := ebpf.NewMapFromID(ebpf.MapID(n)); err == nil {
-				if info, err := em.Info(); err == nil {
-					m.name, m.maxEntries = info.Name, info.MaxEntries
-				}
-				_ = em.Close() // only read from
-			}
-		}
-		maps = append(maps, m)
+		seen[uint32(id)] = true
+		held = append(held, heldObject{uint32(id), path})
 	}
-	return maps, nil
+	return held, nil
 }

@@ -3,8 +3,9 @@
 // Command kmemleak-bench measures what the kmemleak receiver costs, against
 // the alternatives, as root: the probes' overhead on an allocation-heavy
 // syscall loop, the scan of the live table, the collector's memory
-// with a million tracked objects and its CPU time. It prints one table per
-// section, medians of several runs; see BENCHMARKS.md.
+// with a million tracked objects, its CPU time, and what the probes cost
+// real programs (nginx under wrk, tar of a big tree). It prints one table
+// per section, medians of several runs; see BENCHMARKS.md.
 //
 //	sudo go run ./cmd/kmemleak-bench
 package main
@@ -26,16 +27,18 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
-var sections = []string{"overhead", "scan", "memory", "cpu"}
+var sections = []string{"overhead", "scan", "memory", "cpu", "server"}
 
 type config struct {
-	iterations int
-	runs       int
-	cpu        int
-	lock       string
-	sections   []string
-	scans      int
-	cpuWindow  time.Duration
+	iterations   int
+	runs         int
+	cpu          int
+	lock         string
+	sections     []string
+	scans        int
+	cpuWindow    time.Duration
+	serverWindow time.Duration
+	serverTree   string
 }
 
 func main() {
@@ -55,6 +58,8 @@ func main() {
 	flag.StringVar(&only, "sections", strings.Join(sections, ","), "which sections to run")
 	flag.IntVar(&c.scans, "scans", 100, "memory section: scans of a million tracked objects")
 	flag.DurationVar(&c.cpuWindow, "cpu-window", time.Minute, "cpu section: how long each state is measured")
+	flag.DurationVar(&c.serverWindow, "server-window", 10*time.Second, "server section: how long each measurement runs (whole seconds)")
+	flag.StringVar(&c.serverTree, "server-tree", "/usr", "server section: the tree tar walks")
 	flag.Parse()
 	c.sections = strings.Split(only, ",")
 	if err := run(c); err != nil {
@@ -73,7 +78,7 @@ func run(c config) error {
 		return err
 	}
 	describeMachine(c)
-	steps := map[string]func(config) error{"overhead": runOverhead, "scan": runScan, "memory": runMemory, "cpu": runCPU}
+	steps := map[string]func(config) error{"overhead": runOverhead, "scan": runScan, "memory": runMemory, "cpu": runCPU, "server": runServer}
 	for _, s := range c.sections {
 		fmt.Println()
 		if err := steps[s](c); err != nil {
