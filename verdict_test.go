@@ -248,7 +248,7 @@ func TestIntegrationVerdictsOnLabelledWorkloads(t *testing.T) {
 	}
 	for _, fn := range processSites {
 		_, called := found[fn]
-		assert.False(t, called, "process creation's %s called leaking while services started", fn)
+		assert.False(t, called, "process creation's %s called leaking while services started: %s", fn, leakReason(p.logs.AllLogs(), fn))
 		delete(background, fn)
 	}
 	t.Logf("process creation's sites whose growth was explained: %v", explained)
@@ -311,7 +311,8 @@ func leakReason(logs []plog.Logs, function string) string {
 					state, _ := lr.Attributes().Get("kmem.verdict")
 					r, _ := lr.Attributes().Get("kmem.verdict.reason")
 					if fn, _, _ := strings.Cut(site.Str(), "+"); fn == function && state.Str() == "leaking" {
-						reason = r.Str()
+						cache, _ := lr.Attributes().Get("kmem.cache")
+						reason = r.Str() + " (" + cache.Str() + ")"
 					}
 				}
 			}

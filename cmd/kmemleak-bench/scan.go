@@ -59,7 +59,7 @@ func scanMethods(tr *tracker.Tracker, hash *ebpf.Map, walker *walker, held *held
 		{"ours (Tracker.Read: the live table in place, counted by group)", func() (int, error) { return scan(nil) }},
 		// What a scan adds while some call site rises like a leak: list
 		// what live tasks hold, and look every aged object up in it.
-		{"ours, listing what live tasks hold (holders.Iterators.Read) then counting the held objects of 10 rising call sites", func() (int, error) {
+		{"ours, listing what live tasks hold (holders.Iterators.Read) then counting the held objects", func() (int, error) {
 			holds, err := held.read()
 			if err != nil {
 				return 0, err
@@ -184,18 +184,6 @@ func measureScans(n, runs int) (took [][]float64, entries []int, names []string,
 // that the scan looks objects up in a map of a server's size.
 const busyServerHolds = 300_000
 
-// risingSites are the call sites whose objects the scan looks up in what
-// live tasks hold: 10 of the synthetic objects' 2000, more than a busy
-// machine has rising like a leak at once.
-var risingSites = func() map[uint64]bool {
-	sites := map[uint64]bool{}
-	for i := range 10 {
-		_, obj := syntheticObject(i, 0)
-		sites[obj.CallSite] = true
-	}
-	return sites
-}()
-
 // heldObjects lists what live tasks hold, padded to pad objects.
 type heldObjects struct {
 	it  *holders.Iterators
@@ -210,7 +198,6 @@ func (h *heldObjects) read() (*kmem.Holds, error) {
 	for addr := uint64(1); len(holds.Objects) < h.pad; addr += 64 {
 		holds.Objects[addr] = kmem.Holder{Hold: kmem.HeldByTask}
 	}
-	holds.Sites = risingSites
 	return holds, nil
 }
 

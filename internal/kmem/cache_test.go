@@ -199,34 +199,3 @@ func TestSnapshotMerge(t *testing.T) {
 	}
 	assert.Equal(t, want, got)
 }
-
-// The aged objects of the listed call sites that live tasks hold are
-// counted, whatever the groups added in between (the index grows); those
-// of other call sites are not looked up.
-func TestSnapshotHolds(t *testing.T) {
-	var snap Snapshot
-	snap.Begin(Ages{Now: 100, Cutoff: 90, Aged: 80})
-	snap.Holds = &Holds{
-		Objects: map[uint64]Holder{
-			1: {Tgid: 7, Hold: HeldByTask}, 2: {Tgid: 7, Hold: HeldAsFile}, 3: {Tgid: 8, Hold: HeldAsFile},
-			4: {Tgid: 7, Hold: HeldByTask}, // too young
-			5: {Tgid: 7, Hold: HeldByTask}, // not a listed site's
-		},
-		Sites: map[uint64]bool{10: true},
-	}
-	add := func(addr, callSite, allocNs uint64) {
-		snap.Add(&Object{Address: addr, Allocator: Slab, Cache: 1, CallSite: callSite, StackID: -1, AllocNs: allocNs, Bytes: 8})
-	}
-	add(1, 10, 50)
-	for i := range uint64(2000) {
-		add(1000+i, 100+i, 50)
-	}
-	add(2, 10, 50)
-	add(3, 10, 60)
-	add(4, 10, 85)
-	add(5, 11, 50)
-	listed := *group(&snap, GroupKey{Cache: CacheID{Slab, 1}, CallSite: 10, StackID: -1})
-	assert.Equal(t, Tally{Objects: 4, Old: 4, Aged: 3, AgedBytes: 24, OldestNs: 50, HeldByTask: 1, HeldAsFile: 2, FileHolder: SeveralHolders}, listed)
-	other := *group(&snap, GroupKey{Cache: CacheID{Slab, 1}, CallSite: 11, StackID: -1})
-	assert.Zero(t, other.HeldByTask, "a call site not listed is not looked up")
-}

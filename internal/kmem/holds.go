@@ -29,11 +29,6 @@ type Process struct {
 type Holds struct {
 	Objects   map[uint64]Holder  // by address
 	Processes map[uint32]Process // by tgid
-	// Sites are the call sites whose objects a scan looks up in Objects:
-	// those rising like a leak. A lookup in a busy server's hundreds of
-	// thousands of held objects is a cache miss; a million of them cost a
-	// scan more than the rest of it.
-	Sites map[uint64]bool
 }
 
 // SeveralHolders is Tally.FileHolder when more than one process holds a

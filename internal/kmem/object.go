@@ -68,8 +68,8 @@ type Snapshot struct {
 	// then are the earlier process's (Owner.Earlier). Set before a scan.
 	Reused map[uint32]uint64
 	// Holds are what live tasks hold, listed just before the scan, or nil
-	// when they were not: the aged objects of Holds.Sites among them are
-	// counted per group (Tally.HeldByTask, HeldAsFile). Set before a scan.
+	// when they were not: the aged objects among them are counted per
+	// group (Tally.HeldByTask, HeldAsFile). Set before a scan.
 	Holds *Holds
 
 	groups groupIndex
@@ -143,7 +143,6 @@ func (s *Snapshot) Add(obj *Object) {
 	e := s.groups.find(key)
 	if e.tally.Objects == 0 {
 		e = s.groups.add(key, Tally{OldestNs: obj.AllocNs})
-		e.lookUpHolds = s.Holds != nil && s.Holds.Sites[obj.CallSite]
 	}
 	t := &e.tally
 	t.Objects++
@@ -157,7 +156,7 @@ func (s *Snapshot) Add(obj *Object) {
 		if obj.AllocNs <= s.Ages.Survived {
 			t.Survivors++
 		}
-		if e.lookUpHolds {
+		if s.Holds != nil {
 			if h, ok := s.Holds.Objects[obj.Address]; ok {
 				t.held(h)
 			}
@@ -293,9 +292,6 @@ type groupIndex struct {
 type indexSlot struct {
 	key   packed
 	tally Tally
-	// lookUpHolds: the group's call site is one of Holds.Sites, decided
-	// once per group rather than per object.
-	lookUpHolds bool
 }
 
 func (x *groupIndex) clear() {
@@ -322,15 +318,15 @@ func (x *groupIndex) find(key packed) *indexSlot {
 func (x *groupIndex) add(key packed, t Tally) *indexSlot {
 	if 2*(x.used+1) > len(x.slots) {
 		old := x.slots
-		x.slots = make([]indexSlot, max(1024, 2*len(old)))
+		x.slots, x.used = make([]indexSlot, max(1024, 2*len(old))), 0
 		for i := range old {
 			if old[i].tally.Objects > 0 {
-				*x.find(old[i].key) = old[i]
+				x.add(old[i].key, old[i].tally)
 			}
 		}
 	}
 	e := x.find(key)
-	*e = indexSlot{key: key, tally: t}
+	e.key, e.tally = key, t
 	x.used++
 	return e
 }

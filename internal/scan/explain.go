@@ -27,7 +27,7 @@ import (
 // the verdict needs to know whether they explain it. Nil otherwise, or
 // when they cannot be listed.
 func (p *Scanner) holds() *kmem.Holds {
-	if p.opts.Holders == nil || len(p.candidates) == 0 {
+	if p.opts.Holders == nil || !p.rising {
 		return nil
 	}
 	holds, err := p.opts.Holders.Read()
@@ -38,23 +38,11 @@ func (p *Scanner) holds() *kmem.Holds {
 		}
 		return nil
 	}
-	holds.Sites = p.candidates
+	// Every aged object is looked up, not only the candidates': a site that
+	// rises like a leak for the first time in this scan needs its holders
+	// now, or it is confirmed a leak before they are known (services' mm
+	// structs were, in TestIntegrationVerdictsOnLabelledWorkloads).
 	return holds
-}
-
-// candidateSites are the call sites of the groups of the sites keyed
-// (siteKey): a site is a name, which several addresses may share.
-func candidateSites(keys []string, groups []report.Group) map[uint64]bool {
-	if len(keys) == 0 {
-		return nil
-	}
-	sites := map[uint64]bool{}
-	for _, g := range groups {
-		if slices.Contains(keys, siteKey(g)) {
-			sites[g.CallSite] = true
-		}
-	}
-	return sites
 }
 
 // reclaimed is how hard the kernel reclaimed since the last scan: none on

@@ -125,10 +125,9 @@ type Scanner struct {
 	// warnedHolders: listing what live tasks hold failed, and the user
 	// was told.
 	warnedHolders bool
-	// candidates are the call sites the last scan found rising like a
-	// leak (verdict.Judge.Candidates): the next scan looks up who holds
-	// their objects.
-	candidates map[uint64]bool
+	// rising: the last scan found some site rising like a leak
+	// (verdict.Judge.Candidates): this one lists what live tasks hold.
+	rising bool
 }
 
 // Result is what one scan found.
@@ -350,7 +349,7 @@ func (p *Scanner) judgeGroups(rep *report.Report, now uint64) (bySite []report.G
 		g := &rep.Groups[i]
 		g.Verdict = sites[siteKey(*g)].Verdict
 	}
-	p.candidates = candidateSites(p.judge.Candidates(), rep.Groups)
+	p.rising = len(p.judge.Candidates()) > 0
 	return bySite
 }
 
