@@ -349,7 +349,7 @@ func (p *Scanner) judgeGroups(rep *report.Report, now uint64) (bySite []report.G
 		g := &rep.Groups[i]
 		g.Verdict = sites[siteKey(*g)].Verdict
 	}
-	p.rising = len(p.judge.Candidates()) > 0
+	p.rising = p.judge.Candidates()
 	return bySite
 }
 

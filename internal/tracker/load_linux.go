@@ -75,9 +75,11 @@ func Open(opts Options) (_ *Tracker, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// kallsyms is read for the kfree_rcu batches only where the bulk-free
+	// kprobe cannot replace them.
 	var rcuBatches map[string]uint64
-	var rcuErr error
-	if !opts.IgnoreBulkFrees {
+	rcuErr := errors.New("not looked for: the kernel has kprobes")
+	if !opts.IgnoreBulkFrees && kernel.kprobes() != nil {
 		rcuBatches, rcuErr = findRCUBatchFunctions(kernel)
 	}
 	live, err := configure(specs, pl, opts, clock, rcuBatches)

@@ -276,16 +276,15 @@ func (j *Judge) Observe(now time.Time, reclaim Reclaim, samples map[string]Sampl
 	return out
 }
 
-// Candidates are the keys of the groups the last scan found rising like a
-// leak: the next scan needs to know what holds their objects.
-func (j *Judge) Candidates() []string {
-	var keys []string
-	for key, g := range j.groups {
+// Candidates reports whether the last scan found a group rising like a
+// leak: then the next scan needs to know what holds its objects.
+func (j *Judge) Candidates() bool {
+	for _, g := range j.groups {
 		if g.candidate {
-			keys = append(keys, key)
+			return true
 		}
 	}
-	return keys
+	return false
 }
 
 // evict forgets the least recently seen group that is not a leak and that
