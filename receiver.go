@@ -121,8 +121,6 @@ func (r *kmemleakReceiver) start() (err error) {
 	if r.holders != nil {
 		sopts.Holders = r.holders
 	}
-	// Before attaching: the truth check needs the kernel's counts without
-	// any object the probes will track.
 	r.scanner = scan.New(newMachine(), sopts)
 	if r.tracker, err = tracker.Open(opts); err != nil {
 		return err

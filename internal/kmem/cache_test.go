@@ -135,7 +135,7 @@ func describe(snap *Snapshot, obj Object) string {
 // times, the bounds included where the checks say "at or before".
 func TestSnapshotAdd(t *testing.T) {
 	var snap Snapshot
-	snap.Begin(Ages{Now: 100, Cutoff: 90, Aged: 80, Survived: 70})
+	snap.Begin(Ages{Now: 100, Cutoff: 90, Aged: 80, Survived: 70, Previous: 72})
 	site := func(allocNs uint64, bytes uint32) Object {
 		return Object{Allocator: Slab, Cache: 1, CallSite: 5, StackID: -1, AllocNs: allocNs, Bytes: bytes}
 	}
@@ -149,7 +149,7 @@ func TestSnapshotAdd(t *testing.T) {
 	}
 	require.Equal(t, 2, groups, "a stack makes a group of its own")
 	got := *group(&snap, GroupKey{Cache: CacheID{Slab, 1}, CallSite: 5, StackID: -1})
-	assert.Equal(t, Tally{Objects: 7, Old: 5, Aged: 4, AgedBytes: 32, Survivors: 2, OldestNs: 60}, got)
+	assert.Equal(t, Tally{Objects: 7, Old: 5, Kept: 2, Aged: 4, AgedBytes: 32, Survivors: 2, OldestNs: 60}, got)
 	assert.Equal(t, uint64(40), snap.Age(&got))
 
 	// Objects allocated after the scan began are 0 old, not centuries.
@@ -173,7 +173,7 @@ func group(s *Snapshot, key GroupKey) *Tally {
 // Merging two snapshots of halves of the objects gives the snapshot of
 // them all.
 func TestSnapshotMerge(t *testing.T) {
-	ages := Ages{Now: 100, Cutoff: 90, Aged: 80, Survived: 70}
+	ages := Ages{Now: 100, Cutoff: 90, Aged: 80, Survived: 70, Previous: 72}
 	var whole, a, b Snapshot
 	for _, s := range []*Snapshot{&whole, &a, &b} {
 		s.Begin(ages)

@@ -86,6 +86,9 @@ type Ages struct {
 	// Survived: objects allocated at or before it were already aged at
 	// the previous scan; 0 before there was one.
 	Survived uint64
+	// Previous is the previous scan's Cutoff, 0 before there was one:
+	// objects allocated before it were old at that scan too.
+	Previous uint64
 }
 
 // GroupKey is what a group's objects share: where they were allocated.
@@ -102,6 +105,7 @@ type GroupKey struct {
 type Tally struct {
 	Objects   int64 // all of them
 	Old       int64 // allocated before Ages.Cutoff
+	Kept      int64 // allocated before Ages.Previous: old at the previous scan, and still live
 	Aged      int64 // allocated at or before Ages.Aged
 	AgedBytes int64
 	Survivors int64  // allocated at or before Ages.Survived
@@ -149,6 +153,9 @@ func (s *Snapshot) Add(obj *Object) {
 	t.OldestNs = min(t.OldestNs, obj.AllocNs)
 	if obj.AllocNs < s.Ages.Cutoff {
 		t.Old++
+		if obj.AllocNs < s.Ages.Previous {
+			t.Kept++
+		}
 	}
 	if obj.AllocNs <= s.Ages.Aged {
 		t.Aged++
@@ -180,6 +187,7 @@ func (s *Snapshot) Merge(other *Snapshot) {
 		t := &e.tally
 		t.Objects += o.tally.Objects
 		t.Old += o.tally.Old
+		t.Kept += o.tally.Kept
 		t.Aged += o.tally.Aged
 		t.AgedBytes += o.tally.AgedBytes
 		t.Survivors += o.tally.Survivors

@@ -150,15 +150,12 @@ type Result struct {
 	NewlyDropped uint64
 }
 
-// New returns the scanner of a receiver about to attach its probes: it
-// reads the kernel's counts now, for the truth check needs them without
-// any object the probes will track.
+// New returns the scanner of a receiver about to attach its probes.
 func New(machine Machine, opts Options) *Scanner {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	p := &Scanner{machine: machine, opts: opts, judge: verdict.New(opts.Verdict)}
-	p.truth = truth.NewChecker(p.slabCounts())
+	p := &Scanner{machine: machine, opts: opts, judge: verdict.New(opts.Verdict), truth: truth.NewChecker()}
 	p.filter = cacheFilter{tracks: opts.Tracks, seen: map[kmem.CacheID]bool{}}
 	return p
 }
@@ -231,11 +228,12 @@ func (p *Scanner) Scan() (Result, error) {
 }
 
 // ages are the times a scan that begins now sorts objects by: the truth
-// check's cutoff is now, aged objects are min_age old, and survivors were
-// aged when the previous scan began.
+// check's cutoff is now, aged objects are min_age old, survivors were aged
+// when the previous scan began, and objects allocated before it began were
+// old then too (the truth check asks whether they are still there).
 func (p *Scanner) ages(now uint64) kmem.Ages {
 	minAge := uint64(max(p.opts.MinAge, 0))
-	ages := kmem.Ages{Now: now, Cutoff: now, Aged: now - min(minAge, now)}
+	ages := kmem.Ages{Now: now, Cutoff: now, Aged: now - min(minAge, now), Previous: p.lastScan}
 	if p.lastScan > 0 {
 		ages.Survived = p.lastScan - min(minAge, p.lastScan)
 	}
@@ -251,7 +249,7 @@ func (p *Scanner) forgetRecreated() {
 		id := kmem.CacheID{Allocator: kmem.Slab, Key: key}
 		name := p.snap.CacheNames[key]
 		p.filter.forget(id)
-		p.truth.Forget(id, name)
+		p.truth.Forget(id)
 		p.opts.Logger.Info("A slab cache was created where a destroyed one was: judged afresh", zap.String("cache", name))
 	}
 }
@@ -295,8 +293,8 @@ func (p *Scanner) untrace(res truth.Result) {
 		doomed = append(doomed, v.ID)
 		log.Warn("Slab cache frees bypass the tracepoints; no longer tracking it",
 			zap.String("cache", v.Name), zap.Stringer("allocator", v.ID.Allocator), zap.String("reason", v.Reason),
-			zap.Int64("tracked_objects_older_than_scan", v.Old), zap.Int64("most_it_can_hold", v.Bound),
-			zap.Int64("kernel_active_objects", v.Kernel))
+			zap.Int64("tracked_objects_older_than_scan", v.Old), zap.Int64("kernel_active_objects", v.Kernel),
+			zap.Int64("tracked_objects_vanished", v.Vanished))
 		if err := p.probes.Untrack(v.ID); err != nil {
 			log.Error("Untracking a cache failed", zap.String("cache", v.Name), zap.Error(err))
 		}

@@ -5,9 +5,6 @@
 package truth
 
 import (
-	"math"
-	"time"
-
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
@@ -21,27 +18,28 @@ type UntracedCache struct {
 	ID     kmem.CacheID
 	Name   string
 	Old    int64 // tracked objects allocated before the kernel was asked
-	Bound  int64 // the count above which the cache is untracked (see bound)
 	Reason string
-	Kernel int64 // the kernel's count of allocated objects
+	Kernel int64 // the kernel's count of allocated objects, which Old must not pass
+	// Vanished are the tracked objects of a cache with no traced free
+	// that were old at the previous scan and are gone at this one.
+	Vanished int64
 }
 
 // Checker remembers, across scans, which caches failed the check.
 type Checker struct {
-	baseline  map[string]int64 // the kernel's counts before the probes attached
-	firstSeen map[kmem.CacheID]uint64
-	strikes   map[kmem.CacheID]int
-	untraced  map[kmem.CacheID]string
+	// prevOld is, per cache, how many tracked objects the previous scan
+	// found allocated before its cutoff.
+	prevOld  map[kmem.CacheID]int64
+	strikes  map[kmem.CacheID]int
+	untraced map[kmem.CacheID]string
 }
 
-// NewChecker returns a Checker that has found nothing yet. baseline is the
-// kernel's count per cache read before the probes attached.
-func NewChecker(baseline map[string]int64) *Checker {
+// NewChecker returns a Checker that has found nothing yet.
+func NewChecker() *Checker {
 	return &Checker{
-		baseline:  baseline,
-		firstSeen: map[kmem.CacheID]uint64{},
-		strikes:   map[kmem.CacheID]int{},
-		untraced:  map[kmem.CacheID]string{},
+		prevOld:  map[kmem.CacheID]int64{},
+		strikes:  map[kmem.CacheID]int{},
+		untraced: map[kmem.CacheID]string{},
 	}
 }
 
@@ -52,17 +50,20 @@ type Result struct {
 	// allocated before the probes learned of it: phantoms too, to delete.
 	Stale []kmem.CacheID
 	// Bounds is, per cache name, the most objects allocated before the
-	// cutoff that the cache can truly hold (see bound), or 0 when it holds
-	// more than that: a suspect group larger than its bound is, or may be,
-	// made of phantoms.
+	// cutoff that the cache can truly hold (the kernel's count), or 0 when
+	// none of its groups is believable: it holds more than that, or it
+	// has shown no traced free and has not yet kept its objects across a
+	// scan (see bound). A suspect group larger than its bound is, or may
+	// be, made of phantoms.
 	Bounds map[string]int64
 }
 
 // Check bounds, per cache, the tracked objects allocated before the
-// snapshot's cutoff by what kernel, the kernel's counts read after the
-// cutoff and before the scan, allows (see bound), and drops the objects of
-// every untraced cache from snap. It returns the caches that just crossed
-// their bound.
+// snapshot's cutoff by what the kernel's counts, read after the cutoff and
+// before the scan, allow (see bound), and drops the objects of every
+// untraced cache from snap. It returns the caches that just crossed their
+// bound. snap's Ages.Previous must be the cutoff of the snapshot of the
+// previous Check, or 0.
 func (c *Checker) Check(snap *kmem.Snapshot, kernel map[string]int64) Result {
 	res := Result{Bounds: map[string]int64{}}
 	// No pass over the objects while no cache is untraced.
@@ -71,25 +72,27 @@ func (c *Checker) Check(snap *kmem.Snapshot, kernel map[string]int64) Result {
 	}
 	// Strikes must come in consecutive scans: only this scan's carry over.
 	strikes := map[kmem.CacheID]int{}
-	for id, old := range c.count(snap) {
+	counts := count(snap)
+	for id, n := range counts {
 		if id.IsKmallocLarge() {
 			continue
 		}
 		name := snap.CacheName(id)
-		b, known := c.bound(snap, id, name, kernel)
+		b, known := c.bound(snap, id, name, n, kernel)
 		if !known {
 			continue
 		}
-		// A cache over its bound holds phantoms, and which of its objects
-		// they are is unknown: none of its groups is believable.
 		report := b.report
-		if old > b.withhold {
+		if n.old > b.count {
+			// A cache over its count holds phantoms, and which of its
+			// objects they are is unknown: none of its groups is
+			// believable.
 			report = 0
 		}
 		if prev, seen := res.Bounds[name]; !seen || report < prev {
 			res.Bounds[name] = report
 		}
-		if old <= b.untrace {
+		if n.old <= b.count && b.vanished == 0 {
 			continue
 		}
 		if strikes[id] = c.strikes[id] + 1; strikes[id] < strikesToUntrace {
@@ -97,97 +100,103 @@ func (c *Checker) Check(snap *kmem.Snapshot, kernel map[string]int64) Result {
 		}
 		delete(strikes, id)
 		c.untraced[id] = name
-		res.Untraced = append(res.Untraced, UntracedCache{ID: id, Name: name, Old: old, Bound: b.untrace, Kernel: kernel[name], Reason: b.reason()})
+		res.Untraced = append(res.Untraced, UntracedCache{ID: id, Name: name, Old: n.old, Kernel: b.count, Reason: b.reason(n.old),
+			Vanished: b.vanished})
 	}
 	c.strikes = strikes
+	c.prevOld = make(map[kmem.CacheID]int64, len(counts))
+	for id, n := range counts {
+		c.prevOld[id] = n.old
+	}
 	if len(res.Untraced) > 0 {
 		snap.Remove(func(id kmem.CacheID) bool { return c.untraced[id] != "" })
 	}
 	return res
 }
 
-// count counts each cache's objects allocated before cutoff, and notes
-// when the check first saw old objects of a cache.
-func (c *Checker) count(snap *kmem.Snapshot) map[kmem.CacheID]int64 {
-	out := map[kmem.CacheID]int64{}
+// oldCount is a cache's tracked objects allocated before the cutoff, and
+// of them those allocated before the previous scan's cutoff.
+type oldCount struct{ old, kept int64 }
+
+// count counts each cache's objects allocated before the cutoff.
+func count(snap *kmem.Snapshot) map[kmem.CacheID]oldCount {
+	out := map[kmem.CacheID]oldCount{}
 	for key, t := range snap.Groups() {
 		if t.Old == 0 {
 			continue
 		}
-		id := key.Cache
-		if _, ok := c.firstSeen[id]; !ok {
-			c.firstSeen[id] = snap.TakenNs
-		}
-		out[id] += t.Old
+		n := out[key.Cache]
+		n.old += t.Old
+		n.kept += t.Kept
+		out[key.Cache] = n
 	}
 	return out
 }
 
-// Evidence the check asks of a cache that has shown no traced free before
-// it untracks it: the kernel's "active" count is exact as an upper bound,
-// but moves by whole per-CPU batches as objects migrate between per-CPU and
-// node free lists, so its growth is only a rough measure.
-// A cache that merely has not freed anything yet (DAMON splits regions for
-// seconds before it merges any) is not convicted: it must have gone
-// unconfirmedMinAge without a traced free.
-const (
-	unconfirmedMinObjects = 64
-	unconfirmedMinSlack   = 32
-	unconfirmedSlackShare = 3 // percent of the kernel's count
-	unconfirmedMinAge     = 30 * time.Second
-)
-
 // bounds limit what a cache can truly hold of the tracked objects allocated
 // before the cutoff.
 type bounds struct {
-	report      int64 // no reported group holds more
-	withhold    int64 // above it, the cache holds phantoms: withhold all its groups
-	untrace     int64 // above it, in consecutive scans, the cache is untracked
-	unconfirmed bool  // the cache has shown no traced free
+	count  int64 // the kernel's count: above it, in consecutive scans, the cache is untracked
+	report int64 // no reported group holds more
+	// vanished: the cache has shown no traced free, yet tracked objects
+	// old at the previous scan are gone; in consecutive scans, the cache
+	// is untracked.
+	vanished int64
 }
 
-func (b bounds) reason() string {
-	if b.unconfirmed {
-		return "no traced free since attach, and more tracked objects than the kernel's count grew by"
+// Why a cache is untracked, for its WARN line.
+const (
+	reasonOverCount = "more tracked objects than the kernel has allocated"
+	reasonVanished  = "no traced free since attach, yet tracked objects vanished: its frees go unseen"
+)
+
+func (b bounds) reason(old int64) string {
+	if old > b.count {
+		return reasonOverCount
 	}
-	return "more tracked objects than the kernel has allocated"
+	return reasonVanished
 }
 
 // bound computes a cache's bounds. Each of its tracked objects allocated
-// before the cutoff was alive when it was read, so alive all along from the
-// cutoff, so counted by the kernel: never more than the kernel's count. And
-// if the cache has not shown one traced free since the probes attached,
-// then, unless its frees go unseen, none of its objects was freed and the
-// tracked ones are all new: never more than the kernel's count grew by,
-// give or take the batches in which that count moves. known is false when
-// the kernel has no count under that name.
-func (c *Checker) bound(snap *kmem.Snapshot, id kmem.CacheID, name string, kernel map[string]int64) (b bounds, known bool) {
+// before the cutoff was alive when the kernel counted, so it cannot hold
+// more of them than the kernel's count: that bound is sound for every
+// cache, whatever happened before Start.
+//
+// A cache whose frees never reach the tracepoints (maple_node's sheaves and
+// kfree_rcu batches on 6.18) can hold phantoms below its count, since the
+// count also holds the objects allocated before attach. Such a cache shows
+// no traced free, so the check asks more of a cache that has shown none:
+// that its tracked objects stay. Without a traced free an entry leaves the
+// table only when the kernel hands its address out again (the probes take
+// the new allocation for a missed free, and replace the entry), and SLUB
+// hands freed objects out again first; so objects that were old at the
+// previous scan and are gone now were freed unseen. Until a scan has shown
+// the cache keeping them, its groups are withheld; once it has, its own
+// count bounds it, as if it had shown a free. How much the count moved
+// since Start plays no part: frees just before Start, or slabs SLUB counts
+// as active while their objects are free, say nothing of what the probes
+// saw since.
+func (c *Checker) bound(snap *kmem.Snapshot, id kmem.CacheID, name string, n oldCount, kernel map[string]int64) (b bounds, known bool) {
 	now, known := kernel[name]
 	if !known {
 		return b, false
 	}
-	before, hasBaseline := c.baseline[name]
-	if id.Allocator != kmem.Slab || snap.Freed[id.Key] || !hasBaseline {
-		return bounds{report: now, withhold: now, untrace: now}, true
+	b = bounds{count: now, report: now}
+	if id.Allocator != kmem.Slab || snap.Freed[id.Key] {
+		return b, true
 	}
-	growth := max(0, now-before)
-	slack := max(unconfirmedMinSlack, now*unconfirmedSlackShare/100)
-	// Reported up to the slack too: a slow leak in a cache that never
-	// frees fills slabs the count already holds, and the count catches up
-	// only a whole slab at a time.
-	b = bounds{report: growth + slack, withhold: growth + slack, untrace: math.MaxInt64, unconfirmed: true}
-	if first := c.firstSeen[id]; snap.TakenNs-first >= uint64(unconfirmedMinAge) {
-		b.untrace = max(unconfirmedMinObjects-1, growth+slack)
+	prev, watched := c.prevOld[id]
+	if b.vanished = max(0, prev-n.kept); b.vanished > 0 || !watched {
+		b.report = 0
 	}
 	return b, true
 }
 
 // Forget drops what the check knows of a cache, for another cache created
-// at its address: the new one starts with no baseline (the old one's count
-// went with it), no strikes, and tracked.
-func (c *Checker) Forget(id kmem.CacheID, name string) {
-	delete(c.baseline, name)
-	delete(c.firstSeen, id)
+// at its address: the new one starts with no strikes, unwatched, and
+// tracked.
+func (c *Checker) Forget(id kmem.CacheID) {
+	delete(c.prevOld, id)
 	delete(c.strikes, id)
 	delete(c.untraced, id)
 }
