@@ -33,6 +33,12 @@ func Read(path string) (map[string]int64, error) {
 // With CONFIG_RANDOM_KMALLOC_CACHES a kmalloc size class is spread over
 // kmalloc-N and kmalloc-rnd-XX-N; the probes see only the size, so the
 // copies are added up under kmalloc-N.
+//
+// Where the classic kmem_cache_alloc record names no cache (6.1, 6.12),
+// the probes name a slab cache after its object size, slab-N, N being the
+// kernel's size of it with its metadata (bytes_alloc, the objsize column):
+// every cache of that size is added up under slab-N too, the count those
+// objects are drawn from. No real cache is called slab-N.
 func Parse(r io.Reader) (map[string]int64, error) {
 	sc := bufio.NewScanner(r)
 	if !sc.Scan() {
@@ -59,12 +65,26 @@ func Parse(r io.Reader) (map[string]int64, error) {
 			return nil, fmt.Errorf("slabinfo line %d: bad active object count %q", line, fields[1])
 		}
 		active[foldRandomKmalloc(string(fields[0]))] += n
+		if len(fields) < 4 {
+			continue
+		}
+		size, err := strconv.ParseUint(string(fields[3]), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("slabinfo line %d: bad object size %q", line, fields[3])
+		}
+		active[SizedName(uint32(size))] += n
 	}
 	// A partial table would undercount folded caches: all or nothing.
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
 	return active, nil
+}
+
+// SizedName is the probes' name of a slab cache of size bytes, where the
+// kernel's record does not name the cache.
+func SizedName(size uint32) string {
+	return "slab-" + strconv.FormatUint(uint64(size), 10)
 }
 
 // foldRandomKmalloc maps kmalloc-rnd-07-64 to kmalloc-64.

@@ -19,9 +19,21 @@ const header = "slabinfo - version: 2.1\n" +
 	"# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>\n"
 
 // line formats one cache the way the kernel does (only the first two fields
-// matter to Parse).
+// and the object size, 256, matter to Parse).
 func line(name, active string) string {
 	return name + " " + active + " 848 256 16 1 : tunables 0 0 0 : slabdata 53 53 0\n"
+}
+
+// named leaves out of counts the sums by object size (slab-N), which
+// TestParseSumsEachSizeUnderSlabN checks.
+func named(counts map[string]int64) map[string]int64 {
+	out := map[string]int64{}
+	for name, n := range counts {
+		if !strings.HasPrefix(name, "slab-") {
+			out[name] = n
+		}
+	}
+	return out
 }
 
 func TestReadFixture(t *testing.T) {
@@ -44,7 +56,7 @@ func TestReadFixture(t *testing.T) {
 	assert.Zero(t, n)
 
 	// Every cache line, and nothing from the header or the comment.
-	assert.Len(t, got, 16)
+	assert.Len(t, named(got), 16)
 	assert.NotContains(t, got, "slabinfo")
 	assert.NotContains(t, got, "#")
 	assert.NotContains(t, got, "# name")
@@ -87,7 +99,7 @@ func TestParseHeader(t *testing.T) {
 			got, err := Parse(strings.NewReader(tt.input))
 			if tt.wantErr == "" {
 				require.NoError(t, err)
-				assert.Equal(t, map[string]int64{"dentry": 5}, got)
+				assert.Equal(t, map[string]int64{"dentry": 5}, named(got))
 				return
 			}
 			require.Error(t, err)
@@ -125,6 +137,8 @@ func TestParseMalformedLines(t *testing.T) {
 		{name: "hex count", body: line("dentry", "0x10"), wantErr: `slabinfo line 3: bad active object count "0x10"`},
 		{name: "negative count", body: line("dentry", "5") + line("maple_node", "-1"), wantErr: `slabinfo line 4: bad active object count "-1"`},
 		{name: "count overflows int64", body: line("dentry", "9223372036854775808"), wantErr: `slabinfo line 3: bad active object count "9223372036854775808"`},
+		{name: "non-numeric size", body: "dentry 5 848 big 16 1\n", wantErr: `slabinfo line 3: bad object size "big"`},
+		{name: "negative size", body: "dentry 5 848 -256 16 1\n", wantErr: `slabinfo line 3: bad object size "-256"`},
 		// Blank and comment lines are skipped but still counted.
 		{name: "line numbers count skipped lines", body: "\n# comment\n" + line("dentry", "5") + "\n" + line("filp", "x"), wantErr: `slabinfo line 7: bad active object count "x"`},
 	}
@@ -148,20 +162,43 @@ func TestParseSkipsBlankAndCommentLines(t *testing.T) {
 		line("filp", "7")
 	got, err := Parse(strings.NewReader(input))
 	require.NoError(t, err)
-	assert.Equal(t, map[string]int64{"dentry": 5, "filp": 7}, got)
+	assert.Equal(t, map[string]int64{"dentry": 5, "filp": 7}, named(got))
 }
 
 func TestParseWithoutTrailingNewline(t *testing.T) {
 	got, err := Parse(strings.NewReader(header + strings.TrimSuffix(line("dentry", "5"), "\n")))
 	require.NoError(t, err)
-	assert.Equal(t, map[string]int64{"dentry": 5}, got)
+	assert.Equal(t, map[string]int64{"dentry": 5, "slab-256": 5}, got)
 }
 
 func TestParseTwoFieldLine(t *testing.T) {
-	// Only the name and the active count are needed.
+	// Only the name and the active count are needed; without the size the
+	// cache counts under no slab-N.
 	got, err := Parse(strings.NewReader(header + "dentry\t42\n"))
 	require.NoError(t, err)
 	assert.Equal(t, map[string]int64{"dentry": 42}, got)
+}
+
+// The classic tracepoint of 6.1 and 6.12 names no cache: the probes call
+// each slab cache after its object size, and the truth check compares
+// slab-N with every cache of that size (on the fixture, 192: filp, dentry
+// and kmalloc-192), where before it found no count at all and bounded
+// nothing.
+func TestParseSumsEachSizeUnderSlabN(t *testing.T) {
+	got, err := Read(filepath.Join("testdata", "slabinfo"))
+	require.NoError(t, err)
+	assert.Equal(t, int64(642+139355+7287), got["slab-192"])
+	assert.Equal(t, int64(827), got["slab-256"])
+	assert.Equal(t, int64(12), got["slab-320"])
+	assert.Equal(t, int64(0), got["slab-312"], "an empty cache of its own size")
+	sized := map[string]int64{}
+	for name, n := range got {
+		if strings.HasPrefix(name, "slab-") {
+			sized[name] = n
+		}
+	}
+	assert.Len(t, sized, 14, "one per object size of the fixture")
+	assert.Equal(t, "slab-192", SizedName(192))
 }
 
 func TestParseFoldsRandomKmalloc(t *testing.T) {
@@ -186,7 +223,7 @@ func TestParseFoldsRandomKmalloc(t *testing.T) {
 		"kmalloc-rnd-":   9,
 		"kmalloc-rnd-07": 6,
 		"dentry":         5,
-	}, got)
+	}, named(got))
 }
 
 func TestParseFoldsRandomKmallocInAnyOrder(t *testing.T) {
@@ -197,7 +234,7 @@ func TestParseFoldsRandomKmallocInAnyOrder(t *testing.T) {
 		line("kmalloc-rnd-01-192", "20")
 	got, err := Parse(strings.NewReader(input))
 	require.NoError(t, err)
-	assert.Equal(t, map[string]int64{"kmalloc-192": 123}, got)
+	assert.Equal(t, map[string]int64{"kmalloc-192": 123}, named(got))
 }
 
 func TestFoldRandomKmalloc(t *testing.T) {

@@ -78,6 +78,9 @@ var caches = []*cacheDef{
 	// while the old cache still holds objects).
 	{label: "fuse_request#1", name: "fuse_request", bytes: 152},
 	{label: "fuse_request#2", name: "fuse_request", bytes: 152},
+	// The probes' name of every slab cache of 192 bytes, where the
+	// kernel's record names no cache (classic tracepoints on 6.1, 6.12).
+	{label: "slab-192", name: "slab-192", bytes: 192},
 	// A slab cache that shares its name with a kmalloc class.
 	{label: "kmalloc-64#slab", name: "kmalloc-64", bytes: 64},
 
@@ -564,6 +567,27 @@ func TestCheckScenarios(t *testing.T) {
 					{kernel: kernel, objects: []pop{{"late_cache", 4, 0, 4}}, bounds: map[string]int64{"late_cache": 30}},
 				}
 			}(),
+		},
+		{
+			// In tracepoint mode on 6.1 and 6.12 the probes know a slab
+			// object's size, not its cache: slab-192 holds filp's, dentry's
+			// and any other 192-byte cache's objects, and is checked
+			// against all their counts together (600+1000+400 here, kmalloc-192
+			// included: kmem_cache_alloc may serve a kmalloc cache). Before,
+			// slabinfo had no line of that name and the objects were never
+			// bounded.
+			name: "slab-N: objects of every cache of one size, against their counts together",
+			dir:  "sized_caches",
+			scans: []scanSpec{
+				{objects: []pop{{"slab-192", 1500, 10, 0}}, freed: []string{"slab-192"}, bounds: map[string]int64{"slab-192": 2000}},
+				{objects: []pop{{"slab-192", 2100, 10, 0}}, freed: []string{"slab-192"}, bounds: map[string]int64{"slab-192": 0}},
+				{
+					objects:  []pop{{"slab-192", 2100, 10, 0}},
+					freed:    []string{"slab-192"},
+					untraced: []wantUntraced{{cache: "slab-192", old: 2100, kernel: 2000}},
+					bounds:   map[string]int64{"slab-192": 0},
+				},
+			},
 		},
 		{
 			// kmalloc objects are judged by their kmalloc class, against the
