@@ -35,6 +35,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
 	"github.com/kmemleak/kmemleakreceiver/internal/scan"
 	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
+	"github.com/kmemleak/kmemleakreceiver/internal/slabmerge"
 	"github.com/kmemleak/kmemleakreceiver/internal/staleness"
 	"github.com/kmemleak/kmemleakreceiver/internal/tmpfs"
 	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
@@ -189,14 +190,18 @@ func (r *kmemleakReceiver) loadSymbols() *ksym.Kallsyms {
 // reclaim.
 type machine struct {
 	caches *reclaim.Caches
+	merged *slabmerge.Names
 }
 
-func newMachine() machine { return machine{caches: reclaim.NewCaches(reclaim.SlabDir)} }
+func newMachine() machine {
+	return machine{caches: reclaim.NewCaches(reclaim.SlabDir), merged: slabmerge.New(reclaim.SlabDir)}
+}
 
 func (machine) SlabCounts() (map[string]int64, error) { return slabinfo.Read(slabinfo.Path) }
 func (machine) Now() (uint64, error)                  { return tracker.MonotonicNow() }
 func (machine) Reclaim() (reclaim.Counters, error)    { return reclaim.ReadVMStat(reclaim.VMStatPath) }
 func (m machine) Reclaimable(cache string) bool       { return m.caches.Reclaimable(cache) }
+func (m machine) MergedNames(cache string) []string   { return m.merged.Of(cache) }
 
 func (machine) Cgroups() (int64, error) {
 	f, err := os.Open("/proc/cgroups")

@@ -32,6 +32,9 @@ func warnLeak(log *zap.Logger, g report.Group) {
 		zap.Time("since", g.Verdict.Since), zap.Int64("objects", g.Objects), zap.Int64("bytes", g.Bytes),
 		zap.String("reason", g.Verdict.Reason),
 	}
+	if g.MergedNames != nil {
+		fields = append(fields, zap.Strings("merged_caches", g.MergedNames))
+	}
 	if g.Owner.Attributed() {
 		fields = append(fields, zap.Stringer("largest_owner", g.Owner))
 	}

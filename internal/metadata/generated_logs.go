@@ -28,6 +28,12 @@ func WithCodeStacktraceEventAttribute(codeStacktraceAttributeValue string) Event
 	})
 }
 
+func WithKmemCacheMergedEventAttribute(kmemCacheMergedAttributeValue []any) EventAttributeOption {
+	return eventAttributeOptionFunc(func(dp plog.LogRecord) {
+		dp.Attributes().PutEmptySlice("kmem.cache.merged").FromRaw(kmemCacheMergedAttributeValue)
+	})
+}
+
 func WithKmemCallSiteAddressEventAttribute(kmemCallSiteAddressAttributeValue string) EventAttributeOption {
 	return eventAttributeOptionFunc(func(dp plog.LogRecord) {
 		dp.Attributes().PutStr("kmem.call_site.address", kmemCallSiteAddressAttributeValue)

@@ -137,7 +137,7 @@ func TestLogsBuilder(t *testing.T) {
 			allEventsCount := 0
 			defaultEventsCount++
 			allEventsCount++
-			lb.RecordKmemLeakSuspectEvent(ctx, timestamp, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking, 12, 10, 15.100000, 19.100000, 17.100000, AttributeKmemGrowthExplainedByNone, false, WithKmemLeakSinceEventAttribute("kmem.leak.since-val"), WithKmemVerdictReasonEventAttribute("kmem.verdict.reason-val"), WithCodeStacktraceEventAttribute("code.stacktrace-val"), WithKmemCallSiteAddressEventAttribute("kmem.call_site.address-val"))
+			lb.RecordKmemLeakSuspectEvent(ctx, timestamp, AttributeKmemAllocatorSlab, "kmem.cache-val", "kmem.call_site-val", "kmem.stack.hash-val", AttributeKmemVerdictLeaking, 12, 10, 15.100000, 19.100000, 17.100000, AttributeKmemGrowthExplainedByNone, false, WithKmemLeakSinceEventAttribute("kmem.leak.since-val"), WithKmemVerdictReasonEventAttribute("kmem.verdict.reason-val"), WithCodeStacktraceEventAttribute("code.stacktrace-val"), WithKmemCallSiteAddressEventAttribute("kmem.call_site.address-val"), WithKmemCacheMergedEventAttribute([]any{"kmem.cache.merged-item1", "kmem.cache.merged-item2"}))
 
 			rb := lb.NewResourceBuilder()
 			rb.SetContainerID("container.id-val")
@@ -227,6 +227,9 @@ func TestLogsBuilder(t *testing.T) {
 					attrVal, ok = lr.Attributes().Get("kmem.call_site.address")
 					assert.True(t, ok)
 					assert.Equal(t, "kmem.call_site.address-val", attrVal.Str())
+					attrVal, ok = lr.Attributes().Get("kmem.cache.merged")
+					assert.True(t, ok)
+					assert.Equal(t, []any{"kmem.cache.merged-item1", "kmem.cache.merged-item2"}, attrVal.Slice().AsRaw())
 				}
 			}
 		})

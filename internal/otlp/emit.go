@@ -112,6 +112,13 @@ func (e *Emitter) recordEvent(ctx context.Context, g report.Group, incomplete bo
 	if e.IncludeAddresses {
 		opts = append(opts, metadata.WithKmemCallSiteAddressEventAttribute("0x"+strconv.FormatUint(g.CallSite, 16)))
 	}
+	if len(g.MergedNames) > 0 {
+		names := make([]any, len(g.MergedNames))
+		for i, n := range g.MergedNames {
+			names[i] = n
+		}
+		opts = append(opts, metadata.WithKmemCacheMergedEventAttribute(names))
+	}
 	v := g.Verdict
 	if v.State == verdict.Leaking {
 		opts = append(opts, metadata.WithKmemLeakSinceEventAttribute(v.Since.UTC().Format(time.RFC3339)))

@@ -434,3 +434,24 @@ func TestEmitMetricsSumsGroupsThatHashAlike(t *testing.T) {
 	}
 	assert.Equal(t, want, got)
 }
+
+// A group of a cache SLUB merged others into names them all in
+// kmem.cache.merged, kmem.cache staying the name slabinfo lists; a group of
+// an unmerged cache has no such attribute.
+func TestEmitLogsMergedCacheNames(t *testing.T) {
+	e := newTestEmitter(metadata.NewDefaultMetricsBuilderConfig(), metadata.DefaultLogsBuilderConfig(), false)
+	bind := report.Group{Allocator: kmem.Slab, Cache: "eventpoll_epi", CallSiteSym: "inet_bind2_bucket_create+0x2c",
+		MergedNames: []string{"eventpoll_epi", "fib6_node", "tcp_bind2_bucket", "tcp_bind_bucket"}, Objects: 400, Bytes: 400 * 128,
+		Verdict: verdict.Verdict{State: verdict.Leaking, Report: true}}
+	dentry := report.Group{Allocator: kmem.Slab, Cache: "dentry", CallSiteSym: "d_alloc+0x1e", Objects: 5, Bytes: 5 * 192,
+		Verdict: verdict.Verdict{State: verdict.Steady}}
+	records := logRecords(e.EmitLogs(context.Background(), []report.Group{bind, dentry}, false, scanTime))
+	require.Len(t, records, 2)
+	cache, _ := records[0].Attributes().Get("kmem.cache")
+	assert.Equal(t, "eventpoll_epi", cache.Str())
+	merged, ok := records[0].Attributes().Get("kmem.cache.merged")
+	require.True(t, ok)
+	assert.Equal(t, []any{"eventpoll_epi", "fib6_node", "tcp_bind2_bucket", "tcp_bind_bucket"}, merged.Slice().AsRaw())
+	_, ok = records[1].Attributes().Get("kmem.cache.merged")
+	assert.False(t, ok, "dentry merged nothing")
+}

@@ -27,8 +27,11 @@ type Owners interface {
 // Group is the live objects older than min_age that share an allocator,
 // a cache, a call site (or stack) and, with attribution, an owner.
 type Group struct {
-	Allocator   kmem.Allocator
-	Cache       string
+	Allocator kmem.Allocator
+	Cache     string
+	// MergedNames are every name of a slab cache SLUB merged others into,
+	// Cache among them, sorted; nil when it merged none. Set by the caller.
+	MergedNames []string
 	CallSite    uint64      // the probes' call site (raw), lowest of a merged group
 	CallSiteSym string      // the code that asked for memory, function+0xoff [module]
 	Frames      []Frame     // the kernel stack from CallSiteSym outwards, or nil

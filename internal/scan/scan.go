@@ -33,6 +33,9 @@ type Machine interface {
 	Reclaim() (reclaim.Counters, error)
 	// Reclaimable says whether the kernel's shrinkers reclaim a slab cache.
 	Reclaimable(cache string) bool
+	// MergedNames are every name of a slab cache that SLUB merged others
+	// into, sorted, or nil when it merged none (/sys/kernel/slab).
+	MergedNames(cache string) []string
 	// TmpfsFiles counts the files tmpfs mounts hold.
 	TmpfsFiles() (int64, error)
 	// Cgroups counts the cgroups the kernel keeps, dying ones included.
@@ -214,6 +217,9 @@ func (p *Scanner) Scan() (Result, error) {
 	res.Sites = p.judgeGroups(&res.Report, now)
 	res.Aged = res.Report.Groups
 	res.Report.Groups = report.Top(res.Report.Groups, p.opts.TopN)
+	merged := p.mergedNames()
+	merged(res.Report.Groups)
+	merged(res.Sites)
 	for _, g := range res.Report.Groups {
 		if g.Verdict.Report && slices.Contains(p.opts.EventStates, g.Verdict.State) {
 			res.Events = append(res.Events, g)
@@ -291,10 +297,15 @@ func (p *Scanner) untrace(res truth.Result) {
 	doomed := res.Stale
 	for _, v := range res.Untraced {
 		doomed = append(doomed, v.ID)
-		log.Warn("Slab cache frees bypass the tracepoints; no longer tracking it",
-			zap.String("cache", v.Name), zap.Stringer("allocator", v.ID.Allocator), zap.String("reason", v.Reason),
+		fields := []zap.Field{zap.String("cache", v.Name), zap.Stringer("allocator", v.ID.Allocator), zap.String("reason", v.Reason),
 			zap.Int64("tracked_objects_older_than_scan", v.Old), zap.Int64("kernel_active_objects", v.Kernel),
-			zap.Int64("tracked_objects_vanished", v.Vanished))
+			zap.Int64("tracked_objects_vanished", v.Vanished)}
+		if v.ID.Allocator == kmem.Slab {
+			if names := p.machine.MergedNames(v.Name); names != nil {
+				fields = append(fields, zap.Strings("merged_caches", names))
+			}
+		}
+		log.Warn("Slab cache frees bypass the tracepoints; no longer tracking it", fields...)
 		if err := p.probes.Untrack(v.ID); err != nil {
 			log.Error("Untracking a cache failed", zap.String("cache", v.Name), zap.Error(err))
 		}
@@ -349,6 +360,27 @@ func (p *Scanner) judgeGroups(rep *report.Report, now uint64) (bySite []report.G
 	}
 	p.rising = p.judge.Candidates()
 	return bySite
+}
+
+// mergedNames returns what gives slab groups the names SLUB merged into
+// their cache, asking the machine once per cache a scan, whatever the
+// groups: the reported ones, and the sites the log names.
+func (p *Scanner) mergedNames() func([]report.Group) {
+	names := map[string][]string{}
+	return func(groups []report.Group) {
+		for i := range groups {
+			g := &groups[i]
+			if g.Allocator != kmem.Slab {
+				continue
+			}
+			n, ok := names[g.Cache]
+			if !ok {
+				n = p.machine.MergedNames(g.Cache)
+				names[g.Cache] = n
+			}
+			g.MergedNames = n
+		}
+	}
 }
 
 // siteKey is what a verdict is per: allocator, cache and call site.

@@ -110,7 +110,11 @@ type fakeKernel struct {
 	cgroups     int64
 
 	slab    map[string]int64 // the kernel's counts
-	slabErr error
+	// merged are the names of the slab caches SLUB merged others into, and
+	// mergedAsks how often the scanner asked for a cache's.
+	merged     map[string][]string
+	mergedAsks map[string]int
+	slabErr    error
 	nowErr  error
 	readErr error
 
@@ -225,6 +229,14 @@ func (k *fakeKernel) SlabCounts() (map[string]int64, error) {
 func (k *fakeKernel) Reclaim() (reclaim.Counters, error) { return k.vmstat, nil }
 
 func (k *fakeKernel) Reclaimable(cache string) bool { return k.reclaimable[cache] }
+
+func (k *fakeKernel) MergedNames(cache string) []string {
+	if k.mergedAsks == nil {
+		k.mergedAsks = map[string]int{}
+	}
+	k.mergedAsks[cache]++
+	return k.merged[cache]
+}
 
 func (k *fakeKernel) TmpfsFiles() (int64, error) { return k.tmpfsFiles, nil }
 
@@ -719,6 +731,53 @@ func TestTruthBelievesQuietCacheThatKeepsItsObjects(t *testing.T) {
 		assert.Zero(t, res.Report.Withheld, "scan %d", i)
 	}
 	assert.Empty(t, k.untracks)
+}
+
+// SLUB merged tcp_bind2_bucket into eventpoll_epi: the probes, and
+// slabinfo, name its objects by the cache's own name, and the groups say
+// which names share it, asked once per cache and scan however many groups.
+// So does the WARN line of a merged cache the check untracks.
+func TestMergedCacheNames(t *testing.T) {
+	k := newFakeKernel()
+	const epiKey, bindSite = 0xffff888100c10000, 0xffffffff81100100
+	k.cacheNames[epiKey] = "eventpoll_epi"
+	k.freed[epiKey] = true
+	k.cacheNames[damonKey] = "ftrace_event_field"
+	k.freed[damonKey] = true
+	k.cacheNames[dentryKey] = "dentry"
+	k.freed[dentryKey] = true
+	epi := []string{"eventpoll_epi", "fib6_node", "tcp_bind2_bucket", "tcp_bind_bucket"}
+	ftrace := []string{"damon_region", "ftrace_event_field"}
+	k.merged = map[string][]string{"eventpoll_epi": epi, "ftrace_event_field": ftrace}
+	k.slab = map[string]int64{"eventpoll_epi": 1000, "ftrace_event_field": 10, "dentry": 1000}
+	h := start(t, k, Options{MinAge: time.Nanosecond})
+	k.alloc(30, slabObj(epiKey, 128, bindSite))
+	k.alloc(20, slabObj(epiKey, 128, filpSite))
+	k.alloc(5, slabObj(dentryKey, 192, dentrySite))
+	k.alloc(100, slabObj(damonKey, 56, damonSite)) // more than its count: untracked at the second scan
+
+	for i := 1; i <= 2; i++ {
+		res := h.scan()
+		for _, groups := range [][]report.Group{res.Report.Groups, res.Sites} {
+			var epiGroups int
+			for _, g := range groups {
+				switch g.Cache {
+				case "eventpoll_epi":
+					epiGroups++
+					assert.Equal(t, epi, g.MergedNames, "scan %d: %s", i, g.CallSiteSym)
+				default:
+					assert.Nil(t, g.MergedNames, "scan %d: %s", i, g.Cache)
+				}
+			}
+			assert.Equal(t, 2, epiGroups, "scan %d", i)
+		}
+		assert.Equal(t, i, k.mergedAsks["eventpoll_epi"], "once per scan")
+		assert.Equal(t, i, k.mergedAsks["dentry"], "once per scan")
+	}
+	warns := h.logged(zapcore.WarnLevel, untrackedMsg)
+	require.Len(t, warns, 1)
+	assert.Equal(t, "ftrace_event_field", warns[0].ContextMap()["cache"])
+	assert.Equal(t, []any{"damon_region", "ftrace_event_field"}, warns[0].ContextMap()["merged_caches"])
 }
 
 func TestTruthOffWithoutSlabCounts(t *testing.T) {
