@@ -126,10 +126,16 @@ e2e: $(DIST)
 # (kernels/kmltest, built against Debian's headers for each kernel by
 # kernels/kmod.sh) leaking, keeping long-lived objects that do not leak,
 # and reloaded; and the built collector, for the kernel's architecture,
-# starts, scans and stops.
+# starts, scans and stops. Then each kernel boots again with slub_debug=U,
+# which records the allocating caller of every live slab and kmalloc
+# object, for the oracle: every call site's count against the kernel's
+# own (ORACLE_TESTS; empty skips that boot). slub_debug also keeps caches
+# from merging, so TestIntegrationMergedCacheNames sees each kernel's
+# tcp_bind_bucket merged in the first boot and on its own in the second.
 KERNELS ?= linux-image-6.1.0-56-amd64 linux-image-6.12.107+deb12-amd64-unsigned \
 	linux-image-6.1.0-56-arm64 linux-image-6.12.107+deb12-arm64-unsigned
-KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver|AttachDetach|KmallocCaches|ReusedAddress|AllocationTimes|Attribution|Holders|KernelModule)
+KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver|AttachDetach|KmallocCaches|ReusedAddress|AllocationTimes|Attribution|Holders|KernelModule|MergedCacheNames)
+ORACLE_TESTS ?= Integration(AllocTracesOracle|MergedCacheNames)
 # The module tests take about 2.5 minutes a kernel: `make test` runs them on
 # the x86-64 kernels, to keep CI under 30 minutes; MODULE_KERNELS='$(KERNELS)'
 # runs them on arm64 too (they pass there as well).
@@ -145,6 +151,7 @@ test-kernels: $(DIST) _build/linux-arm64/otelcol-kmemleak $(MODULE_KERNELS:linux
 		*) tests=$$(echo "$$tests" | sed 's/|KernelModule//') ;; \
 		esac; \
 		KMEMLEAK_MODULES=$$modules KMEMLEAK_COLLECTOR=$(CURDIR)/$$c kernels/vm.sh $$k "$$tests" || exit $$?; \
+		[ -z '$(ORACLE_TESTS)' ] || VM_APPEND=slub_debug=U kernels/vm.sh $$k '$(ORACLE_TESTS)' || exit $$?; \
 	done
 
 # kmltest.ko and kmlpad.ko for a kernel package (linux-image-$*).

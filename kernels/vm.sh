@@ -22,6 +22,10 @@
 # architecture, the VM also starts it on examples/config.yaml and checks
 # that it attaches the probes, exports a scan and stops cleanly.
 #
+# VM_APPEND is added to the kernel's command line: slub_debug=U for the
+# oracle (TestIntegrationAllocTracesOracle reads what it records in
+# debugfs, which the VM mounts), slab_nomerge, ...
+#
 # Exit status: 0 when the tests passed, 1 when a test failed, 2 when the
 # harness did: the kernel did not boot, oopsed or panicked (the console
 # says which test was running), or the run timed out. Nothing is retried.
@@ -81,6 +85,8 @@ mount -t sysfs sys /sys
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t devtmpfs dev /dev
 mount -t tracefs tracefs /sys/kernel/tracing
+# slub_debug=U's records of who allocated each live object (the oracle).
+mount -t debugfs debugfs /sys/kernel/debug
 mount -t tmpfs tmp /tmp
 ip link set lo up
 ulimit -n 65536
@@ -130,7 +136,7 @@ chmod +x "$root/init"
 status=0
 timeout 1800 "${qemu[@]}" -accel tcg,thread=${VM_TCG_THREAD:-single} -smp 2 -m 2048 \
 	-kernel "$vmlinuz" -initrd "$work/initrd.gz" \
-	-append "console=$console panic=-1 oops=panic softlockup_panic=1 quiet" -nographic -no-reboot | tee "$work/console.log" |
+	-append "console=$console panic=-1 oops=panic softlockup_panic=1 quiet ${VM_APPEND:-}" -nographic -no-reboot | tee "$work/console.log" |
 	grep -vE '^=== (RUN|PAUSE|CONT)' || status=$?
 if grep -q '^vm-test-exit: 0' "$work/console.log"; then
 	exit 0

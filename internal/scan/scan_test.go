@@ -109,14 +109,14 @@ type fakeKernel struct {
 	tmpfsFiles  int64
 	cgroups     int64
 
-	slab    map[string]int64 // the kernel's counts
+	slab map[string]int64 // the kernel's counts
 	// merged are the names of the slab caches SLUB merged others into, and
 	// mergedAsks how often the scanner asked for a cache's.
 	merged     map[string][]string
 	mergedAsks map[string]int
 	slabErr    error
-	nowErr  error
-	readErr error
+	nowErr     error
+	readErr    error
 
 	// What the scanner did.
 	calls      []string // the Machine and Probes methods called, in order

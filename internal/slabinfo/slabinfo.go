@@ -64,7 +64,7 @@ func Parse(r io.Reader) (map[string]int64, error) {
 		if err != nil || n < 0 {
 			return nil, fmt.Errorf("slabinfo line %d: bad active object count %q", line, fields[1])
 		}
-		active[foldRandomKmalloc(string(fields[0]))] += n
+		active[FoldRandomKmalloc(string(fields[0]))] += n
 		if len(fields) < 4 {
 			continue
 		}
@@ -87,8 +87,9 @@ func SizedName(size uint32) string {
 	return "slab-" + strconv.FormatUint(uint64(size), 10)
 }
 
-// foldRandomKmalloc maps kmalloc-rnd-07-64 to kmalloc-64.
-func foldRandomKmalloc(name string) string {
+// FoldRandomKmalloc maps kmalloc-rnd-07-64 to kmalloc-64, the name the
+// probes give every copy of the size class; other names stay as they are.
+func FoldRandomKmalloc(name string) string {
 	rest, ok := strings.CutPrefix(name, "kmalloc-rnd-")
 	if !ok {
 		return name

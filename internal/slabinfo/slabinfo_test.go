@@ -252,7 +252,7 @@ func TestFoldRandomKmalloc(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			assert.Equal(t, tt.want, foldRandomKmalloc(tt.in))
+			assert.Equal(t, tt.want, FoldRandomKmalloc(tt.in))
 		})
 	}
 }

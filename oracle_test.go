@@ -1,0 +1,312 @@
+//go:build linux && (amd64 || arm64)
+
+package kmemleakreceiver
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
+	"github.com/kmemleak/kmemleakreceiver/internal/slabinfo"
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
+)
+
+// debugSlabDir is where a kernel booted with slub_debug=U (6.8 and later:
+// also slab_debug=U) lists, per slab cache, the callers that allocated its
+// live objects: the kernel's own record of every object, the oracle the
+// receiver's counts are checked against.
+const debugSlabDir = "/sys/kernel/debug/slab"
+
+// The oracle's bound: every call site with at least oracleMinObjects live
+// objects in the kernel's records, all allocated since attach and all
+// older than min_age, is within oracleSharePct percent (or oracleSlack
+// objects) of what the receiver reports for it; and no site the receiver
+// reports with oracleMinObjects or more is missing from the records.
+const (
+	oracleMinObjects = 50
+	oracleSharePct   = 2
+	oracleSlack      = 3
+)
+
+// traceSite is what alloc_traces says of one caller's live objects in one
+// cache, summed over the stacks it lists them by.
+type traceSite struct {
+	objects        int64
+	minAge, maxAge int64 // jiffies since allocation, at the reading
+}
+
+// siteKey is a cache and a call site, as the receiver names them.
+type siteKey struct{ cache, callSite string }
+
+// symbolSize is the function's size %pS prints after its offset
+// (alloc_pipe_info+0x69/0x1b0), which the receiver's names leave out.
+var symbolSize = regexp.MustCompile(`/0x[0-9a-f]+`)
+
+// parseAllocTraces reads one cache's alloc_traces: a line per caller and
+// stack, "<count> <function+0xoff/0xsize [module]> age=<min>/<avg>/<max>
+// pid=... cpus=...", the age a single number when all are alike, then the
+// stack's frames indented, which start with no count. Lines of one caller
+// are summed.
+func parseAllocTraces(r io.Reader) (map[string]traceSite, error) {
+	out := map[string]traceSite{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 3 {
+			continue
+		}
+		count, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			continue // a frame of the stack
+		}
+		site := symbolSize.ReplaceAllString(fields[1], "")
+		if strings.HasPrefix(fields[2], "[") {
+			site += " " + fields[2]
+		}
+		minAge, maxAge := int64(-1), int64(-1)
+		for _, f := range fields[2:] {
+			ages, ok := strings.CutPrefix(f, "age=")
+			if !ok {
+				continue
+			}
+			parts := strings.Split(ages, "/")
+			if minAge, err = strconv.ParseInt(parts[0], 10, 64); err != nil {
+				return nil, fmt.Errorf("%q: %w", sc.Text(), err)
+			}
+			if maxAge, err = strconv.ParseInt(parts[len(parts)-1], 10, 64); err != nil {
+				return nil, fmt.Errorf("%q: %w", sc.Text(), err)
+			}
+		}
+		if minAge < 0 {
+			return nil, fmt.Errorf("%q has no age", sc.Text())
+		}
+		s, seen := out[site]
+		if !seen {
+			s.minAge, s.maxAge = minAge, maxAge
+		}
+		s.objects += count
+		s.minAge, s.maxAge = min(s.minAge, minAge), max(s.maxAge, maxAge)
+		out[site] = s
+	}
+	return out, sc.Err()
+}
+
+// readAllocTraces reads every cache's records, named as the receiver names
+// them (the kmalloc-rnd copies of a size class as one).
+func readAllocTraces(t *testing.T) map[siteKey]traceSite {
+	t.Helper()
+	entries, err := os.ReadDir(debugSlabDir)
+	require.NoError(t, err)
+	out := map[siteKey]traceSite{}
+	for _, e := range entries {
+		f, err := os.Open(filepath.Join(debugSlabDir, e.Name(), "alloc_traces"))
+		if err != nil {
+			continue // a cache destroyed meanwhile, or one that records no caller
+		}
+		sites, err := parseAllocTraces(f)
+		f.Close()
+		require.NoError(t, err, e.Name())
+		cache := slabinfo.FoldRandomKmalloc(e.Name())
+		for site, s := range sites {
+			key := siteKey{cache, site}
+			if prev, ok := out[key]; ok {
+				s.objects += prev.objects
+				s.minAge, s.maxAge = min(s.minAge, prev.minAge), max(s.maxAge, prev.maxAge)
+			}
+			out[key] = s
+		}
+	}
+	return out
+}
+
+// storeUser finds, on the kernel's command line, the debug flags that
+// record the allocating caller (U) for every cache: slub_debug=U, or
+// slab_debug=U from 6.8 on, before any list of caches.
+var storeUser = regexp.MustCompile(`\bsl[au]b_debug=[A-Z]*U`)
+
+// requireAllocTraces skips the test unless the kernel records who
+// allocated its live slab objects.
+func requireAllocTraces(t *testing.T) {
+	t.Helper()
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	require.NoError(t, err)
+	if !storeUser.Match(cmdline) {
+		t.Skip("the kernel was not booted with slub_debug=U: no alloc_traces to check against (make test-kernels boots it so)")
+	}
+	if entries, err := os.ReadDir(debugSlabDir); err != nil || len(entries) == 0 {
+		t.Skipf("%s lists no cache (debugfs mounted? CONFIG_SLUB_DEBUG?): %v", debugSlabDir, err)
+	}
+}
+
+// untracedCaches are the caches the truth check untracked, from a scan's
+// kmem.tracker.untraced_caches.
+func untracedCaches(md pmetric.Metrics) map[string]bool {
+	out := map[string]bool{}
+	for _, rm := range md.ResourceMetrics().All() {
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				if m.Name() != "kmem.tracker.untraced_caches" {
+					continue
+				}
+				for _, dp := range m.Sum().DataPoints().All() {
+					if cache, ok := dp.Attributes().Get("kmem.cache"); ok && dp.IntValue() > 0 {
+						out[cache.Str()] = true
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Per call site, the receiver against the kernel's own records. The test
+// holds objects from known call sites (pipes, TCP connections, bound
+// listening sockets) while fork/exec, file and TCP churn runs beside them,
+// stops the churn, waits until everything left is older than min_age, and
+// then compares one scan's aged objects per cache and call site with
+// alloc_traces read right after it. alloc_traces gives a caller's count
+// and only the minimum, mean and maximum age of its objects, so a site is
+// compared where all its objects are older than min_age (with the time the
+// scan and the reading took to spare) and all were allocated after the
+// probes attached; the others (boot-time objects at the same site, young
+// ones) are logged as not comparable. Both counts of every site with
+// oracleMinObjects or more go into the log.
+func TestIntegrationAllocTracesOracle(t *testing.T) {
+	kerneltest.RequireBPF(t)
+	requireAllocTraces(t)
+	clock, err := tracker.ProbeClock()
+	require.NoError(t, err, "the kernel's HZ, for alloc_traces' ages in jiffies")
+	hz := float64(clock.HZ)
+	jiffiesOf := func(d time.Duration) int64 { return int64(d.Seconds() * hz) }
+
+	cfg := testConfig()
+	cfg.CollectionInterval = time.Second
+	cfg.MinAge = 5 * time.Second
+	p := startReceiver(t, cfg)
+	attached := time.Now()
+
+	kerneltest.OpenPipes(t, 300)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	kerneltest.Connect(t, ln, 100)
+	for range 100 {
+		bound, err := net.Listen("tcp4", "127.0.0.1:0")
+		require.NoError(t, err)
+		t.Cleanup(func() { bound.Close() })
+	}
+	stop := make(chan struct{})
+	churning := startChurn(t, stop)
+	time.Sleep(10 * time.Second)
+	close(stop)
+	churning.Wait()
+	time.Sleep(cfg.MinAge + 2*time.Second)
+
+	asked := time.Now()
+	md := waitForMetrics(t, p.metrics, "a scan after the load", func(pmetric.Metrics) bool { return true })
+	// The scan began at most a collection interval before it arrived; an
+	// object the kernel finds this old at the reading was aged then.
+	reading := time.Now()
+	postAttach := jiffiesOf(reading.Sub(attached) - time.Second)
+	kernel := readAllocTraces(t)
+	oldEnough := jiffiesOf(cfg.MinAge + time.Since(asked) + cfg.CollectionInterval + time.Second)
+	t.Logf("HZ %d; alloc_traces read in %v; compared: objects at least %d jiffies old, none older than %d (the attach)",
+		clock.HZ, time.Since(reading).Round(time.Millisecond), oldEnough, postAttach)
+
+	ours := map[siteKey]int64{}
+	for g, n := range groupObjects(md) {
+		ours[siteKey{g.cache, g.callSite}] += n
+	}
+	untraced := untracedCaches(md)
+	inKernel := map[siteKey]bool{}
+	for key := range kernel {
+		inKernel[key] = true
+	}
+
+	keys := make([]siteKey, 0, len(kernel))
+	for key, k := range kernel {
+		if k.objects >= oracleMinObjects || ours[key] >= oracleMinObjects {
+			keys = append(keys, key)
+		}
+	}
+	for key, n := range ours {
+		if n >= oracleMinObjects && !inKernel[key] {
+			keys = append(keys, key)
+		}
+	}
+	slices.SortFunc(keys, func(a, b siteKey) int { return strings.Compare(a.cache+" "+a.callSite, b.cache+" "+b.callSite) })
+	compared := map[string]bool{} // call site functions compared and within the bound
+	for _, key := range keys {
+		k, n := kernel[key], ours[key]
+		row := fmt.Sprintf("%-24s %-48s kernel %6d (age %d-%d) receiver %6d", key.cache, key.callSite, k.objects, k.minAge, k.maxAge, n)
+		switch {
+		case !inKernel[key]:
+			t.Errorf("%s: the receiver reports %d objects at a site the kernel has no live object of", row, n)
+		case k.objects < oracleMinObjects:
+			t.Logf("%s: not compared, under %d in the kernel's records", row, oracleMinObjects)
+		case untraced[key.cache]:
+			t.Logf("%s: not compared, the truth check untracked %s", row, key.cache)
+		case k.minAge < oldEnough:
+			t.Logf("%s: not compared, some objects younger than min_age", row)
+		case k.maxAge >= postAttach:
+			t.Logf("%s: not compared, some objects older than the attach", row)
+		default:
+			bound := max(oracleSlack, k.objects*oracleSharePct/100)
+			if d := n - k.objects; d > bound || -d > bound {
+				t.Errorf("%s: off by %d, more than %d", row, d, bound)
+				continue
+			}
+			t.Logf("%s: within %d", row, bound)
+			fn, _, _ := strings.Cut(key.callSite, "+")
+			compared[fn] = true
+		}
+	}
+	assert.GreaterOrEqual(t, len(compared), 3, "too few sites compared to mean anything: %v", compared)
+	assert.True(t, compared["alloc_pipe_info"], "the held pipes' site was not compared within the bound: %v", compared)
+}
+
+// alloc_traces as slab_debugfs_show prints it: a caller's line, the age a
+// single number when all its objects are alike, a module's name after the
+// symbol, and stack frames that are not callers. One caller listed twice
+// (two stacks) is summed.
+func TestParseAllocTraces(t *testing.T) {
+	const traces = `    300 alloc_pipe_info+0x69/0x1b0 age=2841/3010/3100 pid=91 cpus=0-1
+        __kmalloc_cache_noprof+0x1f3/0x2a0
+        alloc_pipe_info+0x69/0x1b0
+        create_pipe_files+0x42/0x220
+      2 alloc_pipe_info+0x69/0x1b0 age=12 pid=1 cpus=0
+     64 kmltest_cache_one+0x17/0x40 [kmltest] age=100/150/200 waste=128/2 pid=95-97 cpus=1
+      1 <not-available> age=4295 pid=0 cpus=0
+`
+	got, err := parseAllocTraces(strings.NewReader(traces))
+	require.NoError(t, err)
+	assert.Equal(t, map[string]traceSite{
+		"alloc_pipe_info+0x69":             {objects: 302, minAge: 12, maxAge: 3100},
+		"kmltest_cache_one+0x17 [kmltest]": {objects: 64, minAge: 100, maxAge: 200},
+		"<not-available>":                  {objects: 1, minAge: 4295, maxAge: 4295},
+	}, got)
+
+	_, err = parseAllocTraces(strings.NewReader("      3 d_alloc+0x1e/0x90 pid=1 cpus=0\n"))
+	require.Error(t, err, "a caller's line without an age")
+
+	for cmdline, want := range map[string]bool{
+		"console=ttyS0 slub_debug=U quiet": true, "slab_debug=FZU": true, "slub_debug=U,kmalloc-*": true,
+		"slub_debug=F,UDP": false, "slub_debug": false, "noslub_debug=U": false, "console=ttyS0": false,
+	} {
+		assert.Equal(t, want, storeUser.MatchString(cmdline), cmdline)
+	}
+}
