@@ -71,7 +71,7 @@ func TestIntegrationMergedCacheNames(t *testing.T) {
 			assert.Equal(t, merged, got)
 			return
 		}
-		if all := p.metrics.AllMetrics(); len(all) > 0 && untracedCaches(all[len(all)-1])[want] {
+		if all := p.metrics.AllMetrics(); len(all) > 0 && viewOf(all[len(all)-1]).untraced[want] {
 			t.Skipf("the truth check untracked %s on this kernel (frees it cannot see): nothing of it is reported", want)
 		}
 		time.Sleep(100 * time.Millisecond)

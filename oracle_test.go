@@ -49,9 +49,6 @@ type traceSite struct {
 	minAge, maxAge int64 // jiffies since allocation, at the reading
 }
 
-// siteKey is a cache and a call site, as the receiver names them.
-type siteKey struct{ cache, callSite string }
-
 // symbolSize is the function's size %pS prints after its offset
 // (alloc_pipe_info+0x69/0x1b0), which the receiver's names leave out.
 var symbolSize = regexp.MustCompile(`/0x[0-9a-f]+`)
@@ -105,13 +102,14 @@ func parseAllocTraces(r io.Reader) (map[string]traceSite, error) {
 	return out, sc.Err()
 }
 
-// readAllocTraces reads every cache's records, named as the receiver names
-// them (the kmalloc-rnd copies of a size class as one).
-func readAllocTraces(t *testing.T) map[siteKey]traceSite {
+// readAllocTraces reads every cache's records by cache and call site, named
+// as the receiver names them (the kmalloc-rnd copies of a size class as
+// one), as scanView.groups has the receiver's.
+func readAllocTraces(t *testing.T) map[[2]string]traceSite {
 	t.Helper()
 	entries, err := os.ReadDir(debugSlabDir)
 	require.NoError(t, err)
-	out := map[siteKey]traceSite{}
+	out := map[[2]string]traceSite{}
 	for _, e := range entries {
 		f, err := os.Open(filepath.Join(debugSlabDir, e.Name(), "alloc_traces"))
 		if err != nil {
@@ -122,7 +120,7 @@ func readAllocTraces(t *testing.T) map[siteKey]traceSite {
 		require.NoError(t, err, e.Name())
 		cache := slabinfo.FoldRandomKmalloc(e.Name())
 		for site, s := range sites {
-			key := siteKey{cache, site}
+			key := [2]string{cache, site}
 			if prev, ok := out[key]; ok {
 				s.objects += prev.objects
 				s.minAge, s.maxAge = min(s.minAge, prev.minAge), max(s.maxAge, prev.maxAge)
@@ -150,27 +148,6 @@ func requireAllocTraces(t *testing.T) {
 	if entries, err := os.ReadDir(debugSlabDir); err != nil || len(entries) == 0 {
 		t.Skipf("%s lists no cache (debugfs mounted? CONFIG_SLUB_DEBUG?): %v", debugSlabDir, err)
 	}
-}
-
-// untracedCaches are the caches the truth check untracked, from a scan's
-// kmem.tracker.untraced_caches.
-func untracedCaches(md pmetric.Metrics) map[string]bool {
-	out := map[string]bool{}
-	for _, rm := range md.ResourceMetrics().All() {
-		for _, sm := range rm.ScopeMetrics().All() {
-			for _, m := range sm.Metrics().All() {
-				if m.Name() != "kmem.tracker.untraced_caches" {
-					continue
-				}
-				for _, dp := range m.Sum().DataPoints().All() {
-					if cache, ok := dp.Attributes().Get("kmem.cache"); ok && dp.IntValue() > 0 {
-						out[cache.Str()] = true
-					}
-				}
-			}
-		}
-	}
-	return out
 }
 
 // Per call site, the receiver against the kernel's own records. The test
@@ -227,17 +204,14 @@ func TestIntegrationAllocTracesOracle(t *testing.T) {
 	t.Logf("HZ %d; alloc_traces read in %v; compared: objects at least %d jiffies old, none older than %d (the attach)",
 		clock.HZ, time.Since(reading).Round(time.Millisecond), oldEnough, postAttach)
 
-	ours := map[siteKey]int64{}
-	for g, n := range groupObjects(md) {
-		ours[siteKey{g.cache, g.callSite}] += n
-	}
-	untraced := untracedCaches(md)
-	inKernel := map[siteKey]bool{}
+	view := viewOf(md)
+	ours, untraced := view.groups, view.untraced
+	inKernel := map[[2]string]bool{}
 	for key := range kernel {
 		inKernel[key] = true
 	}
 
-	keys := make([]siteKey, 0, len(kernel))
+	keys := make([][2]string, 0, len(kernel))
 	for key, k := range kernel {
 		if k.objects >= oracleMinObjects || ours[key] >= oracleMinObjects {
 			keys = append(keys, key)
@@ -248,18 +222,19 @@ func TestIntegrationAllocTracesOracle(t *testing.T) {
 			keys = append(keys, key)
 		}
 	}
-	slices.SortFunc(keys, func(a, b siteKey) int { return strings.Compare(a.cache+" "+a.callSite, b.cache+" "+b.callSite) })
+	slices.SortFunc(keys, func(a, b [2]string) int { return strings.Compare(a[0]+" "+a[1], b[0]+" "+b[1]) })
 	compared := map[string]bool{} // call site functions compared and within the bound
 	for _, key := range keys {
 		k, n := kernel[key], ours[key]
-		row := fmt.Sprintf("%-24s %-48s kernel %6d (age %d-%d) receiver %6d", key.cache, key.callSite, k.objects, k.minAge, k.maxAge, n)
+		cache, site := key[0], key[1]
+		row := fmt.Sprintf("%-24s %-48s kernel %6d (age %d-%d) receiver %6d", cache, site, k.objects, k.minAge, k.maxAge, n)
 		switch {
 		case !inKernel[key]:
 			t.Errorf("%s: the receiver reports %d objects at a site the kernel has no live object of", row, n)
 		case k.objects < oracleMinObjects:
 			t.Logf("%s: not compared, under %d in the kernel's records", row, oracleMinObjects)
-		case untraced[key.cache]:
-			t.Logf("%s: not compared, the truth check untracked %s", row, key.cache)
+		case untraced[cache]:
+			t.Logf("%s: not compared, the truth check untracked %s", row, cache)
 		case k.minAge < oldEnough:
 			t.Logf("%s: not compared, some objects younger than min_age", row)
 		case k.maxAge >= postAttach:
@@ -271,7 +246,7 @@ func TestIntegrationAllocTracesOracle(t *testing.T) {
 				continue
 			}
 			t.Logf("%s: within %d", row, bound)
-			fn, _, _ := strings.Cut(key.callSite, "+")
+			fn, _, _ := strings.Cut(site, "+")
 			compared[fn] = true
 		}
 	}
