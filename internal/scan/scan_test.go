@@ -673,9 +673,6 @@ func TestTruthUntracksCacheOverKernelCount(t *testing.T) {
 	assert.Equal(t, int64(5), g.Objects)
 }
 
-// A cache that has shown no traced free is bounded by how much the
-// kernel's count grew since New read it, and only 30 s after its old
-// objects were first seen: this needs New to take the baseline.
 // A cache whose frees never reach the tracepoints, and whose freed objects
 // the kernel hands out again: the probes replace their entries, and the
 // objects old at one scan are gone at the next, though no free was traced.
