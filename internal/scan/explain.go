@@ -139,6 +139,7 @@ func (p *Scanner) sample(s *site, live string) verdict.Sample {
 	case explains(s.HeldAsFile) && len(s.heldAsFiles) >= spreadHolders && most*4 <= s.HeldAsFile:
 		out.Held = fmt.Sprintf("open files of %d live processes, none holding a quarter of them", len(s.heldAsFiles))
 	}
+	out.HeldByTasks, out.HoldersListed = s.HeldByTask, p.snap.Holds != nil
 	out.Clue = p.clue(s)
 	return out
 }
