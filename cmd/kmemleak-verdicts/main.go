@@ -7,7 +7,9 @@
 // leaking (file walks, a log, the page cache, builds, services starting, a
 // batch, TIME_WAIT sockets, tmpfs files). Every call site called leaking
 // that is not a planted leak is a false positive, whatever made it: the
-// machine's own work counts too.
+// machine's own work counts too. A planted leak is its own call site and
+// the sites its leak events' stacks pass it at: an eventfd is also a file
+// and the file's security blob, and those leak with it.
 //
 // It prints each call site ever called leaking, with when and why, each
 // planted leak's detection time, precision and recall, and exits 1 when
@@ -171,6 +173,10 @@ type called struct {
 	first, last time.Time
 	scans       int      // scans that called it leaking
 	reasons     []string // its leak events' reasons, each once
+	// The functions of its leak events' stacks: a leak's syscall allocates
+	// at call sites other than its own (an eventfd is also a file and its
+	// security blob), and those objects leak just as much.
+	through map[string]bool
 }
 
 // recorder keeps what the receiver said: per scan, which call sites were
@@ -253,6 +259,7 @@ func (r *recorder) consumeLogs(_ context.Context, ld plog.Logs) error {
 				cs, _ := attrs.Get("kmem.call_site")
 				cache, _ := attrs.Get("kmem.cache")
 				reason, _ := attrs.Get("kmem.verdict.reason")
+				stack, _ := attrs.Get("code.stacktrace")
 				s := site{function(cs.Str()), cache.Str()}
 				c := r.leaking[s]
 				if c == nil {
@@ -262,10 +269,27 @@ func (r *recorder) consumeLogs(_ context.Context, ld plog.Logs) error {
 				if !slices.Contains(c.reasons, reason.Str()) {
 					c.reasons = append(c.reasons, reason.Str())
 				}
+				for frame := range strings.Lines(stack.Str()) {
+					if c.through == nil {
+						c.through = map[string]bool{}
+					}
+					c.through[function(strings.TrimSpace(frame))] = true
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// plantedFrame returns the planted leak's function a leak event's stack
+// passed through, if any.
+func plantedFrame(through, planted map[string]bool) string {
+	for fn := range planted {
+		if through[fn] {
+			return fn
+		}
+	}
+	return ""
 }
 
 // judge prints every call site called leaking and each planted leak's
@@ -317,10 +341,14 @@ func (r *recorder) judge(start time.Time, duration time.Duration) error {
 	for _, s := range sites {
 		c := r.leaking[s]
 		label := "FALSE POSITIVE"
-		if planted[s.function] {
+		switch via := plantedFrame(c.through, planted); {
+		case planted[s.function]:
 			label = "planted"
 			truePos++
-		} else {
+		case via != "":
+			label = "planted, via " + via
+			truePos++
+		default:
 			falsePos++
 		}
 		fmt.Printf("  %-50s %-14s %7v %7v %4d  %s\n", s, label, c.first.Sub(start).Round(time.Second),

@@ -24,6 +24,17 @@ var makers = []string{
 	"psi_cgroup_alloc", "alloc_shrinker_info", "memcg_list_lru_alloc",
 }
 
+// ForAllocator reports whether a call site's structures belong to the cgroup
+// of the task that allocates them: a memory cgroup's list_lru heads, one
+// per cgroup and list_lru (a filesystem's dentries and inodes, ...), made
+// the first time its tasks put an object on that list and freed when the
+// cgroup goes offline. A cgroup whose tasks run is online: while the
+// allocators live, such structures are bounded by the cgroup's reach,
+// whether or not the count of cgroups rises.
+func ForAllocator(callSite string) bool {
+	return callSite == "memcg_list_lru_alloc"
+}
+
 // Made reports whether functions, a call site's and then its callers',
 // are those of a cgroup's making. A controller's own state is allocated by
 // its css_alloc and css_online callbacks, found by name.

@@ -138,7 +138,11 @@ func (p *Scanner) sample(s *site, live string) verdict.Sample {
 		out.Held = "live tasks' own structures (" + percent(s.HeldByTask, s.Objects) + " of its objects)" + live
 	case explains(s.HeldAsFile) && len(s.heldAsFiles) >= spreadHolders && most*4 <= s.HeldAsFile:
 		out.Held = fmt.Sprintf("open files of %d live processes, none holding a quarter of them", len(s.heldAsFiles))
+	case cgroups.ForAllocator(functions[0]) && explains(s.Objects-s.exited):
+		out.Held = "structures of the cgroups of the processes that made them, which still run (" +
+			percent(s.Objects-s.exited, s.Objects) + " of its objects): one per cgroup and list_lru"
 	}
+	out.HeldByTasks, out.HoldersListed = s.HeldByTask, p.snap.Holds != nil
 	out.Clue = p.clue(s)
 	return out
 }

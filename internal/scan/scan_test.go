@@ -47,6 +47,7 @@ const (
 	sheafSite   = 0xffffffff81100070
 	lsmSite     = 0xffffffff81100080
 	memcgSite   = 0xffffffff81100090
+	lruSite     = 0xffffffff811000a0
 
 	// Frames of the stacks only.
 	allocFrame = 0xffffffff81200010 // the allocator's own frame
@@ -63,6 +64,7 @@ var symbols = map[uint64]string{
 	damonSite:   "damon_new_region+0x12",
 	sheafSite:   "alloc_empty_sheaf+0x2c",
 	memcgSite:   "mem_cgroup_css_alloc+0x4d",
+	lruSite:     "memcg_list_lru_alloc+0x1bb",
 	lsmSite:     "security_inode_alloc+0x28",
 	allocFrame:  "kmem_cache_alloc_noprof+0x1a5",
 	openFrame:   "path_openat+0x3c",
@@ -1475,6 +1477,38 @@ func TestCgroupsExplainTheirStructures(t *testing.T) {
 	k.cgroups = 40
 	_, groups = explained(t, k, "kmalloc-cg-2k", kmallocObj(kmem.KmallocAccounted, 2048, memcgSite), func(int, []uint64) {})
 	assert.Equal(t, verdict.Leaking, groups[len(groups)-1].Verdict.State, "no more cgroups kept")
+}
+
+// A memory cgroup's list_lru heads rise as its running tasks reach more
+// filesystems, the count of cgroups flat: growing while the processes
+// that made them run; the same rise from processes that exited (their
+// cgroups gone, the heads kept) is a leak.
+func TestRunningProcessesCgroupsExplainTheirListLRUs(t *testing.T) {
+	rise := func(exit bool) verdict.Verdict {
+		k := newFakeKernel()
+		k.cgroups = 40
+		owners := &fakeOwners{exited: map[uint32]bool{}}
+		h := start(t, k, Options{MinAge: 30 * time.Second, Owners: owners, Holders: fakeHolders{k}})
+		var last verdict.Verdict
+		for i := 1; i <= 30; i++ {
+			obj := kmallocObj(kmem.KmallocNormal, 64, lruSite)
+			obj.Owner = kmem.Owner{Context: kmem.InTask, Tgid: uint32(1000 + i)}
+			k.alloc(6, obj)
+			owners.exited[uint32(1000+i)] = exit
+			res := h.scan()
+			for _, g := range res.Report.Groups {
+				last = g.Verdict
+				if !exit {
+					assert.NotEqual(t, verdict.Leaking, g.Verdict.State, "scan %d", i)
+				}
+			}
+		}
+		return last
+	}
+	running := rise(false)
+	assert.Equal(t, verdict.LiveTasks, running.ExplainedBy)
+	assert.Equal(t, "structures of the cgroups of the processes that made them, which still run (100% of its objects): one per cgroup and list_lru", running.Reason)
+	assert.Equal(t, verdict.Leaking, rise(true).State)
 }
 
 // The allocators' own bookkeeping rises with every cache: growing, never a
