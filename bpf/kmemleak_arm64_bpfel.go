@@ -46,8 +46,12 @@ type KmemleakCounters struct {
 	StackErrors    uint64
 	RecoveredFrees uint64
 	MissedFrees    uint64
+	Promoted       uint64
+	Raced          uint64
 	LastFree       uint64
 	NotedCache     uint64
+	Fence          uint64
+	Frame          uint64
 }
 
 type KmemleakExited struct {
@@ -59,7 +63,6 @@ type KmemleakExited struct {
 
 type KmemleakIrqState struct {
 	_       structs.HostLayout
-	Softirq uint32
 	Hardirq uint32
 }
 
@@ -132,8 +135,9 @@ const (
 type KmemleakTableHash uint64
 
 const (
-	KmemleakTableHashTABLE_HASH1 KmemleakTableHash = 11400714819323198485
-	KmemleakTableHashTABLE_HASH2 KmemleakTableHash = 13787848793156543929
+	KmemleakTableHashTABLE_HASH1      KmemleakTableHash = 11400714819323198485
+	KmemleakTableHashTABLE_HASH2      KmemleakTableHash = 13787848793156543929
+	KmemleakTableHashTABLE_HASH_YOUNG KmemleakTableHash = 10723151780598845931
 )
 
 type KmemleakTableKey uint64
@@ -149,6 +153,22 @@ const (
 	KmemleakTableLayoutTABLE_SLOTS        KmemleakTableLayout = 15
 	KmemleakTableLayoutTABLE_PREFER_FIRST KmemleakTableLayout = 12
 )
+
+type KmemleakYoungKey uint32
+
+const (
+	KmemleakYoungKeyYOUNG_PROMOTING KmemleakYoungKey = 1
+	KmemleakYoungKeyYOUNG_FREED     KmemleakYoungKey = 2
+	KmemleakYoungKeyYOUNG_PROMOTED  KmemleakYoungKey = 4
+	KmemleakYoungKeyYOUNG_FLAGS     KmemleakYoungKey = 7
+)
+
+type KmemleakYoungSlot struct {
+	_      structs.HostLayout
+	Key    uint64
+	Object KmemleakObject
+	Unused uint64
+}
 
 // Names of all BPF objects in the ELF.
 //
@@ -166,6 +186,7 @@ const (
 	KmemleakMapStackSites        = "stack_sites"
 	KmemleakMapStacks            = "stacks"
 	KmemleakMapStats             = "stats"
+	KmemleakMapYoung             = "young"
 	KmemleakProgBtfKmallocAlloc  = "btf_kmalloc_alloc"
 	KmemleakProgBtfKmallocFree   = "btf_kmalloc_free"
 	KmemleakProgBtfKmallocFreeBk = "btf_kmalloc_free_bk"
@@ -174,7 +195,6 @@ const (
 	KmemleakProgBtfPageFreeBk    = "btf_page_free_bk"
 	KmemleakProgBtfPercpuAlloc   = "btf_percpu_alloc"
 	KmemleakProgBtfPercpuFree    = "btf_percpu_free"
-	KmemleakProgBtfPercpuFreeBk  = "btf_percpu_free_bk"
 	KmemleakProgBtfSlabAlloc     = "btf_slab_alloc"
 	KmemleakProgBtfSlabFree      = "btf_slab_free"
 	KmemleakProgBtfSlabFreeBk    = "btf_slab_free_bk"
@@ -194,15 +214,12 @@ const (
 	KmemleakProgRawPageFreeBk    = "raw_page_free_bk"
 	KmemleakProgRawPercpuAlloc   = "raw_percpu_alloc"
 	KmemleakProgRawPercpuFree    = "raw_percpu_free"
-	KmemleakProgRawPercpuFreeBk  = "raw_percpu_free_bk"
 	KmemleakProgRawSlabAlloc     = "raw_slab_alloc"
 	KmemleakProgRawSlabFree      = "raw_slab_free"
 	KmemleakProgRawSlabFreeAny   = "raw_slab_free_any"
 	KmemleakProgRawSlabFreeBk    = "raw_slab_free_bk"
 	KmemleakProgRcuBatchFree     = "rcu_batch_free"
 	KmemleakProgReadClock        = "read_clock"
-	KmemleakProgSoftirqEntry     = "softirq_entry"
-	KmemleakProgSoftirqExit      = "softirq_exit"
 	KmemleakProgTpKmallocAlloc   = "tp_kmalloc_alloc"
 	KmemleakProgTpKmallocFree    = "tp_kmalloc_free"
 	KmemleakProgTpPageAlloc      = "tp_page_alloc"
@@ -226,6 +243,7 @@ const (
 	KmemleakVarStackTraces       = "stack_traces"
 	KmemleakVarTimeInJiffies     = "time_in_jiffies"
 	KmemleakVarUnusedSharedEnums = "unused_shared_enums"
+	KmemleakVarYoungSlots        = "young_slots"
 )
 
 // LoadKmemleak returns the embedded CollectionSpec for Kmemleak.
@@ -278,7 +296,6 @@ type KmemleakProgramSpecs struct {
 	BtfPageFreeBk    *ebpf.ProgramSpec `ebpf:"btf_page_free_bk"`
 	BtfPercpuAlloc   *ebpf.ProgramSpec `ebpf:"btf_percpu_alloc"`
 	BtfPercpuFree    *ebpf.ProgramSpec `ebpf:"btf_percpu_free"`
-	BtfPercpuFreeBk  *ebpf.ProgramSpec `ebpf:"btf_percpu_free_bk"`
 	BtfSlabAlloc     *ebpf.ProgramSpec `ebpf:"btf_slab_alloc"`
 	BtfSlabFree      *ebpf.ProgramSpec `ebpf:"btf_slab_free"`
 	BtfSlabFreeBk    *ebpf.ProgramSpec `ebpf:"btf_slab_free_bk"`
@@ -298,15 +315,12 @@ type KmemleakProgramSpecs struct {
 	RawPageFreeBk    *ebpf.ProgramSpec `ebpf:"raw_page_free_bk"`
 	RawPercpuAlloc   *ebpf.ProgramSpec `ebpf:"raw_percpu_alloc"`
 	RawPercpuFree    *ebpf.ProgramSpec `ebpf:"raw_percpu_free"`
-	RawPercpuFreeBk  *ebpf.ProgramSpec `ebpf:"raw_percpu_free_bk"`
 	RawSlabAlloc     *ebpf.ProgramSpec `ebpf:"raw_slab_alloc"`
 	RawSlabFree      *ebpf.ProgramSpec `ebpf:"raw_slab_free"`
 	RawSlabFreeAny   *ebpf.ProgramSpec `ebpf:"raw_slab_free_any"`
 	RawSlabFreeBk    *ebpf.ProgramSpec `ebpf:"raw_slab_free_bk"`
 	RcuBatchFree     *ebpf.ProgramSpec `ebpf:"rcu_batch_free"`
 	ReadClock        *ebpf.ProgramSpec `ebpf:"read_clock"`
-	SoftirqEntry     *ebpf.ProgramSpec `ebpf:"softirq_entry"`
-	SoftirqExit      *ebpf.ProgramSpec `ebpf:"softirq_exit"`
 	TpKmallocAlloc   *ebpf.ProgramSpec `ebpf:"tp_kmalloc_alloc"`
 	TpKmallocFree    *ebpf.ProgramSpec `ebpf:"tp_kmalloc_free"`
 	TpPageAlloc      *ebpf.ProgramSpec `ebpf:"tp_page_alloc"`
@@ -333,6 +347,7 @@ type KmemleakMapSpecs struct {
 	StackSites  *ebpf.MapSpec `ebpf:"stack_sites"`
 	Stacks      *ebpf.MapSpec `ebpf:"stacks"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	Young       *ebpf.MapSpec `ebpf:"young"`
 }
 
 // KmemleakVariableSpecs contains global variables before they are loaded into the kernel.
@@ -354,6 +369,7 @@ type KmemleakVariableSpecs struct {
 	StackTraces       *ebpf.VariableSpec `ebpf:"stack_traces"`
 	TimeInJiffies     *ebpf.VariableSpec `ebpf:"time_in_jiffies"`
 	UnusedSharedEnums *ebpf.VariableSpec `ebpf:"unused_shared_enums"`
+	YoungSlots        *ebpf.VariableSpec `ebpf:"young_slots"`
 }
 
 // KmemleakObjects contains all objects after they have been loaded into the kernel.
@@ -388,6 +404,7 @@ type KmemleakMaps struct {
 	StackSites  *ebpf.Map `ebpf:"stack_sites"`
 	Stacks      *ebpf.Map `ebpf:"stacks"`
 	Stats       *ebpf.Map `ebpf:"stats"`
+	Young       *ebpf.Map `ebpf:"young"`
 }
 
 func (m *KmemleakMaps) Close() error {
@@ -404,6 +421,7 @@ func (m *KmemleakMaps) Close() error {
 		m.StackSites,
 		m.Stacks,
 		m.Stats,
+		m.Young,
 	)
 }
 
@@ -426,6 +444,7 @@ type KmemleakVariables struct {
 	StackTraces       *ebpf.Variable `ebpf:"stack_traces"`
 	TimeInJiffies     *ebpf.Variable `ebpf:"time_in_jiffies"`
 	UnusedSharedEnums *ebpf.Variable `ebpf:"unused_shared_enums"`
+	YoungSlots        *ebpf.Variable `ebpf:"young_slots"`
 }
 
 // KmemleakPrograms contains all programs after they have been loaded into the kernel.
@@ -440,7 +459,6 @@ type KmemleakPrograms struct {
 	BtfPageFreeBk    *ebpf.Program `ebpf:"btf_page_free_bk"`
 	BtfPercpuAlloc   *ebpf.Program `ebpf:"btf_percpu_alloc"`
 	BtfPercpuFree    *ebpf.Program `ebpf:"btf_percpu_free"`
-	BtfPercpuFreeBk  *ebpf.Program `ebpf:"btf_percpu_free_bk"`
 	BtfSlabAlloc     *ebpf.Program `ebpf:"btf_slab_alloc"`
 	BtfSlabFree      *ebpf.Program `ebpf:"btf_slab_free"`
 	BtfSlabFreeBk    *ebpf.Program `ebpf:"btf_slab_free_bk"`
@@ -460,15 +478,12 @@ type KmemleakPrograms struct {
 	RawPageFreeBk    *ebpf.Program `ebpf:"raw_page_free_bk"`
 	RawPercpuAlloc   *ebpf.Program `ebpf:"raw_percpu_alloc"`
 	RawPercpuFree    *ebpf.Program `ebpf:"raw_percpu_free"`
-	RawPercpuFreeBk  *ebpf.Program `ebpf:"raw_percpu_free_bk"`
 	RawSlabAlloc     *ebpf.Program `ebpf:"raw_slab_alloc"`
 	RawSlabFree      *ebpf.Program `ebpf:"raw_slab_free"`
 	RawSlabFreeAny   *ebpf.Program `ebpf:"raw_slab_free_any"`
 	RawSlabFreeBk    *ebpf.Program `ebpf:"raw_slab_free_bk"`
 	RcuBatchFree     *ebpf.Program `ebpf:"rcu_batch_free"`
 	ReadClock        *ebpf.Program `ebpf:"read_clock"`
-	SoftirqEntry     *ebpf.Program `ebpf:"softirq_entry"`
-	SoftirqExit      *ebpf.Program `ebpf:"softirq_exit"`
 	TpKmallocAlloc   *ebpf.Program `ebpf:"tp_kmalloc_alloc"`
 	TpKmallocFree    *ebpf.Program `ebpf:"tp_kmalloc_free"`
 	TpPageAlloc      *ebpf.Program `ebpf:"tp_page_alloc"`
@@ -489,7 +504,6 @@ func (p *KmemleakPrograms) Close() error {
 		p.BtfPageFreeBk,
 		p.BtfPercpuAlloc,
 		p.BtfPercpuFree,
-		p.BtfPercpuFreeBk,
 		p.BtfSlabAlloc,
 		p.BtfSlabFree,
 		p.BtfSlabFreeBk,
@@ -509,15 +523,12 @@ func (p *KmemleakPrograms) Close() error {
 		p.RawPageFreeBk,
 		p.RawPercpuAlloc,
 		p.RawPercpuFree,
-		p.RawPercpuFreeBk,
 		p.RawSlabAlloc,
 		p.RawSlabFree,
 		p.RawSlabFreeAny,
 		p.RawSlabFreeBk,
 		p.RcuBatchFree,
 		p.ReadClock,
-		p.SoftirqEntry,
-		p.SoftirqExit,
 		p.TpKmallocAlloc,
 		p.TpKmallocFree,
 		p.TpPageAlloc,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -30,9 +31,10 @@ type Tracker struct {
 	// The same maps by their names in the object, for the loads of the
 	// programs that share them, the data sections included.
 	byName   map[string]*ebpf.Map
-	sections []*ebpf.Map         // .rodata and .bss, closed with the rest
-	tables   []*livetable.Mapped // the live tables of the allocators attached, mapped
-	live     *livetable.Mapped   // the slab and kmalloc table, if attached
+	sections []*ebpf.Map            // .rodata and .bss, closed with the rest
+	tables   []*livetable.Mapped    // the live tables of the allocators attached, mapped
+	live     *livetable.Mapped      // the slab and kmalloc table, if attached
+	young    *livetable.MappedYoung // the young area in front of live, if attached
 	attached map[kmem.Allocator]*attached
 	bulkFree *ebpf.Program // on kmem_cache_free_bulk, where the kernel has kprobes
 	// Else on the workqueue, where the kfree_rcu batches are freed.
@@ -197,7 +199,32 @@ func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.
 		}
 		live[a] = spec
 	}
+	// The young area serves the live table of slab and kmalloc objects.
+	m.Young.MaxEntries = 1
+	if live[kmem.Slab] != nil || live[kmem.Kmalloc] != nil {
+		slots, err := youngSlots(opts.YoungSlots)
+		if err != nil {
+			return nil, err
+		}
+		m.Young.MaxEntries = slots
+	}
+	if err := v.YoungSlots.Set(m.Young.MaxEntries); err != nil {
+		return nil, fmt.Errorf("sizing the young area: %w", err)
+	}
 	return live, nil
+}
+
+// youngSlots is the size of the young area: want, or where want is 0 the
+// machine's (livetable.YoungSlots), by the CPUs it can ever have.
+func youngSlots(want uint32) (uint32, error) {
+	if want != 0 {
+		return want, nil
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return 0, fmt.Errorf("sizing the young area: %w", err)
+	}
+	return livetable.YoungSlots(cpus), nil
 }
 
 // maxPercpuObjects bounds the percpu map: percpu memory is a few MiB in
@@ -273,6 +300,14 @@ func (t *Tracker) mapTables(live map[kmem.Allocator]*ebpf.MapSpec) error {
 			t.live = tab
 		}
 	}
+	if t.live == nil {
+		return nil
+	}
+	young, err := livetable.MapYoung(t.maps.Young)
+	if err != nil {
+		return err
+	}
+	t.young = young
 	return nil
 }
 
@@ -389,16 +424,11 @@ func (t *Tracker) loadOne(l *loader, at attachment) (*ebpf.Program, error) {
 }
 
 // attachAttribution attaches what attribution needs besides the
-// allocation probes: the programs that tell interrupt context (exits
-// first, see the probes) and the one that records the processes that end.
+// allocation probes: on x86-64 the programs that tell hard interrupt
+// handlers (exit first, see the probes), and everywhere the one that
+// records the processes that end.
 func (t *Tracker) attachAttribution(l *loader, progs *bpf.KmemleakProgramSpecs) error {
-	todo := []attachment{
-		{program: progs.SoftirqExit, mode: kmem.ModeRawTP, group: "irq", event: "softirq_exit"},
-		{program: progs.HardirqExit, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_exit"},
-		{program: progs.SoftirqEntry, mode: kmem.ModeRawTP, group: "irq", event: "softirq_entry"},
-		{program: progs.HardirqEntry, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_entry"},
-		{program: progs.ProcessExit, mode: kmem.ModeRawTP, group: "sched", event: "sched_process_exit"},
-	}
+	todo := attributionPrograms(progs, runtime.GOARCH)
 	loaded, links, err := l.load(todo)
 	if err != nil {
 		return fmt.Errorf("attribution: %w (attribution: false turns it off)", err)
@@ -409,6 +439,25 @@ func (t *Tracker) attachAttribution(l *loader, progs *bpf.KmemleakProgramSpecs) 
 	t.exits = loaded[progs.ProcessExit]
 	t.links = append(t.links, links...)
 	return nil
+}
+
+// attributionPrograms are the programs attribution attaches on the
+// architecture arch. The probes tell softirqs with no program on an irq
+// tracepoint (interrupt_context in bpf/kmemleak.bpf.c), and on arm64 hard
+// interrupts too, from the preempt count in the task's thread_info; x86-64
+// keeps its preempt count where a program cannot read it on every kernel,
+// so a flag set around interrupt handlers tells those, at two programs a
+// handler, far fewer than softirqs.
+func attributionPrograms(progs *bpf.KmemleakProgramSpecs, arch string) []attachment {
+	exits := attachment{program: progs.ProcessExit, mode: kmem.ModeRawTP, group: "sched", event: "sched_process_exit"}
+	if arch == "arm64" {
+		return []attachment{exits}
+	}
+	return []attachment{
+		{program: progs.HardirqExit, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_exit"},
+		{program: progs.HardirqEntry, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_entry"},
+		exits,
+	}
 }
 
 // FollowsBulkFrees reports whether the frees of kmem_cache_free_bulk are
@@ -523,7 +572,10 @@ func (t *Tracker) Close() error {
 	for _, tab := range t.tables {
 		errs = append(errs, tab.Close())
 	}
-	t.links, t.attached, t.bulkFree, t.rcuBatches, t.attribution, t.exits, t.byName, t.tables, t.live, t.sections = nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
+	if t.young != nil {
+		errs = append(errs, t.young.Close())
+	}
+	t.links, t.attached, t.bulkFree, t.rcuBatches, t.attribution, t.exits, t.byName, t.tables, t.live, t.young, t.sections = nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
 	errs = append(errs, t.maps.Close())
 	t.maps = bpf.KmemleakMaps{}
 	return errors.Join(errs...)

@@ -1,0 +1,34 @@
+//go:build linux && (amd64 || arm64)
+
+package tracker
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/kmemleak/kmemleakreceiver/internal/livetable"
+)
+
+// walkTracked calls fn for every object the probes track: in the live
+// tables, then in the young area.
+func walkTracked(tr *Tracker, fn func(o *livetable.Object)) {
+	tr.walkParts(1, func(int) func(*livetable.Object) { return fn })
+}
+
+// Softirqs are told with no program on their tracepoints (the probes read
+// the preempt count on arm64, and where they run on x86-64): attribution
+// attaches the interrupt handlers' pair on x86-64 only, exits first, and
+// the process exits everywhere.
+func TestAttributionPrograms(t *testing.T) {
+	progs := &testSpecs(t).KmemleakProgramSpecs
+	names := func(arch string) []string {
+		var out []string
+		for _, at := range attributionPrograms(progs, arch) {
+			out = append(out, at.program.Name+"@"+at.String())
+		}
+		return out
+	}
+	assert.Equal(t, []string{"hardirq_exit@irq:irq_handler_exit", "hardirq_entry@irq:irq_handler_entry", "process_exit@sched:sched_process_exit"}, names("amd64"))
+	assert.Equal(t, []string{"process_exit@sched:sched_process_exit"}, names("arm64"))
+}
