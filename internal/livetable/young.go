@@ -5,6 +5,7 @@ package livetable
 import (
 	"math/bits"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 )
@@ -16,6 +17,10 @@ const (
 	promoted   = uint64(bpf.KmemleakYoungKeyYOUNG_PROMOTED)
 	youngFlags = uint64(bpf.KmemleakYoungKeyYOUNG_FLAGS)
 )
+
+// YoungSlotSize is the size of one slot of the young area, its value size:
+// one cache line.
+const YoungSlotSize = int(unsafe.Sizeof(bpf.KmemleakYoungSlot{}))
 
 // Young is the young area in front of the slab and kmalloc live table
 // (struct young_slot of bpf/kmemleak.h) in memory the probes share: a slot
