@@ -3,7 +3,6 @@
 package tracker
 
 import (
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
-	"golang.org/x/sys/unix"
 
 	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
@@ -43,13 +41,9 @@ func TestIntegrationReusedAddressCountsAMissedFree(t *testing.T) {
 	// One CPU, and the pipes closed newest first: SLUB hands out the
 	// objects a CPU freed last first, so the new pipes take the closed
 	// ones' addresses (on Linux 6.18, 85% of them; 66% without this).
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var all, cpu0 unix.CPUSet
-	require.NoError(t, unix.SchedGetaffinity(0, &all))
-	defer unix.SchedSetaffinity(0, &all)
-	cpu0.Set(0)
-	require.NoError(t, unix.SchedSetaffinity(0, &cpu0))
+	unpin, err := pinToCPU(0)
+	require.NoError(t, err)
+	defer unpin()
 
 	const n = 500
 	pipes := kerneltest.OpenPipes(t, n)

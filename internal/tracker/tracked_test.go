@@ -3,9 +3,11 @@
 package tracker
 
 import (
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"golang.org/x/sys/unix"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/livetable"
 )
@@ -14,6 +16,26 @@ import (
 // tables, then in the young area.
 func walkTracked(tr *Tracker, fn func(o *livetable.Object)) {
 	tr.walkParts(1, func(int) func(*livetable.Object) { return fn })
+}
+
+// pinToCPU keeps the calling goroutine on its thread and the thread on
+// cpu, until the function it returns is called.
+func pinToCPU(cpu int) (unpin func(), err error) {
+	runtime.LockOSThread()
+	var all, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	one.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	return func() {
+		_ = unix.SchedSetaffinity(0, &all) // the thread goes back to the pool either way
+		runtime.UnlockOSThread()
+	}, nil
 }
 
 // Softirqs are told with no program on their tracepoints (the probes read
