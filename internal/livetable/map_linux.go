@@ -27,13 +27,8 @@ type MappedYoung struct {
 
 // Map maps the live table m into the process.
 func Map(m *ebpf.Map) (*Mapped, error) {
-	mp, mem, err := mapMemory(m)
+	tab, mp, err := mapAs(m, New)
 	if err != nil {
-		return nil, err
-	}
-	tab, err := New(mem)
-	if err != nil {
-		_ = mp.Close() // New's error is the one to return
 		return nil, err
 	}
 	return &Mapped{Table: tab, mapping: mp}, nil
@@ -41,16 +36,25 @@ func Map(m *ebpf.Map) (*Mapped, error) {
 
 // MapYoung maps the young area m into the process.
 func MapYoung(m *ebpf.Map) (*MappedYoung, error) {
-	mp, mem, err := mapMemory(m)
+	young, mp, err := mapAs(m, NewYoung)
 	if err != nil {
-		return nil, err
-	}
-	young, err := NewYoung(mem)
-	if err != nil {
-		_ = mp.Close() // NewYoung's error is the one to return
 		return nil, err
 	}
 	return &MappedYoung{Young: young, mapping: mp}, nil
+}
+
+// mapAs maps the values of the array m and views them as a T.
+func mapAs[T any](m *ebpf.Map, view func(mem []byte) (T, error)) (T, mapping, error) {
+	mp, mem, err := mapMemory(m)
+	if err != nil {
+		return *new(T), mapping{}, err
+	}
+	v, err := view(mem)
+	if err != nil {
+		_ = mp.Close() // the view's error is the one to return
+		return *new(T), mapping{}, err
+	}
+	return v, mp, nil
 }
 
 // mapping is the memory of a BPF array mapped into the process.

@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kmemleak/kmemleakreceiver/bpf"
 )
 
 // newYoung returns a young area of the given number of slots, in Go memory.
@@ -121,17 +123,26 @@ func TestYoungReplacesAStaleEntry(t *testing.T) {
 	assert.Empty(t, walk(live))
 }
 
+// moving returns a young area whose object at k a mover has just taken
+// (its slot flagged YOUNG_PROMOTING), the live table behind it, and the slot.
+func moving(t *testing.T, k uint64) (*Young, *Table, *bpf.KmemleakYoungSlot) {
+	t.Helper()
+	y, live := newYoung(t, 64), newTable(t, 100)
+	r, _ := y.Insert(k, record(k, 1), live)
+	require.Equal(t, YoungNew, r)
+	s := y.slot(k)
+	require.True(t, atomic.CompareAndSwapUint64(&s.Key, k, k|promoting))
+	return y, live, s
+}
+
 // A slot whose object is being moved is skipped by walks, which read the
 // live table first: the object is counted in one place or the other, never
 // both. An allocation at the moved object's own address is not tracked
 // (the mover may yet delete what it inserted), and tells the mover that
 // the object was freed.
 func TestYoungSlotBeingMoved(t *testing.T) {
-	y, live := newYoung(t, 64), newTable(t, 100)
 	const k = 0x4000
-	y.Insert(k, record(k, 1), live)
-	s := y.slot(k)
-	atomic.StoreUint64(&s.Key, k|promoting)
+	y, live, s := moving(t, k)
 	assert.Empty(t, walkYoung(y), "an object being moved is walked")
 	assert.Zero(t, y.DeleteIf(func(*Object) bool { return true }))
 
@@ -149,11 +160,8 @@ func TestYoungSlotBeingMoved(t *testing.T) {
 // A free that comes while its object is being moved flags the slot, and
 // the mover deletes what it inserted.
 func TestYoungFreeWhileMoved(t *testing.T) {
-	y, live := newYoung(t, 64), newTable(t, 100)
 	const k = 0x8000
-	y.Insert(k, record(k, 1), live)
-	s := y.slot(k)
-	atomic.StoreUint64(&s.Key, k|promoting)
+	y, live, s := moving(t, k)
 	assert.True(t, y.Delete(k, live), "the free of an object being moved is tracked")
 	assert.Equal(t, k|promoting|freedFlag, atomic.LoadUint64(&s.Key))
 	// The mover's part: insert, then read the flags, then undo.
