@@ -190,11 +190,75 @@ static __always_inline void capture_stack(void *ctx, struct object *obj, struct 
 	obj->stack_id = id;
 }
 
-// Whether each CPU runs a hard interrupt handler, as the irq_handler
-// tracepoints say (x86-64 only, see interrupt_context()); handlers do not
-// nest, so a flag is enough. Not seen: interrupts without a handler
-// tracepoint (the local timer, IPIs), which seldom allocate.
+// What interrupt each CPU runs, as the kernel's preempt count says
+// (include/linux/preempt.h, the same since 5.x): hard interrupts and NMIs,
+// and softirqs served (not merely disabled), ksoftirqd's included. It is
+// read at each allocation, with no program on the irq tracepoints: a
+// server runs tens of thousands of softirqs a second, and two programs on
+// each cost more than what the context is for, the objects made in them
+// that survive.
+#define SOFTIRQ_OFFSET 0x100
+#define HARDIRQ_MASK 0x000f0000
+#define NMI_MASK 0x00f00000
+
+// x86-64 keeps the preempt count in a per-CPU variable (__preempt_count,
+// pcpu_hot.preempt_count in 6.2 to 6.14), which a typed ksym would reach
+// only where kallsyms has every symbol (CONFIG_KALLSYMS_ALL, which not
+// every kernel has). The kernel's BTF gives its offset in the per-CPU
+// section instead, and that of the run queues, another per-CPU variable,
+// which the current task points to: a per-CPU variable's copy for this CPU
+// is where the run queue's is, moved by the difference of their offsets
+// (whether the section is linked at 0, as before 6.15, or not). The loader
+// sets both offsets once read_percpu has checked them on the running
+// kernel; 0 where it could not, and then the flags below tell the context.
+const volatile __u64 preempt_count_offset = 0;
+const volatile __u64 runqueues_offset = 0;
+
+// this_cpu_var returns the address of this CPU's copy of the per-CPU
+// variable at offset in the per-CPU section, given the run queues' offset.
+// scratch turns the run queue's pointer into a number: a privileged program
+// may store a pointer into a map value, and reads it back as one.
+static __always_inline __u64 this_cpu_var(struct task_struct *task, __u64 offset, __u64 runqueues, __u64 *scratch)
+{
+	*(volatile __u64 *)scratch = (__u64)task->se.cfs_rq->rq;
+	return *(volatile __u64 *)scratch - runqueues + offset;
+}
+
+// Run once by the loader on x86-64 (BPF_PROG_TEST_RUN), never attached:
+// checks the offsets found in the kernel's BTF. This CPU's current_task
+// must be the task that runs the program, and a program run from a system
+// call is in no interrupt.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct percpu_check);
+} percpu SEC(".maps");
+
+SEC("raw_tp")
+int read_percpu(void *ctx)
+{
+	__u32 zero = 0;
+	struct percpu_check *p = bpf_map_lookup_elem(&percpu, &zero);
+	if (!p)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 current_task = this_cpu_var(task, p->current_task_offset, p->runqueues_offset, &p->current_task);
+	__u64 preempt_count = this_cpu_var(task, p->preempt_count_offset, p->runqueues_offset, &p->current_task);
+	bpf_probe_read_kernel(&p->current_task, sizeof(p->current_task), (void *)current_task);
+	bpf_probe_read_kernel(&p->preempt_count, sizeof(p->preempt_count), (void *)preempt_count);
+	p->task = bpf_get_current_task();
+	return 0;
+}
+
+// Where the preempt count cannot be read (x86-64 kernels whose BTF lacks
+// what the offsets need), per-CPU flags set by four raw tracepoint
+// programs on the softirq and interrupt handler tracepoints say the
+// context. Softirqs and handlers do not nest in their own kind, so a flag
+// each is enough. Not seen: interrupts without a handler tracepoint (the
+// local timer, IPIs), which seldom allocate.
 struct irq_state {
+	__u32 softirq;
 	__u32 hardirq;
 };
 
@@ -211,8 +275,26 @@ static __always_inline struct irq_state *this_cpu_irq_state(void)
 	return bpf_map_lookup_elem(&irq_states, &zero);
 }
 
-// Attached with attribution on x86-64, the exit before the entry: an entry
-// seen without its exit would leave the flag set.
+// Attached only without the preempt count, the exits before the entries:
+// an entry seen without its exit would leave the flag set.
+SEC("raw_tp/softirq_entry")
+int softirq_entry(void *ctx)
+{
+	struct irq_state *c = this_cpu_irq_state();
+	if (c)
+		c->softirq = 1;
+	return 0;
+}
+
+SEC("raw_tp/softirq_exit")
+int softirq_exit(void *ctx)
+{
+	struct irq_state *c = this_cpu_irq_state();
+	if (c)
+		c->softirq = 0;
+	return 0;
+}
+
 SEC("raw_tp/irq_handler_entry")
 int hardirq_entry(void *ctx)
 {
@@ -231,85 +313,50 @@ int hardirq_exit(void *ctx)
 	return 0;
 }
 
-#define PF_KTHREAD 0x00200000 // include/linux/sched.h, the same since 2.6
-
-// interrupt_context says whether the allocation at obj (a record on the
-// program's stack) runs in a hard interrupt, a softirq, or neither
-// (CONTEXT_TASK), with no program on the softirq tracepoints: a server
-// runs tens of thousands of softirqs a second, and two programs each cost
-// more than what the context is for, the objects of them that survive.
+// read_preempt_count reads the current CPU's preempt count into count, or
+// says it cannot.
+static __always_inline bool read_preempt_count(struct task_struct *task, struct counters *c, __u32 *count)
+{
 #if defined(__TARGET_ARCH_arm64)
-// arm64 keeps the preempt count in the task's thread_info, which says it
-// all (include/linux/preempt.h): softirq served (not merely disabled),
-// hard interrupt, NMI; ksoftirqd's softirqs included.
-#define SOFTIRQ_OFFSET 0x100
-#define HARDIRQ_MASK 0x000f0000
-#define NMI_MASK 0x00f00000
-
-static __always_inline __u8 interrupt_context(struct task_struct *task, const struct object *obj,
-					      struct counters *c)
-{
-	__u32 count = task->thread_info.preempt.count;
-	if (count & (HARDIRQ_MASK | NMI_MASK))
-		return CONTEXT_IRQ;
-	if (count & SOFTIRQ_OFFSET)
-		return CONTEXT_SOFTIRQ;
-	return CONTEXT_TASK;
-}
-#else
-// x86-64 keeps the preempt count in a per-CPU variable, which only a typed
-// ksym reaches, and those need every kernel symbol in kallsyms
-// (CONFIG_KALLSYMS_ALL), which not every kernel has. Where the program
-// runs tells instead: hard interrupts and the softirqs run when they end
-// or when a task enables them again run on the CPU's interrupt stack
-// (CONFIG_SOFTIRQ_ON_OWN_STACK, every kernel but PREEMPT_RT), tasks on
-// their own stack of THREAD_SIZE bytes from task->stack. Of the interrupt
-// stack, hard interrupts with a handler tracepoint are told by a flag;
-// the rest counts as softirq. ksoftirqd serves softirqs on its own stack:
-// told by its name.
-
-// THREAD_SIZE: 16 KiB, 32 KiB with KASAN (arch/x86/include/asm/page_64_types.h),
-// whose task_struct has kasan_depth.
-struct task_struct___kasan {
-	unsigned int kasan_depth;
-} __attribute__((preserve_access_index));
-
-static __always_inline bool is_ksoftirqd(struct task_struct *task)
-{
-	const char name[] = "ksoftirqd/";
-	for (int i = 0; i < sizeof(name) - 1; i++) {
-		if (task->comm[i] != name[i])
-			return false;
-	}
+	// arm64 keeps it in the task's thread_info.
+	*count = task->thread_info.preempt.count;
 	return true;
+#else
+	if (!preempt_count_offset)
+		return false;
+	__u64 at = this_cpu_var(task, preempt_count_offset, runqueues_offset, &c->scratch);
+	return bpf_probe_read_kernel(count, sizeof(*count), (void *)at) == 0;
+#endif
 }
 
-static __always_inline __u8 interrupt_context(struct task_struct *task, const struct object *obj,
-					      struct counters *c)
+// interrupt_context says whether an allocation runs in a hard interrupt (or
+// NMI), a softirq, or neither (CONTEXT_TASK).
+static __always_inline __u8 interrupt_context(struct task_struct *task, struct counters *c)
 {
+	__u32 count;
+	if (read_preempt_count(task, c, &count)) {
+		if (count & (HARDIRQ_MASK | NMI_MASK))
+			return CONTEXT_IRQ;
+		if (count & SOFTIRQ_OFFSET)
+			return CONTEXT_SOFTIRQ;
+		return CONTEXT_TASK;
+	}
 	struct irq_state *irq = this_cpu_irq_state();
 	if (irq && irq->hardirq)
 		return CONTEXT_IRQ;
-	struct task_struct___kasan *kasan = (void *)task;
-	__u64 thread_size = bpf_core_field_exists(kasan->kasan_depth) ? 32768 : 16384;
-	// The frame's address as a number: the verifier lets a privileged
-	// program store a pointer into a map value and read it back as one.
-	*(volatile __u64 *)&c->frame = (__u64)obj;
-	__u64 frame = *(volatile __u64 *)&c->frame;
-	if (frame - (__u64)task->stack >= thread_size)
-		return CONTEXT_SOFTIRQ;
-	if ((task->flags & PF_KTHREAD) && is_ksoftirqd(task))
+	if (irq && irq->softirq)
 		return CONTEXT_SOFTIRQ;
 	return CONTEXT_TASK;
 }
-#endif
+
+#define PF_KTHREAD 0x00200000 // include/linux/sched.h, the same since 2.6
 
 // record_owner says who allocated obj: in interrupt context nobody, the
 // interrupted task being a bystander; else the task's process and cgroup.
 static __always_inline void record_owner(struct object *obj, struct counters *c)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	obj->context = interrupt_context(task, obj, c);
+	obj->context = interrupt_context(task, c);
 	if (obj->context != CONTEXT_TASK)
 		return;
 	obj->tgid = task->tgid;

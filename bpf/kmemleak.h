@@ -202,10 +202,23 @@ struct counters {
 	__u64 last_free;
 	__u64 noted_cache;
 	// Scratch words: the target of an exchange whose only purpose is its
-	// full barrier (young_delete()), and the frame address as a number
-	// (interrupt_context() on x86-64).
+	// full barrier (young_delete()), and a pointer turned into a number
+	// (this_cpu_var()).
 	__u64 fence;
-	__u64 frame;
+	__u64 scratch;
+};
+
+// The loader's check of where x86-64 keeps each CPU's preempt count
+// (read_percpu): the offsets in the per-CPU section it found in the
+// kernel's BTF, and what the program read through them.
+struct percpu_check {
+	__u64 runqueues_offset;
+	__u64 current_task_offset;
+	__u64 preempt_count_offset;
+	__u64 current_task; // read where current_task is on this CPU
+	__u64 task; // the task that ran the program: the same, if right
+	__u32 preempt_count;
+	__u32 unused;
 };
 
 // The two clocks read at once, by the loader's run of read_clock: where

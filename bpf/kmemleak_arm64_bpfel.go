@@ -51,7 +51,7 @@ type KmemleakCounters struct {
 	LastFree       uint64
 	NotedCache     uint64
 	Fence          uint64
-	Frame          uint64
+	Scratch        uint64
 }
 
 type KmemleakExited struct {
@@ -63,6 +63,7 @@ type KmemleakExited struct {
 
 type KmemleakIrqState struct {
 	_       structs.HostLayout
+	Softirq uint32
 	Hardirq uint32
 }
 
@@ -113,6 +114,17 @@ type KmemleakObject struct {
 	Context      uint8
 	Unused       uint8
 	Seq          uint32
+}
+
+type KmemleakPercpuCheck struct {
+	_                  structs.HostLayout
+	RunqueuesOffset    uint64
+	CurrentTaskOffset  uint64
+	PreemptCountOffset uint64
+	CurrentTask        uint64
+	Task               uint64
+	PreemptCount       uint32
+	Unused             uint32
 }
 
 type KmemleakRunContext uint32
@@ -174,76 +186,82 @@ type KmemleakYoungSlot struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	KmemleakMapCaches            = "caches"
-	KmemleakMapClock             = "clock"
-	KmemleakMapExits             = "exits"
-	KmemleakMapIrqStates         = "irq_states"
-	KmemleakMapKmallocSkip       = "kmalloc_skip"
-	KmemleakMapLive              = "live"
-	KmemleakMapLivePages         = "live_pages"
-	KmemleakMapLivePercpu        = "live_percpu"
-	KmemleakMapPending           = "pending"
-	KmemleakMapStackSites        = "stack_sites"
-	KmemleakMapStacks            = "stacks"
-	KmemleakMapStats             = "stats"
-	KmemleakMapYoung             = "young"
-	KmemleakProgBtfKmallocAlloc  = "btf_kmalloc_alloc"
-	KmemleakProgBtfKmallocFree   = "btf_kmalloc_free"
-	KmemleakProgBtfKmallocFreeBk = "btf_kmalloc_free_bk"
-	KmemleakProgBtfPageAlloc     = "btf_page_alloc"
-	KmemleakProgBtfPageFree      = "btf_page_free"
-	KmemleakProgBtfPageFreeBk    = "btf_page_free_bk"
-	KmemleakProgBtfPercpuAlloc   = "btf_percpu_alloc"
-	KmemleakProgBtfPercpuFree    = "btf_percpu_free"
-	KmemleakProgBtfSlabAlloc     = "btf_slab_alloc"
-	KmemleakProgBtfSlabFree      = "btf_slab_free"
-	KmemleakProgBtfSlabFreeBk    = "btf_slab_free_bk"
-	KmemleakProgHardirqEntry     = "hardirq_entry"
-	KmemleakProgHardirqExit      = "hardirq_exit"
-	KmemleakProgKpAllocEntry     = "kp_alloc_entry"
-	KmemleakProgKpAllocReturn    = "kp_alloc_return"
-	KmemleakProgKpFreeBulk       = "kp_free_bulk"
-	KmemleakProgKpKmallocFree    = "kp_kmalloc_free"
-	KmemleakProgKpSlabFree       = "kp_slab_free"
-	KmemleakProgProcessExit      = "process_exit"
-	KmemleakProgRawKmallocAlloc  = "raw_kmalloc_alloc"
-	KmemleakProgRawKmallocFree   = "raw_kmalloc_free"
-	KmemleakProgRawKmallocFreeBk = "raw_kmalloc_free_bk"
-	KmemleakProgRawPageAlloc     = "raw_page_alloc"
-	KmemleakProgRawPageFree      = "raw_page_free"
-	KmemleakProgRawPageFreeBk    = "raw_page_free_bk"
-	KmemleakProgRawPercpuAlloc   = "raw_percpu_alloc"
-	KmemleakProgRawPercpuFree    = "raw_percpu_free"
-	KmemleakProgRawSlabAlloc     = "raw_slab_alloc"
-	KmemleakProgRawSlabFree      = "raw_slab_free"
-	KmemleakProgRawSlabFreeAny   = "raw_slab_free_any"
-	KmemleakProgRawSlabFreeBk    = "raw_slab_free_bk"
-	KmemleakProgRcuBatchFree     = "rcu_batch_free"
-	KmemleakProgReadClock        = "read_clock"
-	KmemleakProgTpKmallocAlloc   = "tp_kmalloc_alloc"
-	KmemleakProgTpKmallocFree    = "tp_kmalloc_free"
-	KmemleakProgTpPageAlloc      = "tp_page_alloc"
-	KmemleakProgTpPageFree       = "tp_page_free"
-	KmemleakProgTpPercpuAlloc    = "tp_percpu_alloc"
-	KmemleakProgTpPercpuFree     = "tp_percpu_free"
-	KmemleakProgTpSlabAlloc      = "tp_slab_alloc"
-	KmemleakProgTpSlabFree       = "tp_slab_free"
-	KmemleakVarAttribution       = "attribution"
-	KmemleakVarIgnoreTgid        = "ignore_tgid"
-	KmemleakVarKfreeRcuMonitorFn = "kfree_rcu_monitor_fn"
-	KmemleakVarKfreeRcuWorkFn    = "kfree_rcu_work_fn"
-	KmemleakVarKmallocMinSize    = "kmalloc_min_size"
-	KmemleakVarLiveBuckets       = "live_buckets"
-	KmemleakVarLivePagesBuckets  = "live_pages_buckets"
-	KmemleakVarLivePercpuBuckets = "live_percpu_buckets"
-	KmemleakVarMaxSize           = "max_size"
-	KmemleakVarMinSize           = "min_size"
-	KmemleakVarSampleBelow       = "sample_below"
-	KmemleakVarStackSampleRate   = "stack_sample_rate"
-	KmemleakVarStackTraces       = "stack_traces"
-	KmemleakVarTimeInJiffies     = "time_in_jiffies"
-	KmemleakVarUnusedSharedEnums = "unused_shared_enums"
-	KmemleakVarYoungSlots        = "young_slots"
+	KmemleakMapCaches             = "caches"
+	KmemleakMapClock              = "clock"
+	KmemleakMapExits              = "exits"
+	KmemleakMapIrqStates          = "irq_states"
+	KmemleakMapKmallocSkip        = "kmalloc_skip"
+	KmemleakMapLive               = "live"
+	KmemleakMapLivePages          = "live_pages"
+	KmemleakMapLivePercpu         = "live_percpu"
+	KmemleakMapPending            = "pending"
+	KmemleakMapPercpu             = "percpu"
+	KmemleakMapStackSites         = "stack_sites"
+	KmemleakMapStacks             = "stacks"
+	KmemleakMapStats              = "stats"
+	KmemleakMapYoung              = "young"
+	KmemleakProgBtfKmallocAlloc   = "btf_kmalloc_alloc"
+	KmemleakProgBtfKmallocFree    = "btf_kmalloc_free"
+	KmemleakProgBtfKmallocFreeBk  = "btf_kmalloc_free_bk"
+	KmemleakProgBtfPageAlloc      = "btf_page_alloc"
+	KmemleakProgBtfPageFree       = "btf_page_free"
+	KmemleakProgBtfPageFreeBk     = "btf_page_free_bk"
+	KmemleakProgBtfPercpuAlloc    = "btf_percpu_alloc"
+	KmemleakProgBtfPercpuFree     = "btf_percpu_free"
+	KmemleakProgBtfSlabAlloc      = "btf_slab_alloc"
+	KmemleakProgBtfSlabFree       = "btf_slab_free"
+	KmemleakProgBtfSlabFreeBk     = "btf_slab_free_bk"
+	KmemleakProgHardirqEntry      = "hardirq_entry"
+	KmemleakProgHardirqExit       = "hardirq_exit"
+	KmemleakProgKpAllocEntry      = "kp_alloc_entry"
+	KmemleakProgKpAllocReturn     = "kp_alloc_return"
+	KmemleakProgKpFreeBulk        = "kp_free_bulk"
+	KmemleakProgKpKmallocFree     = "kp_kmalloc_free"
+	KmemleakProgKpSlabFree        = "kp_slab_free"
+	KmemleakProgProcessExit       = "process_exit"
+	KmemleakProgRawKmallocAlloc   = "raw_kmalloc_alloc"
+	KmemleakProgRawKmallocFree    = "raw_kmalloc_free"
+	KmemleakProgRawKmallocFreeBk  = "raw_kmalloc_free_bk"
+	KmemleakProgRawPageAlloc      = "raw_page_alloc"
+	KmemleakProgRawPageFree       = "raw_page_free"
+	KmemleakProgRawPageFreeBk     = "raw_page_free_bk"
+	KmemleakProgRawPercpuAlloc    = "raw_percpu_alloc"
+	KmemleakProgRawPercpuFree     = "raw_percpu_free"
+	KmemleakProgRawSlabAlloc      = "raw_slab_alloc"
+	KmemleakProgRawSlabFree       = "raw_slab_free"
+	KmemleakProgRawSlabFreeAny    = "raw_slab_free_any"
+	KmemleakProgRawSlabFreeBk     = "raw_slab_free_bk"
+	KmemleakProgRcuBatchFree      = "rcu_batch_free"
+	KmemleakProgReadClock         = "read_clock"
+	KmemleakProgReadPercpu        = "read_percpu"
+	KmemleakProgSoftirqEntry      = "softirq_entry"
+	KmemleakProgSoftirqExit       = "softirq_exit"
+	KmemleakProgTpKmallocAlloc    = "tp_kmalloc_alloc"
+	KmemleakProgTpKmallocFree     = "tp_kmalloc_free"
+	KmemleakProgTpPageAlloc       = "tp_page_alloc"
+	KmemleakProgTpPageFree        = "tp_page_free"
+	KmemleakProgTpPercpuAlloc     = "tp_percpu_alloc"
+	KmemleakProgTpPercpuFree      = "tp_percpu_free"
+	KmemleakProgTpSlabAlloc       = "tp_slab_alloc"
+	KmemleakProgTpSlabFree        = "tp_slab_free"
+	KmemleakVarAttribution        = "attribution"
+	KmemleakVarIgnoreTgid         = "ignore_tgid"
+	KmemleakVarKfreeRcuMonitorFn  = "kfree_rcu_monitor_fn"
+	KmemleakVarKfreeRcuWorkFn     = "kfree_rcu_work_fn"
+	KmemleakVarKmallocMinSize     = "kmalloc_min_size"
+	KmemleakVarLiveBuckets        = "live_buckets"
+	KmemleakVarLivePagesBuckets   = "live_pages_buckets"
+	KmemleakVarLivePercpuBuckets  = "live_percpu_buckets"
+	KmemleakVarMaxSize            = "max_size"
+	KmemleakVarMinSize            = "min_size"
+	KmemleakVarPreemptCountOffset = "preempt_count_offset"
+	KmemleakVarRunqueuesOffset    = "runqueues_offset"
+	KmemleakVarSampleBelow        = "sample_below"
+	KmemleakVarStackSampleRate    = "stack_sample_rate"
+	KmemleakVarStackTraces        = "stack_traces"
+	KmemleakVarTimeInJiffies      = "time_in_jiffies"
+	KmemleakVarUnusedSharedEnums  = "unused_shared_enums"
+	KmemleakVarYoungSlots         = "young_slots"
 )
 
 // LoadKmemleak returns the embedded CollectionSpec for Kmemleak.
@@ -321,6 +339,9 @@ type KmemleakProgramSpecs struct {
 	RawSlabFreeBk    *ebpf.ProgramSpec `ebpf:"raw_slab_free_bk"`
 	RcuBatchFree     *ebpf.ProgramSpec `ebpf:"rcu_batch_free"`
 	ReadClock        *ebpf.ProgramSpec `ebpf:"read_clock"`
+	ReadPercpu       *ebpf.ProgramSpec `ebpf:"read_percpu"`
+	SoftirqEntry     *ebpf.ProgramSpec `ebpf:"softirq_entry"`
+	SoftirqExit      *ebpf.ProgramSpec `ebpf:"softirq_exit"`
 	TpKmallocAlloc   *ebpf.ProgramSpec `ebpf:"tp_kmalloc_alloc"`
 	TpKmallocFree    *ebpf.ProgramSpec `ebpf:"tp_kmalloc_free"`
 	TpPageAlloc      *ebpf.ProgramSpec `ebpf:"tp_page_alloc"`
@@ -344,6 +365,7 @@ type KmemleakMapSpecs struct {
 	LivePages   *ebpf.MapSpec `ebpf:"live_pages"`
 	LivePercpu  *ebpf.MapSpec `ebpf:"live_percpu"`
 	Pending     *ebpf.MapSpec `ebpf:"pending"`
+	Percpu      *ebpf.MapSpec `ebpf:"percpu"`
 	StackSites  *ebpf.MapSpec `ebpf:"stack_sites"`
 	Stacks      *ebpf.MapSpec `ebpf:"stacks"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
@@ -354,22 +376,24 @@ type KmemleakMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type KmemleakVariableSpecs struct {
-	Attribution       *ebpf.VariableSpec `ebpf:"attribution"`
-	IgnoreTgid        *ebpf.VariableSpec `ebpf:"ignore_tgid"`
-	KfreeRcuMonitorFn *ebpf.VariableSpec `ebpf:"kfree_rcu_monitor_fn"`
-	KfreeRcuWorkFn    *ebpf.VariableSpec `ebpf:"kfree_rcu_work_fn"`
-	KmallocMinSize    *ebpf.VariableSpec `ebpf:"kmalloc_min_size"`
-	LiveBuckets       *ebpf.VariableSpec `ebpf:"live_buckets"`
-	LivePagesBuckets  *ebpf.VariableSpec `ebpf:"live_pages_buckets"`
-	LivePercpuBuckets *ebpf.VariableSpec `ebpf:"live_percpu_buckets"`
-	MaxSize           *ebpf.VariableSpec `ebpf:"max_size"`
-	MinSize           *ebpf.VariableSpec `ebpf:"min_size"`
-	SampleBelow       *ebpf.VariableSpec `ebpf:"sample_below"`
-	StackSampleRate   *ebpf.VariableSpec `ebpf:"stack_sample_rate"`
-	StackTraces       *ebpf.VariableSpec `ebpf:"stack_traces"`
-	TimeInJiffies     *ebpf.VariableSpec `ebpf:"time_in_jiffies"`
-	UnusedSharedEnums *ebpf.VariableSpec `ebpf:"unused_shared_enums"`
-	YoungSlots        *ebpf.VariableSpec `ebpf:"young_slots"`
+	Attribution        *ebpf.VariableSpec `ebpf:"attribution"`
+	IgnoreTgid         *ebpf.VariableSpec `ebpf:"ignore_tgid"`
+	KfreeRcuMonitorFn  *ebpf.VariableSpec `ebpf:"kfree_rcu_monitor_fn"`
+	KfreeRcuWorkFn     *ebpf.VariableSpec `ebpf:"kfree_rcu_work_fn"`
+	KmallocMinSize     *ebpf.VariableSpec `ebpf:"kmalloc_min_size"`
+	LiveBuckets        *ebpf.VariableSpec `ebpf:"live_buckets"`
+	LivePagesBuckets   *ebpf.VariableSpec `ebpf:"live_pages_buckets"`
+	LivePercpuBuckets  *ebpf.VariableSpec `ebpf:"live_percpu_buckets"`
+	MaxSize            *ebpf.VariableSpec `ebpf:"max_size"`
+	MinSize            *ebpf.VariableSpec `ebpf:"min_size"`
+	PreemptCountOffset *ebpf.VariableSpec `ebpf:"preempt_count_offset"`
+	RunqueuesOffset    *ebpf.VariableSpec `ebpf:"runqueues_offset"`
+	SampleBelow        *ebpf.VariableSpec `ebpf:"sample_below"`
+	StackSampleRate    *ebpf.VariableSpec `ebpf:"stack_sample_rate"`
+	StackTraces        *ebpf.VariableSpec `ebpf:"stack_traces"`
+	TimeInJiffies      *ebpf.VariableSpec `ebpf:"time_in_jiffies"`
+	UnusedSharedEnums  *ebpf.VariableSpec `ebpf:"unused_shared_enums"`
+	YoungSlots         *ebpf.VariableSpec `ebpf:"young_slots"`
 }
 
 // KmemleakObjects contains all objects after they have been loaded into the kernel.
@@ -401,6 +425,7 @@ type KmemleakMaps struct {
 	LivePages   *ebpf.Map `ebpf:"live_pages"`
 	LivePercpu  *ebpf.Map `ebpf:"live_percpu"`
 	Pending     *ebpf.Map `ebpf:"pending"`
+	Percpu      *ebpf.Map `ebpf:"percpu"`
 	StackSites  *ebpf.Map `ebpf:"stack_sites"`
 	Stacks      *ebpf.Map `ebpf:"stacks"`
 	Stats       *ebpf.Map `ebpf:"stats"`
@@ -418,6 +443,7 @@ func (m *KmemleakMaps) Close() error {
 		m.LivePages,
 		m.LivePercpu,
 		m.Pending,
+		m.Percpu,
 		m.StackSites,
 		m.Stacks,
 		m.Stats,
@@ -429,22 +455,24 @@ func (m *KmemleakMaps) Close() error {
 //
 // It can be passed to LoadKmemleakObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KmemleakVariables struct {
-	Attribution       *ebpf.Variable `ebpf:"attribution"`
-	IgnoreTgid        *ebpf.Variable `ebpf:"ignore_tgid"`
-	KfreeRcuMonitorFn *ebpf.Variable `ebpf:"kfree_rcu_monitor_fn"`
-	KfreeRcuWorkFn    *ebpf.Variable `ebpf:"kfree_rcu_work_fn"`
-	KmallocMinSize    *ebpf.Variable `ebpf:"kmalloc_min_size"`
-	LiveBuckets       *ebpf.Variable `ebpf:"live_buckets"`
-	LivePagesBuckets  *ebpf.Variable `ebpf:"live_pages_buckets"`
-	LivePercpuBuckets *ebpf.Variable `ebpf:"live_percpu_buckets"`
-	MaxSize           *ebpf.Variable `ebpf:"max_size"`
-	MinSize           *ebpf.Variable `ebpf:"min_size"`
-	SampleBelow       *ebpf.Variable `ebpf:"sample_below"`
-	StackSampleRate   *ebpf.Variable `ebpf:"stack_sample_rate"`
-	StackTraces       *ebpf.Variable `ebpf:"stack_traces"`
-	TimeInJiffies     *ebpf.Variable `ebpf:"time_in_jiffies"`
-	UnusedSharedEnums *ebpf.Variable `ebpf:"unused_shared_enums"`
-	YoungSlots        *ebpf.Variable `ebpf:"young_slots"`
+	Attribution        *ebpf.Variable `ebpf:"attribution"`
+	IgnoreTgid         *ebpf.Variable `ebpf:"ignore_tgid"`
+	KfreeRcuMonitorFn  *ebpf.Variable `ebpf:"kfree_rcu_monitor_fn"`
+	KfreeRcuWorkFn     *ebpf.Variable `ebpf:"kfree_rcu_work_fn"`
+	KmallocMinSize     *ebpf.Variable `ebpf:"kmalloc_min_size"`
+	LiveBuckets        *ebpf.Variable `ebpf:"live_buckets"`
+	LivePagesBuckets   *ebpf.Variable `ebpf:"live_pages_buckets"`
+	LivePercpuBuckets  *ebpf.Variable `ebpf:"live_percpu_buckets"`
+	MaxSize            *ebpf.Variable `ebpf:"max_size"`
+	MinSize            *ebpf.Variable `ebpf:"min_size"`
+	PreemptCountOffset *ebpf.Variable `ebpf:"preempt_count_offset"`
+	RunqueuesOffset    *ebpf.Variable `ebpf:"runqueues_offset"`
+	SampleBelow        *ebpf.Variable `ebpf:"sample_below"`
+	StackSampleRate    *ebpf.Variable `ebpf:"stack_sample_rate"`
+	StackTraces        *ebpf.Variable `ebpf:"stack_traces"`
+	TimeInJiffies      *ebpf.Variable `ebpf:"time_in_jiffies"`
+	UnusedSharedEnums  *ebpf.Variable `ebpf:"unused_shared_enums"`
+	YoungSlots         *ebpf.Variable `ebpf:"young_slots"`
 }
 
 // KmemleakPrograms contains all programs after they have been loaded into the kernel.
@@ -484,6 +512,9 @@ type KmemleakPrograms struct {
 	RawSlabFreeBk    *ebpf.Program `ebpf:"raw_slab_free_bk"`
 	RcuBatchFree     *ebpf.Program `ebpf:"rcu_batch_free"`
 	ReadClock        *ebpf.Program `ebpf:"read_clock"`
+	ReadPercpu       *ebpf.Program `ebpf:"read_percpu"`
+	SoftirqEntry     *ebpf.Program `ebpf:"softirq_entry"`
+	SoftirqExit      *ebpf.Program `ebpf:"softirq_exit"`
 	TpKmallocAlloc   *ebpf.Program `ebpf:"tp_kmalloc_alloc"`
 	TpKmallocFree    *ebpf.Program `ebpf:"tp_kmalloc_free"`
 	TpPageAlloc      *ebpf.Program `ebpf:"tp_page_alloc"`
@@ -529,6 +560,9 @@ func (p *KmemleakPrograms) Close() error {
 		p.RawSlabFreeBk,
 		p.RcuBatchFree,
 		p.ReadClock,
+		p.ReadPercpu,
+		p.SoftirqEntry,
+		p.SoftirqExit,
 		p.TpKmallocAlloc,
 		p.TpKmallocFree,
 		p.TpPageAlloc,

@@ -84,7 +84,13 @@ func Open(opts Options) (_ *Tracker, err error) {
 	if !opts.IgnoreBulkFrees && kernel.kprobes() != nil {
 		rcuBatches, rcuErr = findRCUBatchFunctions(kernel)
 	}
-	live, err := configure(specs, pl, opts, clock, rcuBatches)
+	var preempt preemptCount
+	if opts.Attribution && runtime.GOARCH == "amd64" {
+		if preempt, err = preemptCountOf(specs); err != nil {
+			opts.Logger.Info("Telling softirqs and interrupts by programs on the irq tracepoints, two runs each: the preempt count could not be found", zap.Error(err))
+		}
+	}
+	live, err := configure(specs, pl, opts, clock, rcuBatches, preempt)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +111,7 @@ func Open(opts Options) (_ *Tracker, err error) {
 		t.hookBulkFrees(l, pl, kernel, rcuErr, opts.Logger)
 	}
 	if opts.Attribution {
-		if err := t.attachAttribution(l, &specs.KmemleakProgramSpecs); err != nil {
+		if err := t.attachAttribution(l, attributionPrograms(&specs.KmemleakProgramSpecs, runtime.GOARCH == "arm64" || preempt.known())); err != nil {
 			return nil, err
 		}
 	}
@@ -154,7 +160,7 @@ func checkEnvironment() error {
 
 // configure writes the options into the object's constants and sizes its
 // maps. It returns the live map of each allocator.
-func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.Clock, rcuBatches map[string]uint64) (map[kmem.Allocator]*ebpf.MapSpec, error) {
+func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.Clock, rcuBatches map[string]uint64, preempt preemptCount) (map[kmem.Allocator]*ebpf.MapSpec, error) {
 	v := &specs.KmemleakVariableSpecs
 	if err := errors.Join(
 		v.KfreeRcuMonitorFn.Set(rcuBatches["kfree_rcu_monitor"]),
@@ -168,6 +174,8 @@ func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.
 		v.IgnoreTgid.Set(opts.IgnoreTgid),
 		v.Attribution.Set(opts.Attribution),
 		v.KmallocMinSize.Set(kmallocMinSize(slabCachesDir, slabinfo.Path)),
+		v.PreemptCountOffset.Set(preempt.count),
+		v.RunqueuesOffset.Set(preempt.runqueues),
 	); err != nil {
 		return nil, fmt.Errorf("setting the probes' constants: %w", err)
 	}
@@ -424,37 +432,35 @@ func (t *Tracker) loadOne(l *loader, at attachment) (*ebpf.Program, error) {
 }
 
 // attachAttribution attaches what attribution needs besides the
-// allocation probes: on x86-64 the programs that tell hard interrupt
-// handlers (exit first, see the probes), and everywhere the one that
-// records the processes that end.
-func (t *Tracker) attachAttribution(l *loader, progs *bpf.KmemleakProgramSpecs) error {
-	todo := attributionPrograms(progs, runtime.GOARCH)
+// allocation probes (attributionPrograms).
+func (t *Tracker) attachAttribution(l *loader, todo []attachment) error {
 	loaded, links, err := l.load(todo)
 	if err != nil {
 		return fmt.Errorf("attribution: %w (attribution: false turns it off)", err)
 	}
 	for _, at := range todo {
 		t.attribution = append(t.attribution, loaded[at.program])
+		if at.event == "sched_process_exit" {
+			t.exits = loaded[at.program]
+		}
 	}
-	t.exits = loaded[progs.ProcessExit]
 	t.links = append(t.links, links...)
 	return nil
 }
 
-// attributionPrograms are the programs attribution attaches on the
-// architecture arch. The probes tell softirqs with no program on an irq
-// tracepoint (interrupt_context in bpf/kmemleak.bpf.c), and on arm64 hard
-// interrupts too, from the preempt count in the task's thread_info; x86-64
-// keeps its preempt count where a program cannot read it on every kernel,
-// so a flag set around interrupt handlers tells those, at two programs a
-// handler, far fewer than softirqs.
-func attributionPrograms(progs *bpf.KmemleakProgramSpecs, arch string) []attachment {
+// attributionPrograms are the programs attribution attaches: the one that
+// records the processes that end and, where the probes cannot read the
+// preempt count (preemptCount), the four that tell softirqs and interrupt
+// handlers by flags, exits first (see the probes).
+func attributionPrograms(progs *bpf.KmemleakProgramSpecs, readsPreemptCount bool) []attachment {
 	exits := attachment{program: progs.ProcessExit, mode: kmem.ModeRawTP, group: "sched", event: "sched_process_exit"}
-	if arch == "arm64" {
+	if readsPreemptCount {
 		return []attachment{exits}
 	}
 	return []attachment{
+		{program: progs.SoftirqExit, mode: kmem.ModeRawTP, group: "irq", event: "softirq_exit"},
 		{program: progs.HardirqExit, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_exit"},
+		{program: progs.SoftirqEntry, mode: kmem.ModeRawTP, group: "irq", event: "softirq_entry"},
 		{program: progs.HardirqEntry, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_entry"},
 		exits,
 	}

@@ -38,19 +38,23 @@ func pinToCPU(cpu int) (unpin func(), err error) {
 	}, nil
 }
 
-// Softirqs are told with no program on their tracepoints (the probes read
-// the preempt count on arm64, and where they run on x86-64): attribution
-// attaches the interrupt handlers' pair on x86-64 only, exits first, and
-// the process exits everywhere.
+// Where the probes read the preempt count (arm64 always, x86-64 where its
+// offsets were found), attribution attaches only the program that records
+// process exits; elsewhere also the four that tell softirqs and interrupt
+// handlers, exits first.
 func TestAttributionPrograms(t *testing.T) {
 	progs := &testSpecs(t).KmemleakProgramSpecs
-	names := func(arch string) []string {
+	names := func(readsPreemptCount bool) []string {
 		var out []string
-		for _, at := range attributionPrograms(progs, arch) {
+		for _, at := range attributionPrograms(progs, readsPreemptCount) {
 			out = append(out, at.program.Name+"@"+at.String())
 		}
 		return out
 	}
-	assert.Equal(t, []string{"hardirq_exit@irq:irq_handler_exit", "hardirq_entry@irq:irq_handler_entry", "process_exit@sched:sched_process_exit"}, names("amd64"))
-	assert.Equal(t, []string{"process_exit@sched:sched_process_exit"}, names("arm64"))
+	assert.Equal(t, []string{"process_exit@sched:sched_process_exit"}, names(true))
+	assert.Equal(t, []string{
+		"softirq_exit@irq:softirq_exit", "hardirq_exit@irq:irq_handler_exit",
+		"softirq_entry@irq:softirq_entry", "hardirq_entry@irq:irq_handler_entry",
+		"process_exit@sched:sched_process_exit",
+	}, names(false))
 }
