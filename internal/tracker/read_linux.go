@@ -156,18 +156,7 @@ func (t *Tracker) counters() (map[kmem.Allocator]kmem.Counters, error) {
 		if err := t.maps.Stats.Lookup(bpfAllocators[a], &perCPU); err != nil {
 			return nil, fmt.Errorf("reading %s counters: %w", a, err)
 		}
-		var sum kmem.Counters
-		for _, c := range perCPU {
-			sum.Allocs += c.Allocs
-			sum.Frees += c.Frees
-			sum.UntrackedFrees += c.UntrackedFrees
-			sum.Dropped += c.Dropped
-			sum.StackErrors += c.StackErrors
-			sum.RecoveredFrees += c.RecoveredFrees
-			sum.MissedFrees += c.MissedFrees
-			sum.Promoted += c.Promoted
-			sum.Raced += c.Raced
-		}
+		sum := SumCounters(perCPU)
 		for _, p := range at.programs {
 			stats, err := p.Stats()
 			if err != nil {
@@ -181,6 +170,24 @@ func (t *Tracker) counters() (map[kmem.Allocator]kmem.Counters, error) {
 		out[a] = sum
 	}
 	return out, nil
+}
+
+// SumCounters adds up the probes' counters of one allocator over the CPUs
+// (the stats map's per-CPU values).
+func SumCounters(perCPU []bpf.KmemleakCounters) kmem.Counters {
+	var sum kmem.Counters
+	for _, c := range perCPU {
+		sum.Allocs += c.Allocs
+		sum.Frees += c.Frees
+		sum.UntrackedFrees += c.UntrackedFrees
+		sum.Dropped += c.Dropped
+		sum.StackErrors += c.StackErrors
+		sum.RecoveredFrees += c.RecoveredFrees
+		sum.MissedFrees += c.MissedFrees
+		sum.Promoted += c.Promoted
+		sum.Raced += c.Raced
+	}
+	return sum
 }
 
 // readCaches reads the slab caches the probes have seen: a few hundred
