@@ -19,7 +19,8 @@
 // inserts it into the live table and only then reads the flags (with a
 // full barrier between); a free that finds it in neither place flags
 // YOUNG_FREED if the move is under way (then the mover deletes what it
-// inserted), else looks in the live table again after a full barrier.
+// inserted), else looks in the live table (on arm64 twice, the second time
+// after a full barrier).
 struct young {
 	void *map;
 	__u32 slots;
@@ -127,7 +128,7 @@ static __always_inline enum young_insertion young_insert(struct young y, __u64 k
 
 // young_delete removes the object at key from the young area or the live
 // table, wherever it is, and says whether it was tracked. fence is a word
-// of the CPU's own, exchanged for its full barrier.
+// of the CPU's own, exchanged for its full barrier (arm64).
 static __always_inline bool young_delete(struct young y, __u64 key, __u64 *fence)
 {
 	struct young_slot *s = young_address(key) ? young_slot_of(y, key) : NULL;
@@ -146,14 +147,22 @@ static __always_inline bool young_delete(struct young y, __u64 key, __u64 *fence
 	}
 	if (live_delete(key))
 		return true;
+#if defined(__TARGET_ARCH_x86)
+	// Not tracked: x86-64 keeps loads in order, so the look above came
+	// after the read of the key, and saw the insert of any move that the
+	// read found past YOUNG_PROMOTING (the mover's exchange made it
+	// visible first).
+	return false;
+#else
 	if (!s)
 		return false;
 	// Not found: not tracked, or moved into the live table so recently
-	// that the reads above may not see it (arm64 orders no load after
-	// another by itself). After a full barrier, any move whose slot this
-	// free saw past YOUNG_PROMOTING has its insert visible.
+	// that the look above may not have seen it (arm64 may do a load before
+	// an earlier one). After a full barrier, any move whose slot this free
+	// saw past YOUNG_PROMOTING has its insert visible.
 	__sync_lock_test_and_set(fence, 0);
 	return live_delete(key);
+#endif
 }
 
 // young_find returns the record of the object at key in the young area,
