@@ -97,7 +97,10 @@ func exchangePipes(t *testing.T, d time.Duration) int64 {
 	handoff := [2]chan [][2]int{make(chan [][2]int, 4), make(chan [][2]int, 4)}
 	var opened atomic.Int64
 	var wg sync.WaitGroup
-	stop := time.Now().Add(d)
+	// Once closed, a thread stops, and one that cannot hand its last batch
+	// over (the other stopped) closes it itself.
+	stop := make(chan struct{})
+	time.AfterFunc(d, func() { close(stop) })
 	for cpu := range 2 {
 		wg.Go(func() {
 			unpin, err := pinToCPU(cpu)
@@ -107,7 +110,7 @@ func exchangePipes(t *testing.T, d time.Duration) int64 {
 			}
 			defer unpin()
 			mine, other := handoff[cpu], handoff[1-cpu]
-			for time.Now().Before(stop) {
+			for stopped := false; !stopped; {
 				pipes := make([][2]int, 0, batch)
 				for range batch {
 					var p [2]int
@@ -125,6 +128,9 @@ func exchangePipes(t *testing.T, d time.Duration) int64 {
 						sent = true
 					case theirs := <-mine:
 						kerneltest.ClosePipes(theirs)
+					case <-stop:
+						kerneltest.ClosePipes(pipes)
+						sent, stopped = true, true
 					}
 				}
 			}
