@@ -270,21 +270,15 @@ func probeCounters(before []heldObject) (*ebpf.Map, error) {
 
 // slabCounters sums the slab and kmalloc counters of every CPU.
 func slabCounters(m *ebpf.Map) (kmem.Counters, error) {
-	var sum kmem.Counters
+	var all []bpf.KmemleakCounters
 	for _, a := range []bpf.KmemleakAllocator{bpf.KmemleakAllocatorALLOCATOR_SLAB, bpf.KmemleakAllocatorALLOCATOR_KMALLOC} {
 		var perCPU []bpf.KmemleakCounters
 		if err := m.Lookup(uint32(a), &perCPU); err != nil {
-			return sum, fmt.Errorf("reading the probes' counters: %w", err)
+			return kmem.Counters{}, fmt.Errorf("reading the probes' counters: %w", err)
 		}
-		c := tracker.SumCounters(perCPU)
-		sum.Allocs += c.Allocs
-		sum.Frees += c.Frees
-		sum.UntrackedFrees += c.UntrackedFrees
-		sum.MissedFrees += c.MissedFrees
-		sum.Promoted += c.Promoted
-		sum.Raced += c.Raced
+		all = append(all, perCPU...)
 	}
-	return sum, nil
+	return tracker.SumCounters(all), nil
 }
 
 // loadedProgram is one of the programs a row loaded.

@@ -122,31 +122,21 @@ func preemptCountOf(specs *bpf.KmemleakSpecs) (preemptCount, error) {
 // the task that ran the program, and a program run from a system call
 // runs in no interrupt.
 func checkPreemptCount(specs *bpf.KmemleakSpecs, p preemptCount) error {
-	spec := &ebpf.CollectionSpec{
-		Maps:     map[string]*ebpf.MapSpec{"percpu": specs.Percpu.Copy()},
-		Programs: map[string]*ebpf.ProgramSpec{"read_percpu": specs.ReadPercpu.Copy()},
-	}
-	var objs struct {
-		Percpu     *ebpf.Map     `ebpf:"percpu"`
-		ReadPercpu *ebpf.Program `ebpf:"read_percpu"`
-	}
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		return fmt.Errorf("loading read_percpu: %w", err)
-	}
-	defer func() {
-		// Only file descriptors, read from and done with.
-		_ = objs.Percpu.Close()
-		_ = objs.ReadPercpu.Close()
-	}()
 	check := bpf.KmemleakPercpuCheck{RunqueuesOffset: p.runqueues, CurrentTaskOffset: p.currentTask, PreemptCountOffset: p.count}
-	if err := objs.Percpu.Update(uint32(0), &check, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("writing read_percpu's offsets: %w", err)
-	}
-	if _, err := objs.ReadPercpu.Run(&ebpf.RunOptions{}); err != nil {
-		return fmt.Errorf("running read_percpu: %w", err)
-	}
-	if err := objs.Percpu.Lookup(uint32(0), &check); err != nil {
-		return fmt.Errorf("reading what read_percpu read: %w", err)
+	err := withTestRun(specs.Percpu, specs.ReadPercpu, func(percpu *ebpf.Map, read *ebpf.Program) error {
+		if err := percpu.Update(uint32(0), &check, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("writing read_percpu's offsets: %w", err)
+		}
+		if _, err := read.Run(&ebpf.RunOptions{}); err != nil {
+			return fmt.Errorf("running read_percpu: %w", err)
+		}
+		if err := percpu.Lookup(uint32(0), &check); err != nil {
+			return fmt.Errorf("reading what read_percpu read: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return checkedPreemptCount(&check)
 }

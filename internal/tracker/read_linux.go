@@ -172,8 +172,8 @@ func (t *Tracker) counters() (map[kmem.Allocator]kmem.Counters, error) {
 	return out, nil
 }
 
-// SumCounters adds up the probes' counters of one allocator over the CPUs
-// (the stats map's per-CPU values).
+// SumCounters adds up per-CPU values of the probes' counters (of one
+// allocator, or more).
 func SumCounters(perCPU []bpf.KmemleakCounters) kmem.Counters {
 	var sum kmem.Counters
 	for _, c := range perCPU {
