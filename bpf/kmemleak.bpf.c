@@ -15,6 +15,7 @@
 
 #include "kmemleak.h"
 #include "livetable.bpf.h"
+#include "young.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -79,6 +80,21 @@ struct live_table live_percpu SEC(".maps");
 const volatile __u32 live_buckets = 1;
 const volatile __u32 live_pages_buckets = 1;
 const volatile __u32 live_percpu_buckets = 1;
+
+// The young area in front of live (struct young_slot), a slot an element,
+// read by user space in place as the live tables are; sized by the loader.
+// Pages and percpu objects go straight to their tables: their keys need
+// not be aligned (a PFN, a percpu offset), and they are not what a busy
+// server churns through.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct young_slot);
+} young SEC(".maps");
+
+const volatile __u32 young_slots = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -174,13 +190,73 @@ static __always_inline void capture_stack(void *ctx, struct object *obj, struct 
 	obj->stack_id = id;
 }
 
-// Whether each CPU serves a softirq or a hard interrupt handler, as the
-// irq tracepoints below say: the preempt count, which says it, is a
-// per-CPU variable on x86-64 that only a typed ksym reaches, and those
-// need every kernel symbol in kallsyms (CONFIG_KALLSYMS_ALL), which not
-// every kernel has. Softirqs and interrupt handlers do not nest in their
-// own kind, so a flag each is enough. Not seen: interrupts without a
-// handler tracepoint (the local timer, IPIs), which seldom allocate.
+// What interrupt each CPU runs, as the kernel's preempt count says
+// (include/linux/preempt.h, the same since 5.x): hard interrupts and NMIs,
+// and softirqs served (not merely disabled), ksoftirqd's included. It is
+// read at each allocation, with no program on the irq tracepoints: a
+// server runs tens of thousands of softirqs a second, and two programs on
+// each cost more than what the context is for, the objects made in them
+// that survive.
+#define SOFTIRQ_OFFSET 0x100
+#define HARDIRQ_MASK 0x000f0000
+#define NMI_MASK 0x00f00000
+
+// x86-64 keeps the preempt count in a per-CPU variable (__preempt_count,
+// pcpu_hot.preempt_count in 6.2 to 6.14), which a typed ksym would reach
+// only where kallsyms has every symbol (CONFIG_KALLSYMS_ALL, which not
+// every kernel has). The kernel's BTF gives its offset in the per-CPU
+// section instead, and that of the run queues, another per-CPU variable,
+// which the current task points to: a per-CPU variable's copy for this CPU
+// is where the run queue's is, moved by the difference of their offsets
+// (whether the section is linked at 0, as before 6.15, or not). The loader
+// sets both offsets once read_percpu has checked them on the running
+// kernel; 0 where it could not, and then the flags below tell the context.
+const volatile __u64 preempt_count_offset = 0;
+const volatile __u64 runqueues_offset = 0;
+
+// this_cpu_var returns the address of this CPU's copy of the per-CPU
+// variable at offset in the per-CPU section, given the run queues' offset.
+// scratch turns the run queue's pointer into a number: a privileged program
+// may store a pointer into a map value, and reads it back as one.
+static __always_inline __u64 this_cpu_var(struct task_struct *task, __u64 offset, __u64 runqueues, __u64 *scratch)
+{
+	*(volatile __u64 *)scratch = (__u64)task->se.cfs_rq->rq;
+	return *(volatile __u64 *)scratch - runqueues + offset;
+}
+
+// Run once by the loader on x86-64 (BPF_PROG_TEST_RUN), never attached:
+// checks the offsets found in the kernel's BTF. This CPU's current_task
+// must be the task that runs the program, and a program run from a system
+// call is in no interrupt.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct percpu_check);
+} percpu SEC(".maps");
+
+SEC("raw_tp")
+int read_percpu(void *ctx)
+{
+	__u32 zero = 0;
+	struct percpu_check *p = bpf_map_lookup_elem(&percpu, &zero);
+	if (!p)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 current_task = this_cpu_var(task, p->current_task_offset, p->runqueues_offset, &p->current_task);
+	__u64 preempt_count = this_cpu_var(task, p->preempt_count_offset, p->runqueues_offset, &p->current_task);
+	bpf_probe_read_kernel(&p->current_task, sizeof(p->current_task), (void *)current_task);
+	bpf_probe_read_kernel(&p->preempt_count, sizeof(p->preempt_count), (void *)preempt_count);
+	p->task = bpf_get_current_task();
+	return 0;
+}
+
+// Where the preempt count cannot be read (x86-64 kernels whose BTF lacks
+// what the offsets need), per-CPU flags set by four raw tracepoint
+// programs on the softirq and interrupt handler tracepoints say the
+// context. Softirqs and handlers do not nest in their own kind, so a flag
+// each is enough. Not seen: interrupts without a handler tracepoint (the
+// local timer, IPIs), which seldom allocate.
 struct irq_state {
 	__u32 softirq;
 	__u32 hardirq;
@@ -199,8 +275,8 @@ static __always_inline struct irq_state *this_cpu_irq_state(void)
 	return bpf_map_lookup_elem(&irq_states, &zero);
 }
 
-// Attached with attribution, the exits before the entries: an entry seen
-// without its exit would leave the flag set.
+// Attached only without the preempt count, the exits before the entries:
+// an entry seen without its exit would leave the flag set.
 SEC("raw_tp/softirq_entry")
 int softirq_entry(void *ctx)
 {
@@ -237,25 +313,56 @@ int hardirq_exit(void *ctx)
 	return 0;
 }
 
+// read_preempt_count reads the current CPU's preempt count into count, or
+// says it cannot.
+static __always_inline bool read_preempt_count(struct task_struct *task, struct counters *c, __u32 *count)
+{
+#if defined(__TARGET_ARCH_arm64)
+	// arm64 keeps it in the task's thread_info.
+	*count = task->thread_info.preempt.count;
+	return true;
+#else
+	if (!preempt_count_offset)
+		return false;
+	__u64 at = this_cpu_var(task, preempt_count_offset, runqueues_offset, &c->scratch);
+	return bpf_probe_read_kernel(count, sizeof(*count), (void *)at) == 0;
+#endif
+}
+
+// interrupt_context says whether an allocation runs in a hard interrupt (or
+// NMI), a softirq, or neither (CONTEXT_TASK).
+static __always_inline __u8 interrupt_context(struct task_struct *task, struct counters *c)
+{
+	__u32 count;
+	if (read_preempt_count(task, c, &count)) {
+		if (count & (HARDIRQ_MASK | NMI_MASK))
+			return CONTEXT_IRQ;
+		if (count & SOFTIRQ_OFFSET)
+			return CONTEXT_SOFTIRQ;
+		return CONTEXT_TASK;
+	}
+	struct irq_state *irq = this_cpu_irq_state();
+	if (irq && irq->hardirq)
+		return CONTEXT_IRQ;
+	if (irq && irq->softirq)
+		return CONTEXT_SOFTIRQ;
+	return CONTEXT_TASK;
+}
+
 #define PF_KTHREAD 0x00200000 // include/linux/sched.h, the same since 2.6
 
 // record_owner says who allocated obj: in interrupt context nobody, the
 // interrupted task being a bystander; else the task's process and cgroup.
-static __always_inline void record_owner(struct object *obj)
+static __always_inline void record_owner(struct object *obj, struct counters *c)
 {
-	struct irq_state *c = this_cpu_irq_state();
-	if (c && c->hardirq) {
-		obj->context = CONTEXT_IRQ;
-		return;
-	}
-	if (c && c->softirq) {
-		obj->context = CONTEXT_SOFTIRQ;
-		return;
-	}
 	struct task_struct *task = bpf_get_current_task_btf();
+	obj->context = interrupt_context(task, c);
+	if (obj->context != CONTEXT_TASK)
+		return;
 	obj->tgid = task->tgid;
 	obj->cgroup = task->cgroups->dfl_cgrp->kn->id;
-	obj->context = task->flags & PF_KTHREAD ? CONTEXT_KTHREAD : CONTEXT_TASK;
+	if (task->flags & PF_KTHREAD)
+		obj->context = CONTEXT_KTHREAD;
 }
 
 // sampled reports whether the object at key is one of the 1 in
@@ -287,10 +394,38 @@ static __always_inline struct table table_of(__u32 allocator)
 	return (struct table){&live, live_buckets};
 }
 
-static __always_inline void insert_object(__u32 allocator, __u64 key, struct object *obj, struct counters *c)
+// in_young_area says whether an allocator's objects go through the young
+// area: slab and kmalloc objects, whose table is live.
+static __always_inline bool in_young_area(__u32 allocator)
 {
-	obj->alloc_time = time_in_jiffies ? bpf_jiffies64() : bpf_ktime_get_ns();
-	switch (table_insert(table_of(allocator), key, obj)) {
+	return allocator == ALLOCATOR_SLAB || allocator == ALLOCATOR_KMALLOC;
+}
+
+static __always_inline struct young young_area(void)
+{
+	return (struct young){&young, young_slots};
+}
+
+// The live table behind the young area (young.bpf.h), as global functions:
+// the verifier checks each once per program rather than at every call, and
+// the code is not copied into each caller (the programs that read the
+// kfree_rcu batches call them in loops).
+__noinline int live_insert(__u64 key, const struct object *obj)
+{
+	if (!obj)
+		return INSERT_FULL;
+	return table_insert(table_of(ALLOCATOR_SLAB), key, obj);
+}
+
+__noinline int live_delete(__u64 key)
+{
+	return table_delete(table_of(ALLOCATOR_SLAB), key);
+}
+
+// count_insertion counts what an insertion into a live table did.
+static __always_inline void count_insertion(enum insertion r, struct counters *c)
+{
+	switch (r) {
 	case INSERT_NEW:
 		break;
 	case INSERT_REPLACED:
@@ -303,15 +438,66 @@ static __always_inline void insert_object(__u32 allocator, __u64 key, struct obj
 	}
 }
 
-static __always_inline bool delete_object(__u32 allocator, __u64 key)
+// count_promotion counts an object moved out of the young area, on its own
+// allocator's counters.
+static __always_inline void count_promotion(const struct promotion *p)
 {
+	if (!p->promoted)
+		return;
+	struct counters *pc = counters_of(p->allocator);
+	if (!pc)
+		return;
+	pc->promoted++;
+	count_insertion(p->inserted, pc);
+}
+
+// Every so many allocations into the young area (a power of two) look for
+// a stale entry of the address in the live table, which the young area
+// does not see: one left by an unseen free of an object moved there. The
+// live table replaces such an entry at once; here it goes within about as
+// many allocations at the address, at a thirty-second of the cost of
+// looking every time.
+#define STALE_CHECK_EVERY 32
+
+static __always_inline void insert_object(__u32 allocator, __u64 key, struct object *obj, struct counters *c)
+{
+	obj->alloc_time = time_in_jiffies ? bpf_jiffies64() : bpf_ktime_get_ns();
+	if (in_young_area(allocator)) {
+		struct promotion p = {};
+		switch (young_insert(young_area(), key, obj, &p)) {
+		case YOUNG_NEW:
+			count_promotion(&p);
+			if (c->allocs % STALE_CHECK_EVERY == 0 && live_delete(key))
+				c->missed_frees++;
+			return;
+		case YOUNG_REPLACED:
+			c->missed_frees++;
+			return;
+		case YOUNG_RACED:
+			c->raced++;
+			if (p.missed)
+				c->missed_frees++;
+			return;
+		case YOUNG_BUSY:
+			count_insertion(live_insert(key, obj), c);
+			return;
+		}
+	}
+	count_insertion(table_insert(table_of(allocator), key, obj), c);
+}
+
+static __always_inline bool delete_object(__u32 allocator, __u64 key, struct counters *c)
+{
+	if (in_young_area(allocator))
+		return young_delete(young_area(), key, &c->fence);
 	return table_delete(table_of(allocator), key);
 }
 
 // find_object returns the record of a live slab or kmalloc object, or NULL.
 static __always_inline struct object *find_object(__u64 key)
 {
-	return table_find(table_of(ALLOCATOR_SLAB), key);
+	struct object *obj = young_find(young_area(), key);
+	return obj ? obj : table_find(table_of(ALLOCATOR_SLAB), key);
 }
 
 static __always_inline bool size_tracked(__u32 bytes)
@@ -341,7 +527,7 @@ static __always_inline void track_alloc(void *ctx, __u64 key, __u64 call_site, _
 		.allocator = allocator,
 	};
 	if (attribution)
-		record_owner(&obj);
+		record_owner(&obj, c);
 	capture_stack(ctx, &obj, c);
 	insert_object(allocator, key, &obj, c);
 }
@@ -349,7 +535,7 @@ static __always_inline void track_alloc(void *ctx, __u64 key, __u64 call_site, _
 static __always_inline void track_free(__u64 key, __u32 allocator, struct counters *c)
 {
 	c->frees++;
-	if (!delete_object(allocator, key))
+	if (!delete_object(allocator, key, c))
 		c->untracked_frees++;
 }
 
@@ -445,10 +631,17 @@ static __always_inline void percpu_alloc(void *ctx, __u64 call_site, const void 
 // The kernel skips a tp_btf or raw_tp program when it is already running on
 // the CPU: a free from an interrupt that lands while the free program runs
 // is lost, and its object stays in `live` as a phantom leak. The guard is
-// per program, so each free tracepoint gets two copies: the primary tracks
-// every free it runs for and records the address; the backup, attached
-// after it, tracks a free only when the primary did not record that
-// address, that is when the primary was skipped.
+// per program, so each free tracepoint where that can happen gets two
+// copies: the primary tracks every free it runs for and records the
+// address; the backup, attached after it, tracks a free only when the
+// primary did not record that address, that is when the primary was
+// skipped. It can happen wherever the tracepoint fires with interrupts on:
+// kmem_cache_free and kfree (at the start of the free, in any context; the
+// softirqs that run when an interrupt ends free skbuffs and RCU callbacks'
+// objects) and mm_page_free. Not percpu_free_percpu, which free_percpu()
+// fires with pcpu_lock held, interrupts off (and NMIs free no percpu
+// memory): it has no backup, and its frees cost one program.
+
 // note_cache_free marks the cache of a slab free. Written once, then only
 // read, so the cache line is not bounced between CPUs. The CPU's counters,
 // when given, remember the cache it noted last, so a run of frees from one
@@ -618,14 +811,7 @@ int BPF_PROG(btf_percpu_alloc, unsigned long call_site, bool reserved, bool is_a
 SEC("tp_btf/percpu_free_percpu")
 int BPF_PROG(btf_percpu_free, void *base_addr, int off, void *ptr)
 {
-	free_primary((__u64)ptr, ALLOCATOR_PERCPU);
-	return 0;
-}
-
-SEC("tp_btf/percpu_free_percpu")
-int BPF_PROG(btf_percpu_free_bk, void *base_addr, int off, void *ptr)
-{
-	free_backup((__u64)ptr, ALLOCATOR_PERCPU);
+	free_event((__u64)ptr, ALLOCATOR_PERCPU);
 	return 0;
 }
 
@@ -722,14 +908,7 @@ int BPF_PROG(raw_percpu_alloc, unsigned long call_site, bool reserved, bool is_a
 SEC("raw_tp/percpu_free_percpu")
 int BPF_PROG(raw_percpu_free, void *base_addr, int off, void *ptr)
 {
-	free_primary((__u64)ptr, ALLOCATOR_PERCPU);
-	return 0;
-}
-
-SEC("raw_tp/percpu_free_percpu")
-int BPF_PROG(raw_percpu_free_bk, void *base_addr, int off, void *ptr)
-{
-	free_backup((__u64)ptr, ALLOCATOR_PERCPU);
+	free_event((__u64)ptr, ALLOCATOR_PERCPU);
 	return 0;
 }
 
@@ -1065,19 +1244,18 @@ struct rcu_node_records {
 	void **first;
 };
 
-static long forget_rcu_record(__u64 i, struct rcu_node_records *r)
+// forget_object forgets the object at key, which a kfree_rcu batch is
+// about to free, counting the free. A global function, as live_insert:
+// the verifier checks it once, not in every turn of the loops below.
+__noinline int forget_object(__u64 key)
 {
-	__u64 key = 0;
-	bpf_probe_read_kernel(&key, sizeof(key), &r->first[i]);
-	if (!is_object((const void *)key) || !sampled(key))
-		return 0;
 	struct object *obj = find_object(key);
 	if (!obj)
 		return 0;
 	__u32 allocator = obj->allocator == ALLOCATOR_SLAB ? ALLOCATOR_SLAB : ALLOCATOR_KMALLOC;
 	__u64 cache = obj->cache;
 	struct counters *c = counters_of(allocator);
-	if (!c || !delete_object(allocator, key))
+	if (!c || !delete_object(allocator, key, c))
 		return 0;
 	c->frees++;
 	if (allocator == ALLOCATOR_SLAB)
@@ -1085,20 +1263,46 @@ static long forget_rcu_record(__u64 i, struct rcu_node_records *r)
 	return 0;
 }
 
+static long forget_rcu_record(__u64 i, struct rcu_node_records *r)
+{
+	__u64 key = 0;
+	bpf_probe_read_kernel(&key, sizeof(key), &r->first[i]);
+	// Tested here rather than in forget_object: the verifier needs a
+	// branch in the callback to see its states repeat.
+	if (is_object((const void *)key) && sampled(key))
+		forget_object(key);
+	return 0;
+}
+
+// A list of nodes of a kfree_rcu batch, as forget_rcu_node walks it.
+struct rcu_list {
+	void *head;
+	struct list_head *pos;
+};
+
+// forget_rcu_node forgets the objects of the node at l->pos and moves on
+// to the next, or ends the walk (1) at the list's end.
+static long forget_rcu_node(__u64 n, struct rcu_list *l)
+{
+	struct list_head *pos = l->pos;
+	if (!pos || (void *)pos == l->head)
+		return 1;
+	struct kvfree_rcu_bulk_data *node = (void *)pos - bpf_core_field_offset(struct kvfree_rcu_bulk_data, list);
+	__u64 records = BPF_CORE_READ(node, nr_records);
+	struct rcu_node_records r = {(void *)node + bpf_core_field_offset(struct kvfree_rcu_bulk_data, records)};
+	bpf_loop(records < RCU_BATCH_RECORDS ? records : RCU_BATCH_RECORDS, forget_rcu_record, &r, 0);
+	return bpf_probe_read_kernel(&l->pos, sizeof(l->pos), &pos->next) ? 1 : 0;
+}
+
 // forget_rcu_batches forgets the objects of the slab channel's list of
-// nodes (struct kvfree_rcu_bulk_data) that starts at head.
+// nodes (struct kvfree_rcu_bulk_data) that starts at head. A loop of
+// bpf_loop, not a for loop around one: the verifier checks the callbacks
+// once rather than once a node.
 static __always_inline void forget_rcu_batches(void *head)
 {
-	struct list_head *pos = NULL;
-	bpf_probe_read_kernel(&pos, sizeof(pos), head);
-	for (int n = 0; n < RCU_BATCH_NODES && pos && (void *)pos != head; n++) {
-		struct kvfree_rcu_bulk_data *node = (void *)pos - bpf_core_field_offset(struct kvfree_rcu_bulk_data, list);
-		__u64 records = BPF_CORE_READ(node, nr_records);
-		struct rcu_node_records r = {(void *)node + bpf_core_field_offset(struct kvfree_rcu_bulk_data, records)};
-		bpf_loop(records < RCU_BATCH_RECORDS ? records : RCU_BATCH_RECORDS, forget_rcu_record, &r, 0);
-		if (bpf_probe_read_kernel(&pos, sizeof(pos), &pos->next))
-			break;
-	}
+	struct rcu_list l = {.head = head};
+	bpf_probe_read_kernel(&l.pos, sizeof(l.pos), head);
+	bpf_loop(RCU_BATCH_NODES, forget_rcu_node, &l, 0);
 }
 
 SEC("tp_btf/workqueue_execute_start")

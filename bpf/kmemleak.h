@@ -114,10 +114,13 @@ enum table_key {
 };
 
 // Two multiplicative hashes of an address, the first bucket's from the
-// high half of the product, the second's from the high half of the other.
+// high half of the product, the second's from the high half of the other;
+// and a third for the address's slot in the young area, which sampled()'s
+// hash (TABLE_HASH1) would crowd into a corner of it under sampling.
 enum table_hash {
 	TABLE_HASH1 = 0x9e3779b97f4a7c15ULL,
 	TABLE_HASH2 = 0xbf58476d1ce4e5b9ULL,
+	TABLE_HASH_YOUNG = 0x94d049bb133111ebULL,
 };
 
 struct live_bucket {
@@ -125,6 +128,36 @@ struct live_bucket {
 	// How many addresses whose first bucket this is live in their second.
 	__u64 overflow;
 	struct object objects[TABLE_SLOTS];
+};
+
+// The young area: a small table in front of the live table for slab and
+// kmalloc objects, which most die within microseconds (a server's
+// skbuffs), so that they never touch the live table, tens of MiB that a
+// busy machine's own work pushes out of the CPU caches. One slot an
+// address, picked by TABLE_HASH_YOUNG, one cache line each: an allocation
+// takes its address's slot and moves the object there before it (one
+// still live) into the live table; a free clears its slot, and goes to the
+// live table only when the object is not there. docs/live-table.md gives
+// the protocol and why no free is lost to a move.
+//
+// A slot's key is an address (8-byte aligned, as every slab object is) or
+// TABLE_EMPTY or TABLE_BUSY, with flags in its low bits while its object
+// is moved out: YOUNG_PROMOTING from when the mover took the slot, plus
+// YOUNG_FREED when the object's free came meanwhile, and YOUNG_PROMOTED
+// once the object is in the live table, until the slot holds the next
+// object. User space reads the objects of slots whose key is an address
+// with no flag, as it reads the live table's.
+enum young_key {
+	YOUNG_PROMOTING = 1,
+	YOUNG_FREED = 2,
+	YOUNG_PROMOTED = 4,
+	YOUNG_FLAGS = 7,
+};
+
+struct young_slot {
+	__u64 key;
+	struct object object;
+	__u64 unused; // to a whole cache line
 };
 
 // One per slab cache the probes have seen. skip is set by user space for a
@@ -159,11 +192,33 @@ struct counters {
 	__u64 stack_errors;
 	__u64 recovered_frees; // frees the backup free program handled for the primary
 	__u64 missed_frees; // allocations at an address still tracked: the free before went unseen
+	__u64 promoted; // objects moved from the young area into the live table
+	// Allocations not tracked because the address's previous object was
+	// still being moved into the live table (see young_insert()).
+	__u64 raced;
 	// Not counters, here to save the free path a lookup: the address the
 	// primary free program handled last on this CPU (see free_backup()),
 	// and the slab cache it marked freed last (note_cache_free()).
 	__u64 last_free;
 	__u64 noted_cache;
+	// Scratch words: the target of an exchange whose only purpose is its
+	// full barrier (young_delete()), and a pointer turned into a number
+	// (this_cpu_var()).
+	__u64 fence;
+	__u64 scratch;
+};
+
+// The loader's check of where x86-64 keeps each CPU's preempt count
+// (read_percpu): the offsets in the per-CPU section it found in the
+// kernel's BTF, and what the program read through them.
+struct percpu_check {
+	__u64 runqueues_offset;
+	__u64 current_task_offset;
+	__u64 preempt_count_offset;
+	__u64 current_task; // read where current_task is on this CPU
+	__u64 task; // the task that ran the program: the same, if right
+	__u32 preempt_count;
+	__u32 unused;
 };
 
 // The two clocks read at once, by the loader's run of read_clock: where
@@ -196,6 +251,7 @@ struct shared_enums {
 	enum table_layout table_layout;
 	enum table_key table_key;
 	enum table_hash table_hash;
+	enum young_key young_key;
 	enum run_context run_context;
 };
 const struct shared_enums *unused_shared_enums __attribute__((unused));

@@ -46,8 +46,12 @@ type KmemleakCounters struct {
 	StackErrors    uint64
 	RecoveredFrees uint64
 	MissedFrees    uint64
+	Promoted       uint64
+	Raced          uint64
 	LastFree       uint64
 	NotedCache     uint64
+	Fence          uint64
+	Scratch        uint64
 }
 
 type KmemleakExited struct {
@@ -112,6 +116,17 @@ type KmemleakObject struct {
 	Seq          uint32
 }
 
+type KmemleakPercpuCheck struct {
+	_                  structs.HostLayout
+	RunqueuesOffset    uint64
+	CurrentTaskOffset  uint64
+	PreemptCountOffset uint64
+	CurrentTask        uint64
+	Task               uint64
+	PreemptCount       uint32
+	Unused             uint32
+}
+
 type KmemleakRunContext uint32
 
 const (
@@ -132,8 +147,9 @@ const (
 type KmemleakTableHash uint64
 
 const (
-	KmemleakTableHashTABLE_HASH1 KmemleakTableHash = 11400714819323198485
-	KmemleakTableHashTABLE_HASH2 KmemleakTableHash = 13787848793156543929
+	KmemleakTableHashTABLE_HASH1      KmemleakTableHash = 11400714819323198485
+	KmemleakTableHashTABLE_HASH2      KmemleakTableHash = 13787848793156543929
+	KmemleakTableHashTABLE_HASH_YOUNG KmemleakTableHash = 10723151780598845931
 )
 
 type KmemleakTableKey uint64
@@ -150,82 +166,102 @@ const (
 	KmemleakTableLayoutTABLE_PREFER_FIRST KmemleakTableLayout = 12
 )
 
+type KmemleakYoungKey uint32
+
+const (
+	KmemleakYoungKeyYOUNG_PROMOTING KmemleakYoungKey = 1
+	KmemleakYoungKeyYOUNG_FREED     KmemleakYoungKey = 2
+	KmemleakYoungKeyYOUNG_PROMOTED  KmemleakYoungKey = 4
+	KmemleakYoungKeyYOUNG_FLAGS     KmemleakYoungKey = 7
+)
+
+type KmemleakYoungSlot struct {
+	_      structs.HostLayout
+	Key    uint64
+	Object KmemleakObject
+	Unused uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	KmemleakMapCaches            = "caches"
-	KmemleakMapClock             = "clock"
-	KmemleakMapExits             = "exits"
-	KmemleakMapIrqStates         = "irq_states"
-	KmemleakMapKmallocSkip       = "kmalloc_skip"
-	KmemleakMapLive              = "live"
-	KmemleakMapLivePages         = "live_pages"
-	KmemleakMapLivePercpu        = "live_percpu"
-	KmemleakMapPending           = "pending"
-	KmemleakMapStackSites        = "stack_sites"
-	KmemleakMapStacks            = "stacks"
-	KmemleakMapStats             = "stats"
-	KmemleakProgBtfKmallocAlloc  = "btf_kmalloc_alloc"
-	KmemleakProgBtfKmallocFree   = "btf_kmalloc_free"
-	KmemleakProgBtfKmallocFreeBk = "btf_kmalloc_free_bk"
-	KmemleakProgBtfPageAlloc     = "btf_page_alloc"
-	KmemleakProgBtfPageFree      = "btf_page_free"
-	KmemleakProgBtfPageFreeBk    = "btf_page_free_bk"
-	KmemleakProgBtfPercpuAlloc   = "btf_percpu_alloc"
-	KmemleakProgBtfPercpuFree    = "btf_percpu_free"
-	KmemleakProgBtfPercpuFreeBk  = "btf_percpu_free_bk"
-	KmemleakProgBtfSlabAlloc     = "btf_slab_alloc"
-	KmemleakProgBtfSlabFree      = "btf_slab_free"
-	KmemleakProgBtfSlabFreeBk    = "btf_slab_free_bk"
-	KmemleakProgHardirqEntry     = "hardirq_entry"
-	KmemleakProgHardirqExit      = "hardirq_exit"
-	KmemleakProgKpAllocEntry     = "kp_alloc_entry"
-	KmemleakProgKpAllocReturn    = "kp_alloc_return"
-	KmemleakProgKpFreeBulk       = "kp_free_bulk"
-	KmemleakProgKpKmallocFree    = "kp_kmalloc_free"
-	KmemleakProgKpSlabFree       = "kp_slab_free"
-	KmemleakProgProcessExit      = "process_exit"
-	KmemleakProgRawKmallocAlloc  = "raw_kmalloc_alloc"
-	KmemleakProgRawKmallocFree   = "raw_kmalloc_free"
-	KmemleakProgRawKmallocFreeBk = "raw_kmalloc_free_bk"
-	KmemleakProgRawPageAlloc     = "raw_page_alloc"
-	KmemleakProgRawPageFree      = "raw_page_free"
-	KmemleakProgRawPageFreeBk    = "raw_page_free_bk"
-	KmemleakProgRawPercpuAlloc   = "raw_percpu_alloc"
-	KmemleakProgRawPercpuFree    = "raw_percpu_free"
-	KmemleakProgRawPercpuFreeBk  = "raw_percpu_free_bk"
-	KmemleakProgRawSlabAlloc     = "raw_slab_alloc"
-	KmemleakProgRawSlabFree      = "raw_slab_free"
-	KmemleakProgRawSlabFreeAny   = "raw_slab_free_any"
-	KmemleakProgRawSlabFreeBk    = "raw_slab_free_bk"
-	KmemleakProgRcuBatchFree     = "rcu_batch_free"
-	KmemleakProgReadClock        = "read_clock"
-	KmemleakProgSoftirqEntry     = "softirq_entry"
-	KmemleakProgSoftirqExit      = "softirq_exit"
-	KmemleakProgTpKmallocAlloc   = "tp_kmalloc_alloc"
-	KmemleakProgTpKmallocFree    = "tp_kmalloc_free"
-	KmemleakProgTpPageAlloc      = "tp_page_alloc"
-	KmemleakProgTpPageFree       = "tp_page_free"
-	KmemleakProgTpPercpuAlloc    = "tp_percpu_alloc"
-	KmemleakProgTpPercpuFree     = "tp_percpu_free"
-	KmemleakProgTpSlabAlloc      = "tp_slab_alloc"
-	KmemleakProgTpSlabFree       = "tp_slab_free"
-	KmemleakVarAttribution       = "attribution"
-	KmemleakVarIgnoreTgid        = "ignore_tgid"
-	KmemleakVarKfreeRcuMonitorFn = "kfree_rcu_monitor_fn"
-	KmemleakVarKfreeRcuWorkFn    = "kfree_rcu_work_fn"
-	KmemleakVarKmallocMinSize    = "kmalloc_min_size"
-	KmemleakVarLiveBuckets       = "live_buckets"
-	KmemleakVarLivePagesBuckets  = "live_pages_buckets"
-	KmemleakVarLivePercpuBuckets = "live_percpu_buckets"
-	KmemleakVarMaxSize           = "max_size"
-	KmemleakVarMinSize           = "min_size"
-	KmemleakVarSampleBelow       = "sample_below"
-	KmemleakVarStackSampleRate   = "stack_sample_rate"
-	KmemleakVarStackTraces       = "stack_traces"
-	KmemleakVarTimeInJiffies     = "time_in_jiffies"
-	KmemleakVarUnusedSharedEnums = "unused_shared_enums"
+	KmemleakMapCaches             = "caches"
+	KmemleakMapClock              = "clock"
+	KmemleakMapExits              = "exits"
+	KmemleakMapIrqStates          = "irq_states"
+	KmemleakMapKmallocSkip        = "kmalloc_skip"
+	KmemleakMapLive               = "live"
+	KmemleakMapLivePages          = "live_pages"
+	KmemleakMapLivePercpu         = "live_percpu"
+	KmemleakMapPending            = "pending"
+	KmemleakMapPercpu             = "percpu"
+	KmemleakMapStackSites         = "stack_sites"
+	KmemleakMapStacks             = "stacks"
+	KmemleakMapStats              = "stats"
+	KmemleakMapYoung              = "young"
+	KmemleakProgBtfKmallocAlloc   = "btf_kmalloc_alloc"
+	KmemleakProgBtfKmallocFree    = "btf_kmalloc_free"
+	KmemleakProgBtfKmallocFreeBk  = "btf_kmalloc_free_bk"
+	KmemleakProgBtfPageAlloc      = "btf_page_alloc"
+	KmemleakProgBtfPageFree       = "btf_page_free"
+	KmemleakProgBtfPageFreeBk     = "btf_page_free_bk"
+	KmemleakProgBtfPercpuAlloc    = "btf_percpu_alloc"
+	KmemleakProgBtfPercpuFree     = "btf_percpu_free"
+	KmemleakProgBtfSlabAlloc      = "btf_slab_alloc"
+	KmemleakProgBtfSlabFree       = "btf_slab_free"
+	KmemleakProgBtfSlabFreeBk     = "btf_slab_free_bk"
+	KmemleakProgHardirqEntry      = "hardirq_entry"
+	KmemleakProgHardirqExit       = "hardirq_exit"
+	KmemleakProgKpAllocEntry      = "kp_alloc_entry"
+	KmemleakProgKpAllocReturn     = "kp_alloc_return"
+	KmemleakProgKpFreeBulk        = "kp_free_bulk"
+	KmemleakProgKpKmallocFree     = "kp_kmalloc_free"
+	KmemleakProgKpSlabFree        = "kp_slab_free"
+	KmemleakProgProcessExit       = "process_exit"
+	KmemleakProgRawKmallocAlloc   = "raw_kmalloc_alloc"
+	KmemleakProgRawKmallocFree    = "raw_kmalloc_free"
+	KmemleakProgRawKmallocFreeBk  = "raw_kmalloc_free_bk"
+	KmemleakProgRawPageAlloc      = "raw_page_alloc"
+	KmemleakProgRawPageFree       = "raw_page_free"
+	KmemleakProgRawPageFreeBk     = "raw_page_free_bk"
+	KmemleakProgRawPercpuAlloc    = "raw_percpu_alloc"
+	KmemleakProgRawPercpuFree     = "raw_percpu_free"
+	KmemleakProgRawSlabAlloc      = "raw_slab_alloc"
+	KmemleakProgRawSlabFree       = "raw_slab_free"
+	KmemleakProgRawSlabFreeAny    = "raw_slab_free_any"
+	KmemleakProgRawSlabFreeBk     = "raw_slab_free_bk"
+	KmemleakProgRcuBatchFree      = "rcu_batch_free"
+	KmemleakProgReadClock         = "read_clock"
+	KmemleakProgReadPercpu        = "read_percpu"
+	KmemleakProgSoftirqEntry      = "softirq_entry"
+	KmemleakProgSoftirqExit       = "softirq_exit"
+	KmemleakProgTpKmallocAlloc    = "tp_kmalloc_alloc"
+	KmemleakProgTpKmallocFree     = "tp_kmalloc_free"
+	KmemleakProgTpPageAlloc       = "tp_page_alloc"
+	KmemleakProgTpPageFree        = "tp_page_free"
+	KmemleakProgTpPercpuAlloc     = "tp_percpu_alloc"
+	KmemleakProgTpPercpuFree      = "tp_percpu_free"
+	KmemleakProgTpSlabAlloc       = "tp_slab_alloc"
+	KmemleakProgTpSlabFree        = "tp_slab_free"
+	KmemleakVarAttribution        = "attribution"
+	KmemleakVarIgnoreTgid         = "ignore_tgid"
+	KmemleakVarKfreeRcuMonitorFn  = "kfree_rcu_monitor_fn"
+	KmemleakVarKfreeRcuWorkFn     = "kfree_rcu_work_fn"
+	KmemleakVarKmallocMinSize     = "kmalloc_min_size"
+	KmemleakVarLiveBuckets        = "live_buckets"
+	KmemleakVarLivePagesBuckets   = "live_pages_buckets"
+	KmemleakVarLivePercpuBuckets  = "live_percpu_buckets"
+	KmemleakVarMaxSize            = "max_size"
+	KmemleakVarMinSize            = "min_size"
+	KmemleakVarPreemptCountOffset = "preempt_count_offset"
+	KmemleakVarRunqueuesOffset    = "runqueues_offset"
+	KmemleakVarSampleBelow        = "sample_below"
+	KmemleakVarStackSampleRate    = "stack_sample_rate"
+	KmemleakVarStackTraces        = "stack_traces"
+	KmemleakVarTimeInJiffies      = "time_in_jiffies"
+	KmemleakVarUnusedSharedEnums  = "unused_shared_enums"
+	KmemleakVarYoungSlots         = "young_slots"
 )
 
 // LoadKmemleak returns the embedded CollectionSpec for Kmemleak.
@@ -278,7 +314,6 @@ type KmemleakProgramSpecs struct {
 	BtfPageFreeBk    *ebpf.ProgramSpec `ebpf:"btf_page_free_bk"`
 	BtfPercpuAlloc   *ebpf.ProgramSpec `ebpf:"btf_percpu_alloc"`
 	BtfPercpuFree    *ebpf.ProgramSpec `ebpf:"btf_percpu_free"`
-	BtfPercpuFreeBk  *ebpf.ProgramSpec `ebpf:"btf_percpu_free_bk"`
 	BtfSlabAlloc     *ebpf.ProgramSpec `ebpf:"btf_slab_alloc"`
 	BtfSlabFree      *ebpf.ProgramSpec `ebpf:"btf_slab_free"`
 	BtfSlabFreeBk    *ebpf.ProgramSpec `ebpf:"btf_slab_free_bk"`
@@ -298,13 +333,13 @@ type KmemleakProgramSpecs struct {
 	RawPageFreeBk    *ebpf.ProgramSpec `ebpf:"raw_page_free_bk"`
 	RawPercpuAlloc   *ebpf.ProgramSpec `ebpf:"raw_percpu_alloc"`
 	RawPercpuFree    *ebpf.ProgramSpec `ebpf:"raw_percpu_free"`
-	RawPercpuFreeBk  *ebpf.ProgramSpec `ebpf:"raw_percpu_free_bk"`
 	RawSlabAlloc     *ebpf.ProgramSpec `ebpf:"raw_slab_alloc"`
 	RawSlabFree      *ebpf.ProgramSpec `ebpf:"raw_slab_free"`
 	RawSlabFreeAny   *ebpf.ProgramSpec `ebpf:"raw_slab_free_any"`
 	RawSlabFreeBk    *ebpf.ProgramSpec `ebpf:"raw_slab_free_bk"`
 	RcuBatchFree     *ebpf.ProgramSpec `ebpf:"rcu_batch_free"`
 	ReadClock        *ebpf.ProgramSpec `ebpf:"read_clock"`
+	ReadPercpu       *ebpf.ProgramSpec `ebpf:"read_percpu"`
 	SoftirqEntry     *ebpf.ProgramSpec `ebpf:"softirq_entry"`
 	SoftirqExit      *ebpf.ProgramSpec `ebpf:"softirq_exit"`
 	TpKmallocAlloc   *ebpf.ProgramSpec `ebpf:"tp_kmalloc_alloc"`
@@ -330,30 +365,35 @@ type KmemleakMapSpecs struct {
 	LivePages   *ebpf.MapSpec `ebpf:"live_pages"`
 	LivePercpu  *ebpf.MapSpec `ebpf:"live_percpu"`
 	Pending     *ebpf.MapSpec `ebpf:"pending"`
+	Percpu      *ebpf.MapSpec `ebpf:"percpu"`
 	StackSites  *ebpf.MapSpec `ebpf:"stack_sites"`
 	Stacks      *ebpf.MapSpec `ebpf:"stacks"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	Young       *ebpf.MapSpec `ebpf:"young"`
 }
 
 // KmemleakVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type KmemleakVariableSpecs struct {
-	Attribution       *ebpf.VariableSpec `ebpf:"attribution"`
-	IgnoreTgid        *ebpf.VariableSpec `ebpf:"ignore_tgid"`
-	KfreeRcuMonitorFn *ebpf.VariableSpec `ebpf:"kfree_rcu_monitor_fn"`
-	KfreeRcuWorkFn    *ebpf.VariableSpec `ebpf:"kfree_rcu_work_fn"`
-	KmallocMinSize    *ebpf.VariableSpec `ebpf:"kmalloc_min_size"`
-	LiveBuckets       *ebpf.VariableSpec `ebpf:"live_buckets"`
-	LivePagesBuckets  *ebpf.VariableSpec `ebpf:"live_pages_buckets"`
-	LivePercpuBuckets *ebpf.VariableSpec `ebpf:"live_percpu_buckets"`
-	MaxSize           *ebpf.VariableSpec `ebpf:"max_size"`
-	MinSize           *ebpf.VariableSpec `ebpf:"min_size"`
-	SampleBelow       *ebpf.VariableSpec `ebpf:"sample_below"`
-	StackSampleRate   *ebpf.VariableSpec `ebpf:"stack_sample_rate"`
-	StackTraces       *ebpf.VariableSpec `ebpf:"stack_traces"`
-	TimeInJiffies     *ebpf.VariableSpec `ebpf:"time_in_jiffies"`
-	UnusedSharedEnums *ebpf.VariableSpec `ebpf:"unused_shared_enums"`
+	Attribution        *ebpf.VariableSpec `ebpf:"attribution"`
+	IgnoreTgid         *ebpf.VariableSpec `ebpf:"ignore_tgid"`
+	KfreeRcuMonitorFn  *ebpf.VariableSpec `ebpf:"kfree_rcu_monitor_fn"`
+	KfreeRcuWorkFn     *ebpf.VariableSpec `ebpf:"kfree_rcu_work_fn"`
+	KmallocMinSize     *ebpf.VariableSpec `ebpf:"kmalloc_min_size"`
+	LiveBuckets        *ebpf.VariableSpec `ebpf:"live_buckets"`
+	LivePagesBuckets   *ebpf.VariableSpec `ebpf:"live_pages_buckets"`
+	LivePercpuBuckets  *ebpf.VariableSpec `ebpf:"live_percpu_buckets"`
+	MaxSize            *ebpf.VariableSpec `ebpf:"max_size"`
+	MinSize            *ebpf.VariableSpec `ebpf:"min_size"`
+	PreemptCountOffset *ebpf.VariableSpec `ebpf:"preempt_count_offset"`
+	RunqueuesOffset    *ebpf.VariableSpec `ebpf:"runqueues_offset"`
+	SampleBelow        *ebpf.VariableSpec `ebpf:"sample_below"`
+	StackSampleRate    *ebpf.VariableSpec `ebpf:"stack_sample_rate"`
+	StackTraces        *ebpf.VariableSpec `ebpf:"stack_traces"`
+	TimeInJiffies      *ebpf.VariableSpec `ebpf:"time_in_jiffies"`
+	UnusedSharedEnums  *ebpf.VariableSpec `ebpf:"unused_shared_enums"`
+	YoungSlots         *ebpf.VariableSpec `ebpf:"young_slots"`
 }
 
 // KmemleakObjects contains all objects after they have been loaded into the kernel.
@@ -385,9 +425,11 @@ type KmemleakMaps struct {
 	LivePages   *ebpf.Map `ebpf:"live_pages"`
 	LivePercpu  *ebpf.Map `ebpf:"live_percpu"`
 	Pending     *ebpf.Map `ebpf:"pending"`
+	Percpu      *ebpf.Map `ebpf:"percpu"`
 	StackSites  *ebpf.Map `ebpf:"stack_sites"`
 	Stacks      *ebpf.Map `ebpf:"stacks"`
 	Stats       *ebpf.Map `ebpf:"stats"`
+	Young       *ebpf.Map `ebpf:"young"`
 }
 
 func (m *KmemleakMaps) Close() error {
@@ -401,9 +443,11 @@ func (m *KmemleakMaps) Close() error {
 		m.LivePages,
 		m.LivePercpu,
 		m.Pending,
+		m.Percpu,
 		m.StackSites,
 		m.Stacks,
 		m.Stats,
+		m.Young,
 	)
 }
 
@@ -411,21 +455,24 @@ func (m *KmemleakMaps) Close() error {
 //
 // It can be passed to LoadKmemleakObjects or ebpf.CollectionSpec.LoadAndAssign.
 type KmemleakVariables struct {
-	Attribution       *ebpf.Variable `ebpf:"attribution"`
-	IgnoreTgid        *ebpf.Variable `ebpf:"ignore_tgid"`
-	KfreeRcuMonitorFn *ebpf.Variable `ebpf:"kfree_rcu_monitor_fn"`
-	KfreeRcuWorkFn    *ebpf.Variable `ebpf:"kfree_rcu_work_fn"`
-	KmallocMinSize    *ebpf.Variable `ebpf:"kmalloc_min_size"`
-	LiveBuckets       *ebpf.Variable `ebpf:"live_buckets"`
-	LivePagesBuckets  *ebpf.Variable `ebpf:"live_pages_buckets"`
-	LivePercpuBuckets *ebpf.Variable `ebpf:"live_percpu_buckets"`
-	MaxSize           *ebpf.Variable `ebpf:"max_size"`
-	MinSize           *ebpf.Variable `ebpf:"min_size"`
-	SampleBelow       *ebpf.Variable `ebpf:"sample_below"`
-	StackSampleRate   *ebpf.Variable `ebpf:"stack_sample_rate"`
-	StackTraces       *ebpf.Variable `ebpf:"stack_traces"`
-	TimeInJiffies     *ebpf.Variable `ebpf:"time_in_jiffies"`
-	UnusedSharedEnums *ebpf.Variable `ebpf:"unused_shared_enums"`
+	Attribution        *ebpf.Variable `ebpf:"attribution"`
+	IgnoreTgid         *ebpf.Variable `ebpf:"ignore_tgid"`
+	KfreeRcuMonitorFn  *ebpf.Variable `ebpf:"kfree_rcu_monitor_fn"`
+	KfreeRcuWorkFn     *ebpf.Variable `ebpf:"kfree_rcu_work_fn"`
+	KmallocMinSize     *ebpf.Variable `ebpf:"kmalloc_min_size"`
+	LiveBuckets        *ebpf.Variable `ebpf:"live_buckets"`
+	LivePagesBuckets   *ebpf.Variable `ebpf:"live_pages_buckets"`
+	LivePercpuBuckets  *ebpf.Variable `ebpf:"live_percpu_buckets"`
+	MaxSize            *ebpf.Variable `ebpf:"max_size"`
+	MinSize            *ebpf.Variable `ebpf:"min_size"`
+	PreemptCountOffset *ebpf.Variable `ebpf:"preempt_count_offset"`
+	RunqueuesOffset    *ebpf.Variable `ebpf:"runqueues_offset"`
+	SampleBelow        *ebpf.Variable `ebpf:"sample_below"`
+	StackSampleRate    *ebpf.Variable `ebpf:"stack_sample_rate"`
+	StackTraces        *ebpf.Variable `ebpf:"stack_traces"`
+	TimeInJiffies      *ebpf.Variable `ebpf:"time_in_jiffies"`
+	UnusedSharedEnums  *ebpf.Variable `ebpf:"unused_shared_enums"`
+	YoungSlots         *ebpf.Variable `ebpf:"young_slots"`
 }
 
 // KmemleakPrograms contains all programs after they have been loaded into the kernel.
@@ -440,7 +487,6 @@ type KmemleakPrograms struct {
 	BtfPageFreeBk    *ebpf.Program `ebpf:"btf_page_free_bk"`
 	BtfPercpuAlloc   *ebpf.Program `ebpf:"btf_percpu_alloc"`
 	BtfPercpuFree    *ebpf.Program `ebpf:"btf_percpu_free"`
-	BtfPercpuFreeBk  *ebpf.Program `ebpf:"btf_percpu_free_bk"`
 	BtfSlabAlloc     *ebpf.Program `ebpf:"btf_slab_alloc"`
 	BtfSlabFree      *ebpf.Program `ebpf:"btf_slab_free"`
 	BtfSlabFreeBk    *ebpf.Program `ebpf:"btf_slab_free_bk"`
@@ -460,13 +506,13 @@ type KmemleakPrograms struct {
 	RawPageFreeBk    *ebpf.Program `ebpf:"raw_page_free_bk"`
 	RawPercpuAlloc   *ebpf.Program `ebpf:"raw_percpu_alloc"`
 	RawPercpuFree    *ebpf.Program `ebpf:"raw_percpu_free"`
-	RawPercpuFreeBk  *ebpf.Program `ebpf:"raw_percpu_free_bk"`
 	RawSlabAlloc     *ebpf.Program `ebpf:"raw_slab_alloc"`
 	RawSlabFree      *ebpf.Program `ebpf:"raw_slab_free"`
 	RawSlabFreeAny   *ebpf.Program `ebpf:"raw_slab_free_any"`
 	RawSlabFreeBk    *ebpf.Program `ebpf:"raw_slab_free_bk"`
 	RcuBatchFree     *ebpf.Program `ebpf:"rcu_batch_free"`
 	ReadClock        *ebpf.Program `ebpf:"read_clock"`
+	ReadPercpu       *ebpf.Program `ebpf:"read_percpu"`
 	SoftirqEntry     *ebpf.Program `ebpf:"softirq_entry"`
 	SoftirqExit      *ebpf.Program `ebpf:"softirq_exit"`
 	TpKmallocAlloc   *ebpf.Program `ebpf:"tp_kmalloc_alloc"`
@@ -489,7 +535,6 @@ func (p *KmemleakPrograms) Close() error {
 		p.BtfPageFreeBk,
 		p.BtfPercpuAlloc,
 		p.BtfPercpuFree,
-		p.BtfPercpuFreeBk,
 		p.BtfSlabAlloc,
 		p.BtfSlabFree,
 		p.BtfSlabFreeBk,
@@ -509,13 +554,13 @@ func (p *KmemleakPrograms) Close() error {
 		p.RawPageFreeBk,
 		p.RawPercpuAlloc,
 		p.RawPercpuFree,
-		p.RawPercpuFreeBk,
 		p.RawSlabAlloc,
 		p.RawSlabFree,
 		p.RawSlabFreeAny,
 		p.RawSlabFreeBk,
 		p.RcuBatchFree,
 		p.ReadClock,
+		p.ReadPercpu,
 		p.SoftirqEntry,
 		p.SoftirqExit,
 		p.TpKmallocAlloc,

@@ -37,13 +37,13 @@ static __always_inline __u32 bucket_of(__u64 key, __u64 multiplier, __u32 bucket
 #define ordered_store(p, v) __sync_lock_test_and_set(p, v)
 #endif
 
-// publish writes obj into a slot its caller claimed (its key TABLE_BUSY),
-// then the key: user space reads the record between two equal even seq
-// values with the key unchanged around them, so the stores must reach
-// other CPUs in this order.
-static __always_inline void publish(struct live_bucket *b, __u32 slot, __u64 key, const struct object *obj)
+// write_record writes obj into a record whose slot its caller claimed (its
+// key TABLE_BUSY, or flagged in the young area), between two increments of
+// its seq. The caller publishes the key next: user space reads a record
+// between two equal even seq values with the key unchanged around them,
+// so the stores must reach other CPUs in this order.
+static __always_inline void write_record(struct object *rec, const struct object *obj)
 {
-	struct object *rec = &b->objects[slot];
 	__u32 seq = rec->seq;
 	ordered_store(&rec->seq, seq + 1);
 	rec->alloc_time = obj->alloc_time;
@@ -57,6 +57,13 @@ static __always_inline void publish(struct live_bucket *b, __u32 slot, __u64 key
 	rec->stack_skipped = obj->stack_skipped;
 	rec->context = obj->context;
 	ordered_store(&rec->seq, seq + 2);
+}
+
+// publish writes obj into a slot of a bucket its caller claimed, then the
+// key.
+static __always_inline void publish(struct live_bucket *b, __u32 slot, __u64 key, const struct object *obj)
+{
+	write_record(&b->objects[slot], obj);
 	ordered_store(&b->keys[slot], key);
 }
 
@@ -167,4 +174,5 @@ static __always_inline struct object *table_find(struct table t, __u64 key)
 	}
 	return NULL;
 }
+
 #endif

@@ -27,8 +27,12 @@ type benchObject struct {
 	Cache        uint64
 	Bytes        uint32
 	StackId      int32
-	Allocator    uint16
-	StackSkipped uint16
+	Tgid         uint32
+	Cgroup       uint32
+	Allocator    uint8
+	StackSkipped uint8
+	Context      uint8
+	Unused       uint8
 	Seq          uint32
 }
 

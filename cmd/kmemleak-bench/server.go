@@ -21,12 +21,15 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/kmemleak/kmemleakreceiver"
+	"github.com/kmemleak/kmemleakreceiver/bpf"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
+	"github.com/kmemleak/kmemleakreceiver/internal/tracker"
 )
 
 // A serverWorkload is a real program's work, measured as a rate.
@@ -205,6 +208,10 @@ func printProgramStats(row overheadRow, workloads []serverWorkload) error {
 	if err != nil {
 		return err
 	}
+	mapsBefore, err := heldBPF(os.Getpid(), "map_id")
+	if err != nil {
+		return err
+	}
 	return attached(row, func() (err error) {
 		progs, err := newPrograms(before)
 		defer func() {
@@ -215,6 +222,13 @@ func printProgramStats(row overheadRow, workloads []serverWorkload) error {
 		if err != nil {
 			return err
 		}
+		counters, err := probeCounters(mapsBefore)
+		if err != nil {
+			return err
+		}
+		if counters != nil {
+			defer closeInto(&err, counters)
+		}
 		stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 		if err != nil {
 			fmt.Println("bpf_stats: not measured:", err)
@@ -222,12 +236,49 @@ func printProgramStats(row overheadRow, workloads []serverWorkload) error {
 		}
 		defer closeInto(&err, stats)
 		for _, w := range workloads {
-			if err := printWorkloadStats(row, w, progs); err != nil {
+			if err := printWorkloadStats(row, w, progs, counters); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+// probeCounters opens the receiver's per-CPU counters (the stats map of
+// bpf/kmemleak.bpf.c) among the maps this process holds that are not in
+// before: the ones the row made. nil when the row has none.
+func probeCounters(before []heldObject) (*ebpf.Map, error) {
+	now, err := heldBPF(os.Getpid(), "map_id")
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range now {
+		if slices.ContainsFunc(before, func(b heldObject) bool { return b.id == h.id }) {
+			continue
+		}
+		m, err := ebpf.NewMapFromID(ebpf.MapID(h.id))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		if info, err := m.Info(); err == nil && info.Name == bpf.KmemleakMapStats && m.ValueSize() == uint32(unsafe.Sizeof(bpf.KmemleakCounters{})) {
+			return m, nil
+		}
+		_ = m.Close() // only looked at
+	}
+	return nil, nil
+}
+
+// slabCounters sums the slab and kmalloc counters of every CPU.
+func slabCounters(m *ebpf.Map) (kmem.Counters, error) {
+	var all []bpf.KmemleakCounters
+	for _, a := range []bpf.KmemleakAllocator{bpf.KmemleakAllocatorALLOCATOR_SLAB, bpf.KmemleakAllocatorALLOCATOR_KMALLOC} {
+		var perCPU []bpf.KmemleakCounters
+		if err := m.Lookup(uint32(a), &perCPU); err != nil {
+			return kmem.Counters{}, fmt.Errorf("reading the probes' counters: %w", err)
+		}
+		all = append(all, perCPU...)
+	}
+	return tracker.SumCounters(all), nil
 }
 
 // loadedProgram is one of the programs a row loaded.
@@ -262,10 +313,16 @@ func newPrograms(before []heldObject) ([]loadedProgram, error) {
 
 // printWorkloadStats measures the workload once, and prints what each
 // program ran during it.
-func printWorkloadStats(row overheadRow, w serverWorkload, progs []loadedProgram) error {
+func printWorkloadStats(row overheadRow, w serverWorkload, progs []loadedProgram, counters *ebpf.Map) error {
 	start, err := programStats(progs)
 	if err != nil {
 		return err
+	}
+	var startCounts kmem.Counters
+	if counters != nil {
+		if startCounts, err = slabCounters(counters); err != nil {
+			return err
+		}
 	}
 	began := time.Now()
 	rate, err := w.measure()
@@ -302,6 +359,17 @@ func printWorkloadStats(row overheadRow, w serverWorkload, progs []loadedProgram
 		row.name, w.name, num(rate), w.unit, num(total.cpu.Seconds()), num(took.Seconds()), runtime.NumCPU(),
 		num(100*total.cpu.Seconds()/(took.Seconds()*float64(runtime.NumCPU()))))
 	table(os.Stdout, "program\truns\tns/run\tCPU-s", cells)
+	if counters == nil {
+		return nil
+	}
+	endCounts, err := slabCounters(counters)
+	if err != nil {
+		return err
+	}
+	allocs, promoted := endCounts.Allocs-startCounts.Allocs, endCounts.Promoted-startCounts.Promoted
+	fmt.Printf("slab and kmalloc: %d allocations tracked, %d of them moved from the young area into the live table (%s%%); %d frees, %d of untracked objects; %d missed frees; %d allocations not tracked for a race with a move\n",
+		allocs, promoted, num(100*float64(promoted)/float64(max(allocs, 1))), endCounts.Frees-startCounts.Frees,
+		endCounts.UntrackedFrees-startCounts.UntrackedFrees, endCounts.MissedFrees-startCounts.MissedFrees, endCounts.Raced-startCounts.Raced)
 	return nil
 }
 

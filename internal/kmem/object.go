@@ -43,6 +43,14 @@ type Counters struct {
 	// replaced the stale entry.
 	MissedFrees uint64
 	StackErrors uint64 // stacks the probes failed to capture
+	// Promoted are the objects that lived long enough in the young area
+	// for their slot to be wanted by another allocation, and moved into the
+	// live table; the rest of Allocs were freed before, or are still there.
+	Promoted uint64
+	// Raced are allocations not tracked because the address's previous
+	// object was being moved into the live table as it was freed and its
+	// address handed out again.
+	Raced uint64
 }
 
 // Snapshot is one scan of the live tables: their objects counted by group

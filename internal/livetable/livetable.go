@@ -31,14 +31,24 @@ type Table struct {
 // New views mem, a whole number of buckets, as a table. The memory must
 // stay valid, and 8-byte aligned, as long as the table is used.
 func New(mem []byte) (*Table, error) {
-	if len(mem)%BucketSize != 0 || len(mem) == 0 {
-		return nil, fmt.Errorf("live table of %d bytes: not a whole number of %d-byte buckets", len(mem), BucketSize)
+	buckets, err := view[bpf.KmemleakLiveBucket](mem, "live table", "buckets")
+	if err != nil {
+		return nil, err
+	}
+	return &Table{buckets: buckets}, nil
+}
+
+// view views mem, a whole number of Ts, 8-byte aligned, as a slice of them:
+// the elements of the table named what.
+func view[T any](mem []byte, what, elements string) ([]T, error) {
+	size := int(unsafe.Sizeof(*new(T)))
+	if len(mem)%size != 0 || len(mem) == 0 {
+		return nil, fmt.Errorf("%s of %d bytes: not a whole number of %d-byte %s", what, len(mem), size, elements)
 	}
 	if uintptr(unsafe.Pointer(&mem[0]))%8 != 0 {
-		return nil, fmt.Errorf("live table memory is not 8-byte aligned")
+		return nil, fmt.Errorf("%s memory is not 8-byte aligned", what)
 	}
-	n := len(mem) / BucketSize
-	return &Table{buckets: unsafe.Slice((*bpf.KmemleakLiveBucket)(unsafe.Pointer(&mem[0])), n)}, nil
+	return unsafe.Slice((*T)(unsafe.Pointer(&mem[0])), len(mem)/size), nil
 }
 
 // Buckets is how many buckets a table needs to hold the given number of
@@ -78,18 +88,31 @@ func (t *Table) Walk(fn func(obj *Object)) {
 // goroutines can walk it.
 func (t *Table) WalkPart(i, n int, fn func(obj *Object)) {
 	var obj Object
-	for b := i * len(t.buckets) / n; b < (i+1)*len(t.buckets)/n; b++ {
+	first, end := part(i, n, len(t.buckets))
+	for b := first; b < end; b++ {
 		bucket := &t.buckets[b]
 		for i := range slots {
-			key := atomic.LoadUint64(&bucket.Keys[i])
-			if key == empty || key == busy {
-				continue
-			}
-			if read(&bucket.Objects[i], &obj.KmemleakObject) && atomic.LoadUint64(&bucket.Keys[i]) == key {
-				obj.Key = key
-				fn(&obj)
-			}
+			visit(&bucket.Keys[i], &bucket.Objects[i], 0, &obj, fn)
 		}
+	}
+}
+
+// part is where part i of n of a table of size entries begins and ends.
+func part(i, n, size int) (first, end int) {
+	return i * size / n, (i + 1) * size / n
+}
+
+// visit calls fn with the record rec, read into obj, if its key is an
+// object's (neither empty nor busy nor with any of the flags) before and
+// after the record is read.
+func visit(keyp *uint64, rec *bpf.KmemleakObject, flags uint64, obj *Object, fn func(obj *Object)) {
+	key := atomic.LoadUint64(keyp)
+	if key == empty || key == busy || key&flags != 0 {
+		return
+	}
+	if read(rec, &obj.KmemleakObject) && atomic.LoadUint64(keyp) == key {
+		obj.Key = key
+		fn(obj)
 	}
 }
 
@@ -204,7 +227,13 @@ func claim(b *bpf.KmemleakLiveBucket, from, key uint64, obj *bpf.KmemleakObject)
 }
 
 func publish(b *bpf.KmemleakLiveBucket, slot int, key uint64, obj *bpf.KmemleakObject) {
-	rec := &b.Objects[slot]
+	writeRecord(&b.Objects[slot], obj)
+	atomic.StoreUint64(&b.Keys[slot], key)
+}
+
+// writeRecord writes obj into rec between two increments of its seq, as
+// write_record() in the probes.
+func writeRecord(rec *bpf.KmemleakObject, obj *bpf.KmemleakObject) {
 	seq := atomic.LoadUint32(&rec.Seq)
 	atomic.StoreUint32(&rec.Seq, seq+1)
 	atomic.StoreUint64(&rec.AllocTime, obj.AllocTime)
@@ -214,7 +243,6 @@ func publish(b *bpf.KmemleakLiveBucket, slot int, key uint64, obj *bpf.KmemleakO
 	atomic.StoreUint64((*uint64)(unsafe.Pointer(&rec.Tgid)), uint64(obj.Tgid)|uint64(obj.Cgroup)<<32)
 	atomic.StoreUint32((*uint32)(unsafe.Pointer(&rec.Allocator)), uint32(obj.Allocator)|uint32(obj.StackSkipped)<<8|uint32(obj.Context)<<16)
 	atomic.StoreUint32(&rec.Seq, seq+2)
-	atomic.StoreUint64(&b.Keys[slot], key)
 }
 
 func usedSlots(b *bpf.KmemleakLiveBucket) int {

@@ -41,7 +41,7 @@ func ownersAt(t *testing.T, tr *Tracker, fn string) map[kmem.Owner]int {
 	sym, err := ksym.New("/proc/kallsyms", "/proc/modules")
 	require.NoError(t, err)
 	out := map[kmem.Owner]int{}
-	tr.live.Walk(func(o *livetable.Object) {
+	walkTracked(tr, func(o *livetable.Object) {
 		var obj kmem.Object
 		if s, ok := sym.Resolve(o.CallSite); ok && strings.Contains(s.Name, fn) && decode(o.Key, &o.KmemleakObject, nil, &obj) {
 			out[obj.Owner]++

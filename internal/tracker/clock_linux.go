@@ -17,41 +17,47 @@ import (
 // two runs of read_clock far enough apart to tell HZ, and fits the
 // mapping between them.
 func readClock(specs *bpf.KmemleakSpecs) (*jiffies.Clock, error) {
-	spec := &ebpf.CollectionSpec{
-		Maps:     map[string]*ebpf.MapSpec{"clock": specs.Clock.Copy()},
-		Programs: map[string]*ebpf.ProgramSpec{"read_clock": specs.ReadClock.Copy()},
-	}
-	var objs struct {
-		Clock     *ebpf.Map     `ebpf:"clock"`
-		ReadClock *ebpf.Program `ebpf:"read_clock"`
-	}
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		return nil, fmt.Errorf("loading read_clock: %w", err)
-	}
-	defer func() {
-		// Only file descriptors, read from and done with.
-		_ = objs.Clock.Close()
-		_ = objs.ReadClock.Close()
-	}()
 	var readings [2]jiffies.Reading
-	for i := range readings {
-		if i > 0 {
-			time.Sleep(jiffies.MinApart)
+	err := withTestRun(specs.Clock, specs.ReadClock, func(clock *ebpf.Map, read *ebpf.Program) error {
+		for i := range readings {
+			if i > 0 {
+				time.Sleep(jiffies.MinApart)
+			}
+			if _, err := read.Run(&ebpf.RunOptions{}); err != nil {
+				return fmt.Errorf("running read_clock: %w", err)
+			}
+			var pair bpf.KmemleakClockPair
+			if err := clock.Lookup(uint32(0), &pair); err != nil {
+				return fmt.Errorf("reading the clocks: %w", err)
+			}
+			readings[i] = jiffies.Reading{Jiffies: pair.Jiffies, Ns: pair.Ns}
 		}
-		if _, err := objs.ReadClock.Run(&ebpf.RunOptions{}); err != nil {
-			return nil, fmt.Errorf("running read_clock: %w", err)
-		}
-		var pair bpf.KmemleakClockPair
-		if err := objs.Clock.Lookup(uint32(0), &pair); err != nil {
-			return nil, fmt.Errorf("reading the clocks: %w", err)
-		}
-		readings[i] = jiffies.Reading{Jiffies: pair.Jiffies, Ns: pair.Ns}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	clock, err := jiffies.Fit(readings[0], readings[1])
 	if err != nil {
 		return nil, err
 	}
 	return &clock, nil
+}
+
+// withTestRun loads prog, a program the loader runs itself (never
+// attached), with m, the one map it uses, calls use with them, and closes
+// them.
+func withTestRun(m *ebpf.MapSpec, prog *ebpf.ProgramSpec, use func(m *ebpf.Map, prog *ebpf.Program) error) error {
+	coll, err := ebpf.NewCollection(&ebpf.CollectionSpec{
+		Maps:     map[string]*ebpf.MapSpec{m.Name: m.Copy()},
+		Programs: map[string]*ebpf.ProgramSpec{prog.Name: prog.Copy()},
+	})
+	if err != nil {
+		return fmt.Errorf("loading %s: %w", prog.Name, err)
+	}
+	// Only file descriptors, read from and done with.
+	defer coll.Close()
+	return use(coll.Maps[m.Name], coll.Programs[prog.Name])
 }
 
 // ProbeClock is the mapping Open gives the probes' times: nil where they

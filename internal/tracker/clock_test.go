@@ -36,7 +36,7 @@ func TestIntegrationAllocationTimesAreMonotonic(t *testing.T) {
 
 	var obj kmem.Object
 	pipes := func(fn func(*kmem.Object)) {
-		tr.live.Walk(func(o *livetable.Object) {
+		walkTracked(tr, func(o *livetable.Object) {
 			if !decode(o.Key, &o.KmemleakObject, tr.scan.clock, &obj) {
 				return
 			}

@@ -80,9 +80,13 @@ func (t *Tracker) DeleteCaches(ids []kmem.CacheID) error {
 		return fmt.Errorf("deleting the objects of %d caches: neither slab nor kmalloc is tracked", len(ids))
 	}
 	var obj kmem.Object
-	t.live.DeleteIf(func(o *livetable.Object) bool {
+	drop := func(o *livetable.Object) bool {
 		return decode(o.Key, &o.KmemleakObject, t.scan.clock, &obj) && slices.Contains(ids, kmem.CacheOf(obj))
-	})
+	}
+	// The young area first: an object moved out of it meanwhile is in the
+	// live table by the time its pass comes.
+	t.young.DeleteIf(drop)
+	t.live.DeleteIf(drop)
 	return nil
 }
 

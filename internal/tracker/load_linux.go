@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -30,9 +31,10 @@ type Tracker struct {
 	// The same maps by their names in the object, for the loads of the
 	// programs that share them, the data sections included.
 	byName   map[string]*ebpf.Map
-	sections []*ebpf.Map         // .rodata and .bss, closed with the rest
-	tables   []*livetable.Mapped // the live tables of the allocators attached, mapped
-	live     *livetable.Mapped   // the slab and kmalloc table, if attached
+	sections []*ebpf.Map            // .rodata and .bss, closed with the rest
+	tables   []*livetable.Mapped    // the live tables of the allocators attached, mapped
+	live     *livetable.Mapped      // the slab and kmalloc table, if attached
+	young    *livetable.MappedYoung // the young area in front of live, if attached
 	attached map[kmem.Allocator]*attached
 	bulkFree *ebpf.Program // on kmem_cache_free_bulk, where the kernel has kprobes
 	// Else on the workqueue, where the kfree_rcu batches are freed.
@@ -82,7 +84,13 @@ func Open(opts Options) (_ *Tracker, err error) {
 	if !opts.IgnoreBulkFrees && kernel.kprobes() != nil {
 		rcuBatches, rcuErr = findRCUBatchFunctions(kernel)
 	}
-	live, err := configure(specs, pl, opts, clock, rcuBatches)
+	var preempt preemptCount
+	if opts.Attribution && runtime.GOARCH == "amd64" {
+		if preempt, err = preemptCountOf(specs); err != nil {
+			opts.Logger.Info("Telling softirqs and interrupts by programs on the irq tracepoints, two runs each: the preempt count could not be found", zap.Error(err))
+		}
+	}
+	live, err := configure(specs, pl, opts, clock, rcuBatches, preempt)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +111,7 @@ func Open(opts Options) (_ *Tracker, err error) {
 		t.hookBulkFrees(l, pl, kernel, rcuErr, opts.Logger)
 	}
 	if opts.Attribution {
-		if err := t.attachAttribution(l, &specs.KmemleakProgramSpecs); err != nil {
+		if err := t.attachAttribution(l, attributionPrograms(&specs.KmemleakProgramSpecs, runtime.GOARCH == "arm64" || preempt.known())); err != nil {
 			return nil, err
 		}
 	}
@@ -152,7 +160,7 @@ func checkEnvironment() error {
 
 // configure writes the options into the object's constants and sizes its
 // maps. It returns the live map of each allocator.
-func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.Clock, rcuBatches map[string]uint64) (map[kmem.Allocator]*ebpf.MapSpec, error) {
+func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.Clock, rcuBatches map[string]uint64, preempt preemptCount) (map[kmem.Allocator]*ebpf.MapSpec, error) {
 	v := &specs.KmemleakVariableSpecs
 	if err := errors.Join(
 		v.KfreeRcuMonitorFn.Set(rcuBatches["kfree_rcu_monitor"]),
@@ -166,6 +174,8 @@ func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.
 		v.IgnoreTgid.Set(opts.IgnoreTgid),
 		v.Attribution.Set(opts.Attribution),
 		v.KmallocMinSize.Set(kmallocMinSize(slabCachesDir, slabinfo.Path)),
+		v.PreemptCountOffset.Set(preempt.count),
+		v.RunqueuesOffset.Set(preempt.runqueues),
 	); err != nil {
 		return nil, fmt.Errorf("setting the probes' constants: %w", err)
 	}
@@ -197,7 +207,32 @@ func configure(specs *bpf.KmemleakSpecs, pl *plan, opts Options, clock *jiffies.
 		}
 		live[a] = spec
 	}
+	// The young area serves the live table of slab and kmalloc objects.
+	m.Young.MaxEntries = 1
+	if live[kmem.Slab] != nil || live[kmem.Kmalloc] != nil {
+		slots, err := youngSlots(opts.YoungSlots)
+		if err != nil {
+			return nil, err
+		}
+		m.Young.MaxEntries = slots
+	}
+	if err := v.YoungSlots.Set(m.Young.MaxEntries); err != nil {
+		return nil, fmt.Errorf("sizing the young area: %w", err)
+	}
 	return live, nil
+}
+
+// youngSlots is the size of the young area: want, or where want is 0 the
+// machine's (livetable.YoungSlots), by the CPUs it can ever have.
+func youngSlots(want uint32) (uint32, error) {
+	if want != 0 {
+		return want, nil
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return 0, fmt.Errorf("sizing the young area: %w", err)
+	}
+	return livetable.YoungSlots(cpus), nil
 }
 
 // maxPercpuObjects bounds the percpu map: percpu memory is a few MiB in
@@ -273,6 +308,14 @@ func (t *Tracker) mapTables(live map[kmem.Allocator]*ebpf.MapSpec) error {
 			t.live = tab
 		}
 	}
+	if t.live == nil {
+		return nil
+	}
+	young, err := livetable.MapYoung(t.maps.Young)
+	if err != nil {
+		return err
+	}
+	t.young = young
 	return nil
 }
 
@@ -389,26 +432,38 @@ func (t *Tracker) loadOne(l *loader, at attachment) (*ebpf.Program, error) {
 }
 
 // attachAttribution attaches what attribution needs besides the
-// allocation probes: the programs that tell interrupt context (exits
-// first, see the probes) and the one that records the processes that end.
-func (t *Tracker) attachAttribution(l *loader, progs *bpf.KmemleakProgramSpecs) error {
-	todo := []attachment{
-		{program: progs.SoftirqExit, mode: kmem.ModeRawTP, group: "irq", event: "softirq_exit"},
-		{program: progs.HardirqExit, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_exit"},
-		{program: progs.SoftirqEntry, mode: kmem.ModeRawTP, group: "irq", event: "softirq_entry"},
-		{program: progs.HardirqEntry, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_entry"},
-		{program: progs.ProcessExit, mode: kmem.ModeRawTP, group: "sched", event: "sched_process_exit"},
-	}
+// allocation probes (attributionPrograms).
+func (t *Tracker) attachAttribution(l *loader, todo []attachment) error {
 	loaded, links, err := l.load(todo)
 	if err != nil {
 		return fmt.Errorf("attribution: %w (attribution: false turns it off)", err)
 	}
 	for _, at := range todo {
 		t.attribution = append(t.attribution, loaded[at.program])
+		if at.event == "sched_process_exit" {
+			t.exits = loaded[at.program]
+		}
 	}
-	t.exits = loaded[progs.ProcessExit]
 	t.links = append(t.links, links...)
 	return nil
+}
+
+// attributionPrograms are the programs attribution attaches: the one that
+// records the processes that end and, where the probes cannot read the
+// preempt count (preemptCount), the four that tell softirqs and interrupt
+// handlers by flags, exits first (see the probes).
+func attributionPrograms(progs *bpf.KmemleakProgramSpecs, readsPreemptCount bool) []attachment {
+	exits := attachment{program: progs.ProcessExit, mode: kmem.ModeRawTP, group: "sched", event: "sched_process_exit"}
+	if readsPreemptCount {
+		return []attachment{exits}
+	}
+	return []attachment{
+		{program: progs.SoftirqExit, mode: kmem.ModeRawTP, group: "irq", event: "softirq_exit"},
+		{program: progs.HardirqExit, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_exit"},
+		{program: progs.SoftirqEntry, mode: kmem.ModeRawTP, group: "irq", event: "softirq_entry"},
+		{program: progs.HardirqEntry, mode: kmem.ModeRawTP, group: "irq", event: "irq_handler_entry"},
+		exits,
+	}
 }
 
 // FollowsBulkFrees reports whether the frees of kmem_cache_free_bulk are
@@ -523,7 +578,10 @@ func (t *Tracker) Close() error {
 	for _, tab := range t.tables {
 		errs = append(errs, tab.Close())
 	}
-	t.links, t.attached, t.bulkFree, t.rcuBatches, t.attribution, t.exits, t.byName, t.tables, t.live, t.sections = nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
+	if t.young != nil {
+		errs = append(errs, t.young.Close())
+	}
+	t.links, t.attached, t.bulkFree, t.rcuBatches, t.attribution, t.exits, t.byName, t.tables, t.live, t.young, t.sections = nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
 	errs = append(errs, t.maps.Close())
 	t.maps = bpf.KmemleakMaps{}
 	return errors.Join(errs...)

@@ -16,10 +16,11 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 )
 
-// The live tables are mapped into the process, and Close unmaps them at
-// once: a mapping left for the garbage collector to unmap would keep its
-// map, its BTF and its file allocated for a random while (objects the
-// probes of a receiver track, and saw vanish in the middle of a test).
+// The live tables and the young area are mapped into the process, and
+// Close unmaps them at once: a mapping left for the garbage collector to
+// unmap would keep its map, its BTF and its file allocated for a random
+// while (objects the probes of a receiver track, and saw vanish in the
+// middle of a test).
 func TestIntegrationCloseUnmapsTheLiveTables(t *testing.T) {
 	kerneltest.RequireBPF(t)
 	tr, err := Open(Options{
@@ -27,7 +28,7 @@ func TestIntegrationCloseUnmapsTheLiveTables(t *testing.T) {
 		Stacks: StackOptions{Depth: 1}, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
 	require.NoError(t, err)
-	assert.Len(t, bpfMappings(t), 3, "one mapping per live table: objects, pages, percpu")
+	assert.Len(t, bpfMappings(t), 4, "one mapping per live table (objects, pages, percpu) and the young area")
 	require.NoError(t, tr.Close())
 	assert.Empty(t, bpfMappings(t))
 }

@@ -38,7 +38,12 @@ type Options struct {
 	// IgnoreBulkFrees leaves kmem_cache_free_bulk unhooked even where the
 	// kernel has kprobes: only to measure what the hook buys.
 	IgnoreBulkFrees bool
-	Logger          *zap.Logger
+	// YoungSlots sizes the young area in front of the slab and kmalloc
+	// live table; 0 sizes it for the machine (livetable.YoungSlots). Only
+	// for tests, which make it small to have objects moved out of it all
+	// the time.
+	YoungSlots uint32
+	Logger     *zap.Logger
 }
 
 // TakesStacks reports whether any allocation takes a stack: page

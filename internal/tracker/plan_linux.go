@@ -72,17 +72,20 @@ func newPlan(p *bpf.KmemleakProgramSpecs) *plan {
 			[]*ebpf.ProgramSpec{p.BtfPageAlloc, p.BtfPageFree, p.BtfPageFreeBk},
 			[]*ebpf.ProgramSpec{p.RawPageAlloc, p.RawPageFree, p.RawPageFreeBk},
 			[]*ebpf.ProgramSpec{p.TpPageAlloc, p.TpPageFree}),
+		// free_percpu() fires its tracepoint with interrupts off: no free
+		// can land inside the free program, and it needs no backup.
 		kmem.Percpu: tracepointModes("percpu", "percpu_alloc_percpu", "percpu_free_percpu",
-			[]*ebpf.ProgramSpec{p.BtfPercpuAlloc, p.BtfPercpuFree, p.BtfPercpuFreeBk},
-			[]*ebpf.ProgramSpec{p.RawPercpuAlloc, p.RawPercpuFree, p.RawPercpuFreeBk},
+			[]*ebpf.ProgramSpec{p.BtfPercpuAlloc, p.BtfPercpuFree},
+			[]*ebpf.ProgramSpec{p.RawPercpuAlloc, p.RawPercpuFree},
 			[]*ebpf.ProgramSpec{p.TpPercpuAlloc, p.TpPercpuFree}),
 	}}
 }
 
 // tracepointModes lists an allocator's programs in each tracepoint mode,
 // in attach order: alloc, free, and the backup free program (free_backup in
-// the BPF code), which must run after the primary on the tracepoint.
-// Classic tracepoints get no backup program (see the BPF code).
+// the BPF code), which must run after the primary on the tracepoint, where
+// an interrupt can land inside the free program. Classic tracepoints get no
+// backup program (see the BPF code).
 func tracepointModes(group, alloc, free string, btf, raw, tp []*ebpf.ProgramSpec) map[kmem.Mode][]attachment {
 	list := func(m kmem.Mode, progs []*ebpf.ProgramSpec) []attachment {
 		events := []string{alloc, free, free}

@@ -89,9 +89,11 @@ func TestPlanTracepointModes(t *testing.T) {
 			kmem.ModeRawTP:      "raw_page_alloc@kmem:mm_page_alloc raw_page_free@kmem:mm_page_free raw_page_free_bk@kmem:mm_page_free",
 			kmem.ModeTracepoint: "tp_page_alloc@kmem:mm_page_alloc tp_page_free@kmem:mm_page_free",
 		},
+		// No backup free program: free_percpu() fires the tracepoint with
+		// interrupts off, so no free can land inside the primary.
 		kmem.Percpu: {
-			kmem.ModeTPBTF:      "btf_percpu_alloc@percpu:percpu_alloc_percpu btf_percpu_free@percpu:percpu_free_percpu btf_percpu_free_bk@percpu:percpu_free_percpu",
-			kmem.ModeRawTP:      "raw_percpu_alloc@percpu:percpu_alloc_percpu raw_percpu_free@percpu:percpu_free_percpu raw_percpu_free_bk@percpu:percpu_free_percpu",
+			kmem.ModeTPBTF:      "btf_percpu_alloc@percpu:percpu_alloc_percpu btf_percpu_free@percpu:percpu_free_percpu",
+			kmem.ModeRawTP:      "raw_percpu_alloc@percpu:percpu_alloc_percpu raw_percpu_free@percpu:percpu_free_percpu",
 			kmem.ModeTracepoint: "tp_percpu_alloc@percpu:percpu_alloc_percpu tp_percpu_free@percpu:percpu_free_percpu",
 		},
 	}

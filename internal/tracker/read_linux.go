@@ -64,31 +64,58 @@ func (t *Tracker) Read(snap *kmem.Snapshot) error {
 
 // walk counts the live tables' objects into snap, in as many parts as
 // the process has CPUs, up to four: counting a million objects by group
-// takes tens of milliseconds.
+// takes tens of milliseconds. The live tables are walked to the end before
+// the young area is begun: an object moves from the young area into the
+// live table, never back, so it is counted once at most (an object moved
+// while the walk runs may be missed, never counted twice; the truth
+// check's bound holds).
 func (t *Tracker) walk(snap *kmem.Snapshot) {
 	parts := &t.scan.parts
 	*parts = slices.Grow((*parts)[:0], 4)[:min(runtime.GOMAXPROCS(0), 4)]
-	var wg sync.WaitGroup
-	for i := range *parts {
-		part := snap
-		if i > 0 {
-			part = &(*parts)[i]
-			part.BeginPart(snap)
-		}
-		wg.Go(func() {
-			var obj kmem.Object
-			for _, tab := range t.tables {
-				tab.WalkPart(i, len(*parts), func(o *livetable.Object) {
-					if decode(o.Key, &o.KmemleakObject, t.scan.clock, &obj) {
-						part.Add(&obj)
-					}
-				})
-			}
-		})
+	for i := 1; i < len(*parts); i++ {
+		(*parts)[i].BeginPart(snap)
 	}
-	wg.Wait()
+	partOf := func(i int) *kmem.Snapshot {
+		if i == 0 {
+			return snap
+		}
+		return &(*parts)[i]
+	}
+	t.walkParts(len(*parts), func(i int) func(*livetable.Object) {
+		part := partOf(i)
+		var obj kmem.Object
+		return func(o *livetable.Object) {
+			if decode(o.Key, &o.KmemleakObject, t.scan.clock, &obj) {
+				part.Add(&obj)
+			}
+		}
+	})
 	for i := 1; i < len(*parts); i++ {
 		snap.Merge(&(*parts)[i])
+	}
+}
+
+// walkParts walks the live tables, then the young area, each in n parts at
+// once: part i by one goroutine, which calls visit(i) for the function it
+// calls with each object.
+func (t *Tracker) walkParts(n int, visit func(i int) func(*livetable.Object)) {
+	var areas []interface {
+		WalkPart(i, n int, fn func(*livetable.Object))
+	}
+	for _, tab := range t.tables {
+		areas = append(areas, tab)
+	}
+	if t.young != nil {
+		areas = append(areas, t.young)
+	}
+	for _, area := range areas {
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				area.WalkPart(i, n, visit(i))
+			})
+		}
+		wg.Wait()
 	}
 }
 
@@ -129,16 +156,7 @@ func (t *Tracker) counters() (map[kmem.Allocator]kmem.Counters, error) {
 		if err := t.maps.Stats.Lookup(bpfAllocators[a], &perCPU); err != nil {
 			return nil, fmt.Errorf("reading %s counters: %w", a, err)
 		}
-		var sum kmem.Counters
-		for _, c := range perCPU {
-			sum.Allocs += c.Allocs
-			sum.Frees += c.Frees
-			sum.UntrackedFrees += c.UntrackedFrees
-			sum.Dropped += c.Dropped
-			sum.StackErrors += c.StackErrors
-			sum.RecoveredFrees += c.RecoveredFrees
-			sum.MissedFrees += c.MissedFrees
-		}
+		sum := SumCounters(perCPU)
 		for _, p := range at.programs {
 			stats, err := p.Stats()
 			if err != nil {
@@ -152,6 +170,24 @@ func (t *Tracker) counters() (map[kmem.Allocator]kmem.Counters, error) {
 		out[a] = sum
 	}
 	return out, nil
+}
+
+// SumCounters adds up per-CPU values of the probes' counters (of one
+// allocator, or more).
+func SumCounters(perCPU []bpf.KmemleakCounters) kmem.Counters {
+	var sum kmem.Counters
+	for _, c := range perCPU {
+		sum.Allocs += c.Allocs
+		sum.Frees += c.Frees
+		sum.UntrackedFrees += c.UntrackedFrees
+		sum.Dropped += c.Dropped
+		sum.StackErrors += c.StackErrors
+		sum.RecoveredFrees += c.RecoveredFrees
+		sum.MissedFrees += c.MissedFrees
+		sum.Promoted += c.Promoted
+		sum.Raced += c.Raced
+	}
+	return sum
 }
 
 // readCaches reads the slab caches the probes have seen: a few hundred
