@@ -80,9 +80,18 @@ func TestIntegrationReusedAddressCountsAMissedFree(t *testing.T) {
 	before := scan(t, tr).Counters[kmem.Kmalloc].MissedFrees
 
 	kerneltest.OpenPipes(t, n)
-	after := scan(t, tr)
 	// An address is replaced when a new object is there and no stale
-	// entry is left, in either place.
+	// entry is left, in either place. The counters are read after this
+	// walk, not before: the replacing goes on after the pipes are open. A
+	// new object in the young area over a stale entry in the live table
+	// replaces it, counting the missed free, only when it moves into the
+	// table, which any allocation that takes its slot makes it do at any
+	// time (on a busy machine, a few times between a scan and this walk).
+	// Counters read first would miss those counts while the walk sees
+	// their addresses replaced. Read after, they hold every count of what
+	// the walk saw: a replacement is visible before its count by the
+	// instructions of one probe, and the scan walks every table again
+	// before it reads them. What they count meanwhile only adds.
 	renewed, stale := map[uint64]bool{}, map[uint64]bool{}
 	walkTracked(tr, func(o *livetable.Object) {
 		if _, ok := young[o.Key]; !ok {
@@ -102,7 +111,7 @@ func TestIntegrationReusedAddressCountsAMissedFree(t *testing.T) {
 			replaced++
 		}
 	}
-	missed := after.Counters[kmem.Kmalloc].MissedFrees - before
+	missed := scan(t, tr).Counters[kmem.Kmalloc].MissedFrees - before
 	t.Logf("%d entries put back (%d in the young area), %d replaced by new objects, %d stale entries left, %d missed frees counted",
 		len(young)+len(old), len(young), replaced, len(stale), missed)
 	if replaced == 0 {
