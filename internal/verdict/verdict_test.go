@@ -378,7 +378,7 @@ func TestHeldObjectsAreNotLeaks(t *testing.T) {
 func TestGrowthTasksHoldIsNoLeak(t *testing.T) {
 	end := 9*time.Minute + 50*time.Second
 	unheld := func(rise bool) func(time.Duration, *Sample) Reclaim {
-		return func(now time.Duration, s *Sample) Reclaim {
+		return func(_ time.Duration, s *Sample) Reclaim {
 			s.HoldersListed = true
 			rest := int64(s.Objects / 8)
 			if !rise {
