@@ -1422,20 +1422,8 @@ func TestLeakOfOpenFilesNamesItsHolder(t *testing.T) {
 // Objects that outlive the processes that allocated them, still rising: a
 // leak, and its reason says so.
 func TestLeakOutlivingItsAllocatorsSaysSo(t *testing.T) {
-	k := newFakeKernel()
-	owners := &fakeOwners{exited: map[uint32]bool{}}
-	h := start(t, k, Options{MinAge: 30 * time.Second, Owners: owners, Holders: fakeHolders{k}})
-	var last verdict.Verdict
-	for i := 1; i <= 30; i++ {
-		obj := kmallocObj(kmem.KmallocNormal, 64, kmallocSite)
-		obj.Owner = kmem.Owner{Context: kmem.InTask, Tgid: uint32(1000 + i)}
-		k.alloc(6, obj)
-		owners.exited[uint32(1000+i)] = true
-		res := h.scan()
-		for _, g := range res.Report.Groups {
-			last = g.Verdict
-		}
-	}
+	vs := risingFromProcesses(t, newFakeKernel(), kmallocSite, true)
+	last := vs[len(vs)-1]
 	assert.Equal(t, verdict.Leaking, last.State)
 	assert.Equal(t, "allocating processes exited (100% of its objects), still rising", last.Reason)
 }
@@ -1484,31 +1472,38 @@ func TestCgroupsExplainTheirStructures(t *testing.T) {
 // that made them run; the same rise from processes that exited (their
 // cgroups gone, the heads kept) is a leak.
 func TestRunningProcessesCgroupsExplainTheirListLRUs(t *testing.T) {
-	rise := func(exit bool) verdict.Verdict {
-		k := newFakeKernel()
-		k.cgroups = 40
-		owners := &fakeOwners{exited: map[uint32]bool{}}
-		h := start(t, k, Options{MinAge: 30 * time.Second, Owners: owners, Holders: fakeHolders{k}})
-		var last verdict.Verdict
-		for i := 1; i <= 30; i++ {
-			obj := kmallocObj(kmem.KmallocNormal, 64, lruSite)
-			obj.Owner = kmem.Owner{Context: kmem.InTask, Tgid: uint32(1000 + i)}
-			k.alloc(6, obj)
-			owners.exited[uint32(1000+i)] = exit
-			res := h.scan()
-			for _, g := range res.Report.Groups {
-				last = g.Verdict
-				if !exit {
-					assert.NotEqual(t, verdict.Leaking, g.Verdict.State, "scan %d", i)
-				}
-			}
-		}
-		return last
+	k := newFakeKernel()
+	k.cgroups = 40
+	vs := risingFromProcesses(t, k, lruSite, false)
+	for i, v := range vs {
+		assert.NotEqual(t, verdict.Leaking, v.State, "verdict %d", i+1)
 	}
-	running := rise(false)
+	running := vs[len(vs)-1]
 	assert.Equal(t, verdict.LiveTasks, running.ExplainedBy)
 	assert.Equal(t, "structures of the cgroups of the processes that made them, which still run (100% of its objects): one per cgroup and list_lru", running.Reason)
-	assert.Equal(t, verdict.Leaking, rise(true).State)
+	exited := risingFromProcesses(t, newFakeKernel(), lruSite, true)
+	assert.Equal(t, verdict.Leaking, exited[len(exited)-1].State)
+}
+
+// risingFromProcesses allocates 6 objects at site a scan for 30 scans,
+// each scan's from a process of its own that has exited by the scan or
+// still runs, and returns the site's verdicts, one a scan once its objects
+// aged.
+func risingFromProcesses(t *testing.T, k *fakeKernel, site uint64, exit bool) []verdict.Verdict {
+	owners := &fakeOwners{exited: map[uint32]bool{}}
+	h := start(t, k, Options{MinAge: 30 * time.Second, Owners: owners, Holders: fakeHolders{k}})
+	var out []verdict.Verdict
+	for i := 1; i <= 30; i++ {
+		obj := kmallocObj(kmem.KmallocNormal, 64, site)
+		obj.Owner = kmem.Owner{Context: kmem.InTask, Tgid: uint32(1000 + i)}
+		k.alloc(6, obj)
+		owners.exited[uint32(1000+i)] = exit
+		for _, g := range h.scan().Report.Groups {
+			out = append(out, g.Verdict)
+		}
+	}
+	require.NotEmpty(t, out, "no objects aged")
+	return out
 }
 
 // The allocators' own bookkeeping rises with every cache: growing, never a
