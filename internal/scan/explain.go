@@ -69,19 +69,20 @@ type site struct {
 	// heldAsFiles sums, per owner, the objects live tasks hold as open
 	// files: who holds them, when several do.
 	heldAsFiles map[owner.Owner]int64
+	// byOwner sums the objects of each owner; riser is the one still
+	// adding to them (risers.observe).
+	byOwner map[owner.Owner]int64
+	riser   owner.Owner
 }
 
-// mostHeld is the owner whose groups live tasks hold the most of as open
-// files, and how many.
-func (s *site) mostHeld() (owner.Owner, int64) {
-	var most owner.Owner
+// mostHeld is how many of the site's objects live tasks hold as the open
+// files of the owner they hold the most of.
+func (s *site) mostHeld() int64 {
 	var n int64
-	for o, held := range s.heldAsFiles {
-		if held > n || held == n && o.Pid < most.Pid {
-			most, n = o, held
-		}
+	for _, held := range s.heldAsFiles {
+		n = max(n, held)
 	}
-	return most, n
+	return n
 }
 
 func (s *site) add(g report.Group) {
@@ -96,6 +97,10 @@ func (s *site) add(g report.Group) {
 	if g.Owner.Exited {
 		s.exited += g.Objects
 	}
+	if s.byOwner == nil {
+		s.byOwner = map[owner.Owner]int64{}
+	}
+	s.byOwner[g.Owner] += g.Objects
 	if g.HeldAsFile > 0 {
 		if s.heldAsFiles == nil {
 			s.heldAsFiles = map[owner.Owner]int64{}
@@ -130,7 +135,7 @@ func (p *Scanner) sample(s *site, live string) verdict.Sample {
 	// tasks exiting meanwhile, are not seen held. Or all but fewer than a
 	// leak adds: a few a task structure's caches keep (vmalloc'ed stacks
 	// kept for reuse), a few sockets closing.
-	_, most := s.mostHeld()
+	most := s.mostHeld()
 	explains := func(held int64) bool { return held*10 >= s.Objects*9 || (held > 0 && s.Objects-held < verdict.MinRise) }
 	switch {
 	case s.Objects == 0:
@@ -196,15 +201,17 @@ func (p *Scanner) holderClue(s *site) string {
 	switch {
 	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
 		if s.FileHolder == kmem.SeveralHolders {
-			most := ""
-			if o, _ := s.mostHeld(); o.Attributed() && !o.Other && !o.Exited {
-				most = "; most allocated by " + o.String()
+			adder := ""
+			if o := s.riser; o.Attributed() && !o.Other && !o.Exited {
+				adder = "; still added to by " + o.String()
 			}
-			return "held by several processes, their open files (" + percent(s.HeldAsFile, s.Objects) + ")" + most
+			return "held by several processes, their open files (" + percent(s.HeldAsFile, s.Objects) + ")" + adder
 		}
 		return "held by " + p.processName(s.FileHolder) + ", its open files (" + percent(s.HeldAsFile, s.Objects) + ")"
 	case s.exited*2 >= s.Objects && s.Objects > 0:
 		return "allocating processes exited (" + percent(s.exited, s.Objects) + " of its objects), still rising"
+	case s.riser.Attributed():
+		return "allocated by " + s.riser.String() + ", still rising"
 	case s.Owner.Attributed() && !s.Owner.Other:
 		return "allocated by " + s.Owner.String() + ", still rising"
 	}

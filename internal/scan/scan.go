@@ -131,6 +131,8 @@ type Scanner struct {
 	// rising: the last scan found some site rising like a leak
 	// (verdict.Judge.Candidates): this one lists what live tasks hold.
 	rising bool
+	// risers is who added to each call site in its last scans.
+	risers risers
 }
 
 // Result is what one scan found.
@@ -158,7 +160,7 @@ func New(machine Machine, opts Options) *Scanner {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	p := &Scanner{machine: machine, opts: opts, judge: verdict.New(opts.Verdict), truth: truth.NewChecker()}
+	p := &Scanner{machine: machine, opts: opts, judge: verdict.New(opts.Verdict), truth: truth.NewChecker(), risers: risers{}}
 	p.filter = cacheFilter{tracks: opts.Tracks, seen: map[kmem.CacheID]bool{}}
 	return p
 }
@@ -337,6 +339,10 @@ func (p *Scanner) judgeGroups(rep *report.Report, now uint64) (bySite []report.G
 		}
 		s.add(g)
 	}
+	for key, s := range sites {
+		s.riser = p.risers.observe(key, s.byOwner)
+	}
+	p.risers.forget(sites)
 	live := p.liveTasks(now)
 	samples := make(map[string]verdict.Sample, len(sites))
 	for key, s := range sites {
