@@ -102,33 +102,59 @@ func parseAllocTraces(r io.Reader) (map[string]traceSite, error) {
 	return out, sc.Err()
 }
 
+// oracleSite is one call site's live objects in the kernel's records, and
+// when they were allocated at the earliest and at the latest, on
+// CLOCK_MONOTONIC: from their ages in jiffies and when their cache's
+// records were read. Reading them all takes seconds under slub_debug, so
+// one moment for all would put objects made after the attach before it.
+type oracleSite struct {
+	objects          int64
+	earliest, latest uint64
+}
+
 // readAllocTraces reads every cache's records by cache and call site, named
 // as the receiver names them (the kmalloc-rnd copies of a size class as
-// one), as scanView.groups has the receiver's.
-func readAllocTraces(t *testing.T) map[[2]string]traceSite {
+// one), as scanView.groups has the receiver's. tick is a jiffy.
+func readAllocTraces(t *testing.T, tick time.Duration) map[[2]string]oracleSite {
 	t.Helper()
 	entries, err := os.ReadDir(debugSlabDir)
 	require.NoError(t, err)
-	out := map[[2]string]traceSite{}
+	out := map[[2]string]oracleSite{}
 	for _, e := range entries {
+		before := monotonic(t)
 		f, err := os.Open(filepath.Join(debugSlabDir, e.Name(), "alloc_traces"))
 		if err != nil {
 			continue // a cache destroyed meanwhile, or one that records no caller
 		}
 		sites, err := parseAllocTraces(f)
 		f.Close()
+		after := monotonic(t)
 		require.NoError(t, err, e.Name())
 		cache := slabinfo.FoldRandomKmalloc(e.Name())
 		for site, s := range sites {
+			// An age is whole jiffies: the true one is up to a tick more.
+			got := oracleSite{
+				objects:  s.objects,
+				earliest: before - uint64(s.maxAge+1)*uint64(tick),
+				latest:   after - uint64(s.minAge)*uint64(tick),
+			}
 			key := [2]string{cache, site}
 			if prev, ok := out[key]; ok {
-				s.objects += prev.objects
-				s.minAge, s.maxAge = min(s.minAge, prev.minAge), max(s.maxAge, prev.maxAge)
+				got.objects += prev.objects
+				got.earliest, got.latest = min(got.earliest, prev.earliest), max(got.latest, prev.latest)
 			}
-			out[key] = s
+			out[key] = got
 		}
 	}
 	return out
+}
+
+// monotonic is CLOCK_MONOTONIC, the clock the records' ages are placed on.
+func monotonic(t *testing.T) uint64 {
+	t.Helper()
+	ns, err := tracker.MonotonicNow()
+	require.NoError(t, err)
+	return ns
 }
 
 // storeUser finds, on the kernel's command line, the debug flags that
@@ -167,14 +193,17 @@ func TestIntegrationAllocTracesOracle(t *testing.T) {
 	requireAllocTraces(t)
 	clock, err := tracker.ProbeClock()
 	require.NoError(t, err, "the kernel's HZ, for alloc_traces' ages in jiffies")
-	hz := float64(clock.HZ)
-	jiffiesOf := func(d time.Duration) int64 { return int64(d.Seconds() * hz) }
+	tick := time.Second / time.Duration(clock.HZ)
 
 	cfg := testConfig()
 	cfg.CollectionInterval = time.Second
 	cfg.MinAge = 5 * time.Second
 	p := startReceiver(t, cfg)
-	attached := time.Now()
+	attached := monotonic(t)
+	// The records place an object to within a jiffy and the reading of its
+	// cache's file: the test's own come a second after the attach, where
+	// no such error puts them before it.
+	time.Sleep(time.Second)
 
 	kerneltest.OpenPipes(t, 300)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -193,16 +222,16 @@ func TestIntegrationAllocTracesOracle(t *testing.T) {
 	churning.Wait()
 	time.Sleep(cfg.MinAge + 2*time.Second)
 
-	asked := time.Now()
+	asked := monotonic(t)
 	md := waitForMetrics(t, p.metrics, "a scan after the load", func(pmetric.Metrics) bool { return true })
-	// The scan began at most a collection interval before it arrived; an
-	// object the kernel finds this old at the reading was aged then.
+	// The scan began at most a collection interval before it arrived, after
+	// it was asked for: an object allocated before agedBy was aged then.
+	agedBy := asked - uint64(cfg.CollectionInterval+cfg.MinAge)
 	reading := time.Now()
-	postAttach := jiffiesOf(reading.Sub(attached) - time.Second)
-	kernel := readAllocTraces(t)
-	oldEnough := jiffiesOf(cfg.MinAge + time.Since(asked) + cfg.CollectionInterval + time.Second)
-	t.Logf("HZ %d; alloc_traces read in %v; compared: objects at least %d jiffies old, none older than %d (the attach)",
-		clock.HZ, time.Since(reading).Round(time.Millisecond), oldEnough, postAttach)
+	kernel := readAllocTraces(t, tick)
+	t.Logf("HZ %d; alloc_traces read in %v; compared: sites whose objects were all allocated after the attach and %v before the scan",
+		clock.HZ, time.Since(reading).Round(time.Millisecond), cfg.MinAge)
+	since := func(ns uint64) string { return fmt.Sprintf("%+.1fs", (float64(ns)-float64(attached))/1e9) }
 
 	view := viewOf(md)
 	ours, untraced := view.groups, view.untraced
@@ -227,7 +256,8 @@ func TestIntegrationAllocTracesOracle(t *testing.T) {
 	for _, key := range keys {
 		k, n := kernel[key], ours[key]
 		cache, site := key[0], key[1]
-		row := fmt.Sprintf("%-24s %-48s kernel %6d (age %d-%d) receiver %6d", cache, site, k.objects, k.minAge, k.maxAge, n)
+		row := fmt.Sprintf("%-24s %-48s kernel %6d (allocated %s..%s after the attach) receiver %6d",
+			cache, site, k.objects, since(k.earliest), since(k.latest), n)
 		switch {
 		case !inKernel[key]:
 			t.Errorf("%s: the receiver reports %d objects at a site the kernel has no live object of", row, n)
@@ -235,9 +265,9 @@ func TestIntegrationAllocTracesOracle(t *testing.T) {
 			t.Logf("%s: not compared, under %d in the kernel's records", row, oracleMinObjects)
 		case untraced[cache]:
 			t.Logf("%s: not compared, the truth check untracked %s", row, cache)
-		case k.minAge < oldEnough:
+		case k.latest > agedBy:
 			t.Logf("%s: not compared, some objects younger than min_age", row)
-		case k.maxAge >= postAttach:
+		case k.earliest < attached:
 			t.Logf("%s: not compared, some objects older than the attach", row)
 		default:
 			bound := max(oracleSlack, k.objects*oracleSharePct/100)

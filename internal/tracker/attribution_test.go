@@ -43,7 +43,7 @@ func ownersAt(t *testing.T, tr *Tracker, fn string) map[kmem.Owner]int {
 	out := map[kmem.Owner]int{}
 	walkTracked(tr, func(o *livetable.Object) {
 		var obj kmem.Object
-		if s, ok := sym.Resolve(o.CallSite); ok && strings.Contains(s.Name, fn) && decode(o.Key, &o.KmemleakObject, nil, &obj) {
+		if s, ok := sym.Resolve(o.CallSite); ok && strings.Contains(s.Name, fn) && (&scanState{}).decode(o.Key, &o.KmemleakObject, &obj) {
 			out[obj.Owner]++
 		}
 	})

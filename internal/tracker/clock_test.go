@@ -37,7 +37,7 @@ func TestIntegrationAllocationTimesAreMonotonic(t *testing.T) {
 	var obj kmem.Object
 	pipes := func(fn func(*kmem.Object)) {
 		walkTracked(tr, func(o *livetable.Object) {
-			if !decode(o.Key, &o.KmemleakObject, tr.scan.clock, &obj) {
+			if !tr.scan.decode(o.Key, &o.KmemleakObject, &obj) {
 				return
 			}
 			if s, ok := sym.Resolve(obj.CallSite); ok && strings.Contains(s.Name, "alloc_pipe_info") {

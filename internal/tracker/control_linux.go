@@ -49,7 +49,7 @@ func (t *Tracker) Untrack(id kmem.CacheID) error {
 func (t *Tracker) skipKmalloc(id kmem.CacheID) error {
 	family, bytes := id.Kmalloc()
 	table := &t.control.kmallocSkip.Skip
-	f, slot := int(bpfKmallocFamilies[family]), int(bytes/8)
+	f, slot := int(bpfKmallocFamilies[family]), int(t.scan.kmallocSizes.slabSize(bytes)/8)
 	if id.IsKmallocLarge() || f >= len(table) || slot >= len(table[f]) {
 		return fmt.Errorf("%s is no kmalloc slab cache and cannot be skipped", kmem.KmallocName(id))
 	}
@@ -61,13 +61,19 @@ func (t *Tracker) skipKmalloc(id kmem.CacheID) error {
 }
 
 // KmallocCaches lists every kmalloc cache the probes can skip: each slot
-// of their skip table, a size class or not.
+// of their skip table, a size class or not, by the size its objects are
+// named by.
 func (t *Tracker) KmallocCaches() []kmem.CacheID {
 	var out []kmem.CacheID
+	seen := map[kmem.CacheID]bool{}
 	slots := len(t.control.kmallocSkip.Skip[0]) // as many for every family
 	for _, family := range kmem.KmallocFamilies {
 		for slot := 1; slot < slots; slot++ {
-			out = append(out, kmem.KmallocID(family, uint32(slot*8)))
+			id := kmem.KmallocID(family, t.scan.kmallocSizes.objectSize(uint32(slot*8)))
+			if !seen[id] {
+				seen[id] = true
+				out = append(out, id)
+			}
 		}
 	}
 	return out
@@ -81,7 +87,7 @@ func (t *Tracker) DeleteCaches(ids []kmem.CacheID) error {
 	}
 	var obj kmem.Object
 	drop := func(o *livetable.Object) bool {
-		return decode(o.Key, &o.KmemleakObject, t.scan.clock, &obj) && slices.Contains(ids, kmem.CacheOf(obj))
+		return t.scan.decode(o.Key, &o.KmemleakObject, &obj) && slices.Contains(ids, kmem.CacheOf(obj))
 	}
 	// The young area first: an object moved out of it meanwhile is in the
 	// live table by the time its pass comes.

@@ -64,7 +64,7 @@ func TestIntegrationCrossCPUFreesLeaveNoPhantoms(t *testing.T) {
 			walkTracked(tr, func(o *livetable.Object) {
 				var obj kmem.Object
 				s, ok := sym.Resolve(o.CallSite)
-				if !ok || !strings.Contains(s.Name, "alloc_pipe_info") || !decode(o.Key, &o.KmemleakObject, tr.scan.clock, &obj) || obj.AllocNs < start {
+				if !ok || !strings.Contains(s.Name, "alloc_pipe_info") || !tr.scan.decode(o.Key, &o.KmemleakObject, &obj) || obj.AllocNs < start {
 					return
 				}
 				if obj.Owner.Tgid == self {

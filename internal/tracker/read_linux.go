@@ -31,6 +31,9 @@ type scanState struct {
 	// clock maps the probes' times in jiffies; nil where they are in
 	// nanoseconds.
 	clock *jiffies.Clock
+	// kmallocSizes names kmalloc objects by their cache's object size
+	// where the tracepoints report its slab size; nil elsewhere.
+	kmallocSizes kmallocSizes
 }
 
 func newScanState(opts Options, clock *jiffies.Clock) scanState {
@@ -85,7 +88,7 @@ func (t *Tracker) walk(snap *kmem.Snapshot) {
 		part := partOf(i)
 		var obj kmem.Object
 		return func(o *livetable.Object) {
-			if decode(o.Key, &o.KmemleakObject, t.scan.clock, &obj) {
+			if t.scan.decode(o.Key, &o.KmemleakObject, &obj) {
 				part.Add(&obj)
 			}
 		}
@@ -121,13 +124,13 @@ func (t *Tracker) walkParts(n int, visit func(i int) func(*livetable.Object)) {
 
 // decode turns the probes' record into the domain's, in obj; it refuses
 // values the probes do not define.
-func decode(addr uint64, v *bpf.KmemleakObject, clock *jiffies.Clock, obj *kmem.Object) bool {
+func (s *scanState) decode(addr uint64, v *bpf.KmemleakObject, obj *kmem.Object) bool {
 	if int(v.Allocator) >= len(allocatorOf) || int(v.Context) >= len(contextOf) {
 		return false
 	}
 	allocNs := v.AllocTime
-	if clock != nil {
-		allocNs = clock.End(v.AllocTime)
+	if s.clock != nil {
+		allocNs = s.clock.End(v.AllocTime)
 	}
 	*obj = kmem.Object{
 		Address:      addr,
@@ -145,6 +148,7 @@ func decode(addr uint64, v *bpf.KmemleakObject, clock *jiffies.Clock, obj *kmem.
 			return false
 		}
 		obj.Cache = uint64(familyOf[v.Cache])
+		obj.Bytes = s.kmallocSizes.objectSize(obj.Bytes)
 	}
 	return true
 }
