@@ -64,6 +64,7 @@ const (
 	AttributeKmemGrowthExplainedByTmpfsFiles
 	AttributeKmemGrowthExplainedByAllocatorBookkeeping
 	AttributeKmemGrowthExplainedByCgroups
+	AttributeKmemGrowthExplainedByDeviceBuffers
 )
 
 // String returns the string representation of the AttributeKmemGrowthExplainedBy.
@@ -81,6 +82,8 @@ func (av AttributeKmemGrowthExplainedBy) String() string {
 		return "allocator_bookkeeping"
 	case AttributeKmemGrowthExplainedByCgroups:
 		return "cgroups"
+	case AttributeKmemGrowthExplainedByDeviceBuffers:
+		return "device_buffers"
 	}
 	return ""
 }
@@ -93,6 +96,7 @@ var MapAttributeKmemGrowthExplainedBy = map[string]AttributeKmemGrowthExplainedB
 	"tmpfs_files":           AttributeKmemGrowthExplainedByTmpfsFiles,
 	"allocator_bookkeeping": AttributeKmemGrowthExplainedByAllocatorBookkeeping,
 	"cgroups":               AttributeKmemGrowthExplainedByCgroups,
+	"device_buffers":        AttributeKmemGrowthExplainedByDeviceBuffers,
 }
 
 // AttributeKmemVerdict specifies the value kmem.verdict attribute.

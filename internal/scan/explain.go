@@ -15,6 +15,7 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
 	"github.com/kmemleak/kmemleakreceiver/internal/report"
+	"github.com/kmemleak/kmemleakreceiver/internal/rxbuffers"
 	"github.com/kmemleak/kmemleakreceiver/internal/tmpfs"
 	"github.com/kmemleak/kmemleakreceiver/internal/verdict"
 )
@@ -69,10 +70,10 @@ type site struct {
 	// heldAsFiles sums, per owner, the objects live tasks hold as open
 	// files: who holds them, when several do.
 	heldAsFiles map[owner.Owner]int64
-	// byOwner sums the objects of each owner; riser is the one still
-	// adding to them (risers.observe).
+	// byOwner sums the objects of each owner; adder is who keeps adding
+	// to them (risers.observe).
 	byOwner map[owner.Owner]int64
-	riser   owner.Owner
+	adder   owner.Owner
 }
 
 // mostHeld is how many of the site's objects live tasks hold as the open
@@ -131,6 +132,7 @@ func (p *Scanner) sample(s *site, live string) verdict.Sample {
 	out.OnePerTmpfsFile = s.Allocator == kmem.Slab && s.Cache == tmpfs.Cache
 	out.PerCgroup = cgroups.Made(functions)
 	out.Bookkeeping = bookkeeping.Of(functions[0])
+	out.DeviceBuffers = rxbuffers.Posted(functions)
 	// Nine in ten: objects allocated since the holders were listed, and
 	// tasks exiting meanwhile, are not seen held. Or all but fewer than a
 	// leak adds: a few a task structure's caches keep (vmalloc'ed stacks
@@ -202,7 +204,7 @@ func (p *Scanner) holderClue(s *site) string {
 	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
 		if s.FileHolder == kmem.SeveralHolders {
 			adder := ""
-			if o := s.riser; o.Attributed() && !o.Other && !o.Exited {
+			if o := s.adder; o.Attributed() && !o.Other && !o.Exited {
 				adder = "; still added to by " + o.String()
 			}
 			return "held by several processes, their open files (" + percent(s.HeldAsFile, s.Objects) + ")" + adder
@@ -210,8 +212,8 @@ func (p *Scanner) holderClue(s *site) string {
 		return "held by " + p.processName(s.FileHolder) + ", its open files (" + percent(s.HeldAsFile, s.Objects) + ")"
 	case s.exited*2 >= s.Objects && s.Objects > 0:
 		return "allocating processes exited (" + percent(s.exited, s.Objects) + " of its objects), still rising"
-	case s.riser.Attributed():
-		return "allocated by " + s.riser.String() + ", still rising"
+	case s.adder.Attributed():
+		return "allocated by " + s.adder.String() + ", still rising"
 	case s.Owner.Attributed() && !s.Owner.Other:
 		return "allocated by " + s.Owner.String() + ", still rising"
 	}

@@ -340,7 +340,7 @@ func (p *Scanner) judgeGroups(rep *report.Report, now uint64) (bySite []report.G
 		s.add(g)
 	}
 	for key, s := range sites {
-		s.riser = p.risers.observe(key, s.byOwner)
+		s.adder = p.risers.observe(key, s.byOwner)
 	}
 	p.risers.forget(sites)
 	live := p.liveTasks(now)

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/kmemleak/kmemleakreceiver/bpf"
 )
 
 // kmallocSizes maps the size the kmalloc tracepoint reports of an object
@@ -19,13 +21,16 @@ import (
 // size two caches share is left as it is, since it cannot tell them apart.
 type kmallocSizes []uint32
 
+// kmallocSlots is how many size slots the probes' kmalloc skip table has.
+const kmallocSlots = len(bpf.KmemleakKmallocSkipTable{}.Skip[0])
+
 // kmallocCache matches the kmalloc caches of the normal family in sysfs:
 // every family has the same sizes.
 var kmallocCache = regexp.MustCompile(`^kmalloc-[0-9]+k?$`)
 
 // readKmallocSizes reads each kmalloc cache's object_size and slab_size
-// from SLUB's sysfs directory; slots is the probes' number of size slots.
-func readKmallocSizes(dir string, slots int) kmallocSizes {
+// from SLUB's sysfs directory.
+func readKmallocSizes(dir string) kmallocSizes {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
@@ -35,8 +40,8 @@ func readKmallocSizes(dir string, slots int) kmallocSizes {
 		if !kmallocCache.MatchString(e.Name()) {
 			continue
 		}
-		object, err1 := readSize(filepath.Join(dir, e.Name(), "object_size"))
-		slab, err2 := readSize(filepath.Join(dir, e.Name(), "slab_size"))
+		object, err1 := readSize(dir, e.Name(), "object_size")
+		slab, err2 := readSize(dir, e.Name(), "slab_size")
 		if err1 != nil || err2 != nil {
 			continue
 		}
@@ -44,19 +49,20 @@ func readKmallocSizes(dir string, slots int) kmallocSizes {
 	}
 	var out kmallocSizes
 	for slab, sizes := range objects {
-		if len(sizes) != 1 || sizes[0] == slab || int(slab/8) >= slots {
+		if len(sizes) != 1 || sizes[0] == slab || int(slab/8) >= kmallocSlots {
 			continue
 		}
 		if out == nil {
-			out = make(kmallocSizes, slots)
+			out = make(kmallocSizes, kmallocSlots)
 		}
 		out[slab/8] = sizes[0]
 	}
 	return out
 }
 
-func readSize(path string) (uint32, error) {
-	b, err := os.ReadFile(path)
+// readSize reads one of a cache's sizes in SLUB's sysfs directory.
+func readSize(dir, cache, file string) (uint32, error) {
+	b, err := os.ReadFile(filepath.Join(dir, cache, file))
 	if err != nil {
 		return 0, err
 	}

@@ -25,17 +25,16 @@ func slabSysfs(t *testing.T, caches map[string][2]uint32) string {
 }
 
 func TestKmallocSizes(t *testing.T) {
-	const slots = 8192/8 + 1
 	// Without debug metadata every slab size is its object size: no table.
 	plain := slabSysfs(t, map[string][2]uint32{"kmalloc-8": {8, 8}, "kmalloc-192": {192, 192}, "kmalloc-8k": {8192, 8192}})
-	assert.Nil(t, readKmallocSizes(plain, slots))
+	assert.Nil(t, readKmallocSizes(plain))
 
 	// slub_debug=U, as Debian's 6.1 showed it: kmalloc-192 reported as
 	// 264 bytes. Other families' names and other caches do not count.
 	debug := readKmallocSizes(slabSysfs(t, map[string][2]uint32{
 		"kmalloc-16": {16, 96}, "kmalloc-192": {192, 264}, "kmalloc-1k": {1024, 1160},
 		"kmalloc-cg-64": {64, 136}, "dentry": {192, 344},
-	}), slots)
+	}))
 	require.NotNil(t, debug)
 	for bytes, want := range map[uint32]uint32{96: 16, 264: 192, 1160: 1024, 136: 136, 344: 344, 192: 192, 8200: 8200, 97: 97} {
 		assert.Equal(t, want, debug.objectSize(bytes), "reported as %d", bytes)
@@ -45,6 +44,6 @@ func TestKmallocSizes(t *testing.T) {
 
 	// A slab size two caches share (debug on some caches only): neither
 	// is renamed.
-	assert.Nil(t, readKmallocSizes(slabSysfs(t, map[string][2]uint32{"kmalloc-16": {16, 96}, "kmalloc-96": {96, 96}}), slots))
-	assert.Nil(t, readKmallocSizes(filepath.Join(t.TempDir(), "missing"), slots))
+	assert.Nil(t, readKmallocSizes(slabSysfs(t, map[string][2]uint32{"kmalloc-16": {16, 96}, "kmalloc-96": {96, 96}})))
+	assert.Nil(t, readKmallocSizes(filepath.Join(t.TempDir(), "missing")))
 }

@@ -122,7 +122,7 @@ func Open(opts Options) (_ *Tracker, err error) {
 	if at := t.attached[kmem.Kmalloc]; at != nil && at.mode != kmem.ModeKprobe {
 		// The kprobes name a request's cache from its size; the
 		// tracepoints report the cache's slab size.
-		t.scan.kmallocSizes = readKmallocSizes(slabCachesDir, len(t.control.kmallocSkip.Skip[0]))
+		t.scan.kmallocSizes = readKmallocSizes(slabCachesDir)
 	}
 	t.control = controlState{stackSites: map[uint64]bool{}}
 	return t, nil

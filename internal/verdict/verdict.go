@@ -79,6 +79,10 @@ type Sample struct {
 	// Bookkeeping, when set, says the group is an allocator's own
 	// bookkeeping, which follows the memory it manages for everyone else.
 	Bookkeeping string
+	// DeviceBuffers, when set, is the driver function that posted the
+	// group's objects to its device as receive buffers: the device holds
+	// them until data arrives.
+	DeviceBuffers string
 	// Held, when set, says what legitimately holds the group's objects
 	// (live tasks' own structures): a rise that would be a leak is growing
 	// instead, with this reason.
@@ -125,9 +129,12 @@ const (
 	// Cgroups means the objects are cgroups' structures, and the kernel
 	// kept more cgroups at the end of the window than at its start.
 	Cgroups
+	// DeviceBuffers means the objects are receive buffers a driver posted
+	// to its device, held by it until data arrives.
+	DeviceBuffers
 )
 
-var explanationNames = [...]string{"none", "reclaimable_cache", "live_tasks", "tmpfs_files", "allocator_bookkeeping", "cgroups"}
+var explanationNames = [...]string{"none", "reclaimable_cache", "live_tasks", "tmpfs_files", "allocator_bookkeeping", "cgroups", "device_buffers"}
 
 func (e Explanation) String() string { return explanationNames[e] }
 
@@ -386,6 +393,9 @@ func (g *group) explain(s Sample) (string, Explanation) {
 	}
 	if s.Bookkeeping != "" {
 		return "the allocator's own bookkeeping (" + s.Bookkeeping + "), which follows the memory it manages", AllocatorBookkeeping
+	}
+	if s.DeviceBuffers != "" {
+		return "receive buffers a driver posts to its device (" + s.DeviceBuffers + "), held by it until data arrives", DeviceBuffers
 	}
 	if s.OnePerTmpfsFile {
 		xs, ys, _ := series(g.points)
