@@ -104,12 +104,13 @@ func parseAllocTraces(r io.Reader) (map[string]traceSite, error) {
 
 // oracleSite is one call site's live objects in the kernel's records, and
 // when they were allocated at the earliest and at the latest, on
-// CLOCK_MONOTONIC: from their ages in jiffies and when their cache's
+// CLOCK_MONOTONIC (before boot, for the oldest, where jiffies ran ahead of
+// it: arm64 under qemu's TCG): from their ages in jiffies and when their cache's
 // records were read. Reading them all takes seconds under slub_debug, so
 // one moment for all would put objects made after the attach before it.
 type oracleSite struct {
 	objects          int64
-	earliest, latest uint64
+	earliest, latest time.Duration
 }
 
 // readAllocTraces reads every cache's records by cache and call site, named
@@ -135,8 +136,8 @@ func readAllocTraces(t *testing.T, tick time.Duration) map[[2]string]oracleSite 
 			// An age is whole jiffies: the true one is up to a tick more.
 			got := oracleSite{
 				objects:  s.objects,
-				earliest: before - uint64(s.maxAge+1)*uint64(tick),
-				latest:   after - uint64(s.minAge)*uint64(tick),
+				earliest: before - time.Duration(s.maxAge+1)*tick,
+				latest:   after - time.Duration(s.minAge)*tick,
 			}
 			key := [2]string{cache, site}
 			if prev, ok := out[key]; ok {
@@ -150,11 +151,11 @@ func readAllocTraces(t *testing.T, tick time.Duration) map[[2]string]oracleSite 
 }
 
 // monotonic is CLOCK_MONOTONIC, the clock the records' ages are placed on.
-func monotonic(t *testing.T) uint64 {
+func monotonic(t *testing.T) time.Duration {
 	t.Helper()
 	ns, err := tracker.MonotonicNow()
 	require.NoError(t, err)
-	return ns
+	return time.Duration(ns) //nolint:gosec // G115: nanoseconds since boot, far below 2^63
 }
 
 // storeUser finds, on the kernel's command line, the debug flags that
@@ -226,12 +227,12 @@ func TestIntegrationAllocTracesOracle(t *testing.T) {
 	md := waitForMetrics(t, p.metrics, "a scan after the load", func(pmetric.Metrics) bool { return true })
 	// The scan began at most a collection interval before it arrived, after
 	// it was asked for: an object allocated before agedBy was aged then.
-	agedBy := asked - uint64(cfg.CollectionInterval+cfg.MinAge)
+	agedBy := asked - cfg.CollectionInterval - cfg.MinAge
 	reading := time.Now()
 	kernel := readAllocTraces(t, tick)
 	t.Logf("HZ %d; alloc_traces read in %v; compared: sites whose objects were all allocated after the attach and %v before the scan",
 		clock.HZ, time.Since(reading).Round(time.Millisecond), cfg.MinAge)
-	since := func(ns uint64) string { return fmt.Sprintf("%+.1fs", (float64(ns)-float64(attached))/1e9) }
+	since := func(at time.Duration) string { return fmt.Sprintf("%+.1fs", (at - attached).Seconds()) }
 
 	view := viewOf(md)
 	ours, untraced := view.groups, view.untraced
