@@ -162,10 +162,15 @@ func (r *kmemleakReceiver) openHolders() *holders.Iterators {
 	return it
 }
 
-// release closes what Start put into the kernel.
+// release closes what Start put into the kernel. The pinned tables stay
+// for the next collector unless pinning.on_shutdown says this one is
+// stopped for good: the collector cannot tell a restart from an uninstall.
 func (r *kmemleakReceiver) release() error {
 	var errs []error
 	if r.tracker != nil {
+		if r.cfg.Pinning.OnShutdown == releasePins {
+			errs = append(errs, r.tracker.Unpin())
+		}
 		errs = append(errs, r.tracker.Close())
 	}
 	if r.holders != nil {
@@ -379,7 +384,9 @@ func (r *kmemleakReceiver) Shutdown(ctx context.Context) error {
 	case <-r.done:
 		defer probes.release(r.set.ID)
 		r.telemetry.Shutdown()
-		return r.release()
+		err := r.release()
+		r.endSeries(ctx)
+		return err
 	case <-ctx.Done():
 		// The loop is stuck in a consumer that ignores cancellation. Closing
 		// the maps under it could hand their fd numbers to other files, so
@@ -391,6 +398,40 @@ func (r *kmemleakReceiver) Shutdown(ctx context.Context) error {
 			probes.release(r.set.ID)
 		}()
 		return fmt.Errorf("kmemleak: the scan loop did not stop in time (%w); probes are released when it does", ctx.Err())
+	}
+}
+
+// endSeriesWithin bounds the wait for the consumer that takes the last
+// batch, when Shutdown's context sets no deadline.
+const endSeriesWithin = 5 * time.Second
+
+// endSeries ends every series of the last scan, so that a backend does not
+// answer with the stopped receiver's values for minutes (Prometheus's
+// lookback) beside those of the collector that follows. It waits for the
+// consumer until ctx's deadline, or endSeriesWithin, and no longer: a
+// consumer that blocks is left to return on its own, with a batch nobody
+// else holds.
+func (r *kmemleakReceiver) endSeries(ctx context.Context) {
+	if r.metrics == nil {
+		return
+	}
+	md := r.stale.End(pcommon.NewTimestampFromTime(time.Now()))
+	if md.DataPointCount() == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, endSeriesWithin)
+	sent := make(chan error, 1)
+	go func() {
+		defer cancel()
+		sent <- r.metrics.ConsumeMetrics(ctx, md)
+	}()
+	select {
+	case err := <-sent:
+		if err != nil {
+			r.set.Logger.Warn("Ending the series at shutdown failed: backends keep their last values until they go stale", zap.Error(err))
+		}
+	case <-ctx.Done():
+		r.set.Logger.Warn("Ending the series at shutdown took too long: backends keep their last values until they go stale", zap.Error(ctx.Err()))
 	}
 }
 
