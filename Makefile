@@ -144,7 +144,7 @@ e2e: $(DIST)
 # attach. Measured on 6.1, 2026-12-07.
 KERNELS ?= linux-image-6.1.0-56-amd64 linux-image-6.12.107+deb12-amd64-unsigned \
 	linux-image-6.1.0-56-arm64 linux-image-6.12.107+deb12-arm64-unsigned
-KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver|AttachDetach|KmallocCaches|ReusedAddress|AllocationTimes|Attribution|Holders|KernelModule|MergedCacheNames)
+KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver|AttachDetach|KmallocCaches|ReusedAddress|AllocationTimes|Attribution|Holders|KernelModule|MergedCacheNames|Restart|Pinned|PinDirectory)
 ORACLE_TESTS ?=
 # The module tests take about 2.5 minutes a kernel: `make test` runs them on
 # the x86-64 kernels, to keep CI under 30 minutes; MODULE_KERNELS='$(KERNELS)'
