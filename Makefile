@@ -90,6 +90,7 @@ fuzz:
 	$(GO) test $(FUZZ_FLAGS) -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_RUNS)x ./internal/ksym
 	$(GO) test $(FUZZ_FLAGS) -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_RUNS)x ./internal/slabinfo
 	$(GO) test $(FUZZ_FLAGS) -fuzz '^FuzzConfigUnmarshal$$' -fuzztime $(FUZZ_CONFIG_RUNS)x .
+	$(GO) test $(FUZZ_FLAGS) -fuzz '^FuzzRestore$$' -fuzztime $(FUZZ_RUNS)x ./internal/verdict
 
 # The built collector accepts the example and refuses a bad config, naming the fields.
 collector-test: $(DIST)
