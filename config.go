@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/collector/component"
+
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/scan"
@@ -88,6 +90,9 @@ type Config struct {
 	CgroupRoot string `mapstructure:"cgroup_root"`
 	// Pinning keeps the live tables in bpffs across restarts.
 	Pinning PinningConfig `mapstructure:"pinning"`
+	// Storage names the storage extension (file_storage) that keeps the
+	// verdict histories across restarts; none keeps nothing.
+	Storage *component.ID `mapstructure:"storage"`
 
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
 	Events                        metadata.EventsConfig `mapstructure:"events"`

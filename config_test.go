@@ -85,6 +85,8 @@ func TestLoadConfig(t *testing.T) {
 	custom.CgroupRoot = "/host/sys/fs/cgroup"
 	custom.ProfileInterval = 5 * time.Minute
 	custom.Pinning = PinningConfig{Directory: "/sys/fs/bpf/kmemleak-node", OnShutdown: "release", MaxGap: time.Minute}
+	storageID := component.MustNewIDWithName("file_storage", "kmemleak")
+	custom.Storage = &storageID
 	disableAsUser(t, &custom.Metrics.KmemTrackerScanDuration)
 	disableAsUser(t, &custom.Events.KmemLeakSuspect)
 	disableAsUser(t, &custom.ResourceAttributes.HostName)
