@@ -23,7 +23,7 @@ func TestStorageClientNamesWhatIsWrong(t *testing.T) {
 	require.EqualError(t, err, `storage: no extension "file_storage": list it under extensions: and in service.extensions`)
 	_, err = storageClient(context.Background(), host{id: notStorage{}}, id, self)
 	require.EqualError(t, err, `storage: extension "file_storage" is not a storage extension (file_storage is one)`)
-	client, err := storageClient(context.Background(), host{id: memStorage{}}, id, self)
+	client, err := storageClient(context.Background(), host{id: memStorage{memClient{}}}, id, self)
 	require.NoError(t, err)
 	assert.NotNil(t, client)
 }
@@ -70,11 +70,17 @@ type notStorage struct{ component.StartFunc }
 
 func (notStorage) Shutdown(context.Context) error { return nil }
 
-// memStorage is a storage extension that keeps its data in memory.
-type memStorage struct{ notStorage }
+// memStorage is a storage extension that keeps its data in memory, in
+// its one client.
+type memStorage struct {
+	memClient
+}
 
-func (memStorage) GetClient(context.Context, component.Kind, component.ID, string) (storage.Client, error) {
-	return memClient{}, nil
+func (memStorage) Start(context.Context, component.Host) error { return nil }
+func (memStorage) Shutdown(context.Context) error              { return nil }
+
+func (s memStorage) GetClient(context.Context, component.Kind, component.ID, string) (storage.Client, error) {
+	return s.memClient, nil
 }
 
 type memClient map[string][]byte

@@ -59,7 +59,7 @@ type kmemleakReceiver struct {
 	done    chan struct{}
 
 	telemetry *metadata.TelemetryBuilder // the receiver's own metrics, in the collector's telemetry
-	storage   storage.Client            // nil without storage: the verdict histories
+	storage   storage.Client             // nil without storage: the verdict histories
 
 	// Owned by the scan loop.
 	scanner *scan.Scanner

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -289,4 +290,89 @@ func pinnedMapIDs(t *testing.T, dir string) []ebpf.MapID {
 		require.NoError(t, m.Close())
 	}
 	return ids
+}
+
+// A restart with a storage extension keeps the verdict histories: a call
+// site whose rise the first receiver judged is judged the same at the next
+// one's first scan, with no new wait for the points its trend needs.
+func TestIntegrationRestartKeepsTheVerdicts(t *testing.T) {
+	kerneltest.RequireBPF(t)
+	cfg := pinnedConfig(t)
+	storageID := component.MustNewID("file_storage")
+	cfg.Storage = &storageID
+	extensions := host{storageID: memStorage{memClient{}}}
+
+	first := startReceiverOnHost(t, cfg, extensions)
+	stop := openPipesSteadily(t)
+	waitForMetrics(t, first.metrics, "the steadily opened pipes are judged growing or leaking", func(md pmetric.Metrics) bool {
+		return risen(verdictsByFunction(md)["alloc_pipe_info"])
+	})
+	stop()
+	require.NoError(t, first.rcv.Shutdown(context.Background()))
+
+	next := *cfg
+	second := startReceiverOnHost(t, &next, extensions)
+	firstScan := func() pmetric.Metrics {
+		require.Eventually(t, func() bool { return len(second.metrics.AllMetrics()) > 0 }, 30*time.Second, 20*time.Millisecond, "no scan")
+		return second.metrics.AllMetrics()[0]
+	}()
+	verdicts := verdictsByFunction(firstScan)["alloc_pipe_info"]
+	t.Logf("the pipes' verdicts at the first scan after the restart: %v", verdicts)
+	assert.True(t, risen(verdicts), "the rise was forgotten: %v", verdicts)
+}
+
+// risen says a call site's objects are judged growing or leaking.
+func risen(byVerdict map[string]int64) bool {
+	return byVerdict["growing"] > 0 || byVerdict["leaking"] > 0
+}
+
+// openPipesSteadily opens 10 pipes every 100 ms until the returned stop is
+// called; they stay open until the test ends.
+func openPipesSteadily(t *testing.T) (stop func()) {
+	t.Helper()
+	done, stopped := make(chan struct{}), make(chan struct{})
+	var pipes [][2]int
+	t.Cleanup(func() { kerneltest.ClosePipes(pipes) })
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			close(done)
+			<-stopped
+		})
+	}
+	t.Cleanup(stop) // before the pipes are closed
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for len(pipes) < 20000 {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			for range 10 {
+				var p [2]int
+				if syscall.Pipe2(p[:], syscall.O_CLOEXEC) != nil {
+					return
+				}
+				pipes = append(pipes, p)
+			}
+		}
+	}()
+	return stop
+}
+
+// startReceiverOnHost starts a metrics receiver on a host that runs the
+// given extensions.
+func startReceiverOnHost(t *testing.T, cfg *Config, extensions host) pipeline {
+	t.Helper()
+	set, _ := settingsWithLogs(component.NewID(metadata.Type))
+	p := pipeline{metrics: new(consumertest.MetricsSink)}
+	rcv, err := NewFactory().CreateMetrics(context.Background(), set, cfg, p.metrics)
+	require.NoError(t, err)
+	p.rcv = rcv
+	require.NoError(t, rcv.Start(context.Background(), extensions))
+	t.Cleanup(func() { require.NoError(t, rcv.Shutdown(context.Background())) })
+	return p
 }

@@ -388,8 +388,14 @@ func (p *Scanner) mergedNames() func([]report.Group) {
 func (p *Scanner) SaveVerdicts() ([]byte, error) { return p.judge.Save() }
 
 // RestoreVerdicts takes up the verdict histories of the collector before,
-// before the first scan, and returns how many call sites it restored.
-func (p *Scanner) RestoreVerdicts(data []byte) (int, error) { return p.judge.Restore(data) }
+// before the first scan, and returns how many call sites it restored. A
+// site the last scan before found rising has the first scan list what
+// live tasks hold, as the next scan would have.
+func (p *Scanner) RestoreVerdicts(data []byte) (int, error) {
+	n, err := p.judge.Restore(data)
+	p.rising = p.judge.Candidates()
+	return n, err
+}
 
 // siteKey is what a verdict is per: allocator, cache and call site.
 func siteKey(g report.Group) string {

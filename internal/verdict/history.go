@@ -29,12 +29,13 @@ type savedHistory struct {
 	Groups   map[string]savedGroup
 }
 
-// savedGroup is a group's memory; a group's candidate and began flags are
-// for the scan that set them and are not saved.
+// savedGroup is a group's memory; began is for the scan that set it and
+// is not saved.
 type savedGroup struct {
 	Points       []savedPoint
 	LastSeen     int64
 	Hits         int
+	Candidate    bool
 	Leaking      bool
 	Floor        int64
 	Since        int64
@@ -58,7 +59,7 @@ func (j *Judge) Save() ([]byte, error) {
 	h := savedHistory{Format: historyFormat, Previous: unixNano(j.previous), Groups: make(map[string]savedGroup, len(j.groups))}
 	for key, g := range j.groups {
 		sg := savedGroup{
-			Points: make([]savedPoint, len(g.points)), LastSeen: unixNano(g.lastSeen), Hits: g.hits, Leaking: g.leaking,
+			Points: make([]savedPoint, len(g.points)), LastSeen: unixNano(g.lastSeen), Hits: g.hits, Candidate: g.candidate, Leaking: g.leaking,
 			Floor: g.floor, Since: unixNano(g.since), LastReport: unixNano(g.lastReport), Reported: g.reported, ReportedRate: g.reportedRate,
 		}
 		for i, p := range g.points {
@@ -115,7 +116,7 @@ func (j *Judge) Restore(data []byte) (n int, err error) {
 	for _, key := range keys[:min(len(keys), j.opts.MaxGroups)] {
 		sg := h.Groups[key]
 		g := &group{
-			points: make([]point, len(sg.Points)), lastSeen: fromUnixNano(sg.LastSeen), hits: sg.Hits, leaking: sg.Leaking, floor: sg.Floor,
+			points: make([]point, len(sg.Points)), lastSeen: fromUnixNano(sg.LastSeen), hits: sg.Hits, candidate: sg.Candidate, leaking: sg.Leaking, floor: sg.Floor,
 			since: fromUnixNano(sg.Since), lastReport: fromUnixNano(sg.LastReport), reported: sg.Reported, reportedRate: sg.ReportedRate,
 		}
 		for i, p := range sg.Points {
