@@ -92,7 +92,7 @@ func TestDaemonSet(t *testing.T) {
 	for _, m := range c.VolumeMounts {
 		mounts[m.MountPath] = true
 	}
-	for _, path := range []string{"/sys/kernel/btf", "/sys/kernel/tracing", "/etc/otelcol", "/host/sys/fs/cgroup", "/sys/fs/bpf"} {
+	for _, path := range []string{"/sys/kernel/btf", "/sys/kernel/tracing", "/etc/otelcol", "/host/sys/fs/cgroup", "/sys/fs/bpf", "/var/lib/otelcol/kmemleak"} {
 		if !mounts[path] {
 			t.Errorf("nothing mounted at %s", path)
 		}
