@@ -147,7 +147,15 @@ func writeMembers(b *strings.Builder, kind string, size uint32, members []btf.Me
 }
 
 // errNotBPFFS says the pin directory is not on a bpf filesystem.
-var errNotBPFFS = errors.New("not on a bpf filesystem")
+var errNotBPFFS = errors.New("the pin directory is not on a bpf filesystem")
+
+// unusableDir says why the pin directory cannot be used at all (not on
+// bpffs, or not this process's to write): a machine without a bpf
+// filesystem, or a collector run unprivileged, still runs, unpinned.
+type unusableDir struct{ err error }
+
+func (u unusableDir) Error() string { return u.err.Error() }
+func (u unusableDir) Unwrap() error { return u.err }
 
 // onBPFFS checks that dir is, or would be made, on a bpf filesystem: the
 // directory's own, or that of its nearest parent that exists.
@@ -191,14 +199,14 @@ type pins struct {
 // object). Otherwise it empties the directory and logs why at INFO.
 func openPins(dir string, want shape, maxGap time.Duration, log *zap.Logger) (*pins, error) {
 	if err := onBPFFS(dir); err != nil {
-		return nil, err
+		return nil, unusableDir{err}
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating the pin directory: %w", err)
+		return nil, unusableDir{fmt.Errorf("creating the pin directory: %w", err)}
 	}
 	lock, err := os.Open(dir)
 	if err != nil {
-		return nil, fmt.Errorf("opening the pin directory: %w", err)
+		return nil, unusableDir{fmt.Errorf("opening the pin directory: %w", err)}
 	}
 	// The lock goes with the process, however it ends: a collector killed
 	// leaves the directory free for the next.
@@ -372,13 +380,14 @@ func (p *pins) closeAdopted() {
 func (p *pins) path(name string) string { return filepath.Join(p.dir, name) }
 
 // openPins takes opts.PinDir for the maps of shape want. A directory that
-// is not on a bpf filesystem costs the restarts their state, not the
-// start: the probes run unpinned, and a warning says how to fix it.
+// cannot be used costs the restarts their state, not the start: the probes
+// run unpinned, and a warning says how to fix it.
 func (t *Tracker) openPins(opts Options, want shape) (*pins, error) {
 	p, err := openPins(opts.PinDir, want, opts.MaxGap, opts.Logger)
-	if errors.Is(err, errNotBPFFS) {
-		opts.Logger.Warn("Restarts will start from empty live tables: the pin directory is not on a bpf filesystem; mount one (mount -t bpf bpf /sys/fs/bpf, or the host's /sys/fs/bpf in a container), or set pinning.directory to \"\"",
-			zap.String("directory", opts.PinDir))
+	var unusable unusableDir
+	if errors.As(err, &unusable) {
+		opts.Logger.Warn("Restarts will start from empty live tables: the pin directory cannot be used; mount a bpf filesystem there (mount -t bpf bpf /sys/fs/bpf, or the host's /sys/fs/bpf in a container) writable by the collector, or set pinning.directory to \"\"",
+			zap.String("directory", opts.PinDir), zap.Error(err))
 		return nil, nil
 	}
 	if err != nil {
