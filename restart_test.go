@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,7 +44,7 @@ func TestIntegrationRestartKeepsTheLiveTables(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			cfg := pinnedConfig(t)
 			first, _ := startReceiverLogged(t, cfg)
-			baseline, _ := settledPipeBaseline(t, first.metrics)
+			baseline := settledOwnPipes(t, first.metrics)
 			pipes := kerneltest.OpenPipes(t, heldPipes)
 			waitForPipes(t, first.metrics, baseline, "the first receiver counts the held pipes")
 			require.NoError(t, first.rcv.Shutdown(context.Background()))
@@ -53,12 +54,12 @@ func TestIntegrationRestartKeepsTheLiveTables(t *testing.T) {
 			second, logs := startReceiverLogged(t, &next)
 			assert.Equal(t, 1, logs.FilterMessageSnippet("Adopting the pinned live tables").Len(), "%v", logs.All())
 			got := firstScanPipes(t, second.metrics)
-			t.Logf("baseline %v; first scan after the restart %v", baseline, got)
+			t.Logf("the test process's pipe objects: %v before the pipes, %v at the first scan after the restart", baseline, got)
 			assertHeldPipesCounted(t, got, baseline)
 
 			kerneltest.ClosePipes(pipes)
-			waitForScan(t, second.metrics, "the adopted pipes are seen freed", func(got map[string]int64) bool {
-				for site, n := range pipeObjects(got) {
+			waitForMetrics(t, second.metrics, "the adopted pipes are seen freed", func(md pmetric.Metrics) bool {
+				for site, n := range ownPipes(md, os.Getpid()) {
 					if n > baseline[site]+heldPipes/20 {
 						return false
 					}
@@ -75,7 +76,7 @@ func TestIntegrationRestartWithAnotherShapeStartsClean(t *testing.T) {
 	kerneltest.RequireBPF(t)
 	cfg := pinnedConfig(t)
 	first, _ := startReceiverLogged(t, cfg)
-	baseline, _ := settledPipeBaseline(t, first.metrics)
+	baseline := settledOwnPipes(t, first.metrics)
 	kerneltest.OpenPipes(t, heldPipes)
 	waitForPipes(t, first.metrics, baseline, "the first receiver counts the held pipes")
 	require.NoError(t, first.rcv.Shutdown(context.Background()))
@@ -203,19 +204,20 @@ func TestRestartChildCollector(t *testing.T) {
 	cfg := testConfig()
 	cfg.Pinning.Directory = dir
 	set, _ := settingsWithLogs(component.NewID(metadata.Type))
-	rcv, err := NewFactory().CreateMetrics(context.Background(), set, cfg, printPipes{})
+	rcv, err := NewFactory().CreateMetrics(context.Background(), set, cfg, printPipes{os.Getppid()})
 	require.NoError(t, err)
 	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
 	select {} // until killed
 }
 
-// printPipes prints each scan's pipe counts on a line of its own.
-type printPipes struct{}
+// printPipes prints each scan's counts of the pipe objects of process pid
+// on a line of its own.
+type printPipes struct{ pid int }
 
 func (printPipes) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
 
-func (printPipes) ConsumeMetrics(_ context.Context, md pmetric.Metrics) error {
-	line, err := json.Marshal(pipeObjects(suspectsByFunction(md)))
+func (p printPipes) ConsumeMetrics(_ context.Context, md pmetric.Metrics) error {
+	line, err := json.Marshal(ownPipes(md, p.pid))
 	if err != nil {
 		return err
 	}
@@ -238,10 +240,43 @@ func startReceiverLogged(t *testing.T, cfg *Config) (pipeline, *observer.Observe
 	return startReceiverWith(t, set, cfg), logs
 }
 
-// waitForPipes waits for a scan that counts the held pipes.
+// waitForPipes waits for a scan that counts the pipes the test process
+// holds.
 func waitForPipes(t *testing.T, sink *consumertest.MetricsSink, baseline map[string]int64, what string) {
 	t.Helper()
-	waitForScan(t, sink, what, func(got map[string]int64) bool { return heldPipesCounted(pipeObjects(got), baseline) })
+	waitForMetrics(t, sink, what, func(md pmetric.Metrics) bool { return heldPipesCounted(ownPipes(md, os.Getpid()), baseline) })
+}
+
+// settledOwnPipes is the count of the test process's pipe objects once two
+// scans in a row agree on it.
+func settledOwnPipes(t *testing.T, sink *consumertest.MetricsSink) map[string]int64 {
+	t.Helper()
+	var prev map[string]int64
+	md := waitForMetrics(t, sink, "two scans in a row agree on the test process's pipe objects", func(md pmetric.Metrics) bool {
+		cur := ownPipes(md, os.Getpid())
+		settled := prev != nil && maps.Equal(prev, cur)
+		prev = cur
+		return settled
+	})
+	return ownPipes(md, os.Getpid())
+}
+
+// ownPipes counts, per entry of pipeCallSites, the aged objects a scan
+// attributes to process pid: what that process holds, whatever else the
+// machine does meanwhile.
+func ownPipes(md pmetric.Metrics, pid int) map[string]int64 {
+	byFunction := map[string]int64{}
+	for _, rm := range md.ResourceMetrics().All() {
+		if v, ok := rm.Resource().Attributes().Get("process.pid"); !ok || v.Int() != int64(pid) {
+			continue
+		}
+		one := pmetric.NewMetrics()
+		rm.CopyTo(one.ResourceMetrics().AppendEmpty())
+		for fn, n := range suspectsByFunction(one) {
+			byFunction[fn] += n
+		}
+	}
+	return pipeObjects(byFunction)
 }
 
 // heldPipesCounted says whether every pipe call site counts the held
@@ -256,9 +291,10 @@ func heldPipesCounted(got, baseline map[string]int64) bool {
 	return true
 }
 
-// assertHeldPipesCounted checks a count against the pipes held: at least
-// them over the baseline, and no more than them and the baseline, give or
-// take the objects of pipes the test process does not hold.
+// assertHeldPipesCounted checks the test process's count against the
+// pipes it holds: at least them over its baseline, and no more than them
+// and the baseline, give or take the files of the receiver before, freed
+// while no probe watched.
 func assertHeldPipesCounted(t *testing.T, got, baseline map[string]int64) {
 	t.Helper()
 	assert.True(t, heldPipesCounted(got, baseline), "the held pipes are not all counted: %v over %v", got, baseline)
@@ -267,11 +303,12 @@ func assertHeldPipesCounted(t *testing.T, got, baseline map[string]int64) {
 	}
 }
 
-// firstScanPipes is the pipes' counts of a receiver's first scan.
+// firstScanPipes is the test process's pipe objects in a receiver's first
+// scan.
 func firstScanPipes(t *testing.T, sink *consumertest.MetricsSink) map[string]int64 {
 	t.Helper()
 	require.Eventually(t, func() bool { return len(sink.AllMetrics()) > 0 }, 30*time.Second, 20*time.Millisecond, "no scan")
-	return pipeObjects(suspectsByFunction(sink.AllMetrics()[0]))
+	return ownPipes(sink.AllMetrics()[0], os.Getpid())
 }
 
 // pinnedMapIDs are the IDs of the maps pinned in dir.
