@@ -85,7 +85,7 @@ func shapeOf(layout string, m *bpf.KmemleakMapSpecs, opts Options, jiffies bool)
 
 func hash(values ...any) uint64 {
 	h := fnv.New64a()
-	fmt.Fprint(h, values...)
+	_, _ = fmt.Fprint(h, values...) // a hash's Write never fails
 	return h.Sum64()
 }
 
@@ -204,7 +204,7 @@ func openPins(dir string, want shape, maxGap time.Duration, log *zap.Logger) (*p
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, unusableDir{fmt.Errorf("creating the pin directory: %w", err)}
 	}
-	lock, err := os.Open(dir)
+	lock, err := os.Open(filepath.Clean(dir))
 	if err != nil {
 		return nil, unusableDir{fmt.Errorf("opening the pin directory: %w", err)}
 	}
@@ -294,7 +294,8 @@ func (p *pins) pin(byName map[string]*ebpf.Map, now uint64) error {
 			return fmt.Errorf("pinning %s: %w", name, err)
 		}
 	}
-	state, err := ebpf.NewMap(&ebpf.MapSpec{Name: "kmemleak_state", Type: ebpf.Array, KeySize: 4, ValueSize: uint32(binary.Size(pinState{})), MaxEntries: 1})
+	size := uint32(binary.Size(pinState{})) //nolint:gosec // G115: a few dozen bytes
+	state, err := ebpf.NewMap(&ebpf.MapSpec{Name: "kmemleak_state", Type: ebpf.Array, KeySize: 4, ValueSize: size, MaxEntries: 1})
 	if err != nil {
 		return fmt.Errorf("creating the pinned state: %w", err)
 	}
