@@ -110,7 +110,13 @@ func (j *Judge) Restore(data []byte) (n int, err error) {
 	}
 	slices.SortFunc(keys, func(a, b string) int {
 		ga, gb := h.Groups[a], h.Groups[b]
-		return cmp.Or(-cmpBool(ga.Leaking, gb.Leaking), cmp.Compare(gb.LastSeen, ga.LastSeen), cmp.Compare(a, b))
+		if ga.Leaking != gb.Leaking {
+			if ga.Leaking {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(gb.LastSeen, ga.LastSeen), cmp.Compare(a, b))
 	})
 	groups := make(map[string]*group, min(len(keys), j.opts.MaxGroups))
 	for _, key := range keys[:min(len(keys), j.opts.MaxGroups)] {
@@ -126,16 +132,6 @@ func (j *Judge) Restore(data []byte) (n int, err error) {
 	}
 	j.groups, j.previous = groups, fromUnixNano(h.Previous)
 	return len(groups), nil
-}
-
-func cmpBool(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case a:
-		return 1
-	}
-	return -1
 }
 
 // unixNano is t in Unix nanoseconds, and the zero time 0.
