@@ -38,7 +38,7 @@ func TestIntegrationRestartKeepsTheLiveTables(t *testing.T) {
 	kerneltest.RequireBPF(t)
 	for name, change := range map[string]func(*Config){
 		"graceful":                  func(*Config) {},
-		"config keeping the shape":  func(c *Config) { c.TopN, c.MinAge = 500, 2*time.Second },
+		"config keeping the shape":  func(c *Config) { c.TopN, c.ReportInterval = 500, time.Minute },
 		"attach mode of same shape": func(c *Config) { c.Attach = "raw_tp" },
 	} {
 		t.Run(name, func(t *testing.T) {
