@@ -63,6 +63,19 @@ func (r *kmemleakReceiver) restoreVerdicts(ctx context.Context, adopted bool) {
 	log.Info("Restored the verdict histories of the collector before", zap.Int("call_sites", n))
 }
 
+// keepVerdicts saves the verdict histories at Shutdown for the collector
+// that follows, or, stopped for good (pinning.on_shutdown: release),
+// deletes them with the tables they describe.
+func (r *kmemleakReceiver) keepVerdicts(ctx context.Context) {
+	if r.cfg.Pinning.OnShutdown != releasePins {
+		r.saveVerdicts(ctx)
+		return
+	}
+	if err := r.storage.Delete(ctx, historyKey); err != nil {
+		r.set.Logger.Warn("Deleting the verdict histories failed", zap.Error(err))
+	}
+}
+
 // saveVerdicts writes the verdict histories into the storage. A failure
 // costs the next collector the histories, never this one anything: it is
 // logged as the consumers' are.

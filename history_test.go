@@ -44,6 +44,11 @@ func TestVerdictHistoriesOutliveTheReceiver(t *testing.T) {
 	clean.restoreVerdicts(context.Background(), false)
 	assert.Equal(t, 1, logs.FilterMessage("Not restoring the verdict histories: the live tables started empty").Len(), "%v", logs.All())
 
+	// Stopped for good, the receiver leaves no history behind.
+	clean.cfg.Pinning.OnShutdown = releasePins
+	clean.keepVerdicts(context.Background())
+	assert.NotContains(t, store, historyKey)
+
 	store[historyKey] = []byte("a file of something else")
 	foreign, logs := receiverWithStorage(t, store)
 	foreign.restoreVerdicts(context.Background(), true)

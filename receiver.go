@@ -406,7 +406,7 @@ func (r *kmemleakReceiver) Shutdown(ctx context.Context) error {
 		defer probes.release(r.set.ID)
 		r.telemetry.Shutdown()
 		if r.storage != nil {
-			r.saveVerdicts(ctx)
+			r.keepVerdicts(ctx)
 		}
 		err := r.release()
 		r.endSeries(ctx)
