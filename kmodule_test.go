@@ -243,6 +243,8 @@ func moduleConfig() *Config {
 	cfg.MinAge = 5 * time.Second
 	cfg.TopN = 2000
 	cfg.Caches.Exclude = []string{kmodExcludedCache}
+	// Each test starts from empty tables, and leaves nothing pinned.
+	cfg.Pinning.Directory = ""
 	return cfg
 }
 
