@@ -339,7 +339,7 @@ func TestIntegrationRestartKeepsTheVerdicts(t *testing.T) {
 	cfg.Storage = &storageID
 	extensions := host{storageID: memStorage{memClient{}}}
 
-	first := startReceiverOnHost(t, cfg, extensions)
+	first := startWithEvents(t, cfg, extensions)
 	stop := openPipesSteadily(t)
 	waitForMetrics(t, first.metrics, "the steadily opened pipes are judged growing or leaking", func(md pmetric.Metrics) bool {
 		return risen(verdictsByFunction(md)["alloc_pipe_info"])
@@ -348,7 +348,7 @@ func TestIntegrationRestartKeepsTheVerdicts(t *testing.T) {
 	require.NoError(t, first.rcv.Shutdown(context.Background()))
 
 	next := *cfg
-	second := startReceiverOnHost(t, &next, extensions)
+	second := startWithEvents(t, &next, extensions)
 	firstScan := func() pmetric.Metrics {
 		require.Eventually(t, func() bool { return len(second.metrics.AllMetrics()) > 0 }, 30*time.Second, 20*time.Millisecond, "no scan")
 		return second.metrics.AllMetrics()[0]
@@ -398,18 +398,4 @@ func openPipesSteadily(t *testing.T) (stop func()) {
 		}
 	}()
 	return stop
-}
-
-// startReceiverOnHost starts a metrics receiver on a host that runs the
-// given extensions.
-func startReceiverOnHost(t *testing.T, cfg *Config, extensions host) pipeline {
-	t.Helper()
-	set, _ := settingsWithLogs(component.NewID(metadata.Type))
-	p := pipeline{metrics: new(consumertest.MetricsSink)}
-	rcv, err := NewFactory().CreateMetrics(context.Background(), set, cfg, p.metrics)
-	require.NoError(t, err)
-	p.rcv = rcv
-	require.NoError(t, rcv.Start(context.Background(), extensions))
-	t.Cleanup(func() { require.NoError(t, rcv.Shutdown(context.Background())) })
-	return p
 }
