@@ -90,6 +90,7 @@ fuzz:
 	$(GO) test $(FUZZ_FLAGS) -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_RUNS)x ./internal/ksym
 	$(GO) test $(FUZZ_FLAGS) -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_RUNS)x ./internal/slabinfo
 	$(GO) test $(FUZZ_FLAGS) -fuzz '^FuzzConfigUnmarshal$$' -fuzztime $(FUZZ_CONFIG_RUNS)x .
+	$(GO) test $(FUZZ_FLAGS) -fuzz '^FuzzRestore$$' -fuzztime $(FUZZ_RUNS)x ./internal/verdict
 
 # The built collector accepts the example and refuses a bad config, naming the fields.
 collector-test: $(DIST)
@@ -131,7 +132,8 @@ e2e: $(DIST)
 # (kernels/kmltest, built against Debian's headers for each kernel by
 # kernels/kmod.sh) leaking, keeping long-lived objects that do not leak,
 # and reloaded; and the built collector, for the kernel's architecture,
-# starts, scans and stops. Then each kernel of ORACLE_KERNELS boots again
+# starts, scans and stops; a restart adopts the pinned tables (Restart,
+# Pinned, PinDirectory). Then each kernel of ORACLE_KERNELS boots again
 # with slub_debug=U, which records the allocating caller of every live slab
 # and kmalloc object, for the oracle: every call site's count against the
 # kernel's own (ORACLE_TESTS). slub_debug also keeps caches from merging, so
@@ -141,7 +143,7 @@ e2e: $(DIST)
 # ORACLE_KERNELS='$(KERNELS)' boots the arm64 ones too; ORACLE_TESTS= none.
 KERNELS ?= linux-image-6.1.0-56-amd64 linux-image-6.12.107+deb12-amd64-unsigned \
 	linux-image-6.1.0-56-arm64 linux-image-6.12.107+deb12-arm64-unsigned
-KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver|AttachDetach|KmallocCaches|ReusedAddress|AllocationTimes|Attribution|Holders|KernelModule|MergedCacheNames)
+KERNEL_TESTS ?= Integration(HeldPipes|EveryAllocator|AllocatorTheKernelRefuses|SampledTracking|BulkFree|ShutdownReleases|SecondReceiver|AttachDetach|KmallocCaches|ReusedAddress|AllocationTimes|Attribution|Holders|KernelModule|MergedCacheNames|Restart|Pinned|PinDirectory)
 ORACLE_TESTS ?= Integration(AllocTracesOracle|MergedCacheNames)
 # The module tests take about 2.5 minutes a kernel: `make test` runs them on
 # the x86-64 kernels, to keep CI under 30 minutes; MODULE_KERNELS='$(KERNELS)'

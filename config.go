@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/collector/component"
+
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 	"github.com/kmemleak/kmemleakreceiver/internal/scan"
@@ -86,6 +88,11 @@ type Config struct {
 	// is mounted; empty finds it in /proc/self/mountinfo. In a container,
 	// the host's hierarchy mounted in.
 	CgroupRoot string `mapstructure:"cgroup_root"`
+	// Pinning keeps the live tables in bpffs across restarts.
+	Pinning PinningConfig `mapstructure:"pinning"`
+	// Storage names the storage extension (file_storage) that keeps the
+	// verdict histories across restarts; none keeps nothing.
+	Storage *component.ID `mapstructure:"storage"`
 
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
 	Events                        metadata.EventsConfig `mapstructure:"events"`
@@ -116,9 +123,14 @@ func createDefaultConfig() *Config {
 			MaxGroups:   2000,
 			EventStates: []string{verdict.Leaking.String()},
 		},
-		ReportInterval:       10 * time.Minute,
-		Attribution:          true,
-		ProfileInterval:      time.Minute,
+		ReportInterval:  10 * time.Minute,
+		Attribution:     true,
+		ProfileInterval: time.Minute,
+		Pinning: PinningConfig{
+			Directory:  "/sys/fs/bpf/kmemleak",
+			OnShutdown: keepPins,
+			MaxGap:     5 * time.Minute,
+		},
 		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
 		Events:               metadata.DefaultEventsConfig(),
 	}
@@ -136,6 +148,42 @@ type VerdictConfig struct {
 	MaxGroups int `mapstructure:"max_groups"`
 	// EventStates are the verdicts that get kmem.leak.suspect events.
 	EventStates []string `mapstructure:"event_states"`
+}
+
+// PinningConfig is the receiver's `pinning:` block: the live tables,
+// counters and stacks stay pinned in bpffs while the collector restarts,
+// and the next one adopts them.
+type PinningConfig struct {
+	// Directory is where the maps are pinned, on a bpf filesystem; ""
+	// pins nothing, and every start begins with empty tables.
+	Directory string `mapstructure:"directory"`
+	// OnShutdown says what a Shutdown means, which the collector cannot
+	// tell by itself: keep (a restart: the next collector adopts the
+	// tables) or release (stopped for good: nothing is left pinned).
+	OnShutdown string `mapstructure:"on_shutdown"`
+	// MaxGap is how long the tables may go unwatched and still be
+	// adopted: every free meanwhile goes unseen and leaves a phantom.
+	MaxGap time.Duration `mapstructure:"max_gap"`
+}
+
+// What pinning.on_shutdown accepts.
+const (
+	keepPins    = "keep"
+	releasePins = "release"
+)
+
+func (p PinningConfig) validate() []error {
+	var errs []error
+	if p.Directory != "" && !path.IsAbs(p.Directory) {
+		errs = append(errs, fmt.Errorf("pinning.directory must be an absolute path on a bpf filesystem, or \"\" to pin nothing, got %q", p.Directory))
+	}
+	if p.OnShutdown != keepPins && p.OnShutdown != releasePins {
+		errs = append(errs, fmt.Errorf("pinning.on_shutdown must be keep (a restart follows) or release (stopped for good), got %q", p.OnShutdown))
+	}
+	if p.MaxGap <= 0 {
+		errs = append(errs, fmt.Errorf("pinning.max_gap must be positive, got %v", p.MaxGap))
+	}
+	return errs
 }
 
 // minWindowScans is the fewest scans a verdict window must hold: a leak
@@ -195,6 +243,7 @@ func (cfg *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, cfg.Verdict.validate(cfg.CollectionInterval)...)
+	errs = append(errs, cfg.Pinning.validate()...)
 	if cfg.ReportInterval <= 0 {
 		errs = append(errs, fmt.Errorf("report_interval must be positive, got %v", cfg.ReportInterval))
 	}
@@ -316,6 +365,8 @@ func (cfg *Config) trackerOptions() tracker.Options {
 		MaxSize:     maxSize,
 		IgnoreTgid:  cfg.ignoredProcess(),
 		Attribution: cfg.Attribution,
+		PinDir:      cfg.Pinning.Directory,
+		MaxGap:      cfg.Pinning.MaxGap,
 	}
 }
 

@@ -84,6 +84,9 @@ func TestLoadConfig(t *testing.T) {
 	custom.Attribution = false
 	custom.CgroupRoot = "/host/sys/fs/cgroup"
 	custom.ProfileInterval = 5 * time.Minute
+	custom.Pinning = PinningConfig{Directory: "/sys/fs/bpf/kmemleak-node", OnShutdown: "release", MaxGap: time.Minute}
+	storageID := component.MustNewIDWithName("file_storage", "kmemleak")
+	custom.Storage = &storageID
 	disableAsUser(t, &custom.Metrics.KmemTrackerScanDuration)
 	disableAsUser(t, &custom.Events.KmemLeakSuspect)
 	disableAsUser(t, &custom.ResourceAttributes.HostName)
@@ -416,6 +419,25 @@ func TestValidate(t *testing.T) {
 			name:    "cgroup_root relative",
 			modify:  func(c *Config) { c.CgroupRoot = "sys/fs/cgroup" },
 			wantErr: `cgroup_root must be an absolute path (where the cgroup v2 hierarchy is mounted), got "sys/fs/cgroup"`,
+		},
+		{
+			name:   "pinning.directory empty: nothing pinned",
+			modify: func(c *Config) { c.Pinning.Directory = "" },
+		},
+		{
+			name:    "pinning.directory relative",
+			modify:  func(c *Config) { c.Pinning.Directory = "sys/fs/bpf/kmemleak" },
+			wantErr: `pinning.directory must be an absolute path on a bpf filesystem, or "" to pin nothing, got "sys/fs/bpf/kmemleak"`,
+		},
+		{
+			name:    "pinning.on_shutdown unknown",
+			modify:  func(c *Config) { c.Pinning.OnShutdown = "unpin" },
+			wantErr: `pinning.on_shutdown must be keep (a restart follows) or release (stopped for good), got "unpin"`,
+		},
+		{
+			name:    "pinning.max_gap zero",
+			modify:  func(c *Config) { c.Pinning.MaxGap = 0 },
+			wantErr: "pinning.max_gap must be positive, got 0s",
 		},
 	}
 	for _, tt := range tests {

@@ -3,6 +3,7 @@
 package kmemleakreceiver
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"os"
@@ -17,10 +18,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
+	"github.com/kmemleak/kmemleakreceiver/internal/metadata"
 )
 
 // The tests with a real kernel leak load kernels/kmltest/kmltest.c, a
@@ -243,6 +246,8 @@ func moduleConfig() *Config {
 	cfg.MinAge = 5 * time.Second
 	cfg.TopN = 2000
 	cfg.Caches.Exclude = []string{kmodExcludedCache}
+	// Each test starts from empty tables, and leaves nothing pinned.
+	cfg.Pinning.Directory = ""
 	return cfg
 }
 
@@ -462,4 +467,94 @@ func TestIntegrationKernelModuleVerdicts(t *testing.T) {
 		}
 	}
 	assert.True(t, leakEvent, "no kmem.leak.suspect event calls kmltest_leak_one leaking")
+}
+
+// A real leak outlives a restart: after a graceful one with the tables
+// pinned and the verdict histories in storage, the next receiver's first
+// scan calls kmltest_leak_one leaking, and its event gives the same
+// kmem.leak.since, the allocation of the leak's oldest object.
+func TestIntegrationKernelModuleLeakSurvivesARestart(t *testing.T) {
+	mods := requireModules(t)
+	cfg := moduleConfig()
+	cfg.Pinning.Directory = fmt.Sprintf("/sys/fs/bpf/kmemleak-test-%d", os.Getpid())
+	t.Cleanup(func() { _ = os.RemoveAll(cfg.Pinning.Directory) })
+	cfg.Verdict.Window, cfg.Verdict.Persist = 2*time.Minute, 10*time.Second
+	cfg.ReportInterval = time.Nanosecond // a leak's event every scan, with its kmem.leak.since
+	storageID := component.MustNewID("file_storage")
+	cfg.Storage = &storageID
+	extensions := host{storageID: memStorage{memClient{}}}
+
+	first := startWithEvents(t, cfg, extensions)
+	mods.load(t)
+	var since string
+	require.Eventually(t, func() bool {
+		since = leakSince(first.logs)
+		return since != ""
+	}, 3*time.Minute, time.Second, "kmltest_leak_one was never called leaking")
+	require.NoError(t, first.rcv.Shutdown(context.Background()))
+
+	next := *cfg
+	second := startWithEvents(t, &next, extensions)
+	require.Eventually(t, func() bool { return len(second.metrics.AllMetrics()) > 0 }, 30*time.Second, 100*time.Millisecond, "no scan")
+	verdicts := map[string]int64{}
+	for g, n := range groupVerdicts(second.metrics.AllMetrics()[0]) {
+		if kmodLeakSite.MatchString(g.callSite) {
+			verdicts[g.verdict] += n
+		}
+	}
+	t.Logf("kmltest_leak_one leaking since %s; its verdicts at the first scan after the restart: %v", since, verdicts)
+	assert.Positive(t, verdicts["leaking"], "the leak is not leaking at the first scan after the restart")
+	require.Eventually(t, func() bool { return leakSince(second.logs) != "" }, 30*time.Second, 100*time.Millisecond, "no leak event after the restart")
+	assert.Equal(t, since, leakSince(second.logs), "kmem.leak.since moved with the restart")
+}
+
+// startWithEvents starts a receiver with a metrics and a logs pipeline on a
+// host that runs the given extensions.
+func startWithEvents(t *testing.T, cfg *Config, extensions host) pipeline {
+	t.Helper()
+	set, _ := settingsWithLogs(component.NewID(metadata.Type))
+	p := pipeline{metrics: new(consumertest.MetricsSink), logs: new(consumertest.LogsSink)}
+	m, err := NewFactory().CreateMetrics(context.Background(), set, cfg, p.metrics)
+	require.NoError(t, err)
+	_, err = NewFactory().CreateLogs(context.Background(), set, cfg, p.logs)
+	require.NoError(t, err)
+	p.rcv = m
+	require.NoError(t, m.Start(context.Background(), extensions))
+	t.Cleanup(func() { require.NoError(t, m.Shutdown(context.Background())) })
+	return p
+}
+
+// leakSince is the kmem.leak.since of the first leaking event of
+// kmltest_leak_one, or "".
+func leakSince(sink *consumertest.LogsSink) string {
+	for _, ld := range sink.AllLogs() {
+		for _, rl := range ld.ResourceLogs().All() {
+			for _, sl := range rl.ScopeLogs().All() {
+				for _, lr := range sl.LogRecords().All() {
+					site, _ := lr.Attributes().Get("kmem.call_site")
+					state, _ := lr.Attributes().Get("kmem.verdict")
+					since, ok := lr.Attributes().Get("kmem.leak.since")
+					if ok && state.Str() == "leaking" && kmodLeakSite.MatchString(site.Str()) {
+						return since.Str()
+					}
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// verdictGroup is a group and its verdict.
+type verdictGroup struct{ callSite, verdict string }
+
+// groupVerdicts is kmem.outstanding.objects of one scan by call site and
+// verdict.
+func groupVerdicts(md pmetric.Metrics) map[verdictGroup]int64 {
+	out := map[verdictGroup]int64{}
+	for _, dp := range outstandingObjects(md) {
+		site, _ := dp.Attributes().Get("kmem.call_site")
+		state, _ := dp.Attributes().Get("kmem.verdict")
+		out[verdictGroup{site.Str(), state.Str()}] += dp.IntValue()
+	}
+	return out
 }

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/xconsumer"
+	"go.opentelemetry.io/collector/extension/xextension/storage"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/receiver"
 	"go.uber.org/zap"
@@ -58,6 +59,7 @@ type kmemleakReceiver struct {
 	done    chan struct{}
 
 	telemetry *metadata.TelemetryBuilder // the receiver's own metrics, in the collector's telemetry
+	storage   storage.Client             // nil without storage: the verdict histories
 
 	// Owned by the scan loop.
 	scanner *scan.Scanner
@@ -68,6 +70,9 @@ type kmemleakReceiver struct {
 	// lastProfile is when the last profiles were built, or the receiver
 	// started.
 	lastProfile time.Time
+	// lastSave is when the verdict histories were last saved, or the
+	// receiver started.
+	lastSave time.Time
 }
 
 func newReceiver(cfg *Config, set receiver.Settings, onShutdown func()) (*kmemleakReceiver, error) {
@@ -75,9 +80,9 @@ func newReceiver(cfg *Config, set receiver.Settings, onShutdown func()) (*kmemle
 }
 
 // Start loads and attaches the probes and starts the scan loop. Everything
-// that can be missing (privileges, BTF, tracefs, a tracepoint) fails here,
-// with what is missing and how to fix it.
-func (r *kmemleakReceiver) Start(_ context.Context, _ component.Host) error {
+// that can be missing (privileges, BTF, tracefs, a tracepoint, the storage
+// extension) fails here, with what is missing and how to fix it.
+func (r *kmemleakReceiver) Start(ctx context.Context, host component.Host) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.started {
@@ -88,7 +93,7 @@ func (r *kmemleakReceiver) Start(_ context.Context, _ component.Host) error {
 	if err := probes.acquire(r.set.ID); err != nil {
 		return err
 	}
-	if err := r.start(); err != nil {
+	if err := r.start(ctx, host); err != nil {
 		probes.release(r.set.ID)
 		return fmt.Errorf("kmemleak: %w", err)
 	}
@@ -97,7 +102,7 @@ func (r *kmemleakReceiver) Start(_ context.Context, _ component.Host) error {
 
 // start loads the probes and starts the scan loop; on failure it releases
 // whatever it put into the kernel.
-func (r *kmemleakReceiver) start() (err error) {
+func (r *kmemleakReceiver) start(ctx context.Context, host component.Host) (err error) {
 	defer func() {
 		if err != nil {
 			_ = r.release()
@@ -106,6 +111,11 @@ func (r *kmemleakReceiver) start() (err error) {
 	// First, so that a user without them hears of nothing else.
 	if err := tracker.CheckPrivileges(); err != nil {
 		return err
+	}
+	if r.cfg.Storage != nil {
+		if r.storage, err = storageClient(ctx, host, *r.cfg.Storage, r.set.ID); err != nil {
+			return err
+		}
 	}
 	opts := r.cfg.trackerOptions()
 	opts.Logger = r.set.Logger
@@ -126,6 +136,10 @@ func (r *kmemleakReceiver) start() (err error) {
 	if r.tracker, err = tracker.Open(opts); err != nil {
 		return err
 	}
+	if r.storage != nil {
+		adopted, _ := r.tracker.Adopted()
+		r.restoreVerdicts(ctx, adopted)
+	}
 	r.symbols = r.loadSymbols()
 	if err := r.scanner.Attach(r.tracker, ksym.Symbolizer{Symbols: r.symbols, IncludeAddresses: r.cfg.IncludeAddresses}); err != nil {
 		return err
@@ -143,6 +157,7 @@ func (r *kmemleakReceiver) start() (err error) {
 	r.emitter.OwnerResource = r.ownerResource
 
 	r.lastProfile = time.Now()
+	r.lastSave = r.lastProfile
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.done = make(chan struct{})
@@ -162,14 +177,22 @@ func (r *kmemleakReceiver) openHolders() *holders.Iterators {
 	return it
 }
 
-// release closes what Start put into the kernel.
+// release closes what Start put into the kernel. The pinned tables stay
+// for the next collector unless pinning.on_shutdown says this one is
+// stopped for good: the collector cannot tell a restart from an uninstall.
 func (r *kmemleakReceiver) release() error {
 	var errs []error
 	if r.tracker != nil {
+		if r.cfg.Pinning.OnShutdown == releasePins {
+			errs = append(errs, r.tracker.Unpin())
+		}
 		errs = append(errs, r.tracker.Close())
 	}
 	if r.holders != nil {
 		errs = append(errs, r.holders.Close())
+	}
+	if r.storage != nil {
+		errs = append(errs, r.storage.Close(context.Background()))
 	}
 	return errors.Join(errs...)
 }
@@ -296,6 +319,9 @@ func (r *kmemleakReceiver) run(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		r.scan(ctx)
+		if r.storage != nil && time.Since(r.lastSave) >= saveEvery {
+			r.saveVerdicts(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -379,7 +405,12 @@ func (r *kmemleakReceiver) Shutdown(ctx context.Context) error {
 	case <-r.done:
 		defer probes.release(r.set.ID)
 		r.telemetry.Shutdown()
-		return r.release()
+		if r.storage != nil {
+			r.keepVerdicts(ctx)
+		}
+		err := r.release()
+		r.endSeries(ctx)
+		return err
 	case <-ctx.Done():
 		// The loop is stuck in a consumer that ignores cancellation. Closing
 		// the maps under it could hand their fd numbers to other files, so
@@ -391,6 +422,40 @@ func (r *kmemleakReceiver) Shutdown(ctx context.Context) error {
 			probes.release(r.set.ID)
 		}()
 		return fmt.Errorf("kmemleak: the scan loop did not stop in time (%w); probes are released when it does", ctx.Err())
+	}
+}
+
+// endSeriesWithin bounds the wait for the consumer that takes the last
+// batch, when Shutdown's context sets no deadline.
+const endSeriesWithin = 5 * time.Second
+
+// endSeries ends every series of the last scan, so that a backend does not
+// answer with the stopped receiver's values for minutes (Prometheus's
+// lookback) beside those of the collector that follows. It waits for the
+// consumer until ctx's deadline, or endSeriesWithin, and no longer: a
+// consumer that blocks is left to return on its own, with a batch nobody
+// else holds.
+func (r *kmemleakReceiver) endSeries(ctx context.Context) {
+	if r.metrics == nil {
+		return
+	}
+	md := r.stale.End(pcommon.NewTimestampFromTime(time.Now()))
+	if md.DataPointCount() == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, endSeriesWithin)
+	sent := make(chan error, 1)
+	go func() {
+		defer cancel()
+		sent <- r.metrics.ConsumeMetrics(ctx, md)
+	}()
+	select {
+	case err := <-sent:
+		if err != nil {
+			r.set.Logger.Warn("Ending the series at shutdown failed: backends keep their last values until they go stale", zap.Error(err))
+		}
+	case <-ctx.Done():
+		r.set.Logger.Warn("Ending the series at shutdown took too long: backends keep their last values until they go stale", zap.Error(ctx.Err()))
 	}
 }
 

@@ -48,6 +48,8 @@ func testConfig() *Config {
 	cfg.MaxTrackedObjects = 1 << 20
 	// The tests allocate what they check from the receiver's process.
 	cfg.trackOwnProcess = true
+	// Each test starts from empty tables, and leaves nothing pinned.
+	cfg.Pinning.Directory = ""
 	return cfg
 }
 

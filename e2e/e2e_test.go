@@ -174,6 +174,8 @@ receivers:
     verdict:
       window: 1m
       persist: 3s
+    pinning:
+      directory: "" # each run starts empty and leaves nothing pinned
 exporters:
   %s:
     endpoint: %s

@@ -64,6 +64,8 @@ receivers:
     min_age: 2s
     stack_traces: always
     profile_interval: 1s
+    pinning:
+      directory: "" # each run starts empty and leaves nothing pinned
 exporters:
   otlp_grpc:
     endpoint: %s

@@ -342,6 +342,7 @@ func TestCollectorWritesToPrometheus(t *testing.T) {
 		"--set=receivers::kmemleak::min_age=2s",
 		"--set=receivers::kmemleak::verdict::window=1m",
 		"--set=receivers::kmemleak::verdict::persist=3s",
+		`--set=receivers::kmemleak::pinning::directory=""`, // each run starts empty and leaves nothing pinned
 		"--set=service::telemetry::metrics::level=none")
 	cmd.Env = append(os.Environ(), "PROMETHEUS_URL="+prom.base)
 	runUntilTheEnd(t, "collector", cmd)

@@ -85,6 +85,8 @@ mount -t sysfs sys /sys
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t devtmpfs dev /dev
 mount -t tracefs tracefs /sys/kernel/tracing
+# Where the receiver pins its tables across restarts (pinning.directory).
+mount -t bpf bpf /sys/fs/bpf
 # slub_debug=U's records of who allocated each live object (the oracle).
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tmpfs tmp /tmp
@@ -106,7 +108,7 @@ if [ -x /otelcol-kmemleak ]; then
 	kill \$pid
 	wait \$pid
 	code=\$?
-	grep -E '	(warn|error)	|Attached allocator probes|Everything is ready|	Scan	|Shutdown complete' /tmp/collector.log
+	grep -E '	(warn|error)	|Attached allocator probes|live tables|Everything is ready|	Scan	|Shutdown complete' /tmp/collector.log
 	grep -q '"data points"' /tmp/collector.log && echo "collector: exported a scan" || status=1
 	echo "collector: exit status \$code after SIGTERM"
 	[ \$code = 0 ] || status=1

@@ -51,6 +51,8 @@ func runChild(args []string) (err error) {
 
 	f := kmemleakreceiver.NewFactory()
 	cfg := f.CreateDefaultConfig().(*kmemleakreceiver.Config)
+	// A run starts from empty tables, never from the last run's.
+	cfg.Pinning.Directory = ""
 	cfg.MaxTrackedObjects = *maxObjects
 	cfg.CollectionInterval = *interval
 	// Time to fill the table before the first scan.

@@ -99,6 +99,8 @@ func (l *latest) get(name string) float64 {
 func run(duration, every time.Duration, stacks string, load bool, maxObjects int, allocators []string) error {
 	f := kmemleakreceiver.NewFactory()
 	cfg := f.CreateDefaultConfig().(*kmemleakreceiver.Config)
+	// A run starts from empty tables, never from the last run's.
+	cfg.Pinning.Directory = ""
 	cfg.StackTraces = stacks
 	cfg.MaxTrackedObjects = maxObjects
 	cfg.Allocators = allocators

@@ -129,6 +129,8 @@ func progress(ctx context.Context, rec *recorder, start time.Time) {
 func startReceiver(rec *recorder, logPath string) (func(), error) {
 	f := kmemleakreceiver.NewFactory()
 	cfg := f.CreateDefaultConfig().(*kmemleakreceiver.Config)
+	// A run starts from empty tables, never from the last run's.
+	cfg.Pinning.Directory = ""
 	set := receivertest.NewNopSettings(metadata.Type)
 	logCfg := zap.NewProductionConfig()
 	if logPath != "" {

@@ -389,6 +389,20 @@ func (p *Scanner) mergedNames() func([]report.Group) {
 	}
 }
 
+// SaveVerdicts encodes every call site's verdict history, for
+// RestoreVerdicts in the collector that follows (verdict.Judge.Save).
+func (p *Scanner) SaveVerdicts() ([]byte, error) { return p.judge.Save() }
+
+// RestoreVerdicts takes up the verdict histories of the collector before,
+// before the first scan, and returns how many call sites it restored. A
+// site the last scan before found rising has the first scan list what
+// live tasks hold, as the next scan would have.
+func (p *Scanner) RestoreVerdicts(data []byte) (int, error) {
+	n, err := p.judge.Restore(data)
+	p.rising = p.judge.Candidates()
+	return n, err
+}
+
 // siteKey is what a verdict is per: allocator, cache and call site.
 func siteKey(g report.Group) string {
 	return strings.Join([]string{g.Allocator.String(), g.Cache, g.CallSiteSym}, "\x00")

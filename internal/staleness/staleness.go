@@ -55,6 +55,14 @@ func (m *Marker) Mark(md pmetric.Metrics, now pcommon.Timestamp) {
 	}
 }
 
+// End returns a batch that ends, at time now, every gauge or sum series of
+// the previous batch: the last word of a receiver that stops.
+func (m *Marker) End(now pcommon.Timestamp) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	m.Mark(md, now)
+	return md
+}
+
 // Series are told apart by hashes of their attribute sets: a collision
 // (one in 2^64) costs a staleness marker.
 type (

@@ -201,6 +201,19 @@ func TestUnchangedSeriesAreNotEnded(t *testing.T) {
 // A scan at the most series the report makes with top_n 500 (8 x top_n
 // groups per outstanding metric, four of them, 16000 points), a tenth of
 // them replaced from one scan to the next.
+// A receiver that stops ends every series of its last scan, and nothing
+// else.
+func TestEndEndsEverySeries(t *testing.T) {
+	var m Marker
+	assert.Zero(t, m.End(1).DataPointCount(), "nothing was reported: nothing to end")
+	m.Mark(scanOf(1,
+		series{owner: "42", metric: "kmem.outstanding.objects", verdict: "leaking", value: 5},
+		series{metric: "kmem.allocations", value: 100}), 1)
+	md := m.End(2)
+	assert.Equal(t, 2, md.DataPointCount())
+	assert.Len(t, stalePoints(md), 2)
+}
+
 func BenchmarkMark(b *testing.B) {
 	scans := make([][]series, 2)
 	for i := range 4000 {

@@ -13,10 +13,25 @@ import (
 	"github.com/kmemleak/kmemleakreceiver/internal/jiffies"
 )
 
+// clockTries is how many pairs of readings readClock fits before it gives
+// up on jiffies: under emulation (the VMs of make test-kernels) a pair now
+// and then fits no HZ, and which clock the probes stamp is part of the
+// pinned tables' shape, so a miss would cost a restart its tables.
+const clockTries = 3
+
 // readClock reads jiffies and CLOCK_MONOTONIC at once in the kernel, with
-// two runs of read_clock far enough apart to tell HZ, and fits the
-// mapping between them.
-func readClock(specs *bpf.KmemleakSpecs) (*jiffies.Clock, error) {
+// two runs of read_clock far enough apart to tell HZ, and fits the mapping
+// between them, up to clockTries times; the error is the last try's.
+func readClock(specs *bpf.KmemleakSpecs) (clock *jiffies.Clock, err error) {
+	for range clockTries {
+		if clock, err = readClockOnce(specs); err == nil {
+			return clock, nil
+		}
+	}
+	return nil, err
+}
+
+func readClockOnce(specs *bpf.KmemleakSpecs) (*jiffies.Clock, error) {
 	var readings [2]jiffies.Reading
 	err := withTestRun(specs.Clock, specs.ReadClock, func(clock *ebpf.Map, read *ebpf.Program) error {
 		for i := range readings {

@@ -45,6 +45,33 @@ func (t *Tracker) Untrack(id kmem.CacheID) error {
 	return nil
 }
 
+// trackEveryCache clears the skip flag of every slab cache the probes
+// know.
+func (t *Tracker) trackEveryCache() error {
+	var key uint64
+	var info bpf.KmemleakCacheInfo
+	var skipped []uint64
+	it := t.maps.Caches.Iterate()
+	for it.Next(&key, &info) {
+		if info.Skip != 0 {
+			skipped = append(skipped, key)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("reading slab caches: %w", err)
+	}
+	for _, key := range skipped {
+		if err := t.maps.Caches.Lookup(key, &info); err != nil {
+			continue // destroyed meanwhile
+		}
+		info.Skip = 0
+		if err := t.maps.Caches.Update(key, &info, ebpf.UpdateExist); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("tracking slab cache %#x again: %w", key, err)
+		}
+	}
+	return nil
+}
+
 // skipKmalloc sets the kmalloc cache's flag in the probes' skip table.
 func (t *Tracker) skipKmalloc(id kmem.CacheID) error {
 	family, bytes := id.Kmalloc()

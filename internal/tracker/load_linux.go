@@ -44,6 +44,7 @@ type Tracker struct {
 	attribution []*ebpf.Program
 	exits       *ebpf.Program
 	links       []link.Link
+	pins        *pins // nil unless the maps are pinned (pin_linux.go)
 
 	scan    scanState    // read_linux.go
 	control controlState // control_linux.go
@@ -68,6 +69,7 @@ func Open(opts Options) (_ *Tracker, err error) {
 	if err != nil {
 		return nil, err
 	}
+	layout := recordLayout(spec) // before configure sizes the maps
 	pl := newPlan(&specs.KmemleakProgramSpecs)
 	clock, err := readClock(specs)
 	if err != nil {
@@ -97,9 +99,19 @@ func Open(opts Options) (_ *Tracker, err error) {
 	t := &Tracker{attached: map[kmem.Allocator]*attached{}}
 	defer func() {
 		if err != nil {
-			_ = t.Close() // the error returned says what failed; this only cleans up
+			// The error returned says what failed; this only cleans up,
+			// leaving pinned what a collector before pinned.
+			if t.pins != nil && !t.pins.kept {
+				_ = t.pins.unpin()
+			}
+			_ = t.Close()
 		}
 	}()
+	if opts.PinDir != "" {
+		if t.pins, err = t.openPins(opts, shapeOf(layout, &specs.KmemleakMapSpecs, opts, clock != nil)); err != nil {
+			return nil, err
+		}
+	}
 	if err := t.createMaps(spec); err != nil {
 		return nil, err
 	}
@@ -259,7 +271,11 @@ func (t *Tracker) createMaps(spec *ebpf.CollectionSpec) error {
 		return err
 	}
 	only.Variables = nil
-	coll, err := ebpf.NewCollection(only)
+	var opts ebpf.CollectionOptions
+	if t.pins != nil {
+		opts.MapReplacements = t.pins.adopted
+	}
+	coll, err := ebpf.NewCollectionWithOptions(only, opts)
 	if err != nil {
 		return fmt.Errorf("creating the BPF maps: %w", explainPermission(err))
 	}
@@ -270,7 +286,13 @@ func (t *Tracker) createMaps(spec *ebpf.CollectionSpec) error {
 			t.sections = append(t.sections, coll.DetachMap(name))
 		}
 	}
-	return coll.Assign(&t.maps)
+	if err := coll.Assign(&t.maps); err != nil {
+		return err
+	}
+	if t.pins == nil {
+		return nil
+	}
+	return t.pinMaps()
 }
 
 // writeConstants writes the values set on the variables into their data
@@ -567,7 +589,17 @@ func closeAll(links []link.Link, progs []*ebpf.Program) error {
 // Close detaches and unloads everything, and returns every error it met
 // doing so; safe to call more than once.
 func (t *Tracker) Close() error {
+	ran := len(t.links) > 0
 	errs := []error{closeAll(t.links, nil)}
+	if t.pins != nil {
+		// The probes stop here: what the next collector adopts is
+		// unwatched from now.
+		if ran {
+			errs = append(errs, t.pins.detached())
+		}
+		errs = append(errs, t.pins.close())
+		t.pins = nil
+	}
 	for _, at := range t.attached {
 		errs = append(errs, closeAll(nil, at.programs))
 	}

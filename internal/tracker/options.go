@@ -5,6 +5,7 @@ package tracker
 
 import (
 	"slices"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -43,7 +44,13 @@ type Options struct {
 	// for tests, which make it small to have objects moved out of it all
 	// the time.
 	YoungSlots uint32
-	Logger     *zap.Logger
+	// PinDir is the bpffs directory where the maps a restart needs stay
+	// pinned (pin_linux.go), and where Open adopts those a collector
+	// before left, if they have the same shape and its probes wrote them
+	// less than MaxGap ago; "" pins nothing.
+	PinDir string
+	MaxGap time.Duration
+	Logger *zap.Logger
 }
 
 // TakesStacks reports whether any allocation takes a stack: page

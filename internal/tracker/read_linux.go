@@ -61,8 +61,13 @@ func (t *Tracker) Read(snap *kmem.Snapshot) error {
 			return err
 		}
 	}
-	snap.TakenNs, err = MonotonicNow()
-	return err
+	if snap.TakenNs, err = MonotonicNow(); err != nil {
+		return err
+	}
+	if t.pins != nil {
+		return t.pins.alive(snap.TakenNs)
+	}
+	return nil
 }
 
 // walk counts the live tables' objects into snap, in as many parts as

@@ -92,10 +92,14 @@ func TestDaemonSet(t *testing.T) {
 	for _, m := range c.VolumeMounts {
 		mounts[m.MountPath] = true
 	}
-	for _, path := range []string{"/sys/kernel/btf", "/sys/kernel/tracing", "/etc/otelcol", "/host/sys/fs/cgroup"} {
+	for _, path := range []string{"/sys/kernel/btf", "/sys/kernel/tracing", "/etc/otelcol", "/host/sys/fs/cgroup", "/sys/fs/bpf", "/var/lib/otelcol/kmemleak"} {
 		if !mounts[path] {
 			t.Errorf("nothing mounted at %s", path)
 		}
+	}
+	// The new pod adopts the tables the old one pinned: never both at once.
+	if ru := ds.Spec.UpdateStrategy.RollingUpdate; ru == nil || ru.MaxSurge == nil || ru.MaxSurge.IntValue() != 0 {
+		t.Error("a rollout must stop the old pod before it starts the new one: maxSurge: 0")
 	}
 	// Attribution: the host's pids, and the k8s_attributes processor's
 	// access to the node's pods.
