@@ -6,7 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/assert"
@@ -213,7 +212,11 @@ func TestYoungCrossFreesLeaveNoPhantom(t *testing.T) {
 		back[owner(addr)] <- addr
 	}
 	var allocating, writing sync.WaitGroup
-	stop := time.Now().Add(2 * time.Second)
+	// A count of allocations, not a time: on a loaded machine two seconds
+	// were 5,567 of them once, too few to mean anything, and the test
+	// failed for it.
+	const allocations = 20_000
+	enough := func() bool { return tracked.Load()+raced.Load() >= allocations }
 	for w := range writers {
 		allocating.Add(1)
 		writing.Go(func() {
@@ -221,7 +224,7 @@ func TestYoungCrossFreesLeaveNoPhantom(t *testing.T) {
 			for i := range perWriter {
 				mine = append(mine, uint64(w*perWriter+i+1)<<6)
 			}
-			for gen := uint32(1); time.Now().Before(stop); gen++ {
+			for gen := uint32(1); !enough(); gen++ {
 				for len(mine) > 0 {
 					k := mine[len(mine)-1]
 					mine = mine[:len(mine)-1]
@@ -287,7 +290,6 @@ func TestYoungCrossFreesLeaveNoPhantom(t *testing.T) {
 
 	t.Logf("%d objects tracked, %d not for a race with their address's previous object; %d records read", tracked.Load(), raced.Load(), seen.Load())
 	require.Zero(t, full.Load(), "the live table was full")
-	assert.Greater(t, tracked.Load(), int64(10_000), "the writers hardly ran")
 	assert.Zero(t, lost.Load(), "frees of tracked objects that found nothing")
 	assert.Zero(t, torn.Load(), "torn records among %d read", seen.Load())
 	assert.Empty(t, walkYoung(y), "phantoms in the young area")
