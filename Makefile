@@ -162,7 +162,7 @@ test-kernels: $(DIST) _build/linux-arm64/otelcol-kmemleak $(MODULE_KERNELS:linux
 		esac; \
 		KMEMLEAK_MODULES=$$modules KMEMLEAK_COLLECTOR=$(CURDIR)/$$c kernels/vm.sh $$k "$$tests" || exit $$?; \
 		case " $(ORACLE_KERNELS) " in *" $$k "*) [ -z '$(ORACLE_TESTS)' ] || \
-			KMEMLEAK_COLLECTOR=$(CURDIR)/$$c VM_APPEND=slub_debug=U kernels/vm.sh $$k '$(ORACLE_TESTS)' || exit $$?;; esac; \
+			VM_APPEND=slub_debug=U kernels/vm.sh $$k '$(ORACLE_TESTS)' || exit $$?;; esac; \
 	done
 
 # kmltest.ko and kmlpad.ko for a kernel package (linux-image-$*).
