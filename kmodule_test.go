@@ -450,20 +450,14 @@ func TestIntegrationKernelModuleVerdicts(t *testing.T) {
 
 	// The events (by default, of leaking groups only) say so too.
 	var leakEvent bool
-	for _, ld := range p.logs.AllLogs() {
-		for _, rl := range ld.ResourceLogs().All() {
-			for _, sl := range rl.ScopeLogs().All() {
-				for _, lr := range sl.LogRecords().All() {
-					site, _ := lr.Attributes().Get("kmem.call_site")
-					v, _ := lr.Attributes().Get("kmem.verdict")
-					switch {
-					case kmodLeakSite.MatchString(site.Str()):
-						leakEvent = leakEvent || v.Str() == "leaking"
-					case kmodRecentSite.MatchString(site.Str()), kmodCacheSite.MatchString(site.Str()):
-						assert.NotEqual(t, "leaking", v.Str(), "an event calls %s leaking", site.Str())
-					}
-				}
-			}
+	for lr := range logRecords(p.logs.AllLogs()) {
+		site, _ := lr.Attributes().Get("kmem.call_site")
+		v, _ := lr.Attributes().Get("kmem.verdict")
+		switch {
+		case kmodLeakSite.MatchString(site.Str()):
+			leakEvent = leakEvent || v.Str() == "leaking"
+		case kmodRecentSite.MatchString(site.Str()), kmodCacheSite.MatchString(site.Str()):
+			assert.NotEqual(t, "leaking", v.Str(), "an event calls %s leaking", site.Str())
 		}
 	}
 	assert.True(t, leakEvent, "no kmem.leak.suspect event calls kmltest_leak_one leaking")
@@ -527,18 +521,12 @@ func startWithEvents(t *testing.T, cfg *Config, extensions host) pipeline {
 // leakSince is the kmem.leak.since of the first leaking event of
 // kmltest_leak_one, or "".
 func leakSince(sink *consumertest.LogsSink) string {
-	for _, ld := range sink.AllLogs() {
-		for _, rl := range ld.ResourceLogs().All() {
-			for _, sl := range rl.ScopeLogs().All() {
-				for _, lr := range sl.LogRecords().All() {
-					site, _ := lr.Attributes().Get("kmem.call_site")
-					state, _ := lr.Attributes().Get("kmem.verdict")
-					since, ok := lr.Attributes().Get("kmem.leak.since")
-					if ok && state.Str() == "leaking" && kmodLeakSite.MatchString(site.Str()) {
-						return since.Str()
-					}
-				}
-			}
+	for lr := range logRecords(sink.AllLogs()) {
+		site, _ := lr.Attributes().Get("kmem.call_site")
+		state, _ := lr.Attributes().Get("kmem.verdict")
+		since, ok := lr.Attributes().Get("kmem.leak.since")
+		if ok && state.Str() == "leaking" && kmodLeakSite.MatchString(site.Str()) {
+			return since.Str()
 		}
 	}
 	return ""

@@ -84,16 +84,10 @@ func TestIntegrationMergedCacheNames(t *testing.T) {
 
 // bucketEvent finds an event of the bind buckets with at least n objects.
 func bucketEvent(all []plog.Logs, n int64) (plog.LogRecord, bool) {
-	for _, ld := range all {
-		for _, rl := range ld.ResourceLogs().All() {
-			for _, sl := range rl.ScopeLogs().All() {
-				for _, lr := range sl.LogRecords().All() {
-					ev := eventOf(lr)
-					if strings.HasPrefix(ev.callSite, "inet_bind_bucket_create+") && ev.objects >= n {
-						return lr, true
-					}
-				}
-			}
+	for lr := range logRecords(all) {
+		ev := eventOf(lr)
+		if strings.HasPrefix(ev.callSite, "inet_bind_bucket_create+") && ev.objects >= n {
+			return lr, true
 		}
 	}
 	return plog.LogRecord{}, false

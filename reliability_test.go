@@ -137,15 +137,9 @@ func TestIntegrationFullMapIsReportedNotHidden(t *testing.T) {
 	warnings := logs.FilterMessageSnippet("live table is full").Len()
 	assert.Positive(t, warnings)
 	assert.LessOrEqual(t, warnings, scans, "more than one full-map warning a scan")
-	for _, e := range sinkL.AllLogs() {
-		for _, rl := range e.ResourceLogs().All() {
-			for _, sl := range rl.ScopeLogs().All() {
-				for _, lr := range sl.LogRecords().All() {
-					incomplete, ok := lr.Attributes().Get("kmem.incomplete")
-					assert.True(t, ok && incomplete.Bool(), "an event of a full tracker does not say it is incomplete")
-				}
-			}
-		}
+	for lr := range logRecords(sinkL.AllLogs()) {
+		incomplete, ok := lr.Attributes().Get("kmem.incomplete")
+		assert.True(t, ok && incomplete.Bool(), "an event of a full tracker does not say it is incomplete")
 	}
 }
 

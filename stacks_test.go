@@ -3,6 +3,7 @@
 package kmemleakreceiver
 
 import (
+	"iter"
 	"strings"
 	"testing"
 	"time"
@@ -36,16 +37,27 @@ func eventOf(lr plog.LogRecord) suspectEvent {
 
 func suspectEvents(sink *consumertest.LogsSink) []suspectEvent {
 	var out []suspectEvent
-	for _, ld := range sink.AllLogs() {
-		for _, rl := range ld.ResourceLogs().All() {
-			for _, sl := range rl.ScopeLogs().All() {
-				for _, lr := range sl.LogRecords().All() {
-					out = append(out, eventOf(lr))
+	for lr := range logRecords(sink.AllLogs()) {
+		out = append(out, eventOf(lr))
+	}
+	return out
+}
+
+// logRecords are every log record of the batches, in order.
+func logRecords(all []plog.Logs) iter.Seq[plog.LogRecord] {
+	return func(yield func(plog.LogRecord) bool) {
+		for _, ld := range all {
+			for _, rl := range ld.ResourceLogs().All() {
+				for _, sl := range rl.ScopeLogs().All() {
+					for _, lr := range sl.LogRecords().All() {
+						if !yield(lr) {
+							return
+						}
+					}
 				}
 			}
 		}
 	}
-	return out
 }
 
 // The test holds objects from two user-visible paths, pipes and unix

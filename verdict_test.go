@@ -303,19 +303,13 @@ func startServices(t *testing.T, stop <-chan struct{}, interval time.Duration) <
 // function.
 func leakReason(logs []plog.Logs, function string) string {
 	var reason string
-	for _, ld := range logs {
-		for _, rl := range ld.ResourceLogs().All() {
-			for _, sl := range rl.ScopeLogs().All() {
-				for _, lr := range sl.LogRecords().All() {
-					site, _ := lr.Attributes().Get("kmem.call_site")
-					state, _ := lr.Attributes().Get("kmem.verdict")
-					r, _ := lr.Attributes().Get("kmem.verdict.reason")
-					if fn, _, _ := strings.Cut(site.Str(), "+"); fn == function && state.Str() == "leaking" {
-						cache, _ := lr.Attributes().Get("kmem.cache")
-						reason = r.Str() + " (" + cache.Str() + ")"
-					}
-				}
-			}
+	for lr := range logRecords(logs) {
+		site, _ := lr.Attributes().Get("kmem.call_site")
+		state, _ := lr.Attributes().Get("kmem.verdict")
+		r, _ := lr.Attributes().Get("kmem.verdict.reason")
+		if fn, _, _ := strings.Cut(site.Str(), "+"); fn == function && state.Str() == "leaking" {
+			cache, _ := lr.Attributes().Get("kmem.cache")
+			reason = r.Str() + " (" + cache.Str() + ")"
 		}
 	}
 	return reason
