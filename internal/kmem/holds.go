@@ -31,9 +31,32 @@ type Holds struct {
 	Processes map[uint32]Process // by tgid
 }
 
-// SeveralHolders is Tally.FileHolder when more than one process holds a
-// group's files.
-const SeveralHolders = ^uint32(0)
+// FileHolders counts, per process (tgid), the objects it holds as open
+// files.
+type FileHolders map[uint32]int64
+
+// Add counts o's into h, and returns h: a new map when h is nil, so that
+// no two tallies share one.
+func (h FileHolders) Add(o FileHolders) FileHolders {
+	if len(o) == 0 {
+		return h
+	}
+	if h == nil {
+		h = make(FileHolders, len(o))
+	}
+	for tgid, n := range o {
+		h[tgid] += n
+	}
+	return h
+}
+
+// One is the process that holds every file, when only one does.
+func (h FileHolders) One() (tgid uint32, ok bool) {
+	for tgid := range h {
+		return tgid, len(h) == 1
+	}
+	return 0, false
+}
 
 // held counts an aged object some live task holds into t.
 func (t *Tally) held(h Holder) {
@@ -42,18 +65,9 @@ func (t *Tally) held(h Holder) {
 		t.HeldByTask++
 	case HeldAsFile:
 		t.HeldAsFile++
-		t.FileHolder = MergeHolders(t.FileHolder, h.Tgid)
+		if t.FileHolders == nil {
+			t.FileHolders = FileHolders{}
+		}
+		t.FileHolders[h.Tgid]++
 	}
-}
-
-// MergeHolders is the holder of two groups' files: the one process that
-// holds both, or SeveralHolders.
-func MergeHolders(a, b uint32) uint32 {
-	switch {
-	case a == 0 || a == b:
-		return b
-	case b == 0:
-		return a
-	}
-	return SeveralHolders
 }

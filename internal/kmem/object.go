@@ -97,6 +97,9 @@ type Ages struct {
 	// Previous is the previous scan's Cutoff, 0 before there was one:
 	// objects allocated before it were old at that scan too.
 	Previous uint64
+	// Recent: objects allocated after it are younger than the verdicts'
+	// window.
+	Recent uint64
 }
 
 // GroupKey is what a group's objects share: where they were allocated.
@@ -119,10 +122,11 @@ type Tally struct {
 	Survivors int64  // allocated at or before Ages.Survived
 	OldestNs  uint64 // the earliest allocation time
 	// Of the aged objects, those a live task holds (Snapshot.Holds): as its
-	// own structures, or as its open files, and the process that holds the
-	// files (SeveralHolders for more than one).
-	HeldByTask, HeldAsFile int64
-	FileHolder             uint32
+	// own structures, or as its open files, and how many each process
+	// holding the files holds; and those no live task holds allocated after
+	// Ages.Recent.
+	HeldByTask, HeldAsFile, UnheldRecent int64
+	FileHolders                          FileHolders
 }
 
 // Begin readies s for a scan with the given ages, forgetting the previous
@@ -174,6 +178,8 @@ func (s *Snapshot) Add(obj *Object) {
 		if s.Holds != nil {
 			if h, ok := s.Holds.Objects[obj.Address]; ok {
 				t.held(h)
+			} else if obj.AllocNs > s.Ages.Recent {
+				t.UnheldRecent++
 			}
 		}
 	}
@@ -189,7 +195,9 @@ func (s *Snapshot) Merge(other *Snapshot) {
 		}
 		e := s.groups.find(o.key)
 		if e.tally.Objects == 0 {
-			s.groups.add(o.key, o.tally)
+			t := o.tally
+			t.FileHolders = FileHolders(nil).Add(t.FileHolders)
+			s.groups.add(o.key, t)
 			continue
 		}
 		t := &e.tally
@@ -202,7 +210,8 @@ func (s *Snapshot) Merge(other *Snapshot) {
 		t.OldestNs = min(t.OldestNs, o.tally.OldestNs)
 		t.HeldByTask += o.tally.HeldByTask
 		t.HeldAsFile += o.tally.HeldAsFile
-		t.FileHolder = MergeHolders(t.FileHolder, o.tally.FileHolder)
+		t.UnheldRecent += o.tally.UnheldRecent
+		t.FileHolders = t.FileHolders.Add(o.tally.FileHolders)
 	}
 }
 

@@ -44,10 +44,11 @@ type Group struct {
 	// the previous scan (kmem.Ages.Survived).
 	Survivors int64
 	// Of the objects, those live tasks held when last listed (zero when
-	// they were not): as their own structures, or as open files of
-	// FileHolder's (kmem.SeveralHolders for more than one process).
-	HeldByTask, HeldAsFile int64
-	FileHolder             uint32
+	// they were not): as their own structures, or as open files, and how
+	// many each process holding the files holds; and those no live task
+	// holds younger than the verdicts' window (kmem.Ages.Recent).
+	HeldByTask, HeldAsFile, UnheldRecent int64
+	FileHolders                          kmem.FileHolders
 	// Set by the caller from the group's history.
 	Verdict verdict.Verdict
 }
@@ -74,7 +75,8 @@ func (g *Group) Add(o Group) {
 	g.OldestAge = max(g.OldestAge, o.OldestAge)
 	g.HeldByTask += o.HeldByTask
 	g.HeldAsFile += o.HeldAsFile
-	g.FileHolder = kmem.MergeHolders(g.FileHolder, o.FileHolder)
+	g.UnheldRecent += o.UnheldRecent
+	g.FileHolders = g.FileHolders.Add(o.FileHolders)
 }
 
 // Options say what Build reports. Which objects are aged, and which
@@ -146,6 +148,10 @@ func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
 		g.Survivors *= scale
 		g.HeldByTask *= scale
 		g.HeldAsFile *= scale
+		g.UnheldRecent *= scale
+		for tgid := range g.FileHolders {
+			g.FileHolders[tgid] *= scale
+		}
 		groups = append(groups, *g)
 	}
 	slices.SortFunc(groups, compareGroups)
@@ -252,7 +258,7 @@ func tallyAged(snap *kmem.Snapshot, opts Options, rep *Report) map[kmem.GroupKey
 		}
 		t.Add(Group{
 			Objects: g.Aged, Bytes: g.AgedBytes, OldestAge: time.Duration(min(snap.Age(g), math.MaxInt64)), Survivors: g.Survivors,
-			HeldByTask: g.HeldByTask, HeldAsFile: g.HeldAsFile, FileHolder: g.FileHolder,
+			HeldByTask: g.HeldByTask, HeldAsFile: g.HeldAsFile, UnheldRecent: g.UnheldRecent, FileHolders: g.FileHolders,
 		})
 		rep.Suspects += g.Aged
 	}

@@ -150,6 +150,7 @@ func (p *Scanner) sample(s *site, live string) verdict.Sample {
 			percent(s.Objects-s.exited, s.Objects) + " of its objects): one per cgroup and list_lru"
 	}
 	out.HeldByTasks, out.HoldersListed = s.HeldByTask, p.snap.Holds != nil
+	out.HeldAsFiles, out.UnheldRecent, out.FileHolders = s.HeldAsFile, s.UnheldRecent, s.FileHolders
 	out.Clue = p.clue(s)
 	return out
 }
@@ -202,14 +203,15 @@ func (p *Scanner) clue(s *site) string {
 func (p *Scanner) holderClue(s *site) string {
 	switch {
 	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
-		if s.FileHolder == kmem.SeveralHolders {
+		holder, one := s.FileHolders.One()
+		if !one {
 			adder := ""
 			if o := s.adder; o.Attributed() && !o.Other && !o.Exited {
 				adder = "; still added to by " + o.String()
 			}
 			return "held by several processes, their open files (" + percent(s.HeldAsFile, s.Objects) + ")" + adder
 		}
-		return "held by " + p.processName(s.FileHolder) + ", its open files (" + percent(s.HeldAsFile, s.Objects) + ")"
+		return "held by " + p.processName(holder) + ", its open files (" + percent(s.HeldAsFile, s.Objects) + ")"
 	case s.exited*2 >= s.Objects && s.Objects > 0:
 		return "allocating processes exited (" + percent(s.exited, s.Objects) + " of its objects), still rising"
 	case s.adder.Attributed():

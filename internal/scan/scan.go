@@ -238,10 +238,12 @@ func (p *Scanner) Scan() (Result, error) {
 // ages are the times a scan that begins now sorts objects by: the truth
 // check's cutoff is now, aged objects are min_age old, survivors were aged
 // when the previous scan began, and objects allocated before it began were
-// old then too (the truth check asks whether they are still there).
+// old then too (the truth check asks whether they are still there);
+// recent objects are younger than the verdicts' window.
 func (p *Scanner) ages(now uint64) kmem.Ages {
 	minAge := uint64(max(p.opts.MinAge, 0))
-	ages := kmem.Ages{Now: now, Cutoff: now, Aged: now - min(minAge, now), Previous: p.lastScan}
+	window := uint64(max(p.opts.Verdict.Window, 0))
+	ages := kmem.Ages{Now: now, Cutoff: now, Aged: now - min(minAge, now), Previous: p.lastScan, Recent: now - min(window, now)}
 	if p.lastScan > 0 {
 		ages.Survived = p.lastScan - min(minAge, p.lastScan)
 	}

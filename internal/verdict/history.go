@@ -11,7 +11,9 @@ import (
 )
 
 // historyMagic and historyFormat begin every saved history: Restore takes
-// nothing else. A change to what is saved takes a new format.
+// nothing else. A change in what a saved field means takes a new format; a
+// field added is its zero value in older histories (gob), which must read
+// as nothing known (FileHolders: no process followed yet).
 const (
 	historyMagic  = "kmemleak verdicts\n"
 	historyFormat = 1
@@ -42,6 +44,7 @@ type savedGroup struct {
 	LastReport   int64
 	Reported     State
 	ReportedRate float64
+	FileHolders  map[uint32]int64
 }
 
 type savedPoint struct {
@@ -61,6 +64,7 @@ func (j *Judge) Save() ([]byte, error) {
 		sg := savedGroup{
 			Points: make([]savedPoint, len(g.points)), LastSeen: unixNano(g.lastSeen), Hits: g.hits, Candidate: g.candidate, Leaking: g.leaking,
 			Floor: g.floor, Since: unixNano(g.since), LastReport: unixNano(g.lastReport), Reported: g.reported, ReportedRate: g.reportedRate,
+			FileHolders: g.fileHolders,
 		}
 		for i, p := range g.points {
 			sg.Points[i] = savedPoint{unixNano(p.at), p.objects, p.bytes, p.oldest, p.freed, p.files, p.cgroups, p.unheld, p.reclaimed, p.listed}
@@ -124,6 +128,7 @@ func (j *Judge) Restore(data []byte) (n int, err error) {
 		g := &group{
 			points: make([]point, len(sg.Points)), lastSeen: fromUnixNano(sg.LastSeen), hits: sg.Hits, candidate: sg.Candidate, leaking: sg.Leaking, floor: sg.Floor,
 			since: fromUnixNano(sg.Since), lastReport: fromUnixNano(sg.LastReport), reported: sg.Reported, reportedRate: sg.ReportedRate,
+			fileHolders: sg.FileHolders,
 		}
 		for i, p := range sg.Points {
 			g.points[i] = point{fromUnixNano(p.At), p.Objects, p.Bytes, p.Oldest, p.Freed, p.Reclaimed, p.Files, p.Cgroups, p.Unheld, p.Listed}

@@ -88,3 +88,23 @@ func FuzzRestore(f *testing.F) {
 		_, _ = New(defaults.opts).Restore(data) // must not panic
 	})
 }
+
+// A process's open files are counted across a restart from what it held
+// before: one that opened more meanwhile is adding.
+func TestRestoredFileHoldersKeepTheirCounts(t *testing.T) {
+	at := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	files := func(n int64) map[string]Sample {
+		return map[string]Sample{"g": {Objects: n, Bytes: 64 * n, OldestAge: time.Minute, Survivors: n,
+			HoldersListed: true, HeldAsFiles: n, FileHolders: map[uint32]int64{812: n}}}
+	}
+	before := New(defaults.opts)
+	before.Observe(at, Reclaim{}, files(10))
+	saved, err := before.Save()
+	require.NoError(t, err)
+
+	after := New(defaults.opts)
+	_, err = after.Restore(saved)
+	require.NoError(t, err)
+	after.Observe(at.Add(30*time.Second), Reclaim{}, files(20))
+	assert.Equal(t, int64(10), after.groups["g"].added)
+}

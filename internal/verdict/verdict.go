@@ -92,6 +92,16 @@ type Sample struct {
 	// however few: growth they hold while the rest stays put is explained.
 	HeldByTasks   int64
 	HoldersListed bool
+	// HeldAsFiles, when HoldersListed, is how many of the objects are live
+	// tasks' open files, and FileHolders how many each process holding
+	// them holds: growth of files held by processes that each keep what
+	// they opened (a shell's pipelines, each command with its pipes) is
+	// explained; one process opening more and more is a leak. So is a rise
+	// of what no task holds beside them: UnheldRecent counts the objects
+	// no task holds that are younger than the window, an upper bound on
+	// how much that share rose in it.
+	HeldAsFiles, UnheldRecent int64
+	FileHolders               map[uint32]int64
 	// Clue says what the group's objects point at, for a leak's reason:
 	// who allocated them, whether they outlive it, who holds them.
 	Clue string
@@ -216,8 +226,8 @@ type point struct {
 	reclaimed bool
 	files     int64 // Sample.TmpfsFiles
 	cgroups   int64 // Sample.Cgroups
-	// unheld is the objects live tasks do not hold, where listed says the
-	// scan listed what they hold.
+	// unheld is the objects live tasks do not hold as their own
+	// structures, where listed says the scan listed what they hold.
 	unheld int64
 	listed bool
 }
@@ -239,6 +249,11 @@ type group struct {
 	lastReport   time.Time
 	reported     State // the state of the last verdict reported
 	reportedRate float64
+	// fileHolders is, per process holding the group's objects as open
+	// files, the fewest it held at a scan that listed the holders; added
+	// is the most any of them holds above that at this scan.
+	fileHolders map[uint32]int64
+	added       int64
 }
 
 // Judge follows groups across scans.
@@ -325,7 +340,29 @@ func (g *group) observe(now time.Time, s Sample, reclaim Reclaim, opts Options) 
 	reclaimed := reclaim.Dropped || reclaim.Scanned > 0 && reclaim.Scanned >= s.Objects
 	g.add(point{now, s.Objects, s.Bytes, s.OldestAge, g.freedSince(s), reclaimed, s.TmpfsFiles, s.Cgroups,
 		s.Objects - s.HeldByTasks, s.HoldersListed}, now.Add(-opts.Window))
+	if s.HoldersListed {
+		g.added = g.followFileHolders(s.FileHolders)
+	}
 	return g.judge(now, s, opts)
+}
+
+// followFileHolders records how many of the group's objects each process
+// holds as open files, at a scan that listed them, and returns the most
+// any of them holds above the fewest it held since it was first listed.
+// A process that holds none any more is forgotten.
+func (g *group) followFileHolders(held map[uint32]int64) int64 {
+	var most int64
+	fewest := make(map[uint32]int64, len(held))
+	for tgid, n := range held {
+		low, seen := g.fileHolders[tgid]
+		if !seen || n < low {
+			low = n
+		}
+		fewest[tgid] = low
+		most = max(most, n-low)
+	}
+	g.fileHolders = fewest
+	return most
 }
 
 // freedSince is how many of the group's aged objects of its last sample
@@ -434,30 +471,41 @@ func (g *group) explain(s Sample) (string, Explanation) {
 }
 
 // heldGrowth explains a growth that live tasks hold while the rest of the
-// group stays put. Tasks share what they hold with owners no iterator
-// lists (credentials kept by files opened before a setuid, by sockets, by
-// exiting tasks), so a steady share of a site's objects is never seen
-// held; a leak there is that share rising. The share's trend is taken
-// over the scans that listed the holders, and only when they cover most of
-// the window: a trend of a few scans says nothing of a slow leak.
+// group stays put: as their own structures, or as open files when no
+// process holding them opened more of them (a shell's pipelines: each
+// command keeps the pipes it was started with) and too few of the rest
+// are new to be a leak of their own. Tasks share what they
+// hold with owners no iterator lists (credentials kept by files opened
+// before a setuid, by sockets, by exiting tasks), so a steady share of a
+// site's objects is never seen held; a leak there is that share rising.
 func (g *group) heldGrowth(s Sample) string {
-	if !s.HoldersListed || s.HeldByTasks == 0 {
-		return ""
+	switch {
+	case !s.HoldersListed:
+	case s.HeldByTasks > 0 && g.unheldFlat():
+		return fmt.Sprintf("live tasks' own structures hold its growth (%d%% of its objects; the other %d do not rise)",
+			s.HeldByTasks*100/max(s.Objects, 1), s.Objects-s.HeldByTasks)
+	case s.HeldAsFiles > 0 && g.added < MinRise && s.UnheldRecent < MinRise:
+		return fmt.Sprintf("open files of %d live processes hold its growth, none of which opened %d more (%d%% of its objects; %d of the others are new)",
+			len(s.FileHolders), MinRise, s.HeldAsFiles*100/max(s.Objects, 1), s.UnheldRecent)
 	}
-	var xs, unheld []float64
+	return ""
+}
+
+// unheldFlat reports whether the objects live tasks do not hold as their
+// own structures stay put over the scans that listed the holders, when
+// they cover most of the window: a trend of a few scans says nothing of a
+// slow leak.
+func (g *group) unheldFlat() bool {
+	var xs, ys []float64
 	first, last := g.points[0].at, g.points[len(g.points)-1].at
 	for _, p := range g.points {
 		if p.listed {
 			xs = append(xs, p.at.Sub(first).Minutes())
-			unheld = append(unheld, float64(p.unheld))
+			ys = append(ys, float64(p.unheld))
 		}
 	}
 	window := last.Sub(first).Minutes()
-	if len(xs) < minSamples || xs[len(xs)-1]-xs[0] < window/2 || theilSen(xs, unheld)*window >= MinRise {
-		return ""
-	}
-	return fmt.Sprintf("live tasks' own structures hold its growth (%d%% of its objects; the other %d do not rise)",
-		s.HeldByTasks*100/max(s.Objects, 1), s.Objects-s.HeldByTasks)
+	return len(xs) >= minSamples && xs[len(xs)-1]-xs[0] >= window/2 && theilSen(xs, ys)*window < MinRise
 }
 
 // state decides, and remembers a leak once it is found. A rise that would

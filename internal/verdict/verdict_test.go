@@ -405,6 +405,65 @@ func TestGrowthTasksHoldIsNoLeak(t *testing.T) {
 	assert.Equal(t, Leaking, unlisted[end].State, "listed over too short a part of the window to tell")
 }
 
+// Growth held as open files by processes that each keep what they were
+// started with (a shell's pipelines, a new command with its pipes every
+// scan) is explained; one process opening more, or a share nothing holds
+// rising beside them, is a leak.
+func TestGrowthOfFilesProcessesKeepIsNoLeak(t *testing.T) {
+	end := 9*time.Minute + 50*time.Second
+	// Six objects nothing holds, old; recent more that nothing holds.
+	files := func(holders func(now time.Duration, held int64) map[uint32]int64, recent func(objects int64) int64) []Verdict {
+		vs := rising(10*time.Minute, func(now time.Duration, s *Sample) Reclaim {
+			s.HoldersListed = true
+			s.UnheldRecent = recent(s.Objects)
+			s.HeldAsFiles = s.Objects - 6 - s.UnheldRecent
+			s.FileHolders = holders(now, s.HeldAsFiles)
+			return Reclaim{}
+		})
+		return []Verdict{vs[2*time.Minute], vs[end]}
+	}
+	// A new process every scan, holding the ten objects the scan added.
+	pipelines := func(now time.Duration, held int64) map[uint32]int64 {
+		out := map[uint32]int64{}
+		for k := int64(1); k <= int64(now/(10*time.Second)); k++ {
+			out[uint32(1000+k)] = 10
+		}
+		out[1001] -= 10*int64(len(out)) - held
+		return out
+	}
+	none := func(int64) int64 { return 0 }
+	for _, v := range files(pipelines, none) {
+		assert.Equal(t, Growing, v.State)
+		assert.Equal(t, LiveTasks, v.ExplainedBy)
+	}
+	assert.Equal(t, "open files of 59 live processes hold its growth, none of which opened 5 more (98% of its objects; 0 of the others are new)",
+		files(pipelines, none)[1].Reason)
+
+	one := func(_ time.Duration, held int64) map[uint32]int64 { return map[uint32]int64{812: held} }
+	assert.Equal(t, Leaking, files(one, none)[1].State, "one process opens more")
+	assert.Equal(t, Leaking, files(pipelines, func(objects int64) int64 { return objects / 8 })[1].State, "what nothing holds rises beside")
+}
+
+// A process's files are counted from the fewest it held: one that closes
+// most and then opens more than it closed is adding, one that ends is
+// forgotten.
+func TestFileHoldersCountFromTheFewest(t *testing.T) {
+	var g group
+	for i, step := range []struct {
+		held  map[uint32]int64
+		added int64
+	}{
+		{map[uint32]int64{812: 10, 900: 2000}, 0},
+		{map[uint32]int64{812: 3, 900: 2000}, 0},
+		{map[uint32]int64{812: 8, 900: 2000}, 5},
+		{map[uint32]int64{812: 8}, 5},
+		{map[uint32]int64{812: 8, 900: 2000}, 5},
+		{map[uint32]int64{900: 2003}, 3},
+	} {
+		assert.Equal(t, step.added, g.followFileHolders(step.held), "step %d", i)
+	}
+}
+
 // The next scan needs the holders only while some group rises like a leak.
 func TestCandidates(t *testing.T) {
 	j := New(defaults.opts)
