@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/cgroups"
+	"github.com/kmemleak/kmemleakreceiver/internal/damon"
 	"github.com/kmemleak/kmemleakreceiver/internal/holders"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/ksym"
@@ -225,6 +226,8 @@ func (machine) Now() (uint64, error)                  { return tracker.Monotonic
 func (machine) Reclaim() (reclaim.Counters, error)    { return reclaim.ReadVMStat(reclaim.VMStatPath) }
 func (m machine) Reclaimable(cache string) bool       { return m.caches.Reclaimable(cache) }
 func (m machine) MergedNames(cache string) []string   { return m.merged.Of(cache) }
+
+func (machine) DamonRegions() (int64, error) { return damon.Bound(damon.Kdamonds) }
 
 func (machine) Cgroups() (int64, error) {
 	f, err := os.Open("/proc/cgroups")

@@ -65,6 +65,7 @@ const (
 	AttributeKmemGrowthExplainedByAllocatorBookkeeping
 	AttributeKmemGrowthExplainedByCgroups
 	AttributeKmemGrowthExplainedByDeviceBuffers
+	AttributeKmemGrowthExplainedByKernelBound
 )
 
 // String returns the string representation of the AttributeKmemGrowthExplainedBy.
@@ -84,6 +85,8 @@ func (av AttributeKmemGrowthExplainedBy) String() string {
 		return "cgroups"
 	case AttributeKmemGrowthExplainedByDeviceBuffers:
 		return "device_buffers"
+	case AttributeKmemGrowthExplainedByKernelBound:
+		return "kernel_bound"
 	}
 	return ""
 }
@@ -97,6 +100,7 @@ var MapAttributeKmemGrowthExplainedBy = map[string]AttributeKmemGrowthExplainedB
 	"allocator_bookkeeping": AttributeKmemGrowthExplainedByAllocatorBookkeeping,
 	"cgroups":               AttributeKmemGrowthExplainedByCgroups,
 	"device_buffers":        AttributeKmemGrowthExplainedByDeviceBuffers,
+	"kernel_bound":          AttributeKmemGrowthExplainedByKernelBound,
 }
 
 // AttributeKmemVerdict specifies the value kmem.verdict attribute.

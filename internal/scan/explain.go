@@ -11,6 +11,7 @@ import (
 
 	"github.com/kmemleak/kmemleakreceiver/internal/bookkeeping"
 	"github.com/kmemleak/kmemleakreceiver/internal/cgroups"
+	"github.com/kmemleak/kmemleakreceiver/internal/damon"
 	"github.com/kmemleak/kmemleakreceiver/internal/kmem"
 	"github.com/kmemleak/kmemleakreceiver/internal/owner"
 	"github.com/kmemleak/kmemleakreceiver/internal/reclaim"
@@ -133,6 +134,7 @@ func (p *Scanner) sample(s *site, live string) verdict.Sample {
 	out.PerCgroup = cgroups.Made(functions)
 	out.Bookkeeping = bookkeeping.Of(functions[0])
 	out.DeviceBuffers = rxbuffers.Posted(functions)
+	out.DamonRegions = damon.Made(functions[0])
 	// Nine in ten: objects allocated since the holders were listed, and
 	// tasks exiting meanwhile, are not seen held. Or all but fewer than a
 	// leak adds: a few a task structure's caches keep (vmalloc'ed stacks

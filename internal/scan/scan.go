@@ -40,6 +40,8 @@ type Machine interface {
 	TmpfsFiles() (int64, error)
 	// Cgroups counts the cgroups the kernel keeps, dying ones included.
 	Cgroups() (int64, error)
+	// DamonRegions is the most regions DAMON's running kdamonds may keep.
+	DamonRegions() (int64, error)
 }
 
 // Holders lists what live tasks hold (holders.Iterators); a listing is
@@ -354,6 +356,8 @@ func (p *Scanner) judgeGroups(rep *report.Report, now uint64) (bySite []report.G
 		func(s verdict.Sample) bool { return s.OnePerTmpfsFile }, func(s *verdict.Sample, n int64) { s.TmpfsFiles = n })
 	p.count(samples, "the cgroups the kernel keeps", p.machine.Cgroups,
 		func(s verdict.Sample) bool { return s.PerCgroup }, func(s *verdict.Sample, n int64) { s.Cgroups = n })
+	p.count(samples, "the regions DAMON may keep", p.machine.DamonRegions,
+		func(s verdict.Sample) bool { return s.DamonRegions }, func(s *verdict.Sample, n int64) { s.DamonBound = n })
 	verdicts := p.judge.Observe(p.opts.Clock(), p.reclaimed(), samples)
 	rep.States = make(map[verdict.State]int, len(verdict.States))
 	for _, key := range order {

@@ -114,6 +114,7 @@ type fakeKernel struct {
 	processes   map[uint32]kmem.Process
 	tmpfsFiles  int64
 	cgroups     int64
+	damonBound  int64
 
 	slab map[string]int64 // the kernel's counts
 	// merged are the names of the slab caches SLUB merged others into, and
@@ -247,6 +248,8 @@ func (k *fakeKernel) MergedNames(cache string) []string {
 func (k *fakeKernel) TmpfsFiles() (int64, error) { return k.tmpfsFiles, nil }
 
 func (k *fakeKernel) Cgroups() (int64, error) { return k.cgroups, nil }
+
+func (k *fakeKernel) DamonRegions() (int64, error) { return k.damonBound, nil }
 
 // fakeHolders lists what the fake kernel's live tasks hold, as
 // holders.Iterators does: a type of its own, for its Read is not the
@@ -1543,6 +1546,32 @@ func TestDeviceReceiveBuffersAreNotALeak(t *testing.T) {
 	assert.Equal(t, verdict.Growing, last.State)
 	assert.Equal(t, verdict.DeviceBuffers, last.ExplainedBy)
 	assert.Equal(t, "receive buffers a driver posts to its device (virtio_vsock_rx_fill), held by it until data arrives", last.Reason)
+}
+
+// DAMON's regions rise as it refines its view of memory: growing while
+// they stay within what its kdamonds may keep, a leak beyond it (suite run
+// 14 called kdamond.0's leaking at 13.6 a minute).
+func TestDamonRegionsWithinTheirBoundAreNotALeak(t *testing.T) {
+	k := newFakeKernel()
+	k.cacheNames[damonKey] = "ftrace_event_field"
+	k.damonBound = 120
+	_, groups := explained(t, k, "ftrace_event_field", slabObj(damonKey, 48, damonSite), func(int, []uint64) {})
+	var leaking []int
+	for i, g := range groups {
+		if g.Verdict.State == verdict.Leaking {
+			leaking = append(leaking, i+1)
+		}
+	}
+	last := groups[len(groups)-1]
+	require.Greater(t, last.Objects, k.damonBound, "the test must rise past the bound")
+	require.NotEmpty(t, leaking, "never a leak past the bound")
+	for _, i := range leaking {
+		assert.Greater(t, groups[i-1].Objects, k.damonBound, "scan %d: a leak within the bound", i)
+	}
+	assert.Equal(t, verdict.Leaking, last.Verdict.State)
+	within := groups[leaking[0]-2].Verdict
+	assert.Equal(t, verdict.KernelBound, within.ExplainedBy)
+	assert.Equal(t, "DAMON's monitoring regions, within the 120 its kdamonds may keep", within.Reason)
 }
 
 // Inodes' security blobs go with their inodes: growing like a reclaimable

@@ -79,6 +79,11 @@ type Sample struct {
 	// Bookkeeping, when set, says the group is an allocator's own
 	// bookkeeping, which follows the memory it manages for everyone else.
 	Bookkeeping string
+	// DamonRegions says the group is DAMON's monitoring regions, and
+	// DamonBound is the most the running kdamonds may keep: a rise up to
+	// it is DAMON refining its view of memory.
+	DamonRegions bool
+	DamonBound   int64
 	// DeviceBuffers, when set, is the driver function that posted the
 	// group's objects to its device as receive buffers: the device holds
 	// them until data arrives.
@@ -142,9 +147,12 @@ const (
 	// DeviceBuffers means the objects are receive buffers a driver posted
 	// to its device, held by it until data arrives.
 	DeviceBuffers
+	// KernelBound means the objects are a kernel structure its
+	// configuration bounds (DAMON's regions), below that bound.
+	KernelBound
 )
 
-var explanationNames = [...]string{"none", "reclaimable_cache", "live_tasks", "tmpfs_files", "allocator_bookkeeping", "cgroups", "device_buffers"}
+var explanationNames = [...]string{"none", "reclaimable_cache", "live_tasks", "tmpfs_files", "allocator_bookkeeping", "cgroups", "device_buffers", "kernel_bound"}
 
 func (e Explanation) String() string { return explanationNames[e] }
 
@@ -433,6 +441,9 @@ func (g *group) explain(s Sample) (string, Explanation) {
 	}
 	if s.DeviceBuffers != "" {
 		return "receive buffers a driver posts to its device (" + s.DeviceBuffers + "), held by it until data arrives", DeviceBuffers
+	}
+	if s.DamonRegions && s.Objects <= s.DamonBound {
+		return fmt.Sprintf("DAMON's monitoring regions, within the %d its kdamonds may keep", s.DamonBound), KernelBound
 	}
 	if s.OnePerTmpfsFile {
 		xs, ys, _ := series(g.points)
