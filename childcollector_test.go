@@ -73,6 +73,9 @@ func startChildCollector(t *testing.T, cfg *Config, storageDir string) *childCol
 		ended:   make(chan struct{}),
 	}
 	c.cmd.Env = append(os.Environ(), childConfigEnv+"="+string(config), childStorageEnv+"="+storageDir)
+	// A test binary that dies without its cleanups must not leave a
+	// collector with its probes attached behind.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	c.cmd.Stderr = &c.stderr
 	out, err := c.cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -102,7 +105,8 @@ func (c *childCollector) read(t *testing.T, out io.Reader) {
 		if err != nil {
 			return
 		}
-		kind, data, _ := bytes.Cut(bytes.TrimSuffix(line, []byte("\n")), []byte(" "))
+		line = bytes.TrimSuffix(line, []byte("\n"))
+		kind, data, _ := bytes.Cut(line, []byte(" "))
 		switch string(kind) {
 		case "metrics":
 			md, err := (&pmetric.JSONUnmarshaler{}).UnmarshalMetrics(data)
