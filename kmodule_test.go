@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/kmemleak/kmemleakreceiver/internal/kerneltest"
@@ -463,10 +465,14 @@ func TestIntegrationKernelModuleVerdicts(t *testing.T) {
 	assert.True(t, leakEvent, "no kmem.leak.suspect event calls kmltest_leak_one leaking")
 }
 
-// A real leak outlives a restart: after a graceful one with the tables
-// pinned and the verdict histories in storage, the next receiver's first
-// scan calls kmltest_leak_one leaking, and its event gives the same
-// kmem.leak.since, the allocation of the leak's oldest object.
+// A real leak outlives a restart, whichever way the collector before
+// ended: the next collector, with the tables pinned and the verdict
+// histories in file_storage, calls kmltest_leak_one leaking at its first
+// scan, counting every object of it the collector before counted, and
+// its events give the same kmem.leak.since, the allocation of the leak's
+// oldest object. Each restart ends the collector the one before started:
+// one leak, found once, outlives the three. The collectors run in child
+// processes, to be killed as the kernel kills them.
 func TestIntegrationKernelModuleLeakSurvivesARestart(t *testing.T) {
 	mods := requireModules(t)
 	cfg := moduleConfig()
@@ -476,30 +482,54 @@ func TestIntegrationKernelModuleLeakSurvivesARestart(t *testing.T) {
 	cfg.ReportInterval = time.Nanosecond // a leak's event every scan, with its kmem.leak.since
 	storageID := component.MustNewID("file_storage")
 	cfg.Storage = &storageID
-	extensions := host{storageID: memStorage{memClient{}}}
+	storageDir := t.TempDir()
 
-	first := startWithEvents(t, cfg, extensions)
+	collector := startChildCollector(t, cfg, storageDir)
 	mods.load(t)
 	var since string
 	require.Eventually(t, func() bool {
-		since = leakSince(first.logs)
+		since = leakSince(collector.logs.AllLogs())
 		return since != ""
 	}, 3*time.Minute, time.Second, "kmltest_leak_one was never called leaking")
-	require.NoError(t, first.rcv.Shutdown(context.Background()))
 
-	next := *cfg
-	second := startWithEvents(t, &next, extensions)
-	require.Eventually(t, func() bool { return len(second.metrics.AllMetrics()) > 0 }, 30*time.Second, 100*time.Millisecond, "no scan")
-	verdicts := map[string]int64{}
-	for g, n := range groupVerdicts(second.metrics.AllMetrics()[0]) {
-		if kmodLeakSite.MatchString(g.callSite) {
-			verdicts[g.verdict] += n
+	for _, restart := range []struct {
+		name   string
+		signal syscall.Signal
+		change func(*Config)
+	}{
+		// First, while the collector that found the leak runs: killed, it
+		// leaves the next one only what it saved every minute.
+		{"SIGKILL", syscall.SIGKILL, func(*Config) {}},
+		{"graceful", syscall.SIGTERM, func(*Config) {}},
+		{"config keeping the shape", syscall.SIGTERM, func(c *Config) { c.TopN, c.ReportInterval = 500, time.Second }},
+	} {
+		if restart.signal == syscall.SIGKILL {
+			collector.waitForSave(t, saveEvery+time.Minute, "the leak was called leaking", func(events []plog.Logs) bool { return leakSince(events) != "" })
+			// Killed mid-run: the scans since the save are lost.
+			scans := len(collector.metrics.AllMetrics())
+			require.Eventually(t, func() bool { return len(collector.metrics.AllMetrics()) >= scans+2 }, 30*time.Second, 100*time.Millisecond, "no scan after the save")
 		}
+		all := collector.metrics.AllMetrics()
+		_, before := matching(groupObjects(all[len(all)-1]), kmodLeakSite)
+		collector.stop(t, restart.signal)
+		next := *cfg
+		restart.change(&next)
+		collector = startChildCollector(t, &next, storageDir)
+
+		t.Run(restart.name, func(t *testing.T) {
+			require.Eventually(t, func() bool { return len(collector.metrics.AllMetrics()) > 0 }, 30*time.Second, 100*time.Millisecond, "no scan")
+			verdicts := map[string]int64{}
+			for g, n := range groupVerdicts(collector.metrics.AllMetrics()[0]) {
+				if kmodLeakSite.MatchString(g.callSite) {
+					verdicts[g.verdict] += n
+				}
+			}
+			t.Logf("kmltest_leak_one leaking since %s; its objects at the last scan before the restart: %d; at the first after, by verdict: %v", since, before, verdicts)
+			assert.GreaterOrEqual(t, verdicts["leaking"], before, "the leak's objects counted before the restart are not all leaking at the first scan after it")
+			require.Eventually(t, func() bool { return leakSince(collector.logs.AllLogs()) != "" }, 30*time.Second, 100*time.Millisecond, "no leak event after the restart")
+			assert.Equal(t, since, leakSince(collector.logs.AllLogs()), "kmem.leak.since moved with the restart")
+		})
 	}
-	t.Logf("kmltest_leak_one leaking since %s; its verdicts at the first scan after the restart: %v", since, verdicts)
-	assert.Positive(t, verdicts["leaking"], "the leak is not leaking at the first scan after the restart")
-	require.Eventually(t, func() bool { return leakSince(second.logs) != "" }, 30*time.Second, 100*time.Millisecond, "no leak event after the restart")
-	assert.Equal(t, since, leakSince(second.logs), "kmem.leak.since moved with the restart")
 }
 
 // startWithEvents starts a receiver with a metrics and a logs pipeline on a
@@ -518,10 +548,10 @@ func startWithEvents(t *testing.T, cfg *Config, extensions host) pipeline {
 	return p
 }
 
-// leakSince is the kmem.leak.since of the first leaking event of
-// kmltest_leak_one, or "".
-func leakSince(sink *consumertest.LogsSink) string {
-	for lr := range logRecords(sink.AllLogs()) {
+// leakSince is the kmem.leak.since of the first of the events that calls
+// kmltest_leak_one leaking, or "".
+func leakSince(events []plog.Logs) string {
+	for lr := range logRecords(events) {
 		site, _ := lr.Attributes().Get("kmem.call_site")
 		state, _ := lr.Attributes().Get("kmem.verdict")
 		since, ok := lr.Attributes().Get("kmem.leak.since")

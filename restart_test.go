@@ -3,13 +3,10 @@
 package kmemleakreceiver
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -20,8 +17,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/zap/zaptest/observer"
@@ -128,59 +123,11 @@ func TestIntegrationRestartReleaseLeavesNothing(t *testing.T) {
 func TestIntegrationRestartAfterSIGKILL(t *testing.T) {
 	kerneltest.RequireBPF(t)
 	cfg := pinnedConfig(t)
-	child := exec.Command(os.Args[0], "-test.run=^TestRestartChildCollector$", "-test.count=1")
-	child.Env = append(os.Environ(), childPinDir+"="+cfg.Pinning.Directory)
-	child.Stderr = os.Stderr
-	out, err := child.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, child.Start())
-	killed := false
-	t.Cleanup(func() {
-		if !killed {
-			_ = child.Process.Kill()
-			_ = child.Wait()
-		}
-	})
-	scans := make(chan map[string]int64)
-	go func() {
-		defer close(scans)
-		lines := bufio.NewScanner(out)
-		for lines.Scan() {
-			var got map[string]int64
-			if json.Unmarshal(lines.Bytes(), &got) == nil {
-				scans <- got
-			}
-		}
-	}()
-	next := func(what string) map[string]int64 {
-		select {
-		case got, ok := <-scans:
-			require.True(t, ok, "the child collector ended: %s", what)
-			return got
-		case <-time.After(30 * time.Second):
-			t.Fatalf("no scan of the child collector within 30s: %s", what)
-			return nil
-		}
-	}
-	var baseline map[string]int64
-	for prev := next("the baseline"); ; {
-		cur := next("the baseline")
-		if fmt.Sprint(prev) == fmt.Sprint(cur) {
-			baseline = cur
-			break
-		}
-		prev = cur
-	}
+	child := startChildCollector(t, cfg, "")
+	baseline := settledOwnPipes(t, child.metrics)
 	kerneltest.OpenPipes(t, heldPipes)
-	for {
-		got := next("the child counts the pipes")
-		if heldPipesCounted(got, baseline) {
-			break
-		}
-	}
-	require.NoError(t, child.Process.Signal(syscall.SIGKILL))
-	killed = true
-	_ = child.Wait() // killed: its error says so
+	waitForPipes(t, child.metrics, baseline, "the child collector counts the held pipes")
+	child.stop(t, syscall.SIGKILL)
 	assert.FileExists(t, filepath.Join(cfg.Pinning.Directory, "live"), "the killed collector's tables are gone")
 
 	second, logs := startReceiverLogged(t, cfg)
@@ -188,41 +135,6 @@ func TestIntegrationRestartAfterSIGKILL(t *testing.T) {
 	got := firstScanPipes(t, second.metrics)
 	t.Logf("baseline %v; first scan after the kill %v", baseline, got)
 	assertHeldPipesCounted(t, got, baseline)
-}
-
-// childPinDir names, to the child TestIntegrationRestartAfterSIGKILL
-// starts, the pin directory of its collector.
-const childPinDir = "KMEMLEAK_RESTART_CHILD_PINS"
-
-// TestRestartChildCollector is the collector TestIntegrationRestartAfterSIGKILL
-// kills: it prints the pipes' counts of each scan as a JSON line until then.
-func TestRestartChildCollector(t *testing.T) {
-	dir := os.Getenv(childPinDir)
-	if dir == "" {
-		t.Skip("the collector TestIntegrationRestartAfterSIGKILL starts and kills")
-	}
-	cfg := testConfig()
-	cfg.Pinning.Directory = dir
-	set, _ := settingsWithLogs(component.NewID(metadata.Type))
-	rcv, err := NewFactory().CreateMetrics(context.Background(), set, cfg, printPipes{os.Getppid()})
-	require.NoError(t, err)
-	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
-	select {} // until killed
-}
-
-// printPipes prints each scan's counts of the pipe objects of process pid
-// on a line of its own.
-type printPipes struct{ pid int }
-
-func (printPipes) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
-
-func (p printPipes) ConsumeMetrics(_ context.Context, md pmetric.Metrics) error {
-	line, err := json.Marshal(ownPipes(md, p.pid))
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Println(string(line))
-	return err
 }
 
 // pinnedConfig is testConfig pinning in a directory of the test's own.
