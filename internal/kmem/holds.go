@@ -50,6 +50,15 @@ func (h FileHolders) Add(o FileHolders) FileHolders {
 	return h
 }
 
+// Total is how many objects the processes hold as open files.
+func (h FileHolders) Total() int64 {
+	var n int64
+	for _, held := range h {
+		n += held
+	}
+	return n
+}
+
 // One is the process that holds every file, when only one does.
 func (h FileHolders) One() (tgid uint32, ok bool) {
 	for tgid := range h {
@@ -64,7 +73,6 @@ func (t *Tally) held(h Holder) {
 	case HeldByTask:
 		t.HeldByTask++
 	case HeldAsFile:
-		t.HeldAsFile++
 		if t.FileHolders == nil {
 			t.FileHolders = FileHolders{}
 		}

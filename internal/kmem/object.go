@@ -77,7 +77,7 @@ type Snapshot struct {
 	Reused map[uint32]uint64
 	// Holds are what live tasks hold, listed just before the scan, or nil
 	// when they were not: the aged objects among them are counted per
-	// group (Tally.HeldByTask, HeldAsFile). Set before a scan.
+	// group (Tally.HeldByTask, FileHolders). Set before a scan.
 	Holds *Holds
 
 	groups groupIndex
@@ -125,8 +125,8 @@ type Tally struct {
 	// own structures, or as its open files, and how many each process
 	// holding the files holds; and those no live task holds allocated after
 	// Ages.Recent.
-	HeldByTask, HeldAsFile, UnheldRecent int64
-	FileHolders                          FileHolders
+	HeldByTask, UnheldRecent int64
+	FileHolders              FileHolders
 }
 
 // Begin readies s for a scan with the given ages, forgetting the previous
@@ -209,7 +209,6 @@ func (s *Snapshot) Merge(other *Snapshot) {
 		t.Survivors += o.tally.Survivors
 		t.OldestNs = min(t.OldestNs, o.tally.OldestNs)
 		t.HeldByTask += o.tally.HeldByTask
-		t.HeldAsFile += o.tally.HeldAsFile
 		t.UnheldRecent += o.tally.UnheldRecent
 		t.FileHolders = t.FileHolders.Add(o.tally.FileHolders)
 	}

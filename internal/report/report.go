@@ -47,8 +47,8 @@ type Group struct {
 	// they were not): as their own structures, or as open files, and how
 	// many each process holding the files holds; and those no live task
 	// holds younger than the verdicts' window (kmem.Ages.Recent).
-	HeldByTask, HeldAsFile, UnheldRecent int64
-	FileHolders                          kmem.FileHolders
+	HeldByTask, UnheldRecent int64
+	FileHolders              kmem.FileHolders
 	// Set by the caller from the group's history.
 	Verdict verdict.Verdict
 }
@@ -74,7 +74,6 @@ func (g *Group) Add(o Group) {
 	g.Survivors += o.Survivors
 	g.OldestAge = max(g.OldestAge, o.OldestAge)
 	g.HeldByTask += o.HeldByTask
-	g.HeldAsFile += o.HeldAsFile
 	g.UnheldRecent += o.UnheldRecent
 	g.FileHolders = g.FileHolders.Add(o.FileHolders)
 }
@@ -147,7 +146,6 @@ func Build(snap *kmem.Snapshot, opts Options, sym Symbolizer) Report {
 		g.Bytes *= scale
 		g.Survivors *= scale
 		g.HeldByTask *= scale
-		g.HeldAsFile *= scale
 		g.UnheldRecent *= scale
 		for tgid := range g.FileHolders {
 			g.FileHolders[tgid] *= scale
@@ -258,7 +256,7 @@ func tallyAged(snap *kmem.Snapshot, opts Options, rep *Report) map[kmem.GroupKey
 		}
 		t.Add(Group{
 			Objects: g.Aged, Bytes: g.AgedBytes, OldestAge: time.Duration(min(snap.Age(g), math.MaxInt64)), Survivors: g.Survivors,
-			HeldByTask: g.HeldByTask, HeldAsFile: g.HeldAsFile, UnheldRecent: g.UnheldRecent, FileHolders: g.FileHolders,
+			HeldByTask: g.HeldByTask, UnheldRecent: g.UnheldRecent, FileHolders: g.FileHolders,
 		})
 		rep.Suspects += g.Aged
 	}

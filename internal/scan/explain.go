@@ -103,11 +103,11 @@ func (s *site) add(g report.Group) {
 		s.byOwner = map[owner.Owner]int64{}
 	}
 	s.byOwner[g.Owner] += g.Objects
-	if g.HeldAsFile > 0 {
+	if held := g.FileHolders.Total(); held > 0 {
 		if s.heldAsFiles == nil {
 			s.heldAsFiles = map[owner.Owner]int64{}
 		}
-		s.heldAsFiles[g.Owner] += g.HeldAsFile
+		s.heldAsFiles[g.Owner] += held
 	}
 }
 
@@ -122,7 +122,7 @@ func (p *Scanner) sample(s *site, live string) verdict.Sample {
 	out := verdict.Sample{Objects: s.Objects, Bytes: s.Bytes, OldestAge: s.OldestAge, Survivors: s.Survivors}
 	functions := functions(s)
 	switch companion := reclaim.Companion(functions); {
-	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
+	case s.FileHolders.Total()*2 >= s.Objects && s.Objects > 0:
 		// Open files pin their dentries and inodes: no shrinker takes
 		// them, whatever their cache.
 	case (s.Allocator == kmem.Slab || s.Allocator == kmem.Kmalloc) && p.machine.Reclaimable(s.Cache):
@@ -145,14 +145,14 @@ func (p *Scanner) sample(s *site, live string) verdict.Sample {
 	case s.Objects == 0:
 	case explains(s.HeldByTask):
 		out.Held = "live tasks' own structures (" + percent(s.HeldByTask, s.Objects) + " of its objects)" + live
-	case explains(s.HeldAsFile) && len(s.heldAsFiles) >= spreadHolders && most*4 <= s.HeldAsFile:
+	case explains(s.FileHolders.Total()) && len(s.heldAsFiles) >= spreadHolders && most*4 <= s.FileHolders.Total():
 		out.Held = fmt.Sprintf("open files of %d live processes, none holding a quarter of them", len(s.heldAsFiles))
 	case cgroups.ForAllocator(functions[0]) && explains(s.Objects-s.exited):
 		out.Held = "structures of the cgroups of the processes that made them, which still run (" +
 			percent(s.Objects-s.exited, s.Objects) + " of its objects): one per cgroup and list_lru"
 	}
 	out.HeldByTasks, out.HoldersListed = s.HeldByTask, p.snap.Holds != nil
-	out.HeldAsFiles, out.UnheldRecent, out.FileHolders = s.HeldAsFile, s.UnheldRecent, s.FileHolders
+	out.UnheldRecent, out.FileHolders = s.UnheldRecent, s.FileHolders
 	out.Clue = p.clue(s)
 	return out
 }
@@ -204,16 +204,16 @@ func (p *Scanner) clue(s *site) string {
 
 func (p *Scanner) holderClue(s *site) string {
 	switch {
-	case s.HeldAsFile*2 >= s.Objects && s.Objects > 0:
+	case s.FileHolders.Total()*2 >= s.Objects && s.Objects > 0:
 		holder, one := s.FileHolders.One()
 		if !one {
 			adder := ""
 			if o := s.adder; o.Attributed() && !o.Other && !o.Exited {
 				adder = "; still added to by " + o.String()
 			}
-			return "held by several processes, their open files (" + percent(s.HeldAsFile, s.Objects) + ")" + adder
+			return "held by several processes, their open files (" + percent(s.FileHolders.Total(), s.Objects) + ")" + adder
 		}
-		return "held by " + p.processName(holder) + ", its open files (" + percent(s.HeldAsFile, s.Objects) + ")"
+		return "held by " + p.processName(holder) + ", its open files (" + percent(s.FileHolders.Total(), s.Objects) + ")"
 	case s.exited*2 >= s.Objects && s.Objects > 0:
 		return "allocating processes exited (" + percent(s.exited, s.Objects) + " of its objects), still rising"
 	case s.adder.Attributed():

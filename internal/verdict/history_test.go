@@ -95,7 +95,7 @@ func TestRestoredFileHoldersKeepTheirCounts(t *testing.T) {
 	at := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
 	files := func(n int64) map[string]Sample {
 		return map[string]Sample{"g": {Objects: n, Bytes: 64 * n, OldestAge: time.Minute, Survivors: n,
-			HoldersListed: true, HeldAsFiles: n, FileHolders: map[uint32]int64{812: n}}}
+			HoldersListed: true, FileHolders: map[uint32]int64{812: n}}}
 	}
 	before := New(defaults.opts)
 	before.Observe(at, Reclaim{}, files(10))

@@ -97,16 +97,15 @@ type Sample struct {
 	// however few: growth they hold while the rest stays put is explained.
 	HeldByTasks   int64
 	HoldersListed bool
-	// HeldAsFiles, when HoldersListed, is how many of the objects are live
-	// tasks' open files, and FileHolders how many each process holding
-	// them holds: growth of files held by processes that each keep what
+	// FileHolders, when HoldersListed, is how many of the objects each
+	// process holding them as open files holds: growth of files held by processes that each keep what
 	// they opened (a shell's pipelines, each command with its pipes) is
 	// explained; one process opening more and more is a leak. So is a rise
 	// of what no task holds beside them: UnheldRecent counts the objects
 	// no task holds that are younger than the window, an upper bound on
 	// how much that share rose in it.
-	HeldAsFiles, UnheldRecent int64
-	FileHolders               map[uint32]int64
+	UnheldRecent int64
+	FileHolders  map[uint32]int64
 	// Clue says what the group's objects point at, for a leak's reason:
 	// who allocated them, whether they outlive it, who holds them.
 	Clue string
@@ -495,9 +494,13 @@ func (g *group) heldGrowth(s Sample) string {
 	case s.HeldByTasks > 0 && g.unheldFlat():
 		return fmt.Sprintf("live tasks' own structures hold its growth (%d%% of its objects; the other %d do not rise)",
 			s.HeldByTasks*100/max(s.Objects, 1), s.Objects-s.HeldByTasks)
-	case s.HeldAsFiles > 0 && g.added < MinRise && s.UnheldRecent < MinRise:
+	case len(s.FileHolders) > 0 && g.added < MinRise && s.UnheldRecent < MinRise:
+		held := int64(0)
+		for _, n := range s.FileHolders {
+			held += n
+		}
 		return fmt.Sprintf("open files of %d live processes hold its growth, none of which opened %d more (%d%% of its objects; %d of the others are new)",
-			len(s.FileHolders), MinRise, s.HeldAsFiles*100/max(s.Objects, 1), s.UnheldRecent)
+			len(s.FileHolders), MinRise, held*100/max(s.Objects, 1), s.UnheldRecent)
 	}
 	return ""
 }

@@ -416,8 +416,7 @@ func TestGrowthOfFilesProcessesKeepIsNoLeak(t *testing.T) {
 		vs := rising(10*time.Minute, func(now time.Duration, s *Sample) Reclaim {
 			s.HoldersListed = true
 			s.UnheldRecent = recent(s.Objects)
-			s.HeldAsFiles = s.Objects - 6 - s.UnheldRecent
-			s.FileHolders = holders(now, s.HeldAsFiles)
+			s.FileHolders = holders(now, s.Objects-6-s.UnheldRecent)
 			return Reclaim{}
 		})
 		return []Verdict{vs[2*time.Minute], vs[end]}
